@@ -1,0 +1,505 @@
+"""Compiled kernels of nnfast: forward pass, sigmoid, deltas, weight updates, fused fit.
+
+How Python and the kernel split the work
+----------------------------------------
+``nnfast.network`` validates and coerces every input once, allocates every buffer a fit
+needs (``nnfast._workspace``), and calls :func:`fit` once per reporting chunk. This module
+assumes valid, C-contiguous input of a single floating dtype, allocates nothing, and runs its
+loops without the GIL; it takes the GIL back only to poll for signals (Ctrl-C) at an interval
+the caller chooses. Compiler directives are set in one place, ``setup.py``.
+
+Memory layout (shared with ``nnfast._workspace``)
+--------------------------------------------------
+params       every layer's weights, and bias when present, back to back in one flat buffer:
+             W0 (s0 x s1, row-major), b0 (s1), W1 (s1 x s2), b1 (s2), ...
+activations  layers 1..L for one batch of m rows, each (m x s_k) row-major, back to back.
+deltas       the same layout as activations.
+grad         scratch for the largest weight matrix, used when a product runs in plain loops.
+
+Arithmetic
+----------
+Each step is the original's: activations a = sigmoid(a_prev @ W [+ b]),
+delta_L = (y - a_L) * (a_L * (1 - a_L)), delta_k = (delta_{k+1} @ W_k.T) * (a_k * (1 - a_k)),
+then W_k += lr * (a_k.T @ delta_{k+1}) once all deltas are known. Matrix products go to BLAS
+(scipy.linalg.cython_blas, as in scikit-learn) above ``BLAS_MIN_FLOPS`` multiply-adds and run
+as plain loops the compiler vectorises below it, where a BLAS call costs more than the work.
+"""
+
+from cython cimport floating
+from libc.math cimport INFINITY, fabs, isfinite
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcpy, memset
+from cpython.exc cimport PyErr_CheckSignals
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define NNFAST_OPENMP 1
+    #else
+    #define NNFAST_OPENMP 0
+    #endif
+    """
+    const int NNFAST_OPENMP
+
+
+# Products of at least this many multiply-adds go to BLAS; smaller ones run as plain loops.
+# Measured on a 2-core AMD EPYC (bench/): the call overhead of BLAS dominates below it.
+cdef enum:
+    _BLAS_MIN_FLOPS = 32768
+BLAS_MIN_FLOPS = _BLAS_MIN_FLOPS
+
+# Elementwise passes over fewer elements than this stay on one thread: an OpenMP fork costs
+# more than the work.
+cdef enum:
+    _PARALLEL_MIN_ELEMENTS = 65536
+PARALLEL_MIN_ELEMENTS = _PARALLEL_MIN_ELEMENTS
+OPENMP = bool(NNFAST_OPENMP)
+
+
+# --------------------------------------------------------------------------------------------
+# exp and sigmoid
+#
+# libm's exp is a scalar call that stops the compiler vectorising a loop over a whole layer, and
+# then costs more than the rest of a small network's step. _exp is branch-free (selects only),
+# so loops over it vectorise. Range reduction exp(x) = 2**n * exp(r), n = round(x / ln 2),
+# |r| <= ln(2) / 2, with ln 2 split in two (Cody-Waite) so n * ln2_hi is exact; exp(r) is its
+# Taylor polynomial to degree 13 (float64) or 7 (float32), whose truncation error is below
+# half an ulp on that interval. Measured against libm over 10**7 points: within 2 ulp (see
+# tests/test_kernels.py). Results that would be below the smallest normal number are flushed to
+# zero, overflow gives +inf, NaN propagates.
+# --------------------------------------------------------------------------------------------
+
+cdef union _Bits64:
+    double value
+    int64_t bits
+
+cdef union _Bits32:
+    float value
+    int32_t bits
+
+# Adding 1.5 * 2**52 (2**23 for float32) rounds to an integer and leaves it in the low
+# mantissa bits, so n is read from the bits without a float->int conversion, which SSE2 lacks.
+cdef double _SHIFT64 = 6755399441055744.0
+cdef float _SHIFT32 = 12582912.0
+cdef int64_t _SHIFT64_BITS = 0x4338000000000000
+cdef int32_t _SHIFT32_BITS = 0x4B400000
+cdef double _LOG2E64 = 1.4426950408889634
+cdef float _LOG2E32 = 1.44269504
+cdef double _LN2_HI64 = 6.93147180369123816490e-01   # trailing 32 bits zero
+cdef double _LN2_LO64 = 1.90821492927058770002e-10
+cdef float _LN2_HI32 = 0.693145751953125             # trailing 12 bits zero
+cdef float _LN2_LO32 = 1.428606765330187e-06
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    """exp(x) without branches; see the notes above for range and accuracy."""
+    cdef _Bits64 shifted64, scale64
+    cdef _Bits32 shifted32, scale32
+    cdef floating clamped, n, r, poly, result
+    if floating is double:
+        # Clamped so that 2**(n-1) below is a normal number.
+        clamped = min(max(x, -707.0), 709.79)
+        shifted64.value = clamped * _LOG2E64 + _SHIFT64
+        n = shifted64.value - _SHIFT64
+        r = (clamped - n * _LN2_HI64) - n * _LN2_LO64
+        poly = (1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24
+                + r * (1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320
+                + r * (1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800
+                + r * (1.0 / 479001600 + r * (1.0 / 6227020800.0))))))))))))))
+        # 2**n as 2 * 2**(n-1): n reaches 1024, whose exponent field would mean inf.
+        scale64.bits = (shifted64.bits - _SHIFT64_BITS + 1022) << 52
+        result = (poly * 2.0) * scale64.value
+        result = INFINITY if x > 709.782712893384 else result
+        result = 0.0 if x < -707.0 else result
+    else:
+        clamped = min(max(x, <float>-86.0), <float>88.72)
+        shifted32.value = clamped * _LOG2E32 + _SHIFT32
+        n = shifted32.value - _SHIFT32
+        r = (clamped - n * _LN2_HI32) - n * _LN2_LO32
+        poly = (1.0 + r * (1.0 + r * (<float>(1.0 / 2) + r * (<float>(1.0 / 6)
+                + r * (<float>(1.0 / 24) + r * (<float>(1.0 / 120) + r * (<float>(1.0 / 720)
+                + r * <float>(1.0 / 5040))))))))
+        scale32.bits = (shifted32.bits - _SHIFT32_BITS + 126) << 23
+        result = (poly * <float>2.0) * scale32.value
+        result = INFINITY if x > <float>88.7228391 else result
+        result = 0.0 if x < <float>-86.0 else result
+    return x if x != x else result
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    """1 / (1 + exp(-x)): exp overflows to +inf for x < -709 and the quotient is then an
+    exact 0, so the plain formula is stable and needs no branch."""
+    return 1 / (1 + _exp(-x))
+
+
+cdef inline floating _sigmoid_slope(floating a) noexcept nogil:
+    """a * (1 - a): the sigmoid's derivative written in terms of its output a."""
+    return a * (1 - a)
+
+
+cdef void _sigmoid_inplace(floating* z, Py_ssize_t n) noexcept nogil:
+    """z = sigmoid(z) over a contiguous buffer."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        z[i] = _sigmoid(z[i])
+
+
+# --------------------------------------------------------------------------------------------
+# Matrix products. Row-major C = A @ B is column-major C.T = B.T @ A.T, so BLAS is called with
+# the operands swapped (the scikit-learn _gemm convention).
+# --------------------------------------------------------------------------------------------
+
+cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                const floating* a, int lda, const floating* b, int ldb,
+                floating beta, floating* c, int ldc) noexcept nogil:
+    """C = alpha * op(A) @ op(B) + beta * C, all row-major, through BLAS."""
+    cdef char op_a = b't' if trans_a else b'n'
+    cdef char op_b = b't' if trans_b else b'n'
+    if floating is double:
+        dgemm(&op_b, &op_a, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
+              &beta, c, &ldc)
+    else:
+        sgemm(&op_b, &op_a, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
+              &beta, c, &ldc)
+
+
+cdef void _forward_layer(const floating* inputs, const floating* weights,
+                         const floating* bias, floating* outputs,
+                         Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """outputs = sigmoid(inputs @ weights [+ bias]); bias may be NULL."""
+    cdef Py_ssize_t i, p, j
+    cdef floating x
+    cdef floating* row
+    if bias != NULL:
+        for i in range(m):
+            memcpy(&outputs[i * n_out], bias, n_out * sizeof(floating))
+    else:
+        memset(outputs, 0, m * n_out * sizeof(floating))
+    if m * n_in * n_out >= _BLAS_MIN_FLOPS:
+        _gemm(False, False, <int>m, <int>n_out, <int>n_in, <floating>1.0, inputs, <int>n_in,
+              weights, <int>n_out, <floating>1.0, outputs, <int>n_out)
+    else:
+        for i in range(m):
+            row = &outputs[i * n_out]
+            for p in range(n_in):
+                x = inputs[i * n_in + p]
+                for j in range(n_out):
+                    row[j] += x * weights[p * n_out + j]
+    _sigmoid_inplace(outputs, m * n_out)
+
+
+cdef double _output_delta(const floating* targets, const floating* outputs, floating* delta,
+                          Py_ssize_t n) noexcept nogil:
+    """delta = (y - a) * (a * (1 - a)); returns sum |y - a|."""
+    cdef Py_ssize_t i
+    cdef floating error
+    cdef double abs_error_sum = 0.0
+    for i in range(n):
+        error = targets[i] - outputs[i]
+        delta[i] = error * _sigmoid_slope(outputs[i])
+        abs_error_sum += fabs(error)
+    return abs_error_sum
+
+
+cdef void _hidden_delta(const floating* delta_next, const floating* weights,
+                        const floating* activations, floating* delta,
+                        Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """delta = (delta_next @ weights.T) * (a * (1 - a)); weights is (n_in x n_out)."""
+    cdef Py_ssize_t i, p, j
+    cdef floating acc
+    if m * n_in * n_out >= _BLAS_MIN_FLOPS:
+        _gemm(False, True, <int>m, <int>n_in, <int>n_out, <floating>1.0, delta_next,
+              <int>n_out, weights, <int>n_out, <floating>0.0, delta, <int>n_in)
+    else:
+        for i in range(m):
+            for p in range(n_in):
+                acc = 0
+                for j in range(n_out):
+                    acc = acc + delta_next[i * n_out + j] * weights[p * n_out + j]
+                delta[i * n_in + p] = acc
+    for i in range(m * n_in):
+        delta[i] = delta[i] * _sigmoid_slope(activations[i])
+
+
+cdef void _weight_gradient(const floating* inputs, const floating* delta, floating* grad,
+                           Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """grad = inputs.T @ delta, in plain loops (the small-product path)."""
+    cdef Py_ssize_t i, p, j
+    cdef floating x
+    memset(grad, 0, n_in * n_out * sizeof(floating))
+    for i in range(m):
+        for p in range(n_in):
+            x = inputs[i * n_in + p]
+            for j in range(n_out):
+                grad[p * n_out + j] += x * delta[i * n_out + j]
+
+
+cdef void _apply_gradient(floating* weights, floating* bias, const floating* inputs,
+                          const floating* delta, floating learning_rate, floating* grad,
+                          Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """W += lr * (inputs.T @ delta); bias += lr * delta.sum(axis=0) when bias is not NULL."""
+    cdef Py_ssize_t i, j
+    cdef floating column_sum
+    if m * n_in * n_out >= _BLAS_MIN_FLOPS:
+        _gemm(True, False, <int>n_in, <int>n_out, <int>m, learning_rate, inputs, <int>n_in,
+              delta, <int>n_out, <floating>1.0, weights, <int>n_out)
+    else:
+        _weight_gradient(inputs, delta, grad, m, n_in, n_out)
+        for i in range(n_in * n_out):
+            weights[i] += learning_rate * grad[i]
+    if bias != NULL:
+        for j in range(n_out):
+            column_sum = 0
+            for i in range(m):
+                column_sum = column_sum + delta[i * n_out + j]
+            bias[j] += learning_rate * column_sum
+
+
+# --------------------------------------------------------------------------------------------
+# One training step and the fused loop
+# --------------------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _layer_params(const Py_ssize_t* sizes, Py_ssize_t k,
+                                     bint has_bias) noexcept nogil:
+    """Number of parameters of layer k: its weight matrix and, when present, its bias."""
+    return sizes[k] * sizes[k + 1] + (sizes[k + 1] if has_bias else 0)
+
+
+cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
+                        bint has_bias, const floating* x, const floating* y, Py_ssize_t m,
+                        floating learning_rate, floating* activations, floating* deltas,
+                        floating* grad) noexcept nogil:
+    """One full forward/backward pass and update on m rows; returns sum |y - output|."""
+    cdef Py_ssize_t k, n_in, n_out
+    cdef const floating* layer_in = x
+    cdef floating* weights = params
+    cdef floating* layer_out = activations
+    cdef floating* delta = deltas
+    cdef floating* delta_next
+    cdef double abs_error_sum
+
+    for k in range(n_layers):
+        n_in = sizes[k]
+        n_out = sizes[k + 1]
+        _forward_layer(layer_in, weights, weights + n_in * n_out if has_bias else NULL,
+                       layer_out, m, n_in, n_out)
+        layer_in = layer_out
+        weights += _layer_params(sizes, k, has_bias)
+        if k + 1 < n_layers:
+            layer_out += m * n_out
+            delta += m * n_out
+
+    # layer_out, delta: the output layer's activations and delta; weights: one past the end.
+    abs_error_sum = _output_delta(y, layer_out, delta, m * sizes[n_layers])
+
+    # Each W_k is read for delta_k before it is updated, as in the original, where every delta
+    # is computed before any weight changes: delta_k needs only W_k, which nothing updates
+    # before this point.
+    for k in range(n_layers - 1, -1, -1):
+        n_in = sizes[k]
+        n_out = sizes[k + 1]
+        weights -= _layer_params(sizes, k, has_bias)
+        delta_next = delta
+        if k > 0:
+            layer_out -= m * n_in
+            delta -= m * n_in
+            _hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out)
+            layer_in = layer_out
+        else:
+            layer_in = x
+        _apply_gradient(weights, weights + n_in * n_out if has_bias else NULL, layer_in,
+                        delta_next, learning_rate, grad, m, n_in, n_out)
+    return abs_error_sum
+
+
+cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
+                   bint has_bias, const floating* x, const floating* y, Py_ssize_t n_rows,
+                   const Py_ssize_t* order, Py_ssize_t batch_size, Py_ssize_t n_epochs,
+                   floating learning_rate, floating* activations, floating* deltas,
+                   floating* grad, floating* batch_x, floating* batch_y,
+                   Py_ssize_t check_every, double* first_error,
+                   Py_ssize_t* epochs_done) except -1 nogil:
+    """Runs n_epochs epochs; returns 0, or 1 when the error stopped being finite."""
+    cdef Py_ssize_t epoch, start, m, r, row
+    cdef Py_ssize_t n_in = sizes[0]
+    cdef Py_ssize_t n_out = sizes[n_layers]
+    cdef double epoch_error
+    cdef const floating* batch_in
+    cdef const floating* batch_target
+
+    for epoch in range(n_epochs):
+        epoch_error = 0.0
+        start = 0
+        while start < n_rows:
+            m = min(batch_size, n_rows - start)
+            if order != NULL:
+                # Shuffled mini-batch: gather its rows so every product sees contiguous data.
+                for r in range(m):
+                    row = order[epoch * n_rows + start + r]
+                    memcpy(&batch_x[r * n_in], &x[row * n_in], n_in * sizeof(floating))
+                    memcpy(&batch_y[r * n_out], &y[row * n_out], n_out * sizeof(floating))
+                batch_in = batch_x
+                batch_target = batch_y
+            else:
+                batch_in = &x[start * n_in]
+                batch_target = &y[start * n_out]
+            epoch_error += _train_step(params, sizes, n_layers, has_bias, batch_in,
+                                       batch_target, m, learning_rate, activations, deltas,
+                                       grad)
+            start += m
+        epoch_error /= n_rows * n_out
+        if epoch == 0:
+            first_error[0] = epoch_error
+        epochs_done[0] = epoch + 1
+        if not isfinite(epoch_error):
+            epochs_done[0] = epoch
+            return 1
+        if (epoch + 1) % check_every == 0:
+            with gil:
+                if PyErr_CheckSignals() == -1:
+                    return -1
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Python entry points. Each assumes the caller (nnfast.network) validated shapes and dtypes.
+# --------------------------------------------------------------------------------------------
+
+def sigmoid_inplace(floating[::1] values):  # INOUT
+    """values = 1 / (1 + exp(-values)), in place.
+
+    Parameters
+    ----------
+    values : float32 or float64 contiguous 1-D array, overwritten.
+    """
+    with nogil:
+        _sigmoid_inplace(&values[0], values.shape[0])
+
+
+def sigmoid_derivative(const floating[::1] activations,  # IN
+                       floating[::1] out):               # OUT
+    """out = activations * (1 - activations), the derivative from the sigmoid's output.
+
+    Parameters
+    ----------
+    activations : float32 or float64 contiguous 1-D array.
+    out : array of the same dtype and length, overwritten.
+    """
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(activations.shape[0]):
+            out[i] = _sigmoid_slope(activations[i])
+
+
+def forward_layer(const floating[:, ::1] inputs,   # IN (m, n_in)
+                  const floating[:, ::1] weights,  # IN (n_in, n_out)
+                  const floating[::1] bias,        # IN (n_out,) or (0,) for none
+                  floating[:, ::1] outputs):       # OUT (m, n_out)
+    """outputs = sigmoid(inputs @ weights + bias).
+
+    Parameters
+    ----------
+    inputs, weights : 2-D arrays of one float dtype.
+    bias : 1-D array of length n_out, or of length 0 for no bias.
+    outputs : (m, n_out) array, overwritten.
+    """
+    with nogil:
+        _forward_layer(&inputs[0, 0], &weights[0, 0],
+                       &bias[0] if bias.shape[0] > 0 else NULL, &outputs[0, 0],
+                       inputs.shape[0], inputs.shape[1], weights.shape[1])
+
+
+def output_delta(const floating[:, ::1] targets,  # IN (m, n_out)
+                 const floating[:, ::1] outputs,  # IN (m, n_out)
+                 floating[:, ::1] delta):         # OUT (m, n_out)
+    """delta = (targets - outputs) * (outputs * (1 - outputs)).
+
+    Returns
+    -------
+    float
+        sum of |targets - outputs|.
+    """
+    cdef double abs_error_sum
+    with nogil:
+        abs_error_sum = _output_delta(&targets[0, 0], &outputs[0, 0], &delta[0, 0],
+                                      targets.shape[0] * targets.shape[1])
+    return abs_error_sum
+
+
+def hidden_delta(const floating[:, ::1] delta_next,   # IN (m, n_out)
+                 const floating[:, ::1] weights,      # IN (n_in, n_out)
+                 const floating[:, ::1] activations,  # IN (m, n_in)
+                 floating[:, ::1] delta):             # OUT (m, n_in)
+    """delta = (delta_next @ weights.T) * (activations * (1 - activations))."""
+    with nogil:
+        _hidden_delta(&delta_next[0, 0], &weights[0, 0], &activations[0, 0], &delta[0, 0],
+                      delta_next.shape[0], weights.shape[0], weights.shape[1])
+
+
+def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
+                   floating[::1] bias,              # INOUT (n_out,) or (0,) for none
+                   const floating[:, ::1] inputs,   # IN (m, n_in)
+                   const floating[:, ::1] delta,    # IN (m, n_out)
+                   floating learning_rate,
+                   floating[::1] grad):             # scratch, >= n_in * n_out
+    """weights += learning_rate * (inputs.T @ delta); bias += learning_rate * delta.sum(0)."""
+    with nogil:
+        _apply_gradient(&weights[0, 0], &bias[0] if bias.shape[0] > 0 else NULL,
+                        &inputs[0, 0], &delta[0, 0], learning_rate, &grad[0],
+                        inputs.shape[0], weights.shape[0], weights.shape[1])
+
+
+def fit(floating[::1] params,              # INOUT all weights and biases, flat
+        const Py_ssize_t[::1] sizes,       # IN layer sizes s0..sL
+        bint has_bias,
+        const floating[:, ::1] x,          # IN (n_rows, s0)
+        const floating[:, ::1] y,          # IN (n_rows, sL)
+        const Py_ssize_t[:, ::1] order,    # IN (n_epochs, n_rows) row order, or (0, 0)
+        Py_ssize_t batch_size,
+        Py_ssize_t n_epochs,
+        floating learning_rate,
+        floating[::1] activations,         # scratch, batch_size * sum(s1..sL)
+        floating[::1] deltas,              # scratch, same size as activations
+        floating[::1] grad,                # scratch, max(s_k * s_k+1)
+        floating[::1] batch_x,             # scratch, batch_size * s0 when order is given
+        floating[::1] batch_y,             # scratch, batch_size * sL when order is given
+        Py_ssize_t check_every):
+    """Trains for n_epochs epochs in one call, without the GIL.
+
+    Parameters
+    ----------
+    params : flat weights (and biases), updated in place; see the module notes for the layout.
+    sizes : layer sizes, at least two.
+    has_bias : whether params holds a bias after each weight matrix.
+    x, y : inputs and targets, one row per sample.
+    order : for shuffled mini-batches, the row order of every epoch; (0, 0) for stored order.
+    batch_size : rows per step; n_rows for full batch.
+    n_epochs : passes over the rows.
+    learning_rate : step size.
+    activations, deltas, grad, batch_x, batch_y : scratch buffers sized by the caller.
+    check_every : poll for signals (Ctrl-C) after this many epochs.
+
+    Returns
+    -------
+    epochs_done : int
+        Completed epochs; fewer than n_epochs when the error became non-finite, in which case
+        the epoch at index ``epochs_done`` is the one that produced it.
+    first_error : float
+        Mean |y - output| of the first epoch (before its updates), NaN if n_epochs is 0.
+    diverged : bool
+        Whether the error stopped being finite.
+    """
+    cdef double first_error = float("nan")
+    cdef Py_ssize_t epochs_done = 0
+    cdef int status
+    with nogil:
+        status = _fit_loop(&params[0], &sizes[0], sizes.shape[0] - 1, has_bias,
+                           &x[0, 0], &y[0, 0], x.shape[0],
+                           &order[0, 0] if order.shape[0] > 0 else NULL,
+                           batch_size, n_epochs, learning_rate,
+                           &activations[0], &deltas[0], &grad[0],
+                           &batch_x[0] if batch_x.shape[0] > 0 else NULL,
+                           &batch_y[0] if batch_y.shape[0] > 0 else NULL,
+                           check_every, &first_error, &epochs_done)
+    return epochs_done, first_error, status == 1

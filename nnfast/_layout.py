@@ -1,0 +1,50 @@
+"""Where a network's numbers live: the flat parameter buffer and the fit workspace.
+
+All of a network's weights (and biases) sit back to back in one flat array, in the order
+W0, b0, W1, b1, ...; ``Network.weights`` are reshaped views into it. One buffer means one copy
+to make a fit atomic and one pointer for the kernel. The workspace holds every scratch buffer
+a fit needs, allocated once per fit, so the kernel allocates nothing while it trains.
+"""
+
+import numpy as np
+
+
+def param_count(sizes, bias):
+    """Total number of parameters of a network with these layer sizes."""
+    return sum(n_in * n_out + (n_out if bias else 0) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+
+def param_views(params, sizes, bias):
+    """The weight matrices (and biases, or None) as views into the flat ``params``."""
+    weights, biases = [], []
+    offset = 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        weights.append(params[offset:offset + n_in * n_out].reshape(n_in, n_out))
+        offset += n_in * n_out
+        if bias:
+            biases.append(params[offset:offset + n_out])
+            offset += n_out
+    return weights, (biases if bias else None)
+
+
+def pack_params(weights, biases):
+    """The flat buffer holding these weights and biases (the inverse of param_views)."""
+    pieces = []
+    for k, w in enumerate(weights):
+        pieces.append(np.ravel(w))
+        if biases is not None:
+            pieces.append(np.ravel(biases[k]))
+    return np.concatenate(pieces)
+
+
+def allocate_workspace(sizes, batch_size, dtype, shuffled):
+    """Scratch buffers for ``nnfast._kernels.fit`` with batches of up to batch_size rows."""
+    activations = batch_size * sum(sizes[1:])
+    largest_weights = max(n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    return {
+        "activations": np.empty(activations, dtype=dtype),
+        "deltas": np.empty(activations, dtype=dtype),
+        "grad": np.empty(largest_weights, dtype=dtype),
+        "batch_x": np.empty(batch_size * sizes[0] if shuffled else 0, dtype=dtype),
+        "batch_y": np.empty(batch_size * sizes[-1] if shuffled else 0, dtype=dtype),
+    }

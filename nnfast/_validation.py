@@ -1,0 +1,133 @@
+"""Input validation and coercion, done once at the API's edge.
+
+Every public entry point passes its arguments through these functions; the kernel then
+assumes valid, C-contiguous input of the network's dtype. Each failure is a ``TypeError``
+(wrong kind of thing) or ``ValueError`` (right kind, bad value) whose message names the
+argument and the problem.
+"""
+
+import numbers
+import os
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+BACKENDS = ("cython", "numpy")
+# BLAS takes 32-bit dimensions; a larger layer or batch is refused before anything is allocated.
+MAX_DIMENSION = 2**31 - 1
+
+
+def check_int(value, name, minimum=None):
+    """value as a Python int; bools and floats (even 3.0) are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_finite_real(value, name):
+    """value as a Python float; must be a finite real number."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_sizes(sizes):
+    """Layer widths as a tuple of ints: at least two, each >= 1."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"sizes must be a sequence of layer widths, got {type(sizes).__name__}")
+    sizes = tuple(check_int(width, f"sizes[{k}]", minimum=1) for k, width in enumerate(sizes))
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs at least two layers (input and output), got {sizes}")
+    for k, width in enumerate(sizes):
+        if width > MAX_DIMENSION:
+            raise ValueError(f"sizes[{k}] = {width} exceeds the largest supported width "
+                             f"{MAX_DIMENSION}")
+    return sizes
+
+
+def check_dtype(dtype):
+    """The network's floating dtype: float32 or float64."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def check_backend(backend):
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, one of {BACKENDS}, got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    return backend
+
+
+def check_n_threads(n_threads):
+    """Threads to use: None means all cores, as limited by OMP_NUM_THREADS when it is set."""
+    if n_threads is None:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    return check_int(n_threads, "n_threads", minimum=1)
+
+
+def as_matrix(data, name, dtype):
+    """A 2-D (or 1-D, for targets) array as a finite, C-contiguous 2-D array of dtype.
+
+    Always copies or views read-only; the caller's array is never written to.
+    """
+    array = np.asarray(data)
+    if array.dtype == object:
+        raise TypeError(f"{name} must be numeric, got an array of Python objects "
+                        "(ragged rows or non-numbers?)")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"{name} must hold integers or floats, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows x features), got shape {array.shape}")
+    if array.shape[0] < 1:
+        raise ValueError(f"{name} must have at least one row, got shape {array.shape}")
+    if array.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one column, got shape {array.shape}")
+    for axis, length in enumerate(array.shape):
+        if length > MAX_DIMENSION:
+            raise ValueError(f"{name} has {length} entries along axis {axis}, more than the "
+                             f"supported {MAX_DIMENSION}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    converted = np.ascontiguousarray(array, dtype=dtype)
+    if not np.isfinite(converted).all():
+        # Finite float64 input can still overflow float32.
+        raise ValueError(f"{name} has values too large for {np.dtype(dtype)}")
+    return converted
+
+
+def check_inputs(X, sizes, dtype):
+    """X for a network of these sizes: (n_rows, sizes[0]), finite, C-contiguous, dtype."""
+    X = as_matrix(X, "X", dtype)
+    if X.shape[1] != sizes[0]:
+        raise ValueError(f"X has {X.shape[1]} columns but the network's input layer has "
+                         f"{sizes[0]} units")
+    return X
+
+
+def check_targets(y, n_rows, sizes, dtype):
+    """y as (n_rows, sizes[-1]); a 1-D y is one column."""
+    array = np.asarray(y)
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    y = as_matrix(array, "y", dtype)
+    if y.shape[0] != n_rows:
+        raise ValueError(f"X has {n_rows} rows but y has {y.shape[0]}")
+    if y.shape[1] != sizes[-1]:
+        raise ValueError(f"y has {y.shape[1]} columns but the network's output layer has "
+                         f"{sizes[-1]} units")
+    return y

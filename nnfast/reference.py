@@ -1,0 +1,173 @@
+"""The pure-NumPy reference: the original "neural network in 11 lines", generalised.
+
+This module is the oracle the compiled kernel is tested against and the ``backend="numpy"``
+of :class:`nnfast.Network`. Its arithmetic is the original's, operation for operation:
+
+    l[k+1]      = nonlin(l[k] @ W[k])
+    delta_last  = (y - l_last) * nonlin(l_last, deriv=True)
+    delta[k]    = (delta[k+1] @ W[k].T) * nonlin(l[k], deriv=True)
+    W[k]       += learning_rate * (l[k].T @ delta[k+1])      (after all deltas)
+
+generalised to any list of layer sizes, a learning rate (1.0 reproduces the original, since
+multiplying by 1.0 is exact), an optional bias per layer and mini-batches. The per-step
+helpers work in place on caller-provided arrays, mirroring the kernel's entry points in
+``nnfast._kernels``.
+"""
+
+import numpy as np
+
+__all__ = [
+    "nonlin",
+    "init_params",
+    "forward_layer",
+    "output_delta",
+    "hidden_delta",
+    "apply_gradient",
+    "train_step",
+    "fit",
+    "predict",
+]
+
+
+def nonlin(x, deriv=False):
+    """The original's activation: the sigmoid, or its derivative from the sigmoid's output.
+
+    Parameters
+    ----------
+    x : array_like
+        Pre-activations, or activations when ``deriv`` is true.
+    deriv : bool
+        If true, return ``x * (1 - x)``.
+
+    Returns
+    -------
+    ndarray
+    """
+    if deriv:
+        return x * (1 - x)
+    # exp(-x) overflows to inf for x < -709 and 1 / (1 + inf) is the exact answer 0.
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+def init_params(sizes, seed, dtype=np.float64, bias=False):
+    """Initial weights exactly as the original draws them, and zero biases.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first.
+    seed : int
+        Seed of the ``numpy.random.RandomState`` that draws, for each layer pair (a, b) in
+        order, ``2 * random_sample((a, b)) - 1``.
+    dtype : float32 or float64
+        The weights are drawn in float64, as in the original, then cast.
+    bias : bool
+        Whether to return a zero bias per layer.
+
+    Returns
+    -------
+    weights : list of ndarray
+    biases : list of ndarray, or None when ``bias`` is false
+    """
+    random_state = np.random.RandomState(seed)
+    weights = [
+        (2 * random_state.random_sample((n_in, n_out)) - 1).astype(dtype)
+        for n_in, n_out in zip(sizes[:-1], sizes[1:])
+    ]
+    biases = [np.zeros(n_out, dtype=dtype) for n_out in sizes[1:]] if bias else None
+    return weights, biases
+
+
+def forward_layer(inputs, weights, bias=None):
+    """sigmoid(inputs @ weights [+ bias])."""
+    pre_activation = inputs @ weights
+    if bias is not None:
+        pre_activation += bias
+    return nonlin(pre_activation)
+
+
+def output_delta(targets, outputs):
+    """(targets - outputs) * nonlin(outputs, deriv=True), and the error targets - outputs."""
+    error = targets - outputs
+    return error * nonlin(outputs, deriv=True), error
+
+
+def hidden_delta(delta_next, weights, activations):
+    """(delta_next @ weights.T) * nonlin(activations, deriv=True)."""
+    return delta_next.dot(weights.T) * nonlin(activations, deriv=True)
+
+
+def apply_gradient(weights, bias, inputs, delta, learning_rate):
+    """weights += learning_rate * (inputs.T @ delta); bias += learning_rate * delta.sum(0)."""
+    weights += learning_rate * inputs.T.dot(delta)
+    if bias is not None:
+        bias += learning_rate * delta.sum(axis=0)
+
+
+def _forward(weights, biases, x):
+    layers = [x]
+    for k, w in enumerate(weights):
+        layers.append(forward_layer(layers[-1], w, None if biases is None else biases[k]))
+    return layers
+
+
+def train_step(weights, biases, x, y, learning_rate=1.0):
+    """One full-batch step of the original on (x, y), updating weights (and biases) in place.
+
+    Returns
+    -------
+    ndarray
+        The output error ``y - l_last`` of this step's forward pass (before the update).
+    """
+    layers = _forward(weights, biases, x)
+    delta, error = output_delta(y, layers[-1])
+    deltas = [delta]
+    for k in range(len(weights) - 1, 0, -1):
+        deltas.insert(0, hidden_delta(deltas[0], weights[k], layers[k]))
+    for k, w in enumerate(weights):
+        apply_gradient(w, None if biases is None else biases[k], layers[k], deltas[k],
+                       learning_rate)
+    return error
+
+
+def fit(weights, biases, x, y, iterations, learning_rate=1.0, batch_size=None, orders=None):
+    """Trains in place, as the original's loop does.
+
+    Parameters
+    ----------
+    weights, biases : lists of ndarray, updated in place (biases may be None).
+    x, y : 2-D ndarrays of the weights' dtype.
+    iterations : int
+        Epochs: passes over all rows. With full batches an epoch is one step.
+    learning_rate : float
+    batch_size : int or None
+        Rows per step, None for all rows. The last batch of an epoch may be smaller.
+    orders : ndarray (iterations, n_rows) or None
+        Row order of each epoch (shuffled mini-batches); None takes the rows as stored.
+
+    Returns
+    -------
+    list of float
+        Mean |y - output| of each epoch, summed over its batches' forward passes.
+    """
+    n_rows = x.shape[0]
+    batch_size = n_rows if batch_size is None else batch_size
+    learning_rate = x.dtype.type(learning_rate)
+    errors = []
+    for epoch in range(iterations):
+        abs_error_sum = 0.0
+        for start in range(0, n_rows, batch_size):
+            if orders is None:
+                rows = slice(start, start + batch_size)
+            else:
+                rows = orders[epoch, start:start + batch_size]
+            error = train_step(weights, biases, x[rows], y[rows], learning_rate)
+            abs_error_sum += float(np.abs(error).sum())
+        errors.append(abs_error_sum / y.size)
+    return errors
+
+
+def predict(weights, biases, x):
+    """The last layer's activations for inputs x."""
+    return _forward(weights, biases, x)[-1]

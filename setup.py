@@ -1,0 +1,97 @@
+"""Declares the compiled kernel; everything else lives in pyproject.toml.
+
+Environment switches (read at build time):
+
+NNFAST_DEBUG=1      bounds checks, wraparound and initialisation checks back on, -O0 -g.
+NNFAST_OPENMP=0|1   force OpenMP off or on; by default it is used when the compiler links it.
+NNFAST_NATIVE=1     add -march=native (off by default: wheels must run on any x86-64).
+"""
+
+import os
+import sys
+import tempfile
+import textwrap
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+DEBUG = os.environ.get("NNFAST_DEBUG", "0") not in ("", "0")
+NATIVE = os.environ.get("NNFAST_NATIVE", "0") not in ("", "0")
+OPENMP_CHOICE = os.environ.get("NNFAST_OPENMP", "")
+
+# The only place compiler directives are set.
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "embedsignature": True,
+}
+
+
+def _openmp_flags(compiler):
+    """OpenMP compile/link flags for this compiler, or None when it has no OpenMP."""
+    if compiler.compiler_type == "msvc":
+        return ["/openmp"], []
+    flags = ["-fopenmp"]
+    source = textwrap.dedent(
+        """
+        #include <omp.h>
+        int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }
+        """
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "check_openmp.c")
+        with open(path, "w") as handle:
+            handle.write(source)
+        try:
+            objects = compiler.compile([path], output_dir=tmp, extra_postargs=flags)
+            compiler.link_executable(objects, "check_openmp", output_dir=tmp, extra_postargs=flags)
+        except Exception:
+            return None
+    return flags, flags
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        compile_args, link_args = [], []
+        if self.compiler.compiler_type == "msvc":
+            compile_args.append("/O2")
+        elif DEBUG:
+            compile_args += ["-O0", "-g", "-UNDEBUG"]
+        else:
+            compile_args += ["-O3"]
+            if NATIVE:
+                compile_args.append("-march=native")
+
+        openmp = None
+        if OPENMP_CHOICE != "0":
+            openmp = _openmp_flags(self.compiler)
+            if openmp is None and OPENMP_CHOICE == "1":
+                sys.exit("NNFAST_OPENMP=1 but the compiler cannot build OpenMP code")
+        if openmp is None:
+            print("*** nnfast: building WITHOUT OpenMP: the elementwise kernels run serially ***",
+                  file=sys.stderr)
+        else:
+            compile_args += openmp[0]
+            link_args += openmp[1]
+
+        for ext in self.extensions:
+            ext.extra_compile_args = compile_args + ext.extra_compile_args
+            ext.extra_link_args = link_args + ext.extra_link_args
+        super().build_extensions()
+
+
+extensions = [
+    Extension(
+        "nnfast._kernels",
+        ["nnfast/_kernels.pyx"],
+    )
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES),
+    cmdclass={"build_ext": BuildExt},
+)
