@@ -39,15 +39,39 @@ cdef extern from *:
     #else
     #define NNFAST_OPENMP 0
     #endif
+    #ifdef __AVX2__
+    #define NNFAST_ISA "x86-64-v3"
+    #else
+    #define NNFAST_ISA "baseline"
+    #endif
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    static int nnfast_cpu_has_avx2_fma(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    #else
+    static int nnfast_cpu_has_avx2_fma(void) { return 0; }
+    #endif
     """
     const int NNFAST_OPENMP
+    const char* NNFAST_ISA
+    int nnfast_cpu_has_avx2_fma() noexcept nogil
 
 
 # Products of at least this many multiply-adds go to BLAS; smaller ones run as plain loops.
 # Measured on a 2-core AMD EPYC (bench/): the call overhead of BLAS dominates below it.
-cdef enum:
-    _BLAS_MIN_FLOPS = 32768
-BLAS_MIN_FLOPS = _BLAS_MIN_FLOPS
+cdef Py_ssize_t _BLAS_MIN_FLOPS = 32768
+
+
+def get_blas_min_flops():
+    """Products of at least this many multiply-adds go to BLAS, smaller ones to plain loops."""
+    return _BLAS_MIN_FLOPS
+
+
+def set_blas_min_flops(Py_ssize_t value):
+    """Moves the BLAS/loop crossover (for measuring it; bench/ and tests use this)."""
+    global _BLAS_MIN_FLOPS
+    _BLAS_MIN_FLOPS = value
 
 # Elementwise passes over fewer elements than this stay on one thread: an OpenMP fork costs
 # more than the work.
@@ -55,6 +79,13 @@ cdef enum:
     _PARALLEL_MIN_ELEMENTS = 65536
 PARALLEL_MIN_ELEMENTS = _PARALLEL_MIN_ELEMENTS
 OPENMP = bool(NNFAST_OPENMP)
+# The instruction set this build was compiled for: "baseline" or "x86-64-v3".
+ISA = NNFAST_ISA.decode()
+
+
+def cpu_has_avx2_fma():
+    """Whether this CPU can run the x86-64-v3 (AVX2 + FMA) build of the kernels."""
+    return bool(nnfast_cpu_has_avx2_fma())
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,18 +109,34 @@ cdef union _Bits32:
     float value
     int32_t bits
 
-# Adding 1.5 * 2**52 (2**23 for float32) rounds to an integer and leaves it in the low
-# mantissa bits, so n is read from the bits without a float->int conversion, which SSE2 lacks.
-cdef double _SHIFT64 = 6755399441055744.0
-cdef float _SHIFT32 = 12582912.0
-cdef int64_t _SHIFT64_BITS = 0x4338000000000000
-cdef int32_t _SHIFT32_BITS = 0x4B400000
-cdef double _LOG2E64 = 1.4426950408889634
-cdef float _LOG2E32 = 1.44269504
-cdef double _LN2_HI64 = 6.93147180369123816490e-01   # trailing 32 bits zero
-cdef double _LN2_LO64 = 1.90821492927058770002e-10
-cdef float _LN2_HI32 = 0.693145751953125             # trailing 12 bits zero
-cdef float _LN2_LO32 = 1.428606765330187e-06
+cdef extern from *:
+    """
+    /* Constants of nnfast's exp as compile-time values, so that loops calling it vectorise. */
+    /* Adding 1.5 * 2**52 (2**23 for float32) rounds to an integer and leaves it in the low   */
+    /* mantissa bits, so n is read from the bits without a float->int conversion (SSE2 has   */
+    /* none for packed doubles).                                                             */
+    static const double NNFAST_SHIFT64 = 6755399441055744.0;
+    static const long long NNFAST_SHIFT64_BITS = 0x4338000000000000LL;
+    static const float NNFAST_SHIFT32 = 12582912.0f;
+    static const int NNFAST_SHIFT32_BITS = 0x4B400000;
+    static const double NNFAST_LOG2E64 = 1.4426950408889634;
+    static const float NNFAST_LOG2E32 = 1.44269504f;
+    /* ln 2 = hi + lo with hi's trailing bits zero, so n * hi is exact (Cody-Waite). */
+    static const double NNFAST_LN2_HI64 = 6.93147180369123816490e-01;
+    static const double NNFAST_LN2_LO64 = 1.90821492927058770002e-10;
+    static const float NNFAST_LN2_HI32 = 0.693145751953125f;
+    static const float NNFAST_LN2_LO32 = 1.428606765330187e-06f;
+    """
+    const double _SHIFT64 "NNFAST_SHIFT64"
+    const int64_t _SHIFT64_BITS "NNFAST_SHIFT64_BITS"
+    const float _SHIFT32 "NNFAST_SHIFT32"
+    const int32_t _SHIFT32_BITS "NNFAST_SHIFT32_BITS"
+    const double _LOG2E64 "NNFAST_LOG2E64"
+    const float _LOG2E32 "NNFAST_LOG2E32"
+    const double _LN2_HI64 "NNFAST_LN2_HI64"
+    const double _LN2_LO64 "NNFAST_LN2_LO64"
+    const float _LN2_HI32 "NNFAST_LN2_HI32"
+    const float _LN2_LO32 "NNFAST_LN2_LO32"
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -236,24 +283,33 @@ cdef void _weight_gradient(const floating* inputs, const floating* delta, floati
 
 
 cdef void _apply_gradient(floating* weights, floating* bias, const floating* inputs,
-                          const floating* delta, floating learning_rate, floating* grad,
-                          Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
-    """W += lr * (inputs.T @ delta); bias += lr * delta.sum(axis=0) when bias is not NULL."""
+                          const floating* delta, floating scale, bint accumulate,
+                          floating* grad, Py_ssize_t m, Py_ssize_t n_in,
+                          Py_ssize_t n_out) noexcept nogil:
+    """W = scale * (inputs.T @ delta) [+ W]; bias = scale * delta.sum(0) [+ bias].
+
+    Training accumulates with scale = learning rate; Network.gradient overwrites with
+    scale = 1. bias may be NULL; grad is scratch for the plain-loop path.
+    """
     cdef Py_ssize_t i, j
     cdef floating column_sum
     if m * n_in * n_out >= _BLAS_MIN_FLOPS:
-        _gemm(True, False, <int>n_in, <int>n_out, <int>m, learning_rate, inputs, <int>n_in,
-              delta, <int>n_out, <floating>1.0, weights, <int>n_out)
+        _gemm(True, False, <int>n_in, <int>n_out, <int>m, scale, inputs, <int>n_in,
+              delta, <int>n_out, <floating>(1.0 if accumulate else 0.0), weights, <int>n_out)
     else:
         _weight_gradient(inputs, delta, grad, m, n_in, n_out)
-        for i in range(n_in * n_out):
-            weights[i] += learning_rate * grad[i]
+        if accumulate:
+            for i in range(n_in * n_out):
+                weights[i] += scale * grad[i]
+        else:
+            for i in range(n_in * n_out):
+                weights[i] = scale * grad[i]
     if bias != NULL:
         for j in range(n_out):
             column_sum = 0
             for i in range(m):
                 column_sum = column_sum + delta[i * n_out + j]
-            bias[j] += learning_rate * column_sum
+            bias[j] = scale * column_sum + (bias[j] if accumulate else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,14 +325,19 @@ cdef inline Py_ssize_t _layer_params(const Py_ssize_t* sizes, Py_ssize_t k,
 cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
                         bint has_bias, const floating* x, const floating* y, Py_ssize_t m,
                         floating learning_rate, floating* activations, floating* deltas,
-                        floating* grad) noexcept nogil:
-    """One full forward/backward pass and update on m rows; returns sum |y - output|."""
+                        floating* grad, floating* gradient_out) noexcept nogil:
+    """One forward/backward pass on m rows; returns sum |y - output|.
+
+    Updates params, or, when gradient_out is not NULL, leaves them alone and writes the
+    update direction (inputs.T @ delta per layer, in the params layout) to gradient_out.
+    """
     cdef Py_ssize_t k, n_in, n_out
     cdef const floating* layer_in = x
     cdef floating* weights = params
     cdef floating* layer_out = activations
     cdef floating* delta = deltas
     cdef floating* delta_next
+    cdef floating* target
     cdef double abs_error_sum
 
     for k in range(n_layers):
@@ -300,6 +361,7 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
         n_in = sizes[k]
         n_out = sizes[k + 1]
         weights -= _layer_params(sizes, k, has_bias)
+        target = weights if gradient_out == NULL else gradient_out + (weights - params)
         delta_next = delta
         if k > 0:
             layer_out -= m * n_in
@@ -308,8 +370,9 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
             layer_in = layer_out
         else:
             layer_in = x
-        _apply_gradient(weights, weights + n_in * n_out if has_bias else NULL, layer_in,
-                        delta_next, learning_rate, grad, m, n_in, n_out)
+        _apply_gradient(target, target + n_in * n_out if has_bias else NULL, layer_in,
+                        delta_next, learning_rate if gradient_out == NULL else 1,
+                        gradient_out == NULL, grad, m, n_in, n_out)
     return abs_error_sum
 
 
@@ -346,7 +409,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
                 batch_target = &y[start * n_out]
             epoch_error += _train_step(params, sizes, n_layers, has_bias, batch_in,
                                        batch_target, m, learning_rate, activations, deltas,
-                                       grad)
+                                       grad, NULL)
             start += m
         epoch_error /= n_rows * n_out
         if epoch == 0:
@@ -446,8 +509,34 @@ def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
     """weights += learning_rate * (inputs.T @ delta); bias += learning_rate * delta.sum(0)."""
     with nogil:
         _apply_gradient(&weights[0, 0], &bias[0] if bias.shape[0] > 0 else NULL,
-                        &inputs[0, 0], &delta[0, 0], learning_rate, &grad[0],
+                        &inputs[0, 0], &delta[0, 0], learning_rate, True, &grad[0],
                         inputs.shape[0], weights.shape[0], weights.shape[1])
+
+
+def gradient(const floating[::1] params,          # IN all weights and biases, flat
+             const Py_ssize_t[::1] sizes,         # IN layer sizes s0..sL
+             bint has_bias,
+             const floating[:, ::1] x,            # IN (m, s0)
+             const floating[:, ::1] y,            # IN (m, sL)
+             floating[::1] activations,           # scratch, m * sum(s1..sL)
+             floating[::1] deltas,                # scratch, same size as activations
+             floating[::1] grad,                  # scratch, max(s_k * s_k+1)
+             floating[::1] gradient_out):         # OUT, same layout and size as params
+    """The update direction of one full-batch step, without applying it.
+
+    Returns
+    -------
+    float
+        sum |y - output| of the forward pass.
+    """
+    cdef double abs_error_sum
+    with nogil:
+        # params is only read when gradient_out is given; the cast drops const for the
+        # shared step function's signature.
+        abs_error_sum = _train_step(<floating*>&params[0], &sizes[0], sizes.shape[0] - 1,
+                                    has_bias, &x[0, 0], &y[0, 0], x.shape[0], 1,
+                                    &activations[0], &deltas[0], &grad[0], &gradient_out[0])
+    return abs_error_sum
 
 
 def fit(floating[::1] params,              # INOUT all weights and biases, flat

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from . import _kernels
+from ._dispatch import kernels as _kernels
 
 
 def nonlin(x, deriv=False):

@@ -1,11 +1,12 @@
-"""``Network``: the public model. Validates once, then hands the whole fit to a backend."""
+"""``Network``: the public model. Validates once, then hands whole chunks of a fit to a backend."""
 
 import math
 
 import numpy as np
 
-from . import _kernels, reference
-from ._layout import allocate_workspace, pack_params, param_count, param_views
+from . import reference
+from ._dispatch import kernels as _kernels
+from ._layout import allocate_workspace, pack_params, param_views
 from ._validation import (
     check_backend,
     check_dtype,
@@ -19,6 +20,10 @@ from ._validation import (
 
 # The kernel polls for Ctrl-C about every this many multiply-adds (a few milliseconds).
 _SIGNAL_CHECK_FLOPS = 2e7
+# Shuffled mini-batches: at most this many row indices of epoch orders are drawn at once.
+_MAX_ORDER_ENTRIES = 1 << 20
+# Reports per fit when a callback or a progress bar asks for reports but verbose does not.
+_DEFAULT_REPORTS = 100
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -26,7 +31,7 @@ class TrainingDivergedError(FloatingPointError):
 
 
 class Network:
-    """A fully connected sigmoid network trained by full-batch backpropagation.
+    """A fully connected sigmoid network trained by backpropagation, as in the original.
 
     A drop-in for the original NumPy program: the same initial weights for the same seed, the
     same arithmetic, the same result to rounding, computed by a compiled kernel.
@@ -37,11 +42,15 @@ class Network:
         Layer widths, input first: ``[3, 1]`` is the original 2-layer network, ``[3, 4, 1]``
         the 3-layer one.
     seed : int
-        Seed of ``numpy.random.RandomState`` for the initial weights, drawn as in the original:
-        ``2 * random_sample((a, b)) - 1`` for each layer pair in order.
+        Seed of the ``numpy.random.RandomState`` that draws the initial weights as in the
+        original (``2 * random_sample((a, b)) - 1`` for each layer pair in order) and then
+        goes on to draw the row order of shuffled mini-batches.
     dtype : float32 or float64
     backend : {"cython", "numpy"}
         ``"numpy"`` runs ``nnfast.reference``, the original's NumPy code, behind the same API.
+    bias : bool
+        Add a trainable bias to every layer (initialised to zero). The original has none; it
+        feeds a constant input column instead.
     n_threads : int or None
         Threads for the kernel; None uses every core available to the process.
 
@@ -49,38 +58,70 @@ class Network:
     ----------
     weights : list of ndarray
         ``weights[k]`` has shape ``(sizes[k], sizes[k+1])``: the original's ``syn0``, ``syn1``.
-        They are views into one buffer and are updated in place by ``fit``.
+        Views into one buffer, updated in place by ``fit``.
+    biases : list of ndarray or None
+        ``biases[k]`` has shape ``(sizes[k+1],)``; None when ``bias`` is false.
+    history : list of (int, float)
+        (iteration, mean |y - output|) at each report of the last fit that reported.
     """
 
-    def __init__(self, sizes, *, seed=1, dtype=np.float64, backend="cython", n_threads=None):
+    def __init__(self, sizes, *, seed=1, dtype=np.float64, backend="cython", bias=False,
+                 n_threads=None):
         self.sizes = check_sizes(sizes)
         self.seed = check_int(seed, "seed", minimum=0)
         self.dtype = check_dtype(dtype)
         self.backend = check_backend(backend)
-        self.n_threads = n_threads
-        self._threads = check_n_threads(n_threads)
-        weights, _ = reference.init_params(self.sizes, self.seed, self.dtype)
-        self._params = pack_params(weights, None)
-        assert self._params.size == param_count(self.sizes, False)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        self.bias = bool(bias)
+        self.n_threads = None if n_threads is None else check_n_threads(n_threads)
+        self.history = []
+        self._random_state = np.random.RandomState(self.seed)
+        self._params = pack_params(*reference.init_params(self.sizes, self._random_state,
+                                                          self.dtype, self.bias))
 
     @property
     def weights(self):
-        return param_views(self._params, self.sizes, False)[0]
+        return param_views(self._params, self.sizes, self.bias)[0]
+
+    @property
+    def biases(self):
+        return param_views(self._params, self.sizes, self.bias)[1]
 
     def __repr__(self):
         return (f"Network({list(self.sizes)}, seed={self.seed}, dtype={self.dtype.name}, "
-                f"backend={self.backend!r})")
+                f"backend={self.backend!r}, bias={self.bias})")
 
-    def fit(self, X, y, iterations=10000, learning_rate=1.0):
-        """Trains on (X, y) by full-batch backpropagation, as the original's loop.
+    # ------------------------------------------------------------------------------ training
+
+    def fit(self, X, y, iterations=10000, learning_rate=1.0, *, batch_size=None, shuffle=True,
+            verbose=0, callback=None, progress=False):
+        """Trains on (X, y) by backpropagation, as the original's loop.
 
         Parameters
         ----------
         X : array_like (n_rows, sizes[0])
         y : array_like (n_rows, sizes[-1]), or (n_rows,) for one output unit
         iterations : int >= 0
+            Epochs: passes over all rows. With full batches (the default) one epoch is one
+            step, as in the original.
         learning_rate : float
-            ``W += learning_rate * (l.T @ delta)``; 1.0 is the original.
+            ``W += learning_rate * (l.T @ delta)``; 1.0 is the original. The update **sums**
+            over the rows of a batch, as the original does; it does not average.
+        batch_size : int or None
+            Rows per step; None (or >= n_rows) is the full batch. The last batch of an epoch
+            holds the remainder.
+        shuffle : bool
+            With mini-batches, visit the rows of each epoch in an order drawn from the
+            network's random state (reproducible from ``seed``); otherwise in stored order.
+        verbose : int
+            If K > 0, print ``Error:<mean |y - output|>`` at iterations 0, K, 2K, ..., in the
+            original's format.
+        callback : callable or None
+            ``callback(iteration, error)`` at each report (every ``verbose`` iterations, else
+            every ``iterations // 100``); returning True stops the fit there.
+        progress : bool
+            Show a progress bar (needs the optional ``tqdm``).
 
         Returns
         -------
@@ -89,62 +130,161 @@ class Network:
         Raises
         ------
         TrainingDivergedError
-            When the error stops being finite; the weights are left as they were.
+            When the error stops being finite. The network is left exactly as before the fit;
+            so it is after any exception, including ``KeyboardInterrupt``.
         """
         X = check_inputs(X, self.sizes, self.dtype)
         y = check_targets(y, X.shape[0], self.sizes, self.dtype)
         iterations = check_int(iterations, "iterations", minimum=0)
         learning_rate = check_finite_real(learning_rate, "learning_rate")
-        if iterations == 0:
-            return self
-        # Train a copy: an error or an interrupt leaves the network as it was.
+        n_rows = X.shape[0]
+        if batch_size is not None:
+            batch_size = check_int(batch_size, "batch_size", minimum=1)
+        batch_size = n_rows if batch_size is None else min(batch_size, n_rows)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        shuffled = bool(shuffle) and batch_size < n_rows
+        verbose = check_int(verbose, "verbose", minimum=0)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        bar = _progress_bar(iterations) if progress else None
+
+        reporting = bool(verbose) or callback is not None or bar is not None
+        report_every = verbose or (max(1, iterations // _DEFAULT_REPORTS) if reporting
+                                   else max(1, iterations))
+        run_chunk = self._chunk_runner(X, y, learning_rate, batch_size, shuffled)
+        # Train copies: an error or an interrupt leaves the network as it was.
         params = self._params.copy()
-        if self.backend == "cython":
-            diverged_at = self._fit_kernel(params, X, y, iterations, learning_rate)
-        else:
-            diverged_at = self._fit_reference(params, X, y, iterations, learning_rate)
-        if diverged_at is not None:
-            raise TrainingDivergedError(
-                f"training diverged at iteration {diverged_at}: the output error is no longer "
-                f"finite (learning_rate={learning_rate} is too large?); the weights are left "
-                "as they were before this fit")
+        random_state = _copy_random_state(self._random_state)
+        history = []
+        done = 0
+        try:
+            while done < iterations:
+                next_report = (done // report_every + 1) * report_every
+                n_epochs = min(iterations, next_report) - done
+                if shuffled:
+                    n_epochs = min(n_epochs, max(1, _MAX_ORDER_ENTRIES // n_rows))
+                orders = _epoch_orders(random_state, n_rows, n_epochs) if shuffled else None
+                first_error, diverged_at = run_chunk(params, n_epochs, orders)
+                if diverged_at is not None:
+                    raise TrainingDivergedError(
+                        f"training diverged at iteration {done + diverged_at}: the output error "
+                        f"is no longer finite (learning_rate={learning_rate} too large?); the "
+                        "weights are left as they were before this fit")
+                stop = False
+                if reporting and done % report_every == 0:
+                    history.append((done, first_error))
+                    if verbose:
+                        print("Error:" + str(self.dtype.type(first_error)), flush=True)
+                    if callback is not None:
+                        stop = bool(callback(done, first_error))
+                done += n_epochs
+                if bar is not None:
+                    bar.update(n_epochs)
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
         if not np.isfinite(params).all():
             raise TrainingDivergedError(
-                "training diverged: weights became infinite (learning_rate="
-                f"{learning_rate} is too large?); the weights are left as they were before "
-                "this fit")
+                f"training diverged: weights became infinite (learning_rate={learning_rate} too "
+                "large?); the weights are left as they were before this fit")
         self._params[...] = params
+        self._random_state = random_state
+        self.history = history
+        self.iterations_run = done
         return self
 
-    def _fit_kernel(self, params, X, y, iterations, learning_rate):
-        n_rows = X.shape[0]
-        workspace = allocate_workspace(self.sizes, n_rows, self.dtype, shuffled=False)
-        flops_per_epoch = 3 * n_rows * sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
-        check_every = max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_epoch))
-        no_order = np.empty((0, 0), dtype=np.intp)
-        done, _, diverged = _kernels.fit(
-            params, np.asarray(self.sizes, dtype=np.intp), False, X, y, no_order, n_rows,
-            iterations, learning_rate, workspace["activations"], workspace["deltas"],
-            workspace["grad"], workspace["batch_x"], workspace["batch_y"], check_every)
-        return done if diverged else None
+    def _chunk_runner(self, X, y, learning_rate, batch_size, shuffled):
+        """A function (params, n_epochs, orders) -> (first epoch's error, diverged epoch or
+        None) that trains params in place with this network's backend."""
+        if self.backend == "numpy":
+            def run_reference(params, n_epochs, orders):
+                weights, biases = param_views(params, self.sizes, self.bias)
+                with np.errstate(all="ignore"):
+                    errors = reference.fit(weights, biases, X, y, n_epochs, learning_rate,
+                                           batch_size, orders)
+                bad = np.flatnonzero(~np.isfinite(errors))
+                return errors[0], (int(bad[0]) if bad.size else None)
+            return run_reference
 
-    def _fit_reference(self, params, X, y, iterations, learning_rate):
-        weights, biases = param_views(params, self.sizes, False)
-        with np.errstate(all="ignore"):
-            errors = reference.fit(weights, biases, X, y, iterations, learning_rate)
-        bad = np.flatnonzero(~np.isfinite(errors))
-        return int(bad[0]) if bad.size else None
+        # Everything the kernel needs is allocated here, once per fit.
+        workspace = allocate_workspace(self.sizes, batch_size, self.dtype, shuffled)
+        sizes = np.asarray(self.sizes, dtype=np.intp)
+        flops_per_epoch = 3 * X.shape[0] * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        check_every = max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_epoch))
+        stored_order = np.empty((0, 0), dtype=np.intp)
+
+        def run_kernel(params, n_epochs, orders):
+            done, first_error, diverged = _kernels.fit(
+                params, sizes, self.bias, X, y, stored_order if orders is None else orders,
+                batch_size, n_epochs, learning_rate, workspace["activations"],
+                workspace["deltas"], workspace["grad"], workspace["batch_x"],
+                workspace["batch_y"], check_every)
+            return first_error, (done if diverged else None)
+        return run_kernel
+
+    def gradient(self, X, y):
+        """The update one full-batch step on (X, y) would make, without making it.
+
+        ``fit`` adds ``learning_rate * G`` to each weight matrix; this returns the G. Summing
+        the gradients of shards of the rows gives the gradient of all of them (up to
+        rounding), the building block of data-parallel training.
+
+        Parameters
+        ----------
+        X, y : as for ``fit``.
+
+        Returns
+        -------
+        weight_gradients : list of ndarray, shaped like ``weights``
+        bias_gradients : list of ndarray shaped like ``biases``, or None without biases
+        """
+        X = check_inputs(X, self.sizes, self.dtype)
+        y = check_targets(y, X.shape[0], self.sizes, self.dtype)
+        if self.backend == "numpy":
+            weights, biases = param_views(self._params, self.sizes, self.bias)
+            return reference.gradient(weights, biases, X, y)
+        workspace = allocate_workspace(self.sizes, X.shape[0], self.dtype, shuffled=False)
+        result = np.empty_like(self._params)
+        _kernels.gradient(self._params, np.asarray(self.sizes, dtype=np.intp), self.bias, X, y,
+                          workspace["activations"], workspace["deltas"], workspace["grad"],
+                          result)
+        return param_views(result, self.sizes, self.bias)
+
+    # ---------------------------------------------------------------------------- prediction
 
     def predict(self, X):
         """The output layer's activations for X, shape (n_rows, sizes[-1])."""
         X = check_inputs(X, self.sizes, self.dtype)
-        weights = self.weights
+        weights, biases = param_views(self._params, self.sizes, self.bias)
         if self.backend == "numpy":
-            return reference.predict(weights, None, X)
+            return reference.predict(weights, biases, X)
         no_bias = np.empty(0, dtype=self.dtype)
         layer = X
-        for w in weights:
+        for k, w in enumerate(weights):
             out = np.empty((layer.shape[0], w.shape[1]), dtype=self.dtype)
-            _kernels.forward_layer(layer, w, no_bias, out)
+            _kernels.forward_layer(layer, w, no_bias if biases is None else biases[k], out)
             layer = out
         return layer
+
+
+def _copy_random_state(random_state):
+    copy = np.random.RandomState()
+    copy.set_state(random_state.get_state())
+    return copy
+
+
+def _epoch_orders(random_state, n_rows, n_epochs):
+    """The row order of each of the next n_epochs epochs, drawn from random_state."""
+    return np.stack([random_state.permutation(n_rows) for _ in range(n_epochs)]).astype(np.intp)
+
+
+def _progress_bar(total):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as exc:
+        raise ImportError("progress=True needs tqdm: pip install 'nnfast[progress]' "
+                          "(or pip install tqdm)") from exc
+    return tqdm(total=total, unit="it", desc="nnfast fit")

@@ -24,6 +24,7 @@ __all__ = [
     "hidden_delta",
     "apply_gradient",
     "train_step",
+    "gradient",
     "fit",
     "predict",
 ]
@@ -45,9 +46,9 @@ def nonlin(x, deriv=False):
     """
     if deriv:
         return x * (1 - x)
-    # exp(-x) overflows to inf for x < -709 and 1 / (1 + inf) is the exact answer 0.
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x))
+    # As in the original, exp(-x) overflows for x < -709 (NumPy warns) and 1 / (1 + inf) is
+    # then the exact answer 0. No errstate here: it would double the cost of a tiny step.
+    return 1 / (1 + np.exp(-x))
 
 
 def init_params(sizes, seed, dtype=np.float64, bias=False):
@@ -57,9 +58,9 @@ def init_params(sizes, seed, dtype=np.float64, bias=False):
     ----------
     sizes : sequence of int
         Layer widths, input first.
-    seed : int
-        Seed of the ``numpy.random.RandomState`` that draws, for each layer pair (a, b) in
-        order, ``2 * random_sample((a, b)) - 1``.
+    seed : int or numpy.random.RandomState
+        Seed of the ``RandomState`` that draws, for each layer pair (a, b) in order,
+        ``2 * random_sample((a, b)) - 1`` (or that RandomState itself, which advances).
     dtype : float32 or float64
         The weights are drawn in float64, as in the original, then cast.
     bias : bool
@@ -70,7 +71,8 @@ def init_params(sizes, seed, dtype=np.float64, bias=False):
     weights : list of ndarray
     biases : list of ndarray, or None when ``bias`` is false
     """
-    random_state = np.random.RandomState(seed)
+    random_state = (seed if isinstance(seed, np.random.RandomState)
+                    else np.random.RandomState(seed))
     weights = [
         (2 * random_state.random_sample((n_in, n_out)) - 1).astype(dtype)
         for n_in, n_out in zip(sizes[:-1], sizes[1:])
@@ -81,7 +83,7 @@ def init_params(sizes, seed, dtype=np.float64, bias=False):
 
 def forward_layer(inputs, weights, bias=None):
     """sigmoid(inputs @ weights [+ bias])."""
-    pre_activation = inputs @ weights
+    pre_activation = inputs.dot(weights)
     if bias is not None:
         pre_activation += bias
     return nonlin(pre_activation)
@@ -100,7 +102,9 @@ def hidden_delta(delta_next, weights, activations):
 
 def apply_gradient(weights, bias, inputs, delta, learning_rate):
     """weights += learning_rate * (inputs.T @ delta); bias += learning_rate * delta.sum(0)."""
-    weights += learning_rate * inputs.T.dot(delta)
+    gradient = inputs.T.dot(delta)
+    # Multiplying by 1.0 is exact, so skipping it keeps the original's arithmetic and speed.
+    weights += gradient if learning_rate == 1 else learning_rate * gradient
     if bias is not None:
         bias += learning_rate * delta.sum(axis=0)
 
@@ -122,16 +126,38 @@ def train_step(weights, biases, x, y, learning_rate=1.0):
     """
     layers = _forward(weights, biases, x)
     delta, error = output_delta(y, layers[-1])
-    deltas = [delta]
-    for k in range(len(weights) - 1, 0, -1):
-        deltas.insert(0, hidden_delta(deltas[0], weights[k], layers[k]))
-    for k, w in enumerate(weights):
-        apply_gradient(w, None if biases is None else biases[k], layers[k], deltas[k],
+    # Walking back, W[k] is read for delta[k] before it is updated, and nothing later reads
+    # it: the same arithmetic as computing every delta first, as the original does.
+    for k in range(len(weights) - 1, -1, -1):
+        delta_next = delta
+        if k > 0:
+            delta = hidden_delta(delta_next, weights[k], layers[k])
+        apply_gradient(weights[k], None if biases is None else biases[k], layers[k], delta_next,
                        learning_rate)
     return error
 
 
-def fit(weights, biases, x, y, iterations, learning_rate=1.0, batch_size=None, orders=None):
+def gradient(weights, biases, x, y):
+    """The update one full-batch step would add, without applying it.
+
+    Returns
+    -------
+    weight_gradients : list of ndarray, ``layers[k].T @ delta[k+1]``
+    bias_gradients : list of ndarray (``delta[k+1].sum(0)``), or None without biases
+    """
+    layers = _forward(weights, biases, x)
+    delta, _ = output_delta(y, layers[-1])
+    weight_gradients, bias_gradients = [None] * len(weights), [None] * len(weights)
+    for k in range(len(weights) - 1, -1, -1):
+        weight_gradients[k] = layers[k].T.dot(delta)
+        bias_gradients[k] = delta.sum(axis=0)
+        if k > 0:
+            delta = hidden_delta(delta, weights[k], layers[k])
+    return weight_gradients, (bias_gradients if biases is not None else None)
+
+
+def fit(weights, biases, x, y, iterations, learning_rate=1.0, batch_size=None, orders=None,
+        track_errors=True):
     """Trains in place, as the original's loop does.
 
     Parameters
@@ -145,11 +171,15 @@ def fit(weights, biases, x, y, iterations, learning_rate=1.0, batch_size=None, o
         Rows per step, None for all rows. The last batch of an epoch may be smaller.
     orders : ndarray (iterations, n_rows) or None
         Row order of each epoch (shuffled mini-batches); None takes the rows as stored.
+    track_errors : bool
+        Whether to compute each epoch's mean |y - output| (the benchmarks turn it off, so the
+        baseline they time is the original loop and nothing more).
 
     Returns
     -------
     list of float
-        Mean |y - output| of each epoch, summed over its batches' forward passes.
+        Mean |y - output| of each epoch, over its batches' forward passes (empty when
+        ``track_errors`` is false).
     """
     n_rows = x.shape[0]
     batch_size = n_rows if batch_size is None else batch_size
@@ -163,8 +193,10 @@ def fit(weights, biases, x, y, iterations, learning_rate=1.0, batch_size=None, o
             else:
                 rows = orders[epoch, start:start + batch_size]
             error = train_step(weights, biases, x[rows], y[rows], learning_rate)
-            abs_error_sum += float(np.abs(error).sum())
-        errors.append(abs_error_sum / y.size)
+            if track_errors:
+                abs_error_sum += float(np.abs(error).sum())
+        if track_errors:
+            errors.append(abs_error_sum / y.size)
     return errors
 
 
