@@ -62,6 +62,11 @@ def _openmp_flags(compiler):
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1  # the two kernel variants compile side by side
+
     def build_extensions(self):
         compile_args, link_args = [], []
         if self.compiler.compiler_type == "msvc":

@@ -253,6 +253,30 @@ class Network:
                           result)
         return param_views(result, self.sizes, self.bias)
 
+    # --------------------------------------------------------------------------- persistence
+
+    def save(self, path):
+        """Writes the network to ``path`` as a documented ``.npz`` file, atomically.
+
+        See ``nnfast._persistence`` for the format. A crash mid-save never leaves a truncated
+        file: an existing file stays intact until the new one is complete.
+        """
+        from ._persistence import save_network
+        save_network(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Reads a network written by ``save`` (never runs code: no pickles are loaded).
+
+        Raises
+        ------
+        ValueError
+            If the file is truncated, not an nnfast model, or inconsistent; the message names
+            the file and the problem.
+        """
+        from ._persistence import load_network
+        return load_network(cls, path)
+
     # ---------------------------------------------------------------------------- prediction
 
     def predict(self, X):

@@ -1,0 +1,217 @@
+"""``python -m nnfast bench``: nnfast against the NumPy original (and PyTorch) on the workloads.
+
+Every implementation trains the same network from the same initial weights for the workload's
+full iteration count. Runs are interleaved (NumPy, nnfast, PyTorch, NumPy, ...) so that noise on
+a shared machine falls on all of them alike, and the table reports medians.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import reference
+from ._dispatch import kernels
+from ._validation import check_n_threads
+from .network import Network
+from .workloads import WORKLOADS
+
+DTYPES = ("float64", "float32")
+
+
+def _numpy_original(workload, dtype, n_threads):
+    """The original NumPy loop (nnfast.reference without error tracking)."""
+    X, y = workload.data(dtype)
+    weights, _ = reference.init_params(workload.sizes, 1, dtype)
+    start = time.perf_counter()
+    reference.fit(weights, None, X, y, workload.iterations, workload.learning_rate,
+                  track_errors=False)
+    return time.perf_counter() - start, weights
+
+
+def _nnfast(workload, dtype, n_threads):
+    X, y = workload.data(dtype)
+    net = Network(workload.sizes, seed=1, dtype=dtype, n_threads=n_threads)
+    start = time.perf_counter()
+    net.fit(X, y, workload.iterations, workload.learning_rate)
+    return time.perf_counter() - start, net.weights
+
+
+def _torch(workload, dtype, n_threads):
+    """The same algorithm on PyTorch CPU tensors, without autograd."""
+    import torch
+
+    torch.set_num_threads(n_threads)
+    X, y = (torch.from_numpy(a) for a in workload.data(dtype))
+    weights = [torch.from_numpy(w) for w in reference.init_params(workload.sizes, 1, dtype)[0]]
+    learning_rate = workload.learning_rate
+    start = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(workload.iterations):
+            layers = [X]
+            for w in weights:
+                layers.append(torch.sigmoid(layers[-1] @ w))
+            out = layers[-1]
+            delta = (y - out) * (out * (1 - out))
+            for k in range(len(weights) - 1, -1, -1):
+                delta_next = delta
+                if k > 0:
+                    delta = (delta_next @ weights[k].T) * (layers[k] * (1 - layers[k]))
+                weights[k].add_(layers[k].T @ delta_next, alpha=learning_rate)
+    return time.perf_counter() - start, [w.numpy() for w in weights]
+
+
+def _torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _blas_threads():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    counts = {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+    return max(counts) if counts else None
+
+
+def run(workloads, dtypes, repeats=3, n_threads=None, with_torch=True, progress=sys.stderr):
+    """Times every implementation on every (workload, dtype); returns a list of result rows."""
+    n_threads = check_n_threads(n_threads)
+    implementations = {"numpy": _numpy_original, "nnfast": _nnfast}
+    if with_torch and _torch_available():
+        implementations["torch"] = _torch
+    rows = []
+    cases = [(w, d) for w in workloads for d in dtypes]
+    for index, (name, dtype) in enumerate(cases, 1):
+        workload = WORKLOADS[name]
+        times = {impl: [] for impl in implementations}
+        final = {}
+        for repeat in range(repeats):
+            for impl, function in implementations.items():
+                if progress is not None:
+                    print(f"\r[{index}/{len(cases)}] {name:<9} {dtype:<7} {impl:<6} run "
+                          f"{repeat + 1}/{repeats}   ", end="", file=progress, flush=True)
+                elapsed, weights = function(workload, np.dtype(dtype), n_threads)
+                times[impl].append(elapsed)
+                final[impl] = weights
+        per_iteration = {impl: 1e6 * float(np.median(t)) / workload.iterations
+                         for impl, t in times.items()}
+        rows.append({
+            "workload": name,
+            "dtype": dtype,
+            "threads": n_threads,
+            "us_per_iteration": per_iteration,
+            "speedup": per_iteration["numpy"] / per_iteration["nnfast"],
+            "speedup_vs_torch": (per_iteration["torch"] / per_iteration["nnfast"]
+                                 if "torch" in per_iteration else None),
+            "max_weight_difference": max(float(np.abs(a - b).max())
+                                         for a, b in zip(final["nnfast"], final["numpy"])),
+        })
+    if progress is not None:
+        print("\r" + " " * 60 + "\r", end="", file=progress, flush=True)
+    return rows
+
+
+def format_table(rows):
+    """The results as a Markdown table: median microseconds per iteration and ratios."""
+    has_torch = any(r["speedup_vs_torch"] is not None for r in rows)
+    header = ["workload", "dtype", "threads", "NumPy us/it", "nnfast us/it", "speedup"]
+    if has_torch:
+        header += ["PyTorch us/it", "vs PyTorch"]
+    header.append("max |W_nnfast - W_numpy|")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        t = r["us_per_iteration"]
+        cells = [r["workload"], r["dtype"], str(r["threads"]), f"{t['numpy']:,.2f}",
+                 f"{t['nnfast']:,.3f}", f"{r['speedup']:,.1f}x"]
+        if has_torch:
+            cells += [f"{t['torch']:,.2f}" if "torch" in t else "-",
+                      f"{r['speedup_vs_torch']:,.1f}x" if r["speedup_vs_torch"] else "-"]
+        cells.append(f"{r['max_weight_difference']:.1e}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def describe_machine():
+    """One line naming the CPU, cores, kernel build and library versions."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import scipy
+
+    from . import __version__
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    blas = _blas_threads()
+    return (f"nnfast {__version__} ({kernels.ISA} kernel, OpenMP {'on' if kernels.OPENMP else 'off'}), "
+            f"NumPy {np.__version__}, SciPy {scipy.__version__}, Python "
+            f"{sys.version.split()[0]}; {cpu}, {cores} cores"
+            + (f", BLAS threads {blas}" if blas else ""))
+
+
+def plot(rows, path):
+    """Writes a bar chart of the speedup per workload (log scale) to path."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise SystemExit("--plot needs matplotlib: pip install 'nnfast[plot]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
+    width = 0.8 / len(dtypes)
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for k, dtype in enumerate(dtypes):
+        speedups = [next((r["speedup"] for r in rows
+                          if r["workload"] == w and r["dtype"] == dtype), 0) for w in workloads]
+        positions = [i + (k - (len(dtypes) - 1) / 2) * width for i in range(len(workloads))]
+        bars = axes.bar(positions, speedups, width, label=dtype)
+        axes.bar_label(bars, labels=[f"{s:.1f}x" for s in speedups], fontsize=8)
+    axes.set_xticks(range(len(workloads)), workloads)
+    axes.set_yscale("log")
+    axes.axhline(1, color="grey", linewidth=0.8)
+    axes.set_ylabel("speedup over the NumPy original (median)")
+    axes.set_title("nnfast vs NumPy, per workload")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m nnfast bench", description=__doc__)
+    parser.add_argument("--workload", action="append", choices=list(WORKLOADS),
+                        help="workload to run (repeatable; default: all)")
+    parser.add_argument("--dtype", action="append", choices=DTYPES,
+                        help="dtype to run (repeatable; default: both)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per implementation")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for nnfast and PyTorch (default: all cores)")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--plot", metavar="FILE.png", help="write a chart of the speedups")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+
+    print(describe_machine())
+    rows = run(args.workload or list(WORKLOADS), args.dtype or list(DTYPES), args.repeats,
+               args.threads, with_torch=not args.no_torch)
+    print(format_table(rows))
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"chart written to {args.plot}")
+    return 0
