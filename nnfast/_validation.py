@@ -80,12 +80,21 @@ def check_n_threads(n_threads):
     return check_int(n_threads, "n_threads", minimum=1)
 
 
+def _as_array(data, name):
+    """np.asarray, with NumPy's error for ragged nested sequences restated for the caller."""
+    try:
+        return np.asarray(data)
+    except ValueError as exc:
+        raise TypeError(f"{name} must be a rectangular numeric array; could not make an "
+                        f"array of it ({exc})") from None
+
+
 def as_matrix(data, name, dtype):
     """A 2-D (or 1-D, for targets) array as a finite, C-contiguous 2-D array of dtype.
 
     Always copies or views read-only; the caller's array is never written to.
     """
-    array = np.asarray(data)
+    array = _as_array(data, name)
     if array.dtype == object:
         raise TypeError(f"{name} must be numeric, got an array of Python objects "
                         "(ragged rows or non-numbers?)")
@@ -103,7 +112,8 @@ def as_matrix(data, name, dtype):
                              f"supported {MAX_DIMENSION}")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    converted = np.ascontiguousarray(array, dtype=dtype)
+    with np.errstate(over="ignore"):
+        converted = np.ascontiguousarray(array, dtype=dtype)
     if not np.isfinite(converted).all():
         # Finite float64 input can still overflow float32.
         raise ValueError(f"{name} has values too large for {np.dtype(dtype)}")
@@ -121,7 +131,7 @@ def check_inputs(X, sizes, dtype):
 
 def check_targets(y, n_rows, sizes, dtype):
     """y as (n_rows, sizes[-1]); a 1-D y is one column."""
-    array = np.asarray(y)
+    array = _as_array(y, "y")
     if array.ndim == 1:
         array = array.reshape(-1, 1)
     y = as_matrix(array, "y", dtype)
@@ -131,3 +141,15 @@ def check_targets(y, n_rows, sizes, dtype):
         raise ValueError(f"y has {y.shape[1]} columns but the network's output layer has "
                          f"{sizes[-1]} units")
     return y
+
+
+def check_learning_rate(learning_rate, dtype):
+    """A finite learning rate that the network's dtype can hold without becoming 0 or inf."""
+    learning_rate = check_finite_real(learning_rate, "learning_rate")
+    with np.errstate(over="ignore", under="ignore"):
+        as_dtype = np.dtype(dtype).type(learning_rate)
+    if not np.isfinite(as_dtype):
+        raise ValueError(f"learning_rate={learning_rate} overflows {np.dtype(dtype)}")
+    if learning_rate != 0 and as_dtype == 0:
+        raise ValueError(f"learning_rate={learning_rate} underflows to 0 in {np.dtype(dtype)}")
+    return learning_rate

@@ -10,9 +10,9 @@ from ._layout import allocate_workspace, pack_params, param_views
 from ._validation import (
     check_backend,
     check_dtype,
-    check_finite_real,
     check_inputs,
     check_int,
+    check_learning_rate,
     check_n_threads,
     check_sizes,
     check_targets,
@@ -136,7 +136,7 @@ class Network:
         X = check_inputs(X, self.sizes, self.dtype)
         y = check_targets(y, X.shape[0], self.sizes, self.dtype)
         iterations = check_int(iterations, "iterations", minimum=0)
-        learning_rate = check_finite_real(learning_rate, "learning_rate")
+        learning_rate = check_learning_rate(learning_rate, self.dtype)
         n_rows = X.shape[0]
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -284,7 +284,9 @@ class Network:
         X = check_inputs(X, self.sizes, self.dtype)
         weights, biases = param_views(self._params, self.sizes, self.bias)
         if self.backend == "numpy":
-            return reference.predict(weights, biases, X)
+            # exp(-x) overflowing to inf is the exact sigmoid 0 here; no warning, as the kernel.
+            with np.errstate(over="ignore"):
+                return reference.predict(weights, biases, X)
         no_bias = np.empty(0, dtype=self.dtype)
         layer = X
         for k, w in enumerate(weights):

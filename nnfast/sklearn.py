@@ -1,0 +1,541 @@
+"""scikit-learn estimators around :class:`nnfast.Network`: ``NetworkClassifier`` and
+``NetworkRegressor``.
+
+They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` in parameters and
+fitted attributes, so they drop into pipelines, grid searches and cross-validation::
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from nnfast.sklearn import NetworkClassifier
+
+    model = make_pipeline(StandardScaler(), NetworkClassifier(random_state=0)).fit(X, y)
+
+What they add to a bare ``Network``, so that a first fit on real data gives a sensible model:
+
+* a trainable bias per layer (real data has no constant column to stand in for one);
+* a learning rate per *mean* over a mini-batch: the network's update sums over the rows of a
+  batch, so ``learning_rate / batch rows`` is what reaches it, and the rate does not have to
+  change with ``batch_size``;
+* mini-batches of 32 rows, shuffled every epoch;
+* initial weights scaled to ``U(-b, b)``, ``b = sqrt(2 / (fan_in + fan_out))``, the bound
+  MLPClassifier uses for sigmoid units (the original's ``U(-1, 1)`` saturates the sigmoids
+  of a wide layer on standardised inputs);
+* targets the sigmoid output can reach: one unit per class (one unit in all for two
+  classes), and regression targets mapped linearly into [0.2, 0.8] (undone by ``predict``);
+* stopping when the training loss (or, with ``early_stopping``, the validation score) has
+  not improved by ``tol`` for ``n_iter_no_change`` epochs.
+
+Inputs should still be scaled (e.g. ``StandardScaler``), as for any neural network.
+
+This module needs scikit-learn (``pip install 'nnfast[sklearn]'``); ``import nnfast`` does
+not import it.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+
+try:
+    import sklearn
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+except ImportError as exc:
+    raise ImportError(
+        "nnfast.sklearn needs scikit-learn: pip install 'nnfast[sklearn]' "
+        "(or pip install scikit-learn)") from exc
+try:
+    # Public since scikit-learn 1.6, as is __sklearn_tags__, which the estimators rely on.
+    from sklearn.utils.validation import validate_data
+except ImportError as exc:
+    raise ImportError(
+        f"nnfast.sklearn needs scikit-learn >= 1.6, found {sklearn.__version__}: "
+        "pip install -U 'nnfast[sklearn]'") from exc
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import check_dtype, check_finite_real, check_int
+from .network import Network
+
+__all__ = ["NetworkClassifier", "NetworkRegressor"]
+
+# Input dtypes kept as they are; anything else (ints, bools, float16) becomes float64.
+_FLOAT_DTYPES = [np.float64, np.float32]
+# Regression targets are mapped onto [_TARGET_LOW, 1 - _TARGET_LOW]: the sigmoid's nearly
+# linear middle, where its slope is still >= 0.16 of its peak, with room to predict a
+# third of the training range beyond either end.
+_TARGET_LOW = 0.2
+# Seeds drawn for random_state=None or a RandomState: any value a RandomState accepts.
+_MAX_SEED = np.iinfo(np.int32).max
+
+
+class _BaseNetwork(BaseEstimator):
+    """Training loop shared by the classifier and the regressor; not public.
+
+    Subclasses turn y into targets in (0, 1) for ``_fit_network`` and network outputs back
+    into predictions, and score a validation split in network space (``_validation_score``).
+    """
+
+    def _check_hyperparameters(self):
+        """The parameters that ``Network`` does not check itself, validated."""
+        hidden = self.hidden_layer_sizes
+        if isinstance(hidden, numbers.Integral) and not isinstance(hidden, (bool, np.bool_)):
+            hidden = (hidden,)
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise TypeError("hidden_layer_sizes must be a sequence of layer widths, got "
+                            f"{hidden!r}")
+        hidden = tuple(check_int(width, f"hidden_layer_sizes[{k}]", minimum=1)
+                       for k, width in enumerate(hidden))
+        learning_rate = check_finite_real(self.learning_rate, "learning_rate")
+        if learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        check_int(self.max_iter, "max_iter", minimum=1)
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size", minimum=1)
+        if check_finite_real(self.tol, "tol") < 0:
+            raise ValueError(f"tol must be >= 0, got {self.tol}")
+        check_int(self.n_iter_no_change, "n_iter_no_change", minimum=1)
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise TypeError(f"early_stopping must be True or False, got {self.early_stopping!r}")
+        fraction = check_finite_real(self.validation_fraction, "validation_fraction")
+        if self.early_stopping and not 0 < fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}")
+        check_int(self.verbose, "verbose", minimum=0)
+        return hidden, learning_rate
+
+    def _fit_network(self, X, targets, stratify=None):
+        """Trains a new ``network_`` on targets in (0, 1) and sets the fitted attributes."""
+        hidden, learning_rate = self._check_hyperparameters()
+        dtype = X.dtype if self.dtype is None else check_dtype(self.dtype)
+        seed = _draw_seed(self.random_state)
+        if self.early_stopping:
+            X, X_val, targets, targets_val = train_test_split(
+                X, targets, test_size=self.validation_fraction, random_state=seed,
+                stratify=stratify)
+        n_rows = X.shape[0]
+        # What Network uses: None, or more rows than there are, is the full batch.
+        batch_rows = n_rows if self.batch_size is None else min(self.batch_size, n_rows)
+
+        network = Network([X.shape[1], *hidden, targets.shape[1]], seed=seed, dtype=dtype,
+                          bias=self.bias, n_threads=self.n_threads)
+        for weights in network.weights:
+            weights *= np.sqrt(2.0 / (weights.shape[0] + weights.shape[1]))
+        self.network_ = network
+        self.n_outputs_ = targets.shape[1]
+
+        loss_curve = []
+        validation_scores = []
+        best_loss, best_score = np.inf, -np.inf
+        best_params = None
+        no_improvement = 0
+        converged = False
+        # One epoch per Network.fit call: the network's random state carries the shuffling on
+        # from one call to the next, so this trains exactly as one long fit would, and the
+        # weights can be scored and kept between epochs. The per-call overhead (a pass over
+        # X to check it) is small beside an epoch's products.
+        for epoch in range(self.max_iter):
+            network.fit(X, targets, 1, learning_rate / batch_rows, batch_size=batch_rows,
+                        shuffle=self.shuffle,
+                        callback=lambda iteration, error: loss_curve.append(float(error)))
+            loss = loss_curve[-1]
+            if self.verbose and epoch % self.verbose == 0:
+                print(f"Iteration {epoch + 1}, loss = {loss:.8f}", flush=True)
+            if self.early_stopping:
+                score = self._validation_score(network.predict(X_val), targets_val)
+                validation_scores.append(score)
+                if self.verbose and epoch % self.verbose == 0:
+                    print(f"Validation score: {score:.6f}", flush=True)
+                improved = score > best_score + self.tol
+                if score > best_score:
+                    best_score = score
+                    best_params = _copy_params(network)
+            else:
+                improved = loss < best_loss - self.tol
+                best_loss = min(best_loss, loss)
+            no_improvement = 0 if improved else no_improvement + 1
+            if no_improvement > self.n_iter_no_change:
+                converged = True
+                break
+        if best_params is not None:
+            _restore_params(network, best_params)
+
+        self.loss_curve_ = loss_curve
+        self.loss_ = loss_curve[-1]
+        self.n_iter_ = len(loss_curve)
+        self.validation_scores_ = validation_scores if self.early_stopping else None
+        self.best_validation_score_ = best_score if self.early_stopping else None
+        if not converged:
+            warnings.warn(
+                f"{type(self).__name__}: maximum iterations ({self.max_iter}) reached and the "
+                "optimization hasn't converged yet.", ConvergenceWarning)
+        return self
+
+    def _network_outputs(self, X):
+        """Validates X against the fit and returns the output layer's activations."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
+        return self.network_.predict(X)
+
+    @property
+    def coefs_(self):
+        """list of ndarray: ``coefs_[k]`` is the weight matrix from layer k to layer k + 1.
+
+        Views into ``network_``'s parameters: writing to them changes the model.
+        """
+        check_is_fitted(self)
+        return self.network_.weights
+
+    @property
+    def intercepts_(self):
+        """list of ndarray or None: ``intercepts_[k]`` is the bias vector of layer k + 1.
+
+        Views into ``network_``'s parameters; None when fitted with ``bias=False``.
+        """
+        check_is_fitted(self)
+        return self.network_.biases
+
+
+_COMMON_PARAMETERS = """\
+    hidden_layer_sizes : tuple of int, default=(100,)
+        Widths of the hidden layers, in order; ``()`` for none. Every unit is a sigmoid.
+    learning_rate : float, default={learning_rate}
+        Step size per mini-batch, applied to the batch's *mean* gradient (the network sums
+        over a batch, so it is given ``learning_rate / batch rows``). Larger rates train
+        faster and, past a point, diverge.
+    max_iter : int, default=200
+        Maximum number of epochs (passes over the training rows).
+    batch_size : int or None, default=32
+        Rows per update; None, or at least the number of rows, is full-batch training.
+    shuffle : bool, default=True
+        Visit the rows of each epoch in a new random order.
+    tol : float, default=1e-4
+        Improvement of the loss (or, with ``early_stopping``, of the validation score) that
+        counts as progress.
+    n_iter_no_change : int, default=10
+        Training stops after more than this many epochs in a row without progress.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when their score stops improving,
+        and keep the weights of the best-scoring epoch.
+    validation_fraction : float, default=0.1
+        Fraction of the rows held out with ``early_stopping``.
+    random_state : int, RandomState instance or None, default=None
+        An int is the ``Network``'s seed: it draws the initial weights, the epochs' row
+        orders and the validation split. None (or a RandomState) draws that seed.
+    bias : bool, default=True
+        Give every layer a trainable bias.
+    dtype : {{None, numpy.float32, numpy.float64}}, default=None
+        Floating type of the network. None: float32 when X is float32, else float64.
+    verbose : int, default=0
+        If K > 0, print the loss every K epochs.
+    n_threads : int or None, default=None
+        Threads for the compiled kernel; None uses every core available to the process.
+"""
+
+_COMMON_ATTRIBUTES = """\
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names seen during fit, when X has string column names.
+    n_outputs_ : int
+        Units of the output layer.
+    network_ : nnfast.Network
+        The fitted network.
+    coefs_ : list of ndarray
+        ``coefs_[k]`` is the weight matrix from layer k to layer k + 1.
+    intercepts_ : list of ndarray or None
+        ``intercepts_[k]`` is the bias vector of layer k + 1; None without ``bias``.
+    loss_curve_ : list of float
+        The loss at each epoch: mean ``|target - output|`` over the epoch's rows and
+        outputs, on the network's (0, 1) scale, measured while training.
+    loss_ : float
+        The last epoch's loss.
+    n_iter_ : int
+        Epochs run.
+    validation_scores_ : list of float or None
+        Score of the validation split at each epoch with ``early_stopping``, else None.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``, whose weights are kept; None without early stopping.
+"""
+
+
+class NetworkClassifier(ClassifierMixin, _BaseNetwork):
+    __doc__ = f"""A sigmoid multi-layer perceptron classifier trained by ``nnfast.Network``.
+
+    One sigmoid output per class (one in all for two classes), trained on one-hot targets by
+    backpropagation of the squared error, with shuffled mini-batches.
+
+    Parameters
+    ----------
+{_COMMON_PARAMETERS.format(learning_rate=1.0)}
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted.
+{_COMMON_ATTRIBUTES}
+    See Also
+    --------
+    NetworkRegressor : The same network for regression.
+    sklearn.neural_network.MLPClassifier : scikit-learn's, on which the parameters are modelled.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from nnfast.sklearn import NetworkClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = make_pipeline(StandardScaler(), NetworkClassifier(random_state=0)).fit(X, y)
+    >>> model.score(X, y) > 0.9
+    True
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), *, learning_rate=1.0, max_iter=200,
+                 batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=10,
+                 early_stopping=False, validation_fraction=0.1, random_state=None, bias=True,
+                 dtype=None, verbose=0, n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.bias = bias
+        self.dtype = dtype
+        self.verbose = verbose
+        self.n_threads = n_threads
+
+    def fit(self, X, y):
+        """Fits the network to X and the class labels y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs; float32 is kept as float32 (with ``dtype=None``).
+        y : array-like of shape (n_samples,)
+            Class labels.
+
+        Returns
+        -------
+        self : NetworkClassifier
+            The fitted estimator.
+        """
+        X, y = validate_data(self, X, y, dtype=_FLOAT_DTYPES)
+        check_classification_targets(y)
+        self.classes_, labels = np.unique(y, return_inverse=True)
+        if len(self.classes_) > 2:
+            targets = np.zeros((len(labels), len(self.classes_)))
+            targets[np.arange(len(labels)), labels] = 1
+        elif len(self.classes_) == 2:
+            targets = labels.reshape(-1, 1).astype(np.float64)
+        else:
+            # A single class: the output learns to say "yes"; predict needs no network.
+            targets = np.ones((len(labels), 1))
+        return self._fit_network(X, targets, stratify=labels)
+
+    def _validation_score(self, outputs, targets):
+        """Accuracy of outputs against targets, both in network space."""
+        return float(np.mean(_class_index(outputs) == _class_index(targets)))
+
+    def predict(self, X):
+        """Predicts class labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            The class whose output unit is the most active (two classes: the second class
+            when its unit's activation exceeds 0.5).
+        """
+        outputs = self._network_outputs(X)
+        if len(self.classes_) == 1:
+            return self.classes_[np.zeros(len(outputs), dtype=np.intp)]
+        return self.classes_[_class_index(outputs)]
+
+    def predict_proba(self, X):
+        """Class probability estimates.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``, in the network's dtype. Two classes:
+            ``[1 - p, p]`` for the output unit's activation p; more: the output units'
+            activations divided by their sum.
+        """
+        outputs = self._network_outputs(X)
+        if len(self.classes_) == 1:
+            return np.ones_like(outputs)
+        if len(self.classes_) == 2:
+            return np.hstack([1 - outputs, outputs])
+        total = outputs.sum(axis=1, keepdims=True)
+        # Every sigmoid can underflow to 0 (float32, inputs far out): call it a tie.
+        outputs[total[:, 0] == 0] = 1
+        total[total == 0] = outputs.shape[1]
+        return outputs / total
+
+    def predict_log_proba(self, X):
+        """Logarithm of the class probability estimates.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            ``log(predict_proba(X))``.
+        """
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+
+class NetworkRegressor(RegressorMixin, _BaseNetwork):
+    __doc__ = f"""A sigmoid multi-layer perceptron regressor trained by ``nnfast.Network``.
+
+    The output units are sigmoids too: each target column is mapped linearly from its
+    training range onto [0.2, 0.8] for training, and ``predict`` maps the outputs back, so
+    predictions lie within the training range widened by a third of it on either side.
+    Several target columns are fitted by one network with one output each.
+
+    Parameters
+    ----------
+{_COMMON_PARAMETERS.format(learning_rate=0.5)}
+    Attributes
+    ----------
+{_COMMON_ATTRIBUTES}
+    See Also
+    --------
+    NetworkClassifier : The same network for classification.
+    sklearn.neural_network.MLPRegressor : scikit-learn's, on which the parameters are modelled.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from nnfast.sklearn import NetworkRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=5, noise=5, random_state=0)
+    >>> model = make_pipeline(StandardScaler(), NetworkRegressor(random_state=0)).fit(X, y)
+    >>> model.score(X, y) > 0.9
+    True
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), *, learning_rate=0.5, max_iter=200,
+                 batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=10,
+                 early_stopping=False, validation_fraction=0.1, random_state=None, bias=True,
+                 dtype=None, verbose=0, n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.bias = bias
+        self.dtype = dtype
+        self.verbose = verbose
+        self.n_threads = n_threads
+
+    def fit(self, X, y):
+        """Fits the network to X and the targets y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs; float32 is kept as float32 (with ``dtype=None``).
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets.
+
+        Returns
+        -------
+        self : NetworkRegressor
+            The fitted estimator.
+        """
+        X, y = validate_data(self, X, y, dtype=_FLOAT_DTYPES, multi_output=True,
+                             y_numeric=True)
+        self._y_is_1d = y.ndim == 1
+        y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        low, high = y.min(axis=0), y.max(axis=0)
+        span = high - low
+        span[span == 0] = 1  # a constant column maps to _TARGET_LOW, and back
+        self._target_offset = low
+        self._target_scale = span / (1 - 2 * _TARGET_LOW)
+        targets = _TARGET_LOW + (y - low) / self._target_scale
+        return self._fit_network(X, targets)
+
+    def _validation_score(self, outputs, targets):
+        """R^2 of outputs against targets: the same in network space as in y's units."""
+        return float(r2_score(targets, outputs))
+
+    def predict(self, X):
+        """Predicts the targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            Predictions in the network's dtype, shaped as the y given to ``fit``.
+        """
+        outputs = self._network_outputs(X)
+        y = (outputs - _TARGET_LOW) * self._target_scale + self._target_offset
+        y = y.astype(outputs.dtype, copy=False)
+        return y.ravel() if self._y_is_1d else y
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+def _draw_seed(random_state):
+    """The Network seed for a random_state: an int is the seed itself."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state,
+                                                                   (bool, np.bool_)):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(_MAX_SEED))
+
+
+def _class_index(outputs):
+    """Column of the most active output; for one output, whether it exceeds 0.5."""
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] > 0.5).astype(np.intp)
+    return outputs.argmax(axis=1)
+
+
+def _copy_params(network):
+    biases = network.biases
+    return ([w.copy() for w in network.weights],
+            None if biases is None else [b.copy() for b in biases])
+
+
+def _restore_params(network, params):
+    """Writes saved parameters back through the network's views of its buffer."""
+    weights, biases = params
+    for view, saved in zip(network.weights, weights):
+        view[...] = saved
+    if biases is not None:
+        for view, saved in zip(network.biases, biases):
+            view[...] = saved

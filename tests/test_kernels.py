@@ -1,0 +1,259 @@
+"""Each ``def`` kernel of ``nnfast._kernels`` against its counterpart in ``nnfast.reference``.
+
+Every build of the kernels that runs on this machine is tested (``conftest.kernel_builds``:
+the baseline ``nnfast._kernels`` and, where the package has one, its AVX2 build).
+Shapes cover both code paths of every matrix product: plain loops below the BLAS threshold
+(multiply-adds per product) and BLAS at or above it (the shapes are derived from the
+threshold, so they keep straddling it if it is retuned), including 1-row, 1-column and
+non-square cases. Every output buffer is pre-filled with NaN so that a kernel that leaves
+part of it unwritten fails.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import nnfast
+from nnfast import _kernels, reference
+from conftest import ATOL, RTOL, blas_min_flops, kernel_builds
+
+BUILDS = kernel_builds()
+
+
+def _build_id(kernels):
+    return kernels.__name__.rsplit(".", 1)[-1]
+
+
+def _shapes(threshold):
+    """(m, n_in, n_out) triples on both sides of the BLAS threshold."""
+    threshold_rows = math.ceil(threshold / (32 * 16))
+    shapes = [
+        (1, 1, 1),
+        (1, 7, 5),            # one row
+        (9, 4, 1),            # one output column
+        (6, 1, 5),            # one input column
+        (5, 3, 8),            # non-square
+        (threshold_rows - 1, 32, 16),                     # just below the threshold
+        (threshold_rows, 32, 16),                         # at (or just above) the threshold
+        (1, math.ceil(threshold / 128) + 3, 128),         # one row, BLAS
+        (math.ceil(threshold / 64) + 5, 64, 1),           # one output column, BLAS
+        (max(97, math.ceil(threshold / (61 * 43)) + 1), 61, 43),  # non-square, BLAS
+    ]
+    return [shape for shape in shapes if shape[0] >= 1]
+
+
+def _cases():
+    """(kernel build, shape) pairs, the shapes taken from each build's own threshold."""
+    params = []
+    for kernels in BUILDS:
+        threshold = blas_min_flops(kernels)
+        for m, n_in, n_out in _shapes(threshold):
+            path = "blas" if m * n_in * n_out >= threshold else "loop"
+            params.append(pytest.param(kernels, (m, n_in, n_out),
+                                       id=f"{_build_id(kernels)}-{m}x{n_in}x{n_out}-{path}"))
+    return params
+
+
+CASES = _cases()
+
+
+def _uniform(rs, low, high, shape, dtype):
+    return rs.uniform(low, high, shape).astype(dtype)
+
+
+def _nan(shape, dtype):
+    return np.full(shape, np.nan, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Matrix kernels
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("kernels, shape", CASES)
+def test_forward_layer(kernels, shape, dtype, with_bias):
+    m, n_in, n_out = shape
+    rs = np.random.RandomState(0)
+    inputs = _uniform(rs, -1, 1, (m, n_in), dtype)
+    # Scaled so the pre-activations stay O(1) and the sigmoid does not saturate.
+    weights = _uniform(rs, -1, 1, (n_in, n_out), dtype) / dtype(math.sqrt(n_in))
+    bias = _uniform(rs, -1, 1, n_out, dtype)
+    inputs_before, weights_before, bias_before = inputs.copy(), weights.copy(), bias.copy()
+
+    out = _nan((m, n_out), dtype)
+    kernels.forward_layer(inputs, weights, bias if with_bias else np.empty(0, dtype), out)
+    expected = reference.forward_layer(inputs, weights, bias if with_bias else None)
+
+    assert expected.dtype == dtype
+    assert_allclose(out, expected, rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_array_equal(inputs, inputs_before)
+    assert_array_equal(weights, weights_before)
+    assert_array_equal(bias, bias_before)
+
+
+@pytest.mark.parametrize("kernels, shape", CASES)
+def test_output_delta(kernels, shape, dtype):
+    m, _, n_out = shape
+    rs = np.random.RandomState(0)
+    targets = _uniform(rs, 0, 1, (m, n_out), dtype)
+    outputs = _uniform(rs, 0, 1, (m, n_out), dtype)
+
+    delta = _nan((m, n_out), dtype)
+    abs_error_sum = kernels.output_delta(targets, outputs, delta)
+    expected_delta, expected_error = reference.output_delta(targets, outputs)
+
+    assert_allclose(delta, expected_delta, rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert isinstance(abs_error_sum, float)
+    assert_allclose(abs_error_sum, np.abs(expected_error.astype(np.float64)).sum(),
+                    rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("kernels, shape", CASES)
+def test_hidden_delta(kernels, shape, dtype):
+    m, n_in, n_out = shape
+    rs = np.random.RandomState(0)
+    delta_next = _uniform(rs, -0.25, 0.25, (m, n_out), dtype)
+    weights = _uniform(rs, -1, 1, (n_in, n_out), dtype)
+    activations = _uniform(rs, 0, 1, (m, n_in), dtype)
+
+    delta = _nan((m, n_in), dtype)
+    kernels.hidden_delta(delta_next, weights, activations, delta)
+    expected = reference.hidden_delta(delta_next, weights, activations)
+
+    assert_allclose(delta, expected, rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
+@pytest.mark.parametrize("learning_rate", [1.0, 0.1])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("kernels, shape", CASES)
+def test_apply_gradient(kernels, shape, dtype, with_bias, learning_rate):
+    m, n_in, n_out = shape
+    rs = np.random.RandomState(0)
+    weights = _uniform(rs, -1, 1, (n_in, n_out), dtype)
+    bias = _uniform(rs, -1, 1, n_out, dtype)
+    inputs = _uniform(rs, 0, 1, (m, n_in), dtype)
+    delta = _uniform(rs, -0.25, 0.25, (m, n_out), dtype)
+    lr = dtype(learning_rate)
+
+    weights_kernel, bias_kernel = weights.copy(), bias.copy()
+    grad = _nan(n_in * n_out, dtype)
+    kernels.apply_gradient(weights_kernel, bias_kernel if with_bias else np.empty(0, dtype),
+                            inputs, delta, lr, grad)
+    weights_ref, bias_ref = weights.copy(), bias.copy()
+    reference.apply_gradient(weights_ref, bias_ref if with_bias else None, inputs, delta, lr)
+
+    assert_allclose(weights_kernel, weights_ref, rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_allclose(bias_kernel, bias_ref, rtol=RTOL[dtype], atol=ATOL[dtype])
+    # The update must actually have happened (guards against comparing two no-ops).
+    assert not np.array_equal(weights_ref, weights)
+    if not with_bias:
+        assert_array_equal(bias_kernel, bias)
+
+
+# --------------------------------------------------------------------------------------------
+# Elementwise kernels
+# --------------------------------------------------------------------------------------------
+
+# Lengths around typical vector widths and tails, and past the parallel threshold.
+LENGTHS = [1, 2, 3, 5, 8, 17, 1000, _kernels.PARALLEL_MIN_ELEMENTS + 3]
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+def test_sigmoid_inplace(kernels, n, dtype):
+    rs = np.random.RandomState(0)
+    values = _uniform(rs, -20, 20, n, dtype)
+    expected = reference.nonlin(values)
+    out = values.copy()
+    kernels.sigmoid_inplace(out)
+    assert_allclose(out, expected, rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+def test_sigmoid_derivative(kernels, n, dtype):
+    rs = np.random.RandomState(0)
+    activations = _uniform(rs, 0, 1, n, dtype)
+    before = activations.copy()
+    out = _nan(n, dtype)
+    kernels.sigmoid_derivative(activations, out)
+    assert_allclose(out, reference.nonlin(activations, deriv=True),
+                    rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_array_equal(activations, before)
+
+
+# The kernel's sigmoid against float64 NumPy 1 / (1 + exp(-x)), as a relative error: a few ulp
+# of the kernel's dtype (measured: ~2.3 ulp for float64, ~1 ulp for float32 including the
+# rounding of the float64 result to float32).
+SIGMOID_RTOL = {np.float32: 4e-7, np.float64: 1e-15}
+
+
+def _numpy_sigmoid(x, dtype):
+    """float64 NumPy sigmoid of x, rounded to dtype (exp(1000) overflowing to inf gives 0)."""
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-x.astype(np.float64)))).astype(dtype)
+
+
+def test_sigmoid_accuracy_wide_range(kernels, dtype):
+    x = np.concatenate([np.linspace(-50, 50, 10**6),
+                        [-80, 80, -700, 700, -1000, 1000]]).astype(dtype)
+    out = x.copy()
+    kernels.sigmoid_inplace(out)
+    # atol=0: where the reference is exactly 0 (or 1) the kernel must be too.
+    assert_allclose(out, _numpy_sigmoid(x, dtype), rtol=SIGMOID_RTOL[dtype], atol=0)
+
+
+def test_sigmoid_accuracy_near_exp_overflow(kernels, dtype):
+    """sigmoid(x) for x just above the point where exp(-x) overflows in this dtype.
+
+    The outputs there are tiny (subnormal), so the tolerance adds two subnormal spacings for
+    the rounding of the result; the relative error of exp itself must stay a few ulp all the
+    way up to the overflow threshold.
+    """
+    if dtype is np.float32:
+        # Every float32 from -88.75 to -87.
+        magnitudes = np.arange(np.float32(87.0).view(np.int32),
+                               np.float32(88.75).view(np.int32) + 1,
+                               dtype=np.int32).view(np.float32)
+        x = -magnitudes
+    else:
+        x = np.linspace(-709.79, -700.0, 200001)
+    with np.errstate(over="ignore"):
+        finite_exp = np.isfinite(np.exp(-x))  # exp(-x) representable in this dtype
+    x = x[finite_exp]
+    assert x.size > 1000
+    out = x.copy()
+    kernels.sigmoid_inplace(out)
+    smallest_subnormal = np.nextafter(dtype(0), dtype(1))
+    assert_allclose(out, _numpy_sigmoid(x, dtype), rtol=SIGMOID_RTOL[dtype],
+                    atol=2 * smallest_subnormal)
+
+
+def test_sigmoid_exact_values(kernels, dtype):
+    out = np.array([-1000, 0, 1000, -np.inf, np.inf], dtype=dtype)
+    kernels.sigmoid_inplace(out)
+    assert out.tolist() == [0.0, 0.5, 1.0, 0.0, 1.0]
+    assert out.dtype == dtype
+    assert nnfast.nonlin(np.array([-1000, 0, 1000], dtype=dtype)).tolist() == [0.0, 0.5, 1.0]
+    assert nnfast.nonlin(-1000) == 0.0 and nnfast.nonlin(0) == 0.5 and nnfast.nonlin(1000) == 1.0
+
+
+def test_sigmoid_nan_propagates(kernels, dtype):
+    out = np.array([np.nan, 0.0, -np.nan, 3.0], dtype=dtype)
+    kernels.sigmoid_inplace(out)
+    assert_array_equal(np.isnan(out), [True, False, True, False])
+    assert_allclose(out[[1, 3]], reference.nonlin(np.array([0.0, 3.0], dtype=dtype)),
+                    rtol=RTOL[dtype])
+    assert np.isnan(nnfast.nonlin(np.array([np.nan], dtype=dtype))).all()
+
+
+def test_sigmoid_emits_no_warnings(kernels, dtype):
+    x = np.array([-1000, -800, -710, -100, 0, 100, 710, 800, 1000, np.nan, np.inf, -np.inf],
+                 dtype=dtype)
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        out = x.copy()
+        kernels.sigmoid_inplace(out)
+        nnfast.nonlin(x)
+        nnfast.nonlin(-x)

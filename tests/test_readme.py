@@ -1,0 +1,37 @@
+"""The README's promises: CI runs its test command verbatim, and its examples run."""
+
+import pathlib
+import re
+
+import numpy as np
+
+import nnfast
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_quickstart_has_two_commands_and_ci_runs_the_test_one_verbatim():
+    quickstart = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = [block.strip() for block in re.findall(r"```bash\n(.*?)```", quickstart, re.S)]
+    assert len(commands) == 2
+    assert "python -m nnfast" in commands[0]
+    assert "pytest" in commands[1]
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci_lines
+
+
+def test_drop_in_example_gives_the_original_loops_weights(capsys):
+    original, swapped = _blocks("python")[:2]
+    original_namespace, swapped_namespace = {}, {}
+    exec(original, original_namespace)
+    exec(swapped, swapped_namespace)
+    for name in ("syn0", "syn1"):
+        np.testing.assert_allclose(swapped_namespace[name], original_namespace[name],
+                                   rtol=0, atol=1e-9)
+    assert isinstance(swapped_namespace["net"], nnfast.Network)
+    assert "[0.  0.5 1. ]" in capsys.readouterr().out
