@@ -76,6 +76,7 @@ class Network:
         self.bias = bool(bias)
         self.n_threads = None if n_threads is None else check_n_threads(n_threads)
         self.history = []
+        self.iterations_run = 0
         self._random_state = np.random.RandomState(self.seed)
         self._params = pack_params(*reference.init_params(self.sizes, self._random_state,
                                                           self.dtype, self.bias))

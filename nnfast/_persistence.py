@@ -1,0 +1,393 @@
+"""Saving and loading a ``Network``: a documented ``.npz`` file, written atomically.
+
+File format (version 1)
+-----------------------
+An uncompressed NumPy ``.npz`` archive (a zip of ``.npy`` files, as written by
+``numpy.savez``) of plain arrays only, so that ``numpy.load(path, allow_pickle=False)`` reads
+it and no Python object is ever unpickled. Scalars are 0-d arrays. Entries:
+
+``format`` : str
+    ``"nnfast-model"``: marks the file as an nnfast model.
+``format_version`` : int64
+    ``1``: this layout.
+``sizes`` : int64, shape (n_layers,)
+    Layer widths, input first.
+``dtype`` : str
+    ``"float32"`` or ``"float64"``: the network's floating dtype.
+``bias`` : bool
+    Whether every layer has a bias.
+``backend`` : str
+    ``"cython"`` or ``"numpy"``.
+``seed`` : int64
+    The seed the network was built with (informative: the state below is what counts).
+``n_threads`` : int64
+    Kernel threads; ``-1`` for None (all cores).
+``params`` : float32 or float64 (as ``dtype``), shape (param_count,)
+    All weights and biases back to back in the order W0, b0, W1, b1, ... (b only with
+    ``bias``); Wk is ``(sizes[k], sizes[k+1])`` in row-major order, bk is ``(sizes[k+1],)``.
+    See ``nnfast._layout``.
+``random_state_key`` : uint32, shape (624,)
+``random_state_pos`` : int64
+``random_state_has_gauss`` : int64, 0 or 1
+``random_state_cached_gaussian`` : float64
+    The MT19937 state of the network's ``numpy.random.RandomState``, as its
+    ``get_state()`` gives it; it draws the row order of shuffled mini-batches.
+``history`` : float64, shape (k, 2)
+    (iteration, error) at each report of the last fit that reported.
+
+Readers ignore entries they do not know, so optional entries can be added without a new
+version; a change to the meaning of an existing entry needs a new ``format_version``.
+
+A loaded network predicts bitwise identically to the saved one and, having the same random
+state, goes on training identically, shuffled mini-batches included.
+"""
+
+import contextlib
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+from ._layout import param_count
+from ._validation import check_backend, check_sizes
+
+FORMAT = "nnfast-model"
+FORMAT_VERSION = 1
+
+_MT19937_KEY_LENGTH = 624
+_ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUMPY"
+
+_REQUIRED = ("format", "format_version", "sizes", "dtype", "bias", "backend", "seed",
+             "n_threads", "params", "random_state_key", "random_state_pos",
+             "random_state_has_gauss", "random_state_cached_gaussian", "history")
+
+# What reading a damaged or foreign file can raise, from zipfile, zlib (a compressed member)
+# and numpy's .npy parser. Anything else (MemoryError, KeyboardInterrupt) is not about the
+# file's content and propagates.
+_CORRUPT_FILE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
+                        KeyError, struct.error, NotImplementedError, RuntimeError)
+
+
+# ---------------------------------------------------------------------------------- saving
+
+def save_network(net, path):
+    """Writes ``net`` to ``path`` in the format above, atomically.
+
+    The file is written to a temporary file in the target's directory, flushed to disk, then
+    renamed over ``path``: a crash or an error mid-save leaves any existing file at ``path``
+    untouched and no temporary file behind. ``path`` is used exactly as given (no ``.npz`` is
+    appended). If ``path`` is a symbolic link, the file it points to is replaced.
+
+    Parameters
+    ----------
+    net : Network
+    path : str or os.PathLike
+    """
+    target = os.fsdecode(os.fspath(path))
+    if os.path.islink(target):
+        # Replace the file the link points to, not the link.
+        target = os.path.realpath(target)
+    entries = _entries(net)
+    directory = os.path.dirname(os.path.abspath(target))
+    fd, temp_path = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
+                                     suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            _give_default_permissions(file.fileno(), target)
+            # An open file object: numpy writes to it as is and appends no ".npz".
+            np.savez(file, allow_pickle=False, **entries)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_path)
+        raise
+    _fsync_directory(directory)
+
+
+def _entries(net):
+    """The arrays the file holds for ``net``."""
+    name, key, pos, has_gauss, cached_gaussian = net._random_state.get_state()
+    if name != "MT19937":  # RandomState has only ever used MT19937
+        raise ValueError(f"cannot save a random state of bit generator {name!r}")
+    history = np.array([(float(i), float(e)) for i, e in net.history],
+                       dtype=np.float64).reshape(-1, 2)
+    return {
+        "format": np.array(FORMAT),
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "sizes": np.array(net.sizes, dtype=np.int64),
+        "dtype": np.array(np.dtype(net.dtype).name),
+        "bias": np.array(bool(net.bias)),
+        "backend": np.array(str(net.backend)),
+        "seed": np.array(net.seed, dtype=np.int64),
+        "n_threads": np.array(-1 if net.n_threads is None else net.n_threads, dtype=np.int64),
+        "params": np.ascontiguousarray(net._params),
+        "random_state_key": np.asarray(key, dtype=np.uint32),
+        "random_state_pos": np.array(pos, dtype=np.int64),
+        "random_state_has_gauss": np.array(has_gauss, dtype=np.int64),
+        "random_state_cached_gaussian": np.array(cached_gaussian, dtype=np.float64),
+        "history": history,
+    }
+
+
+def _give_default_permissions(fd, target):
+    """mkstemp creates the file readable by its owner only; give the saved file the mode an
+    ordinary ``open(target, "w")`` would: the existing file's, else 0o666 less the umask."""
+    if not hasattr(os, "fchmod"):  # Windows: permissions are not POSIX modes
+        return
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    os.fchmod(fd, mode)
+
+
+def _umask():
+    # Reading the umask through os.umask means setting it briefly, which races with other
+    # threads creating files; Linux shows it in /proc instead.
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory):
+    """Makes the rename durable too (POSIX); best effort, as not every system allows it."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------- loading
+
+class _Refusal(Exception):
+    """A problem with the file's content; load_network reports it as a ValueError."""
+
+
+def load_network(cls, path):
+    """Reads a network written by ``save_network``.
+
+    Never unpickles anything. Every entry is checked before the network is built.
+
+    Parameters
+    ----------
+    cls : type
+        ``Network`` or a subclass; the result is ``cls.__new__(cls)`` with the attributes
+        ``Network.__init__`` sets.
+    path : str or os.PathLike
+
+    Returns
+    -------
+    Network
+
+    Raises
+    ------
+    FileNotFoundError, PermissionError, IsADirectoryError
+        When the file cannot be opened.
+    ValueError
+        When the file is not an nnfast model file, is truncated or corrupt, or its entries are
+        missing or inconsistent. The message names the file and the problem.
+    """
+    name = os.fsdecode(os.fspath(path))
+    try:
+        with open(name, "rb") as file:
+            arrays = _read_arrays(file)
+        return _build(cls, arrays)
+    except _Refusal as exc:
+        raise ValueError(f"cannot load an nnfast model from '{name}': {exc}") from exc.__cause__
+
+
+def _read_arrays(file):
+    """The entries of the npz in ``file``, as arrays (unknown entries are not read)."""
+    head = file.read(len(_NPY_MAGIC))
+    if not head:
+        raise _Refusal("the file is empty")
+    if head.startswith(_NPY_MAGIC):
+        raise _Refusal("it is a single .npy array, not an .npz archive")
+    if not head.startswith(_ZIP_MAGIC):
+        raise _Refusal("it is not an .npz (zip) file")
+    file.seek(0)
+    try:
+        # Every member's CRC, before anything is parsed: a truncated or corrupted file is
+        # refused as such rather than read as wrong numbers.
+        with zipfile.ZipFile(file) as archive:
+            bad_member = archive.testzip()
+        if bad_member is not None:
+            raise _Refusal(f"the file is corrupt (checksum mismatch in {bad_member!r})")
+        file.seek(0)
+        npz = np.load(file, allow_pickle=False)
+    except _CORRUPT_FILE_ERRORS as exc:
+        raise _Refusal(f"the file is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+    with npz:
+        if not isinstance(npz, np.lib.npyio.NpzFile):  # the magic was checked above
+            raise _Refusal("it is not an .npz archive")
+        present = set(npz.files)
+        if "format" not in present:
+            listed = ", ".join(sorted(present)[:10]) or "none"
+            raise _Refusal(f"it is not an nnfast model file (no 'format' entry; entries: "
+                           f"{listed})")
+        arrays = {}
+        for key in _REQUIRED:
+            if key not in present:
+                continue
+            try:
+                arrays[key] = npz[key]
+            except _CORRUPT_FILE_ERRORS as exc:
+                if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
+                    raise _Refusal(f"entry {key!r} is an array of pickled Python objects, "
+                                   "which nnfast never loads") from exc
+                raise _Refusal(f"entry {key!r} cannot be read ({type(exc).__name__}: "
+                               f"{exc})") from exc
+    return arrays
+
+
+def _build(cls, arrays):
+    """The network the checked entries describe."""
+    marker = _string(arrays, "format")
+    if marker != FORMAT:
+        raise _Refusal(f"it is not an nnfast model file (format {marker!r}, expected "
+                       f"{FORMAT!r})")
+    if "format_version" not in arrays:
+        raise _Refusal("missing entries: format_version")
+    # The version before the other entries: another version may have other entries.
+    version = _integer(arrays, "format_version")
+    if version != FORMAT_VERSION:
+        raise _Refusal(f"unsupported format_version {version} (this nnfast reads version "
+                       f"{FORMAT_VERSION})")
+    missing = [key for key in _REQUIRED if key not in arrays]
+    if missing:
+        raise _Refusal(f"missing entries: {', '.join(missing)}")
+
+    sizes_array = arrays["sizes"]
+    if sizes_array.ndim != 1 or sizes_array.dtype.kind not in "iu":
+        raise _Refusal(f"entry 'sizes' must be a 1-D integer array, got {_describe(sizes_array)}")
+    try:
+        sizes = check_sizes([int(width) for width in sizes_array])
+    except (TypeError, ValueError) as exc:
+        raise _Refusal(f"invalid sizes: {exc}") from exc
+
+    dtype_name = _string(arrays, "dtype")
+    if dtype_name not in ("float32", "float64"):
+        raise _Refusal(f"entry 'dtype' must be 'float32' or 'float64', got {dtype_name!r}")
+    dtype = np.dtype(dtype_name)
+
+    bias = arrays["bias"]
+    if bias.shape != () or bias.dtype != np.bool_:
+        raise _Refusal(f"entry 'bias' must be a boolean scalar, got {_describe(bias)}")
+    bias = bool(bias)
+
+    try:
+        backend = check_backend(_string(arrays, "backend"))
+    except ValueError as exc:
+        raise _Refusal(f"invalid backend: {exc}") from exc
+
+    seed = _integer(arrays, "seed")
+    if seed < 0:
+        raise _Refusal(f"entry 'seed' must be >= 0, got {seed}")
+
+    n_threads = _integer(arrays, "n_threads")
+    if n_threads != -1 and n_threads < 1:
+        raise _Refusal(f"entry 'n_threads' must be -1 (all cores) or >= 1, got {n_threads}")
+
+    n_params = param_count(sizes, bias)
+    params = _float_array(arrays, "params", dtype, (n_params,),
+                          f"({n_params},) for sizes {list(sizes)} with bias={bias}")
+    if not np.isfinite(params).all():
+        raise _Refusal("entry 'params' contains NaN or infinite values")
+
+    random_state = _random_state(arrays)
+
+    history = _float_array(arrays, "history", np.dtype(np.float64), (None, 2), "(k, 2)")
+    if not np.isfinite(history).all():
+        raise _Refusal("entry 'history' contains NaN or infinite values")
+    iterations = history[:, 0]
+    if ((iterations < 0) | (iterations != np.floor(iterations))).any():
+        raise _Refusal("entry 'history' has iteration numbers that are not whole numbers >= 0")
+
+    # The attributes Network.__init__ sets, without drawing fresh initial weights.
+    net = cls.__new__(cls)
+    net.sizes = sizes
+    net.seed = seed
+    net.dtype = dtype
+    net.backend = backend
+    net.bias = bias
+    net.n_threads = None if n_threads == -1 else n_threads
+    net.history = [(int(i), float(e)) for i, e in history]
+    net._random_state = random_state
+    net._params = params
+    return net
+
+
+def _random_state(arrays):
+    key = arrays["random_state_key"]
+    if key.shape != (_MT19937_KEY_LENGTH,) or key.dtype.kind != "u" or key.dtype.itemsize != 4:
+        raise _Refusal(f"entry 'random_state_key' must be uint32 of shape "
+                       f"({_MT19937_KEY_LENGTH},), got {_describe(key)}")
+    pos = _integer(arrays, "random_state_pos")
+    if not 0 <= pos <= _MT19937_KEY_LENGTH:
+        raise _Refusal(f"entry 'random_state_pos' must be in [0, {_MT19937_KEY_LENGTH}], "
+                       f"got {pos}")
+    has_gauss = _integer(arrays, "random_state_has_gauss")
+    if has_gauss not in (0, 1):
+        raise _Refusal(f"entry 'random_state_has_gauss' must be 0 or 1, got {has_gauss}")
+    cached = arrays["random_state_cached_gaussian"]
+    if cached.shape != () or cached.dtype.kind != "f":
+        raise _Refusal("entry 'random_state_cached_gaussian' must be a float scalar, got "
+                       f"{_describe(cached)}")
+    cached = float(cached)
+    if not np.isfinite(cached):
+        raise _Refusal("entry 'random_state_cached_gaussian' is not finite")
+    random_state = np.random.RandomState()
+    random_state.set_state(("MT19937", key.astype(np.uint32), pos, has_gauss, cached))
+    return random_state
+
+
+def _float_array(arrays, key, dtype, shape, expected):
+    """arrays[key] as a fresh, writable, C-contiguous array of dtype in native byte order;
+    refused unless stored as that floating type (either byte order) with that shape (None:
+    any length on that axis)."""
+    array = arrays[key]
+    if array.dtype.kind != "f" or array.dtype.itemsize != dtype.itemsize:
+        raise _Refusal(f"entry {key!r} must be {dtype.name}, got dtype {array.dtype}")
+    if array.ndim != len(shape) or any(want is not None and got != want
+                                       for got, want in zip(array.shape, shape)):
+        raise _Refusal(f"entry {key!r} has shape {array.shape}, expected {expected}")
+    return np.array(array, dtype=dtype, order="C", copy=True)
+
+
+def _string(arrays, key):
+    value = arrays[key]
+    if value.shape != () or value.dtype.kind != "U":
+        raise _Refusal(f"entry {key!r} must be a string, got {_describe(value)}")
+    return str(value)
+
+
+def _integer(arrays, key):
+    value = arrays[key]
+    if value.shape != () or value.dtype.kind not in "iu":
+        raise _Refusal(f"entry {key!r} must be an integer scalar, got {_describe(value)}")
+    return int(value)
+
+
+def _describe(array):
+    return f"an array of dtype {array.dtype} and shape {array.shape}"
