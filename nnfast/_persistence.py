@@ -34,6 +34,8 @@ it and no Python object is ever unpickled. Scalars are 0-d arrays. Entries:
     ``get_state()`` gives it; it draws the row order of shuffled mini-batches.
 ``history`` : float64, shape (k, 2)
     (iteration, error) at each report of the last fit that reported.
+``iterations_run`` : int64, optional (0 when absent)
+    Iterations the last fit ran.
 
 Readers ignore entries they do not know, so optional entries can be added without a new
 version; a change to the meaning of an existing entry needs a new ``format_version``.
@@ -132,6 +134,7 @@ def _entries(net):
         "random_state_has_gauss": np.array(has_gauss, dtype=np.int64),
         "random_state_cached_gaussian": np.array(cached_gaussian, dtype=np.float64),
         "history": history,
+        "iterations_run": np.array(net.iterations_run, dtype=np.int64),
     }
 
 
@@ -324,6 +327,10 @@ def _build(cls, arrays):
     if ((iterations < 0) | (iterations != np.floor(iterations))).any():
         raise _Refusal("entry 'history' has iteration numbers that are not whole numbers >= 0")
 
+    iterations_run = _integer(arrays, "iterations_run") if "iterations_run" in arrays else 0
+    if iterations_run < 0:
+        raise _Refusal(f"entry 'iterations_run' must be >= 0, got {iterations_run}")
+
     # The attributes Network.__init__ sets, without drawing fresh initial weights.
     net = cls.__new__(cls)
     net.sizes = sizes
@@ -333,6 +340,7 @@ def _build(cls, arrays):
     net.bias = bias
     net.n_threads = None if n_threads == -1 else n_threads
     net.history = [(int(i), float(e)) for i, e in history]
+    net.iterations_run = iterations_run
     net._random_state = random_state
     net._params = params
     return net

@@ -22,7 +22,7 @@ import nnfast
 DOCUMENTED_KEYS = {
     "format", "format_version", "sizes", "dtype", "bias", "backend", "seed", "n_threads",
     "params", "random_state_key", "random_state_pos", "random_state_has_gauss",
-    "random_state_cached_gaussian", "history",
+    "random_state_cached_gaussian", "history", "iterations_run",
 }
 BACKENDS = ["cython", "numpy"]
 # Continued training: mini-batches of 3 out of 10 rows, so the shuffled order matters.
