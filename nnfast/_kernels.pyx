@@ -60,7 +60,7 @@ cdef extern from *:
 
 # Products of at least this many multiply-adds go to BLAS; smaller ones run as plain loops.
 # Measured on a 2-core AMD EPYC (bench/): the call overhead of BLAS dominates below it.
-cdef Py_ssize_t _BLAS_MIN_FLOPS = 32768
+cdef Py_ssize_t _BLAS_MIN_FLOPS = 256
 
 
 def get_blas_min_flops():

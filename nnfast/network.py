@@ -1,6 +1,8 @@
 """``Network``: the public model. Validates once, then hands whole chunks of a fit to a backend."""
 
 import math
+import threading
+import weakref
 
 import numpy as np
 
@@ -24,6 +26,22 @@ _SIGNAL_CHECK_FLOPS = 2e7
 _MAX_ORDER_ENTRIES = 1 << 20
 # Reports per fit when a callback or a progress bar asks for reports but verbose does not.
 _DEFAULT_REPORTS = 100
+
+
+# Per-network locks, kept outside the instances so that pickling and copying need no help:
+# fits of one network run one at a time, and reads of its parameters never see a half-written
+# update. Different networks never wait for each other.
+_LOCKS = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _locks_of(net):
+    """(fit lock, state lock) of a network."""
+    with _LOCKS_GUARD:
+        locks = _LOCKS.get(net)
+        if locks is None:
+            locks = _LOCKS[net] = (threading.Lock(), threading.Lock())
+        return locks
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -150,51 +168,62 @@ class Network:
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         bar = _progress_bar(iterations) if progress else None
 
+        fit_lock, state_lock = _locks_of(self)
+        with fit_lock:
+            try:
+                return self._train(X, y, iterations, learning_rate, batch_size, shuffled,
+                                   verbose, callback, bar, state_lock)
+            finally:
+                if bar is not None:
+                    bar.close()
+
+    def _train(self, X, y, iterations, learning_rate, batch_size, shuffled, verbose, callback,
+               bar, state_lock):
+        """The body of ``fit`` on validated input, holding the network's fit lock."""
+        n_rows = X.shape[0]
         reporting = bool(verbose) or callback is not None or bar is not None
         report_every = verbose or (max(1, iterations // _DEFAULT_REPORTS) if reporting
                                    else max(1, iterations))
         run_chunk = self._chunk_runner(X, y, learning_rate, batch_size, shuffled)
         # Train copies: an error or an interrupt leaves the network as it was.
-        params = self._params.copy()
+        with state_lock:
+            params = self._params.copy()
         random_state = _copy_random_state(self._random_state)
         history = []
         done = 0
-        try:
-            while done < iterations:
-                next_report = (done // report_every + 1) * report_every
-                n_epochs = min(iterations, next_report) - done
-                if shuffled:
-                    n_epochs = min(n_epochs, max(1, _MAX_ORDER_ENTRIES // n_rows))
-                orders = _epoch_orders(random_state, n_rows, n_epochs) if shuffled else None
-                first_error, diverged_at = run_chunk(params, n_epochs, orders)
-                if diverged_at is not None:
-                    raise TrainingDivergedError(
-                        f"training diverged at iteration {done + diverged_at}: the output error "
-                        f"is no longer finite (learning_rate={learning_rate} too large?); the "
-                        "weights are left as they were before this fit")
-                stop = False
-                if reporting and done % report_every == 0:
-                    history.append((done, first_error))
-                    if verbose:
-                        print("Error:" + str(self.dtype.type(first_error)), flush=True)
-                    if callback is not None:
-                        stop = bool(callback(done, first_error))
-                done += n_epochs
-                if bar is not None:
-                    bar.update(n_epochs)
-                if stop:
-                    break
-        finally:
+        while done < iterations:
+            next_report = (done // report_every + 1) * report_every
+            n_epochs = min(iterations, next_report) - done
+            if shuffled:
+                n_epochs = min(n_epochs, max(1, _MAX_ORDER_ENTRIES // n_rows))
+            orders = _epoch_orders(random_state, n_rows, n_epochs) if shuffled else None
+            first_error, diverged_at = run_chunk(params, n_epochs, orders)
+            if diverged_at is not None:
+                raise TrainingDivergedError(
+                    f"training diverged at iteration {done + diverged_at}: the output error "
+                    f"is no longer finite (learning_rate={learning_rate} too large?); the "
+                    "weights are left as they were before this fit")
+            stop = False
+            if reporting and done % report_every == 0:
+                history.append((done, first_error))
+                if verbose:
+                    print("Error:" + str(self.dtype.type(first_error)), flush=True)
+                if callback is not None:
+                    stop = bool(callback(done, first_error))
+            done += n_epochs
             if bar is not None:
-                bar.close()
+                bar.update(n_epochs)
+            if stop:
+                break
         if not np.isfinite(params).all():
             raise TrainingDivergedError(
                 f"training diverged: weights became infinite (learning_rate={learning_rate} too "
                 "large?); the weights are left as they were before this fit")
-        self._params[...] = params
-        self._random_state = random_state
-        self.history = history
-        self.iterations_run = done
+        with state_lock:
+            self._params[...] = params
+            self._random_state = random_state
+            self.history = history
+            self.iterations_run = done
         return self
 
     def _chunk_runner(self, X, y, learning_rate, batch_size, shuffled):
@@ -244,15 +273,21 @@ class Network:
         """
         X = check_inputs(X, self.sizes, self.dtype)
         y = check_targets(y, X.shape[0], self.sizes, self.dtype)
+        params = self._snapshot()
         if self.backend == "numpy":
-            weights, biases = param_views(self._params, self.sizes, self.bias)
+            weights, biases = param_views(params, self.sizes, self.bias)
             return reference.gradient(weights, biases, X, y)
         workspace = allocate_workspace(self.sizes, X.shape[0], self.dtype, shuffled=False)
-        result = np.empty_like(self._params)
-        _kernels.gradient(self._params, np.asarray(self.sizes, dtype=np.intp), self.bias, X, y,
+        result = np.empty_like(params)
+        _kernels.gradient(params, np.asarray(self.sizes, dtype=np.intp), self.bias, X, y,
                           workspace["activations"], workspace["deltas"], workspace["grad"],
                           result)
         return param_views(result, self.sizes, self.bias)
+
+    def _snapshot(self):
+        """A copy of the parameters, never taken halfway through a fit's write-back."""
+        with _locks_of(self)[1]:
+            return self._params.copy()
 
     # --------------------------------------------------------------------------- persistence
 
@@ -283,7 +318,7 @@ class Network:
     def predict(self, X):
         """The output layer's activations for X, shape (n_rows, sizes[-1])."""
         X = check_inputs(X, self.sizes, self.dtype)
-        weights, biases = param_views(self._params, self.sizes, self.bias)
+        weights, biases = param_views(self._snapshot(), self.sizes, self.bias)
         if self.backend == "numpy":
             # exp(-x) overflowing to inf is the exact sigmoid 0 here; no warning, as the kernel.
             with np.errstate(over="ignore"):

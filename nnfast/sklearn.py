@@ -70,6 +70,9 @@ _FLOAT_DTYPES = [np.float64, np.float32]
 _TARGET_LOW = 0.2
 # Seeds drawn for random_state=None or a RandomState: any value a RandomState accepts.
 _MAX_SEED = np.iinfo(np.int32).max
+# learning_rate="auto" is the estimator's _auto_learning_rate up to this many units feeding
+# the output layer, and shrinks in proportion beyond.
+_AUTO_WIDTH = 100
 
 
 class _BaseNetwork(BaseEstimator):
@@ -89,9 +92,12 @@ class _BaseNetwork(BaseEstimator):
                             f"{hidden!r}")
         hidden = tuple(check_int(width, f"hidden_layer_sizes[{k}]", minimum=1)
                        for k, width in enumerate(hidden))
-        learning_rate = check_finite_real(self.learning_rate, "learning_rate")
-        if learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if isinstance(self.learning_rate, str) and self.learning_rate == "auto":
+            learning_rate = "auto"
+        else:
+            learning_rate = check_finite_real(self.learning_rate, "learning_rate")
+            if learning_rate <= 0:
+                raise ValueError(f"learning_rate must be 'auto' or > 0, got {learning_rate}")
         check_int(self.max_iter, "max_iter", minimum=1)
         if self.batch_size is not None:
             check_int(self.batch_size, "batch_size", minimum=1)
@@ -119,8 +125,13 @@ class _BaseNetwork(BaseEstimator):
         # What Network uses: None, or more rows than there are, is the full batch.
         batch_rows = n_rows if self.batch_size is None else min(self.batch_size, n_rows)
 
-        network = Network([X.shape[1], *hidden, targets.shape[1]], seed=seed, dtype=dtype,
-                          bias=self.bias, n_threads=self.n_threads)
+        sizes = [X.shape[1], *hidden, targets.shape[1]]
+        if learning_rate == "auto":
+            # The output layer's step grows with the number of units feeding it (its
+            # gradient sums over them): past _AUTO_WIDTH of them, shrink the rate to match.
+            learning_rate = self._auto_learning_rate * min(1.0, _AUTO_WIDTH / sizes[-2])
+        network = Network(sizes, seed=seed, dtype=dtype, bias=self.bias,
+                          n_threads=self.n_threads)
         for weights in network.weights:
             weights *= np.sqrt(2.0 / (weights.shape[0] + weights.shape[1]))
         self.network_ = network
@@ -292,7 +303,10 @@ class NetworkClassifier(ClassifierMixin, _BaseNetwork):
     True
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), *, learning_rate=1.0, max_iter=200,
+    # learning_rate="auto" up to _AUTO_WIDTH units feeding the output layer.
+    _auto_learning_rate = 1.0
+
+    def __init__(self, hidden_layer_sizes=(100,), *, learning_rate="auto", max_iter=200,
                  batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=10,
                  early_stopping=False, validation_fraction=0.1, random_state=None, bias=True,
                  dtype=None, verbose=0, n_threads=None):
@@ -436,7 +450,10 @@ class NetworkRegressor(RegressorMixin, _BaseNetwork):
     True
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), *, learning_rate=0.5, max_iter=200,
+    # learning_rate="auto" up to _AUTO_WIDTH units feeding the output layer.
+    _auto_learning_rate = 0.5
+
+    def __init__(self, hidden_layer_sizes=(100,), *, learning_rate="auto", max_iter=200,
                  batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=10,
                  early_stopping=False, validation_fraction=0.1, random_state=None, bias=True,
                  dtype=None, verbose=0, n_threads=None):
