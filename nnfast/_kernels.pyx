@@ -14,7 +14,7 @@ params       every layer's weights, and bias when present, back to back in one f
              W0 (s0 x s1, row-major), b0 (s1), W1 (s1 x s2), b1 (s2), ...
 activations  layers 1..L for one batch of m rows, each (m x s_k) row-major, back to back.
 deltas       the same layout as activations.
-grad         scratch for the largest weight matrix, used when a product runs in plain loops.
+grad         scratch of at least max(s_k) values (bias sums).
 
 Arithmetic
 ----------
@@ -28,7 +28,8 @@ as plain loops the compiler vectorises below it, where a BLAS call costs more th
 from cython cimport floating
 from libc.math cimport INFINITY, fabs, isfinite
 from libc.stdint cimport int32_t, int64_t
-from libc.string cimport memcpy, memset
+from cython.parallel cimport prange
+from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -73,11 +74,6 @@ def set_blas_min_flops(Py_ssize_t value):
     global _BLAS_MIN_FLOPS
     _BLAS_MIN_FLOPS = value
 
-# Elementwise passes over fewer elements than this stay on one thread: an OpenMP fork costs
-# more than the work.
-cdef enum:
-    _PARALLEL_MIN_ELEMENTS = 65536
-PARALLEL_MIN_ELEMENTS = _PARALLEL_MIN_ELEMENTS
 OPENMP = bool(NNFAST_OPENMP)
 # The instruction set this build was compiled for: "baseline" or "x86-64-v3".
 ISA = NNFAST_ISA.decode()
@@ -192,16 +188,25 @@ cdef inline floating _sigmoid_slope(floating a) noexcept nogil:
     return a * (<floating>1 - a)
 
 
-cdef void _sigmoid_inplace(floating* z, Py_ssize_t n) noexcept nogil:
-    """z = sigmoid(z) over a contiguous buffer."""
+cdef void _sigmoid_range(floating* z, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    """z[start:stop] = sigmoid(z[start:stop])."""
     cdef Py_ssize_t i
-    for i in range(n):
+    for i in range(start, stop):
         z[i] = _sigmoid(z[i])
+
+
+cdef void _scale_by_slope_range(floating* delta, const floating* activations,
+                                Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    """delta[start:stop] *= a * (1 - a) for a = activations[start:stop]."""
+    cdef Py_ssize_t i
+    for i in range(start, stop):
+        delta[i] = delta[i] * _sigmoid_slope(activations[i])
 
 
 # --------------------------------------------------------------------------------------------
 # Matrix products. Row-major C = A @ B is column-major C.T = B.T @ A.T, so BLAS is called with
-# the operands swapped (the scikit-learn _gemm convention).
+# the operands swapped (the scikit-learn _gemm convention). Products under _BLAS_MIN_FLOPS
+# multiply-adds run as plain loops instead, each output a dot product kept in a register.
 # --------------------------------------------------------------------------------------------
 
 cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -218,29 +223,55 @@ cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
               &beta, c, &ldc)
 
 
+# Threads. With n_threads > 1 (the caller asks for it only when the products are large, and
+# caps BLAS at one thread meanwhile, so the two thread pools never compete for the cores),
+# each layer's work is split into one block per thread inside a single parallel region: a
+# block of rows for the forward pass and the deltas, elementwise work included; a block of
+# weight rows (or columns) for the update, so no two threads write the same memory and no
+# reduction is needed. Each block's product is one single-threaded BLAS call.
+
+cdef inline Py_ssize_t _block_start(Py_ssize_t n, int n_blocks, int t) noexcept nogil:
+    """Start of block t of n_blocks near-equal blocks of range(n)."""
+    return n * t // n_blocks
+
+
+cdef void _forward_rows(const floating* inputs, const floating* weights,
+                        const floating* bias, floating* outputs, Py_ssize_t row_start,
+                        Py_ssize_t row_stop, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """outputs[rows] = sigmoid(inputs[rows] @ weights [+ bias]) through BLAS."""
+    cdef Py_ssize_t i
+    if row_stop <= row_start:
+        return
+    if bias != NULL:
+        for i in range(row_start, row_stop):
+            memcpy(&outputs[i * n_out], bias, n_out * sizeof(floating))
+    _gemm(False, False, <int>(row_stop - row_start), <int>n_out, <int>n_in, <floating>1,
+          &inputs[row_start * n_in], <int>n_in, weights, <int>n_out,
+          <floating>(0 if bias == NULL else 1), &outputs[row_start * n_out], <int>n_out)
+    _sigmoid_range(outputs, row_start * n_out, row_stop * n_out)
+
+
 cdef void _forward_layer(const floating* inputs, const floating* weights,
-                         const floating* bias, floating* outputs,
-                         Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+                         const floating* bias, floating* outputs, Py_ssize_t m,
+                         Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
     """outputs = sigmoid(inputs @ weights [+ bias]); bias may be NULL."""
     cdef Py_ssize_t i, p, j
-    cdef floating x
-    cdef floating* row
-    if bias != NULL:
+    cdef int t
+    cdef floating acc
+    if m * n_in * n_out < _BLAS_MIN_FLOPS:
         for i in range(m):
-            memcpy(&outputs[i * n_out], bias, n_out * sizeof(floating))
+            for j in range(n_out):
+                acc = 0 if bias == NULL else bias[j]
+                for p in range(n_in):
+                    acc = acc + inputs[i * n_in + p] * weights[p * n_out + j]
+                outputs[i * n_out + j] = acc
+        _sigmoid_range(outputs, 0, m * n_out)
+    elif n_threads > 1:
+        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+            _forward_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
+                          _block_start(m, n_threads, t + 1), n_in, n_out)
     else:
-        memset(outputs, 0, m * n_out * sizeof(floating))
-    if m * n_in * n_out >= _BLAS_MIN_FLOPS:
-        _gemm(False, False, <int>m, <int>n_out, <int>n_in, <floating>1.0, inputs, <int>n_in,
-              weights, <int>n_out, <floating>1.0, outputs, <int>n_out)
-    else:
-        for i in range(m):
-            row = &outputs[i * n_out]
-            for p in range(n_in):
-                x = inputs[i * n_in + p]
-                for j in range(n_out):
-                    row[j] += x * weights[p * n_out + j]
-    _sigmoid_inplace(outputs, m * n_out)
+        _forward_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out)
 
 
 cdef double _output_delta(const floating* targets, const floating* outputs, floating* delta,
@@ -256,67 +287,97 @@ cdef double _output_delta(const floating* targets, const floating* outputs, floa
     return abs_error_sum
 
 
+cdef void _hidden_rows(const floating* delta_next, const floating* weights,
+                       const floating* activations, floating* delta, Py_ssize_t row_start,
+                       Py_ssize_t row_stop, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """delta[rows] = (delta_next[rows] @ weights.T) * (a * (1 - a)) through BLAS."""
+    if row_stop <= row_start:
+        return
+    _gemm(False, True, <int>(row_stop - row_start), <int>n_in, <int>n_out, <floating>1,
+          &delta_next[row_start * n_out], <int>n_out, weights, <int>n_out, <floating>0,
+          &delta[row_start * n_in], <int>n_in)
+    _scale_by_slope_range(delta, activations, row_start * n_in, row_stop * n_in)
+
+
 cdef void _hidden_delta(const floating* delta_next, const floating* weights,
-                        const floating* activations, floating* delta,
-                        Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+                        const floating* activations, floating* delta, Py_ssize_t m,
+                        Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
     """delta = (delta_next @ weights.T) * (a * (1 - a)); weights is (n_in x n_out)."""
     cdef Py_ssize_t i, p, j
+    cdef int t
     cdef floating acc
-    if m * n_in * n_out >= _BLAS_MIN_FLOPS:
-        _gemm(False, True, <int>m, <int>n_in, <int>n_out, <floating>1.0, delta_next,
-              <int>n_out, weights, <int>n_out, <floating>0.0, delta, <int>n_in)
-    else:
+    if m * n_in * n_out < _BLAS_MIN_FLOPS:
         for i in range(m):
             for p in range(n_in):
                 acc = 0
                 for j in range(n_out):
                     acc = acc + delta_next[i * n_out + j] * weights[p * n_out + j]
                 delta[i * n_in + p] = acc
-    for i in range(m * n_in):
-        delta[i] = delta[i] * _sigmoid_slope(activations[i])
+        _scale_by_slope_range(delta, activations, 0, m * n_in)
+    elif n_threads > 1:
+        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+            _hidden_rows(delta_next, weights, activations, delta,
+                         _block_start(m, n_threads, t), _block_start(m, n_threads, t + 1),
+                         n_in, n_out)
+    else:
+        _hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out)
 
 
-cdef void _weight_gradient(const floating* inputs, const floating* delta, floating* grad,
-                           Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
-    """grad = inputs.T @ delta, in plain loops (the small-product path)."""
-    cdef Py_ssize_t i, p, j
-    cdef floating x
-    memset(grad, 0, n_in * n_out * sizeof(floating))
-    for i in range(m):
-        for p in range(n_in):
-            x = inputs[i * n_in + p]
-            for j in range(n_out):
-                grad[p * n_out + j] += x * delta[i * n_out + j]
+cdef void _gradient_block(floating* weights, const floating* inputs, const floating* delta,
+                          floating scale, bint accumulate, Py_ssize_t m, Py_ssize_t n_in,
+                          Py_ssize_t n_out, Py_ssize_t p_start, Py_ssize_t p_stop,
+                          Py_ssize_t j_start, Py_ssize_t j_stop) noexcept nogil:
+    """W[p, j] = scale * (inputs[:, p].T @ delta[:, j]) [+ W[p, j]] through BLAS."""
+    if p_stop <= p_start or j_stop <= j_start:
+        return
+    _gemm(True, False, <int>(p_stop - p_start), <int>(j_stop - j_start), <int>m, scale,
+          &inputs[p_start], <int>n_in, &delta[j_start], <int>n_out,
+          <floating>(1 if accumulate else 0), &weights[p_start * n_out + j_start], <int>n_out)
 
 
 cdef void _apply_gradient(floating* weights, floating* bias, const floating* inputs,
                           const floating* delta, floating scale, bint accumulate,
-                          floating* grad, Py_ssize_t m, Py_ssize_t n_in,
-                          Py_ssize_t n_out) noexcept nogil:
+                          floating* scratch, Py_ssize_t m, Py_ssize_t n_in,
+                          Py_ssize_t n_out, int n_threads) noexcept nogil:
     """W = scale * (inputs.T @ delta) [+ W]; bias = scale * delta.sum(0) [+ bias].
 
     Training accumulates with scale = learning rate; Network.gradient overwrites with
-    scale = 1. bias may be NULL; grad is scratch for the plain-loop path.
+    scale = 1. bias may be NULL; scratch holds at least n_out values.
     """
-    cdef Py_ssize_t i, j
-    cdef floating column_sum
-    if m * n_in * n_out >= _BLAS_MIN_FLOPS:
-        _gemm(True, False, <int>n_in, <int>n_out, <int>m, scale, inputs, <int>n_in,
-              delta, <int>n_out, <floating>(1.0 if accumulate else 0.0), weights, <int>n_out)
+    cdef Py_ssize_t i, p, j
+    cdef int t
+    cdef floating acc
+    if m * n_in * n_out < _BLAS_MIN_FLOPS:
+        # The sum over rows first, then the scale, as BLAS and the reference round it.
+        for p in range(n_in):
+            for j in range(n_out):
+                acc = 0
+                for i in range(m):
+                    acc = acc + inputs[i * n_in + p] * delta[i * n_out + j]
+                weights[p * n_out + j] = (scale * acc
+                                          + (weights[p * n_out + j] if accumulate else 0))
+    elif n_threads > 1 and n_in >= n_out:
+        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+            _gradient_block(weights, inputs, delta, scale, accumulate, m, n_in, n_out,
+                            _block_start(n_in, n_threads, t),
+                            _block_start(n_in, n_threads, t + 1), 0, n_out)
+    elif n_threads > 1:
+        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+            _gradient_block(weights, inputs, delta, scale, accumulate, m, n_in, n_out, 0, n_in,
+                            _block_start(n_out, n_threads, t),
+                            _block_start(n_out, n_threads, t + 1))
     else:
-        _weight_gradient(inputs, delta, grad, m, n_in, n_out)
-        if accumulate:
-            for i in range(n_in * n_out):
-                weights[i] += scale * grad[i]
-        else:
-            for i in range(n_in * n_out):
-                weights[i] = scale * grad[i]
+        _gradient_block(weights, inputs, delta, scale, accumulate, m, n_in, n_out, 0, n_in,
+                        0, n_out)
     if bias != NULL:
+        # Row by row, so that a tall delta is read once, in order.
         for j in range(n_out):
-            column_sum = 0
-            for i in range(m):
-                column_sum = column_sum + delta[i * n_out + j]
-            bias[j] = scale * column_sum + (bias[j] if accumulate else 0)
+            scratch[j] = 0
+        for i in range(m):
+            for j in range(n_out):
+                scratch[j] += delta[i * n_out + j]
+        for j in range(n_out):
+            bias[j] = scale * scratch[j] + (bias[j] if accumulate else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +393,7 @@ cdef inline Py_ssize_t _layer_params(const Py_ssize_t* sizes, Py_ssize_t k,
 cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
                         bint has_bias, const floating* x, const floating* y, Py_ssize_t m,
                         floating learning_rate, floating* activations, floating* deltas,
-                        floating* grad, floating* gradient_out) noexcept nogil:
+                        floating* grad, floating* gradient_out, int n_threads) noexcept nogil:
     """One forward/backward pass on m rows; returns sum |y - output|.
 
     Updates params, or, when gradient_out is not NULL, leaves them alone and writes the
@@ -351,7 +412,7 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
         n_in = sizes[k]
         n_out = sizes[k + 1]
         _forward_layer(layer_in, weights, weights + n_in * n_out if has_bias else NULL,
-                       layer_out, m, n_in, n_out)
+                       layer_out, m, n_in, n_out, n_threads)
         layer_in = layer_out
         weights += _layer_params(sizes, k, has_bias)
         if k + 1 < n_layers:
@@ -373,13 +434,13 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
         if k > 0:
             layer_out -= m * n_in
             delta -= m * n_in
-            _hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out)
+            _hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out, n_threads)
             layer_in = layer_out
         else:
             layer_in = x
         _apply_gradient(target, target + n_in * n_out if has_bias else NULL, layer_in,
                         delta_next, learning_rate if gradient_out == NULL else 1,
-                        gradient_out == NULL, grad, m, n_in, n_out)
+                        gradient_out == NULL, grad, m, n_in, n_out, n_threads)
     return abs_error_sum
 
 
@@ -388,7 +449,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
                    const Py_ssize_t* order, Py_ssize_t batch_size, Py_ssize_t n_epochs,
                    floating learning_rate, floating* activations, floating* deltas,
                    floating* grad, floating* batch_x, floating* batch_y,
-                   Py_ssize_t check_every, double* first_error,
+                   Py_ssize_t check_every, int n_threads, double* first_error,
                    Py_ssize_t* epochs_done) except -1 nogil:
     """Runs n_epochs epochs; returns 0, or 1 when the error stopped being finite."""
     cdef Py_ssize_t epoch, start, m, r, row
@@ -416,7 +477,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
                 batch_target = &y[start * n_out]
             epoch_error += _train_step(params, sizes, n_layers, has_bias, batch_in,
                                        batch_target, m, learning_rate, activations, deltas,
-                                       grad, NULL)
+                                       grad, NULL, n_threads)
             start += m
         epoch_error /= n_rows * n_out
         if epoch == 0:
@@ -444,7 +505,7 @@ def sigmoid_inplace(floating[::1] values):  # INOUT
     values : float32 or float64 contiguous 1-D array, overwritten.
     """
     with nogil:
-        _sigmoid_inplace(&values[0], values.shape[0])
+        _sigmoid_range(&values[0], 0, values.shape[0])
 
 
 def sigmoid_derivative(const floating[::1] activations,  # IN
@@ -465,7 +526,8 @@ def sigmoid_derivative(const floating[::1] activations,  # IN
 def forward_layer(const floating[:, ::1] inputs,   # IN (m, n_in)
                   const floating[:, ::1] weights,  # IN (n_in, n_out)
                   const floating[::1] bias,        # IN (n_out,) or (0,) for none
-                  floating[:, ::1] outputs):       # OUT (m, n_out)
+                  floating[:, ::1] outputs,        # OUT (m, n_out)
+                  int n_threads=1):
     """outputs = sigmoid(inputs @ weights + bias).
 
     Parameters
@@ -473,11 +535,12 @@ def forward_layer(const floating[:, ::1] inputs,   # IN (m, n_in)
     inputs, weights : 2-D arrays of one float dtype.
     bias : 1-D array of length n_out, or of length 0 for no bias.
     outputs : (m, n_out) array, overwritten.
+    n_threads : threads (row blocks) for a product that goes to BLAS.
     """
     with nogil:
         _forward_layer(&inputs[0, 0], &weights[0, 0],
                        &bias[0] if bias.shape[0] > 0 else NULL, &outputs[0, 0],
-                       inputs.shape[0], inputs.shape[1], weights.shape[1])
+                       inputs.shape[0], inputs.shape[1], weights.shape[1], n_threads)
 
 
 def output_delta(const floating[:, ::1] targets,  # IN (m, n_out)
@@ -500,11 +563,12 @@ def output_delta(const floating[:, ::1] targets,  # IN (m, n_out)
 def hidden_delta(const floating[:, ::1] delta_next,   # IN (m, n_out)
                  const floating[:, ::1] weights,      # IN (n_in, n_out)
                  const floating[:, ::1] activations,  # IN (m, n_in)
-                 floating[:, ::1] delta):             # OUT (m, n_in)
+                 floating[:, ::1] delta,              # OUT (m, n_in)
+                 int n_threads=1):
     """delta = (delta_next @ weights.T) * (activations * (1 - activations))."""
     with nogil:
         _hidden_delta(&delta_next[0, 0], &weights[0, 0], &activations[0, 0], &delta[0, 0],
-                      delta_next.shape[0], weights.shape[0], weights.shape[1])
+                      delta_next.shape[0], weights.shape[0], weights.shape[1], n_threads)
 
 
 def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
@@ -512,12 +576,13 @@ def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
                    const floating[:, ::1] inputs,   # IN (m, n_in)
                    const floating[:, ::1] delta,    # IN (m, n_out)
                    floating learning_rate,
-                   floating[::1] grad):             # scratch, >= n_in * n_out
+                   floating[::1] grad,              # scratch, >= n_out
+                   int n_threads=1):
     """weights += learning_rate * (inputs.T @ delta); bias += learning_rate * delta.sum(0)."""
     with nogil:
         _apply_gradient(&weights[0, 0], &bias[0] if bias.shape[0] > 0 else NULL,
                         &inputs[0, 0], &delta[0, 0], learning_rate, True, &grad[0],
-                        inputs.shape[0], weights.shape[0], weights.shape[1])
+                        inputs.shape[0], weights.shape[0], weights.shape[1], n_threads)
 
 
 def gradient(const floating[::1] params,          # IN all weights and biases, flat
@@ -527,8 +592,9 @@ def gradient(const floating[::1] params,          # IN all weights and biases, f
              const floating[:, ::1] y,            # IN (m, sL)
              floating[::1] activations,           # scratch, m * sum(s1..sL)
              floating[::1] deltas,                # scratch, same size as activations
-             floating[::1] grad,                  # scratch, max(s_k * s_k+1)
-             floating[::1] gradient_out):         # OUT, same layout and size as params
+             floating[::1] grad,                  # scratch, max(s1..sL)
+             floating[::1] gradient_out,          # OUT, same layout and size as params
+             int n_threads=1):
     """The update direction of one full-batch step, without applying it.
 
     Returns
@@ -542,7 +608,8 @@ def gradient(const floating[::1] params,          # IN all weights and biases, f
         # shared step function's signature.
         abs_error_sum = _train_step(<floating*>&params[0], &sizes[0], sizes.shape[0] - 1,
                                     has_bias, &x[0, 0], &y[0, 0], x.shape[0], 1,
-                                    &activations[0], &deltas[0], &grad[0], &gradient_out[0])
+                                    &activations[0], &deltas[0], &grad[0], &gradient_out[0],
+                                    n_threads)
     return abs_error_sum
 
 
@@ -557,10 +624,11 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
         floating learning_rate,
         floating[::1] activations,         # scratch, batch_size * sum(s1..sL)
         floating[::1] deltas,              # scratch, same size as activations
-        floating[::1] grad,                # scratch, max(s_k * s_k+1)
+        floating[::1] grad,                # scratch, max(s1..sL)
         floating[::1] batch_x,             # scratch, batch_size * s0 when order is given
         floating[::1] batch_y,             # scratch, batch_size * sL when order is given
-        Py_ssize_t check_every):
+        Py_ssize_t check_every,
+        int n_threads=1):
     """Trains for n_epochs epochs in one call, without the GIL.
 
     Parameters
@@ -575,6 +643,7 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
     learning_rate : step size.
     activations, deltas, grad, batch_x, batch_y : scratch buffers sized by the caller.
     check_every : poll for signals (Ctrl-C) after this many epochs.
+    n_threads : threads for the elementwise passes over large layers (BLAS has its own).
 
     Returns
     -------
@@ -597,5 +666,5 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
                            &activations[0], &deltas[0], &grad[0],
                            &batch_x[0] if batch_x.shape[0] > 0 else NULL,
                            &batch_y[0] if batch_y.shape[0] > 0 else NULL,
-                           check_every, &first_error, &epochs_done)
+                           check_every, n_threads, &first_error, &epochs_done)
     return epochs_done, first_error, status == 1

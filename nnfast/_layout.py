@@ -40,11 +40,10 @@ def pack_params(weights, biases):
 def allocate_workspace(sizes, batch_size, dtype, shuffled):
     """Scratch buffers for ``nnfast._kernels.fit`` with batches of up to batch_size rows."""
     activations = batch_size * sum(sizes[1:])
-    largest_weights = max(n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
     return {
         "activations": np.empty(activations, dtype=dtype),
         "deltas": np.empty(activations, dtype=dtype),
-        "grad": np.empty(largest_weights, dtype=dtype),
+        "grad": np.empty(max(sizes[1:]), dtype=dtype),
         "batch_x": np.empty(batch_size * sizes[0] if shuffled else 0, dtype=dtype),
         "batch_y": np.empty(batch_size * sizes[-1] if shuffled else 0, dtype=dtype),
     }

@@ -70,13 +70,22 @@ def check_backend(backend):
     return backend
 
 
+def available_cores():
+    """Cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def check_n_threads(n_threads):
-    """Threads to use: None means all cores, as limited by OMP_NUM_THREADS when it is set."""
+    """Threads to use: None means all cores, or OMP_NUM_THREADS when that is set."""
     if n_threads is None:
         try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            return max(1, os.cpu_count() or 1)
+            from_environment = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+        except ValueError:
+            from_environment = 0
+        return from_environment if from_environment >= 1 else available_cores()
     return check_int(n_threads, "n_threads", minimum=1)
 
 

@@ -1,5 +1,6 @@
 """``Network``: the public model. Validates once, then hands whole chunks of a fit to a backend."""
 
+import contextlib
 import math
 import threading
 import weakref
@@ -24,6 +25,8 @@ from ._validation import (
 _SIGNAL_CHECK_FLOPS = 2e7
 # Shuffled mini-batches: at most this many row indices of epoch orders are drawn at once.
 _MAX_ORDER_ENTRIES = 1 << 20
+# A layer product of at least this many multiply-adds per batch makes the kernel use threads.
+_PARALLEL_MIN_FLOPS = 1 << 20
 # Reports per fit when a callback or a progress bar asks for reports but verbose does not.
 _DEFAULT_REPORTS = 100
 
@@ -191,6 +194,25 @@ class Network:
         random_state = _copy_random_state(self._random_state)
         history = []
         done = 0
+        with self._blas_limit(self._kernel_threads(batch_size)):
+            done = self._run_chunks(run_chunk, params, random_state, iterations, n_rows,
+                                    report_every, shuffled, learning_rate, reporting, verbose,
+                                    callback, bar, history)
+        if not np.isfinite(params).all():
+            raise TrainingDivergedError(
+                f"training diverged: weights became infinite (learning_rate={learning_rate} too "
+                "large?); the weights are left as they were before this fit")
+        with state_lock:
+            self._params[...] = params
+            self._random_state = random_state
+            self.history = history
+            self.iterations_run = done
+        return self
+
+    def _run_chunks(self, run_chunk, params, random_state, iterations, n_rows, report_every,
+                    shuffled, learning_rate, reporting, verbose, callback, bar, history):
+        """Runs the backend chunk by chunk between reports; returns the iterations run."""
+        done = 0
         while done < iterations:
             next_report = (done // report_every + 1) * report_every
             n_epochs = min(iterations, next_report) - done
@@ -215,16 +237,33 @@ class Network:
                 bar.update(n_epochs)
             if stop:
                 break
-        if not np.isfinite(params).all():
-            raise TrainingDivergedError(
-                f"training diverged: weights became infinite (learning_rate={learning_rate} too "
-                "large?); the weights are left as they were before this fit")
-        with state_lock:
-            self._params[...] = params
-            self._random_state = random_state
-            self.history = history
-            self.iterations_run = done
-        return self
+        return done
+
+    def _kernel_threads(self, batch_rows):
+        """Threads the kernel should use for batches of batch_rows rows.
+
+        More than one only when the build has OpenMP and the largest product is big enough
+        to repay a fork; small networks run on the calling thread, which is faster.
+        """
+        requested = check_n_threads(self.n_threads)
+        if self.backend != "cython" or requested == 1 or not _kernels.OPENMP:
+            return 1
+        largest = batch_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        return requested if largest >= _PARALLEL_MIN_FLOPS else 1
+
+    def _blas_limit(self, kernel_threads):
+        """While the kernel runs its own threads, BLAS gets one per call (two pools on the
+        same cores would take turns spinning); otherwise BLAS keeps its own default, or
+        n_threads when the caller set it. threadpoolctl's limit is process-wide while it
+        lasts, so it is only taken when needed."""
+        if kernel_threads > 1:
+            limit = 1
+        elif self.n_threads is not None:
+            limit = self.n_threads
+        else:
+            return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(limits=limit, user_api="blas")
 
     def _chunk_runner(self, X, y, learning_rate, batch_size, shuffled):
         """A function (params, n_epochs, orders) -> (first epoch's error, diverged epoch or
@@ -246,12 +285,14 @@ class Network:
         check_every = max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_epoch))
         stored_order = np.empty((0, 0), dtype=np.intp)
 
+        n_threads = self._kernel_threads(batch_size)
+
         def run_kernel(params, n_epochs, orders):
             done, first_error, diverged = _kernels.fit(
                 params, sizes, self.bias, X, y, stored_order if orders is None else orders,
                 batch_size, n_epochs, learning_rate, workspace["activations"],
                 workspace["deltas"], workspace["grad"], workspace["batch_x"],
-                workspace["batch_y"], check_every)
+                workspace["batch_y"], check_every, n_threads)
             return first_error, (done if diverged else None)
         return run_kernel
 
@@ -279,9 +320,11 @@ class Network:
             return reference.gradient(weights, biases, X, y)
         workspace = allocate_workspace(self.sizes, X.shape[0], self.dtype, shuffled=False)
         result = np.empty_like(params)
-        _kernels.gradient(params, np.asarray(self.sizes, dtype=np.intp), self.bias, X, y,
-                          workspace["activations"], workspace["deltas"], workspace["grad"],
-                          result)
+        n_threads = self._kernel_threads(X.shape[0])
+        with self._blas_limit(n_threads):
+            _kernels.gradient(params, np.asarray(self.sizes, dtype=np.intp), self.bias, X, y,
+                              workspace["activations"], workspace["deltas"], workspace["grad"],
+                              result, n_threads)
         return param_views(result, self.sizes, self.bias)
 
     def _snapshot(self):

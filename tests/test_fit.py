@@ -302,3 +302,24 @@ def test_fitting_twice_continues_training(backend, dtype, X, y3):
     first_only = nnfast.Network([3, 4, 1], dtype=dtype, backend=backend)
     first_only.fit(X, y3, iterations=300, learning_rate=0.5)
     assert not np.array_equal(first_only.weights[0], once.weights[0])
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+def test_threaded_fit_matches_reference(n_threads, with_bias):
+    """A network big enough for the kernel's threaded path (row and weight blocks, BLAS
+    capped at one thread) agrees with the reference, for any thread count."""
+    from nnfast.workloads import WORKLOADS
+
+    X, y = WORKLOADS["medium"].data(np.float64)
+    X, y = X[:600], y[:600]
+    fast = nnfast.Network([64, 128, 10], bias=with_bias, n_threads=n_threads)
+    assert n_threads == 1 or fast._kernel_threads(len(X)) == n_threads
+    fast.fit(X, y, iterations=15, learning_rate=0.01)
+    slow = nnfast.Network([64, 128, 10], bias=with_bias, backend="numpy")
+    slow.fit(X, y, iterations=15, learning_rate=0.01)
+    for a, b in zip(fast.weights, slow.weights):
+        assert_allclose(a, b, rtol=0, atol=1e-9)
+    if with_bias:
+        for a, b in zip(fast.biases, slow.biases):
+            assert_allclose(a, b, rtol=0, atol=1e-9)

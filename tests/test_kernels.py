@@ -74,7 +74,8 @@ def _nan(shape, dtype):
 
 @pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
 @pytest.mark.parametrize("kernels, shape", CASES)
-def test_forward_layer(kernels, shape, dtype, with_bias):
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_forward_layer(kernels, shape, dtype, with_bias, n_threads):
     m, n_in, n_out = shape
     rs = np.random.RandomState(0)
     inputs = _uniform(rs, -1, 1, (m, n_in), dtype)
@@ -84,7 +85,8 @@ def test_forward_layer(kernels, shape, dtype, with_bias):
     inputs_before, weights_before, bias_before = inputs.copy(), weights.copy(), bias.copy()
 
     out = _nan((m, n_out), dtype)
-    kernels.forward_layer(inputs, weights, bias if with_bias else np.empty(0, dtype), out)
+    kernels.forward_layer(inputs, weights, bias if with_bias else np.empty(0, dtype), out,
+                          n_threads)
     expected = reference.forward_layer(inputs, weights, bias if with_bias else None)
 
     assert expected.dtype == dtype
@@ -112,7 +114,8 @@ def test_output_delta(kernels, shape, dtype):
 
 
 @pytest.mark.parametrize("kernels, shape", CASES)
-def test_hidden_delta(kernels, shape, dtype):
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_hidden_delta(kernels, shape, dtype, n_threads):
     m, n_in, n_out = shape
     rs = np.random.RandomState(0)
     delta_next = _uniform(rs, -0.25, 0.25, (m, n_out), dtype)
@@ -120,7 +123,7 @@ def test_hidden_delta(kernels, shape, dtype):
     activations = _uniform(rs, 0, 1, (m, n_in), dtype)
 
     delta = _nan((m, n_in), dtype)
-    kernels.hidden_delta(delta_next, weights, activations, delta)
+    kernels.hidden_delta(delta_next, weights, activations, delta, n_threads)
     expected = reference.hidden_delta(delta_next, weights, activations)
 
     assert_allclose(delta, expected, rtol=RTOL[dtype], atol=ATOL[dtype])
@@ -129,7 +132,8 @@ def test_hidden_delta(kernels, shape, dtype):
 @pytest.mark.parametrize("learning_rate", [1.0, 0.1])
 @pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
 @pytest.mark.parametrize("kernels, shape", CASES)
-def test_apply_gradient(kernels, shape, dtype, with_bias, learning_rate):
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_apply_gradient(kernels, shape, dtype, with_bias, learning_rate, n_threads):
     m, n_in, n_out = shape
     rs = np.random.RandomState(0)
     weights = _uniform(rs, -1, 1, (n_in, n_out), dtype)
@@ -141,7 +145,7 @@ def test_apply_gradient(kernels, shape, dtype, with_bias, learning_rate):
     weights_kernel, bias_kernel = weights.copy(), bias.copy()
     grad = _nan(n_in * n_out, dtype)
     kernels.apply_gradient(weights_kernel, bias_kernel if with_bias else np.empty(0, dtype),
-                            inputs, delta, lr, grad)
+                            inputs, delta, lr, grad, n_threads)
     weights_ref, bias_ref = weights.copy(), bias.copy()
     reference.apply_gradient(weights_ref, bias_ref if with_bias else None, inputs, delta, lr)
 
@@ -157,8 +161,8 @@ def test_apply_gradient(kernels, shape, dtype, with_bias, learning_rate):
 # Elementwise kernels
 # --------------------------------------------------------------------------------------------
 
-# Lengths around typical vector widths and tails, and past the parallel threshold.
-LENGTHS = [1, 2, 3, 5, 8, 17, 1000, _kernels.PARALLEL_MIN_ELEMENTS + 3]
+# Lengths around typical vector widths and tails, and a long buffer.
+LENGTHS = [1, 2, 3, 5, 8, 17, 1000, 70_003]
 
 
 @pytest.mark.parametrize("n", LENGTHS)
