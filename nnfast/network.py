@@ -317,7 +317,8 @@ class Network:
         params = self._snapshot()
         if self.backend == "numpy":
             weights, biases = param_views(params, self.sizes, self.bias)
-            return reference.gradient(weights, biases, X, y)
+            with np.errstate(over="ignore"):  # exp overflowing to inf: the exact sigmoid 0
+                return reference.gradient(weights, biases, X, y)
         workspace = allocate_workspace(self.sizes, X.shape[0], self.dtype, shuffled=False)
         result = np.empty_like(params)
         n_threads = self._kernel_threads(X.shape[0])

@@ -15,15 +15,16 @@ What they add to a bare ``Network``, so that a first fit on real data gives a se
 * a trainable bias per layer (real data has no constant column to stand in for one);
 * a learning rate per *mean* over a mini-batch: the network's update sums over the rows of a
   batch, so ``learning_rate / batch rows`` is what reaches it, and the rate does not have to
-  change with ``batch_size``;
+  change with ``batch_size``; by default ("auto") it also shrinks for a wide last hidden
+  layer, which would otherwise make the output layer's steps diverge;
 * mini-batches of 32 rows, shuffled every epoch;
 * initial weights scaled to ``U(-b, b)``, ``b = sqrt(2 / (fan_in + fan_out))``, the bound
   MLPClassifier uses for sigmoid units (the original's ``U(-1, 1)`` saturates the sigmoids
   of a wide layer on standardised inputs);
 * targets the sigmoid output can reach: one unit per class (one unit in all for two
   classes), and regression targets mapped linearly into [0.2, 0.8] (undone by ``predict``);
-* stopping when the training loss (or, with ``early_stopping``, the validation score) has
-  not improved by ``tol`` for ``n_iter_no_change`` epochs.
+* stopping when the training loss (or, with ``early_stopping``, the loss on held-out rows)
+  has not improved by ``tol`` for ``n_iter_no_change`` epochs.
 
 Inputs should still be scaled (e.g. ``StandardScaler``), as for any neural network.
 
@@ -51,14 +52,13 @@ except ImportError as exc:
         f"nnfast.sklearn needs scikit-learn >= 1.6, found {sklearn.__version__}: "
         "pip install -U 'nnfast[sklearn]'") from exc
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_dtype, check_finite_real, check_int
-from .network import Network
+from .network import Network, TrainingDivergedError
 
 __all__ = ["NetworkClassifier", "NetworkRegressor"]
 
@@ -73,13 +73,16 @@ _MAX_SEED = np.iinfo(np.int32).max
 # learning_rate="auto" is the estimator's _auto_learning_rate up to this many units feeding
 # the output layer, and shrinks in proportion beyond.
 _AUTO_WIDTH = 100
+# Network.fit reports every epoch to its callback when given at most this many (it reports
+# every iterations // 100 epochs).
+_EPOCHS_PER_CALL = 100
 
 
 class _BaseNetwork(BaseEstimator):
     """Training loop shared by the classifier and the regressor; not public.
 
     Subclasses turn y into targets in (0, 1) for ``_fit_network`` and network outputs back
-    into predictions, and score a validation split in network space (``_validation_score``).
+    into predictions.
     """
 
     def _check_hyperparameters(self):
@@ -92,7 +95,10 @@ class _BaseNetwork(BaseEstimator):
                             f"{hidden!r}")
         hidden = tuple(check_int(width, f"hidden_layer_sizes[{k}]", minimum=1)
                        for k, width in enumerate(hidden))
-        if isinstance(self.learning_rate, str) and self.learning_rate == "auto":
+        if isinstance(self.learning_rate, str):
+            if self.learning_rate != "auto":
+                raise ValueError("learning_rate must be 'auto' or a number > 0, got "
+                                 f"{self.learning_rate!r}")
             learning_rate = "auto"
         else:
             learning_rate = check_finite_real(self.learning_rate, "learning_rate")
@@ -109,18 +115,26 @@ class _BaseNetwork(BaseEstimator):
         fraction = check_finite_real(self.validation_fraction, "validation_fraction")
         if self.early_stopping and not 0 < fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}")
-        check_int(self.verbose, "verbose", minimum=0)
-        return hidden, learning_rate
+        # verbose=True, as MLPClassifier takes it, reports every epoch.
+        verbose = 1 if self.verbose is True else check_int(self.verbose, "verbose", minimum=0)
+        return hidden, learning_rate, verbose
 
     def _fit_network(self, X, targets, stratify=None):
         """Trains a new ``network_`` on targets in (0, 1) and sets the fitted attributes."""
-        hidden, learning_rate = self._check_hyperparameters()
+        hidden, learning_rate, verbose = self._check_hyperparameters()
         dtype = X.dtype if self.dtype is None else check_dtype(self.dtype)
         seed = _draw_seed(self.random_state)
         if self.early_stopping:
-            X, X_val, targets, targets_val = train_test_split(
-                X, targets, test_size=self.validation_fraction, random_state=seed,
-                stratify=stratify)
+            try:
+                X, X_val, targets, targets_val = train_test_split(
+                    X, targets, test_size=self.validation_fraction, random_state=seed,
+                    stratify=stratify)
+            except ValueError:
+                if stratify is None:
+                    raise
+                # Too few rows of some class to stratify: an unstratified split will do.
+                X, X_val, targets, targets_val = train_test_split(
+                    X, targets, test_size=self.validation_fraction, random_state=seed)
         n_rows = X.shape[0]
         # What Network uses: None, or more rows than there are, is the full batch.
         batch_rows = n_rows if self.batch_size is None else min(self.batch_size, n_rows)
@@ -134,61 +148,71 @@ class _BaseNetwork(BaseEstimator):
                           n_threads=self.n_threads)
         for weights in network.weights:
             weights *= np.sqrt(2.0 / (weights.shape[0] + weights.shape[1]))
-        self.network_ = network
-        self.n_outputs_ = targets.shape[1]
 
         loss_curve = []
-        validation_scores = []
-        best_loss, best_score = np.inf, -np.inf
+        validation_loss_curve = []
+        stopping = _StoppingRule(self.tol, self.n_iter_no_change)
         best_params = None
-        no_improvement = 0
-        converged = False
-        # One epoch per Network.fit call: the network's random state carries the shuffling on
-        # from one call to the next, so this trains exactly as one long fit would, and the
-        # weights can be scored and kept between epochs. The per-call overhead (a pass over
-        # X to check it) is small beside an epoch's products.
-        for epoch in range(self.max_iter):
-            network.fit(X, targets, 1, learning_rate / batch_rows, batch_size=batch_rows,
-                        shuffle=self.shuffle,
-                        callback=lambda iteration, error: loss_curve.append(float(error)))
-            loss = loss_curve[-1]
-            if self.verbose and epoch % self.verbose == 0:
-                print(f"Iteration {epoch + 1}, loss = {loss:.8f}", flush=True)
+        epochs_run = 0
+
+        def on_epoch(iteration, error):
+            """Network's per-epoch report: records the loss; True stops the fit."""
+            loss_curve.append(float(error))
             if self.early_stopping:
-                score = self._validation_score(network.predict(X_val), targets_val)
-                validation_scores.append(score)
-                if self.verbose and epoch % self.verbose == 0:
-                    print(f"Validation score: {score:.6f}", flush=True)
-                improved = score > best_score + self.tol
-                if score > best_score:
-                    best_score = score
+                return False  # decided below, on the held-out rows, after each epoch
+            _report(verbose, len(loss_curve), loss_curve[-1])
+            return stopping.update(loss_curve[-1])
+
+        # Network.fit calls back after every epoch when given at most _EPOCHS_PER_CALL of
+        # them. Longer calls would save its per-call overhead (checking X, a thread-limit
+        # context) but it only writes the weights back at the end of a call, so early
+        # stopping, which scores the weights after every epoch, calls it one epoch at a time.
+        # The network's random state carries the shuffling on from one call to the next:
+        # the result is the same either way.
+        while epochs_run < self.max_iter and not stopping.converged:
+            epochs = 1 if self.early_stopping else min(_EPOCHS_PER_CALL,
+                                                       self.max_iter - epochs_run)
+            try:
+                network.fit(X, targets, epochs, learning_rate / batch_rows,
+                            batch_size=batch_rows, shuffle=self.shuffle, callback=on_epoch)
+            except TrainingDivergedError as exc:
+                # Network's message names the rate per row it was given; name the user's.
+                raise TrainingDivergedError(
+                    f"{type(self).__name__}: training diverged (the loss is no longer finite) "
+                    f"in epochs {epochs_run + 1}-{epochs_run + epochs}; try a learning_rate "
+                    f"below {learning_rate:g}") from exc
+            epochs_run += network.iterations_run
+            if self.early_stopping:
+                # The validation loss, not accuracy: on a small split accuracy stops moving
+                # long before the model stops improving.
+                validation_loss = float(np.mean(np.abs(targets_val - network.predict(X_val))))
+                validation_loss_curve.append(validation_loss)
+                _report(verbose, len(loss_curve), loss_curve[-1], validation_loss)
+                if validation_loss < stopping.best:
                     best_params = _copy_params(network)
-            else:
-                improved = loss < best_loss - self.tol
-                best_loss = min(best_loss, loss)
-            no_improvement = 0 if improved else no_improvement + 1
-            if no_improvement > self.n_iter_no_change:
-                converged = True
-                break
+                stopping.update(validation_loss)
         if best_params is not None:
             _restore_params(network, best_params)
 
+        self.network_ = network
+        self.n_outputs_ = targets.shape[1]
         self.loss_curve_ = loss_curve
         self.loss_ = loss_curve[-1]
-        self.n_iter_ = len(loss_curve)
-        self.validation_scores_ = validation_scores if self.early_stopping else None
-        self.best_validation_score_ = best_score if self.early_stopping else None
-        if not converged:
+        self.n_iter_ = epochs_run
+        self.validation_loss_curve_ = validation_loss_curve if self.early_stopping else None
+        self.best_validation_loss_ = stopping.best if self.early_stopping else None
+        if not stopping.converged:
             warnings.warn(
                 f"{type(self).__name__}: maximum iterations ({self.max_iter}) reached and the "
-                "optimization hasn't converged yet.", ConvergenceWarning)
+                "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         return self
 
     def _network_outputs(self, X):
-        """Validates X against the fit and returns the output layer's activations."""
+        """Validates X against the fit and returns the output layer's activations, as
+        float32 if X is float32, else as float64 (whatever the network's dtype)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
-        return self.network_.predict(X)
+        return self.network_.predict(X).astype(X.dtype, copy=False)
 
     @property
     def coefs_(self):
@@ -212,10 +236,12 @@ class _BaseNetwork(BaseEstimator):
 _COMMON_PARAMETERS = """\
     hidden_layer_sizes : tuple of int, default=(100,)
         Widths of the hidden layers, in order; ``()`` for none. Every unit is a sigmoid.
-    learning_rate : float, default={learning_rate}
+    learning_rate : "auto" or float, default="auto"
         Step size per mini-batch, applied to the batch's *mean* gradient (the network sums
         over a batch, so it is given ``learning_rate / batch rows``). Larger rates train
-        faster and, past a point, diverge.
+        faster and, past a point, diverge; the largest stable rate falls as the layer
+        feeding the output widens. "auto" is {learning_rate} while at most 100 units feed
+        the output layer, and ``{auto_numerator} / n`` for n > 100 of them.
     max_iter : int, default=200
         Maximum number of epochs (passes over the training rows).
     batch_size : int or None, default=32
@@ -223,13 +249,14 @@ _COMMON_PARAMETERS = """\
     shuffle : bool, default=True
         Visit the rows of each epoch in a new random order.
     tol : float, default=1e-4
-        Improvement of the loss (or, with ``early_stopping``, of the validation score) that
-        counts as progress.
-    n_iter_no_change : int, default=10
-        Training stops after more than this many epochs in a row without progress.
+        Decrease of the loss (with ``early_stopping``, of the validation loss) below its
+        least value so far that counts as progress.
+    n_iter_no_change : int, default=20
+        Training stops after more than this many epochs in a row without progress. (Twice
+        MLPClassifier's 10: a constant-rate SGD loss is noisier from epoch to epoch.)
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the rows, stop when their score stops improving,
-        and keep the weights of the best-scoring epoch.
+        Hold out ``validation_fraction`` of the rows, stop when their loss stops decreasing,
+        and keep the weights of the epoch where it was least.
     validation_fraction : float, default=0.1
         Fraction of the rows held out with ``early_stopping``.
     random_state : int, RandomState instance or None, default=None
@@ -239,8 +266,8 @@ _COMMON_PARAMETERS = """\
         Give every layer a trainable bias.
     dtype : {{None, numpy.float32, numpy.float64}}, default=None
         Floating type of the network. None: float32 when X is float32, else float64.
-    verbose : int, default=0
-        If K > 0, print the loss every K epochs.
+    verbose : int or bool, default=0
+        If K > 0, print the loss every K epochs (True: every epoch).
     n_threads : int or None, default=None
         Threads for the compiled kernel; None uses every core available to the process.
 """
@@ -265,10 +292,12 @@ _COMMON_ATTRIBUTES = """\
         The last epoch's loss.
     n_iter_ : int
         Epochs run.
-    validation_scores_ : list of float or None
-        Score of the validation split at each epoch with ``early_stopping``, else None.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``, whose weights are kept; None without early stopping.
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping``, the loss of the held-out rows (measured as ``loss_curve_``)
+        after each epoch; else None.
+    best_validation_loss_ : float or None
+        The least of ``validation_loss_curve_``, whose epoch's weights are kept; None
+        without ``early_stopping``.
 """
 
 
@@ -280,7 +309,7 @@ class NetworkClassifier(ClassifierMixin, _BaseNetwork):
 
     Parameters
     ----------
-{_COMMON_PARAMETERS.format(learning_rate=1.0)}
+{_COMMON_PARAMETERS.format(learning_rate=1.0, auto_numerator=100)}
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
@@ -307,7 +336,7 @@ class NetworkClassifier(ClassifierMixin, _BaseNetwork):
     _auto_learning_rate = 1.0
 
     def __init__(self, hidden_layer_sizes=(100,), *, learning_rate="auto", max_iter=200,
-                 batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=10,
+                 batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=20,
                  early_stopping=False, validation_fraction=0.1, random_state=None, bias=True,
                  dtype=None, verbose=0, n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -353,10 +382,6 @@ class NetworkClassifier(ClassifierMixin, _BaseNetwork):
             targets = np.ones((len(labels), 1))
         return self._fit_network(X, targets, stratify=labels)
 
-    def _validation_score(self, outputs, targets):
-        """Accuracy of outputs against targets, both in network space."""
-        return float(np.mean(_class_index(outputs) == _class_index(targets)))
-
     def predict(self, X):
         """Predicts class labels.
 
@@ -387,9 +412,9 @@ class NetworkClassifier(ClassifierMixin, _BaseNetwork):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Columns in the order of ``classes_``, in the network's dtype. Two classes:
-            ``[1 - p, p]`` for the output unit's activation p; more: the output units'
-            activations divided by their sum.
+            Columns in the order of ``classes_``; float32 if X is float32, else float64.
+            Two classes: ``[1 - p, p]`` for the output unit's activation p; more: the output
+            units' activations divided by their sum.
         """
         outputs = self._network_outputs(X)
         if len(self.classes_) == 1:
@@ -429,7 +454,7 @@ class NetworkRegressor(RegressorMixin, _BaseNetwork):
 
     Parameters
     ----------
-{_COMMON_PARAMETERS.format(learning_rate=0.5)}
+{_COMMON_PARAMETERS.format(learning_rate=0.5, auto_numerator=50)}
     Attributes
     ----------
 {_COMMON_ATTRIBUTES}
@@ -454,7 +479,7 @@ class NetworkRegressor(RegressorMixin, _BaseNetwork):
     _auto_learning_rate = 0.5
 
     def __init__(self, hidden_layer_sizes=(100,), *, learning_rate="auto", max_iter=200,
-                 batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=10,
+                 batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=20,
                  early_stopping=False, validation_fraction=0.1, random_state=None, bias=True,
                  dtype=None, verbose=0, n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -499,10 +524,6 @@ class NetworkRegressor(RegressorMixin, _BaseNetwork):
         targets = _TARGET_LOW + (y - low) / self._target_scale
         return self._fit_network(X, targets)
 
-    def _validation_score(self, outputs, targets):
-        """R^2 of outputs against targets: the same in network space as in y's units."""
-        return float(r2_score(targets, outputs))
-
     def predict(self, X):
         """Predicts the targets.
 
@@ -514,17 +535,49 @@ class NetworkRegressor(RegressorMixin, _BaseNetwork):
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_targets)
-            Predictions in the network's dtype, shaped as the y given to ``fit``.
+            Predictions, float32 if X is float32, else float64; shaped as the y given to
+            ``fit``.
         """
         outputs = self._network_outputs(X)
         y = (outputs - _TARGET_LOW) * self._target_scale + self._target_offset
-        y = y.astype(outputs.dtype, copy=False)
+        y = y.astype(outputs.dtype, copy=False)  # float32 stays float32
         return y.ravel() if self._y_is_1d else y
 
     def __sklearn_tags__(self):
+        """scikit-learn's tags, with multi-output regression declared."""
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+
+class _StoppingRule:
+    """MLPClassifier's: converged after more than n_iter_no_change epochs in a row whose loss
+    is not below the least loss so far by more than tol."""
+
+    def __init__(self, tol, n_iter_no_change):
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.best = np.inf
+        self.epochs_without_progress = 0
+        self.converged = False
+
+    def update(self, loss):
+        """Takes an epoch's loss; returns whether training has converged."""
+        if loss < self.best - self.tol:
+            self.epochs_without_progress = 0
+        else:
+            self.epochs_without_progress += 1
+        self.best = min(self.best, loss)
+        self.converged = self.epochs_without_progress > self.n_iter_no_change
+        return self.converged
+
+
+def _report(verbose, epoch, loss, validation_loss=None):
+    """Prints epoch 1, 1 + verbose, 1 + 2 * verbose, ...'s loss, as MLPClassifier words it."""
+    if verbose and (epoch - 1) % verbose == 0:
+        print(f"Iteration {epoch}, loss = {loss:.8f}"
+              + ("" if validation_loss is None else f", validation loss = {validation_loss:.8f}"),
+              flush=True)
 
 
 def _draw_seed(random_state):
@@ -543,6 +596,7 @@ def _class_index(outputs):
 
 
 def _copy_params(network):
+    """Copies of the network's weights and biases (None without biases)."""
     biases = network.biases
     return ([w.copy() for w in network.weights],
             None if biases is None else [b.copy() for b in biases])

@@ -5,8 +5,14 @@ samples of three binary inputs, the last always 1, with two target columns
 (y2: the first input copied; y3: XOR of the first two inputs).
 """
 
-import numpy as np
-import pytest
+import os
+
+# scikit-learn's estimator checks include array-API ones that run only when SciPy's array API
+# support is on; it must be set before SciPy is first imported, so before nnfast is.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 
