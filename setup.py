@@ -93,7 +93,9 @@ class BuildExt(build_ext):
             compile_args += openmp[0]
             link_args += openmp[1]
 
+        macros = [("NNFAST_DEBUG_BUILD", "1" if DEBUG else "0")]
         for ext in self.extensions:
+            ext.define_macros = macros + ext.define_macros
             if ext.name.endswith("_avx2") and not NATIVE:
                 ext.extra_compile_args = ext.extra_compile_args + ["-march=x86-64-v3"]
             ext.extra_compile_args = compile_args + ext.extra_compile_args

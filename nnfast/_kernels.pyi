@@ -9,6 +9,7 @@ _Float = np.float32 | np.float64
 _Array = npt.NDArray[_Float]
 
 OPENMP: bool  # compiled with OpenMP
+DEBUG_BUILD: bool  # compiled with NNFAST_DEBUG=1 (bounds checks, -O0)
 ISA: str  # "baseline" or "x86-64-v3"
 
 def get_blas_min_flops() -> int: ...

@@ -40,6 +40,9 @@ cdef extern from *:
     #else
     #define NNFAST_OPENMP 0
     #endif
+    #ifndef NNFAST_DEBUG_BUILD
+    #define NNFAST_DEBUG_BUILD 0
+    #endif
     #ifdef __AVX2__
     #define NNFAST_ISA "x86-64-v3"
     #else
@@ -55,6 +58,7 @@ cdef extern from *:
     #endif
     """
     const int NNFAST_OPENMP
+    const int NNFAST_DEBUG_BUILD
     const char* NNFAST_ISA
     int nnfast_cpu_has_avx2_fma() noexcept nogil
 
@@ -75,6 +79,8 @@ def set_blas_min_flops(Py_ssize_t value):
     _BLAS_MIN_FLOPS = value
 
 OPENMP = bool(NNFAST_OPENMP)
+# Built with NNFAST_DEBUG=1: bounds checks on, no optimisation.
+DEBUG_BUILD = bool(NNFAST_DEBUG_BUILD)
 # The instruction set this build was compiled for: "baseline" or "x86-64-v3".
 ISA = NNFAST_ISA.decode()
 

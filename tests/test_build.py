@@ -44,3 +44,14 @@ def test_network_runs_a_compiled_build():
     """What Network.fit calls is one of the compiled builds tested here."""
     assert network._kernels in kernel_builds()
     assert network._kernels.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+def test_build_kind_is_the_one_asked_for(kernels):
+    """CI runs the suite twice, NNFAST_EXPECT_DEBUG_BUILD=0 then =1 after an NNFAST_DEBUG=1
+    rebuild: each run must really test the build it claims to."""
+    import os
+
+    expected = os.environ.get("NNFAST_EXPECT_DEBUG_BUILD")
+    assert isinstance(kernels.DEBUG_BUILD, bool)
+    if expected is not None:
+        assert kernels.DEBUG_BUILD == (expected == "1")
