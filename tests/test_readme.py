@@ -35,3 +35,16 @@ def test_drop_in_example_gives_the_original_loops_weights(capsys):
                                    rtol=0, atol=1e-9)
     assert isinstance(swapped_namespace["net"], nnfast.Network)
     assert "[0.  0.5 1. ]" in capsys.readouterr().out
+
+
+def test_saving_and_estimator_examples_run(tmp_path, monkeypatch, capsys):
+    _, swapped, saving, estimators = _blocks("python")[:4]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(swapped, namespace)
+    exec(saving, namespace)
+    np.testing.assert_array_equal(namespace["same"].predict(namespace["X"]),
+                                  namespace["net"].predict(namespace["X"]))
+    exec(estimators, {})
+    score_line = capsys.readouterr().out.splitlines()[-2]
+    assert float(score_line) >= 0.93
