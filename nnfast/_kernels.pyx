@@ -3,13 +3,13 @@
 How Python and the kernel split the work
 ----------------------------------------
 ``nnfast.network`` validates and coerces every input once, allocates every buffer a fit
-needs (``nnfast._workspace``), and calls :func:`fit` once per reporting chunk. This module
+needs (``nnfast._layout``), and calls :func:`fit` once per reporting chunk. This module
 assumes valid, C-contiguous input of a single floating dtype, allocates nothing, and runs its
 loops without the GIL; it takes the GIL back only to poll for signals (Ctrl-C) at an interval
 the caller chooses. Compiler directives are set in one place, ``setup.py``.
 
-Memory layout (shared with ``nnfast._workspace``)
---------------------------------------------------
+Memory layout (shared with ``nnfast._layout``)
+-----------------------------------------------
 params       every layer's weights, and bias when present, back to back in one flat buffer:
              W0 (s0 x s1, row-major), b0 (s1), W1 (s1 x s2), b1 (s2), ...
 activations  layers 1..L for one batch of m rows, each (m x s_k) row-major, back to back.
@@ -21,8 +21,15 @@ Arithmetic
 Each step is the original's: activations a = sigmoid(a_prev @ W [+ b]),
 delta_L = (y - a_L) * (a_L * (1 - a_L)), delta_k = (delta_{k+1} @ W_k.T) * (a_k * (1 - a_k)),
 then W_k += lr * (a_k.T @ delta_{k+1}) once all deltas are known. Matrix products go to BLAS
-(scipy.linalg.cython_blas, as in scikit-learn) above ``BLAS_MIN_FLOPS`` multiply-adds and run
-as plain loops the compiler vectorises below it, where a BLAS call costs more than the work.
+(scipy.linalg.cython_blas, as in scikit-learn) from ``get_blas_min_flops()`` multiply-adds
+up, and run as plain loops below it, where a BLAS call costs more than the work. The update
+sums over the rows of a batch, as the original does.
+
+Threads
+-------
+The caller passes n_threads > 1 only for networks whose products are large; each layer
+operation then runs in one OpenMP parallel region over blocks (see "Threads" below), with
+BLAS capped at one thread by the caller so that the two thread pools never compete.
 """
 
 from cython cimport floating

@@ -19,6 +19,7 @@ from .network import Network
 from .workloads import WORKLOADS
 
 DTYPES = ("float64", "float32")
+_SETTLE_SECONDS = 0.3
 
 
 def _numpy_original(workload, dtype, n_threads):
@@ -97,6 +98,10 @@ def run(workloads, dtypes, repeats=3, n_threads=None, with_torch=True, progress=
                 if progress is not None:
                     print(f"\r[{index}/{len(cases)}] {name:<9} {dtype:<7} {impl:<6} run "
                           f"{repeat + 1}/{repeats}   ", end="", file=progress, flush=True)
+                # BLAS and OpenMP worker threads spin for a while after their last task; a
+                # pause lets the previous implementation's pool go idle so that it does not
+                # steal the cores from the next one's timing.
+                time.sleep(_SETTLE_SECONDS)
                 elapsed, weights = function(workload, np.dtype(dtype), n_threads)
                 times[impl].append(elapsed)
                 final[impl] = weights

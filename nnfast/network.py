@@ -24,7 +24,8 @@ from ._validation import (
 # The kernel polls for Ctrl-C about every this many multiply-adds (a few milliseconds).
 _SIGNAL_CHECK_FLOPS = 2e7
 # Shuffled mini-batches: at most this many row indices of epoch orders are drawn at once.
-_MAX_ORDER_ENTRIES = 1 << 20
+# Kept small so that a fit's memory does not depend on its length (one buffer per fit).
+_MAX_ORDER_ENTRIES = 1 << 16
 # A layer product of at least this many multiply-adds per batch makes the kernel use threads.
 _PARALLEL_MIN_FLOPS = 1 << 20
 # Reports per fit when a callback or a progress bar asks for reports but verbose does not.
@@ -213,12 +214,15 @@ class Network:
                     shuffled, learning_rate, reporting, verbose, callback, bar, history):
         """Runs the backend chunk by chunk between reports; returns the iterations run."""
         done = 0
+        order_buffer = (np.empty((max(1, min(iterations, _MAX_ORDER_ENTRIES // n_rows)), n_rows),
+                                 dtype=np.intp) if shuffled else None)
         while done < iterations:
             next_report = (done // report_every + 1) * report_every
             n_epochs = min(iterations, next_report) - done
             if shuffled:
                 n_epochs = min(n_epochs, max(1, _MAX_ORDER_ENTRIES // n_rows))
-            orders = _epoch_orders(random_state, n_rows, n_epochs) if shuffled else None
+            orders = (_draw_epoch_orders(random_state, order_buffer[:n_epochs]) if shuffled
+                      else None)
             first_error, diverged_at = run_chunk(params, n_epochs, orders)
             if diverged_at is not None:
                 raise TrainingDivergedError(
@@ -382,9 +386,13 @@ def _copy_random_state(random_state):
     return copy
 
 
-def _epoch_orders(random_state, n_rows, n_epochs):
-    """The row order of each of the next n_epochs epochs, drawn from random_state."""
-    return np.stack([random_state.permutation(n_rows) for _ in range(n_epochs)]).astype(np.intp)
+def _draw_epoch_orders(random_state, orders):
+    """Fills each row of orders with the next epoch's row order drawn from random_state
+    (the sequence random_state.permutation(n_rows) would give), in place."""
+    for order in orders:
+        order[...] = np.arange(orders.shape[1])
+        random_state.shuffle(order)
+    return orders
 
 
 def _progress_bar(total):
