@@ -468,6 +468,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
     cdef Py_ssize_t epoch, start, m, r, row
     cdef Py_ssize_t n_in = sizes[0]
     cdef Py_ssize_t n_out = sizes[n_layers]
+    cdef Py_ssize_t until_check = check_every
     cdef double epoch_error
     cdef const floating* batch_in
     cdef const floating* batch_target
@@ -492,14 +493,17 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
                                        batch_target, m, learning_rate, activations, deltas,
                                        grad, NULL, n_threads)
             start += m
-        epoch_error /= n_rows * n_out
         if epoch == 0:
-            first_error[0] = epoch_error
-        epochs_done[0] = epoch + 1
+            first_error[0] = epoch_error / (n_rows * n_out)
+        # A sum of |y - a| is finite exactly when every term is: one test per epoch catches
+        # divergence at the iteration it happens.
         if not isfinite(epoch_error):
             epochs_done[0] = epoch
             return 1
-        if (epoch + 1) % check_every == 0:
+        epochs_done[0] = epoch + 1
+        until_check -= 1
+        if until_check == 0:
+            until_check = check_every
             with gil:
                 if PyErr_CheckSignals() == -1:
                     return -1
