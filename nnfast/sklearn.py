@@ -85,6 +85,27 @@ class _BaseNetwork(BaseEstimator):
     into predictions.
     """
 
+    # One constructor for both estimators: scikit-learn reads the parameters from its
+    # signature, and each subclass documents them.
+    def __init__(self, hidden_layer_sizes=(100,), *, learning_rate="auto", max_iter=200,
+                 batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=20,
+                 early_stopping=False, validation_fraction=0.1, random_state=None, bias=True,
+                 dtype=None, verbose=0, n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.bias = bias
+        self.dtype = dtype
+        self.verbose = verbose
+        self.n_threads = n_threads
+
     def _check_hyperparameters(self):
         """The parameters that ``Network`` does not check itself, validated."""
         hidden = self.hidden_layer_sizes
@@ -335,25 +356,6 @@ class NetworkClassifier(ClassifierMixin, _BaseNetwork):
     # learning_rate="auto" up to _AUTO_WIDTH units feeding the output layer.
     _auto_learning_rate = 1.0
 
-    def __init__(self, hidden_layer_sizes=(100,), *, learning_rate="auto", max_iter=200,
-                 batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=20,
-                 early_stopping=False, validation_fraction=0.1, random_state=None, bias=True,
-                 dtype=None, verbose=0, n_threads=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.learning_rate = learning_rate
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-        self.bias = bias
-        self.dtype = dtype
-        self.verbose = verbose
-        self.n_threads = n_threads
-
     def fit(self, X, y):
         """Fits the network to X and the class labels y.
 
@@ -477,25 +479,6 @@ class NetworkRegressor(RegressorMixin, _BaseNetwork):
 
     # learning_rate="auto" up to _AUTO_WIDTH units feeding the output layer.
     _auto_learning_rate = 0.5
-
-    def __init__(self, hidden_layer_sizes=(100,), *, learning_rate="auto", max_iter=200,
-                 batch_size=32, shuffle=True, tol=1e-4, n_iter_no_change=20,
-                 early_stopping=False, validation_fraction=0.1, random_state=None, bias=True,
-                 dtype=None, verbose=0, n_threads=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.learning_rate = learning_rate
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-        self.bias = bias
-        self.dtype = dtype
-        self.verbose = verbose
-        self.n_threads = n_threads
 
     def fit(self, X, y):
         """Fits the network to X and the targets y.
