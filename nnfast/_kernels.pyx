@@ -468,7 +468,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
     cdef Py_ssize_t epoch, start, m, r, row
     cdef Py_ssize_t n_in = sizes[0]
     cdef Py_ssize_t n_out = sizes[n_layers]
-    cdef Py_ssize_t until_check = check_every
+    cdef Py_ssize_t until_check = check_every  # batches
     cdef double epoch_error
     cdef const floating* batch_in
     cdef const floating* batch_target
@@ -493,6 +493,13 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
                                        batch_target, m, learning_rate, activations, deltas,
                                        grad, NULL, n_threads)
             start += m
+            # Polled between batches, not epochs: an epoch of many mini-batches can be long.
+            until_check -= 1
+            if until_check == 0:
+                until_check = check_every
+                with gil:
+                    if PyErr_CheckSignals() == -1:
+                        return -1
         if epoch == 0:
             first_error[0] = epoch_error / (n_rows * n_out)
         # A sum of |y - a| is finite exactly when every term is: one test per epoch catches
@@ -501,12 +508,6 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
             epochs_done[0] = epoch
             return 1
         epochs_done[0] = epoch + 1
-        until_check -= 1
-        if until_check == 0:
-            until_check = check_every
-            with gil:
-                if PyErr_CheckSignals() == -1:
-                    return -1
     return 0
 
 
@@ -644,7 +645,7 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
         floating[::1] grad,                # scratch, max(s1..sL)
         floating[::1] batch_x,             # scratch, batch_size * s0 when order is given
         floating[::1] batch_y,             # scratch, batch_size * sL when order is given
-        Py_ssize_t check_every,
+        Py_ssize_t check_every,            # batches between polls for Ctrl-C; 0: never
         int n_threads=1):
     """Trains for n_epochs epochs in one call, without the GIL.
 
@@ -659,7 +660,8 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
     n_epochs : passes over the rows.
     learning_rate : step size.
     activations, deltas, grad, batch_x, batch_y : scratch buffers sized by the caller.
-    check_every : poll for signals (Ctrl-C) after this many epochs.
+    check_every : poll for signals (Ctrl-C) after this many batches; 0 never polls (for
+        fits off the main thread, where Python handles no signals).
     n_threads : threads for the elementwise passes over large layers (BLAS has its own).
 
     Returns

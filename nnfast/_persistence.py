@@ -45,6 +45,7 @@ state, goes on training identically, shuffled mini-batches included.
 """
 
 import contextlib
+import math
 import os
 import struct
 import tempfile
@@ -54,7 +55,7 @@ import zlib
 import numpy as np
 
 from ._layout import param_count
-from ._validation import check_backend, check_sizes
+from ._validation import MAX_THREADS, check_backend, check_sizes
 
 FORMAT = "nnfast-model"
 FORMAT_VERSION = 1
@@ -63,6 +64,7 @@ _MT19937_KEY_LENGTH = 624
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
 
+_OPTIONAL = ("iterations_run",)
 _REQUIRED = ("format", "format_version", "sizes", "dtype", "bias", "backend", "seed",
              "n_threads", "params", "random_state_key", "random_state_pos",
              "random_state_has_gauss", "random_state_cached_gaussian", "history")
@@ -220,6 +222,27 @@ def load_network(cls, path):
         raise ValueError(f"cannot load an nnfast model from '{name}': {exc}") from exc.__cause__
 
 
+def _check_claimed_size(archive, key):
+    """Refuses entry ``key`` if its .npy header claims more data than the member holds."""
+    try:
+        member = archive.getinfo(key + ".npy")
+    except KeyError:
+        return
+    with archive.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        header_length = stream.tell()
+    claimed = math.prod(shape) * dtype.itemsize
+    if dtype.hasobject:
+        return  # refused as a pickled entry when read
+    if claimed != member.file_size - header_length:
+        raise _Refusal(f"entry {key!r} claims shape {shape} of {dtype} ({claimed} bytes) but "
+                       f"holds {member.file_size - header_length} bytes")
+
+
 def _read_arrays(file):
     """The entries of the npz in ``file``, as arrays (unknown entries are not read)."""
     head = file.read(len(_NPY_MAGIC))
@@ -235,8 +258,12 @@ def _read_arrays(file):
         # refused as such rather than read as wrong numbers.
         with zipfile.ZipFile(file) as archive:
             bad_member = archive.testzip()
-        if bad_member is not None:
-            raise _Refusal(f"the file is corrupt (checksum mismatch in {bad_member!r})")
+            if bad_member is not None:
+                raise _Refusal(f"the file is corrupt (checksum mismatch in {bad_member!r})")
+            # A header may claim any shape; numpy would allocate it before noticing the data
+            # is short. Each entry's claim is checked against its stored size first.
+            for key in _REQUIRED + _OPTIONAL:
+                _check_claimed_size(archive, key)
         file.seek(0)
         npz = np.load(file, allow_pickle=False)
     except _CORRUPT_FILE_ERRORS as exc:
@@ -250,7 +277,7 @@ def _read_arrays(file):
             raise _Refusal(f"it is not an nnfast model file (no 'format' entry; entries: "
                            f"{listed})")
         arrays = {}
-        for key in _REQUIRED:
+        for key in _REQUIRED + _OPTIONAL:
             if key not in present:
                 continue
             try:
@@ -309,8 +336,9 @@ def _build(cls, arrays):
         raise _Refusal(f"entry 'seed' must be >= 0, got {seed}")
 
     n_threads = _integer(arrays, "n_threads")
-    if n_threads != -1 and n_threads < 1:
-        raise _Refusal(f"entry 'n_threads' must be -1 (all cores) or >= 1, got {n_threads}")
+    if n_threads != -1 and not 1 <= n_threads <= MAX_THREADS:
+        raise _Refusal(f"entry 'n_threads' must be -1 (all cores) or 1..{MAX_THREADS}, got "
+                       f"{n_threads}")
 
     n_params = param_count(sizes, bias)
     params = _float_array(arrays, "params", dtype, (n_params,),

@@ -15,6 +15,8 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 BACKENDS = ("cython", "numpy")
 # BLAS takes 32-bit dimensions; a larger layer or batch is refused before anything is allocated.
 MAX_DIMENSION = 2**31 - 1
+# The kernel never uses more threads than cores; a larger request is a mistake, not a wish.
+MAX_THREADS = 1024
 
 
 def check_int(value, name, minimum=None):
@@ -86,7 +88,10 @@ def check_n_threads(n_threads):
         except ValueError:
             from_environment = 0
         return from_environment if from_environment >= 1 else available_cores()
-    return check_int(n_threads, "n_threads", minimum=1)
+    n_threads = check_int(n_threads, "n_threads", minimum=1)
+    if n_threads > MAX_THREADS:
+        raise ValueError(f"n_threads={n_threads} is more than the supported {MAX_THREADS}")
+    return n_threads
 
 
 def _as_array(data, name):
@@ -162,3 +167,20 @@ def check_learning_rate(learning_rate, dtype):
     if learning_rate != 0 and as_dtype == 0:
         raise ValueError(f"learning_rate={learning_rate} underflows to 0 in {np.dtype(dtype)}")
     return learning_rate
+
+
+def physical_memory():
+    """Bytes of RAM on this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(n_bytes, what):
+    """MemoryError, before anything is allocated, for buffers larger than the machine's RAM
+    (numpy would try, and the machine would swap or kill the process instead of failing)."""
+    total = physical_memory()
+    if total is not None and n_bytes > total:
+        raise MemoryError(f"{what} needs {n_bytes / 2**30:.1f} GiB, more than this machine's "
+                          f"{total / 2**30:.1f} GiB of memory")

@@ -3,6 +3,7 @@
 import numpy as np
 
 from ._dispatch import kernels as _kernels
+from ._validation import _as_array
 
 
 def nonlin(x, deriv=False):
@@ -23,7 +24,7 @@ def nonlin(x, deriv=False):
     ndarray or numpy scalar
         float32 for float32 input, float64 otherwise; same shape as ``x``.
     """
-    array = np.asarray(x)
+    array = _as_array(x, "nonlin's input")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise TypeError(f"nonlin needs integers or floats, got dtype {array.dtype}")
     dtype = np.float32 if array.dtype == np.float32 else np.float64

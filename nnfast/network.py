@@ -1,7 +1,7 @@
 """``Network``: the public model. Validates once, then hands whole chunks of a fit to a backend."""
 
-import contextlib
 import math
+import sys
 import threading
 import weakref
 
@@ -9,9 +9,12 @@ import numpy as np
 
 from . import reference
 from ._dispatch import kernels as _kernels
-from ._layout import allocate_workspace, pack_params, param_views
+from ._layout import allocate_workspace, pack_params, param_count, param_views
+from ._threads import blas_thread_cap
 from ._validation import (
+    available_cores,
     check_backend,
+    check_fits_in_memory,
     check_dtype,
     check_inputs,
     check_int,
@@ -21,8 +24,11 @@ from ._validation import (
     check_targets,
 )
 
-# The kernel polls for Ctrl-C about every this many multiply-adds (a few milliseconds).
-_SIGNAL_CHECK_FLOPS = 2e7
+# The kernel polls for Ctrl-C about every this many multiply-adds (milliseconds of work).
+_SIGNAL_CHECK_FLOPS = 5e7
+# Without kernel threads, an explicit n_threads caps BLAS only from this product size on;
+# below it BLAS runs single-threaded anyway and the cap would cost more than the fit.
+_BLAS_THREADED_FLOPS = 1 << 16
 # Shuffled mini-batches: at most this many row indices of epoch orders are drawn at once.
 # Kept small so that a fit's memory does not depend on its length (one buffer per fit).
 _MAX_ORDER_ENTRIES = 1 << 16
@@ -97,6 +103,9 @@ class Network:
             raise TypeError(f"bias must be True or False, got {bias!r}")
         self.bias = bool(bias)
         self.n_threads = None if n_threads is None else check_n_threads(n_threads)
+        # The initial weights are drawn in float64 and then cast: two copies at the peak.
+        check_fits_in_memory(2 * 8 * param_count(self.sizes, self.bias),
+                             f"a network of sizes {list(self.sizes)}")
         self.history = []
         self.iterations_run = 0
         self._random_state = np.random.RandomState(self.seed)
@@ -159,6 +168,9 @@ class Network:
         X = check_inputs(X, self.sizes, self.dtype)
         y = check_targets(y, X.shape[0], self.sizes, self.dtype)
         iterations = check_int(iterations, "iterations", minimum=0)
+        if iterations > sys.maxsize:
+            raise ValueError(f"iterations={iterations} exceeds the largest supported count "
+                             f"{sys.maxsize}")
         learning_rate = check_learning_rate(learning_rate, self.dtype)
         n_rows = X.shape[0]
         if batch_size is not None:
@@ -170,6 +182,8 @@ class Network:
         verbose = check_int(verbose, "verbose", minimum=0)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
         bar = _progress_bar(iterations) if progress else None
 
         fit_lock, state_lock = _locks_of(self)
@@ -188,6 +202,9 @@ class Network:
         reporting = bool(verbose) or callback is not None or bar is not None
         report_every = verbose or (max(1, iterations // _DEFAULT_REPORTS) if reporting
                                    else max(1, iterations))
+        check_fits_in_memory(
+            self.dtype.itemsize * (2 * batch_size * sum(self.sizes[1:]) + self._params.size),
+            f"training on batches of {batch_size} rows")
         run_chunk = self._chunk_runner(X, y, learning_rate, batch_size, shuffled)
         # Train copies: an error or an interrupt leaves the network as it was.
         with state_lock:
@@ -195,7 +212,7 @@ class Network:
         random_state = _copy_random_state(self._random_state)
         history = []
         done = 0
-        with self._blas_limit(self._kernel_threads(batch_size)):
+        with self._blas_limit(self._kernel_threads(batch_size), batch_size):
             done = self._run_chunks(run_chunk, params, random_state, iterations, n_rows,
                                     report_every, shuffled, learning_rate, reporting, verbose,
                                     callback, bar, history)
@@ -249,25 +266,23 @@ class Network:
         More than one only when the build has OpenMP and the largest product is big enough
         to repay a fork; small networks run on the calling thread, which is faster.
         """
-        requested = check_n_threads(self.n_threads)
+        requested = min(check_n_threads(self.n_threads), available_cores())
         if self.backend != "cython" or requested == 1 or not _kernels.OPENMP:
             return 1
         largest = batch_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
         return requested if largest >= _PARALLEL_MIN_FLOPS else 1
 
-    def _blas_limit(self, kernel_threads):
+    def _blas_limit(self, kernel_threads, batch_rows):
         """While the kernel runs its own threads, BLAS gets one per call (two pools on the
         same cores would take turns spinning); otherwise BLAS keeps its own default, or
-        n_threads when the caller set it. threadpoolctl's limit is process-wide while it
-        lasts, so it is only taken when needed."""
+        n_threads when the caller set it and the products are big enough for BLAS to thread
+        them. The cap is process-wide (``nnfast._threads``), so it is only taken when needed."""
+        largest = batch_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
         if kernel_threads > 1:
-            limit = 1
-        elif self.n_threads is not None:
-            limit = self.n_threads
-        else:
-            return contextlib.nullcontext()
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(limits=limit, user_api="blas")
+            return blas_thread_cap(1)
+        if self.n_threads is not None and largest >= _BLAS_THREADED_FLOPS:
+            return blas_thread_cap(min(self.n_threads, available_cores()))
+        return blas_thread_cap(None)
 
     def _chunk_runner(self, X, y, learning_rate, batch_size, shuffled):
         """A function (params, n_epochs, orders) -> (first epoch's error, diverged epoch or
@@ -285,8 +300,10 @@ class Network:
         # Everything the kernel needs is allocated here, once per fit.
         workspace = allocate_workspace(self.sizes, batch_size, self.dtype, shuffled)
         sizes = np.asarray(self.sizes, dtype=np.intp)
-        flops_per_epoch = 3 * X.shape[0] * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
-        check_every = max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_epoch))
+        flops_per_batch = 3 * batch_size * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        # Only the main thread handles signals: elsewhere a poll would only take the GIL.
+        check_every = (max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_batch))
+                       if threading.current_thread() is threading.main_thread() else 0)
         stored_order = np.empty((0, 0), dtype=np.intp)
 
         n_threads = self._kernel_threads(batch_size)
@@ -326,7 +343,7 @@ class Network:
         workspace = allocate_workspace(self.sizes, X.shape[0], self.dtype, shuffled=False)
         result = np.empty_like(params)
         n_threads = self._kernel_threads(X.shape[0])
-        with self._blas_limit(n_threads):
+        with self._blas_limit(n_threads, X.shape[0]):
             _kernels.gradient(params, np.asarray(self.sizes, dtype=np.intp), self.bias, X, y,
                               workspace["activations"], workspace["deltas"], workspace["grad"],
                               result, n_threads)

@@ -1,0 +1,340 @@
+"""Python threads: fits release the GIL and run concurrently, with bitwise the same results as
+alone; fits of one network are serialised; reads see whole states only.
+
+(a) Fits of different networks in 2-4 threads overlap in time and each gives bitwise the
+    result of the same fit run alone in the main thread (float32 and float64, full and
+    mini-batches, small networks and ones large enough for the kernel's own threads). A long
+    compiled fit in a thread leaves the main thread free to run Python.
+(b) Two threads fitting the same network: the result is that of one fit after the other, in
+    either order, never a mixture (the two fits differ in data, learning rate, batching and
+    iterations, so the two orders give different results and a mixture matches neither).
+(c) predict (and gradient) called while another thread fits the same network return the
+    values of a whole state, before or after some fit, bitwise.
+(d) Concurrent fits leave the process's BLAS thread settings as they found them.
+"""
+
+import copy
+import threading
+import time
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import nnfast
+
+BACKENDS = ["cython", "numpy"]
+DTYPES = [np.float32, np.float64]
+# Each concurrent fit should last about this long, so that the fits overlap.
+FIT_SECONDS = 0.15
+
+
+def _data(n_rows, n_in, n_out, seed):
+    rs = np.random.RandomState(seed)
+    return rs.uniform(-1, 1, (n_rows, n_in)), rs.uniform(0, 1, (n_rows, n_out))
+
+
+def _iterations_for(net, X, y, seconds, **kwargs):
+    """Iterations that make this fit last about `seconds` (at least 5), timed on a copy over
+    enough iterations that the fixed cost of a call does not dominate."""
+    kwargs = {key: value for key, value in kwargs.items() if key != "iterations"}
+    iterations = 5
+    while True:
+        probe = copy.deepcopy(net)
+        start = time.perf_counter()
+        probe.fit(X, y, iterations=iterations, **kwargs)
+        elapsed = time.perf_counter() - start
+        if elapsed >= 0.05 or iterations >= 10**6:
+            return max(5, int(iterations * seconds / elapsed))
+        iterations *= 4
+
+
+def _run_threads(functions):
+    """Runs each function in its own thread, released together; returns their
+    (result, start, end) in order and re-raises the first exception."""
+    barrier = threading.Barrier(len(functions))
+    outcomes = [None] * len(functions)
+
+    def run(k):
+        barrier.wait()
+        start = time.perf_counter()
+        try:
+            result = functions[k]()
+        except BaseException as exc:  # reported in the main thread
+            outcomes[k] = exc
+            return
+        outcomes[k] = (result, start, time.perf_counter())
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(functions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "a thread did not finish"
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes
+
+
+# --------------------------------------------------------------------------------------------
+# (a) different networks in parallel threads
+# --------------------------------------------------------------------------------------------
+
+# Every combination of dtype and batching, one per thread. The third network's largest
+# product (300 rows x 64 x 128) is above the size at which the kernel runs its own threads
+# when built with OpenMP (capping BLAS meanwhile); the others run on the calling thread.
+CONFIGS = [
+    dict(sizes=[16, 32, 1], rows=200, seed=1, bias=False, n_threads=None, dtype=np.float32,
+         batch_size=None),
+    dict(sizes=[8, 24, 12, 3], rows=150, seed=2, bias=True, n_threads=None, dtype=np.float64,
+         batch_size=32),
+    dict(sizes=[64, 128, 4], rows=300, seed=3, bias=False, n_threads=2, dtype=np.float32,
+         batch_size=64),
+    dict(sizes=[5, 3], rows=97, seed=4, bias=True, n_threads=1, dtype=np.float64,
+         batch_size=None),
+]
+
+
+@pytest.mark.parametrize("swap_dtypes", [False, True], ids=["as-listed", "dtypes-swapped"])
+@pytest.mark.parametrize("n_python_threads", [2, 4])
+def test_concurrent_fits_match_fits_alone(n_python_threads, swap_dtypes):
+    jobs = []
+    for config in CONFIGS[:n_python_threads]:
+        dtype = config["dtype"]
+        if swap_dtypes:
+            dtype = np.float64 if dtype is np.float32 else np.float32
+        X, y = _data(config["rows"], config["sizes"][0], config["sizes"][-1], config["seed"])
+        net = nnfast.Network(config["sizes"], seed=config["seed"], dtype=dtype,
+                             bias=config["bias"], n_threads=config["n_threads"])
+        kwargs = dict(learning_rate=0.3, batch_size=config["batch_size"], shuffle=True)
+        kwargs["iterations"] = _iterations_for(net, X, y, FIT_SECONDS, **kwargs)
+        jobs.append((net, X, y, kwargs))
+
+    alone = []
+    for net, X, y, kwargs in jobs:
+        twin = copy.deepcopy(net)
+        twin.fit(X, y, **kwargs)
+        alone.append(twin)
+
+    outcomes = _run_threads([lambda job=job: job[0].fit(job[1], job[2], **job[3])
+                             for job in jobs])
+    starts = [start for _, start, _ in outcomes]
+    ends = [end for _, _, end in outcomes]
+    assert max(starts) < min(ends), "the fits did not overlap in time"
+    for (net, _, _, _), twin in zip(jobs, alone):
+        assert_array_equal(net._params, twin._params)
+        assert net.history == twin.history
+        assert_array_equal(net._random_state.get_state()[1], twin._random_state.get_state()[1])
+        # The fit trained (so the comparison is not between untouched copies).
+        untouched = nnfast.Network(net.sizes, seed=net.seed, dtype=net.dtype, bias=net.bias)
+        assert not np.array_equal(net._params, untouched._params)
+
+
+def _count_for(seconds):
+    """Pure-Python work for `seconds`: returns how far a counter got."""
+    count = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(1000):
+            count += 1
+    return count
+
+
+def test_compiled_fit_releases_the_gil():
+    """While a long compiled fit runs in a thread, the main thread's pure-Python loop keeps
+    going at a good fraction of its idle speed (with the GIL held it would stop: a C call
+    holding the GIL is never preempted). The network is small, so the fit runs on one core
+    (no kernel threads, single-threaded BLAS for such small products) and the loop has the
+    other; the bound (20% of the idle speed) leaves room for a busy machine."""
+    X, y = _data(256, 16, 1, 0)
+    net = nnfast.Network([16, 32, 1], n_threads=1)
+    iterations = _iterations_for(net, X, y, 0.4)
+
+    idle_rate = _count_for(0.3) / 0.3
+    fit_thread = threading.Thread(target=net.fit, args=(X, y),
+                                  kwargs=dict(iterations=iterations))
+    count = 0
+    fit_thread.start()
+    start = time.perf_counter()
+    while fit_thread.is_alive():
+        for _ in range(1000):
+            count += 1
+    elapsed = time.perf_counter() - start
+    fit_thread.join()
+    assert net.iterations_run == iterations
+    assert elapsed > 0.2, "the fit was too short to measure anything"
+    rate = count / elapsed
+    print(f"main thread at {rate / idle_rate:.0%} of its idle speed during a {elapsed:.2f} s fit")
+    assert rate > 0.2 * idle_rate, (
+        f"the main thread ran at {rate / idle_rate:.1%} of its idle speed during the fit")
+
+
+# --------------------------------------------------------------------------------------------
+# (b) two threads fitting one network
+# --------------------------------------------------------------------------------------------
+
+def _two_fits():
+    """Two different fits of one [6, 10, 2] network: (X, y, kwargs) each."""
+    XA, yA = _data(120, 6, 2, 10)
+    XB, yB = _data(90, 6, 2, 11)
+    return ((XA, yA, dict(iterations=0, learning_rate=0.5, batch_size=16, shuffle=True)),
+            (XB, yB, dict(iterations=0, learning_rate=0.1, batch_size=None)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fits_of_one_network_are_serialised(backend, dtype):
+    initial = nnfast.Network([6, 10, 2], seed=5, dtype=dtype, backend=backend, bias=True)
+    (XA, yA, a), (XB, yB, b) = _two_fits()
+    a["iterations"] = _iterations_for(initial, XA, yA, 0.08, **a)
+    b["iterations"] = _iterations_for(initial, XB, yB, 0.08, **b) + 1
+    assert a["iterations"] != b["iterations"]
+
+    a_then_b = copy.deepcopy(initial).fit(XA, yA, **a).fit(XB, yB, **b)
+    b_then_a = copy.deepcopy(initial).fit(XB, yB, **b).fit(XA, yA, **a)
+    assert not np.array_equal(a_then_b._params, b_then_a._params)
+
+    orders_seen = set()
+    for _ in range(3):
+        net = copy.deepcopy(initial)
+        outcomes = _run_threads([lambda: net.fit(XA, yA, **a), lambda: net.fit(XB, yB, **b)])
+        (_, start_a, end_a), (_, start_b, end_b) = outcomes
+        if np.array_equal(net._params, a_then_b._params):
+            expected, order = a_then_b, "AB"
+        elif np.array_equal(net._params, b_then_a._params):
+            expected, order = b_then_a, "BA"
+        else:
+            pytest.fail("the two fits of one network interleaved: the weights match neither "
+                        "order of the fits")
+        orders_seen.add(order)
+        # The rest of the state is that same order's: iterations, history, random state.
+        assert net.iterations_run == expected.iterations_run
+        assert net.history == expected.history
+        assert_array_equal(net._random_state.get_state()[1],
+                           expected._random_state.get_state()[1])
+        assert net._random_state.get_state()[2] == expected._random_state.get_state()[2]
+    assert orders_seen
+
+
+# --------------------------------------------------------------------------------------------
+# (c) reads during a fit
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reads_during_fits_see_whole_states(backend):
+    """predict and gradient while another thread runs a sequence of fits: each result is
+    bitwise that of one of the states between the fits. The network is large enough (1.1 MB
+    of weights) that copying its weights back takes a while, so a read racing the write-back
+    would see a mixture."""
+    sizes = [128, 512, 256, 16]
+    X, y = _data(64, sizes[0], sizes[-1], 3)
+    X_read, y_read = X[:8], y[:8]
+    net = nnfast.Network(sizes, seed=2, backend=backend)
+    fits = [dict(iterations=2, learning_rate=0.05 * (k + 1)) for k in range(8)]
+
+    twin = copy.deepcopy(net)
+    predictions, gradients = [twin.predict(X_read)], [twin.gradient(X_read, y_read)[0]]
+    for kwargs in fits:
+        twin.fit(X, y, **kwargs)
+        predictions.append(twin.predict(X_read))
+        gradients.append(twin.gradient(X_read, y_read)[0])
+    assert len({p.tobytes() for p in predictions}) == len(predictions)
+
+    done = threading.Event()
+
+    def fit_all():
+        try:
+            for kwargs in fits:
+                net.fit(X, y, **kwargs)
+        finally:
+            done.set()
+
+    seen = []
+    fitter = threading.Thread(target=fit_all)
+    fitter.start()
+    try:
+        while not done.is_set():
+            prediction = net.predict(X_read)
+            gradient = net.gradient(X_read, y_read)[0]
+            p_match = [k for k, p in enumerate(predictions) if np.array_equal(prediction, p)]
+            assert p_match, "predict returned values of no whole state (a mixture)"
+            g_match = [k for k, g in enumerate(gradients)
+                       if all(np.array_equal(a, b) for a, b in zip(gradient, g))]
+            assert g_match, "gradient returned values of no whole state (a mixture)"
+            seen.append(p_match[0])
+    finally:
+        fitter.join(timeout=120)
+    assert_array_equal(net.predict(X_read), predictions[-1])
+    assert seen == sorted(seen), "a read went back to an older state"
+
+
+# --------------------------------------------------------------------------------------------
+# (d) BLAS settings
+# --------------------------------------------------------------------------------------------
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+    return {info["filepath"]: info["num_threads"] for info in threadpool_info()
+            if info["user_api"] == "blas"}
+
+
+def _set_blas_threads(limits):
+    """Sets the BLAS thread counts ({filepath: n}, or an int for all) and leaves no thread
+    in control of them (threadpoolctl >= 3.6 lets only one "controlling" thread change
+    OpenBLAS's process-wide setting and silently ignores the others)."""
+    import threadpoolctl
+
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None),
+                    "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+    threadpoolctl.threadpool_limits(limits=limits, user_api=None if isinstance(limits, dict)
+                                    else "blas")
+    if clear is not None:
+        clear(force=True)
+
+
+@pytest.fixture(autouse=True)
+def _restore_blas_threads():
+    """Each test here starts from, and leaves behind, the BLAS settings the session had."""
+    before = _blas_threads()
+    yield
+    _set_blas_threads(before)
+
+
+def test_overlapping_fits_restore_blas_threads():
+    """Network caps the process-wide BLAS thread count while a fit with n_threads runs
+    (threadpoolctl). Two fits of two networks in two threads that enter and leave their fits
+    in the order A, B, A, B (forced with callbacks) must leave the setting as it was before
+    either: a user's later NumPy/SciPy work must not be left on fewer BLAS threads."""
+    X, y = _data(64, 8, 1, 0)
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    def a_reports(iteration, error):
+        a_inside.set()
+        assert b_inside.wait(30)
+        return False
+
+    def b_reports(iteration, error):
+        b_inside.set()
+        assert a_done.wait(30)
+        return False
+
+    def fit_a():
+        try:
+            nnfast.Network([8, 4, 1], n_threads=1).fit(X, y, iterations=2, callback=a_reports)
+        finally:
+            a_done.set()
+
+    def fit_b():
+        assert a_inside.wait(30)  # B starts once A is inside its fit
+        nnfast.Network([8, 4, 1], n_threads=2).fit(X, y, iterations=2, callback=b_reports)
+
+    # A known starting point above A's cap of 1, whatever earlier tests left behind.
+    _set_blas_threads(2)
+    before = _blas_threads()
+    _run_threads([fit_a, fit_b])
+    after = _blas_threads()
+    assert after == before, (f"BLAS threads left at {sorted(after.values())}, were "
+                             f"{sorted(before.values())}")
