@@ -126,7 +126,11 @@ def as_matrix(data, name, dtype):
                              f"supported {MAX_DIMENSION}")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    with np.errstate(over="ignore"):
+    if array.dtype.itemsize > np.dtype(dtype).itemsize:
+        # Narrowing (float64 to float32) may overflow; that is checked just below.
+        with np.errstate(over="ignore"):
+            converted = np.ascontiguousarray(array, dtype=dtype)
+    else:
         converted = np.ascontiguousarray(array, dtype=dtype)
     if not np.isfinite(converted).all():
         # Finite float64 input can still overflow float32.
@@ -160,11 +164,11 @@ def check_targets(y, n_rows, sizes, dtype):
 def check_learning_rate(learning_rate, dtype):
     """A finite learning rate that the network's dtype can hold without becoming 0 or inf."""
     learning_rate = check_finite_real(learning_rate, "learning_rate")
-    with np.errstate(over="ignore", under="ignore"):
-        as_dtype = np.dtype(dtype).type(learning_rate)
-    if not np.isfinite(as_dtype):
+    limits = np.finfo(dtype)
+    # Plain comparisons rather than a cast under np.errstate, which costs more than a short fit.
+    if abs(learning_rate) > float(limits.max):
         raise ValueError(f"learning_rate={learning_rate} overflows {np.dtype(dtype)}")
-    if learning_rate != 0 and as_dtype == 0:
+    if learning_rate != 0 and abs(learning_rate) < float(limits.smallest_subnormal) / 2:
         raise ValueError(f"learning_rate={learning_rate} underflows to 0 in {np.dtype(dtype)}")
     return learning_rate
 

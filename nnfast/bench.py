@@ -44,7 +44,7 @@ def _torch(workload, dtype, n_threads):
     """The same algorithm on PyTorch CPU tensors, without autograd."""
     import torch
 
-    torch.set_num_threads(n_threads)
+    torch.set_num_threads(check_n_threads(n_threads))
     X, y = (torch.from_numpy(a) for a in workload.data(dtype))
     weights = [torch.from_numpy(w) for w in reference.init_params(workload.sizes, 1, dtype)[0]]
     learning_rate = workload.learning_rate
@@ -62,6 +62,16 @@ def _torch(workload, dtype, n_threads):
                     delta = (delta_next @ weights[k].T) * (layers[k] * (1 - layers[k]))
                 weights[k].add_(layers[k].T @ delta_next, alpha=learning_rate)
     return time.perf_counter() - start, [w.numpy() for w in weights]
+
+
+def _settle():
+    """Waits for the previous implementation's BLAS and OpenMP workers, which spin for a
+    while after their last task, to go idle, so that they do not take the cores from the next
+    timing. It waits busy rather than asleep: an idle CPU clocks down, and a short fit timed
+    right after would pay for the ramp back up."""
+    deadline = time.perf_counter() + _SETTLE_SECONDS
+    while time.perf_counter() < deadline:
+        pass
 
 
 def _torch_available():
@@ -83,7 +93,9 @@ def _blas_threads():
 
 def run(workloads, dtypes, repeats=3, n_threads=None, with_torch=True, progress=sys.stderr):
     """Times every implementation on every (workload, dtype); returns a list of result rows."""
-    n_threads = check_n_threads(n_threads)
+    # nnfast gets None (its default: every core) unless a count was asked for, so that the
+    # benchmark times what a user gets; PyTorch needs the number.
+    threads_used = check_n_threads(n_threads)
     implementations = {"numpy": _numpy_original, "nnfast": _nnfast}
     if with_torch and _torch_available():
         implementations["torch"] = _torch
@@ -98,10 +110,7 @@ def run(workloads, dtypes, repeats=3, n_threads=None, with_torch=True, progress=
                 if progress is not None:
                     print(f"\r[{index}/{len(cases)}] {name:<9} {dtype:<7} {impl:<6} run "
                           f"{repeat + 1}/{repeats}   ", end="", file=progress, flush=True)
-                # BLAS and OpenMP worker threads spin for a while after their last task; a
-                # pause lets the previous implementation's pool go idle so that it does not
-                # steal the cores from the next one's timing.
-                time.sleep(_SETTLE_SECONDS)
+                _settle()
                 elapsed, weights = function(workload, np.dtype(dtype), n_threads)
                 times[impl].append(elapsed)
                 final[impl] = weights
@@ -110,7 +119,7 @@ def run(workloads, dtypes, repeats=3, n_threads=None, with_torch=True, progress=
         rows.append({
             "workload": name,
             "dtype": dtype,
-            "threads": n_threads,
+            "threads": threads_used,
             "us_per_iteration": per_iteration,
             "speedup": per_iteration["numpy"] / per_iteration["nnfast"],
             "speedup_vs_torch": (per_iteration["torch"] / per_iteration["nnfast"]

@@ -1,5 +1,6 @@
 """``Network``: the public model. Validates once, then hands whole chunks of a fit to a backend."""
 
+import copy
 import math
 import sys
 import threading
@@ -209,7 +210,8 @@ class Network:
         # Train copies: an error or an interrupt leaves the network as it was.
         with state_lock:
             params = self._params.copy()
-        random_state = _copy_random_state(self._random_state)
+        # Shuffling draws from a copy, so a failed fit leaves the network's stream untouched.
+        random_state = copy.deepcopy(self._random_state) if shuffled else self._random_state
         history = []
         done = 0
         with self._blas_limit(self._kernel_threads(batch_size), batch_size):
@@ -395,12 +397,6 @@ class Network:
             _kernels.forward_layer(layer, w, no_bias if biases is None else biases[k], out)
             layer = out
         return layer
-
-
-def _copy_random_state(random_state):
-    copy = np.random.RandomState()
-    copy.set_state(random_state.get_state())
-    return copy
 
 
 def _draw_epoch_orders(random_state, orders):
