@@ -1,0 +1,50 @@
+"""The command line: the main job (python -m nnfast) and the bench command."""
+
+import subprocess
+import sys
+
+import pytest
+
+from nnfast import __main__ as cli
+from nnfast import bench
+
+
+def test_main_job_shows_both_programs_with_both_backends_agreeing(capsys):
+    assert cli.main([]) == 0  # non-zero when the backends disagree by more than 1e-9
+    out = capsys.readouterr().out
+    assert "2-layer network [3, 1], 10,000 iterations" in out
+    assert "3-layer network [3, 4, 1], 60,000 iterations" in out
+    differences = [float(line.rsplit(":", 1)[1])
+                   for line in out.splitlines() if "largest weight difference" in line]
+    assert len(differences) == 2 and max(differences) <= 1e-9
+    assert out.count("faster") == 2
+
+
+def test_bench_prints_a_table_and_writes_a_chart(tmp_path, capsys):
+    chart = tmp_path / "speedup.png"
+    assert cli.main(["bench", "--workload", "tutorial2", "--dtype", "float32", "--repeats", "1",
+                     "--no-torch", "--plot", str(chart)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| tutorial2 |")]
+    assert len(rows) == 1 and "float32" in rows[0]
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    numpy_us, nnfast_us, speedup = float(cells[3]), float(cells[4]), float(cells[5][:-1])
+    assert speedup == pytest.approx(numpy_us / nnfast_us, rel=0.05)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv", [["bench", "--workload", "nope"], ["bench", "--repeats", "0"],
+                                  ["frobnicate"]])
+def test_bad_command_lines_fail_with_a_message(argv):
+    result = subprocess.run([sys.executable, "-m", "nnfast", *argv], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip()
+
+
+def test_bench_table_format_lists_every_row():
+    rows = [{"workload": "small", "dtype": "float64", "threads": 2,
+             "us_per_iteration": {"numpy": 20.0, "nnfast": 4.0}, "speedup": 5.0,
+             "speedup_vs_torch": None, "max_weight_difference": 1e-14}]
+    table = bench.format_table(rows)
+    assert "| small | float64 | 2 | 20.00 | 4.000 | 5.0x | 1.0e-14 |" in table
