@@ -325,3 +325,38 @@ def test_threaded_fit_matches_reference(n_threads, with_bias):
     if with_bias:
         for a, b in zip(fast.biases, slow.biases):
             assert_allclose(a, b, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["tutorial2", "tutorial3", "small", "large"])
+def test_workload_matches_reference_after_its_full_iteration_count(name):
+    from nnfast.workloads import WORKLOADS
+
+    workload = WORKLOADS[name]
+    X, y = workload.data(np.float64)
+    fast = nnfast.Network(workload.sizes).fit(X, y, workload.iterations, workload.learning_rate)
+    slow = nnfast.Network(workload.sizes, backend="numpy").fit(X, y, workload.iterations,
+                                                               workload.learning_rate)
+    for a, b in zip(fast.weights, slow.weights):
+        assert_allclose(a, b, rtol=0, atol=1e-9)
+
+
+def test_medium_workload_agrees_until_its_chaos_takes_over():
+    """The medium workload amplifies rounding: a 1e-15 change to one initial weight moves the
+    reference's own final weights by O(1). nnfast agrees with it while the dynamics are
+    still tame, and the divergence at the full count is the reference's own sensitivity."""
+    from nnfast.workloads import WORKLOADS
+
+    workload = WORKLOADS["medium"]
+    X, y = workload.data(np.float64)
+    fast = nnfast.Network(workload.sizes).fit(X, y, 20, workload.learning_rate)
+    slow = nnfast.Network(workload.sizes, backend="numpy").fit(X, y, 20, workload.learning_rate)
+    for a, b in zip(fast.weights, slow.weights):
+        assert_allclose(a, b, rtol=0, atol=1e-12)
+
+    weights, _ = reference.init_params(workload.sizes, 1)
+    perturbed = [w.copy() for w in weights]
+    perturbed[0][0, 0] += 1e-15
+    for params in (weights, perturbed):
+        reference.fit(params, None, X, y, workload.iterations, workload.learning_rate,
+                      track_errors=False)
+    assert max(np.abs(a - b).max() for a, b in zip(weights, perturbed)) > 1e-3
