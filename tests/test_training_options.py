@@ -215,3 +215,28 @@ def test_loss_curve_example_writes_a_png(tmp_path):
     namespace = runpy.run_path(str(example))
     assert namespace["main"](str(path)) == str(path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_divergence_names_the_same_iteration_on_both_backends():
+    """A learning rate that overflows after a few steps: the error names the iteration at
+    which the output error stopped being finite, the same on both backends, and the network
+    keeps its pre-fit weights and trains normally afterwards."""
+    random_state = np.random.RandomState(0)
+    X = random_state.uniform(0, 0.2, (200, 3))
+    y = np.ones(200)
+    messages = []
+    for backend in BACKENDS:
+        net = nnfast.Network([3, 4, 1], backend=backend)
+        before = [w.copy() for w in net.weights]
+        with pytest.raises(nnfast.TrainingDivergedError) as info:
+            net.fit(X, y, iterations=50, learning_rate=1e308)
+        messages.append(str(info.value))
+        for a, b in zip(net.weights, before):
+            assert_array_equal(a, b)
+        net.fit(X, y, iterations=5, learning_rate=0.01)
+        assert np.isfinite(net.predict(X)).all()
+    import re
+
+    iterations = [int(re.search(r"at iteration (\d+)", m).group(1)) for m in messages]
+    # Step 0 overflows the weights; the forward pass of iteration 1 is the first to see it.
+    assert iterations == [1, 1]
