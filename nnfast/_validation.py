@@ -112,7 +112,8 @@ def as_matrix(data, name, dtype):
     if array.dtype == object:
         raise TypeError(f"{name} must be numeric, got an array of Python objects "
                         "(ragged rows or non-numbers?)")
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    # dtype.kind rather than np.issubdtype: this runs on every fit and predict.
+    if array.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold integers or floats, got dtype {array.dtype}")
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-D (rows x features), got shape {array.shape}")
@@ -124,16 +125,16 @@ def as_matrix(data, name, dtype):
         if length > MAX_DIMENSION:
             raise ValueError(f"{name} has {length} entries along axis {axis}, more than the "
                              f"supported {MAX_DIMENSION}")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
     if array.dtype.itemsize > np.dtype(dtype).itemsize:
         # Narrowing (float64 to float32) may overflow; that is checked just below.
         with np.errstate(over="ignore"):
             converted = np.ascontiguousarray(array, dtype=dtype)
     else:
         converted = np.ascontiguousarray(array, dtype=dtype)
+    # One pass over the converted data; the input is looked at again only to say what is wrong.
     if not np.isfinite(converted).all():
-        # Finite float64 input can still overflow float32.
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
         raise ValueError(f"{name} has values too large for {np.dtype(dtype)}")
     return converted
 
