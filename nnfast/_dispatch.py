@@ -1,16 +1,30 @@
 """Chooses which build of the compiled kernels to use on this CPU.
 
-``_kernels`` is compiled for the baseline instruction set of the platform; on x86-64 a second
-build of the same source, ``_kernels_avx2``, targets x86-64-v3 (AVX2 + FMA), where the
-sigmoid and the small matrix products run about twice as fast. ``NNFAST_KERNEL=baseline`` or
-``=avx2`` overrides the choice (``auto`` is the default).
+``_kernels`` is compiled for the baseline instruction set of the platform; on x86-64 two more
+builds of the same source target x86-64-v3 (``_kernels_avx2``: AVX2 + FMA, where the sigmoid
+and the small products run about twice as fast) and x86-64-v4 (``_kernels_avx512``). The
+best one the CPU runs is used. ``NNFAST_KERNEL=baseline``, ``=avx2`` or ``=avx512`` forces
+one (``auto`` is the default).
 """
 
+import importlib
 import os
 
 from . import _kernels as _baseline
 
-_CHOICES = ("auto", "baseline", "avx2")
+# Best first: (NNFAST_KERNEL name, module, x86-64 level the CPU must run).
+_VARIANTS = (("avx512", "_kernels_avx512", 4), ("avx2", "_kernels_avx2", 3))
+_CHOICES = ("auto", "baseline") + tuple(name for name, _, _ in _VARIANTS)
+
+
+def _load(module_name, level):
+    """The variant module, or None if it was not built or this CPU cannot run it."""
+    if not _baseline.cpu_runs(level):
+        return None
+    try:
+        return importlib.import_module(f"{__package__}.{module_name}")
+    except ImportError:
+        return None
 
 
 def _select():
@@ -19,29 +33,24 @@ def _select():
         raise ImportError(f"NNFAST_KERNEL={choice!r} is not one of {_CHOICES}")
     if choice == "baseline":
         return _baseline
-    try:
-        from . import _kernels_avx2
-    except ImportError:
-        if choice == "avx2":
-            raise
-        return _baseline
-    if not _baseline.cpu_has_avx2_fma():
-        if choice == "avx2":
-            raise ImportError("NNFAST_KERNEL=avx2 but this CPU lacks AVX2 or FMA")
-        return _baseline
-    return _kernels_avx2
+    for name, module_name, level in _VARIANTS:
+        if choice in ("auto", name):
+            module = _load(module_name, level)
+            if module is not None:
+                return module
+            if choice == name:
+                raise ImportError(f"NNFAST_KERNEL={name}: that build is missing or this CPU "
+                                  "cannot run it")
+    return _baseline
 
 
 def available():
     """Every kernel build importable and runnable here, baseline first."""
     modules = [_baseline]
-    if _baseline.cpu_has_avx2_fma():
-        try:
-            from . import _kernels_avx2
-        except ImportError:
-            pass
-        else:
-            modules.append(_kernels_avx2)
+    for _, module_name, level in reversed(_VARIANTS):
+        module = _load(module_name, level)
+        if module is not None:
+            modules.append(module)
     return modules
 
 

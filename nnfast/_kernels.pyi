@@ -10,11 +10,11 @@ _Array = npt.NDArray[_Float]
 
 OPENMP: bool  # compiled with OpenMP
 DEBUG_BUILD: bool  # compiled with NNFAST_DEBUG=1 (bounds checks, -O0)
-ISA: str  # "baseline" or "x86-64-v3"
+ISA: str  # "baseline", "x86-64-v3" or "x86-64-v4"
 
 def get_blas_min_flops() -> int: ...
 def set_blas_min_flops(value: int) -> None: ...  # Py_ssize_t
-def cpu_has_avx2_fma() -> bool: ...
+def cpu_runs(level: int) -> bool: ...  # int
 def sigmoid_inplace(values: _Array) -> None: ...  # floating[::1] INOUT
 def sigmoid_derivative(
     activations: _Array,  # const floating[::1]

@@ -50,24 +50,32 @@ cdef extern from *:
     #ifndef NNFAST_DEBUG_BUILD
     #define NNFAST_DEBUG_BUILD 0
     #endif
-    #ifdef __AVX2__
+    #if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    #define NNFAST_ISA "x86-64-v4"
+    #elif defined(__AVX2__)
     #define NNFAST_ISA "x86-64-v3"
     #else
     #define NNFAST_ISA "baseline"
     #endif
     #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    static int nnfast_cpu_has_avx2_fma(void) {
+    static int nnfast_cpu_runs(int level) {
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        if (level == 3)
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        if (level == 4)
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+                && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+        return 0;
     }
     #else
-    static int nnfast_cpu_has_avx2_fma(void) { return 0; }
+    static int nnfast_cpu_runs(int level) { return 0; }
     #endif
     """
     const int NNFAST_OPENMP
     const int NNFAST_DEBUG_BUILD
     const char* NNFAST_ISA
-    int nnfast_cpu_has_avx2_fma() noexcept nogil
+    int nnfast_cpu_runs(int level) noexcept nogil
 
 
 # Products of at least this many multiply-adds go to BLAS; smaller ones run as plain loops.
@@ -88,13 +96,14 @@ def set_blas_min_flops(Py_ssize_t value):
 OPENMP = bool(NNFAST_OPENMP)
 # Built with NNFAST_DEBUG=1: bounds checks on, no optimisation.
 DEBUG_BUILD = bool(NNFAST_DEBUG_BUILD)
-# The instruction set this build was compiled for: "baseline" or "x86-64-v3".
+# The instruction set this build was compiled for: "baseline", "x86-64-v3" or "x86-64-v4".
 ISA = NNFAST_ISA.decode()
 
 
-def cpu_has_avx2_fma():
-    """Whether this CPU can run the x86-64-v3 (AVX2 + FMA) build of the kernels."""
-    return bool(nnfast_cpu_has_avx2_fma())
+def cpu_runs(int level):
+    """Whether this CPU can run the x86-64-v``level`` build of the kernels (3: AVX2 + FMA;
+    4: AVX-512 F/DQ/BW/VL as well)."""
+    return bool(nnfast_cpu_runs(level))
 
 
 # --------------------------------------------------------------------------------------------
