@@ -1,7 +1,7 @@
 """Each ``def`` kernel of ``nnfast._kernels`` against its counterpart in ``nnfast.reference``.
 
 Every build of the kernels that runs on this machine is tested (``conftest.kernel_builds``:
-the baseline ``nnfast._kernels`` and, where the package has one, its AVX2 build).
+the baseline ``nnfast._kernels`` and, where the package has one, its x86-64-v3 and v4 builds).
 Shapes cover both code paths of every matrix product: plain loops below the BLAS threshold
 (multiply-adds per product) and BLAS at or above it (the shapes are derived from the
 threshold, so they keep straddling it if it is retuned), including 1-row, 1-column and
@@ -17,7 +17,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import nnfast
-from nnfast import _kernels, reference
+from nnfast import reference
 from conftest import ATOL, RTOL, blas_min_flops, kernel_builds
 
 BUILDS = kernel_builds()
