@@ -271,18 +271,20 @@ class Network:
         requested = min(check_n_threads(self.n_threads), available_cores())
         if self.backend != "cython" or requested == 1 or not _kernels.OPENMP:
             return 1
-        largest = batch_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
-        return requested if largest >= _PARALLEL_MIN_FLOPS else 1
+        return requested if self._largest_product(batch_rows) >= _PARALLEL_MIN_FLOPS else 1
+
+    def _largest_product(self, batch_rows):
+        """Multiply-adds of the largest matrix product of a step on batch_rows rows."""
+        return batch_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
 
     def _blas_limit(self, kernel_threads, batch_rows):
         """While the kernel runs its own threads, BLAS gets one per call (two pools on the
         same cores would take turns spinning); otherwise BLAS keeps its own default, or
         n_threads when the caller set it and the products are big enough for BLAS to thread
         them. The cap is process-wide (``nnfast._threads``), so it is only taken when needed."""
-        largest = batch_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
         if kernel_threads > 1:
             return blas_thread_cap(1)
-        if self.n_threads is not None and largest >= _BLAS_THREADED_FLOPS:
+        if self.n_threads is not None and self._largest_product(batch_rows) >= _BLAS_THREADED_FLOPS:
             return blas_thread_cap(min(self.n_threads, available_cores()))
         return blas_thread_cap(None)
 
