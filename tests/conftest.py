@@ -5,6 +5,7 @@ samples of three binary inputs, the last always 1, with two target columns
 (y2: the first input copied; y3: XOR of the first two inputs).
 """
 
+import contextlib
 import os
 
 # scikit-learn's estimator checks include array-API ones that run only when SciPy's array API
@@ -81,3 +82,16 @@ def _build_id(kernels):
 def kernels(request):
     """Each build of the compiled kernels that runs here."""
     return request.param
+
+
+@contextlib.contextmanager
+def kernel_build(kernels):
+    """Runs Network's compiled backend on this build of the kernels (None: nnfast's choice)."""
+    from nnfast import network
+
+    chosen = network._kernels
+    network._kernels = chosen if kernels is None else kernels
+    try:
+        yield
+    finally:
+        network._kernels = chosen

@@ -16,7 +16,6 @@ reference against itself with initial weights perturbed by 1 ulp differs by ~1e-
 Kernel fits run on every compiled build of the kernels that runs here (``kernels`` fixture).
 """
 
-import contextlib
 import functools
 
 import numpy as np
@@ -24,8 +23,8 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import nnfast
-from nnfast import network, reference
-from conftest import ATOL, RTOL
+from nnfast import reference
+from conftest import ATOL, RTOL, kernel_build
 
 FIT_ATOL = {np.float32: 5e-4, np.float64: 1e-9}
 
@@ -38,21 +37,10 @@ def _max_weight_difference(a, b):
                for p, q in zip(a, b))
 
 
-@contextlib.contextmanager
-def _kernel_build(kernels):
-    """Runs Network's compiled backend on this build of the kernels (None: nnfast's choice)."""
-    chosen = network._kernels
-    network._kernels = chosen if kernels is None else kernels
-    try:
-        yield
-    finally:
-        network._kernels = chosen
-
-
 def _fit(sizes, X, y, iterations, learning_rate=1.0, dtype=np.float64, backend="cython",
          kernels=None):
     net = nnfast.Network(sizes, seed=1, dtype=dtype, backend=backend)
-    with _kernel_build(kernels):
+    with kernel_build(kernels):
         return net.fit(X, y, iterations=iterations, learning_rate=learning_rate)
 
 
@@ -243,7 +231,7 @@ def test_random_network_kernel_matches_reference(sizes, n_rows, learning_rate, i
                                            ([16, 32, 1], 200), ([6, 10, 8, 2], 1)])
 def test_predict_backends_agree(sizes, n_rows, dtype, kernels):
     X, y = _random_data(sizes, n_rows)
-    with _kernel_build(kernels):
+    with kernel_build(kernels):
         _check_predict_backends_agree(sizes, n_rows, dtype, X, y)
 
 

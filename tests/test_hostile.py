@@ -19,7 +19,6 @@
     agree with the reference and raise no floating-point warnings.
 """
 
-import contextlib
 import io
 import os
 import re
@@ -35,7 +34,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import nnfast
-from nnfast import network
+from conftest import kernel_build
 
 BACKENDS = ["cython", "numpy"]
 DTYPES = [np.float32, np.float64]
@@ -43,16 +42,6 @@ DTYPES = [np.float32, np.float64]
 # kernel against reference, relative to the largest value: sums of at most a few hundred
 # terms, so a few hundred ulp.
 PASS_RTOL = {np.float32: 1e-4, np.float64: 1e-12}
-
-
-@contextlib.contextmanager
-def _kernel_build(kernels):
-    chosen = network._kernels
-    network._kernels = kernels
-    try:
-        yield
-    finally:
-        network._kernels = chosen
 
 
 def _max_difference(a, b):
@@ -101,7 +90,7 @@ def test_degenerate_shapes_match_reference(case_id, sizes, rows, batch_size, bia
     ref = nnfast.Network(sizes, seed=3, dtype=dtype, bias=bias, backend="numpy")
     start = ref._params.copy()
     kwargs = dict(iterations=30, learning_rate=0.5, batch_size=batch_size, shuffle=shuffle)
-    with _kernel_build(kernels):
+    with kernel_build(kernels):
         cy.fit(X, y, **kwargs)
     ref.fit(X, y, **kwargs)
     # Some of these fits amplify rounding differences (see _tolerance); measured per case.
@@ -113,7 +102,7 @@ def test_degenerate_shapes_match_reference(case_id, sizes, rows, batch_size, bia
     # One pass on the same (trained) weights: a single rounding difference per sum.
     twin = nnfast.Network(sizes, dtype=dtype, bias=bias, backend="numpy")
     twin._params[...] = cy._params
-    with _kernel_build(kernels):
+    with kernel_build(kernels):
         prediction = cy.predict(X)
         gradient_w, gradient_b = cy.gradient(X, y)
     assert prediction.shape == (rows, sizes[-1]) and prediction.dtype == dtype
@@ -562,7 +551,7 @@ def _fit_both(sizes, X, y, dtype, bias, kwargs, kernels):
     errors = {}
     for name, net in (("cython", cy), ("numpy", ref)):
         history = []
-        with _kernel_build(kernels):
+        with kernel_build(kernels):
             net.fit(X, y, callback=lambda i, e: history.append(e), **kwargs)
         errors[name] = history
     return cy, ref, errors
@@ -612,7 +601,7 @@ def test_extreme_float_inputs_train_without_nan_and_match(batch_size, bias, dtyp
     X, y = _extreme_inputs(dtype)
     kwargs = dict(iterations=20, learning_rate=0.5, batch_size=batch_size)
     cy, ref = _check_agreement([3, 4, 2], X, y, dtype, bias, kwargs, kernels)
-    with _kernel_build(kernels):
+    with kernel_build(kernels):
         gradient_w, _ = cy.gradient(X, y)
     assert all(np.isfinite(g).all() for g in gradient_w)
 

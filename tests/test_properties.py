@@ -68,7 +68,6 @@ recorded as the ``hypothesis_examples`` property of the test in JUnit XML), dera
 that CI runs the same examples every time.
 """
 
-import contextlib
 import copy
 import functools
 import math
@@ -81,9 +80,9 @@ from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
 import nnfast
-from nnfast import network, reference
+from nnfast import reference
 from nnfast._layout import param_views
-from conftest import kernel_builds
+from conftest import kernel_build, kernel_builds
 
 settings.register_profile(
     "nnfast-properties",
@@ -468,17 +467,6 @@ def _networks(case):
             for backend in ("cython", "numpy")]
 
 
-@contextlib.contextmanager
-def _kernel_build(kernels):
-    """Runs Network's compiled backend on this build of the kernels."""
-    chosen = network._kernels
-    network._kernels = kernels
-    try:
-        yield
-    finally:
-        network._kernels = chosen
-
-
 def _row_orders(random_state, n_rows, n_epochs):
     """The row orders a shuffled fit draws: one random_state.permutation(n_rows) per epoch,
     from the network's random state as it stands (drawn here from a copy). The replay in
@@ -524,7 +512,7 @@ def _fit_property(kernels, case):
     for e in range(1, iterations + 1):
         net = copy.deepcopy(cy)
         try:
-            with _kernel_build(kernels):
+            with kernel_build(kernels):
                 net.fit(X, y, iterations=e, **kwargs)
         except nnfast.TrainingDivergedError:
             diverged_at = e
@@ -679,7 +667,7 @@ def _predict_property(kernels, case):
     note(repr(case))
     X, y, rs = _case_data(case)
     cy, ref = _random_parameters(case, rs)
-    with _kernel_build(kernels):
+    with kernel_build(kernels):
         got = cy.predict(X)
     expected = ref.predict(X)
     assert got.dtype == expected.dtype == case["dtype"]
@@ -702,7 +690,7 @@ def _gradient_property(kernels, case):
     X, y, rs = _case_data(case)
     cy, ref = _random_parameters(case, rs)
     before = cy._params.copy()
-    with _kernel_build(kernels):
+    with kernel_build(kernels):
         got_w, got_b = cy.gradient(X, y)
     expected_w, expected_b = ref.gradient(X, y)
     assert_array_equal(cy._params, before)  # gradient() does not train
