@@ -206,7 +206,8 @@ class Network:
         check_fits_in_memory(
             self.dtype.itemsize * (2 * batch_size * sum(self.sizes[1:]) + self._params.size),
             f"training on batches of {batch_size} rows")
-        run_chunk = self._chunk_runner(X, y, learning_rate, batch_size, shuffled)
+        kernel_threads = self._kernel_threads(batch_size)
+        run_chunk = self._chunk_runner(X, y, learning_rate, batch_size, shuffled, kernel_threads)
         # Train copies: an error or an interrupt leaves the network as it was.
         with state_lock:
             params = self._params.copy()
@@ -214,7 +215,7 @@ class Network:
         random_state = copy.deepcopy(self._random_state) if shuffled else self._random_state
         history = []
         done = 0
-        with self._blas_limit(self._kernel_threads(batch_size), batch_size):
+        with self._blas_limit(kernel_threads, batch_size):
             done = self._run_chunks(run_chunk, params, random_state, iterations, n_rows,
                                     report_every, shuffled, learning_rate, reporting, verbose,
                                     callback, bar, history)
@@ -288,7 +289,7 @@ class Network:
             return blas_thread_cap(min(self.n_threads, available_cores()))
         return blas_thread_cap(None)
 
-    def _chunk_runner(self, X, y, learning_rate, batch_size, shuffled):
+    def _chunk_runner(self, X, y, learning_rate, batch_size, shuffled, n_threads):
         """A function (params, n_epochs, orders) -> (first epoch's error, diverged epoch or
         None) that trains params in place with this network's backend."""
         if self.backend == "numpy":
@@ -309,8 +310,6 @@ class Network:
         check_every = (max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_batch))
                        if threading.current_thread() is threading.main_thread() else 0)
         stored_order = np.empty((0, 0), dtype=np.intp)
-
-        n_threads = self._kernel_threads(batch_size)
 
         def run_kernel(params, n_epochs, orders):
             done, first_error, diverged = _kernels.fit(
