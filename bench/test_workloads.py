@@ -24,4 +24,4 @@ def test_fit(benchmark, workload, dtype, implementation):
     function = IMPLEMENTATIONS[implementation]
     benchmark.extra_info["iterations"] = WORKLOADS[workload].iterations
     benchmark.pedantic(function, args=(WORKLOADS[workload], np.dtype(dtype), None),
-                       rounds=3, iterations=1, warmup_rounds=0)
+                       rounds=3, iterations=1, warmup_rounds=1)

@@ -3,7 +3,16 @@
 Every implementation trains the same network from the same initial weights for the workload's
 full iteration count. Runs are interleaved (NumPy, nnfast, PyTorch, NumPy, ...) so that noise on
 a shared machine falls on all of them alike, and the table reports medians.
+
+Each timed run follows a short untimed warm-up of the same implementation (a few iterations of
+the same workload), so that the table measures steady-state training rather than the first
+touch of code and data: on the shared VMs this was measured on, a Python call made after a
+0.3 s pause cost 8-11 us instead of 0.1 us, and a whole ``fit`` call 300-500 us instead of
+~40 us, whichever library made it. That cold start is a constant per call, not per
+iteration, and the README's Performance section states it beside the table.
 """
+
+import dataclasses
 
 import argparse
 import os
@@ -20,6 +29,7 @@ from .workloads import WORKLOADS
 
 DTYPES = ("float64", "float32")
 _SETTLE_SECONDS = 0.3
+_WARMUP_ITERATIONS = 5
 
 
 def _numpy_original(workload, dtype, n_threads):
@@ -74,6 +84,12 @@ def _settle():
         pass
 
 
+def _shortened(workload):
+    """The workload cut to a few iterations: a warm-up that runs the same code on the same
+    data as the timed run."""
+    return dataclasses.replace(workload, iterations=min(workload.iterations, _WARMUP_ITERATIONS))
+
+
 def _torch_available():
     try:
         import torch  # noqa: F401
@@ -111,6 +127,7 @@ def run(workloads, dtypes, repeats=3, n_threads=None, with_torch=True, progress=
                     print(f"\r[{index}/{len(cases)}] {name:<9} {dtype:<7} {impl:<6} run "
                           f"{repeat + 1}/{repeats}   ", end="", file=progress, flush=True)
                 _settle()
+                function(_shortened(workload), np.dtype(dtype), n_threads)
                 elapsed, weights = function(workload, np.dtype(dtype), n_threads)
                 times[impl].append(elapsed)
                 final[impl] = weights
