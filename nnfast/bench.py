@@ -12,9 +12,8 @@ touch of code and data: on the shared VMs this was measured on, a Python call ma
 iteration, and the README's Performance section states it beside the table.
 """
 
-import dataclasses
-
 import argparse
+import dataclasses
 import os
 import sys
 import time

@@ -234,6 +234,22 @@ def test_sigmoid_accuracy_near_exp_overflow(kernels, dtype):
                     atol=2 * smallest_subnormal)
 
 
+def test_sigmoid_far_outside_exps_range(kernels, dtype):
+    """exp's range is enforced by selects after its polynomial; inputs whose exponent
+    arithmetic wraps (every power of two up to the dtype's largest finite number, both signs)
+    must still give the reference's 0, 1 or its tiny value, never a wrapped scale."""
+    largest_exponent = np.finfo(dtype).maxexp - 1
+    magnitudes = np.ldexp(1.0, np.arange(0, largest_exponent + 1)).astype(dtype)
+    magnitudes = np.concatenate([magnitudes, magnitudes * dtype(1.37), [np.finfo(dtype).max]])
+    magnitudes = magnitudes[np.isfinite(magnitudes)]
+    x = np.concatenate([magnitudes, -magnitudes]).astype(dtype)
+    out = x.copy()
+    kernels.sigmoid_inplace(out)
+    smallest_subnormal = np.nextafter(dtype(0), dtype(1))
+    assert_allclose(out, _numpy_sigmoid(x, dtype), rtol=SIGMOID_RTOL[dtype],
+                    atol=2 * smallest_subnormal)
+
+
 def test_sigmoid_exact_values(kernels, dtype):
     out = np.array([-1000, 0, 1000, -np.inf, np.inf], dtype=dtype)
     kernels.sigmoid_inplace(out)
