@@ -243,14 +243,14 @@ cdef inline floating _sigmoid_slope(floating a) noexcept nogil:
     return a * (<floating>1 - a)
 
 
-cdef void _sigmoid_range(floating* z, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+cdef inline void _sigmoid_range(floating* z, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """z[start:stop] = sigmoid(z[start:stop])."""
     cdef Py_ssize_t i
     for i in range(start, stop):
         z[i] = _sigmoid(z[i])
 
 
-cdef void _scale_by_slope_range(floating* delta, const floating* activations,
+cdef inline void _scale_by_slope_range(floating* delta, const floating* activations,
                                 Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """delta[start:stop] *= a * (1 - a) for a = activations[start:stop]."""
     cdef Py_ssize_t i
@@ -306,7 +306,7 @@ cdef void _forward_rows(const floating* inputs, const floating* weights,
     _sigmoid_range(outputs, row_start * n_out, row_stop * n_out)
 
 
-cdef void _forward_layer(const floating* inputs, const floating* weights,
+cdef inline void _forward_layer(const floating* inputs, const floating* weights,
                          const floating* bias, floating* outputs, Py_ssize_t m,
                          Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
     """outputs = sigmoid(inputs @ weights [+ bias]); bias may be NULL."""
@@ -329,7 +329,7 @@ cdef void _forward_layer(const floating* inputs, const floating* weights,
         _forward_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out)
 
 
-cdef double _output_delta(const floating* targets, const floating* outputs, floating* delta,
+cdef inline double _output_delta(const floating* targets, const floating* outputs, floating* delta,
                           Py_ssize_t n) noexcept nogil:
     """delta = (y - a) * (a * (1 - a)); returns sum |y - a|."""
     cdef Py_ssize_t i
@@ -354,7 +354,7 @@ cdef void _hidden_rows(const floating* delta_next, const floating* weights,
     _scale_by_slope_range(delta, activations, row_start * n_in, row_stop * n_in)
 
 
-cdef void _hidden_delta(const floating* delta_next, const floating* weights,
+cdef inline void _hidden_delta(const floating* delta_next, const floating* weights,
                         const floating* activations, floating* delta, Py_ssize_t m,
                         Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
     """delta = (delta_next @ weights.T) * (a * (1 - a)); weights is (n_in x n_out)."""
@@ -367,8 +367,10 @@ cdef void _hidden_delta(const floating* delta_next, const floating* weights,
                 acc = 0
                 for j in range(n_out):
                     acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
-                delta[i * n_in + p] = acc
-        _scale_by_slope_range(delta, activations, 0, m * n_in)
+                # Scaled here rather than in a second pass: on so few values the pass would
+                # wait for these stores to reach memory (they cannot be forwarded to its
+                # vector loads).
+                delta[i * n_in + p] = acc * _sigmoid_slope(activations[i * n_in + p])
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static", num_threads=n_threads):
             _hidden_rows(delta_next, weights, activations, delta,
@@ -390,7 +392,7 @@ cdef void _gradient_block(floating* weights, const floating* inputs, const float
           <floating>(1 if accumulate else 0), &weights[p_start * n_out + j_start], <int>n_out)
 
 
-cdef void _apply_gradient(floating* weights, floating* bias, const floating* inputs,
+cdef inline void _apply_gradient(floating* weights, floating* bias, const floating* inputs,
                           const floating* delta, floating scale, bint accumulate,
                           floating* scratch, Py_ssize_t m, Py_ssize_t n_in,
                           Py_ssize_t n_out, int n_threads) noexcept nogil:
