@@ -251,7 +251,7 @@ cdef inline void _sigmoid_range(floating* z, Py_ssize_t start, Py_ssize_t stop) 
 
 
 cdef inline void _scale_by_slope_range(floating* delta, const floating* activations,
-                                Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+                                       Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """delta[start:stop] *= a * (1 - a) for a = activations[start:stop]."""
     cdef Py_ssize_t i
     for i in range(start, stop):
@@ -307,8 +307,8 @@ cdef void _forward_rows(const floating* inputs, const floating* weights,
 
 
 cdef inline void _forward_layer(const floating* inputs, const floating* weights,
-                         const floating* bias, floating* outputs, Py_ssize_t m,
-                         Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
+                                const floating* bias, floating* outputs, Py_ssize_t m,
+                                Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
     """outputs = sigmoid(inputs @ weights [+ bias]); bias may be NULL."""
     cdef Py_ssize_t i, p, j
     cdef int t
@@ -330,7 +330,7 @@ cdef inline void _forward_layer(const floating* inputs, const floating* weights,
 
 
 cdef inline double _output_delta(const floating* targets, const floating* outputs, floating* delta,
-                          Py_ssize_t n) noexcept nogil:
+                                 Py_ssize_t n) noexcept nogil:
     """delta = (y - a) * (a * (1 - a)); returns sum |y - a|."""
     cdef Py_ssize_t i
     cdef floating error
@@ -355,8 +355,8 @@ cdef void _hidden_rows(const floating* delta_next, const floating* weights,
 
 
 cdef inline void _hidden_delta(const floating* delta_next, const floating* weights,
-                        const floating* activations, floating* delta, Py_ssize_t m,
-                        Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
+                               const floating* activations, floating* delta, Py_ssize_t m,
+                               Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
     """delta = (delta_next @ weights.T) * (a * (1 - a)); weights is (n_in x n_out)."""
     cdef Py_ssize_t i, p, j
     cdef int t
@@ -393,9 +393,9 @@ cdef void _gradient_block(floating* weights, const floating* inputs, const float
 
 
 cdef inline void _apply_gradient(floating* weights, floating* bias, const floating* inputs,
-                          const floating* delta, floating scale, bint accumulate,
-                          floating* scratch, Py_ssize_t m, Py_ssize_t n_in,
-                          Py_ssize_t n_out, int n_threads) noexcept nogil:
+                                 const floating* delta, floating scale, bint accumulate,
+                                 floating* scratch, Py_ssize_t m, Py_ssize_t n_in,
+                                 Py_ssize_t n_out, int n_threads) noexcept nogil:
     """W = scale * (inputs.T @ delta) [+ W]; bias = scale * delta.sum(0) [+ bias].
 
     Training accumulates with scale = learning rate; Network.gradient overwrites with
