@@ -208,6 +208,16 @@ def test_sigmoid_accuracy_wide_range(kernels, dtype):
     assert_allclose(out, _numpy_sigmoid(x, dtype), rtol=SIGMOID_RTOL[dtype], atol=0)
 
 
+def _assert_sigmoid_matches_down_to_subnormals(kernels, x, dtype):
+    """The kernel's sigmoid of x within SIGMOID_RTOL of NumPy's, plus two subnormal spacings
+    for the rounding of results that are subnormal."""
+    out = x.copy()
+    kernels.sigmoid_inplace(out)
+    smallest_subnormal = np.nextafter(dtype(0), dtype(1))
+    assert_allclose(out, _numpy_sigmoid(x, dtype), rtol=SIGMOID_RTOL[dtype],
+                    atol=2 * smallest_subnormal)
+
+
 def test_sigmoid_accuracy_near_exp_overflow(kernels, dtype):
     """sigmoid(x) for x just above the point where exp(-x) overflows in this dtype.
 
@@ -227,11 +237,7 @@ def test_sigmoid_accuracy_near_exp_overflow(kernels, dtype):
         finite_exp = np.isfinite(np.exp(-x))  # exp(-x) representable in this dtype
     x = x[finite_exp]
     assert x.size > 1000
-    out = x.copy()
-    kernels.sigmoid_inplace(out)
-    smallest_subnormal = np.nextafter(dtype(0), dtype(1))
-    assert_allclose(out, _numpy_sigmoid(x, dtype), rtol=SIGMOID_RTOL[dtype],
-                    atol=2 * smallest_subnormal)
+    _assert_sigmoid_matches_down_to_subnormals(kernels, x, dtype)
 
 
 def test_sigmoid_far_outside_exps_range(kernels, dtype):
@@ -243,11 +249,7 @@ def test_sigmoid_far_outside_exps_range(kernels, dtype):
     magnitudes = np.concatenate([magnitudes, magnitudes * dtype(1.37), [np.finfo(dtype).max]])
     magnitudes = magnitudes[np.isfinite(magnitudes)]
     x = np.concatenate([magnitudes, -magnitudes]).astype(dtype)
-    out = x.copy()
-    kernels.sigmoid_inplace(out)
-    smallest_subnormal = np.nextafter(dtype(0), dtype(1))
-    assert_allclose(out, _numpy_sigmoid(x, dtype), rtol=SIGMOID_RTOL[dtype],
-                    atol=2 * smallest_subnormal)
+    _assert_sigmoid_matches_down_to_subnormals(kernels, x, dtype)
 
 
 def test_sigmoid_exact_values(kernels, dtype):
