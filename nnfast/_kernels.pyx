@@ -165,7 +165,7 @@ cdef inline floating _exp(floating x) noexcept nogil:
     cdef _Bits64 shifted64, scale64
     cdef _Bits32 shifted32, scale32
     cdef floating clamped, n, r, r2, r4, twice_poly, result
-    # The range is enforced by the two selects at the end, not by clamping x first: a clamp
+    # float64 enforces the range by two selects at the end, not by clamping x first: a clamp
     # sits at the head of the dependency chain, where it adds to the latency that bounds a
     # tiny network's step; the selects run beside the polynomial. Outside the range, n and the
     # scale below are meaningless and the selects replace the result.
