@@ -58,9 +58,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_dtype, check_finite_real, check_int
+from ._mlp import MLPClassifier, MLPRegressor
 from .network import Network, TrainingDivergedError
 
-__all__ = ["NetworkClassifier", "NetworkRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "NetworkClassifier", "NetworkRegressor"]
 
 # Input dtypes kept as they are; anything else (ints, bools, float16) becomes float64.
 _FLOAT_DTYPES = [np.float64, np.float32]

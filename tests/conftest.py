@@ -95,3 +95,53 @@ def kernel_build(kernels):
         yield
     finally:
         network._kernels = chosen
+
+
+# ---------------------------------------------------------- scikit-learn's MLP (issue 9)
+# Homes: tests/test_mlp_equivalence.py holds nnfast.sklearn.MLPClassifier / MLPRegressor
+# against the installed scikit-learn (same fits, predictions, stopping, class_weight,
+# default-parameter scores); tests/test_sklearn.py holds scikit-learn's estimator checks,
+# pickling and parameter validation of every nnfast.sklearn estimator.
+
+# Network backends the MLP estimators are checked on: the compiled one users get, and the
+# NumPy reference.
+MLP_BACKENDS = ["cython", "numpy"]
+
+# Relative tolerance of an MLP fit against scikit-learn's, per dtype, on each array's scale
+# (an entry near zero is held to rtol * the array's largest magnitude). float64: the two
+# compute the same operations in different summation orders, ten epochs apart; float32:
+# scikit-learn computes some of Adam's step in float64 and rounds once, nnfast in float32.
+MLP_RTOL = {np.float32: 1e-4, np.float64: 1e-9}
+
+
+@pytest.fixture(params=MLP_BACKENDS)
+def mlp_backend(request, monkeypatch):
+    """Trains nnfast's MLP estimators on each Network backend for the test's duration."""
+    from nnfast import _mlp
+
+    monkeypatch.setattr(_mlp, "BACKEND", request.param)
+    return request.param
+
+
+def assert_same_mlp(ours, theirs, rtol):
+    """nnfast's fitted MLP estimator has scikit-learn's weights and records, within rtol."""
+    from numpy.testing import assert_allclose
+
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.t_ == theirs.t_
+    pairs = list(zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_))
+    assert len(pairs) == len(theirs.coefs_) * 2
+    for k, (a, b) in enumerate(pairs):
+        assert a.shape == b.shape
+        assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max(), err_msg=f"array {k}")
+    assert_allclose(ours.loss_, theirs.loss_, rtol=rtol)
+    for name in ("loss_curve_", "validation_scores_"):
+        if getattr(theirs, name, None) is not None:
+            assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=rtol,
+                            err_msg=name)
+        else:
+            assert getattr(ours, name, None) is None, name
+    for name in ("best_loss_", "best_validation_score_"):
+        if getattr(theirs, name, None) is not None:
+            assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=rtol,
+                            err_msg=name)

@@ -1,4 +1,7 @@
-"""The scikit-learn estimators of ``nnfast.sklearn``: scikit-learn's own estimator checks,
+"""The scikit-learn estimators of ``nnfast.sklearn``: scikit-learn's own estimator checks
+(every estimator), pickling and parameter validation of ``MLPClassifier`` / ``MLPRegressor``
+(their fits against scikit-learn's are in test_mlp_equivalence.py), and for
+``NetworkClassifier`` / ``NetworkRegressor``:
 accuracy with default parameters on scikit-learn's small real datasets, model selection,
 dtypes, reproducibility, the training loop's bookkeeping, and ``import nnfast`` without
 scikit-learn.
@@ -11,6 +14,7 @@ and 0.993.
 """
 
 import pathlib
+import pickle
 import subprocess
 import sys
 import warnings
@@ -29,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import nnfast
-from nnfast.sklearn import NetworkClassifier, NetworkRegressor
+from nnfast.sklearn import MLPClassifier, MLPRegressor, NetworkClassifier, NetworkRegressor
 
 ESTIMATORS = [NetworkClassifier, NetworkRegressor]
 
@@ -60,6 +64,136 @@ def _blobs(n_classes=3, n_rows=60, dtype=np.float64):
                           NetworkRegressor(early_stopping=True)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100),
+                          MLPClassifier(solver="lbfgs", max_iter=100),
+                          MLPRegressor(solver="sgd", activation="tanh", max_iter=100)])
+def test_mlp_estimator_checks(estimator, check, mlp_backend):
+    check(estimator)
+
+
+# ------------------------------------------------------ MLP: pickling and validation
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_mlp_pickles_with_its_optimizer_state(Estimator, mlp_backend):
+    X, y = _blobs()
+    target = y if Estimator is MLPClassifier else X[:, 0]
+    kwargs = {"classes": np.unique(y)} if Estimator is MLPClassifier else {}
+    model = Estimator(hidden_layer_sizes=(5,), random_state=0).partial_fit(X, target, **kwargs)
+    copy = pickle.loads(pickle.dumps(model))
+    assert_array_equal(copy.predict(X), model.predict(X))
+    # The copy continues as the original does: same weights and optimizer state.
+    model.partial_fit(X, target)
+    copy.partial_fit(X, target)
+    for a, b in zip(model.coefs_ + model.intercepts_, copy.coefs_ + copy.intercepts_):
+        assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("params, error, match", [
+    ({"hidden_layer_sizes": (10, 0)}, ValueError, r"hidden_layer_sizes\[1\]"),
+    ({"hidden_layer_sizes": "10"}, TypeError, "hidden_layer_sizes"),
+    ({"activation": "softmax"}, ValueError, "activation"),
+    ({"solver": "newton"}, ValueError, "solver"),
+    ({"alpha": -1.0}, ValueError, "alpha"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"batch_size": "big"}, ValueError, "batch_size"),
+    ({"learning_rate": "fast"}, ValueError, "learning_rate"),
+    ({"learning_rate_init": 0.0}, ValueError, "learning_rate_init"),
+    ({"power_t": -0.5}, ValueError, "power_t"),
+    ({"max_iter": 0}, ValueError, "max_iter"),
+    ({"shuffle": "yes"}, TypeError, "shuffle"),
+    ({"tol": -1.0}, ValueError, "tol"),
+    ({"momentum": 1.5}, ValueError, "momentum"),
+    ({"nesterovs_momentum": 1}, TypeError, "nesterovs_momentum"),
+    ({"early_stopping": True, "validation_fraction": 1.0}, ValueError, "validation_fraction"),
+    ({"beta_1": 1.0}, ValueError, "beta_1"),
+    ({"beta_2": -0.1}, ValueError, "beta_2"),
+    ({"epsilon": 0.0}, ValueError, "epsilon"),
+    ({"n_iter_no_change": 0}, ValueError, "n_iter_no_change"),
+    ({"max_fun": 0}, ValueError, "max_fun"),
+    ({"n_threads": 0}, ValueError, "n_threads"),
+    ({"class_weight": "even"}, ValueError, "class_weight"),
+    ({"class_weight": {7: 2.0}}, ValueError, "class_weight"),
+])
+def test_mlp_bad_parameters_fail_at_fit_with_the_name(params, error, match):
+    X, y = _blobs()
+    model = MLPClassifier(**params)  # never at construction, as scikit-learn requires
+    with pytest.raises(error, match=match):
+        model.fit(X, y)
+    assert not hasattr(model, "coefs_")
+
+
+@pytest.mark.parametrize("sample_weight, match", [
+    (np.ones(5), r"shape \(60,\)"),
+    (-np.ones(60), ">= 0"),
+    (np.zeros(60), "all zero"),
+    (np.full(60, np.nan), "finite"),
+])
+def test_mlp_bad_sample_weight_is_refused(sample_weight, match):
+    X, y = _blobs()
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier().fit(X, y, sample_weight=sample_weight)
+
+
+def test_mlp_regressor_checks_its_loss_and_poisson_targets():
+    X, _ = _blobs()
+    with pytest.raises(ValueError, match="loss"):
+        MLPRegressor(loss="absolute_error").fit(X, X[:, 0])
+    with pytest.raises(ValueError, match="poisson"):
+        MLPRegressor(loss="poisson").fit(X, X[:, 0])
+
+
+def test_mlp_partial_fit_rules():
+    X, y = _blobs()
+    with pytest.raises(ValueError, match="classes must be passed"):
+        MLPClassifier().partial_fit(X, y)
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="balanced"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(AttributeError, match="partial_fit"):
+        MLPRegressor(solver="lbfgs").partial_fit
+    model = MLPClassifier(max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="not in"):
+        model.partial_fit(X, y + 1)
+
+
+def test_mlp_warm_start_refuses_weights_that_do_not_fit(mlp_backend):
+    X, y = _blobs()
+    model = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, warm_start=True).fit(X, y)
+    model.coefs_[0] = np.zeros((4, 6))
+    before = [c.copy() for c in model.coefs_]
+    with pytest.raises(ValueError, match=r"coefs_\[0\] must have shape \(4, 5\)"):
+        model.fit(X, y)
+    for a, b in zip(model.coefs_, before):
+        assert_array_equal(a, b)
+
+
+def test_mlp_interrupted_fit_leaves_the_estimator_as_it_was(monkeypatch, mlp_backend):
+    X, y = _blobs()
+    model = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    before = pickle.dumps(model)
+    calls = []
+
+    def interrupt(self, *args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nnfast.Network, "fit", interrupt)
+    for attempt in (lambda: model.fit(X[:30], y[:30]), lambda: model.partial_fit(X, y)):
+        with pytest.raises(KeyboardInterrupt):
+            attempt()
+        assert pickle.dumps(model) == before
+    assert len(calls) == 2
+
+
+def test_mlp_divergence_is_scikit_learns_error(mlp_backend):
+    X, _ = _blobs()
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        MLPRegressor(solver="sgd", learning_rate_init=1e6, max_iter=20,
+                     random_state=0).fit(X, 1e6 * X[:, 0])
 
 
 # ------------------------------------------------ default parameters on real, scaled data

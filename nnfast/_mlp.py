@@ -1,0 +1,797 @@
+"""``MLPClassifier`` and ``MLPRegressor``: scikit-learn's multi-layer perceptron, trained by
+``nnfast.Network``.
+
+The parameters, defaults, fitted attributes and arithmetic are scikit-learn's (1.9): the same
+``random_state`` draws the same initial weights, the same row orders and the same validation
+split, and the network computes scikit-learn's forward pass, loss, gradients and optimizer
+steps, so a fit gives scikit-learn's ``coefs_``, ``intercepts_`` and ``loss_curve_`` to
+rounding. What differs is where the epochs run (nnfast's compiled kernel) and what a failed
+or interrupted fit leaves behind: nothing (scikit-learn keeps the weights of the epochs it
+completed before a Ctrl-C; here the estimator is left exactly as it was before ``fit``).
+Beyond scikit-learn: ``class_weight`` for the classifier and ``n_threads``.
+"""
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _mlp_solvers
+from ._mlp_params import REGRESSION_LOSSES, STOCHASTIC_SOLVERS, check_params
+from .network import Network, TrainingDivergedError
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+_FLOAT_DTYPES = (np.float64, np.float32)
+# Which Network backend trains the estimators. The compiled one for users; the test suite
+# switches to "numpy" (nnfast.reference) to check the estimators' logic against scikit-learn
+# independently of the kernel.
+BACKEND = "cython"
+
+
+def _activate(name, z):
+    """The activation ``name`` applied to z in place (z is a fresh array); returns z."""
+    if name == "logistic":
+        # Written with exp(-|z|) so that no exp overflows: 1 / (1 + e^-z) for z >= 0 and
+        # e^z / (1 + e^z) below.
+        e = np.exp(-np.abs(z))
+        np.divide(np.where(z >= 0, 1, e), 1 + e, out=z)
+    elif name == "tanh":
+        np.tanh(z, out=z)
+    elif name == "relu":
+        np.maximum(z, 0, out=z)
+    elif name == "softmax":
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+    elif name == "exp":
+        np.exp(z, out=z)
+    return z
+
+
+def _forward(coefs, intercepts, X, activation, out_activation):
+    """The output layer's activations for X (scikit-learn's ``_forward_pass_fast``)."""
+    layer = X
+    last = len(coefs) - 1
+    for k, (w, b) in enumerate(zip(coefs, intercepts)):
+        layer = layer @ w
+        layer += b
+        _activate(activation if k < last else out_activation, layer)
+    return layer
+
+
+class _NetworkTrainer:
+    """The one ``Network`` a fit trains, and the moves between its parameter layout and
+    scikit-learn's lists of ``coefs_`` and ``intercepts_``."""
+
+    def __init__(self, network):
+        self.network = network
+
+    def set_weights(self, coefs, intercepts):
+        for view, value in zip(self.network.weights, coefs):
+            view[...] = value
+        for view, value in zip(self.network.biases, intercepts):
+            view[...] = value
+
+    def weights_copy(self):
+        """(coefs, intercepts): copies of the network's weight matrices and bias vectors."""
+        return ([w.copy() for w in self.network.weights],
+                [b.copy() for b in self.network.biases])
+
+    def sklearn_layout(self):
+        """Offsets of each weight matrix and bias vector in scikit-learn's packed vector."""
+        sizes = self.network.sizes
+        shapes = [(a, b) for a, b in zip(sizes, sizes[1:])] + [(b,) for b in sizes[1:]]
+        ends = np.cumsum([int(np.prod(shape)) for shape in shapes])
+        return [(end - int(np.prod(shape)), end, shape) for end, shape in zip(ends, shapes)]
+
+    def set_packed(self, packed, layout):
+        """Writes scikit-learn's packed vector into the network."""
+        views = self.network.weights + self.network.biases
+        for view, (start, end, shape) in zip(views, layout):
+            view[...] = packed[start:end].reshape(shape)
+
+    def run(self, X, Y, sample_weight, batch_size, n_epochs, learning_rate, resume, on_epoch):
+        """Trains n_epochs in stored row order; ``on_epoch(loss)`` after each epoch; True
+        from it stops the run there."""
+        self.network.fit(X, Y, n_epochs, learning_rate, batch_size=batch_size, shuffle=False,
+                         sample_weight=sample_weight, resume=resume, report_every=1,
+                         callback=lambda iteration, loss: on_epoch(loss))
+
+    def loss_gradient(self, X, Y, sample_weight):
+        return self.network.loss_gradient(X, Y, sample_weight=sample_weight)
+
+    def learning_rate(self):
+        """The network's current (SGD) learning rate."""
+        return float(self.network.optimizer_state.learning_rate)
+
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: scikit-learn's ``_fit`` and its solvers."""
+
+    # scikit-learn reads the parameters from the subclasses' __init__ signatures.
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.n_threads = n_threads
+
+    # ------------------------------------------------------------------------------ fitting
+
+    def fit(self, X, y, sample_weight=None):
+        """Trains the network on X and y from scratch (or from the current weights with
+        ``warm_start=True``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs; float32 trains in float32, anything else in float64.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets: class labels (or a label indicator matrix) for the classifier, numbers
+            for the regressor.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row in the loss and its gradient.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._transaction(self._fit, X, y, sample_weight, incremental=False)
+
+    def _can_partial_fit(self):
+        if self.solver not in STOCHASTIC_SOLVERS:
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers; "
+                                 f"solver={self.solver!r} is not one")
+        return True
+
+    def _transaction(self, function, *args, **kwargs):
+        """Runs a fit so that any exception (a bad input, a diverged fit, Ctrl-C) leaves
+        the estimator's attributes exactly as they were. Fits never modify an attribute's
+        object in place: they build new ones and assign them."""
+        before = dict(self.__dict__)
+        try:
+            return function(*args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit(self, X, y, sample_weight, incremental, classes=None):
+        params = check_params(self)
+        self._check_extra_params()
+        if incremental and params.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first_pass = not hasattr(self, "coefs_") or (not params.warm_start and not incremental)
+        X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
+                                                           first_pass, classes)
+        if not first_pass:
+            # The weights' dtype was set by the first fit; later inputs are converted to it.
+            X = X.astype(self.coefs_[0].dtype, copy=False)
+        Y = Y.astype(X.dtype)
+        if sample_weight is not None:
+            sample_weight = sample_weight.astype(X.dtype)
+        layer_units = [X.shape[1], *params.hidden_layer_sizes, Y.shape[1]]
+        # Drawn anew at every fit, as scikit-learn does: an int seed replays the same draws.
+        random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(Y, layer_units, X.dtype, params, random_state)
+        else:
+            self._check_weights(layer_units)
+
+        stochastic = params.solver in STOCHASTIC_SOLVERS
+        old = getattr(self, "_network", None)
+        resume = (stochastic and incremental and old is not None
+                  and old.optimizer_state is not None)
+        trainer = _NetworkTrainer(self._make_network(layer_units, X.dtype, params,
+                                                     old if resume else None))
+        trainer.set_weights(self.coefs_, self.intercepts_)
+        try:
+            if stochastic:
+                record = _mlp_solvers.fit_stochastic(self, trainer, X, Y, sample_weight, params,
+                                                     incremental, random_state, resume)
+            else:
+                n_iter, loss = _mlp_solvers.fit_lbfgs(trainer, X, Y, sample_weight, params)
+        except TrainingDivergedError as exc:
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed.") from exc
+        self.coefs_, self.intercepts_ = trainer.weights_copy()
+        self._network = trainer.network
+        if stochastic:
+            record.apply_to(self)
+            if params.early_stopping:
+                # The weights of the epoch with the best validation score.
+                self._best_coefs, self._best_intercepts = record.best_params
+                self.coefs_ = [c.copy() for c in self._best_coefs]
+                self.intercepts_ = [b.copy() for b in self._best_intercepts]
+        else:
+            self.n_iter_, self.loss_ = n_iter, loss
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed.")
+        return self
+
+    def _initialize(self, Y, layer_units, dtype, params, random_state):
+        """First fit: the output layer, scikit-learn's initial weights and empty records."""
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = Y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._output_activation()
+        # Glorot's uniform initialisation as scikit-learn draws it: per layer the weight
+        # matrix, then the bias vector, from U(-b, b), b = sqrt(f / (fan_in + fan_out)),
+        # f = 2 for logistic units and 6 otherwise.
+        factor = 2.0 if params.activation == "logistic" else 6.0
+        coefs, intercepts = [], []
+        for fan_in, fan_out in zip(layer_units, layer_units[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coefs.append(random_state.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype))
+            intercepts.append(random_state.uniform(-bound, bound, fan_out).astype(dtype))
+        self.coefs_, self.intercepts_ = coefs, intercepts
+        self._best_coefs = [c.copy() for c in coefs]
+        self._best_intercepts = [b.copy() for b in intercepts]
+        self._network = None
+        for name in ("loss_", "loss_curve_", "best_loss_", "validation_scores_",
+                     "best_validation_score_", "_no_improvement_count"):
+            self.__dict__.pop(name, None)
+        if params.solver in STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if params.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _check_weights(self, layer_units):
+        """Continuing a fit: coefs_ and intercepts_ (perhaps assigned by the user) must fit
+        the layers."""
+        expected = list(zip(layer_units, layer_units[1:]))
+        coefs, intercepts = self.coefs_, self.intercepts_
+        if len(coefs) != len(expected) or len(intercepts) != len(expected):
+            raise ValueError(f"coefs_ and intercepts_ must hold {len(expected)} layers for "
+                             f"layer sizes {layer_units}, got {len(coefs)} and "
+                             f"{len(intercepts)}; fit with warm_start=False to start afresh")
+        for k, ((fan_in, fan_out), w, b) in enumerate(zip(expected, coefs, intercepts)):
+            if np.shape(w) != (fan_in, fan_out) or np.shape(b) != (fan_out,):
+                raise ValueError(f"coefs_[{k}] must have shape {(fan_in, fan_out)} and "
+                                 f"intercepts_[{k}] shape {(fan_out,)}, got {np.shape(w)} and "
+                                 f"{np.shape(b)}")
+            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                raise ValueError(f"coefs_[{k}] and intercepts_[{k}] must be finite")
+
+    def _make_network(self, layer_units, dtype, params, resumed):
+        """A network for this fit. Resuming (partial_fit), a copy of the last fit's, with its
+        optimizer and state (scikit-learn keeps its optimizer object between partial_fit
+        calls); otherwise a new one with the current hyperparameters."""
+        stochastic = params.solver in STOCHASTIC_SOLVERS
+        optimizer = (resumed.optimizer if resumed is not None
+                     else _mlp_solvers.optimizer_for(params) if stochastic else None)
+        network = Network(layer_units, dtype=dtype, backend=BACKEND, bias=True,
+                          n_threads=params.n_threads, activation=params.activation,
+                          output=self.out_activation_, optimizer=optimizer, alpha=params.alpha)
+        if resumed is not None:
+            network.optimizer_state = resumed.optimizer_state.copy()
+        return network
+
+    def _validation_score(self, trainer, X, y, sample_weight):
+        """The score (accuracy or R^2) of the network's current weights on held-out rows;
+        NaN when the predictions are not finite."""
+        outputs = _forward(trainer.network.weights, trainer.network.biases, X,
+                           self.activation, self.out_activation_)
+        if not np.isfinite(outputs).all():
+            return np.nan
+        return float(self._score_function(y, self._predictions(outputs),
+                                          sample_weight=sample_weight))
+
+    def _check_sample_weight(self, sample_weight, n_rows, dtype):
+        """A new float array of n_rows finite, non-negative weights, not all zero."""
+        if sample_weight is None:
+            return None
+        weights = np.asarray(sample_weight)
+        if weights.dtype.kind not in "biuf":
+            raise TypeError(f"sample_weight must be numbers, got dtype {weights.dtype}")
+        if weights.ndim == 0:
+            weights = np.full(n_rows, weights, dtype=dtype)
+        if weights.shape != (n_rows,):
+            raise ValueError(f"sample_weight must have shape ({n_rows},), got "
+                             f"{weights.shape}")
+        weights = weights.astype(dtype)  # a copy: the caller's array is never touched
+        if not np.isfinite(weights).all():
+            raise ValueError("sample_weight must be finite")
+        if (weights < 0).any():
+            raise ValueError("sample_weight must be >= 0")
+        if not weights.sum() > 0:
+            raise ValueError("sample_weight must not be all zero")
+        return weights
+
+    def _check_extra_params(self):
+        """The subclass's own parameters (loss, class_weight), checked."""
+
+    # ---------------------------------------------------------------------------- prediction
+
+    def _network_outputs(self, X):
+        check_is_fitted(self, "coefs_")
+        X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
+        return _forward(self.coefs_, self.intercepts_, X, self.activation, self.out_activation_)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+_PARAMETERS = """\
+    hidden_layer_sizes : array-like of int or int, default=(100,)
+        Widths of the hidden layers, input side first.
+    activation : {{"identity", "logistic", "tanh", "relu"}}, default="relu"
+        Activation of every hidden unit: ``x``, ``1 / (1 + exp(-x))``, ``tanh(x)`` or
+        ``max(0, x)``.
+    solver : {{"lbfgs", "sgd", "adam"}}, default="adam"
+        "adam": Adam on mini-batches; "sgd": mini-batch gradient descent with (Nesterov)
+        momentum; "lbfgs": SciPy's L-BFGS-B on the full batch, often the best choice for a
+        few thousand rows or fewer.
+    alpha : float >= 0, default=0.0001
+        L2 penalty: ``0.5 * alpha * sum of squared weights`` (biases excluded), divided by
+        the batch's total sample weight (its row count without weights), is added to the loss.
+    batch_size : int or "auto", default="auto"
+        Rows per mini-batch for "sgd" and "adam"; "auto" is ``min(200, n_samples)``. A size
+        above the row count is clipped to it, with a warning.
+    learning_rate : {{"constant", "invscaling", "adaptive"}}, default="constant"
+        Schedule of the "sgd" step size: constant ``learning_rate_init``; "invscaling":
+        ``learning_rate_init / (t + 1) ** power_t`` after each epoch, t the rows seen so far;
+        "adaptive": divided by 5 each time ``n_iter_no_change`` epochs in a row fail to make
+        progress by ``tol`` (training stops once it is at most 1e-6).
+    learning_rate_init : float > 0, default=0.001
+        Initial step size of "sgd" and "adam".
+    power_t : float >= 0, default=0.5
+        Exponent of the "invscaling" schedule.
+    max_iter : int >= 1, default=200
+        Most epochs for "sgd" and "adam" (passes over the rows); most iterations for "lbfgs".
+    shuffle : bool, default=True
+        Visit the rows in a new random order every epoch ("sgd", "adam").
+    random_state : int, RandomState instance or None, default=None
+        Draws the initial weights, the row orders and the early-stopping split, in
+        scikit-learn's order: an int gives scikit-learn's draws for the same int.
+    tol : float >= 0, default=1e-4
+        Least improvement of the loss (or of the validation score, with ``early_stopping``)
+        that counts as progress; for "lbfgs", the gradient tolerance ``gtol``.
+    verbose : bool, default=False
+        Print the loss after every epoch (and the stopping decisions).
+    warm_start : bool, default=False
+        Start ``fit`` from the current ``coefs_`` and ``intercepts_`` (including arrays
+        assigned to them) instead of new random weights; the optimizer starts afresh.
+    momentum : float in [0, 1], default=0.9
+        Momentum of "sgd".
+    nesterovs_momentum : bool, default=True
+        Nesterov's momentum for "sgd".
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows (stratified for a single-output
+        classifier), stop when their score has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs, and keep the weights of the best epoch ("sgd", "adam").
+    validation_fraction : float in (0, 1), default=0.1
+        Fraction of the rows held out by ``early_stopping``.
+    beta_1 : float in [0, 1), default=0.9
+        Adam's decay rate of the first-moment estimates.
+    beta_2 : float in [0, 1), default=0.999
+        Adam's decay rate of the second-moment estimates.
+    epsilon : float > 0, default=1e-8
+        Adam's guard against division by zero.
+    n_iter_no_change : int >= 1 or inf, default=10
+        Epochs in a row without progress by ``tol`` after which training stops (or the
+        "adaptive" rate is divided).
+    max_fun : int >= 1, default=15000
+        Most loss evaluations for "lbfgs".
+    n_threads : int or None, default=None
+        Threads for nnfast's compiled kernel; None uses every core available to the process.
+"""
+
+_ATTRIBUTES = """\
+    loss_ : float
+        The loss after the last epoch (or at the "lbfgs" solution), L2 term included.
+    best_loss_ : float or None
+        The least training loss so far ("sgd", "adam"); None with ``early_stopping``.
+    loss_curve_ : list of float
+        The loss of each epoch ("sgd", "adam"): the rows' mean batch loss while training.
+    validation_scores_ : list of float or None
+        With ``early_stopping``, the held-out score after each epoch; else None.
+    best_validation_score_ : float or None
+        The best of ``validation_scores_``, whose weights are kept; None without
+        ``early_stopping``.
+    t_ : int
+        Training rows seen by the solver over all fits since the first.
+    coefs_ : list of ndarray
+        ``coefs_[k]``, shape (units of layer k, units of layer k + 1), weights into layer k + 1.
+    intercepts_ : list of ndarray
+        ``intercepts_[k]``, shape (units of layer k + 1,), the biases of layer k + 1.
+    n_features_in_ : int
+        Number of features seen by ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names seen by ``fit``, when X has string column names.
+    n_iter_ : int
+        Epochs (or "lbfgs" iterations) run by the last fit.
+    n_layers_ : int
+        Layers, input and output included.
+    n_outputs_ : int
+        Output units.
+    out_activation_ : str
+        Activation of the output units.
+"""
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    __doc__ = f"""Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier``, trained
+    by nnfast's compiled kernel.
+
+    Minimises the cross-entropy of the output units plus an L2 penalty with Adam, SGD or
+    L-BFGS. Two classes use one logistic output unit, more classes a softmax over one unit
+    each, and a label indicator matrix (multilabel) one logistic unit per label.
+    ``from nnfast.sklearn import MLPClassifier`` in place of scikit-learn's import gives the
+    same parameters, defaults, attributes and, for the same ``random_state``, the same fit.
+
+    Parameters
+    ----------
+{_PARAMETERS}    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, multiplied into the sample weights: ``{{label: weight}}``
+        (missing labels weigh 1), or "balanced": ``n_samples / (n_classes * count of the
+        class)`` in the ``y`` given to ``fit``. Single-output targets only; ``partial_fit``
+        takes a dict only (one batch says nothing about the balance of the whole data).
+
+    Attributes
+    ----------
+    classes_ : ndarray or list of ndarray
+        The class labels (for multilabel targets, the label columns' indices).
+{_ATTRIBUTES}
+    See Also
+    --------
+    MLPRegressor : The same network for regression.
+    NetworkClassifier : The original sigmoid network as a classifier.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from nnfast.sklearn import MLPClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = make_pipeline(StandardScaler(), MLPClassifier(max_iter=500, random_state=0))
+    >>> model.fit(X, y).score(X, y) > 0.95
+    True
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 class_weight=None, n_threads=None):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            n_threads=n_threads)
+        self.class_weight = class_weight
+
+    @available_if(_BaseMLP._can_partial_fit)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over X and y, continuing the weights and the optimizer's state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Labels (or a label indicator matrix).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row.
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the whole data; required on the first call, optional later.
+
+        Returns
+        -------
+        self : MLPClassifier
+            The updated estimator.
+        """
+        return self._transaction(self._fit, X, y, sample_weight, incremental=True,
+                                 classes=classes)
+
+    def _check_extra_params(self):
+        weights = self.class_weight
+        if not (weights is None or isinstance(weights, dict) or
+                (isinstance(weights, str) and weights == "balanced")):
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {weights!r}")
+
+    def _output_activation(self):
+        return ("softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic")
+
+    def _validate_training_data(self, X, y, sample_weight, incremental, first_pass, classes):
+        if incremental:
+            self._set_partial_fit_classes(y, classes)
+        X, y = validate_data(self, X, y, multi_output=True, dtype=_FLOAT_DTYPES,
+                             reset=first_pass)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            seen = unique_labels(y)
+            if self.warm_start and not incremental and set(seen) != set(self.classes_):
+                raise ValueError("warm_start can only be used where `y` has the same classes "
+                                 f"as in the previous call to fit: previously "
+                                 f"{self.classes_}, now {seen}")
+            if len(np.setdiff1d(seen, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`: {self.classes_} "
+                                 f"against {seen}")
+        sample_weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        sample_weight = self._fold_class_weight(y, sample_weight, incremental)
+        return X, self._label_binarizer.transform(y), sample_weight
+
+    def _set_partial_fit_classes(self, y, classes):
+        """scikit-learn's first-call rule for ``classes``: required then, the same later."""
+        if classes is not None:
+            classes = unique_labels(classes)
+        if not hasattr(self, "classes_"):
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel")
+                                      else classes)
+            self.classes_ = self._label_binarizer.classes_
+        elif classes is not None and not np.array_equal(self.classes_, classes):
+            raise ValueError(f"`classes={classes}` is not the same as on the last call to "
+                             f"partial_fit, which had {self.classes_}.")
+
+    def _fold_class_weight(self, y, sample_weight, incremental):
+        """Sample weights times the weight of each row's class."""
+        if self.class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight is not supported for multilabel targets")
+        if incremental and self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' is not supported by partial_fit: pass "
+                             "a dict of class weights computed on the whole data")
+        unknown = set(self.class_weight) - set(self.classes_) if isinstance(
+            self.class_weight, dict) else set()
+        if unknown:
+            raise ValueError(f"class_weight has labels that are not classes: "
+                             f"{sorted(unknown, key=str)}; the classes are {self.classes_}")
+        row_weights = compute_sample_weight(self.class_weight, y).astype(
+            np.float64 if sample_weight is None else sample_weight.dtype)
+        return row_weights if sample_weight is None else sample_weight * row_weights
+
+    def _stratify_early_stopping(self, Y):
+        # scikit-learn stratifies the split only for a single output unit (two classes), on
+        # the boolean indicator (its text form orders the strata, so the type matters).
+        return Y.astype(bool) if self.n_outputs_ == 1 else None
+
+    def _decode_targets(self, Y):
+        return self._label_binarizer.inverse_transform(Y)
+
+    def _predictions(self, outputs):
+        if self.n_outputs_ == 1:
+            outputs = outputs.ravel()
+        return self._label_binarizer.inverse_transform(outputs)
+
+    _score_function = staticmethod(accuracy_score)
+
+    def predict(self, X):
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            The most probable class (multilabel: every label whose probability exceeds 0.5).
+        """
+        return self._predictions(self._network_outputs(X))
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``: ``[1 - p, p]`` for two classes, the softmax
+            for more, each label's probability for multilabel targets.
+        """
+        outputs = self._network_outputs(X)
+        if self.n_outputs_ == 1:
+            p = outputs.ravel()
+            return np.column_stack([1 - p, p])
+        return outputs
+
+    def predict_log_proba(self, X):
+        """Logarithm of ``predict_proba(X)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            ``log(predict_proba(X))``.
+        """
+        proba = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(proba, out=proba)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    __doc__ = f"""Multi-layer perceptron regressor: scikit-learn's ``MLPRegressor``, trained by
+    nnfast's compiled kernel.
+
+    Minimises half the mean squared error of identity output units (or, with
+    ``loss="poisson"``, half the Poisson deviance of exponential ones) plus an L2 penalty
+    with Adam, SGD or L-BFGS. Targets are used as given (no scaling); several target columns
+    are fitted by one network.
+
+    Parameters
+    ----------
+    loss : {{"squared_error", "poisson"}}, default="squared_error"
+        "poisson" needs targets >= 0 and predicts ``exp`` of the last layer.
+{_PARAMETERS}
+    Attributes
+    ----------
+{_ATTRIBUTES}
+    See Also
+    --------
+    MLPClassifier : The same network for classification.
+    NetworkRegressor : The original sigmoid network as a regressor.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from nnfast.sklearn import MLPRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=5, noise=5, random_state=0)
+    >>> model = make_pipeline(StandardScaler(),
+    ...                       MLPRegressor(solver="lbfgs", max_iter=500, random_state=0))
+    >>> model.fit(X, y).score(X, y) > 0.95
+    True
+    """
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 n_threads=None):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            n_threads=n_threads)
+        self.loss = loss
+
+    @available_if(_BaseMLP._can_partial_fit)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over X and y, continuing the weights and the optimizer's state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row.
+
+        Returns
+        -------
+        self : MLPRegressor
+            The updated estimator.
+        """
+        return self._transaction(self._fit, X, y, sample_weight, incremental=True)
+
+    def _check_extra_params(self):
+        if not isinstance(self.loss, str) or self.loss not in REGRESSION_LOSSES:
+            raise ValueError(f"loss must be one of {list(REGRESSION_LOSSES)}, got "
+                             f"{self.loss!r}")
+
+    def _output_activation(self):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _validate_training_data(self, X, y, sample_weight, incremental, first_pass, classes):
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+                             dtype=_FLOAT_DTYPES, reset=first_pass)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError('loss="poisson" needs targets y >= 0')
+        sample_weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        return X, y.reshape(len(y), -1), sample_weight
+
+    def _stratify_early_stopping(self, Y):
+        return None
+
+    def _decode_targets(self, Y):
+        return Y
+
+    def _predictions(self, outputs):
+        return outputs.ravel() if outputs.shape[1] == 1 else outputs
+
+    _score_function = staticmethod(r2_score)
+
+    def predict(self, X):
+        """Predicted targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions; one column is returned flat.
+        """
+        return self._predictions(self._network_outputs(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+

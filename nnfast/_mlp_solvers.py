@@ -1,0 +1,253 @@
+"""The training loops of ``MLPClassifier`` / ``MLPRegressor`` over a ``Network``.
+
+scikit-learn's MLP decides, after every epoch, whether to go on: it records the epoch's loss,
+counts epochs without progress (on the training loss, or on a held-out score with early
+stopping), divides the rate by 5 ("adaptive") or stops. That bookkeeping is Python here, as it
+is there; the epochs themselves run in the network's backend, as many per call as the rules
+allow:
+
+* plain fits hand the network all remaining epochs at once and stop it from the per-epoch
+  callback (``report_every=1``), resuming it with the divided rate for "adaptive";
+* shuffled fits and early stopping run one epoch per call: the row order of each epoch is
+  scikit-learn's (drawn from the estimator's random state, composed epoch after epoch), and
+  the held-out score needs the weights after every epoch.
+
+``lbfgs`` hands SciPy's L-BFGS-B the network's full-batch loss and gradient, with the
+parameters packed in scikit-learn's order (every weight matrix, then every bias vector), so
+that the optimizer walks the same path.
+"""
+
+import warnings
+
+import numpy as np
+import scipy
+import scipy.optimize
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import shuffle as shuffled_copy
+
+from .optimizers import SGD, Adam
+
+# scikit-learn's "adaptive" schedule divides the rate by this when progress stalls, and stops
+# instead once the rate is at most _ADAPTIVE_MIN_RATE.
+_ADAPTIVE_DIVISOR = 5.0
+_ADAPTIVE_MIN_RATE = 1e-6
+# batch_size="auto" is min(_AUTO_BATCH, rows).
+_AUTO_BATCH = 200
+# SciPy 1.15 dropped L-BFGS-B's iprint option; before it, verbose fits print through it.
+_SCIPY_HAS_IPRINT = tuple(int(p) for p in scipy.__version__.split(".")[:2]) < (1, 15)
+
+
+def optimizer_for(params):
+    """The ``nnfast.optimizers`` configuration of a stochastic solver."""
+    if params.solver == "sgd":
+        return SGD(learning_rate=params.learning_rate_init, momentum=params.momentum,
+                   nesterov=params.nesterovs_momentum, schedule=params.learning_rate,
+                   power_t=params.power_t)
+    return Adam(learning_rate=params.learning_rate_init, beta_1=params.beta_1,
+                beta_2=params.beta_2, epsilon=params.epsilon)
+
+
+def batch_rows(batch_size, n_rows):
+    """Rows per mini-batch: "auto" is min(200, rows); more than the rows warns and clips."""
+    if batch_size == "auto":
+        return min(_AUTO_BATCH, n_rows)
+    if batch_size > n_rows:
+        warnings.warn(f"batch_size={batch_size} is larger than the {n_rows} training rows; "
+                      f"using {n_rows}", UserWarning, stacklevel=4)
+    return min(batch_size, n_rows)
+
+
+class StochasticRecord:
+    """The per-epoch bookkeeping of a stochastic fit (scikit-learn's fitted attributes).
+
+    Built from the estimator's attributes at the start of a fit and written back only when
+    the fit succeeds, so that a failed or interrupted fit changes nothing.
+    """
+
+    def __init__(self, estimator, params, early_stopping):
+        self.params = params
+        self.early_stopping = early_stopping
+        self.n_iter = 0
+        self.t = estimator.t_
+        self.loss = getattr(estimator, "loss_", None)
+        self.loss_curve = list(getattr(estimator, "loss_curve_", None) or [])
+        self.no_improvement = getattr(estimator, "_no_improvement_count", 0)
+        if early_stopping:
+            self.validation_scores = list(getattr(estimator, "validation_scores_", None) or [])
+            best = getattr(estimator, "best_validation_score_", None)
+            self.best_validation_score = -np.inf if best is None else best
+            self.best_loss = None
+        else:
+            self.validation_scores = None
+            self.best_validation_score = None
+            best = getattr(estimator, "best_loss_", None)
+            self.best_loss = np.inf if best is None else best
+        best_coefs = getattr(estimator, "_best_coefs", None)
+        self.best_params = (None if best_coefs is None
+                            else (best_coefs, estimator._best_intercepts))
+        self.converged = False
+
+    def end_epoch(self, loss, n_rows, validation_score=None, weights=None):
+        """Records an epoch; returns "go", "stop" or "divide" (the rate, for "adaptive").
+
+        ``weights``: a function returning (coefs, intercepts) copies of the epoch's weights,
+        called when the validation score is the best so far.
+        """
+        p = self.params
+        self.n_iter += 1
+        self.loss = float(loss)
+        self.t += n_rows
+        self.loss_curve.append(self.loss)
+        if p.verbose:
+            print(f"Iteration {self.n_iter}, loss = {self.loss:.8f}", flush=True)
+        if self.early_stopping:
+            self.validation_scores.append(validation_score)
+            if p.verbose:
+                print(f"Validation score: {validation_score:f}", flush=True)
+            stalled = validation_score < self.best_validation_score + p.tol
+            if validation_score > self.best_validation_score:
+                self.best_validation_score = validation_score
+                self.best_params = weights()
+        else:
+            stalled = self.loss > self.best_loss - p.tol
+            self.best_loss = min(self.best_loss, self.loss)
+        self.no_improvement = self.no_improvement + 1 if stalled else 0
+        if self.no_improvement > p.n_iter_no_change:
+            return "stop_or_divide"
+        return "go"
+
+    def stalled_message(self):
+        what = ("Validation score did not improve more than" if self.early_stopping
+                else "Training loss did not improve more than")
+        return (f"{what} tol={self.params.tol:f} for {self.params.n_iter_no_change} "
+                "consecutive epochs.")
+
+    def apply_to(self, estimator):
+        """Writes the record into the estimator's fitted attributes."""
+        estimator.n_iter_ = self.n_iter
+        estimator.t_ = self.t
+        estimator.loss_ = self.loss
+        estimator.loss_curve_ = self.loss_curve
+        estimator._no_improvement_count = self.no_improvement
+        estimator.best_loss_ = self.best_loss
+        estimator.validation_scores_ = self.validation_scores
+        estimator.best_validation_score_ = self.best_validation_score
+
+
+def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental, random_state,
+                   resume):
+    """scikit-learn's ``_fit_stochastic`` on a network: trains ``trainer``'s network in place
+    and returns the ``StochasticRecord`` (with the best weights when early stopping)."""
+    early_stopping = params.early_stopping
+    record = StochasticRecord(estimator, params, early_stopping)
+    if early_stopping:
+        split = train_test_split(
+            *((X, Y) if sample_weight is None else (X, Y, sample_weight)),
+            random_state=random_state, test_size=params.validation_fraction,
+            stratify=estimator._stratify_early_stopping(Y))
+        X_train, X_val, Y_train, Y_val = split[:4]
+        sw_train, sw_val = (split[4], split[5]) if sample_weight is not None else (None, None)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small: it has "
+                             f"{X_val.shape[0]} row(s); increase validation_fraction or "
+                             "use more data.")
+        y_val = estimator._decode_targets(Y_val)
+    else:
+        X_train, Y_train, sw_train = X, Y, sample_weight
+    n_rows = X_train.shape[0]
+    batch = batch_rows(params.batch_size, n_rows)
+    # The rate the network runs at, and a new one the estimator set ("adaptive" divides the
+    # rate by 5) that the next run must start with; the other schedules never set one.
+    current_rate = trainer.learning_rate() if resume else params.learning_rate_init
+    rate = None
+    epochs_left = 1 if incremental else params.max_iter
+    order = np.arange(n_rows)
+    one_call = not (params.shuffle or early_stopping)
+
+    def decide(loss, validation_score=None):
+        """After an epoch: True to stop the network's current run."""
+        nonlocal rate, current_rate, epochs_left
+        epochs_left -= 1
+        action = record.end_epoch(loss, n_rows, validation_score, weights=trainer.weights_copy)
+        if action == "stop_or_divide":
+            message = record.stalled_message()
+            adaptive = params.solver == "sgd" and params.learning_rate == "adaptive"
+            if adaptive and current_rate > _ADAPTIVE_MIN_RATE:
+                current_rate = rate = current_rate / _ADAPTIVE_DIVISOR
+                record.no_improvement = 0
+                if params.verbose:
+                    print(f"{message} Setting learning rate to {rate:f}", flush=True)
+            else:
+                if adaptive:
+                    message += " Learning rate too small."
+                if params.verbose:
+                    print(f"{message} Stopping.", flush=True)
+                record.converged = True
+                epochs_left = 0
+                return True
+        if epochs_left == 0 and not incremental:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({params.max_iter}) "
+                          "reached and the optimization hasn't converged yet.",
+                          ConvergenceWarning, stacklevel=5)
+        return epochs_left == 0 or rate is not None
+
+    while epochs_left > 0:
+        if one_call:
+            # All remaining epochs in one call; decide() stops it, "adaptive" resumes it.
+            override, rate = rate, None
+            trainer.run(X_train, Y_train, sw_train, batch, epochs_left, override, resume,
+                        decide)
+            resume = True
+            continue
+        if params.shuffle:
+            order = shuffled_copy(order, random_state=random_state)
+            X_epoch, Y_epoch = X_train[order], Y_train[order]
+            sw_epoch = None if sw_train is None else sw_train[order]
+        else:
+            X_epoch, Y_epoch, sw_epoch = X_train, Y_train, sw_train
+        override, rate = rate, None
+        losses = []
+        trainer.run(X_epoch, Y_epoch, sw_epoch, batch, 1, override, resume, losses.append)
+        resume = True
+        score = estimator._validation_score(trainer, X_val, y_val, sw_val) if early_stopping \
+            else None
+        decide(losses[0], score)
+        if record.converged:
+            break
+    return record
+
+
+def fit_lbfgs(trainer, X, Y, sample_weight, params):
+    """scikit-learn's ``_fit_lbfgs``: L-BFGS-B over the packed parameters; trains the
+    network in place; returns (iterations, final loss)."""
+    layout = trainer.sklearn_layout()
+    options = {"maxfun": params.max_fun, "maxiter": params.max_iter, "gtol": params.tol}
+    if _SCIPY_HAS_IPRINT:
+        options["iprint"] = 1 if params.verbose else -1
+
+    def loss_and_gradient(packed):
+        trainer.set_packed(packed, layout)
+        loss, weight_grads, bias_grads = trainer.loss_gradient(X, Y, sample_weight)
+        return loss, _pack(weight_grads, bias_grads)
+
+    result = scipy.optimize.minimize(loss_and_gradient, _pack(*trainer.weights_copy()),
+                                     method="L-BFGS-B", jac=True, options=options)
+    n_iter = min(result.nit, params.max_iter)
+    if result.status != 0:
+        message = (f"lbfgs failed to converge after {n_iter} iteration(s) "
+                   f"(status={result.status}):\n{result.message}\n")
+        if n_iter == params.max_iter:
+            message += ("\nIncrease the number of iterations to improve the convergence "
+                        f"(max_iter={params.max_iter}).")
+        message += ("\nYou might also want to scale the data as shown in:\n"
+                    "    https://scikit-learn.org/stable/modules/preprocessing.html")
+        warnings.warn(message, ConvergenceWarning, stacklevel=4)
+    trainer.set_packed(result.x, layout)
+    return n_iter, float(result.fun)
+
+
+def _pack(weights, biases):
+    """One float64 vector: every weight matrix (row-major), then every bias vector."""
+    return np.concatenate([np.ravel(w) for w in weights] + [np.ravel(b) for b in biases]
+                          ).astype(np.float64, copy=False)

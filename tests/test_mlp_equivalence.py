@@ -1,0 +1,261 @@
+"""``nnfast.sklearn.MLPClassifier`` / ``MLPRegressor`` against the installed scikit-learn's.
+
+The same ``random_state`` draws the same initial weights (and row orders, and early-stopping
+split) in both, so with the same hyperparameters and data both must end with the same
+``coefs_``, ``intercepts_`` and ``loss_curve_`` to rounding: float64 to a relative 1e-9 of
+each array's scale after 10 epochs (``MLP_RTOL``), float32 looser. The matrix covers every
+hidden activation, solver (sgd with and without (Nesterov) momentum, adam, lbfgs), L2
+penalty, batch size and task (binary, multiclass, multilabel, regression, multi-output
+regression, Poisson), sample weights, the learning-rate schedules, early stopping,
+warm_start, partial_fit and shuffling. Then ``class_weight`` against sample weights given to
+scikit-learn, and default-parameter cross-validated scores on scikit-learn's datasets.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn import neural_network
+from sklearn.datasets import (load_breast_cancer, load_digits, load_iris, load_wine,
+                              make_friedman1)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
+
+from conftest import MLP_RTOL, assert_same_mlp
+from nnfast.sklearn import MLPClassifier, MLPRegressor
+
+# Ten epochs, stored row order, a small two-hidden-layer network: every case below starts
+# from these and changes what it tests.
+BASE = dict(hidden_layer_sizes=(6, 5), max_iter=10, shuffle=False, random_state=0,
+            batch_size=16, learning_rate_init=0.01)
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _data(task, dtype=np.float64, n_rows=50, n_features=4):
+    """Standardised inputs and targets of a task, from RandomState(0)."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(n_rows, n_features))
+    score = X @ rng.normal(size=(n_features, 3)) + 0.3 * rng.normal(size=(n_rows, 3))
+    y = {
+        "binary": np.where(score[:, 0] > 0, "yes", "no"),
+        "multiclass": score.argmax(axis=1) + 10,
+        "multilabel": (score > 0).astype(int),
+        "regression": 3 * score[:, 0] + 1,
+        "multioutput": score[:, :2],
+        "poisson": np.exp(0.5 * score[:, 0]),
+    }[task]
+    return X.astype(dtype), y
+
+
+def _pair(task, **params):
+    """(nnfast's estimator, scikit-learn's) with the same parameters."""
+    params = {**BASE, **params}
+    if task in ("regression", "multioutput", "poisson"):
+        if task == "poisson":
+            params["loss"] = "poisson"
+        return MLPRegressor(**params), neural_network.MLPRegressor(**params)
+    return MLPClassifier(**params), neural_network.MLPClassifier(**params)
+
+
+def _fit_both(task, dtype=np.float64, sample_weight=None, **params):
+    ours, theirs = _pair(task, **params)
+    X, y = _data(task, dtype)
+    ours.fit(X, y, sample_weight=sample_weight)
+    theirs.fit(X, y, sample_weight=sample_weight)
+    return ours, theirs
+
+
+CASES = {
+    # every hidden activation, with each solver family
+    "identity-adam": ("multiclass", dict(activation="identity")),
+    "logistic-adam": ("multiclass", dict(activation="logistic")),
+    "tanh-adam": ("multiclass", dict(activation="tanh")),
+    "relu-adam": ("multiclass", dict(activation="relu")),
+    "relu-sgd-nesterov": ("binary", dict(solver="sgd")),
+    "tanh-sgd-momentum": ("binary", dict(solver="sgd", activation="tanh",
+                                         nesterovs_momentum=False, momentum=0.5)),
+    "logistic-sgd-plain": ("binary", dict(solver="sgd", activation="logistic", momentum=0.0,
+                                          learning_rate_init=0.1)),
+    "relu-lbfgs": ("multiclass", dict(solver="lbfgs")),
+    "tanh-lbfgs-regression": ("regression", dict(solver="lbfgs", activation="tanh")),
+    "logistic-lbfgs-multilabel": ("multilabel", dict(solver="lbfgs", activation="logistic")),
+    "identity-lbfgs-binary": ("binary", dict(solver="lbfgs", activation="identity")),
+    # L2 penalty
+    "alpha-0": ("multiclass", dict(alpha=0.0)),
+    "alpha-1": ("regression", dict(alpha=1.0, solver="sgd")),
+    "alpha-lbfgs": ("binary", dict(alpha=0.5, solver="lbfgs")),
+    # batch sizes: one row, a remainder batch, "auto" (the full 50 here), more than the rows
+    "batch-1": ("binary", dict(batch_size=1, max_iter=3)),
+    "batch-7": ("multiclass", dict(batch_size=7, solver="sgd")),
+    "batch-auto": ("regression", dict(batch_size="auto")),
+    # tasks
+    "multilabel-adam": ("multilabel", dict()),
+    "multioutput-sgd": ("multioutput", dict(solver="sgd")),
+    "poisson-adam": ("poisson", dict()),
+    "poisson-lbfgs": ("poisson", dict(solver="lbfgs", activation="tanh")),
+    # schedules ("adaptive" with a tol no epoch meets divides the rate every 2 epochs)
+    "invscaling": ("regression", dict(solver="sgd", learning_rate="invscaling",
+                                      learning_rate_init=0.05, power_t=0.3)),
+    "adaptive": ("multiclass", dict(solver="sgd", learning_rate="adaptive", tol=10.0,
+                                    n_iter_no_change=1, max_iter=12)),
+    # stopping on the training loss
+    "stops-on-loss": ("binary", dict(tol=10.0, n_iter_no_change=2, max_iter=50)),
+    # scikit-learn's shuffling
+    "shuffle-adam": ("multiclass", dict(shuffle=True)),
+    "shuffle-sgd-regression": ("regression", dict(shuffle=True, solver="sgd")),
+    # early stopping: its split (stratified for binary), scores and the best epoch's weights
+    "early-stopping-binary": ("binary", dict(early_stopping=True, max_iter=30,
+                                             validation_fraction=0.2)),
+    "early-stopping-regression": ("regression", dict(early_stopping=True, shuffle=True,
+                                                     max_iter=30, n_iter_no_change=3)),
+    "early-stopping-adaptive": ("multiclass", dict(early_stopping=True, solver="sgd",
+                                                   learning_rate="adaptive", tol=10.0,
+                                                   n_iter_no_change=1, max_iter=8)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fit_matches_scikit_learn(case, mlp_backend):
+    task, params = CASES[case]
+    ours, theirs = _fit_both(task, **params)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_sample_weight_matches_scikit_learn(task, solver, mlp_backend):
+    weights = np.random.RandomState(1).uniform(0, 2, size=50)
+    weights[:5] = 0
+    ours, theirs = _fit_both(task, sample_weight=weights, solver=solver)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
+@pytest.mark.parametrize("case", ["relu-adam", "tanh-sgd-momentum", "relu-lbfgs",
+                                  "early-stopping-binary", "shuffle-adam"])
+def test_float32_matches_scikit_learn(case, mlp_backend):
+    task, params = CASES[case]
+    if params.get("solver") == "lbfgs":
+        # scikit-learn's L-BFGS turns float32 weights into float64 ones after the first
+        # step; nnfast's stay float32, so only the first iterations can agree.
+        params = {**params, "max_iter": 3}
+    ours, theirs = _fit_both(task, np.float32, **params)
+    assert all(c.dtype == np.float32 for c in ours.coefs_ + ours.intercepts_)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float32])
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_warm_start_continues_from_assigned_weights(solver, mlp_backend):
+    X, y = _data("multiclass")
+    ours, theirs = _pair("multiclass", solver=solver, warm_start=True, max_iter=5)
+    for model in (ours, theirs):
+        model.fit(X, y)
+        # Weights assigned between fits are where the next fit starts.
+        model.coefs_[0] = model.coefs_[0] * 0.5
+        model.intercepts_[-1] = np.zeros_like(model.intercepts_[-1])
+        model.fit(X, y)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+    if solver != "lbfgs":
+        assert len(ours.loss_curve_) == 10 and ours.t_ == 10 * len(X)
+
+
+@pytest.mark.parametrize("task, solver", [("multiclass", "adam"), ("binary", "sgd"),
+                                          ("regression", "adam"), ("multilabel", "sgd")])
+def test_partial_fit_keeps_the_optimizer_state(task, solver, mlp_backend):
+    X, y = _data(task)
+    params = dict(solver=solver, learning_rate="invscaling") if solver == "sgd" else {}
+    ours, theirs = _pair(task, **params)
+    classes = {"binary": ["no", "yes"], "multiclass": [10, 11, 12], "multilabel": [0, 1, 2]}.get(task)
+    for step in range(4):
+        rows = slice(step * 10, step * 10 + 25)
+        for model in (ours, theirs):
+            kwargs = {"classes": classes} if classes is not None and step == 0 else {}
+            model.partial_fit(X[rows], y[rows], **kwargs)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+    assert ours.n_iter_ == theirs.n_iter_ == 1 and ours.t_ == theirs.t_
+
+
+def test_partial_fit_after_fit_continues_its_optimizer(mlp_backend):
+    X, y = _data("multiclass")
+    ours, theirs = _pair("multiclass", max_iter=4, shuffle=True)
+    for model in (ours, theirs):
+        model.fit(X, y)
+        model.partial_fit(X[:30], y[:30])
+        model.partial_fit(X[20:], y[20:])
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
+@pytest.mark.parametrize("class_weight", ["balanced", {10: 3.0, 12: 0.5}])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_class_weight_is_sample_weight_per_class(class_weight, solver, mlp_backend):
+    X, y = _data("multiclass")
+    row_weights = np.linspace(0.5, 1.5, len(y))
+    ours = MLPClassifier(**BASE, solver=solver, class_weight=class_weight)
+    theirs = neural_network.MLPClassifier(**BASE, solver=solver)
+    ours.fit(X, y, sample_weight=row_weights)
+    theirs.fit(X, y, sample_weight=row_weights * compute_sample_weight(class_weight, y))
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
+def test_predictions_match_scikit_learn(mlp_backend):
+    for task in ("binary", "multiclass", "multilabel", "regression", "multioutput", "poisson"):
+        ours, theirs = _fit_both(task)
+        X, _ = _data(task)
+        X_new = X[::-1] * 1.5
+        assert_array_equal(ours.predict(X_new), theirs.predict(X_new))
+        if hasattr(theirs, "predict_proba"):
+            assert_allclose(ours.predict_proba(X_new), theirs.predict_proba(X_new), rtol=1e-9)
+            assert_allclose(ours.predict_log_proba(X_new), theirs.predict_log_proba(X_new),
+                            rtol=1e-9)
+            assert_array_equal(ours.classes_, theirs.classes_)
+        else:
+            assert_allclose(ours.predict(X_new), theirs.predict(X_new), rtol=1e-9)
+        assert ours.score(X, _data(task)[1]) == pytest.approx(theirs.score(X, _data(task)[1]))
+        for name in ("n_layers_", "n_outputs_", "out_activation_", "n_features_in_"):
+            assert getattr(ours, name) == getattr(theirs, name), name
+
+
+def test_stopping_and_warnings_match_scikit_learn(mlp_backend, capsys):
+    X, y = _data("multiclass")
+    runs = {}
+    for Model in (MLPClassifier, neural_network.MLPClassifier):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = Model(**{**BASE, "max_iter": 7, "verbose": True}).fit(X, y)
+        runs[Model] = (model.n_iter_, [type(w.message) for w in caught],
+                       capsys.readouterr().out.splitlines())
+    ours, theirs = runs.values()
+    assert ours[0] == theirs[0] == 7
+    assert ours[1] == theirs[1] == [ConvergenceWarning]
+    # The same lines, numbers printed to 8 digits.
+    assert ours[2] == theirs[2]
+
+
+# ----------------------------------------------------- default parameters on real datasets
+
+
+def _digits_subset(return_X_y=True):
+    X, y = load_digits(return_X_y=return_X_y)
+    return X[:600], y[:600]
+
+
+@pytest.mark.parametrize("dataset", ["iris", "wine", "breast_cancer", "digits", "friedman1"])
+def test_default_cross_validated_scores_match(dataset, mlp_backend):
+    if dataset == "friedman1":
+        X, y = make_friedman1(n_samples=400, n_features=8, noise=0.3, random_state=0)
+        ours, theirs, cv = MLPRegressor, neural_network.MLPRegressor, KFold(3)
+    else:
+        load = {"iris": load_iris, "wine": load_wine, "breast_cancer": load_breast_cancer,
+                "digits": _digits_subset}[dataset]
+        X, y = load(return_X_y=True)
+        ours, theirs, cv = MLPClassifier, neural_network.MLPClassifier, StratifiedKFold(3)
+    scores = {}
+    for Model in (ours, theirs):
+        scores[Model] = cross_val_score(make_pipeline(StandardScaler(), Model(random_state=0)),
+                                        X, y, cv=cv)
+    spread = max(scores[theirs].std(), 0.01)
+    assert abs(scores[ours].mean() - scores[theirs].mean()) <= spread, scores
