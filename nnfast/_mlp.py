@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _mlp_solvers
 from ._mlp_params import REGRESSION_LOSSES, STOCHASTIC_SOLVERS, check_params
+from ._plan import OptimizerState
 from .network import Network, TrainingDivergedError
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -214,8 +215,16 @@ class _BaseMLP(BaseEstimator):
         old = getattr(self, "_network", None)
         resume = (stochastic and incremental and old is not None
                   and old.optimizer_state is not None)
-        trainer = _NetworkTrainer(self._make_network(layer_units, X.dtype, params,
-                                                     old if resume else None))
+        network = self._make_network(layer_units, X.dtype, params, old if resume else None)
+        if stochastic and not resume and params.solver == "sgd" and self.t_ > 0:
+            # A warm start: a new optimizer, but "invscaling" goes on counting the rows seen
+            # by earlier fits (scikit-learn's t_), so the state starts there.
+            network.optimizer_state = OptimizerState(
+                np.zeros(sum(a * b + b for a, b in zip(layer_units, layer_units[1:])),
+                         dtype=X.dtype), samples_seen=self.t_,
+                learning_rate=params.learning_rate_init)
+            resume = True
+        trainer = _NetworkTrainer(network)
         trainer.set_weights(self.coefs_, self.intercepts_)
         try:
             if stochastic:

@@ -148,10 +148,13 @@ def test_float32_matches_scikit_learn(case, mlp_backend):
     assert_same_mlp(ours, theirs, MLP_RTOL[np.float32])
 
 
-@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
-def test_warm_start_continues_from_assigned_weights(solver, mlp_backend):
+@pytest.mark.parametrize("solver, schedule", [("sgd", "constant"), ("sgd", "invscaling"),
+                                              ("adam", "constant"), ("lbfgs", "constant")])
+def test_warm_start_continues_from_assigned_weights(solver, schedule, mlp_backend):
     X, y = _data("multiclass")
-    ours, theirs = _pair("multiclass", solver=solver, warm_start=True, max_iter=5)
+    # "invscaling": the second fit's new optimizer goes on from the rows the first one saw.
+    ours, theirs = _pair("multiclass", solver=solver, learning_rate=schedule, warm_start=True,
+                         max_iter=5)
     for model in (ours, theirs):
         model.fit(X, y)
         # Weights assigned between fits are where the next fit starts.
