@@ -24,7 +24,8 @@ from . import reference
 from ._dispatch import kernels
 from ._validation import check_n_threads
 from .network import Network
-from .workloads import WORKLOADS
+from . import bench_mlp
+from .workloads import MLP_WORKLOADS, WORKLOADS
 
 DTYPES = ("float64", "float32")
 _SETTLE_SECONDS = 0.3
@@ -222,8 +223,11 @@ def plot(rows, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m nnfast bench", description=__doc__)
-    parser.add_argument("--workload", action="append", choices=list(WORKLOADS),
-                        help="workload to run (repeatable; default: all)")
+    parser.add_argument("--workload", action="append",
+                        choices=list(WORKLOADS) + list(MLP_WORKLOADS),
+                        help="workload to run (repeatable; default: all); the MLP ones "
+                             f"({', '.join(MLP_WORKLOADS)}) time nnfast.sklearn.MLPClassifier "
+                             "against scikit-learn's")
     parser.add_argument("--dtype", action="append", choices=DTYPES,
                         help="dtype to run (repeatable; default: both)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per implementation")
@@ -238,10 +242,26 @@ def main(argv=None):
         parser.error("--threads must be at least 1")
 
     print(describe_machine())
-    rows = run(args.workload or list(WORKLOADS), args.dtype or list(DTYPES), args.repeats,
-               args.threads, with_torch=not args.no_torch)
-    print(format_table(rows))
-    if args.plot:
-        plot(rows, args.plot)
-        print(f"chart written to {args.plot}")
+    chosen = args.workload or list(WORKLOADS) + list(MLP_WORKLOADS)
+    network_workloads = [name for name in chosen if name in WORKLOADS]
+    mlp_workloads = [name for name in chosen if name in MLP_WORKLOADS]
+    dtypes = args.dtype or list(DTYPES)
+    if network_workloads:
+        rows = run(network_workloads, dtypes, args.repeats, args.threads,
+                   with_torch=not args.no_torch)
+        print(format_table(rows))
+        if args.plot:
+            plot(rows, args.plot)
+            print(f"chart written to {args.plot}")
+    if mlp_workloads:
+        if not bench_mlp.sklearn_available():
+            print("MLP workloads skipped: they need scikit-learn (pip install "
+                  "'nnfast[sklearn]')")
+            return 0
+        import sklearn
+        print(f"scikit-learn {sklearn.__version__}")
+        mlp_rows = bench_mlp.run(mlp_workloads, dtypes, args.repeats, args.threads,
+                                 with_torch=not args.no_torch, settle=_settle,
+                                 progress=sys.stderr)
+        print(bench_mlp.format_table(mlp_rows))
     return 0

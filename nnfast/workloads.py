@@ -55,3 +55,57 @@ WORKLOADS = {
         Workload("large", 8_192, (512, 512, 10), 10, 0.001, input_scale=0.1),
     )
 }
+
+
+@dataclass(frozen=True)
+class MLPWorkload:
+    """A scikit-learn MLP fit, timed for nnfast's ``MLPClassifier`` against scikit-learn's.
+
+    Both get the same hyperparameters and run exactly ``max_iter`` epochs (iterations for
+    "lbfgs"): ``tol=0`` and ``n_iter_no_change`` above ``max_iter`` switch the stopping rule
+    off; every other parameter is the estimators' default (``(100,)`` relu units, batch
+    ``"auto"``, shuffled rows, ``alpha=1e-4``).
+    """
+
+    name: str
+    rows: int
+    features: int
+    classes: int
+    solver: str
+    max_iter: int = 50
+
+    def data(self, dtype=np.float64):
+        """(X, y): standardised inputs of dtype and integer labels. "digits*" workloads are
+        scikit-learn's digits (bundled with it); the others a fixed random problem whose
+        labels are the largest of ``classes`` noisy linear scores."""
+        if self.name.startswith("digits"):
+            from sklearn.datasets import load_digits
+            X, y = load_digits(return_X_y=True)
+            X, y = X[:self.rows], y[:self.rows]
+        else:
+            random_state = np.random.RandomState(0)
+            X = random_state.normal(size=(self.rows, self.features))
+            scores = (X @ random_state.normal(size=(self.features, self.classes))
+                      + random_state.normal(size=(self.rows, self.classes)))
+            y = scores.argmax(axis=1)
+        std = X.std(axis=0)
+        X = (X - X.mean(axis=0)) / np.where(std > 0, std, 1)
+        return np.ascontiguousarray(X, dtype=dtype), y
+
+    def params(self, **overrides):
+        """The estimator parameters, shared by every implementation."""
+        return {"hidden_layer_sizes": (100,), "solver": self.solver, "max_iter": self.max_iter,
+                "tol": 0.0, "n_iter_no_change": self.max_iter + 1, "random_state": 0,
+                **overrides}
+
+
+MLP_WORKLOADS = {
+    w.name: w
+    for w in (
+        MLPWorkload("mlp-150x4", 150, 4, 3, "adam"),
+        MLPWorkload("digits-adam", 1_797, 64, 10, "adam"),
+        MLPWorkload("digits-sgd", 1_797, 64, 10, "sgd"),
+        MLPWorkload("mlp-20000x40", 20_000, 40, 4, "adam"),
+        MLPWorkload("digits-lbfgs", 1_797, 64, 10, "lbfgs", max_iter=100),
+    )
+}

@@ -1,0 +1,172 @@
+"""The MLP rows of ``python -m nnfast bench``: ``nnfast.sklearn.MLPClassifier`` against
+scikit-learn's ``MLPClassifier`` (and the same model and optimizer written in PyTorch, when it
+is installed) on ``nnfast.workloads.MLP_WORKLOADS``.
+
+Every implementation fits the same data with the same hyperparameters for the same number of
+epochs; nnfast and scikit-learn also start from the same weights and visit the rows in the
+same order (the same ``random_state``), so the table also shows how far apart their final
+weights are. Runs are interleaved and each follows a short untimed warm-up, as in
+``nnfast.bench``; the table reports medians of whole fits.
+"""
+
+import time
+import warnings
+
+import numpy as np
+
+from ._validation import check_n_threads
+from .workloads import MLP_WORKLOADS
+
+_WARMUP_EPOCHS = 2
+
+
+def _quietly(fit):
+    """Runs fit() with ConvergenceWarning silenced: the workloads stop at max_iter on
+    purpose."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fit()
+
+
+def _fit_estimator(Estimator, workload, dtype, n_threads, max_iter, **extra):
+    X, y = workload.data(dtype)
+    model = Estimator(**workload.params(max_iter=max_iter), **extra)
+    start = time.perf_counter()
+    _quietly(lambda: model.fit(X, y))
+    return time.perf_counter() - start, model.coefs_
+
+
+def _sklearn(workload, dtype, n_threads, max_iter):
+    from sklearn.neural_network import MLPClassifier
+    return _fit_estimator(MLPClassifier, workload, dtype, n_threads, max_iter)
+
+
+def _nnfast(workload, dtype, n_threads, max_iter):
+    from .sklearn import MLPClassifier
+    return _fit_estimator(MLPClassifier, workload, dtype, n_threads, max_iter,
+                          n_threads=n_threads)
+
+
+def _torch(workload, dtype, n_threads, max_iter):
+    """The same network, loss (cross-entropy plus scikit-learn's L2 term) and optimizer in
+    PyTorch, trained in a plain mini-batch loop over shuffled rows. None for "lbfgs", whose
+    PyTorch optimizer is a different algorithm."""
+    if workload.solver == "lbfgs":
+        return None
+    import torch
+
+    torch.set_num_threads(check_n_threads(n_threads))
+    torch.manual_seed(0)
+    X, y = workload.data(dtype)
+    X, y = torch.from_numpy(X), torch.from_numpy(y).long()
+    params = workload.params(max_iter=max_iter)
+    model = torch.nn.Sequential(torch.nn.Linear(X.shape[1], params["hidden_layer_sizes"][0]),
+                                torch.nn.ReLU(),
+                                torch.nn.Linear(params["hidden_layer_sizes"][0],
+                                                workload.classes)).to(X.dtype)
+    if workload.solver == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999),
+                                     eps=1e-8)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, nesterov=True)
+    weights = [model[0].weight, model[2].weight]
+    alpha = 1e-4
+    batch = min(200, len(X))
+    loss_function = torch.nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    for _ in range(max_iter):
+        order = torch.randperm(len(X))
+        for first in range(0, len(X), batch):
+            rows = order[first:first + batch]
+            optimizer.zero_grad()
+            loss = loss_function(model(X[rows]), y[rows])
+            loss = loss + 0.5 * alpha * sum((w * w).sum() for w in weights) / len(rows)
+            loss.backward()
+            optimizer.step()
+    elapsed = time.perf_counter() - start
+    return elapsed, [model[0].weight.detach().numpy().T, model[2].weight.detach().numpy().T]
+
+
+def _torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def sklearn_available():
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(names, dtypes, repeats=3, n_threads=None, with_torch=True, settle=None,
+        progress=None):
+    """Times every implementation on every (MLP workload, dtype); returns result rows.
+
+    ``settle``: a function called before every run (``nnfast.bench`` passes its wait for
+    idle worker threads).
+    """
+    implementations = {"sklearn": _sklearn, "nnfast": _nnfast}
+    if with_torch and _torch_available():
+        implementations["torch"] = _torch
+    rows = []
+    cases = [(name, dtype) for name in names for dtype in dtypes]
+    for index, (name, dtype) in enumerate(cases, 1):
+        workload = MLP_WORKLOADS[name]
+        times = {impl: [] for impl in implementations}
+        final = {}
+        for repeat in range(repeats):
+            for impl, function in implementations.items():
+                if progress is not None:
+                    print(f"\r[{index}/{len(cases)}] {name:<13} {dtype:<7} {impl:<7} run "
+                          f"{repeat + 1}/{repeats}   ", end="", file=progress, flush=True)
+                if settle is not None:
+                    settle()
+                function(workload, np.dtype(dtype), n_threads, _WARMUP_EPOCHS)
+                result = function(workload, np.dtype(dtype), n_threads, workload.max_iter)
+                if result is None:
+                    continue
+                times[impl].append(result[0])
+                final[impl] = result[1]
+        seconds = {impl: float(np.median(t)) for impl, t in times.items() if t}
+        rows.append({
+            "workload": name,
+            "dtype": dtype,
+            "threads": check_n_threads(n_threads),
+            "seconds_per_fit": seconds,
+            "speedup": seconds["sklearn"] / seconds["nnfast"],
+            "speedup_vs_torch": (seconds["torch"] / seconds["nnfast"] if "torch" in seconds
+                                 else None),
+            "max_weight_difference": max(float(np.abs(a - b).max())
+                                         for a, b in zip(final["nnfast"], final["sklearn"])),
+        })
+    if progress is not None:
+        print("\r" + " " * 64 + "\r", end="", file=progress, flush=True)
+    return rows
+
+
+def format_table(rows):
+    """The MLP results as a Markdown table: median milliseconds per fit and ratios."""
+    has_torch = any(r["speedup_vs_torch"] is not None for r in rows)
+    header = ["MLP workload", "dtype", "threads", "scikit-learn ms/fit", "nnfast ms/fit",
+              "speedup"]
+    if has_torch:
+        header += ["PyTorch ms/fit", "vs PyTorch"]
+    header.append("max |W_nnfast - W_sklearn|")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        s = r["seconds_per_fit"]
+        cells = [r["workload"], r["dtype"], str(r["threads"]), f"{1e3 * s['sklearn']:,.1f}",
+                 f"{1e3 * s['nnfast']:,.2f}", f"{r['speedup']:,.1f}x"]
+        if has_torch:
+            cells += [f"{1e3 * s['torch']:,.1f}" if "torch" in s else "-",
+                      f"{r['speedup_vs_torch']:,.1f}x" if r["speedup_vs_torch"] else "-"]
+        cells.append(f"{r['max_weight_difference']:.1e}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
