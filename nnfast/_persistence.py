@@ -56,6 +56,7 @@ import numpy as np
 
 from ._layout import param_count
 from ._validation import MAX_THREADS, check_backend, check_sizes
+from .optimizers import GradientStep
 
 FORMAT = "nnfast-model"
 FORMAT_VERSION = 1
@@ -371,6 +372,13 @@ def _build(cls, arrays):
     net.iterations_run = iterations_run
     net._random_state = random_state
     net._params = params
+    # A version-1 file is the original's model.
+    net.activations = ("logistic",) * (len(sizes) - 2)
+    net.output = "original"
+    net.optimizer = GradientStep()
+    net.alpha = 0.0
+    net.reduction = "sum"
+    net.optimizer_state = None
     return net
 
 

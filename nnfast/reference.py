@@ -203,3 +203,79 @@ def fit(weights, biases, x, y, iterations, learning_rate=1.0, batch_size=None, o
 def predict(weights, biases, x):
     """The last layer's activations for inputs x."""
     return _forward(weights, biases, x)[-1]
+
+
+# ================================================================================================
+# The model families: scikit-learn's MLP arithmetic (sklearn/neural_network/_base.py,
+# _multilayer_perceptron.py, _stochastic_optimizers.py), operation for operation.
+# ================================================================================================
+
+def inplace_identity(Z):
+    """Z = Z."""
+
+
+def inplace_logistic(Z):
+    """Z = 1 / (1 + exp(-Z)), the original's sigmoid (its formula, so the general path with
+    the original's options repeats the original's rounding)."""
+    np.exp(np.negative(Z, out=Z), out=Z)
+    Z += 1
+    np.reciprocal(Z, out=Z)
+
+
+def inplace_tanh(Z):
+    """Z = tanh(Z)."""
+    np.tanh(Z, out=Z)
+
+
+def inplace_relu(Z):
+    """Z = max(Z, 0)."""
+    np.maximum(Z, 0, out=Z)
+
+
+def inplace_softmax(Z):
+    """Z = exp(Z - max_row(Z)) / sum_row(exp(Z - max_row(Z)))."""
+    shifted = Z - Z.max(axis=1)[:, np.newaxis]
+    np.exp(shifted, out=Z)
+    Z /= Z.sum(axis=1)[:, np.newaxis]
+
+
+def inplace_exp(Z):
+    """Z = exp(Z)."""
+    np.exp(Z, out=Z)
+
+
+# Activation of each hidden-layer name and of each output; the output "original" is the sigmoid.
+ACTIVATIONS = {
+    "identity": inplace_identity,
+    "logistic": inplace_logistic,
+    "tanh": inplace_tanh,
+    "relu": inplace_relu,
+    "softmax": inplace_softmax,
+    "exp": inplace_exp,
+}
+OUTPUT_ACTIVATIONS = {
+    "original": inplace_logistic,
+    "identity": inplace_identity,
+    "logistic": inplace_logistic,
+    "softmax": inplace_softmax,
+    "exp": inplace_exp,
+}
+
+
+def forward_model(weights, biases, x, activations, output):
+    """Every layer's activations [x, a_1, ..., a_L] of a model: a_{k+1} = act_k(a_k @ W_k + b_k)."""
+    layers = [x]
+    for k, w in enumerate(weights):
+        z = layers[-1].dot(w)
+        if biases is not None:
+            z += biases[k]
+        is_last = k == len(weights) - 1
+        (OUTPUT_ACTIVATIONS[output] if is_last else ACTIVATIONS[activations[k]])(z)
+        layers.append(z)
+    return layers
+
+
+def predict_model(weights, biases, x, activations, output):
+    """The output activations of a model (hidden activations per layer, an output name)."""
+    with np.errstate(over="ignore"):  # exp overflowing: the sigmoid's exact 0, exp's inf
+        return forward_model(weights, biases, x, activations, output)[-1]
