@@ -33,11 +33,12 @@ BLAS capped at one thread by the caller so that the two thread pools never compe
 """
 
 from cython cimport floating
-from libc.math cimport INFINITY, fabs, isfinite
+from libc.math cimport INFINITY, exp, expf, fabs, isfinite, log, pow, sqrt, sqrtf, tanh, tanhf
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cdef extern from *:
@@ -556,7 +557,665 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
 
 
 # --------------------------------------------------------------------------------------------
-# Python entry points. Each assumes the caller (nnfast.network) validated shapes and dtypes.
+# The general step: any hidden activation per layer, any output and loss, sample weights,
+# L2, mean or summed gradients, and the optimizers, beside the original's fused step above
+# (which stays as it is, so the original's path pays nothing for the generality). Python
+# chooses one of the two once per fit (nnfast._plan.FitPlan.is_original).
+#
+# Semantics are scikit-learn's MLP (sklearn/neural_network/_multilayer_perceptron.py
+# _backprop, _base.py, _stochastic_optimizers.py), restated in nnfast/_plan.py and
+# mirrored by nnfast/reference.py, the oracle of tests/test_general_kernel.py.
+#
+# Gradients go to one scratch buffer of the largest layer's parameter count, not a full
+# params-sized one: walking back from the output, layer k's gradient is formed once delta_k
+# (which needs W_k before this step's update) is known, and the optimizer updates layer k's
+# slice of params right away, while its gradient is still in cache. Every gradient of a step
+# still comes from the weights before the step, as in scikit-learn, because delta_k is the
+# last reader of W_k. loss_gradient writes the gradient of each layer straight into its
+# params-layout output instead.
+# --------------------------------------------------------------------------------------------
+
+# The integer codes of nnfast._plan (its one definition; nnfast._compiled checks at import
+# that these agree with it, and tests/test_general_kernel.py does too).
+cdef enum:
+    ACT_IDENTITY = 0
+    ACT_LOGISTIC = 1
+    ACT_TANH = 2
+    ACT_RELU = 3
+    N_ACTIVATIONS = 4
+
+cdef enum:
+    OUT_ORIGINAL = 0
+    OUT_IDENTITY = 1
+    OUT_LOGISTIC = 2
+    OUT_SOFTMAX = 3
+    OUT_EXP = 4
+    N_OUTPUTS = 5
+
+cdef enum:
+    OPT_PLAIN = 0
+    OPT_SGD = 1
+    OPT_ADAM = 2
+    N_OPTIMIZERS = 3
+
+cdef enum:
+    SCHEDULE_CONSTANT = 0
+    SCHEDULE_INVSCALING = 1
+    SCHEDULE_ADAPTIVE = 2
+    N_SCHEDULES = 3
+
+cdef enum:
+    REDUCTION_SUM = 0
+    REDUCTION_MEAN = 1
+    N_REDUCTIONS = 2
+
+CODES = {
+    "ACTIVATION_IDENTITY": ACT_IDENTITY, "ACTIVATION_LOGISTIC": ACT_LOGISTIC,
+    "ACTIVATION_TANH": ACT_TANH, "ACTIVATION_RELU": ACT_RELU,
+    "OUTPUT_ORIGINAL": OUT_ORIGINAL, "OUTPUT_IDENTITY": OUT_IDENTITY,
+    "OUTPUT_LOGISTIC": OUT_LOGISTIC, "OUTPUT_SOFTMAX": OUT_SOFTMAX, "OUTPUT_EXP": OUT_EXP,
+    "OPTIMIZER_PLAIN": OPT_PLAIN, "OPTIMIZER_SGD": OPT_SGD, "OPTIMIZER_ADAM": OPT_ADAM,
+    "SCHEDULE_CONSTANT": SCHEDULE_CONSTANT, "SCHEDULE_INVSCALING": SCHEDULE_INVSCALING,
+    "SCHEDULE_ADAPTIVE": SCHEDULE_ADAPTIVE,
+    "REDUCTION_SUM": REDUCTION_SUM, "REDUCTION_MEAN": REDUCTION_MEAN,
+}
+
+
+cdef struct _Config:
+    # The model and the fit, fixed for a fit (read only by the kernel).
+    Py_ssize_t n_layers
+    const Py_ssize_t* sizes        # n_layers + 1 widths
+    const Py_ssize_t* activations  # n_layers - 1 hidden activation codes
+    bint has_bias
+    int output
+    int reduction
+    double alpha
+    int optimizer
+    int schedule
+    double learning_rate_init      # Adam's rate and invscaling's numerator
+    double momentum
+    bint nesterov
+    double power_t
+    double beta_1
+    double beta_2
+    double epsilon
+    Py_ssize_t batch_size
+    Py_ssize_t check_every
+    int n_threads
+    # The optimizer's counters, updated by the kernel as it trains (nnfast._plan's
+    # OptimizerState.step / samples_seen / learning_rate).
+    int64_t step
+    int64_t samples_seen
+    double learning_rate
+
+
+cdef struct _Workspace:
+    # Scratch of one fit, allocated by nnfast._layout.allocate_general_workspace. void*, as a
+    # struct cannot be fused; each user casts to its floating type.
+    void* activations   # batch rows x sum(s1..sL)
+    void* deltas        # the same
+    void* bias_sums     # max(s1..sL)
+    void* layer_grad    # the largest layer's parameter count (unused by loss_gradient)
+    void* batch_x       # batch rows x s0, shuffled fits only
+    void* batch_y       # batch rows x sL, shuffled fits only
+    void* batch_w       # batch rows, shuffled weighted fits only
+
+
+cdef extern from *:
+    """
+    /* The machine epsilon of each dtype (numpy.finfo(dtype).eps): scikit-learn clips       */
+    /* probabilities to [eps, 1 - eps] of their dtype before taking logs.                   */
+    #include <float.h>
+    #define NNFAST_EPS64 DBL_EPSILON
+    #define NNFAST_EPS32 FLT_EPSILON
+    """
+    const double _EPS64 "NNFAST_EPS64"
+    const float _EPS32 "NNFAST_EPS32"
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    """tanh(x) by libm (correctly rounded to within an ulp, also near 0)."""
+    if floating is double:
+        return tanh(x)
+    else:
+        return tanhf(x)
+
+
+cdef inline floating _libm_exp(floating x) noexcept nogil:
+    """exp(x) by libm, subnormal results included (the exp output's full range)."""
+    if floating is double:
+        return exp(x)
+    else:
+        return expf(x)
+
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    """sqrt(x)."""
+    if floating is double:
+        return sqrt(x)
+    else:
+        return sqrtf(x)
+
+
+cdef inline double _xlogy(double x, double y) noexcept nogil:
+    """x * log(y), and 0 where x == 0 unless y is NaN (scipy.special.xlogy)."""
+    if x == 0 and y == y:
+        return 0.0
+    return x * log(y)
+
+
+cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
+                                 Py_ssize_t activation) noexcept nogil:
+    """z[start:stop] = activation(z[start:stop]) for a hidden activation code."""
+    cdef Py_ssize_t i
+    if activation == ACT_LOGISTIC:
+        _sigmoid_range(z, start, stop)
+    elif activation == ACT_TANH:
+        for i in range(start, stop):
+            z[i] = _tanh(z[i])
+    elif activation == ACT_RELU:
+        # Written so that NaN passes through (as numpy.maximum(z, 0)), for divergence checks.
+        for i in range(start, stop):
+            z[i] = 0 if z[i] < 0 else z[i]
+
+
+cdef inline void _scale_by_derivative_range(floating* delta, const floating* a,
+                                            Py_ssize_t start, Py_ssize_t stop,
+                                            Py_ssize_t activation) noexcept nogil:
+    """delta[start:stop] *= activation'(.) written in terms of the activation's output a."""
+    cdef Py_ssize_t i
+    if activation == ACT_LOGISTIC:
+        # scikit-learn's order: delta *= a, then delta *= 1 - a.
+        for i in range(start, stop):
+            delta[i] = (delta[i] * a[i]) * (<floating>1 - a[i])
+    elif activation == ACT_TANH:
+        for i in range(start, stop):
+            delta[i] = delta[i] * (<floating>1 - a[i] * a[i])
+    elif activation == ACT_RELU:
+        for i in range(start, stop):
+            delta[i] = 0 if a[i] == 0 else delta[i]
+
+
+cdef void _linear_rows(const floating* inputs, const floating* weights, const floating* bias,
+                       floating* outputs, Py_ssize_t row_start, Py_ssize_t row_stop,
+                       Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
+    """outputs[rows] = activation(inputs[rows] @ weights [+ bias]) through BLAS."""
+    cdef Py_ssize_t i
+    if row_stop <= row_start:
+        return
+    if bias != NULL:
+        for i in range(row_start, row_stop):
+            memcpy(&outputs[i * n_out], bias, n_out * sizeof(floating))
+    _gemm(False, False, <int>(row_stop - row_start), <int>n_out, <int>n_in, <floating>1,
+          &inputs[row_start * n_in], <int>n_in, weights, <int>n_out,
+          <floating>(0 if bias == NULL else 1), &outputs[row_start * n_out], <int>n_out)
+    _activate_range(outputs, row_start * n_out, row_stop * n_out, activation)
+
+
+cdef void _general_forward(const floating* inputs, const floating* weights,
+                           const floating* bias, floating* outputs, Py_ssize_t m,
+                           Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
+                           int n_threads) noexcept nogil:
+    """outputs = activation(inputs @ weights [+ bias]); the output layer passes identity and
+    applies its own function afterwards (softmax works on whole rows)."""
+    cdef Py_ssize_t i, p, j
+    cdef int t
+    cdef floating acc
+    if m * n_in * n_out < _BLAS_MIN_FLOPS:
+        for i in range(m):
+            for j in range(n_out):
+                acc = 0 if bias == NULL else bias[j]
+                for p in range(n_in):
+                    acc = _madd(inputs[i * n_in + p], weights[p * n_out + j], acc)
+                outputs[i * n_out + j] = acc
+        _activate_range(outputs, 0, m * n_out, activation)
+    elif n_threads > 1:
+        # Each thread's block of rows, elementwise work included (see "Threads" above).
+        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+            _linear_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
+                         _block_start(m, n_threads, t + 1), n_in, n_out, activation)
+    else:
+        _linear_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out, activation)
+
+
+cdef void _output_activation(floating* z, Py_ssize_t m, Py_ssize_t n_out,
+                             int output) noexcept nogil:
+    """z = out(z) in place, for an output code; O(m * n_out), so serial."""
+    cdef Py_ssize_t i, j
+    cdef floating* row
+    cdef floating largest, total
+    if output == OUT_ORIGINAL or output == OUT_LOGISTIC:
+        _sigmoid_range(z, 0, m * n_out)
+    elif output == OUT_EXP:
+        for i in range(m * n_out):
+            z[i] = _libm_exp(z[i])
+    elif output == OUT_SOFTMAX:
+        # exp(z - max) <= 1: no overflow. nnfast's _exp returns 0 rather than a subnormal
+        # below exp(-707) (float32: exp(-86)); probabilities that small are clipped to eps
+        # before any log, and their contribution to a delta is below any rounding.
+        for i in range(m):
+            row = &z[i * n_out]
+            largest = row[0]
+            for j in range(1, n_out):
+                largest = row[j] if row[j] > largest else largest
+            total = 0
+            for j in range(n_out):
+                row[j] = _exp(row[j] - largest)
+                total = total + row[j]
+            for j in range(n_out):
+                row[j] = row[j] / total
+
+
+cdef double _output_loss_and_delta(int output, const floating* y, const floating* a,
+                                   floating* delta, const floating* weight, Py_ssize_t m,
+                                   Py_ssize_t n_out, double weight_sum) noexcept nogil:
+    """delta = (a - y) [* a * (1 - a) for "original"] [* weight per row]; returns the batch's
+    data loss: the weighted average over rows of the output's loss (nnfast._plan, "Losses").
+
+    weight is NULL for unit weights; weight_sum is then m. Losses are summed in float64 from
+    the dtype's clipped probabilities; log and exp by libm (O(m * n_out), never the bottleneck).
+    """
+    cdef Py_ssize_t i, j, at
+    cdef floating eps, p, difference
+    cdef floating row_weight = 1
+    cdef double row_sum, total = 0.0
+    eps = _EPS64 if floating is double else _EPS32
+    for i in range(m):
+        if weight != NULL:
+            row_weight = weight[i]
+        row_sum = 0.0
+        for j in range(n_out):
+            at = i * n_out + j
+            difference = a[at] - y[at]
+            if output == OUT_ORIGINAL:
+                # The original's delta with the descent sign: the gradient of its squared
+                # error through the sigmoid.
+                delta[at] = difference * _sigmoid_slope(a[at])
+                row_sum += <double>difference * difference
+            else:
+                delta[at] = difference
+                if output == OUT_IDENTITY:
+                    row_sum += <double>difference * difference
+                elif output == OUT_LOGISTIC or (output == OUT_SOFTMAX and n_out == 1):
+                    p = min(max(a[at], eps), <floating>1 - eps)
+                    row_sum -= _xlogy(y[at], p) + _xlogy(<floating>1 - y[at], <floating>1 - p)
+                elif output == OUT_SOFTMAX:
+                    p = min(max(a[at], eps), <floating>1 - eps)
+                    row_sum -= _xlogy(y[at], p)
+                else:  # OUT_EXP: half the Poisson deviance, y log(y / a) - y + a
+                    row_sum += _xlogy(y[at], y[at] / a[at]) - y[at] + a[at]
+            if weight != NULL:
+                delta[at] = delta[at] * row_weight
+        total += row_weight * row_sum
+    if output == OUT_IDENTITY:
+        return 0.5 * total / (weight_sum * n_out)
+    if output == OUT_ORIGINAL:
+        return 0.5 * total / weight_sum
+    return total / weight_sum
+
+
+cdef double _abs_error_sum(const floating* y, const floating* a, Py_ssize_t n) noexcept nogil:
+    """sum |y - a| (the original's reported error)."""
+    cdef Py_ssize_t i
+    cdef double total = 0.0
+    for i in range(n):
+        total += fabs(y[i] - a[i])
+    return total
+
+
+cdef void _general_hidden_rows(const floating* delta_next, const floating* weights,
+                               const floating* activations, floating* delta,
+                               Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_in,
+                               Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
+    """delta[rows] = (delta_next[rows] @ weights.T) * activation'(a[rows]) through BLAS."""
+    if row_stop <= row_start:
+        return
+    _gemm(False, True, <int>(row_stop - row_start), <int>n_in, <int>n_out, <floating>1,
+          &delta_next[row_start * n_out], <int>n_out, weights, <int>n_out, <floating>0,
+          &delta[row_start * n_in], <int>n_in)
+    _scale_by_derivative_range(delta, activations, row_start * n_in, row_stop * n_in,
+                               activation)
+
+
+cdef void _general_hidden_delta(const floating* delta_next, const floating* weights,
+                                const floating* activations, floating* delta, Py_ssize_t m,
+                                Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
+                                int n_threads) noexcept nogil:
+    """delta = (delta_next @ weights.T) * activation'(activations); weights is n_in x n_out."""
+    cdef Py_ssize_t i, p, j
+    cdef int t
+    cdef floating acc
+    if m * n_in * n_out < _BLAS_MIN_FLOPS:
+        for i in range(m):
+            for p in range(n_in):
+                acc = 0
+                for j in range(n_out):
+                    acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
+                delta[i * n_in + p] = acc
+        _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
+    elif n_threads > 1:
+        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+            _general_hidden_rows(delta_next, weights, activations, delta,
+                                 _block_start(m, n_threads, t),
+                                 _block_start(m, n_threads, t + 1), n_in, n_out, activation)
+    else:
+        _general_hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out,
+                             activation)
+
+
+cdef inline void _finish_gradient(floating* grad, const floating* weights, Py_ssize_t n_weights,
+                                  Py_ssize_t n_bias, floating alpha,
+                                  floating denominator) noexcept nogil:
+    """grad[:n_weights] = (grad + alpha * W) / denominator; the bias part / denominator.
+
+    scikit-learn's order of operations (_compute_loss_grad); skipped where it is exact.
+    """
+    cdef Py_ssize_t i
+    if alpha != 0:
+        for i in range(n_weights):
+            grad[i] = (grad[i] + alpha * weights[i]) / denominator
+    elif denominator != 1:
+        for i in range(n_weights):
+            grad[i] = grad[i] / denominator
+    if denominator != 1:
+        for i in range(n_weights, n_weights + n_bias):
+            grad[i] = grad[i] / denominator
+
+
+cdef inline void _optimizer_update(const _Config* config, floating* params,
+                                   const floating* grad, floating* first, floating* second,
+                                   Py_ssize_t n, double adam_rate) noexcept nogil:
+    """Applies the optimizer to n parameters with gradient grad (plain loops: vectorised).
+
+    first/second: this slice of the state (SGD: velocities in first; Adam: m, v); adam_rate
+    is Adam's bias-corrected rate of this step. Constants are cast to the dtype first, as
+    NumPy does with Python floats, so float32 fits compute in float32 as scikit-learn's.
+    """
+    cdef Py_ssize_t i
+    cdef floating rate = <floating>config.learning_rate
+    cdef floating momentum = <floating>config.momentum
+    cdef floating beta_1, beta_2, one_minus_beta_1, one_minus_beta_2, epsilon, step_rate
+    cdef floating velocity
+    if config.optimizer == OPT_PLAIN:
+        for i in range(n):
+            params[i] = params[i] - rate * grad[i]
+    elif config.optimizer == OPT_SGD:
+        if config.nesterov:
+            for i in range(n):
+                velocity = momentum * first[i] - rate * grad[i]
+                first[i] = velocity
+                params[i] = params[i] + (momentum * velocity - rate * grad[i])
+        else:
+            for i in range(n):
+                velocity = momentum * first[i] - rate * grad[i]
+                first[i] = velocity
+                params[i] = params[i] + velocity
+    else:
+        beta_1 = <floating>config.beta_1
+        beta_2 = <floating>config.beta_2
+        one_minus_beta_1 = <floating>(1.0 - config.beta_1)
+        one_minus_beta_2 = <floating>(1.0 - config.beta_2)
+        epsilon = <floating>config.epsilon
+        step_rate = <floating>adam_rate
+        for i in range(n):
+            first[i] = beta_1 * first[i] + one_minus_beta_1 * grad[i]
+            second[i] = beta_2 * second[i] + one_minus_beta_2 * (grad[i] * grad[i])
+            params[i] = params[i] + (-step_rate * first[i]) / (_sqrt(second[i]) + epsilon)
+
+
+cdef double _squared_weights(const _Config* config, const floating* params) noexcept nogil:
+    """sum over layers of ||W_k||^2 (biases are not penalised), in float64."""
+    cdef Py_ssize_t k, i, n_weights
+    cdef double total = 0.0
+    cdef const floating* weights = params
+    for k in range(config.n_layers):
+        n_weights = config.sizes[k] * config.sizes[k + 1]
+        for i in range(n_weights):
+            total += <double>weights[i] * weights[i]
+        weights += _layer_params(config.sizes, k, config.has_bias)
+    return total
+
+
+cdef double _general_step(_Config* config, floating* params, floating* state,
+                          const floating* x, const floating* y, const floating* weight,
+                          Py_ssize_t m, const _Workspace* work, floating* grad_out,
+                          double* abs_error) noexcept nogil:
+    """One forward/backward pass on m rows; returns the batch loss (nnfast._plan, "Losses").
+
+    With grad_out NULL, applies the optimizer to params (and state, and the counters);
+    otherwise writes the gradient G in the params layout to grad_out and changes nothing.
+    weight is NULL for unit weights. abs_error receives sum |y - a| (for "original").
+    """
+    cdef Py_ssize_t k, i, n_in, n_out, n_params = 0, n_layer, offset
+    cdef Py_ssize_t n_layers = config.n_layers
+    cdef Py_ssize_t n_last = config.sizes[n_layers]
+    cdef floating* activations = <floating*>work.activations
+    cdef floating* deltas = <floating*>work.deltas
+    cdef floating* bias_sums = <floating*>work.bias_sums
+    cdef floating* target
+    cdef const floating* layer_in = x
+    cdef floating* weights = params
+    cdef floating* layer_out = activations
+    cdef floating* delta = deltas
+    cdef floating* delta_next
+    cdef double weight_sum, penalty_denominator, loss, adam_rate = 0.0
+    cdef floating denominator, alpha = <floating>config.alpha
+
+    for k in range(n_layers):
+        n_params += _layer_params(config.sizes, k, config.has_bias)
+
+    # Forward.
+    for k in range(n_layers):
+        n_in = config.sizes[k]
+        n_out = config.sizes[k + 1]
+        _general_forward(layer_in, weights,
+                         weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
+                         n_in, n_out,
+                         config.activations[k] if k + 1 < n_layers else ACT_IDENTITY,
+                         config.n_threads)
+        layer_in = layer_out
+        weights += _layer_params(config.sizes, k, config.has_bias)
+        if k + 1 < n_layers:
+            layer_out += m * n_out
+            delta += m * n_out
+    _output_activation(layer_out, m, n_last, config.output)
+
+    # Loss and output delta; the penalty from the weights before this step's update.
+    weight_sum = m
+    if weight != NULL:
+        weight_sum = 0.0
+        for i in range(m):
+            weight_sum += weight[i]
+    abs_error[0] = (_abs_error_sum(y, layer_out, m * n_last) if config.output == OUT_ORIGINAL
+                    else 0.0)
+    loss = _output_loss_and_delta(config.output, y, layer_out, delta, weight, m, n_last,
+                                  weight_sum)
+    penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
+    denominator = <floating>penalty_denominator
+    if config.alpha != 0:
+        loss += 0.5 * config.alpha * _squared_weights(config, params) / penalty_denominator
+
+    if grad_out == NULL and config.optimizer == OPT_ADAM:
+        config.step += 1
+        adam_rate = (config.learning_rate_init * sqrt(1.0 - pow(config.beta_2, config.step))
+                     / (1.0 - pow(config.beta_1, config.step)))
+
+    # Backward: layer by layer from the output; see the section notes for the update order.
+    for k in range(n_layers - 1, -1, -1):
+        n_in = config.sizes[k]
+        n_out = config.sizes[k + 1]
+        n_layer = _layer_params(config.sizes, k, config.has_bias)
+        weights -= n_layer
+        offset = weights - params
+        delta_next = delta
+        if k > 0:
+            layer_out -= m * n_in
+            delta -= m * n_in
+            _general_hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
+                                  config.activations[k - 1], config.n_threads)
+            layer_in = layer_out
+        else:
+            layer_in = x
+        target = grad_out + offset if grad_out != NULL else <floating*>work.layer_grad
+        # target = layer_in.T @ delta_next, bias part = its column sums (the original's
+        # product, overwriting).
+        _apply_gradient(target, target + n_in * n_out if config.has_bias else NULL, layer_in,
+                        delta_next, 1, False, bias_sums, m, n_in, n_out, config.n_threads)
+        _finish_gradient(target, weights, n_in * n_out, n_layer - n_in * n_out, alpha,
+                         denominator)
+        if grad_out == NULL:
+            _optimizer_update(config, weights, target,
+                              state + offset if config.optimizer != OPT_PLAIN else NULL,
+                              state + n_params + offset if config.optimizer == OPT_ADAM
+                              else NULL, n_layer, adam_rate)
+    return loss
+
+
+cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
+                           const floating* x, const floating* y, const floating* weight,
+                           Py_ssize_t n_rows, const Py_ssize_t* order, Py_ssize_t n_epochs,
+                           const _Workspace* work, double* epoch_losses,
+                           Py_ssize_t* epochs_done) except -1 nogil:
+    """Runs n_epochs epochs of the general step; returns 0, or 1 when an epoch's loss was
+    not finite (epochs_done then indexes that epoch)."""
+    cdef Py_ssize_t epoch, start, m, r, row
+    cdef Py_ssize_t n_in = config.sizes[0]
+    cdef Py_ssize_t n_out = config.sizes[config.n_layers]
+    cdef Py_ssize_t until_check = config.check_every  # batches
+    cdef double epoch_loss, abs_error, batch_loss
+    cdef floating* batch_x = <floating*>work.batch_x
+    cdef floating* batch_y = <floating*>work.batch_y
+    cdef floating* batch_w = <floating*>work.batch_w
+    cdef const floating* batch_in
+    cdef const floating* batch_target
+    cdef const floating* batch_weight
+
+    for epoch in range(n_epochs):
+        epoch_loss = 0.0
+        start = 0
+        while start < n_rows:
+            m = min(config.batch_size, n_rows - start)
+            if order != NULL:
+                # Shuffled mini-batch: gather its rows so every product sees contiguous data.
+                for r in range(m):
+                    row = order[epoch * n_rows + start + r]
+                    memcpy(&batch_x[r * n_in], &x[row * n_in], n_in * sizeof(floating))
+                    memcpy(&batch_y[r * n_out], &y[row * n_out], n_out * sizeof(floating))
+                    if weight != NULL:
+                        batch_w[r] = weight[row]
+                batch_in = batch_x
+                batch_target = batch_y
+                batch_weight = batch_w if weight != NULL else NULL
+            else:
+                batch_in = &x[start * n_in]
+                batch_target = &y[start * n_out]
+                batch_weight = &weight[start] if weight != NULL else NULL
+            batch_loss = _general_step(config, params, state, batch_in, batch_target,
+                                       batch_weight, m, work, NULL, &abs_error)
+            # The original reports mean |y - a| over the epoch; the others scikit-learn's
+            # accumulated loss, each batch's loss weighted by its rows.
+            epoch_loss += abs_error if config.output == OUT_ORIGINAL else batch_loss * m
+            start += m
+            until_check -= 1
+            if until_check == 0:
+                until_check = config.check_every
+                with gil:
+                    if PyErr_CheckSignals() == -1:
+                        return -1
+        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUT_ORIGINAL
+                                            else n_rows)
+        if not isfinite(epoch_losses[epoch]):
+            epochs_done[0] = epoch
+            return 1
+        config.samples_seen += n_rows
+        if config.optimizer == OPT_SGD and config.schedule == SCHEDULE_INVSCALING:
+            config.learning_rate = (config.learning_rate_init
+                                    / pow(config.samples_seen + 1.0, config.power_t))
+        epochs_done[0] = epoch + 1
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Size checks of the Python entry points: O(layers) (the order check is O(entries), cheaper
+# than the epochs it orders), before nogil, so a wrong call is a ValueError naming the buffer,
+# never an out-of-bounds access.
+# --------------------------------------------------------------------------------------------
+
+cdef int _require(bint ok, str message) except -1:
+    if not ok:
+        raise ValueError(message)
+    return 0
+
+
+cdef int _require_length(Py_ssize_t actual, Py_ssize_t needed, str name,
+                         bint at_least=True) except -1:
+    """ValueError unless a buffer's length is (at least) needed."""
+    if actual < needed if at_least else actual != needed:
+        raise ValueError(f"{name} has {actual} values; {'at least ' if at_least else ''}"
+                         f"{needed} are needed")
+    return 0
+
+
+cdef int _require_shape(Py_ssize_t rows, Py_ssize_t columns, Py_ssize_t want_rows,
+                        Py_ssize_t want_columns, str name) except -1:
+    if rows != want_rows or columns != want_columns:
+        raise ValueError(f"{name} has shape ({rows}, {columns}); ({want_rows}, {want_columns}) "
+                         "is needed")
+    return 0
+
+
+cdef Py_ssize_t _check_layer_sizes(const Py_ssize_t[::1] sizes, bint has_bias) except -1:
+    """Checks the layer widths; returns the parameter count they imply."""
+    cdef Py_ssize_t k, total = 0
+    _require(sizes.shape[0] >= 2, f"sizes needs at least two layer widths, got {sizes.shape[0]}")
+    for k in range(sizes.shape[0]):
+        _require(sizes[k] >= 1, f"sizes[{k}] = {sizes[k]}: every layer needs at least one unit")
+    for k in range(sizes.shape[0] - 1):
+        total += _layer_params(&sizes[0], k, has_bias)
+    return total
+
+
+cdef int _check_order(const Py_ssize_t[:, ::1] order, Py_ssize_t n_epochs,
+                      Py_ssize_t n_rows) except -1:
+    """An epoch order array is (0, 0), or (>= n_epochs, n_rows) of row indices."""
+    cdef Py_ssize_t e, r, bad = -1
+    if order.shape[0] == 0 and order.shape[1] == 0:
+        return 0
+    _require(order.shape[0] >= n_epochs and order.shape[1] == n_rows,
+             f"order has shape ({order.shape[0]}, {order.shape[1]}); (0, 0) or "
+             f"(at least {n_epochs}, {n_rows}) is needed")
+    with nogil:
+        for e in range(n_epochs):
+            for r in range(n_rows):
+                if order[e, r] < 0 or order[e, r] >= n_rows:
+                    bad = e * n_rows + r
+    _require(bad < 0, f"order[{bad // max(n_rows, 1)}, {bad % max(n_rows, 1)}] is not a row "
+             f"index in [0, {n_rows})")
+    return 0
+
+
+cdef int _check_step_buffers(const Py_ssize_t[::1] sizes, Py_ssize_t n_params, Py_ssize_t rows,
+                             Py_ssize_t params_length, const floating[:, ::1] x,
+                             const floating[:, ::1] y, const floating[::1] activations,
+                             const floating[::1] deltas, const floating[::1] grad) except -1:
+    """The buffers of the original's gradient and fit, for steps of up to `rows` rows."""
+    cdef Py_ssize_t k, n_layers = sizes.shape[0] - 1, hidden_values = 0, widest = 0
+    for k in range(1, n_layers + 1):
+        hidden_values += sizes[k]
+        widest = max(widest, sizes[k])
+    _require_length(params_length, n_params, "params", at_least=False)
+    _require(x.shape[0] >= 1, "x has no rows")
+    _require_shape(x.shape[0], x.shape[1], x.shape[0], sizes[0], "x")
+    _require_shape(y.shape[0], y.shape[1], x.shape[0], sizes[n_layers], "y")
+    _require_length(activations.shape[0], rows * hidden_values, "activations")
+    _require_length(deltas.shape[0], rows * hidden_values, "deltas")
+    _require_length(grad.shape[0], widest, "grad")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Python entry points. nnfast.network validates and coerces the data; each entry point checks
+# the sizes of the buffers it is given (_require... above) before it releases the GIL.
 # --------------------------------------------------------------------------------------------
 
 def sigmoid_inplace(floating[::1] values):  # INOUT
@@ -566,6 +1225,8 @@ def sigmoid_inplace(floating[::1] values):  # INOUT
     ----------
     values : float32 or float64 contiguous 1-D array, overwritten.
     """
+    if values.shape[0] == 0:
+        return
     with nogil:
         _sigmoid_range(&values[0], 0, values.shape[0])
 
@@ -580,6 +1241,7 @@ def sigmoid_derivative(const floating[::1] activations,  # IN
     out : array of the same dtype and length, overwritten.
     """
     cdef Py_ssize_t i
+    _require_length(out.shape[0], activations.shape[0], "out", at_least=False)
     with nogil:
         for i in range(activations.shape[0]):
             out[i] = _sigmoid_slope(activations[i])
@@ -599,6 +1261,16 @@ def forward_layer(const floating[:, ::1] inputs,   # IN (m, n_in)
     outputs : (m, n_out) array, overwritten.
     n_threads : threads (row blocks) for a product that goes to BLAS.
     """
+    cdef Py_ssize_t m = inputs.shape[0], n_in = weights.shape[0], n_out = weights.shape[1]
+    _require(n_in >= 1 and n_out >= 1, f"weights has shape ({n_in}, {n_out}); a layer needs "
+             "at least one unit on each side")
+    _require_shape(inputs.shape[0], inputs.shape[1], m, n_in, "inputs")
+    _require(bias.shape[0] == 0 or bias.shape[0] == n_out,
+             f"bias has {bias.shape[0]} values; 0 (none) or {n_out} are needed")
+    _require_shape(outputs.shape[0], outputs.shape[1], m, n_out, "outputs")
+    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+    if m == 0:
+        return
     with nogil:
         _forward_layer(&inputs[0, 0], &weights[0, 0],
                        &bias[0] if bias.shape[0] > 0 else NULL, &outputs[0, 0],
@@ -616,6 +1288,11 @@ def output_delta(const floating[:, ::1] targets,  # IN (m, n_out)
         sum of |targets - outputs|.
     """
     cdef double abs_error_sum
+    _require_shape(outputs.shape[0], outputs.shape[1], targets.shape[0], targets.shape[1],
+                   "outputs")
+    _require_shape(delta.shape[0], delta.shape[1], targets.shape[0], targets.shape[1], "delta")
+    if targets.shape[0] == 0 or targets.shape[1] == 0:
+        return 0.0
     with nogil:
         abs_error_sum = _output_delta(&targets[0, 0], &outputs[0, 0], &delta[0, 0],
                                       targets.shape[0] * targets.shape[1])
@@ -628,6 +1305,15 @@ def hidden_delta(const floating[:, ::1] delta_next,   # IN (m, n_out)
                  floating[:, ::1] delta,              # OUT (m, n_in)
                  int n_threads=1):
     """delta = (delta_next @ weights.T) * (activations * (1 - activations))."""
+    cdef Py_ssize_t m = delta_next.shape[0], n_in = weights.shape[0], n_out = weights.shape[1]
+    _require(n_in >= 1 and n_out >= 1, f"weights has shape ({n_in}, {n_out}); a layer needs "
+             "at least one unit on each side")
+    _require_shape(delta_next.shape[0], delta_next.shape[1], m, n_out, "delta_next")
+    _require_shape(activations.shape[0], activations.shape[1], m, n_in, "activations")
+    _require_shape(delta.shape[0], delta.shape[1], m, n_in, "delta")
+    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+    if m == 0:
+        return
     with nogil:
         _hidden_delta(&delta_next[0, 0], &weights[0, 0], &activations[0, 0], &delta[0, 0],
                       delta_next.shape[0], weights.shape[0], weights.shape[1], n_threads)
@@ -641,6 +1327,17 @@ def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
                    floating[::1] grad,              # scratch, >= n_out
                    int n_threads=1):
     """weights += learning_rate * (inputs.T @ delta); bias += learning_rate * delta.sum(0)."""
+    cdef Py_ssize_t m = inputs.shape[0], n_in = weights.shape[0], n_out = weights.shape[1]
+    _require(n_in >= 1 and n_out >= 1, f"weights has shape ({n_in}, {n_out}); a layer needs "
+             "at least one unit on each side")
+    _require(bias.shape[0] == 0 or bias.shape[0] == n_out,
+             f"bias has {bias.shape[0]} values; 0 (none) or {n_out} are needed")
+    _require_shape(inputs.shape[0], inputs.shape[1], m, n_in, "inputs")
+    _require_shape(delta.shape[0], delta.shape[1], m, n_out, "delta")
+    _require_length(grad.shape[0], n_out, "grad")
+    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+    if m == 0:
+        return
     with nogil:
         _apply_gradient(&weights[0, 0], &bias[0] if bias.shape[0] > 0 else NULL,
                         &inputs[0, 0], &delta[0, 0], learning_rate, True, &grad[0],
@@ -665,6 +1362,11 @@ def gradient(const floating[::1] params,          # IN all weights and biases, f
         sum |y - output| of the forward pass.
     """
     cdef double abs_error_sum
+    cdef Py_ssize_t n_params = _check_layer_sizes(sizes, has_bias)
+    cdef Py_ssize_t m = x.shape[0], n_layers = sizes.shape[0] - 1
+    _check_step_buffers(sizes, n_params, m, params.shape[0], x, y, activations, deltas, grad)
+    _require_length(gradient_out.shape[0], n_params, "gradient_out", at_least=False)
+    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
     with nogil:
         # params is only read when gradient_out is given; the cast drops const for the
         # shared step function's signature.
@@ -721,6 +1423,21 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
     cdef double first_error = float("nan")
     cdef Py_ssize_t epochs_done = 0
     cdef int status
+    cdef Py_ssize_t n_params = _check_layer_sizes(sizes, has_bias)
+    cdef Py_ssize_t n_rows = x.shape[0], n_layers = sizes.shape[0] - 1, rows
+    cdef bint gathered = order.shape[0] > 0 or order.shape[1] > 0
+    _require(batch_size >= 1, f"batch_size = {batch_size}; at least 1 is needed")
+    _require(n_epochs >= 0, f"n_epochs = {n_epochs}; at least 0 is needed")
+    _require(check_every >= 0, f"check_every = {check_every}; at least 0 is needed")
+    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+    rows = min(batch_size, n_rows)
+    _check_step_buffers(sizes, n_params, rows, params.shape[0], x, y, activations, deltas, grad)
+    _check_order(order, n_epochs, n_rows)
+    if gathered:
+        _require_length(batch_x.shape[0], rows * sizes[0], "batch_x")
+        _require_length(batch_y.shape[0], rows * sizes[n_layers], "batch_y")
+    if n_epochs == 0:
+        return 0, first_error, False
     with nogil:
         status = _fit_loop(&params[0], &sizes[0], sizes.shape[0] - 1, has_bias,
                            &x[0, 0], &y[0, 0], x.shape[0],
@@ -731,3 +1448,316 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
                            &batch_y[0] if batch_y.shape[0] > 0 else NULL,
                            check_every, n_threads, &first_error, &epochs_done)
     return epochs_done, first_error, status == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The general path's entry points
+# --------------------------------------------------------------------------------------------
+
+cdef class TrainConfig:
+    """Everything the general step needs besides the buffers: one object, not a dozen
+    positional arguments. Built from an nnfast._plan.FitPlan by nnfast._compiled.
+
+    Parameters (keyword-only)
+    -------------------------
+    sizes : sequence of int
+        Layer widths s0..sL, at least two, each >= 1.
+    bias : bool
+    activations : sequence of int
+        Hidden activation code (nnfast._plan) of each of the L - 1 hidden layers.
+    output, reduction, optimizer, schedule : int
+        nnfast._plan codes.
+    alpha : float
+        L2 penalty.
+    learning_rate_init : float
+        Adam's rate, and the numerator of the invscaling schedule.
+    momentum, nesterov, power_t : SGD's.
+    beta_1, beta_2, epsilon : Adam's.
+    batch_size : int >= 1
+        Rows per step of fit_general (loss_gradient takes all rows).
+    check_every : int >= 0
+        Batches between polls for Ctrl-C; 0 never polls.
+    n_threads : int >= 1
+        Kernel threads, for networks whose products are large.
+    step, samples_seen, learning_rate :
+        The optimizer's counters at the start (nnfast._plan.OptimizerState); fit_general
+        updates them as it trains, and they are readable and writable attributes.
+    """
+
+    cdef _Config c
+    cdef Py_ssize_t* _sizes
+    cdef Py_ssize_t* _activations
+
+    def __cinit__(self):
+        self._sizes = NULL
+        self._activations = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self._sizes)
+        PyMem_Free(self._activations)
+
+    def __init__(self, *, sizes, bint bias, activations, int output, int reduction,
+                 double alpha, int optimizer, int schedule, double learning_rate_init,
+                 double momentum, bint nesterov, double power_t, double beta_1, double beta_2,
+                 double epsilon, Py_ssize_t batch_size, Py_ssize_t check_every, int n_threads,
+                 step=0, samples_seen=0, learning_rate=None):
+        cdef Py_ssize_t k
+        sizes = [int(s) for s in sizes]
+        activations = [int(a) for a in activations]
+        _require(len(sizes) >= 2, f"sizes needs at least two layer widths, got {len(sizes)}")
+        for k, width in enumerate(sizes):
+            _require(width >= 1, f"sizes[{k}] = {width}: every layer needs at least one unit")
+        _require(len(activations) == len(sizes) - 2,
+                 f"{len(activations)} hidden activation codes for {len(sizes) - 2} hidden "
+                 "layers")
+        for k, code in enumerate(activations):
+            _require(0 <= code < N_ACTIVATIONS, f"activations[{k}] = {code} is not a code")
+        _require(0 <= output < N_OUTPUTS, f"output = {output} is not a code")
+        _require(0 <= reduction < N_REDUCTIONS, f"reduction = {reduction} is not a code")
+        _require(0 <= optimizer < N_OPTIMIZERS, f"optimizer = {optimizer} is not a code")
+        _require(0 <= schedule < N_SCHEDULES, f"schedule = {schedule} is not a code")
+        _require(batch_size >= 1, f"batch_size = {batch_size}; at least 1 is needed")
+        _require(check_every >= 0, f"check_every = {check_every}; at least 0 is needed")
+        _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+
+        PyMem_Free(self._sizes)
+        PyMem_Free(self._activations)
+        self._sizes = <Py_ssize_t*>PyMem_Malloc(len(sizes) * sizeof(Py_ssize_t))
+        self._activations = <Py_ssize_t*>PyMem_Malloc(len(sizes) * sizeof(Py_ssize_t))
+        if self._sizes == NULL or self._activations == NULL:
+            raise MemoryError()
+        for k in range(len(sizes)):
+            self._sizes[k] = sizes[k]
+        for k in range(len(activations)):
+            self._activations[k] = activations[k]
+        self.c.n_layers = len(sizes) - 1
+        self.c.sizes = self._sizes
+        self.c.activations = self._activations
+        self.c.has_bias = bias
+        self.c.output = output
+        self.c.reduction = reduction
+        self.c.alpha = alpha
+        self.c.optimizer = optimizer
+        self.c.schedule = schedule
+        self.c.learning_rate_init = learning_rate_init
+        self.c.momentum = momentum
+        self.c.nesterov = nesterov
+        self.c.power_t = power_t
+        self.c.beta_1 = beta_1
+        self.c.beta_2 = beta_2
+        self.c.epsilon = epsilon
+        self.c.batch_size = batch_size
+        self.c.check_every = check_every
+        self.c.n_threads = n_threads
+        self.c.step = step
+        self.c.samples_seen = samples_seen
+        self.c.learning_rate = learning_rate_init if learning_rate is None else learning_rate
+
+    @property
+    def sizes(self):
+        """The layer widths, as a tuple."""
+        return tuple(self._sizes[k] for k in range(self.c.n_layers + 1))
+
+    @property
+    def n_params(self):
+        """Length of the flat params buffer these sizes imply (nnfast._layout)."""
+        cdef Py_ssize_t k, total = 0
+        for k in range(self.c.n_layers):
+            total += _layer_params(self._sizes, k, self.c.has_bias)
+        return total
+
+    @property
+    def state_size(self):
+        """Length of the optimizer state buffer: 0 (plain), P (SGD), 2P (Adam)."""
+        return self.n_params * (0 if self.c.optimizer == OPT_PLAIN
+                                else 1 if self.c.optimizer == OPT_SGD else 2)
+
+    @property
+    def step(self):
+        """Adam's update count t."""
+        return self.c.step
+
+    @step.setter
+    def step(self, int64_t value):
+        self.c.step = value
+
+    @property
+    def samples_seen(self):
+        """Rows trained on over all epochs (scikit-learn's t_)."""
+        return self.c.samples_seen
+
+    @samples_seen.setter
+    def samples_seen(self, int64_t value):
+        self.c.samples_seen = value
+
+    @property
+    def learning_rate(self):
+        """The current rate of SGD and the plain step."""
+        return self.c.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, double value):
+        self.c.learning_rate = value
+
+
+cdef int _check_general_data(TrainConfig config, Py_ssize_t n_params,
+                             const floating[:, ::1] x, const floating[:, ::1] y,
+                             const floating[::1] sample_weight) except -1:
+    cdef Py_ssize_t n_rows = x.shape[0]
+    _require_length(n_params, config.n_params, "params", at_least=False)
+    _require(n_rows >= 1, "x has no rows")
+    _require_shape(x.shape[0], x.shape[1], n_rows, config._sizes[0], "x")
+    _require_shape(y.shape[0], y.shape[1], n_rows, config._sizes[config.c.n_layers], "y")
+    _require(sample_weight.shape[0] == 0 or sample_weight.shape[0] == n_rows,
+             f"sample_weight has {sample_weight.shape[0]} values; 0 (none) or {n_rows} are "
+             "needed")
+    return 0
+
+
+cdef void* _workspace_pointer(dict workspace, str name, Py_ssize_t needed,
+                              const floating[::1] params, list keep) except NULL:
+    """workspace[name]'s data, checked to be a contiguous array of the params' dtype with at
+    least needed values; the array is appended to keep, which the caller holds while the
+    kernel runs."""
+    cdef floating[::1] view
+    if name not in workspace:
+        raise ValueError(f"workspace has no buffer {name!r}")
+    array = workspace[name]
+    try:
+        view = array
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"workspace[{name!r}] must be a writable contiguous 1-D array of the "
+                         f"params' dtype: {exc}") from None
+    _require_length(view.shape[0], needed, f"workspace[{name!r}]")
+    keep.append(array)
+    return &view[0]
+
+
+cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, bint training,
+                          bint gathered, bint weighted, const floating[::1] params,
+                          _Workspace* work):
+    """Checks the workspace buffers for batches of `rows` rows and points work at them;
+    returns the arrays, for the caller to hold while the kernel runs."""
+    cdef Py_ssize_t k, hidden_values = 0, widest = 0, largest_layer = 0
+    cdef const _Config* c = &config.c
+    cdef list keep = []
+    for k in range(c.n_layers):
+        hidden_values += c.sizes[k + 1]
+        widest = max(widest, c.sizes[k + 1])
+        largest_layer = max(largest_layer, _layer_params(c.sizes, k, c.has_bias))
+    work.activations = _workspace_pointer(workspace, "activations", rows * hidden_values,
+                                          params, keep)
+    work.deltas = _workspace_pointer(workspace, "deltas", rows * hidden_values, params, keep)
+    work.bias_sums = _workspace_pointer(workspace, "bias_sums", widest, params, keep)
+    work.layer_grad = work.batch_x = work.batch_y = work.batch_w = NULL
+    if training:
+        work.layer_grad = _workspace_pointer(workspace, "layer_grad", largest_layer, params,
+                                             keep)
+    if gathered:
+        work.batch_x = _workspace_pointer(workspace, "batch_x", rows * c.sizes[0], params,
+                                          keep)
+        work.batch_y = _workspace_pointer(workspace, "batch_y", rows * c.sizes[c.n_layers],
+                                          params, keep)
+        if weighted:
+            work.batch_w = _workspace_pointer(workspace, "batch_w", rows, params, keep)
+    return keep
+
+
+def fit_general(TrainConfig config,
+                floating[::1] params,                 # INOUT all weights and biases, flat
+                floating[::1] state,                  # INOUT optimizer state (config.state_size)
+                const floating[:, ::1] x,             # IN (n_rows, s0)
+                const floating[:, ::1] y,             # IN (n_rows, sL)
+                const floating[::1] sample_weight,    # IN (n_rows,), or (0,) for none
+                const Py_ssize_t[:, ::1] order,       # IN (>= n_epochs, n_rows), or (0, 0)
+                dict workspace,                       # scratch (nnfast._layout)
+                double[::1] epoch_losses):            # OUT (n_epochs,)
+    """Trains len(epoch_losses) epochs of the general step in one call, without the GIL.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The model, the fit's hyperparameters and the optimizer's counters (updated).
+    params : flat weights and biases (nnfast._layout), updated in place.
+    state : the optimizer's state: P velocities (SGD), P first then P second moments
+        (Adam), or nothing (plain step), each in the params layout; updated in place.
+    x, y : inputs and targets, one row per sample.
+    sample_weight : a weight per row, or an empty array for unit weights.
+    order : each epoch's row order for shuffled mini-batches, or (0, 0) for stored order.
+    workspace : dict of scratch arrays of the params' dtype, from
+        ``nnfast._layout.allocate_general_workspace`` (activations, deltas, bias_sums,
+        layer_grad; batch_x, batch_y and batch_w when order is given).
+    epoch_losses : receives each epoch's loss (nnfast._plan, "Losses").
+
+    Returns
+    -------
+    epochs_done : int
+        Completed epochs; fewer than requested when an epoch's loss was not finite, which is
+        then the epoch at index ``epochs_done`` (its loss is in epoch_losses).
+    diverged : bool
+        Whether an epoch's loss was not finite.
+    """
+    cdef Py_ssize_t n_rows = x.shape[0]
+    cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
+    cdef Py_ssize_t epochs_done = 0
+    cdef bint gathered = order.shape[0] > 0 or order.shape[1] > 0
+    cdef bint weighted = sample_weight.shape[0] > 0
+    cdef _Workspace work
+    cdef list keep
+    cdef int status
+
+    _check_general_data(config, params.shape[0], x, y, sample_weight)
+    _require_length(state.shape[0], config.state_size, "state", at_least=False)
+    _check_order(order, n_epochs, n_rows)
+    keep = _fill_workspace(config, workspace, min(config.c.batch_size, n_rows), True,
+                           gathered, weighted, params, &work)
+    if n_epochs == 0:
+        return 0, False
+    with nogil:
+        status = _general_fit_loop(&config.c, &params[0],
+                                   &state[0] if state.shape[0] > 0 else NULL,
+                                   &x[0, 0], &y[0, 0],
+                                   &sample_weight[0] if weighted else NULL, n_rows,
+                                   &order[0, 0] if gathered else NULL, n_epochs, &work,
+                                   &epoch_losses[0], &epochs_done)
+    return epochs_done, status == 1
+
+
+def loss_gradient(TrainConfig config,
+                  const floating[::1] params,           # IN all weights and biases, flat
+                  const floating[:, ::1] x,             # IN (n_rows, s0)
+                  const floating[:, ::1] y,             # IN (n_rows, sL)
+                  const floating[::1] sample_weight,    # IN (n_rows,), or (0,) for none
+                  dict workspace,                       # scratch for n_rows rows
+                  floating[::1] grad_out):              # OUT like params
+    """Full-batch loss and gradient (scikit-learn's _backprop), for L-BFGS and for Dask.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The model; its optimizer settings, batch size and counters are not used.
+    params, x, y, sample_weight : as for fit_general (params is only read).
+    workspace : activations, deltas and bias_sums for all n_rows rows.
+    grad_out : receives the gradient G (reduction "mean": divided by the weight sum; alpha
+        included), in the params layout.
+
+    Returns
+    -------
+    float
+        The loss: the data loss plus the L2 penalty (nnfast._plan, "Losses").
+    """
+    cdef _Workspace work
+    cdef list keep
+    cdef bint weighted = sample_weight.shape[0] > 0
+    cdef double loss, abs_error
+    _check_general_data(config, params.shape[0], x, y, sample_weight)
+    _require_length(grad_out.shape[0], params.shape[0], "grad_out", at_least=False)
+    keep = _fill_workspace(config, workspace, x.shape[0], False, False, weighted, params,
+                           &work)
+    with nogil:
+        # params is only read when grad_out is given; the cast drops const for the shared
+        # step function's signature.
+        loss = _general_step(&config.c, <floating*>&params[0], NULL, &x[0, 0], &y[0, 0],
+                             &sample_weight[0] if weighted else NULL, x.shape[0], &work,
+                             &grad_out[0], &abs_error)
+    return loss

@@ -37,6 +37,31 @@ def pack_params(weights, biases):
     return np.concatenate(pieces)
 
 
+def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, weighted=False,
+                               training=True):
+    """Scratch buffers for ``nnfast._kernels.fit_general`` (training) or ``loss_gradient``.
+
+    For batches of up to batch_size rows: activations and deltas of layers 1..L, as for the
+    original's step; bias_sums (the widest layer: column sums of a delta); layer_grad (the
+    largest layer's parameter count: the general step forms one layer's gradient at a time
+    and applies the optimizer to it at once, so it needs no params-sized gradient buffer);
+    and, for shuffled fits, the gathered rows of a batch (batch_x, batch_y, batch_w when
+    sample weights are given).
+    """
+    activations = batch_size * sum(sizes[1:])
+    largest_layer = max(n_in * n_out + (n_out if bias else 0)
+                        for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    return {
+        "activations": np.empty(activations, dtype=dtype),
+        "deltas": np.empty(activations, dtype=dtype),
+        "bias_sums": np.empty(max(sizes[1:]), dtype=dtype),
+        "layer_grad": np.empty(largest_layer if training else 0, dtype=dtype),
+        "batch_x": np.empty(batch_size * sizes[0] if shuffled else 0, dtype=dtype),
+        "batch_y": np.empty(batch_size * sizes[-1] if shuffled else 0, dtype=dtype),
+        "batch_w": np.empty(batch_size if shuffled and weighted else 0, dtype=dtype),
+    }
+
+
 def allocate_workspace(sizes, batch_size, dtype, shuffled):
     """Scratch buffers for ``nnfast._kernels.fit`` with batches of up to batch_size rows."""
     activations = batch_size * sum(sizes[1:])

@@ -1,0 +1,133 @@
+"""The compiled backend of the general path: the runner contract over ``nnfast._kernels``.
+
+``Network`` drives every backend of the general path (any model but the original's, which
+keeps its own fused kernel) through two functions, defined in ``nnfast._plan``:
+``make_runner`` and ``loss_gradient``. Here they translate a ``FitPlan`` into the kernel's
+``TrainConfig`` (the plan's integer codes), allocate the workspace once per fit
+(``nnfast._layout``) and hand whole chunks of epochs to ``_kernels.fit_general``, which runs
+them without the GIL. ``nnfast.reference`` is the NumPy backend with the same contract.
+"""
+
+import numpy as np
+
+from . import _plan
+from ._dispatch import kernels as _kernels
+from ._layout import allocate_general_workspace
+
+__all__ = ["make_runner", "loss_gradient"]
+
+
+def _check_codes(kernels):
+    """The kernel's cdef enums must number things as nnfast._plan does (their one owner)."""
+    mismatched = {name: (code, getattr(_plan, name)) for name, code in kernels.CODES.items()
+                  if getattr(_plan, name, None) != code}
+    if mismatched:
+        raise ImportError(f"nnfast._kernels and nnfast._plan disagree on codes "
+                          f"(kernel, plan): {mismatched}; rebuild the kernels")
+
+
+_check_codes(_kernels)
+
+
+def _config(plan, batch_size, n_threads, check_every, state=None):
+    """The kernel's TrainConfig for a plan (and an optimizer state's counters)."""
+    optimizer = plan.optimizer
+    return _kernels.TrainConfig(
+        sizes=plan.sizes,
+        bias=plan.bias,
+        activations=plan.activation_codes,
+        output=plan.output_code,
+        reduction=plan.reduction_code,
+        alpha=plan.alpha,
+        optimizer=plan.optimizer_code,
+        schedule=plan.schedule_code,
+        learning_rate_init=plan.learning_rate,
+        momentum=getattr(optimizer, "momentum", 0.0),
+        nesterov=getattr(optimizer, "nesterov", False),
+        power_t=getattr(optimizer, "power_t", 0.5),
+        beta_1=getattr(optimizer, "beta_1", 0.9),
+        beta_2=getattr(optimizer, "beta_2", 0.999),
+        epsilon=getattr(optimizer, "epsilon", 1e-8),
+        batch_size=batch_size,
+        check_every=check_every,
+        n_threads=n_threads,
+        step=0 if state is None else state.step,
+        samples_seen=0 if state is None else state.samples_seen,
+        learning_rate=plan.learning_rate if state is None else state.learning_rate,
+    )
+
+
+def make_runner(plan, X, y, sample_weight, n_threads, check_every):
+    """A function that trains params and an optimizer state on (X, y) with the kernel.
+
+    Parameters
+    ----------
+    plan : nnfast._plan.FitPlan
+    X, y : C-contiguous arrays of the plan's dtype, (n_rows, sizes[0]) and (n_rows, sizes[-1]).
+    sample_weight : (n_rows,) array of the plan's dtype, or None.
+    n_threads : int
+        Kernel threads (Network decides: > 1 only for large products).
+    check_every : int
+        Batches between polls for Ctrl-C; 0 never polls.
+
+    Returns
+    -------
+    run : callable
+        ``run(params, state, n_epochs, orders) -> (epoch_losses, epochs_done, diverged)``;
+        params and state (``nnfast._plan.OptimizerState``) are updated in place, also when
+        the fit stops early (divergence, Ctrl-C): Network passes copies.
+    """
+    kernels = _kernels  # looked up per call: tests swap in each build of the kernels
+    n_rows = X.shape[0]
+    batch_size = min(plan.batch_size, n_rows)
+    # Everything the kernel needs is allocated here, once per fit.
+    workspace = allocate_general_workspace(plan.sizes, plan.bias, batch_size, plan.dtype,
+                                           shuffled=plan.shuffled,
+                                           weighted=sample_weight is not None)
+    weights = (np.empty(0, dtype=plan.dtype) if sample_weight is None else sample_weight)
+    stored_order = np.empty((0, 0), dtype=np.intp)
+    config = _config(plan, batch_size, n_threads, check_every)
+
+    def run(params, state, n_epochs, orders):
+        config.step = state.step
+        config.samples_seen = state.samples_seen
+        config.learning_rate = state.learning_rate
+        losses = np.full(n_epochs, np.nan)
+        try:
+            epochs_done, diverged = kernels.fit_general(
+                config, params, state.values, X, y, weights,
+                stored_order if orders is None else orders, workspace, losses)
+        finally:
+            # The counters move with params and state, step by step, also when interrupted.
+            state.step = config.step
+            state.samples_seen = config.samples_seen
+            state.learning_rate = config.learning_rate
+        return losses, epochs_done, diverged
+
+    return run
+
+
+def loss_gradient(plan, params, X, y, sample_weight, n_threads):
+    """Full-batch loss and gradient of the plan's model (scikit-learn's ``_backprop``).
+
+    Parameters
+    ----------
+    plan : nnfast._plan.FitPlan
+    params : flat parameters (``nnfast._layout``), only read.
+    X, y, sample_weight : as for ``make_runner``.
+    n_threads : int
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray like params
+        The gradient G in the params layout.
+    """
+    n_rows = X.shape[0]
+    workspace = allocate_general_workspace(plan.sizes, plan.bias, n_rows, plan.dtype,
+                                           training=False)
+    config = _config(plan, n_rows, n_threads, 0)
+    grad = np.empty_like(params)
+    weights = np.empty(0, dtype=plan.dtype) if sample_weight is None else sample_weight
+    loss = _kernels.loss_gradient(config, params, X, y, weights, workspace, grad)
+    return loss, grad
