@@ -69,7 +69,9 @@ def test_sklearn_estimator_checks(estimator, check):
 @parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100),
                           MLPClassifier(solver="lbfgs", max_iter=100),
                           MLPRegressor(solver="sgd", activation="tanh", max_iter=100)])
-def test_mlp_estimator_checks(estimator, check, mlp_backend):
+def test_mlp_estimator_checks(estimator, check):
+    # On the compiled backend users get; test_mlp_equivalence.py holds both backends to
+    # scikit-learn's fits.
     check(estimator)
 
 
