@@ -37,8 +37,15 @@ def test_drop_in_example_gives_the_original_loops_weights(capsys):
     assert "[0.  0.5 1. ]" in capsys.readouterr().out
 
 
+def _block_with(text):
+    """The one python block of the README that contains text."""
+    (block,) = [block for block in _blocks("python") if text in block]
+    return block
+
+
 def test_saving_and_estimator_examples_run(tmp_path, monkeypatch, capsys):
-    _, swapped, saving, estimators = _blocks("python")[:4]
+    _, swapped, saving = _blocks("python")[:3]
+    estimators = _block_with("import NetworkClassifier")
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(swapped, namespace)
@@ -48,3 +55,19 @@ def test_saving_and_estimator_examples_run(tmp_path, monkeypatch, capsys):
     exec(estimators, {})
     score_line = capsys.readouterr().out.splitlines()[-2]
     assert float(score_line) >= 0.93
+
+
+def test_mlp_migration_example_matches_scikit_learn(capsys, monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    migration = _block_with("from nnfast.sklearn import MLPClassifier")
+    # One thread for both (nnfast's default follows OMP_NUM_THREADS): on a machine busy with
+    # other work, spinning thread pools make these small fits many times slower.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with threadpool_limits(1):
+        exec(migration, {})
+        ours = float(capsys.readouterr().out.splitlines()[-1])
+        exec(migration.replace("from nnfast.sklearn import MLPClassifier",
+                               "from sklearn.neural_network import MLPClassifier"), {})
+        theirs = float(capsys.readouterr().out.splitlines()[-1])
+    assert abs(ours - theirs) < 0.01 and ours > 0.93
