@@ -30,7 +30,7 @@ def _quietly(fit):
         return fit()
 
 
-def _fit_estimator(Estimator, workload, dtype, n_threads, max_iter, **extra):
+def _fit_estimator(Estimator, workload, dtype, max_iter, **extra):
     X, y = workload.data(dtype)
     model = Estimator(**workload.params(max_iter=max_iter), **extra)
     start = time.perf_counter()
@@ -40,13 +40,12 @@ def _fit_estimator(Estimator, workload, dtype, n_threads, max_iter, **extra):
 
 def _sklearn(workload, dtype, n_threads, max_iter):
     from sklearn.neural_network import MLPClassifier
-    return _fit_estimator(MLPClassifier, workload, dtype, n_threads, max_iter)
+    return _fit_estimator(MLPClassifier, workload, dtype, max_iter)
 
 
 def _nnfast(workload, dtype, n_threads, max_iter):
     from .sklearn import MLPClassifier
-    return _fit_estimator(MLPClassifier, workload, dtype, n_threads, max_iter,
-                          n_threads=n_threads)
+    return _fit_estimator(MLPClassifier, workload, dtype, max_iter, n_threads=n_threads)
 
 
 def _torch(workload, dtype, n_threads, max_iter):

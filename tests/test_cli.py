@@ -48,3 +48,33 @@ def test_bench_table_format_lists_every_row():
              "speedup_vs_torch": None, "max_weight_difference": 1e-14}]
     table = bench.format_table(rows)
     assert "| small | float64 | 2 | 20.00 | 4.000 | 5.0x | 1.0e-14 |" in table
+
+
+def test_bench_times_the_mlp_against_scikit_learn_on_the_same_fit(capsys):
+    assert cli.main(["bench", "--workload", "mlp-150x4", "--dtype", "float64", "--repeats",
+                     "1", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| mlp-150x4 |")]
+    assert len(rows) == 1
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    sklearn_ms, nnfast_ms, speedup = (float(cells[3].replace(",", "")),
+                                      float(cells[4].replace(",", "")), float(cells[5][:-1]))
+    assert speedup == pytest.approx(sklearn_ms / nnfast_ms, rel=0.05)
+    # Same initial weights, row orders and arithmetic: the same fit, to rounding.
+    assert float(cells[-1]) < 1e-9
+    assert not any(line.startswith("| tutorial") for line in out.splitlines())
+
+
+def test_bench_mlp_table_format_lists_every_row():
+    from nnfast import bench_mlp
+
+    rows = [{"workload": "digits-adam", "dtype": "float32", "threads": 2,
+             "seconds_per_fit": {"sklearn": 1.5, "nnfast": 0.25, "torch": 0.75},
+             "speedup": 6.0, "speedup_vs_torch": 3.0, "max_weight_difference": 2e-8},
+            {"workload": "digits-lbfgs", "dtype": "float32", "threads": 2,
+             "seconds_per_fit": {"sklearn": 1.0, "nnfast": 0.5}, "speedup": 2.0,
+             "speedup_vs_torch": None, "max_weight_difference": 1e-8}]
+    table = bench_mlp.format_table(rows)
+    assert "| digits-adam | float32 | 2 | 1,500.0 | 250.00 | 6.0x | 750.0 | 3.0x | 2.0e-08 |" \
+        in table
+    assert "| digits-lbfgs | float32 | 2 | 1,000.0 | 500.00 | 2.0x | - | - | 1.0e-08 |" in table
