@@ -42,6 +42,9 @@ _BLAS_THREADED_FLOPS = 1 << 16
 _MAX_ORDER_ENTRIES = 1 << 16
 # A layer product of at least this many multiply-adds per batch makes the kernel use threads.
 _PARALLEL_MIN_FLOPS = 1 << 20
+# Epochs the general path runs per backend call at most: bounds the per-call epoch-loss buffer
+# so that a fit's memory does not depend on its length.
+_MAX_CHUNK_EPOCHS = 1 << 16
 # Reports per fit when a callback or a progress bar asks for reports but verbose does not.
 _DEFAULT_REPORTS = 100
 
@@ -410,10 +413,10 @@ class Network:
                         else None)
         with self._blas_limit(kernel_threads, plan.batch_size):
             while done < iterations:
-                n_epochs = iterations - done
+                n_epochs = min(iterations - done, _MAX_CHUNK_EPOCHS)
                 if live:
                     next_report = (done // report_every + 1) * report_every
-                    n_epochs = min(iterations, next_report) - done
+                    n_epochs = min(n_epochs, min(iterations, next_report) - done)
                 if plan.shuffled:
                     n_epochs = min(n_epochs, order_rows)
                 orders = (_draw_epoch_orders(random_state, order_buffer[:n_epochs])
@@ -426,14 +429,16 @@ class Network:
                         "batch whose sample weights are all zero?); the network is left as it "
                         "was before this fit")
                 stop = False
-                for epoch in range(done, done + n_epochs):
-                    if reporting and epoch % report_every == 0:
-                        loss = float(losses[epoch - done])
-                        history.append((epoch, loss))
-                        if verbose:
-                            print(f"Iteration {epoch + 1}, loss = {loss:.8f}", flush=True)
-                        if callback is not None:
-                            stop = bool(callback(epoch, loss))
+                # The report epochs of this chunk: multiples of report_every.
+                first_report = -(-done // report_every) * report_every
+                for epoch in range(first_report, done + n_epochs if reporting else 0,
+                                   report_every):
+                    loss = float(losses[epoch - done])
+                    history.append((epoch, loss))
+                    if verbose:
+                        print(f"Iteration {epoch + 1}, loss = {loss:.8f}", flush=True)
+                    if callback is not None:
+                        stop = bool(callback(epoch, loss))
                 done += n_epochs
                 if bar is not None:
                     bar.update(n_epochs)

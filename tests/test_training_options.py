@@ -617,3 +617,34 @@ def test_default_network_is_the_original():
     mixed = nnfast.Network([3, 4, 4, 2], activation=["relu", "tanh"], output="softmax")
     assert mixed.activation == ("relu", "tanh") and mixed.reduction == "mean"
     assert "activation=('relu', 'tanh')" in repr(mixed) and "softmax" in repr(mixed)
+
+
+@pytest.mark.parametrize("batch_size", [None, 5])
+def test_chunking_a_long_fit_changes_nothing(monkeypatch, batch_size):
+    """The general path runs at most _MAX_CHUNK_EPOCHS epochs per backend call (bounded
+    memory); chunk boundaries change neither the arithmetic nor the history."""
+    from nnfast import network
+
+    X, y = _model_data("softmax")
+    options = MODELS["relu_softmax_adam"]
+    whole = nnfast.Network([4, 6, 3], backend="numpy", **options)
+    whole.fit(X, y, 11, batch_size=batch_size, report_every=3)
+    calls = []
+    real = reference.make_runner
+
+    def counting_runner(*args, **kwargs):
+        run = real(*args, **kwargs)
+
+        def counted(params, state, n_epochs, orders):
+            calls.append(n_epochs)
+            return run(params, state, n_epochs, orders)
+        return counted
+
+    monkeypatch.setattr(network, "_MAX_CHUNK_EPOCHS", 4)
+    monkeypatch.setattr(reference, "make_runner", counting_runner)
+    chunked = nnfast.Network([4, 6, 3], backend="numpy", **options)
+    chunked.fit(X, y, 11, batch_size=batch_size, report_every=3)
+    assert calls == [4, 4, 3]
+    assert_array_equal(chunked._params, whole._params)
+    assert chunked.history == whole.history and [i for i, _ in whole.history] == [0, 3, 6, 9]
+    assert chunked.optimizer_state == whole.optimizer_state
