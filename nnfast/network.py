@@ -299,7 +299,6 @@ class Network:
             report_every = check_int(report_every, "report_every", minimum=1)
         plan = self._plan(learning_rate, bool(resume), batch_size, shuffled,
                           sample_weight is not None)
-        state = self._start_state(plan, bool(resume), learning_rate)
         bar = _progress_bar(iterations) if progress else None
 
         fit_lock, state_lock = _locks_of(self)
@@ -309,6 +308,8 @@ class Network:
                     return self._train(X, y, iterations, plan.learning_rate, batch_size,
                                        shuffled, verbose, callback, bar, state_lock,
                                        report_every)
+                # Under the fit lock: the state of the fit before, not of one running.
+                state = self._start_state(plan, bool(resume), learning_rate)
                 return self._train_general(plan, state, X, y, sample_weight, iterations,
                                            verbose, callback, bar, state_lock, report_every)
             finally:

@@ -648,3 +648,25 @@ def test_chunking_a_long_fit_changes_nothing(monkeypatch, batch_size):
     assert_array_equal(chunked._params, whole._params)
     assert chunked.history == whole.history and [i for i, _ in whole.history] == [0, 3, 6, 9]
     assert chunked.optimizer_state == whole.optimizer_state
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_only_the_originals_options_take_the_original_path(backend, monkeypatch):
+    """FitPlan.is_original picks the original's fit (the fused kernel on cython); any other
+    option (even the original's sigmoid with sample weights or alpha) takes the general path."""
+    used = []
+    real = nnfast.Network._general_backend
+    monkeypatch.setattr(nnfast.Network, "_general_backend",
+                        lambda self: used.append(True) or real(self))
+    X, y = _model_data("original")
+    nnfast.Network([4, 5, 3], backend=backend).fit(X, y, 2, 0.5, batch_size=5)
+    nnfast.Network([4, 5, 3], backend=backend, bias=True).fit(X, y, 2)
+    assert used == []
+    for options, fit_options in [({"alpha": 0.1}, {}), ({}, {"sample_weight": np.ones(len(X))}),
+                                 ({"reduction": "mean"}, {}), ({"activation": "tanh"}, {}),
+                                 ({"optimizer": SGD()}, {})]:
+        try:
+            nnfast.Network([4, 5, 3], backend=backend, **options).fit(X, y, 2, **fit_options)
+        except NotImplementedError:
+            assert backend == "cython" and "cython" not in GENERAL_BACKENDS
+    assert len(used) == 5
