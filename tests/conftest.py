@@ -19,7 +19,12 @@ Which file holds what (one home per subject; add a line for a new file):
 - test_reference_sklearn.py: ``nnfast.reference``'s model families (activations, outputs,
   losses, alpha, sample weights, SGD / Nesterov / Adam, schedules) against the installed
   scikit-learn's MLP, and the general path with the original's options against the original.
-- test_sklearn.py: the scikit-learn estimators of ``nnfast.sklearn``.
+- test_mlp_equivalence.py: ``nnfast.sklearn.MLPClassifier`` / ``MLPRegressor`` against the
+  installed scikit-learn's (the same fits, predictions, stopping, class_weight as sample
+  weights, default-parameter cross-validated scores), on both backends.
+- test_sklearn.py: the scikit-learn estimators of ``nnfast.sklearn``: scikit-learn's
+  estimator checks for all of them, pickling and validation of the MLP estimators, the
+  ``NetworkClassifier`` / ``NetworkRegressor`` behaviour.
 - test_threads.py: concurrent fits from Python threads.
 - test_training_options.py: fit's options (mini-batches, bias, reporting, callbacks, progress,
   sample weights, resume, report_every), gradient(), loss_gradient(), the model options
@@ -69,6 +74,17 @@ def optimizer_cases():
 
 
 OPTIMIZER_CASES = list(optimizer_cases())
+
+
+def general_backends():
+    """Backends that run Network's general path (every model but the original's): the NumPy
+    reference, and the compiled kernel once ``nnfast._compiled`` exists in this tree."""
+    import importlib.util
+
+    return ["numpy"] + (["cython"] if importlib.util.find_spec("nnfast._compiled") else [])
+
+
+GENERAL_BACKENDS = general_backends()
 
 # Tolerances for comparing a single kernel call against nnfast.reference on the same inputs.
 # Both sides compute in the same dtype; they differ only in summation order (plain loops or
@@ -151,11 +167,6 @@ def kernel_build(kernels):
 
 
 # ---------------------------------------------------------- scikit-learn's MLP (issue 9)
-# Homes: tests/test_mlp_equivalence.py holds nnfast.sklearn.MLPClassifier / MLPRegressor
-# against the installed scikit-learn (same fits, predictions, stopping, class_weight,
-# default-parameter scores); tests/test_sklearn.py holds scikit-learn's estimator checks,
-# pickling and parameter validation of every nnfast.sklearn estimator.
-
 # Network backends the MLP estimators are checked on: the compiled one users get, and the
 # NumPy reference.
 MLP_BACKENDS = ["cython", "numpy"]

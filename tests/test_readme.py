@@ -6,13 +6,17 @@ import re
 import numpy as np
 
 import nnfast
+from conftest import GENERAL_BACKENDS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def _blocks(language):
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+def _blocks(language, section=None):
+    """The code blocks of a language, in the whole README or under one ``## `` heading."""
+    text = README if section is None else README.split(f"\n## {section}\n", 1)[1].split(
+        "\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def test_quickstart_has_two_commands_and_ci_runs_the_test_one_verbatim():
@@ -26,7 +30,7 @@ def test_quickstart_has_two_commands_and_ci_runs_the_test_one_verbatim():
 
 
 def test_drop_in_example_gives_the_original_loops_weights(capsys):
-    original, swapped = _blocks("python")[:2]
+    original, swapped = _blocks("python", "The drop-in swap")
     original_namespace, swapped_namespace = {}, {}
     exec(original, original_namespace)
     exec(swapped, swapped_namespace)
@@ -37,15 +41,10 @@ def test_drop_in_example_gives_the_original_loops_weights(capsys):
     assert "[0.  0.5 1. ]" in capsys.readouterr().out
 
 
-def _block_with(text):
-    """The one python block of the README that contains text."""
-    (block,) = [block for block in _blocks("python") if text in block]
-    return block
-
-
 def test_saving_and_estimator_examples_run(tmp_path, monkeypatch, capsys):
-    _, swapped, saving = _blocks("python")[:3]
-    estimators = _block_with("import NetworkClassifier")
+    _, swapped = _blocks("python", "The drop-in swap")
+    (saving,) = _blocks("python", "Saving a model")
+    _, estimators = _blocks("python", "scikit-learn estimators")
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(swapped, namespace)
@@ -57,10 +56,26 @@ def test_saving_and_estimator_examples_run(tmp_path, monkeypatch, capsys):
     assert float(score_line) >= 0.93
 
 
+def test_model_options_example_trains_as_it_says(capsys):
+    (example,) = _blocks("python", "Model options")
+    if "cython" not in GENERAL_BACKENDS:
+        # Before the compiled general path exists in this tree the example runs on the
+        # reference, which the compiled path is tested to match.
+        example = example.replace("bias=True,", 'bias=True, backend="numpy",')
+    namespace = {}
+    exec(example, namespace)
+    printed = capsys.readouterr().out.splitlines()
+    iteration, loss = eval(printed[0])
+    assert iteration == 49 and 0 < loss < 0.2
+    assert float(printed[1]) >= 0.97
+    state = namespace["net"].optimizer_state
+    assert state.step == 60 * 10 and state.samples_seen == 60 * 300
+
+
 def test_mlp_migration_example_matches_scikit_learn(capsys, monkeypatch):
     from threadpoolctl import threadpool_limits
 
-    migration = _block_with("from nnfast.sklearn import MLPClassifier")
+    migration, _ = _blocks("python", "scikit-learn estimators")
     # One thread for both (nnfast's default follows OMP_NUM_THREADS): on a machine busy with
     # other work, spinning thread pools make these small fits many times slower.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
