@@ -40,6 +40,9 @@ _BLAS_THREADED_FLOPS = 1 << 16
 # Shuffled mini-batches: at most this many row indices of epoch orders are drawn at once.
 # Kept small so that a fit's memory does not depend on its length (one buffer per fit).
 _MAX_ORDER_ENTRIES = 1 << 16
+# General path: at most this many epochs per backend call, so the per-call epoch-loss buffer
+# stays small (a fit of 10**9 epochs must not allocate 8 GB of losses up front).
+_MAX_CHUNK_EPOCHS = 1 << 12
 # A layer product of at least this many multiply-adds per batch makes the kernel use threads.
 _PARALLEL_MIN_FLOPS = 1 << 20
 # Reports per fit when a callback or a progress bar asks for reports but verbose does not.
@@ -392,6 +395,7 @@ class Network:
                 if live:
                     next_report = (done // report_every + 1) * report_every
                     n_epochs = min(iterations, next_report) - done
+                n_epochs = min(n_epochs, _MAX_CHUNK_EPOCHS)
                 if plan.shuffled:
                     n_epochs = min(n_epochs, order_rows)
                 orders = (_draw_epoch_orders(random_state, order_buffer[:n_epochs])
