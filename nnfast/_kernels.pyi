@@ -2,6 +2,8 @@
 # source built for x86-64-v3). Each argument's Cython type is in the comment beside it; every
 # array argument is float32 or float64, one dtype per call ("floating"), C-contiguous.
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -78,3 +80,64 @@ def fit(
     check_every: int,  # Py_ssize_t
     n_threads: int = 1,  # int
 ) -> tuple[int, float, bool]: ...
+
+# The general path (nnfast._compiled drives it; codes from nnfast._plan).
+CODES: dict[str, int]  # the kernel's cdef enum values, by nnfast._plan's names
+
+class TrainConfig:
+    # Keyword-only; each becomes a field of a cdef struct (_Config) the kernel reads.
+    def __init__(
+        self,
+        *,
+        sizes: Sequence[int],  # Py_ssize_t each, >= 1, at least two
+        bias: bool,  # bint
+        activations: Sequence[int],  # Py_ssize_t codes, one per hidden layer
+        output: int,  # int code
+        reduction: int,  # int code
+        alpha: float,  # double
+        optimizer: int,  # int code
+        schedule: int,  # int code
+        learning_rate_init: float,  # double
+        momentum: float,  # double
+        nesterov: bool,  # bint
+        power_t: float,  # double
+        beta_1: float,  # double
+        beta_2: float,  # double
+        epsilon: float,  # double
+        batch_size: int,  # Py_ssize_t >= 1
+        check_every: int,  # Py_ssize_t >= 0
+        n_threads: int,  # int >= 1
+        step: int = 0,  # int64_t
+        samples_seen: int = 0,  # int64_t
+        learning_rate: float | None = None,  # double; None: learning_rate_init
+    ) -> None: ...
+    @property
+    def sizes(self) -> tuple[int, ...]: ...
+    @property
+    def n_params(self) -> int: ...
+    @property
+    def state_size(self) -> int: ...
+    step: int  # int64_t, updated by fit_general
+    samples_seen: int  # int64_t, updated by fit_general
+    learning_rate: float  # double, updated by fit_general
+
+def fit_general(
+    config: TrainConfig,
+    params: _Array,  # floating[::1] INOUT
+    state: _Array,  # floating[::1] INOUT (config.state_size)
+    x: _Array,  # const floating[:, ::1] (n_rows, s0)
+    y: _Array,  # const floating[:, ::1] (n_rows, sL)
+    sample_weight: _Array,  # const floating[::1] (n_rows,) or (0,)
+    order: npt.NDArray[np.intp],  # const Py_ssize_t[:, ::1] (>= n_epochs, n_rows) or (0, 0)
+    workspace: dict[str, _Array],  # dict of floating[::1] scratch (nnfast._layout)
+    epoch_losses: npt.NDArray[np.float64],  # double[::1] OUT (n_epochs,)
+) -> tuple[int, bool]: ...
+def loss_gradient(
+    config: TrainConfig,
+    params: _Array,  # const floating[::1]
+    x: _Array,  # const floating[:, ::1] (n_rows, s0)
+    y: _Array,  # const floating[:, ::1] (n_rows, sL)
+    sample_weight: _Array,  # const floating[::1] (n_rows,) or (0,)
+    workspace: dict[str, _Array],  # dict of floating[::1] scratch for n_rows rows
+    grad_out: _Array,  # floating[::1] OUT, like params
+) -> float: ...

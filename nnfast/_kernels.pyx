@@ -908,7 +908,8 @@ cdef inline void _finish_gradient(floating* grad, const floating* weights, Py_ss
                                   floating denominator) noexcept nogil:
     """grad[:n_weights] = (grad + alpha * W) / denominator; the bias part / denominator.
 
-    scikit-learn's order of operations (_compute_loss_grad); skipped where it is exact.
+    For loss_gradient (training finishes the gradient in _update_range); scikit-learn's
+    order of operations (_compute_loss_grad), skipped where it is exact.
     """
     cdef Py_ssize_t i
     if alpha != 0:
@@ -922,58 +923,82 @@ cdef inline void _finish_gradient(floating* grad, const floating* weights, Py_ss
             grad[i] = grad[i] / denominator
 
 
-cdef inline void _optimizer_update(const _Config* config, floating* params,
-                                   const floating* grad, floating* first, floating* second,
-                                   Py_ssize_t n, double adam_rate) noexcept nogil:
-    """Applies the optimizer to n parameters with gradient grad (plain loops: vectorised).
+cdef inline void _update_range(const _Config* config, floating* params, const floating* grad,
+                               floating* first, floating* second, Py_ssize_t start,
+                               Py_ssize_t stop, bint penalised, floating alpha,
+                               floating denominator, double adam_rate) noexcept nogil:
+    """Finishes the gradient of params[start:stop] and applies the optimizer to them.
 
-    first/second: this slice of the state (SGD: velocities in first; Adam: m, v); adam_rate
-    is Adam's bias-corrected rate of this step. Constants are cast to the dtype first, as
-    NumPy does with Python floats, so float32 fits compute in float32 as scikit-learn's.
+    g = (grad + alpha * W) / denominator for weights (penalised), grad / denominator for
+    biases: scikit-learn's order of operations (_compute_loss_grad), in the same pass as the
+    update, so the layer's gradient is read once. first/second: this slice of the optimizer
+    state (SGD: velocities in first; Adam: m, v); adam_rate is Adam's bias-corrected rate of
+    this step. Constants are cast to the dtype first, as NumPy does with Python floats, so
+    float32 fits compute in float32 as scikit-learn's. Plain loops: they vectorise (sqrt
+    and division included, see setup.py's -fno-math-errno).
     """
     cdef Py_ssize_t i
+    cdef floating g, velocity
     cdef floating rate = <floating>config.learning_rate
     cdef floating momentum = <floating>config.momentum
-    cdef floating beta_1, beta_2, one_minus_beta_1, one_minus_beta_2, epsilon, step_rate
-    cdef floating velocity
+    cdef floating beta_1 = <floating>config.beta_1
+    cdef floating beta_2 = <floating>config.beta_2
+    cdef floating one_minus_beta_1 = <floating>(1.0 - config.beta_1)
+    cdef floating one_minus_beta_2 = <floating>(1.0 - config.beta_2)
+    cdef floating epsilon = <floating>config.epsilon
+    cdef floating step_rate = <floating>adam_rate
     if config.optimizer == OPT_PLAIN:
-        for i in range(n):
-            params[i] = params[i] - rate * grad[i]
+        for i in range(start, stop):
+            g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
+            params[i] = params[i] - rate * g
+    elif config.optimizer == OPT_SGD and config.nesterov:
+        for i in range(start, stop):
+            g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
+            velocity = momentum * first[i] - rate * g
+            first[i] = velocity
+            params[i] = params[i] + (momentum * velocity - rate * g)
     elif config.optimizer == OPT_SGD:
-        if config.nesterov:
-            for i in range(n):
-                velocity = momentum * first[i] - rate * grad[i]
-                first[i] = velocity
-                params[i] = params[i] + (momentum * velocity - rate * grad[i])
-        else:
-            for i in range(n):
-                velocity = momentum * first[i] - rate * grad[i]
-                first[i] = velocity
-                params[i] = params[i] + velocity
+        for i in range(start, stop):
+            g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
+            velocity = momentum * first[i] - rate * g
+            first[i] = velocity
+            params[i] = params[i] + velocity
     else:
-        beta_1 = <floating>config.beta_1
-        beta_2 = <floating>config.beta_2
-        one_minus_beta_1 = <floating>(1.0 - config.beta_1)
-        one_minus_beta_2 = <floating>(1.0 - config.beta_2)
-        epsilon = <floating>config.epsilon
-        step_rate = <floating>adam_rate
-        for i in range(n):
-            first[i] = beta_1 * first[i] + one_minus_beta_1 * grad[i]
-            second[i] = beta_2 * second[i] + one_minus_beta_2 * (grad[i] * grad[i])
+        for i in range(start, stop):
+            g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
+            first[i] = beta_1 * first[i] + one_minus_beta_1 * g
+            second[i] = beta_2 * second[i] + one_minus_beta_2 * (g * g)
             params[i] = params[i] + (-step_rate * first[i]) / (_sqrt(second[i]) + epsilon)
+
+
+cdef inline void _optimizer_update(const _Config* config, floating* params,
+                                   const floating* grad, floating* first, floating* second,
+                                   Py_ssize_t n_weights, Py_ssize_t n_bias, floating alpha,
+                                   floating denominator, double adam_rate) noexcept nogil:
+    """One layer's update: its weights (L2-penalised) then its biases (not penalised)."""
+    _update_range(config, params, grad, first, second, 0, n_weights, True, alpha, denominator,
+                  adam_rate)
+    _update_range(config, params, grad, first, second, n_weights, n_weights + n_bias, False,
+                  alpha, denominator, adam_rate)
 
 
 cdef double _squared_weights(const _Config* config, const floating* params) noexcept nogil:
     """sum over layers of ||W_k||^2 (biases are not penalised), in float64."""
     cdef Py_ssize_t k, i, n_weights
-    cdef double total = 0.0
+    cdef double total0 = 0.0, total1 = 0.0, total2 = 0.0, total3 = 0.0
     cdef const floating* weights = params
+    # Four partial sums: one chain of dependent additions would take its latency per weight.
     for k in range(config.n_layers):
         n_weights = config.sizes[k] * config.sizes[k + 1]
-        for i in range(n_weights):
-            total += <double>weights[i] * weights[i]
+        for i in range(0, n_weights - 3, 4):
+            total0 += <double>weights[i] * weights[i]
+            total1 += <double>weights[i + 1] * weights[i + 1]
+            total2 += <double>weights[i + 2] * weights[i + 2]
+            total3 += <double>weights[i + 3] * weights[i + 3]
+        for i in range(n_weights - n_weights % 4, n_weights):
+            total0 += <double>weights[i] * weights[i]
         weights += _layer_params(config.sizes, k, config.has_bias)
-    return total
+    return (total0 + total1) + (total2 + total3)
 
 
 cdef double _general_step(_Config* config, floating* params, floating* state,
@@ -1061,13 +1086,15 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
         # product, overwriting).
         _apply_gradient(target, target + n_in * n_out if config.has_bias else NULL, layer_in,
                         delta_next, 1, False, bias_sums, m, n_in, n_out, config.n_threads)
-        _finish_gradient(target, weights, n_in * n_out, n_layer - n_in * n_out, alpha,
-                         denominator)
-        if grad_out == NULL:
+        if grad_out != NULL:
+            _finish_gradient(target, weights, n_in * n_out, n_layer - n_in * n_out, alpha,
+                             denominator)
+        else:
             _optimizer_update(config, weights, target,
                               state + offset if config.optimizer != OPT_PLAIN else NULL,
                               state + n_params + offset if config.optimizer == OPT_ADAM
-                              else NULL, n_layer, adam_rate)
+                              else NULL, n_in * n_out, n_layer - n_in * n_out, alpha,
+                              denominator, adam_rate)
     return loss
 
 

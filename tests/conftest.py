@@ -9,9 +9,14 @@ Which file holds what (one home per subject; add a line for a new file):
 - test_build.py: the kernel modules are compiled extensions.
 - test_cli.py: ``python -m nnfast`` and its bench command.
 - test_fit.py: the fused kernel fit (cython) against the NumPy reference (numpy).
+- test_general_kernel.py: the compiled general path (``nnfast._compiled`` over
+  ``_kernels.fit_general`` / ``loss_gradient``) against ``nnfast.reference``'s runner for
+  every activation, output, optimizer, reduction, alpha, sample weights, batching, dtype and
+  kernel build; its size checks and integer codes.
 - test_hostile.py: hostile shapes, sizes and values.
 - test_interrupt.py: Ctrl-C during a fit.
-- test_kernels.py: each ``def`` kernel against its counterpart in ``nnfast.reference``.
+- test_kernels.py: each ``def`` kernel of the original's path against its counterpart in
+  ``nnfast.reference``, and the size checks of those entry points.
 - test_memory.py: a fit allocates once, up front.
 - test_persistence.py: save / load (format versions 1 and 2), pickle, deepcopy.
 - test_properties.py: property-based kernel / reference equivalence (hypothesis).
@@ -95,6 +100,13 @@ RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 ATOL = {np.float32: 1e-5, np.float64: 1e-13}
 
 
+# Tolerances for a few epochs of the general path (kernel against nnfast.reference's runner):
+# the per-call differences above, carried through every step of a short fit and through
+# Adam's division by sqrt(v) (which keeps relative errors, it does not shrink them).
+GENERAL_RTOL = {np.float32: 2e-4, np.float64: 1e-10}
+GENERAL_ATOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
 @pytest.fixture(params=DTYPES, ids=lambda dt: np.dtype(dt).name)
 def dtype(request):
     """Each floating dtype the kernel is compiled for."""
@@ -155,15 +167,18 @@ def kernels(request):
 
 @contextlib.contextmanager
 def kernel_build(kernels):
-    """Runs Network's compiled backend on this build of the kernels (None: nnfast's choice)."""
-    from nnfast import network
+    """Runs Network's compiled backend on this build of the kernels (None: nnfast's choice):
+    the original's fused path (nnfast.network) and the general one (nnfast._compiled)."""
+    from nnfast import _compiled, network
 
-    chosen = network._kernels
+    chosen, chosen_general = network._kernels, _compiled._kernels
     network._kernels = chosen if kernels is None else kernels
+    _compiled._kernels = chosen_general if kernels is None else kernels
     try:
         yield
     finally:
         network._kernels = chosen
+        _compiled._kernels = chosen_general
 
 
 # ---------------------------------------------------------- scikit-learn's MLP (issue 9)

@@ -21,6 +21,11 @@ The latency bound is 0.5 s. The workloads:
   the ~2e7 multiply-adds between the kernel's documented Ctrl-C polls, "a few
   milliseconds"). The NumPy backend is interruptible between any two steps. Both backends
   are tested.
+
+Both workloads run the original's model (the fused kernel) and, on the compiled backend, a
+model of the general path as well (``general``: ReLU hidden layers, identity output, Adam;
+``_kernels.fit_general`` polls for signals as the fused loop does); for it the optimizer
+state must be the pre-fit one too.
 """
 
 import os
@@ -44,7 +49,7 @@ import numpy as np
 import nnfast
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
-backend, workload, stamp_path = sys.argv[1:4]
+backend, workload, model, stamp_path = sys.argv[1:5]
 if workload == "full-batch":
     rows, batch_size = 2048, None
 else:
@@ -52,7 +57,11 @@ else:
 rs = np.random.RandomState(0)
 X = rs.uniform(-1, 1, (rows, 64))
 y = rs.uniform(0, 1, (rows, 1))
-net = nnfast.Network([64, 256, 256, 1], backend=backend, bias=True)
+options = {}
+if model == "general":
+    from nnfast.optimizers import Adam
+    options = dict(activation="relu", output="identity", optimizer=Adam(learning_rate=1e-3))
+net = nnfast.Network([64, 256, 256, 1], backend=backend, bias=True, **options)
 # A trained state with a history and a used random state, so "unchanged" means something.
 net.fit(X[:256], y[:256], iterations=3, learning_rate=0.01, batch_size=64,
         callback=lambda i, e: False)
@@ -61,6 +70,8 @@ biases = [b.copy() for b in net.biases]
 state = net._random_state.get_state()
 history, iterations_run = list(net.history), net.iterations_run
 assert history and iterations_run == 3
+optimizer_state = None if net.optimizer_state is None else net.optimizer_state.copy()
+assert (optimizer_state is None) == (model == "original")
 
 print("fitting", flush=True)
 try:
@@ -79,6 +90,7 @@ assert all(np.array_equal(a, b) for a, b in zip(net.biases, biases)), "biases ch
 now = net._random_state.get_state()
 assert np.array_equal(now[1], state[1]) and now[2:] == state[2:], "random state changed"
 assert net.history == history and net.iterations_run == iterations_run, "history changed"
+assert net.optimizer_state == optimizer_state, "optimizer state changed"
 print("pre-fit state kept", flush=True)
 
 net.fit(X[:128], y[:128], iterations=3, learning_rate=0.01)
@@ -108,11 +120,11 @@ def _read_line(process, deadline):
             return process.stdout.readline()
 
 
-def _interrupt_child(backend, workload, tmp_path):
+def _interrupt_child(backend, workload, model, tmp_path):
     """Runs the child, interrupts its fit; returns (returncode, stdout, stderr)."""
     stamp = tmp_path / "signal_sent"
     process = subprocess.Popen(
-        [sys.executable, "-c", CHILD, backend, workload, str(stamp)],
+        [sys.executable, "-c", CHILD, backend, workload, model, str(stamp)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
     deadline = time.monotonic() + OVERALL_TIMEOUT
     try:
@@ -144,13 +156,14 @@ def _latency(out):
 
 
 @pytest.mark.parametrize("workload", ["full-batch", "long-epoch"])
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
-def test_ctrl_c_interrupts_fit_promptly_and_keeps_weights(backend, workload, tmp_path):
-    returncode, out, err = _interrupt_child(backend, workload, tmp_path)
+@pytest.mark.parametrize("backend, model", [("cython", "original"), ("numpy", "original"),
+                                            ("cython", "general")])
+def test_ctrl_c_interrupts_fit_promptly_and_keeps_weights(backend, model, workload, tmp_path):
+    returncode, out, err = _interrupt_child(backend, workload, model, tmp_path)
     assert "fitting" in out, err
     latency = _latency(out)
     assert latency is not None, f"no KeyboardInterrupt caught\nstdout:\n{out}\nstderr:\n{err}"
-    print(f"{backend}, {workload}: KeyboardInterrupt {latency:.3f} s after SIGINT")
+    print(f"{backend}, {model}, {workload}: KeyboardInterrupt {latency:.3f} s after SIGINT")
     assert 0 <= latency < LATENCY_BOUND, (
         f"KeyboardInterrupt came {latency:.3f} s after SIGINT (bound {LATENCY_BOUND} s)")
     assert "pre-fit state kept" in out, err

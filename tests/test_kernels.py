@@ -10,6 +10,7 @@ part of it unwritten fails.
 """
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -279,3 +280,176 @@ def test_sigmoid_emits_no_warnings(kernels, dtype):
         kernels.sigmoid_inplace(out)
         nnfast.nonlin(x)
         nnfast.nonlin(-x)
+
+
+# --------------------------------------------------------------------------------------------
+# Size checks: each entry point checks every buffer against the others before it runs, so a
+# wrong call is a ValueError naming the buffer, never an out-of-bounds access.
+# --------------------------------------------------------------------------------------------
+
+def _layer_args(dtype, m=6, n_in=4, n_out=3):
+    rs = np.random.RandomState(0)
+    return dict(inputs=_uniform(rs, -1, 1, (m, n_in), dtype),
+                weights=_uniform(rs, -1, 1, (n_in, n_out), dtype),
+                bias=_uniform(rs, -1, 1, n_out, dtype),
+                outputs=_nan((m, n_out), dtype),
+                delta_next=_uniform(rs, -1, 1, (m, n_out), dtype),
+                activations=_uniform(rs, 0, 1, (m, n_in), dtype),
+                delta=_nan((m, n_in), dtype),
+                targets=_uniform(rs, 0, 1, (m, n_out), dtype),
+                grad=_nan(n_out, dtype))
+
+
+def _wrong(shape_or_length, dtype):
+    return np.zeros(shape_or_length, dtype=dtype)
+
+
+# (entry point, argument names, {argument: wrong value maker}, text the error must contain)
+def _layer_entry_cases():
+    return [
+        ("forward_layer", ("inputs", "weights", "bias", "outputs"), [
+            ("inputs", lambda d: _wrong((6, 5), d), "inputs"),
+            ("bias", lambda d: _wrong(2, d), "bias"),
+            ("outputs", lambda d: _wrong((6, 2), d), "outputs"),
+            ("outputs", lambda d: _wrong((5, 3), d), "outputs"),
+            ("weights", lambda d: _wrong((4, 0), d), "weights"),
+        ]),
+        ("output_delta", ("targets", "outputs", "delta"), [
+            ("outputs", lambda d: _wrong((6, 2), d), "outputs"),
+            ("delta", lambda d: _wrong((5, 3), d), "delta"),
+        ]),
+        ("hidden_delta", ("delta_next", "weights", "activations", "delta"), [
+            ("delta_next", lambda d: _wrong((6, 2), d), "delta_next"),
+            ("activations", lambda d: _wrong((5, 4), d), "activations"),
+            ("delta", lambda d: _wrong((6, 3), d), "delta"),
+        ]),
+        ("apply_gradient", ("weights", "bias", "inputs", "delta", "learning_rate", "grad"), [
+            ("bias", lambda d: _wrong(4, d), "bias"),
+            ("inputs", lambda d: _wrong((6, 3), d), "inputs"),
+            ("delta", lambda d: _wrong((5, 3), d), "delta"),
+            ("grad", lambda d: _wrong(2, d), "grad"),
+        ]),
+    ]
+
+
+def _layer_entry_params():
+    params = []
+    for entry, names, cases in _layer_entry_cases():
+        for argument, make, message in cases:
+            params.append(pytest.param(entry, names, argument, make, message,
+                                       id=f"{entry}-{argument}-{message}"))
+    return params
+
+
+@pytest.mark.parametrize("entry, names, argument, make, message", _layer_entry_params())
+@pytest.mark.parametrize("kernels", BUILDS, ids=_build_id)
+def test_layer_entry_points_check_sizes(kernels, dtype, entry, names, argument, make,
+                                        message):
+    args = _layer_args(dtype)
+    # For output_delta and apply_gradient, "delta" is the output layer's (m, n_out).
+    if entry in ("output_delta", "apply_gradient"):
+        args["delta"] = _nan((6, 3), dtype)
+    args["learning_rate"] = dtype(0.1)
+    call = getattr(kernels, entry)
+    call(*[args[name].copy() if hasattr(args[name], "copy") else args[name]
+           for name in names])  # valid as given
+    args[argument] = make(dtype)
+    with pytest.raises(ValueError, match=message):
+        call(*[args[name] for name in names])
+
+
+def test_sigmoid_entry_points_check_sizes(kernels, dtype):
+    with pytest.raises(ValueError, match="out"):
+        kernels.sigmoid_derivative(np.zeros(5, dtype), np.zeros(4, dtype))
+    empty = np.zeros(0, dtype)
+    kernels.sigmoid_inplace(empty)  # nothing to do, and no out-of-bounds pointer either
+    kernels.sigmoid_derivative(empty, empty.copy())
+
+
+def _fit_args(dtype, batch_size=3, shuffled=True):
+    sizes = np.array([3, 4, 2], dtype=np.intp)
+    rs = np.random.RandomState(0)
+    n_rows = 7
+    params = _uniform(rs, -1, 1, 3 * 4 + 4 + 4 * 2 + 2, dtype)
+    rows = min(batch_size, n_rows)
+    return dict(params=params, sizes=sizes, has_bias=True,
+                x=_uniform(rs, 0, 1, (n_rows, 3), dtype), y=_uniform(rs, 0, 1, (n_rows, 2), dtype),
+                order=(np.array([rs.permutation(n_rows) for _ in range(2)], dtype=np.intp)
+                       if shuffled else np.empty((0, 0), dtype=np.intp)),
+                batch_size=batch_size, n_epochs=2, learning_rate=dtype(0.1),
+                activations=_nan(rows * 6, dtype), deltas=_nan(rows * 6, dtype),
+                grad=_nan(4, dtype), batch_x=_nan(rows * 3, dtype),
+                batch_y=_nan(rows * 2, dtype), check_every=0)
+
+
+FIT_NAMES = ("params", "sizes", "has_bias", "x", "y", "order", "batch_size", "n_epochs",
+             "learning_rate", "activations", "deltas", "grad", "batch_x", "batch_y",
+             "check_every")
+GRADIENT_NAMES = ("params", "sizes", "has_bias", "x", "y", "activations", "deltas", "grad",
+                  "gradient_out")
+
+SPOILT_FIT = [
+    ("params", lambda a: a["params"][:-1].copy(), "params"),
+    ("sizes", lambda a: np.array([3], dtype=np.intp), "sizes"),
+    ("sizes", lambda a: np.array([3, 0, 2], dtype=np.intp), "sizes[1]"),
+    ("x", lambda a: np.ascontiguousarray(a["x"][:, :2]), "x"),
+    ("y", lambda a: np.ascontiguousarray(a["y"][:-1]), "y"),
+    ("y", lambda a: np.ascontiguousarray(a["y"][:, :1]), "y"),
+    ("order", lambda a: np.ascontiguousarray(a["order"][:, :-1]), "order"),
+    ("order", lambda a: np.ascontiguousarray(a["order"][:1]), "order"),
+    ("order", lambda a: np.where(a["order"] == 0, 7, a["order"]), "order["),
+    ("batch_size", lambda a: 0, "batch_size"),
+    ("n_epochs", lambda a: -1, "n_epochs"),
+    ("activations", lambda a: a["activations"][:-1].copy(), "activations"),
+    ("deltas", lambda a: a["deltas"][:-1].copy(), "deltas"),
+    ("grad", lambda a: a["grad"][:-1].copy(), "grad"),
+    ("batch_x", lambda a: a["batch_x"][:-1].copy(), "batch_x"),
+    ("batch_y", lambda a: a["batch_y"][:-1].copy(), "batch_y"),
+    ("check_every", lambda a: -1, "check_every"),
+]
+
+
+@pytest.mark.parametrize("argument, make, message", SPOILT_FIT,
+                         ids=[f"{case[0]}-{i}" for i, case in enumerate(SPOILT_FIT)])
+def test_fit_checks_sizes(kernels, dtype, argument, make, message):
+    args = _fit_args(dtype)
+    before = args["params"].copy()
+    kernels.fit(*[args[name] for name in FIT_NAMES])  # valid as given
+    assert not np.array_equal(args["params"], before)
+    args = _fit_args(dtype)
+    before = args["params"].copy()
+    args[argument] = make(args)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kernels.fit(*[args[name] for name in FIT_NAMES])
+    if argument != "params":
+        assert_array_equal(args["params"], before)
+
+
+def test_fit_workspace_follows_the_batch_size(kernels, dtype):
+    """Scratch is sized for min(batch_size, n_rows) rows; no gather buffers in stored order."""
+    args = _fit_args(dtype, batch_size=100, shuffled=False)
+    args.update(batch_x=np.empty(0, dtype), batch_y=np.empty(0, dtype),
+                activations=_nan(7 * 6, dtype), deltas=_nan(7 * 6, dtype))
+    kernels.fit(*[args[name] for name in FIT_NAMES])
+    args["activations"] = _nan(7 * 6 - 1, dtype)
+    with pytest.raises(ValueError, match="activations"):
+        kernels.fit(*[args[name] for name in FIT_NAMES])
+
+
+@pytest.mark.parametrize("argument, make, message", [
+    ("params", lambda a: a["params"][1:].copy(), "params"),
+    ("x", lambda a: np.zeros((0, 3), a["params"].dtype), "x"),
+    ("x", lambda a: np.ascontiguousarray(a["x"][:, 1:]), "x"),
+    ("y", lambda a: np.ascontiguousarray(a["y"][1:]), "y"),
+    ("activations", lambda a: a["activations"][1:].copy(), "activations"),
+    ("deltas", lambda a: a["deltas"][1:].copy(), "deltas"),
+    ("grad", lambda a: a["grad"][1:].copy(), "grad"),
+    ("gradient_out", lambda a: a["gradient_out"][1:].copy(), "gradient_out"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_gradient_checks_sizes(kernels, dtype, argument, make, message):
+    args = _fit_args(dtype, batch_size=7)
+    args["gradient_out"] = _nan(args["params"].size, dtype)
+    kernels.gradient(*[args[name] for name in GRADIENT_NAMES])  # valid as given
+    args[argument] = make(args)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kernels.gradient(*[args[name] for name in GRADIENT_NAMES])

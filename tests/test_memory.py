@@ -1,4 +1,5 @@
-"""Memory: a fit allocates once, up front, and never more than the NumPy original."""
+"""Memory: a fit allocates once, up front, and never more than the NumPy original; the
+general kernel allocates nothing per epoch."""
 
 import tracemalloc
 
@@ -53,3 +54,42 @@ def test_fit_peak_memory_is_below_the_numpy_originals():
     fast_peak = _peak_and_total_allocated(lambda: fast.fit(X, y, 3, 0.001))
     slow_peak = _peak_and_total_allocated(lambda: slow.fit(X, y, 3, 0.001))
     assert fast_peak < slow_peak, (fast_peak, slow_peak)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_general_kernel_allocates_nothing_per_epoch(kernels, optimizer, shuffled):
+    """``_kernels.fit_general`` works in the buffers it is given: 2000 epochs of mini-batches
+    allocate no more than one (a few hundred bytes: the call's own Python objects)."""
+    from nnfast import _compiled
+    from nnfast._layout import allocate_general_workspace
+    from nnfast._plan import FitPlan
+    from nnfast.optimizers import SGD, Adam
+    from conftest import kernel_build
+
+    X, y = _data(64, 8, 3)
+    sizes = (8, 16, 3)
+    plan = FitPlan(sizes=sizes, bias=True, dtype=np.dtype(np.float64), activations=("relu",),
+                   output="softmax", reduction="mean", alpha=1e-4,
+                   optimizer=Adam() if optimizer == "adam" else SGD(), learning_rate=1e-3,
+                   batch_size=10, shuffled=shuffled, weighted=True)
+    with kernel_build(kernels):
+        config = _compiled._config(plan, 10, 1, 0)
+    params = np.random.RandomState(0).uniform(-0.3, 0.3, plan.n_params)
+    state = np.zeros(plan.state_size)
+    weights = np.ones(64)
+    workspace = allocate_general_workspace(sizes, True, 10, np.float64, shuffled, True)
+    n_epochs = 2000
+    orders = (np.array([np.random.RandomState(e).permutation(64) for e in range(n_epochs)])
+              if shuffled else np.empty((0, 0), dtype=np.intp))
+    losses = np.empty(n_epochs)
+
+    def fit(epochs):
+        kernels.fit_general(config, params, state, X, y, weights, orders, workspace,
+                            losses[:epochs])
+
+    fit(1)  # warm-up: first-call caches
+    one, many = (_peak_and_total_allocated(lambda: fit(1)),
+                 _peak_and_total_allocated(lambda: fit(n_epochs)))
+    assert many <= one + 256, (one, many)
+    assert np.isfinite(losses).all()

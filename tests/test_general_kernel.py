@@ -1,0 +1,376 @@
+"""The compiled general path against ``nnfast.reference``'s runner.
+
+``nnfast._compiled`` (the runner contract of ``nnfast._plan`` over ``_kernels.fit_general``
+and ``_kernels.loss_gradient``) and ``nnfast.reference.make_runner`` / ``loss_gradient`` are
+given the same plan, data, initial parameters, optimizer state and row orders; after a few
+epochs their parameters, optimizer state, counters and epoch losses must agree to the
+per-dtype tolerances of conftest. The reference is the oracle: it is itself tested against
+the installed scikit-learn (tests/test_reference_sklearn.py).
+
+Every combination runs: each hidden activation (two hidden layers, so each activation is
+met before another and before the output), each output, each optimizer and schedule, both
+reductions, alpha zero or not, with and without sample weights, full batch, uneven
+mini-batches in stored order and shuffled ones, both dtypes and every kernel build. The
+shapes put some products below the BLAS threshold (plain loops) and some above it; a second
+test uses larger shapes and kernel threads. The kernel runs in two chunks against the
+reference's one, so the optimizer's counters must carry over between calls.
+"""
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from nnfast import _compiled, _kernels, _plan, reference
+from nnfast._layout import allocate_general_workspace, pack_params
+from nnfast._plan import FitPlan, OptimizerState
+from nnfast.optimizers import GradientStep
+from conftest import (GENERAL_ATOL, GENERAL_RTOL, OUTPUTS, HIDDEN_ACTIVATIONS, kernel_build,
+                      kernel_builds, optimizer_cases)
+
+BUILDS = kernel_builds()
+BUILD_IDS = [kernels.__name__.rsplit(".", 1)[-1] for kernels in BUILDS]
+
+
+def _optimizers():
+    """{id: nnfast optimizer}: the plain step and scikit-learn's stochastic solvers."""
+    cases = {"plain": GradientStep(learning_rate=0.1)}
+    cases.update({name: optimizer for name, (_, optimizer) in optimizer_cases().items()})
+    return cases
+
+
+OPTIMIZERS = _optimizers()
+# Two hidden layers; the pairs put each activation first and second (every code path of the
+# forward pass and of the derivative-from-output).
+ACTIVATION_PAIRS = [tuple(HIDDEN_ACTIVATIONS[(i + j) % len(HIDDEN_ACTIVATIONS)]
+                          for j in range(2)) for i in range(len(HIDDEN_ACTIVATIONS))]
+# (batch_size, shuffled): full batch, uneven mini-batches (23 = 3 * 7 + 2), shuffled ones.
+BATCHINGS = {"full": (None, False), "uneven": (7, False), "shuffled": (7, True)}
+
+SIZES = (5, 6, 4, 3)
+N_ROWS = 23
+N_EPOCHS = 3
+
+
+def _targets(rs, output, n_rows, n_out, dtype):
+    """Targets in each output's range: probabilities, one-hot rows, counts, reals."""
+    if output == "original":
+        y = rs.uniform(0, 1, (n_rows, n_out))
+    elif output == "logistic":
+        y = (rs.uniform(0, 1, (n_rows, n_out)) < 0.5).astype(float)
+    elif output == "softmax":
+        y = np.eye(n_out)[rs.randint(0, n_out, n_rows)]
+    elif output == "exp":
+        y = rs.poisson(1.5, (n_rows, n_out)).astype(float)
+    else:
+        y = rs.randn(n_rows, n_out)
+    return np.ascontiguousarray(y, dtype=dtype)
+
+
+def _problem(sizes, n_rows, output, dtype, weighted, bias=True):
+    """RandomState(0) data, sample weights (or None) and scikit-learn-like initial params."""
+    rs = np.random.RandomState(0)
+    X = rs.randn(n_rows, sizes[0]).astype(dtype)
+    y = _targets(rs, output, n_rows, sizes[-1], dtype)
+    weights = rs.uniform(0.2, 2.0, n_rows).astype(dtype) if weighted else None
+    coefs, intercepts = reference.init_coefs(sizes, rs, dtype=dtype)
+    params = pack_params(coefs, intercepts if bias else None)
+    return X, y, weights, params
+
+
+def _plan_for(sizes, activations, output, optimizer, reduction, alpha, batch_size, shuffled,
+              weighted, dtype, n_rows, bias=True):
+    # Summed gradients are n_rows times larger, and exp's grow fast: smaller steps keep the
+    # fits finite.
+    scale = (1.0 if reduction == "mean" else 0.1) * (0.2 if output == "exp" else 1.0)
+    return FitPlan(sizes=tuple(sizes), bias=bias, dtype=np.dtype(dtype),
+                   activations=tuple(activations), output=output, reduction=reduction,
+                   alpha=alpha, optimizer=optimizer,
+                   learning_rate=optimizer.learning_rate * scale,
+                   batch_size=n_rows if batch_size is None else batch_size,
+                   shuffled=shuffled, weighted=weighted)
+
+
+def _orders(shuffled, n_epochs, n_rows):
+    if not shuffled:
+        return None
+    rs = np.random.RandomState(1)
+    return np.array([rs.permutation(n_rows) for _ in range(n_epochs)], dtype=np.intp)
+
+
+def _fit_reference(plan, X, y, weights, params, n_epochs, orders):
+    """(params, state, losses, epochs_done, diverged) of nnfast.reference's runner."""
+    state = OptimizerState.fresh(plan)
+    params = params.copy()
+    losses, done, diverged = reference.make_runner(plan, X, y, weights)(
+        params, state, n_epochs, orders)
+    return params, state, losses, done, diverged
+
+
+def _fit_kernel(kernels, plan, X, y, weights, params, n_epochs, orders, n_threads=1):
+    """The same from nnfast._compiled on one kernel build, its epochs run in two calls."""
+    state = OptimizerState.fresh(plan)
+    params = params.copy()
+    with kernel_build(kernels):
+        run = _compiled.make_runner(plan, X, y, weights, n_threads, 0)
+    first = n_epochs // 2
+    losses, done, diverged = run(params, state, first, None if orders is None else orders[:first])
+    if not diverged:
+        more_losses, more_done, diverged = run(params, state, n_epochs - first,
+                                               None if orders is None else orders[first:])
+        losses = np.concatenate([losses, more_losses])
+        done += more_done
+    return params, state, losses, done, diverged
+
+
+def _assert_same_fit(reference_result, kernel_result, dtype, case):
+    ref_params, ref_state, ref_losses, ref_done, ref_diverged = reference_result
+    ker_params, ker_state, ker_losses, ker_done, ker_diverged = kernel_result
+    rtol, atol = GENERAL_RTOL[dtype], GENERAL_ATOL[dtype]
+    assert (ker_done, ker_diverged) == (ref_done, ref_diverged), case
+    assert not ref_diverged, f"the reference diverged, pick a smaller step: {case}"
+    assert np.isfinite(ref_losses).all(), case
+    assert_allclose(ker_losses, ref_losses, rtol=rtol, atol=atol, err_msg=f"losses {case}")
+    assert_allclose(ker_params, ref_params, rtol=rtol, atol=atol, err_msg=f"params {case}")
+    assert_allclose(ker_state.values, ref_state.values, rtol=rtol, atol=atol,
+                    err_msg=f"state {case}")
+    assert ker_state.values.dtype == ref_state.values.dtype
+    assert (ker_state.step, ker_state.samples_seen) == (ref_state.step,
+                                                        ref_state.samples_seen), case
+    assert_allclose(ker_state.learning_rate, ref_state.learning_rate, rtol=1e-15)
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_fit_matches_reference(dtype, output, optimizer):
+    """Every activation pair x reduction x alpha x sample weights x batching x kernel build,
+    for one dtype, output and optimizer (the reference runs once for all builds)."""
+    for activations, reduction, alpha, weighted, batching in itertools.product(
+            ACTIVATION_PAIRS, ["mean", "sum"], [0.0, 0.01], [False, True], BATCHINGS):
+        batch_size, shuffled = BATCHINGS[batching]
+        case = dict(activations=activations, reduction=reduction, alpha=alpha,
+                    weighted=weighted, batching=batching)
+        X, y, weights, params = _problem(SIZES, N_ROWS, output, dtype, weighted)
+        plan = _plan_for(SIZES, activations, output, OPTIMIZERS[optimizer], reduction, alpha,
+                         batch_size, shuffled, weighted, dtype, N_ROWS)
+        orders = _orders(shuffled, N_EPOCHS, N_ROWS)
+        expected = _fit_reference(plan, X, y, weights, params, N_EPOCHS, orders)
+        # The fit moved the parameters (guards against comparing two no-ops).
+        assert not np.array_equal(expected[0], params), case
+        for kernels, build in zip(BUILDS, BUILD_IDS):
+            result = _fit_kernel(kernels, plan, X, y, weights, params, N_EPOCHS, orders)
+            _assert_same_fit(expected, result, dtype, dict(case, build=build))
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_fit_matches_reference_blas_and_threads(kernels, dtype, activation, n_threads):
+    """Shapes whose products all go to BLAS, with and without kernel threads (row blocks of
+    the forward pass and the deltas, weight blocks of the gradient)."""
+    sizes, n_rows = (20, 33, 17, 4), 61
+    for output, optimizer, bias in [("softmax", "adam", True), ("identity", "sgd_nesterov", True),
+                                    ("original", "plain", False), ("exp", "sgd", True)]:
+        X, y, weights, params = _problem(sizes, n_rows, output, dtype, True, bias=bias)
+        plan = _plan_for(sizes, (activation, activation), output, OPTIMIZERS[optimizer], "mean",
+                         1e-3, 25, True, True, dtype, n_rows, bias=bias)
+        orders = _orders(True, N_EPOCHS, n_rows)
+        _assert_same_fit(_fit_reference(plan, X, y, weights, params, N_EPOCHS, orders),
+                         _fit_kernel(kernels, plan, X, y, weights, params, N_EPOCHS, orders,
+                                     n_threads),
+                         dtype, (output, optimizer, bias))
+
+
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_divergence_stops_at_the_epoch_it_happens(kernels, dtype):
+    sizes, n_rows = (5, 6, 1), 23
+    X, y, _, params = _problem(sizes, n_rows, "identity", dtype, False)
+    plan = _plan_for(sizes, ("identity",), "identity", GradientStep(learning_rate=1e5), "sum",
+                     0.0, None, False, False, dtype, n_rows)
+    _, _, ref_losses, ref_done, ref_diverged = _fit_reference(plan, X, y, None, params, 50,
+                                                               None)
+    _, _, losses, done, diverged = _fit_kernel(kernels, plan, X, y, None, params, 50, None)
+    assert ref_diverged and diverged
+    assert done == ref_done
+    assert not np.isfinite(losses[done])
+    assert np.isfinite(losses[:done]).all()
+    assert_allclose(losses[:done], ref_losses[:done], rtol=GENERAL_RTOL[dtype])
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_loss_gradient_matches_reference(kernels, dtype, output):
+    for activations, reduction, alpha, weighted, bias in itertools.product(
+            ACTIVATION_PAIRS, ["mean", "sum"], [0.0, 0.01], [False, True], [True, False]):
+        case = dict(activations=activations, reduction=reduction, alpha=alpha,
+                    weighted=weighted, bias=bias)
+        X, y, weights, params = _problem(SIZES, N_ROWS, output, dtype, weighted, bias=bias)
+        plan = _plan_for(SIZES, activations, output, GradientStep(), reduction, alpha, None,
+                         False, weighted, dtype, N_ROWS, bias=bias)
+        before = params.copy()
+        expected_loss, expected_grad = reference.loss_gradient(plan, params, X, y, weights)
+        with kernel_build(kernels):
+            loss, grad = _compiled.loss_gradient(plan, params, X, y, weights, 1)
+        assert_array_equal(params, before)
+        assert grad.dtype == dtype and grad.shape == params.shape
+        assert isinstance(loss, float)
+        assert_allclose(loss, expected_loss, rtol=GENERAL_RTOL[dtype], err_msg=str(case))
+        assert_allclose(grad, expected_grad, rtol=GENERAL_RTOL[dtype],
+                        atol=GENERAL_ATOL[dtype], err_msg=str(case))
+
+
+def test_codes_agree_with_the_plan():
+    """The kernel's cdef enums number things as nnfast._plan, their one owner."""
+    for kernels in BUILDS:
+        for name, code in kernels.CODES.items():
+            assert getattr(_plan, name) == code, name
+    assert {name.split("_", 1)[1].lower() for name in _kernels.CODES
+            if name.startswith("ACTIVATION_")} == set(_plan.HIDDEN_ACTIVATIONS)
+    assert {name.split("_", 1)[1].lower() for name in _kernels.CODES
+            if name.startswith("OUTPUT_")} == set(_plan.OUTPUTS)
+    assert {name.split("_", 1)[1].lower() for name in _kernels.CODES
+            if name.startswith("OPTIMIZER_")} == set(_plan.OPTIMIZERS)
+
+
+# --------------------------------------------------------------------------------------------
+# Size checks: a wrong buffer is a ValueError naming it, before the kernel runs.
+# --------------------------------------------------------------------------------------------
+
+def _general_call(kernels, dtype, optimizer="adam", shuffled=True, weighted=True):
+    """Valid arguments of fit_general for a small model, as a dict to spoil one at a time."""
+    sizes, n_rows, batch = (4, 5, 3), 9, 4
+    opt = OPTIMIZERS["adam" if optimizer == "adam" else "plain"]
+    plan = _plan_for(sizes, ("relu",), "softmax", opt, "mean", 0.0, batch, shuffled,
+                     weighted, dtype, n_rows)
+    with kernel_build(kernels):  # each build has its own TrainConfig type
+        config = _compiled._config(plan, batch, 1, 0)
+    X, y, weights, params = _problem(sizes, n_rows, "softmax", dtype, weighted)
+    return config, dict(
+        params=params, state=np.zeros(plan.state_size, dtype=dtype), x=X, y=y,
+        sample_weight=np.empty(0, dtype=dtype) if weights is None else weights,
+        order=(_orders(True, 2, n_rows) if shuffled else np.empty((0, 0), dtype=np.intp)),
+        workspace=allocate_general_workspace(sizes, True, batch, dtype, shuffled, weighted),
+        epoch_losses=np.empty(2))
+
+
+def _fit_general(kernels, config, args):
+    return kernels.fit_general(config, args["params"], args["state"], args["x"], args["y"],
+                               args["sample_weight"], args["order"], args["workspace"],
+                               args["epoch_losses"])
+
+
+def _set(key, make):
+    """A change that replaces one argument by make(args)."""
+    return lambda args: args.__setitem__(key, make(args))
+
+
+def _set_workspace(key, length, dtype=None):
+    """A change that replaces one workspace buffer by an array of that length."""
+    def change(args):
+        args["workspace"][key] = np.empty(length, dtype or args["params"].dtype)
+    return change
+
+
+# (id, change to the valid arguments of _general_call, text the ValueError must contain).
+SPOILT_FIT_GENERAL = [
+    ("params-short", _set("params", lambda a: a["params"][:-1].copy()), "params"),
+    ("state-short", _set("state", lambda a: a["state"][:-1].copy()), "state"),
+    ("x-columns", _set("x", lambda a: np.ascontiguousarray(a["x"][:, :3])), "x"),
+    ("y-rows", _set("y", lambda a: np.ascontiguousarray(a["y"][:-1])), "y"),
+    ("y-columns", _set("y", lambda a: np.ascontiguousarray(a["y"][:, :2])), "y"),
+    ("weights-short", _set("sample_weight", lambda a: a["sample_weight"][:-1]),
+     "sample_weight"),
+    ("order-columns", _set("order", lambda a: np.ascontiguousarray(a["order"][:, :-1])),
+     "order"),
+    ("order-epochs", _set("order", lambda a: np.ascontiguousarray(a["order"][:1])), "order"),
+    ("order-value", lambda a: a["order"].__setitem__((1, 3), 9), "order[1, 3]"),
+    ("order-negative", lambda a: a["order"].__setitem__((0, 0), -1), "order[0, 0]"),
+    ("activations-short", _set_workspace("activations", 3), "workspace['activations']"),
+    ("deltas-short", _set_workspace("deltas", 3), "workspace['deltas']"),
+    ("bias-sums-short", _set_workspace("bias_sums", 2), "workspace['bias_sums']"),
+    ("layer-grad-short", _set_workspace("layer_grad", 5), "workspace['layer_grad']"),
+    ("batch-x-short", _set_workspace("batch_x", 3), "workspace['batch_x']"),
+    ("batch-y-short", _set_workspace("batch_y", 3), "workspace['batch_y']"),
+    ("batch-w-short", _set_workspace("batch_w", 3), "workspace['batch_w']"),
+    ("workspace-dtype", _set_workspace("deltas", 1000, np.int64), "workspace['deltas']"),
+    ("workspace-missing", lambda a: a["workspace"].pop("layer_grad"), "layer_grad"),
+]
+
+
+@pytest.mark.parametrize("name, spoil, message", SPOILT_FIT_GENERAL,
+                         ids=[case[0] for case in SPOILT_FIT_GENERAL])
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_fit_general_checks_every_buffer(kernels, dtype, name, spoil, message):
+    config, args = _general_call(kernels, dtype)
+    params_before = args["params"].copy()
+    spoil(args)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _fit_general(kernels, config, args)
+    if name != "params-short":
+        assert_array_equal(args["params"], params_before)
+    assert (config.step, config.samples_seen) == (0, 0)
+
+
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_fit_general_valid_call_runs(kernels, dtype):
+    """The unspoilt arguments of the size-check tests are valid (so each check is what fails)."""
+    for shuffled, weighted in itertools.product([True, False], repeat=2):
+        config, args = _general_call(kernels, dtype, shuffled=shuffled, weighted=weighted)
+        done, diverged = _fit_general(kernels, config, args)
+        assert (done, diverged) == (2, False)
+        assert config.step == 2 * 3  # batches of 4 rows out of 9: three steps per epoch
+        assert config.samples_seen == 2 * 9
+
+
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_loss_gradient_checks_every_buffer(kernels, dtype):
+    config, args = _general_call(kernels, dtype, shuffled=False)
+    n_rows = args["x"].shape[0]
+    workspace = allocate_general_workspace((4, 5, 3), True, n_rows, dtype, training=False)
+    grad = np.empty_like(args["params"])
+
+    def call(**changes):
+        a = dict(args, workspace=workspace, grad_out=grad)
+        a.update(changes)
+        return kernels.loss_gradient(config, a["params"], a["x"], a["y"], a["sample_weight"],
+                                     a["workspace"], a["grad_out"])
+
+    assert np.isfinite(call())
+    for changes, message in [
+            (dict(params=args["params"][1:].copy()), "params"),
+            (dict(grad_out=grad[1:].copy()), "grad_out"),
+            (dict(x=np.ascontiguousarray(args["x"][:, 1:])), "x"),
+            (dict(y=np.ascontiguousarray(args["y"][1:])), "y"),
+            (dict(sample_weight=args["sample_weight"][1:]), "sample_weight"),
+            (dict(workspace=allocate_general_workspace((4, 5, 3), True, n_rows - 1, dtype,
+                                                       training=False)),
+             "workspace['activations']"),
+            (dict(workspace={}), "activations")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call(**changes)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(sizes=(4,)), "sizes"),
+    (dict(sizes=(4, 0, 3)), "sizes[1]"),
+    (dict(activations=()), "hidden activation codes"),
+    (dict(activations=(7,)), "activations[0]"),
+    (dict(output=9), "output"),
+    (dict(reduction=2), "reduction"),
+    (dict(optimizer=-1), "optimizer"),
+    (dict(schedule=3), "schedule"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(check_every=-1), "check_every"),
+    (dict(n_threads=0), "n_threads"),
+])
+def test_train_config_rejects_bad_settings(change, message):
+    settings = dict(sizes=(4, 5, 3), bias=True, activations=(3,), output=3, reduction=1,
+                    alpha=0.0, optimizer=2, schedule=0, learning_rate_init=1e-3, momentum=0.9,
+                    nesterov=True, power_t=0.5, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                    batch_size=4, check_every=0, n_threads=1)
+    _kernels.TrainConfig(**settings)
+    settings.update(change)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _kernels.TrainConfig(**settings)
