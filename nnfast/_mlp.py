@@ -198,8 +198,9 @@ class _BaseMLP(BaseEstimator):
         X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
                                                            first_pass, classes)
         if not first_pass:
-            # The weights' dtype was set by the first fit; later inputs are converted to it.
-            X = X.astype(self.coefs_[0].dtype, copy=False)
+            # The model's dtype was set by its first fit; later inputs are converted to it
+            # (and so are weights assigned to coefs_ / intercepts_ in between).
+            X = X.astype(self._network.dtype, copy=False)
         Y = Y.astype(X.dtype)
         if sample_weight is not None:
             sample_weight = sample_weight.astype(X.dtype)

@@ -24,7 +24,6 @@ import scipy
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle as shuffled_copy
 
 from .optimizers import SGD, Adam
 
@@ -201,7 +200,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
             resume = True
             continue
         if params.shuffle:
-            order = shuffled_copy(order, random_state=random_state)
+            order = _reshuffled(order, random_state)
             X_epoch, Y_epoch = X_train[order], Y_train[order]
             sw_epoch = None if sw_train is None else sw_train[order]
         else:
@@ -245,6 +244,16 @@ def fit_lbfgs(trainer, X, Y, sample_weight, params):
         warnings.warn(message, ConvergenceWarning, stacklevel=4)
     trainer.set_packed(result.x, layout)
     return n_iter, float(result.fun)
+
+
+def _reshuffled(order, random_state):
+    """The next epoch's row order: ``order`` permuted by one ``random_state.shuffle`` of
+    ``arange``. The same draw and composition as scikit-learn's per-epoch
+    ``sklearn.utils.shuffle(order, random_state=...)``, without its validation (a
+    millisecond per epoch)."""
+    permutation = np.arange(len(order))
+    random_state.shuffle(permutation)
+    return order[permutation]
 
 
 def _pack(weights, biases):
