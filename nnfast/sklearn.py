@@ -1,7 +1,12 @@
-"""scikit-learn estimators around :class:`nnfast.Network`: ``NetworkClassifier`` and
-``NetworkRegressor``.
+"""scikit-learn estimators around :class:`nnfast.Network`.
 
-They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` in parameters and
+``MLPClassifier`` and ``MLPRegressor`` (``nnfast._mlp``) are scikit-learn's multi-layer
+perceptron: its parameters, defaults, attributes and arithmetic, trained by nnfast's kernel;
+replacing ``from sklearn.neural_network import MLPClassifier`` by
+``from nnfast.sklearn import MLPClassifier`` is the whole migration.
+
+``NetworkClassifier`` and ``NetworkRegressor`` (below) are the original's sigmoid network as
+estimators. They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` in parameters and
 fitted attributes, so they drop into pipelines, grid searches and cross-validation::
 
     from sklearn.pipeline import make_pipeline
