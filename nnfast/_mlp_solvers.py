@@ -53,7 +53,7 @@ def batch_rows(batch_size, n_rows):
         return min(_AUTO_BATCH, n_rows)
     if batch_size > n_rows:
         warnings.warn(f"batch_size={batch_size} is larger than the {n_rows} training rows; "
-                      f"using {n_rows}", UserWarning, stacklevel=4)
+                      f"using {n_rows}", UserWarning, stacklevel=6)
     return min(batch_size, n_rows)
 
 
@@ -185,10 +185,6 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
                 record.converged = True
                 epochs_left = 0
                 return True
-        if epochs_left == 0 and not incremental:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({params.max_iter}) "
-                          "reached and the optimization hasn't converged yet.",
-                          ConvergenceWarning, stacklevel=5)
         return epochs_left == 0 or rate is not None
 
     while epochs_left > 0:
@@ -214,6 +210,12 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
         decide(losses[0], score)
         if record.converged:
             break
+    if not (record.converged or incremental):
+        # Warned here rather than in decide(), which runs at varying depths inside the
+        # network's fit: stacklevel 5 is the caller of the estimator's fit.
+        warnings.warn(f"Stochastic Optimizer: Maximum iterations ({params.max_iter}) reached "
+                      "and the optimization hasn't converged yet.", ConvergenceWarning,
+                      stacklevel=5)
     return record
 
 
@@ -241,7 +243,7 @@ def fit_lbfgs(trainer, X, Y, sample_weight, params):
                         f"(max_iter={params.max_iter}).")
         message += ("\nYou might also want to scale the data as shown in:\n"
                     "    https://scikit-learn.org/stable/modules/preprocessing.html")
-        warnings.warn(message, ConvergenceWarning, stacklevel=4)
+        warnings.warn(message, ConvergenceWarning, stacklevel=5)
     trainer.set_packed(result.x, layout)
     return n_iter, float(result.fun)
 

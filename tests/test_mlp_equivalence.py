@@ -232,6 +232,8 @@ def test_stopping_and_warnings_match_scikit_learn(mlp_backend, capsys):
             model = Model(**{**BASE, "max_iter": 7, "verbose": True}).fit(X, y)
         runs[Model] = (model.n_iter_, [type(w.message) for w in caught],
                        capsys.readouterr().out.splitlines())
+        if Model is MLPClassifier:
+            assert [w.filename for w in caught] == [__file__]  # points at the caller
     ours, theirs = runs.values()
     assert ours[0] == theirs[0] == 7
     assert ours[1] == theirs[1] == [ConvergenceWarning]
