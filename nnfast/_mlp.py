@@ -16,7 +16,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -24,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _mlp_solvers
 from ._mlp_params import REGRESSION_LOSSES, STOCHASTIC_SOLVERS, check_params
 from ._plan import OptimizerState
+from ._validation import check_finite_real
 from .network import Network, TrainingDivergedError
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -606,8 +606,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if unknown:
             raise ValueError(f"class_weight has labels that are not classes: "
                              f"{sorted(unknown, key=str)}; the classes are {self.classes_}")
-        row_weights = compute_sample_weight(self.class_weight, y).astype(
-            np.float64 if sample_weight is None else sample_weight.dtype)
+        dtype = np.float64 if sample_weight is None else sample_weight.dtype
+        if isinstance(self.class_weight, dict):
+            row_weights = np.ones(len(y), dtype=dtype)
+            for label, weight in self.class_weight.items():
+                weight = check_finite_real(weight, f"class_weight[{label!r}]")
+                if weight < 0:
+                    raise ValueError(f"class_weight[{label!r}] must be >= 0, got {weight}")
+                row_weights[y == label] = weight
+        else:
+            # "balanced": n_samples / (n_classes * count) for each class present in y.
+            _, index, counts = np.unique(y, return_inverse=True, return_counts=True)
+            row_weights = (len(y) / (len(counts) * counts))[index].astype(dtype)
         return row_weights if sample_weight is None else sample_weight * row_weights
 
     def _stratify_early_stopping(self, Y):

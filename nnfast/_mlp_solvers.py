@@ -88,7 +88,8 @@ class StochasticRecord:
         self.converged = False
 
     def end_epoch(self, loss, n_rows, validation_score=None, weights=None):
-        """Records an epoch; returns "go", "stop" or "divide" (the rate, for "adaptive").
+        """Records an epoch; returns "stalled" after more than ``n_iter_no_change`` epochs in
+        a row without progress (the caller stops, or divides an "adaptive" rate), else "go".
 
         ``weights``: a function returning (coefs, intercepts) copies of the epoch's weights,
         called when the validation score is the best so far.
@@ -113,7 +114,7 @@ class StochasticRecord:
             self.best_loss = min(self.best_loss, self.loss)
         self.no_improvement = self.no_improvement + 1 if stalled else 0
         if self.no_improvement > p.n_iter_no_change:
-            return "stop_or_divide"
+            return "stalled"
         return "go"
 
     def stalled_message(self):
@@ -169,7 +170,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
         nonlocal rate, current_rate, epochs_left
         epochs_left -= 1
         action = record.end_epoch(loss, n_rows, validation_score, weights=trainer.weights_copy)
-        if action == "stop_or_divide":
+        if action == "stalled":
             message = record.stalled_message()
             adaptive = params.solver == "sgd" and params.learning_rate == "adaptive"
             if adaptive and current_rate > _ADAPTIVE_MIN_RATE:

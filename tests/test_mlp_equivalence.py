@@ -205,6 +205,18 @@ def test_class_weight_is_sample_weight_per_class(class_weight, solver, mlp_backe
     assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
 
 
+def test_class_weight_dict_in_partial_fit_batches_missing_a_class(mlp_backend):
+    X, y = _data("multiclass")
+    class_weight = {10: 3.0, 12: 0.5}
+    ours = MLPClassifier(**BASE, class_weight=class_weight)
+    theirs = neural_network.MLPClassifier(**BASE)
+    for rows in (y != 12, y != 10, slice(None)):
+        weights = np.array([class_weight.get(label, 1.0) for label in y[rows]])
+        ours.partial_fit(X[rows], y[rows], classes=[10, 11, 12])
+        theirs.partial_fit(X[rows], y[rows], sample_weight=weights, classes=[10, 11, 12])
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
 def test_predictions_match_scikit_learn(mlp_backend):
     for task in ("binary", "multiclass", "multilabel", "regression", "multioutput", "poisson"):
         ours, theirs = _fit_both(task)
