@@ -163,7 +163,11 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
     rate = None
     epochs_left = 1 if incremental else params.max_iter
     order = np.arange(n_rows)
-    one_call = not (params.shuffle or early_stopping)
+    # One batch holds every row whatever their order, which then changes only the rounding
+    # of the batch's sums: such a fit runs in stored order, and its shuffles are still drawn
+    # (after the run) so that random_state ends where scikit-learn's does.
+    reorder = params.shuffle and batch < n_rows
+    one_call = not (reorder or early_stopping)
 
     def decide(loss, validation_score=None):
         """After an epoch: True to stop the network's current run."""
@@ -198,6 +202,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
             continue
         if params.shuffle:
             order = _reshuffled(order, random_state)
+        if reorder:
             X_epoch, Y_epoch = X_train[order], Y_train[order]
             sw_epoch = None if sw_train is None else sw_train[order]
         else:
@@ -211,6 +216,9 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
         decide(losses[0], score)
         if record.converged:
             break
+    if one_call and params.shuffle:
+        for _ in range(record.n_iter):
+            order = _reshuffled(order, random_state)
     if not (record.converged or incremental):
         # Warned here rather than in decide(), which runs at varying depths inside the
         # network's fit: stacklevel 5 is the caller of the estimator's fit.

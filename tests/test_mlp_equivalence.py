@@ -109,6 +109,9 @@ CASES = {
     # scikit-learn's shuffling
     "shuffle-adam": ("multiclass", dict(shuffle=True)),
     "shuffle-sgd-regression": ("regression", dict(shuffle=True, solver="sgd")),
+    "shuffle-full-batch": ("multiclass", dict(shuffle=True, batch_size="auto")),
+    "shuffle-full-batch-early-stopping": ("binary", dict(shuffle=True, batch_size=200,
+                                                         early_stopping=True, max_iter=20)),
     # early stopping: its split (stratified for binary), scores and the best epoch's weights
     "early-stopping-binary": ("binary", dict(early_stopping=True, max_iter=30,
                                              validation_fraction=0.2)),
@@ -125,6 +128,23 @@ def test_fit_matches_scikit_learn(case, mlp_backend):
     task, params = CASES[case]
     ours, theirs = _fit_both(task, **params)
     assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
+@pytest.mark.parametrize("batch_size", [16, "auto"])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_random_state_instance_ends_where_scikit_learns_does(batch_size, early_stopping,
+                                                             mlp_backend):
+    # A RandomState passed as random_state is drawn from in place, by both, in the same order
+    # and number (initial weights, split, one shuffle per epoch): the same fit, and the same
+    # state afterwards.
+    states = [np.random.RandomState(3), np.random.RandomState(3)]
+    X, y = _data("binary")
+    params = {**BASE, "shuffle": True, "batch_size": batch_size,
+              "early_stopping": early_stopping, "max_iter": 12}
+    ours = MLPClassifier(**{**params, "random_state": states[0]}).fit(X, y)
+    theirs = neural_network.MLPClassifier(**{**params, "random_state": states[1]}).fit(X, y)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+    assert_array_equal(states[0].randint(1 << 30, size=5), states[1].randint(1 << 30, size=5))
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
