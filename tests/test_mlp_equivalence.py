@@ -110,7 +110,7 @@ CASES = {
     "shuffle-adam": ("multiclass", dict(shuffle=True)),
     "shuffle-sgd-regression": ("regression", dict(shuffle=True, solver="sgd")),
     "shuffle-full-batch": ("multiclass", dict(shuffle=True, batch_size="auto")),
-    "shuffle-full-batch-early-stopping": ("binary", dict(shuffle=True, batch_size=200,
+    "shuffle-full-batch-early-stopping": ("binary", dict(shuffle=True, batch_size=45,
                                                          early_stopping=True, max_iter=20)),
     # early stopping: its split (stratified for binary), scores and the best epoch's weights
     "early-stopping-binary": ("binary", dict(early_stopping=True, max_iter=30,
@@ -127,6 +127,16 @@ CASES = {
 def test_fit_matches_scikit_learn(case, mlp_backend):
     task, params = CASES[case]
     ours, theirs = _fit_both(task, **params)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
+def test_batch_size_above_the_rows_warns_and_is_clipped(mlp_backend):
+    ours, theirs = _pair("regression", batch_size=80)
+    X, y = _data("regression")
+    with pytest.warns(UserWarning, match="batch_size=80 is larger than the 50"):
+        ours.fit(X, y)
+    with pytest.warns(UserWarning, match="clipped"):
+        theirs.fit(X, y)
     assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
 
 
