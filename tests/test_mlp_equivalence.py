@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn import neural_network
-from sklearn.datasets import (load_breast_cancer, load_digits, load_iris, load_wine,
-                              make_friedman1)
+from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, load_iris,
+                              load_wine, make_friedman1)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -291,11 +291,13 @@ def _digits_subset(return_X_y=True):
     return X[:600], y[:600]
 
 
-@pytest.mark.parametrize("dataset", ["iris", "wine", "breast_cancer", "digits", "friedman1"])
+@pytest.mark.parametrize("dataset", ["iris", "wine", "breast_cancer", "digits", "diabetes",
+                                     "friedman1"])
 def test_default_cross_validated_scores_match(dataset):
     # On the compiled backend users get (the NumPy one is held to the same fits above).
-    if dataset == "friedman1":
-        X, y = make_friedman1(n_samples=400, n_features=8, noise=0.3, random_state=0)
+    if dataset in ("diabetes", "friedman1"):
+        X, y = (load_diabetes(return_X_y=True) if dataset == "diabetes" else
+                make_friedman1(n_samples=400, n_features=8, noise=0.3, random_state=0))
         ours, theirs, cv = MLPRegressor, neural_network.MLPRegressor, KFold(3)
     else:
         load = {"iris": load_iris, "wine": load_wine, "breast_cancer": load_breast_cancer,
