@@ -213,7 +213,7 @@ def check_activations(activation, n_hidden, names):
                             f"{name!r}")
         if name not in names:
             raise ValueError(f"unknown activation[{k}] {name!r}; choose one of {names}")
-    return activation
+    return tuple(str(name) for name in activation)  # plain str, not numpy.str_
 
 
 def check_choice(value, name, choices):

@@ -40,11 +40,11 @@ _BLAS_THREADED_FLOPS = 1 << 16
 # Shuffled mini-batches: at most this many row indices of epoch orders are drawn at once.
 # Kept small so that a fit's memory does not depend on its length (one buffer per fit).
 _MAX_ORDER_ENTRIES = 1 << 16
-# General path: at most this many epochs per backend call, so the per-call epoch-loss buffer
-# stays small (a fit of 10**9 epochs must not allocate 8 GB of losses up front).
-_MAX_CHUNK_EPOCHS = 1 << 12
 # A layer product of at least this many multiply-adds per batch makes the kernel use threads.
 _PARALLEL_MIN_FLOPS = 1 << 20
+# Epochs the general path runs per backend call at most: bounds the per-call epoch-loss buffer
+# so that a fit's memory does not depend on its length.
+_MAX_CHUNK_EPOCHS = 1 << 16
 # Reports per fit when a callback or a progress bar asks for reports but verbose does not.
 _DEFAULT_REPORTS = 100
 
@@ -136,18 +136,13 @@ class Network:
             raise TypeError(f"bias must be True or False, got {bias!r}")
         self.bias = bool(bias)
         self.n_threads = None if n_threads is None else check_n_threads(n_threads)
-        self.activations = check_activations(activation, len(self.sizes) - 2,
-                                             HIDDEN_ACTIVATIONS)
-        self.output = check_choice(output, "output", OUTPUTS)
-        if self.output == "softmax" and self.sizes[-1] < 2:
-            raise ValueError("output 'softmax' needs at least 2 output units (a softmax of "
-                             "one unit is always 1); use output='logistic' for one")
+        self.activations = activation
+        self.output = output
         self.optimizer = GradientStep() if optimizer is None else optimizer
-        optimizer_name(self.optimizer)  # TypeError for anything but the three optimizers
-        self.alpha = check_alpha(alpha)
-        self.reduction = (("sum" if self.output == "original" else "mean") if reduction is None
-                          else check_choice(reduction, "reduction", REDUCTIONS))
+        self.alpha = alpha
+        self.reduction = reduction
         self.optimizer_state = None
+        self._check_model_options()
         # The initial weights are drawn in float64 and then cast: two copies at the peak.
         check_fits_in_memory(2 * 8 * param_count(self.sizes, self.bias),
                              f"a network of sizes {list(self.sizes)}")
@@ -156,6 +151,32 @@ class Network:
         self._random_state = np.random.RandomState(self.seed)
         self._params = pack_params(*reference.init_params(self.sizes, self._random_state,
                                                           self.dtype, self.bias))
+
+    def _check_model_options(self):
+        """Validates (and normalises) the model options, which callers may also assign."""
+        self.activations = check_activations(self.activations, len(self.sizes) - 2,
+                                             HIDDEN_ACTIVATIONS)
+        self.output = check_choice(self.output, "output", OUTPUTS)
+        if self.output == "softmax" and self.sizes[-1] < 2:
+            raise ValueError("output 'softmax' needs at least 2 output units (a softmax of "
+                             "one unit is always 1); use output='logistic' for one")
+        optimizer_name(self.optimizer)  # TypeError for anything but the three optimizers
+        self.alpha = check_alpha(self.alpha)
+        self.reduction = (("sum" if self.output == "original" else "mean")
+                          if self.reduction is None
+                          else check_choice(self.reduction, "reduction", REDUCTIONS))
+        state = self.optimizer_state
+        if state is not None and not isinstance(state, OptimizerState):
+            raise TypeError(f"optimizer_state must be an OptimizerState or None, got "
+                            f"{type(state).__name__}")
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        # A network pickled before the model options existed is the original's model.
+        for name, value in (("activations", ("logistic",) * (len(self.sizes) - 2)),
+                            ("output", "original"), ("optimizer", GradientStep()),
+                            ("alpha", 0.0), ("reduction", "sum"), ("optimizer_state", None)):
+            self.__dict__.setdefault(name, value)
 
     @property
     def weights(self):
@@ -245,6 +266,7 @@ class Network:
             When the error stops being finite. The network is left exactly as before the fit;
             so it is after any exception, including ``KeyboardInterrupt``.
         """
+        self._check_model_options()
         X = check_inputs(X, self.sizes, self.dtype)
         y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
                                self.output)
@@ -277,7 +299,6 @@ class Network:
             report_every = check_int(report_every, "report_every", minimum=1)
         plan = self._plan(learning_rate, bool(resume), batch_size, shuffled,
                           sample_weight is not None)
-        state = self._start_state(plan, bool(resume), learning_rate)
         bar = _progress_bar(iterations) if progress else None
 
         fit_lock, state_lock = _locks_of(self)
@@ -287,6 +308,8 @@ class Network:
                     return self._train(X, y, iterations, plan.learning_rate, batch_size,
                                        shuffled, verbose, callback, bar, state_lock,
                                        report_every)
+                # Under the fit lock: the state of the fit before, not of one running.
+                state = self._start_state(plan, bool(resume), learning_rate)
                 return self._train_general(plan, state, X, y, sample_weight, iterations,
                                            verbose, callback, bar, state_lock, report_every)
             finally:
@@ -391,11 +414,10 @@ class Network:
                         else None)
         with self._blas_limit(kernel_threads, plan.batch_size):
             while done < iterations:
-                n_epochs = iterations - done
+                n_epochs = min(iterations - done, _MAX_CHUNK_EPOCHS)
                 if live:
                     next_report = (done // report_every + 1) * report_every
-                    n_epochs = min(iterations, next_report) - done
-                n_epochs = min(n_epochs, _MAX_CHUNK_EPOCHS)
+                    n_epochs = min(n_epochs, min(iterations, next_report) - done)
                 if plan.shuffled:
                     n_epochs = min(n_epochs, order_rows)
                 orders = (_draw_epoch_orders(random_state, order_buffer[:n_epochs])
@@ -408,14 +430,16 @@ class Network:
                         "batch whose sample weights are all zero?); the network is left as it "
                         "was before this fit")
                 stop = False
-                for epoch in range(done, done + n_epochs):
-                    if reporting and epoch % report_every == 0:
-                        loss = float(losses[epoch - done])
-                        history.append((epoch, loss))
-                        if verbose:
-                            print(f"Iteration {epoch + 1}, loss = {loss:.8f}", flush=True)
-                        if callback is not None:
-                            stop = bool(callback(epoch, loss))
+                # The report epochs of this chunk: multiples of report_every.
+                first_report = -(-done // report_every) * report_every
+                for epoch in range(first_report, done + n_epochs if reporting else 0,
+                                   report_every):
+                    loss = float(losses[epoch - done])
+                    history.append((epoch, loss))
+                    if verbose:
+                        print(f"Iteration {epoch + 1}, loss = {loss:.8f}", flush=True)
+                    if callback is not None:
+                        stop = bool(callback(epoch, loss))
                 done += n_epochs
                 if bar is not None:
                     bar.update(n_epochs)
@@ -544,9 +568,11 @@ class Network:
     def gradient(self, X, y):
         """The update one full-batch step on (X, y) would make, without making it.
 
-        ``fit`` adds ``learning_rate * G`` to each weight matrix; this returns the G. Summing
-        the gradients of shards of the rows gives the gradient of all of them (up to
-        rounding), the building block of data-parallel training.
+        ``fit``'s plain step adds ``learning_rate * G`` to each weight matrix; this returns
+        the G (for the original's model, ``l.T @ delta``; for any other model, minus
+        ``loss_gradient``'s gradient). Summing the gradients of shards of the rows gives the
+        gradient of all of them (up to rounding) with ``reduction="sum"``, the building block
+        of data-parallel training.
 
         Parameters
         ----------
@@ -557,6 +583,11 @@ class Network:
         weight_gradients : list of ndarray, shaped like ``weights``
         bias_gradients : list of ndarray shaped like ``biases``, or None without biases
         """
+        self._check_model_options()
+        if not self._is_original_model():
+            _, weight_gradients, bias_gradients = self.loss_gradient(X, y)
+            return ([-g for g in weight_gradients],
+                    None if bias_gradients is None else [-g for g in bias_gradients])
         X = check_inputs(X, self.sizes, self.dtype)
         y = check_targets(y, X.shape[0], self.sizes, self.dtype)
         params = self._snapshot()
@@ -593,6 +624,7 @@ class Network:
         weight_gradients : list of ndarray, shaped like ``weights``
         bias_gradients : list of ndarray shaped like ``biases``, or None without biases
         """
+        self._check_model_options()
         X = check_inputs(X, self.sizes, self.dtype)
         y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
                                self.output)
@@ -648,6 +680,7 @@ class Network:
         Probabilities for outputs ``"original"`` and ``"logistic"`` (each unit in [0, 1]) and
         ``"softmax"`` (rows sum to 1); unbounded for ``"identity"``; positive for ``"exp"``.
         """
+        self._check_model_options()
         X = check_inputs(X, self.sizes, self.dtype)
         weights, biases = param_views(self._snapshot(), self.sizes, self.bias)
         if not self._all_sigmoid():
@@ -666,6 +699,11 @@ class Network:
             layer = out
         return layer
 
+
+    def _is_original_model(self):
+        """Whether the model options are the original's (the optimizer aside)."""
+        return (self.output == "original" and self.reduction == "sum" and self.alpha == 0
+                and all(name == "logistic" for name in self.activations))
 
     def _all_sigmoid(self):
         """Whether every layer is a sigmoid layer (the original's forward pass)."""

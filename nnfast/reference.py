@@ -640,7 +640,9 @@ def loss_gradient(plan, params, X, y, sample_weight=None, n_threads=1):
     weights, biases = param_views(params, plan.sizes, plan.bias)
     grads = np.empty_like(params)
     weight_grads, bias_grads = param_views(grads, plan.sizes, plan.bias)
-    with np.errstate(over="ignore"):
+    # A loss or gradient that is not finite is returned as such, without warnings (as the
+    # kernel; the caller decides).
+    with np.errstate(all="ignore"):
         loss, _ = backprop(weights, biases, X, y, sample_weight, plan.activations, plan.output,
                            plan.alpha, plan.reduction, weight_grads, bias_grads)
     return float(loss), grads

@@ -75,6 +75,17 @@ def optimizer_cases():
 
 OPTIMIZER_CASES = list(optimizer_cases())
 
+
+def general_backends():
+    """Backends that run Network's general path (every model but the original's): the NumPy
+    reference, and the compiled kernel once ``nnfast._compiled`` exists in this tree."""
+    import importlib.util
+
+    return ["numpy"] + (["cython"] if importlib.util.find_spec("nnfast._compiled") else [])
+
+
+GENERAL_BACKENDS = general_backends()
+
 # Tolerances for comparing a single kernel call against nnfast.reference on the same inputs.
 # Both sides compute in the same dtype; they differ only in summation order (plain loops or
 # BLAS against NumPy's matmul) and in exp (the kernel's polynomial against libm), i.e. by a few

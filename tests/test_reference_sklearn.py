@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from conftest import HIDDEN_ACTIVATIONS, OPTIMIZER_CASES, optimizer_cases
+from conftest import GENERAL_BACKENDS, HIDDEN_ACTIVATIONS, OPTIMIZER_CASES, optimizer_cases
 
 import nnfast
 from nnfast import reference
@@ -274,6 +274,61 @@ def test_loss_gradient_is_sklearns_backprop(task, weighted):
     weights, biases = param_views(grad, plan.sizes, plan.bias)
     ours = np.hstack([a.ravel() for a in weights + biases])
     assert_allclose(ours, their_grad, rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------------------------------- through Network
+
+def _network_like(est, task, activation, case, alpha, backend):
+    """A Network of the same model holding scikit-learn's initial weights for seed 0."""
+    _, _, Y, output, _ = _task_data(task, np.float64)
+    optimizer = optimizer_cases()[case][1]
+    optimizer = dataclasses.replace(
+        optimizer, learning_rate=optimizer.learning_rate * _RATE_SCALE.get(task, 1.0))
+    net = nnfast.Network((N_FEATURES,) + HIDDEN + (Y.shape[1],), backend=backend, bias=True,
+                         activation=activation, output=output, optimizer=optimizer,
+                         alpha=alpha)
+    weights, biases = reference.init_coefs(net.sizes, np.random.RandomState(0), activation)
+    for k, (w, b) in enumerate(zip(weights, biases)):
+        net.weights[k][...] = w
+        net.biases[k][...] = b
+    return net
+
+
+def _assert_network_is(net, est, losses):
+    plan = FitPlan(sizes=net.sizes, bias=True, dtype=net.dtype, activations=net.activations,
+                   output=net.output, reduction=net.reduction, alpha=net.alpha,
+                   optimizer=net.optimizer, learning_rate=net.optimizer.learning_rate,
+                   batch_size=1, shuffled=False, weighted=False)
+    _assert_same_model(est, plan, net._params, net.optimizer_state, np.asarray(losses),
+                       np.float64)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary", "poisson"])
+@pytest.mark.parametrize("case", OPTIMIZER_CASES)
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_network_fit_trains_as_sklearns_mlp(backend, case, task):
+    est = _sklearn_fit(task, "relu", case, 1e-3, 10, True, np.float64)
+    net = _network_like(est, task, "relu", case, 1e-3, backend)
+    X, _, Y, _, _ = _task_data(task, np.float64)
+    net.fit(X, Y, EPOCHS, batch_size=10, shuffle=False, sample_weight=_sample_weight(np.float64),
+            report_every=1)
+    _assert_network_is(net, est, [loss for _, loss in net.history])
+
+
+@pytest.mark.parametrize("case", OPTIMIZER_CASES)
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_network_resume_is_sklearns_partial_fit(backend, case):
+    X, y_sklearn, Y, _, _ = _task_data("multiclass", np.float64)
+    est = _sklearn_fit("multiclass", "tanh", case, 1e-4, 10, False, np.float64, max_iter=1)
+    kwargs = est.get_params()
+    est = sklearn_nn.MLPClassifier(**kwargs)
+    net = _network_like(est, "multiclass", "tanh", case, 1e-4, backend)
+    losses = []
+    for _ in range(4):
+        est.partial_fit(X, y_sklearn, classes=[0, 1, 2])
+        net.fit(X, Y, 1, batch_size=10, shuffle=False, resume=True, report_every=1)
+        losses.append(net.history[-1][1])
+    _assert_network_is(net, est, losses)
 
 
 # ----------------------------------------------------------- the original, through the general path
