@@ -1,8 +1,13 @@
-"""nnfast.sklearn.MLPClassifier vs scikit-learn's MLPClassifier (vs the same model in PyTorch
-when importable) on the MLP workloads: whole fits of ``max_iter`` epochs.
+"""scikit-learn's MLPClassifier against nnfast on issue 9's MLP workloads
+(``nnfast.workloads.MLP_WORKLOADS``): whole fits of ``max_iter`` epochs, no early stop.
 
-Grouped by workload (``--benchmark-group-by=param:workload``) the implementations sit side
-by side; ``python -m nnfast bench --workload <name>`` prints the same comparison as a table.
+Implementations: scikit-learn's estimator; nnfast's ``nnfast.sklearn.MLPClassifier`` (what a
+user of the estimator gets); the same model on a bare ``Network`` (the kernel alone, drawing
+its own row orders), which shows what the estimator adds; and the same model and optimizer in
+PyTorch when it is importable. Grouped by workload and dtype
+(``python -m pytest bench/test_mlp.py --benchmark-group-by=param:workload,param:dtype``) the
+implementations sit side by side; ``python -m nnfast bench --workload <name>`` prints the
+comparison as a table.
 """
 
 import numpy as np
@@ -13,7 +18,28 @@ from nnfast.workloads import MLP_WORKLOADS
 
 pytest.importorskip("sklearn")
 
-IMPLEMENTATIONS = {"sklearn": bench_mlp._sklearn, "nnfast": bench_mlp._nnfast}
+
+def _network(workload, dtype, n_threads, max_iter):
+    """The estimator's model on a bare Network: relu (100,), softmax, L2 1e-4, batch
+    min(200, rows), shuffled by the network; None for lbfgs (no Network loop to time)."""
+    if workload.solver == "lbfgs":
+        return None
+    import nnfast
+    from nnfast.optimizers import SGD, Adam
+
+    X, y = workload.data(dtype)
+    classes = np.unique(y)
+    Y = (y[:, None] == classes[None, :]).astype(X.dtype)
+    optimizer = Adam(learning_rate=1e-3) if workload.solver == "adam" else SGD(learning_rate=1e-3)
+    net = nnfast.Network([X.shape[1], 100, len(classes)], dtype=X.dtype, bias=True,
+                         activation="relu", output="softmax", optimizer=optimizer, alpha=1e-4,
+                         n_threads=n_threads)
+    net.fit(X, Y, iterations=max_iter, batch_size=min(200, X.shape[0]), shuffle=True)
+    return net
+
+
+IMPLEMENTATIONS = {"sklearn": bench_mlp._sklearn, "nnfast-sklearn": bench_mlp._nnfast,
+                   "nnfast-network": _network}
 if bench_mlp._torch_available():
     IMPLEMENTATIONS["torch"] = bench_mlp._torch
 
@@ -23,8 +49,9 @@ if bench_mlp._torch_available():
 @pytest.mark.parametrize("workload", list(MLP_WORKLOADS))
 def test_mlp_fit(benchmark, workload, dtype, implementation):
     w = MLP_WORKLOADS[workload]
-    if implementation == "torch" and w.solver == "lbfgs":
-        pytest.skip("PyTorch's L-BFGS is a different algorithm; no like-for-like row")
+    if implementation in ("torch", "nnfast-network") and w.solver == "lbfgs":
+        pytest.skip("no like-for-like lbfgs row: PyTorch's L-BFGS is a different algorithm, "
+                    "and a bare Network has no L-BFGS loop")
     benchmark.extra_info["epochs"] = w.max_iter
     benchmark.pedantic(IMPLEMENTATIONS[implementation],
                        args=(w, np.dtype(dtype), None, w.max_iter),

@@ -1168,12 +1168,6 @@ cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
 # never an out-of-bounds access.
 # --------------------------------------------------------------------------------------------
 
-cdef int _require(bint ok, str message) except -1:
-    if not ok:
-        raise ValueError(message)
-    return 0
-
-
 cdef int _require_length(Py_ssize_t actual, Py_ssize_t needed, str name,
                          bint at_least=True) except -1:
     """ValueError unless a buffer's length is (at least) needed."""
@@ -1194,9 +1188,11 @@ cdef int _require_shape(Py_ssize_t rows, Py_ssize_t columns, Py_ssize_t want_row
 cdef Py_ssize_t _check_layer_sizes(const Py_ssize_t[::1] sizes, bint has_bias) except -1:
     """Checks the layer widths; returns the parameter count they imply."""
     cdef Py_ssize_t k, total = 0
-    _require(sizes.shape[0] >= 2, f"sizes needs at least two layer widths, got {sizes.shape[0]}")
+    if sizes.shape[0] < 2:
+        raise ValueError(f"sizes needs at least two layer widths, got {sizes.shape[0]}")
     for k in range(sizes.shape[0]):
-        _require(sizes[k] >= 1, f"sizes[{k}] = {sizes[k]}: every layer needs at least one unit")
+        if sizes[k] < 1:
+            raise ValueError(f"sizes[{k}] = {sizes[k]}: every layer needs at least one unit")
     for k in range(sizes.shape[0] - 1):
         total += _layer_params(&sizes[0], k, has_bias)
     return total
@@ -1208,16 +1204,17 @@ cdef int _check_order(const Py_ssize_t[:, ::1] order, Py_ssize_t n_epochs,
     cdef Py_ssize_t e, r, bad = -1
     if order.shape[0] == 0 and order.shape[1] == 0:
         return 0
-    _require(order.shape[0] >= n_epochs and order.shape[1] == n_rows,
-             f"order has shape ({order.shape[0]}, {order.shape[1]}); (0, 0) or "
-             f"(at least {n_epochs}, {n_rows}) is needed")
+    if not (order.shape[0] >= n_epochs and order.shape[1] == n_rows):
+        raise ValueError(f"order has shape ({order.shape[0]}, {order.shape[1]}); (0, 0) or "
+                         f"(at least {n_epochs}, {n_rows}) is needed")
     with nogil:
         for e in range(n_epochs):
             for r in range(n_rows):
                 if order[e, r] < 0 or order[e, r] >= n_rows:
                     bad = e * n_rows + r
-    _require(bad < 0, f"order[{bad // max(n_rows, 1)}, {bad % max(n_rows, 1)}] is not a row "
-             f"index in [0, {n_rows})")
+    if bad >= 0:
+        raise ValueError(f"order[{bad // max(n_rows, 1)}, {bad % max(n_rows, 1)}] is not a row "
+                         f"index in [0, {n_rows})")
     return 0
 
 
@@ -1231,7 +1228,8 @@ cdef int _check_step_buffers(const Py_ssize_t[::1] sizes, Py_ssize_t n_params, P
         hidden_values += sizes[k]
         widest = max(widest, sizes[k])
     _require_length(params_length, n_params, "params", at_least=False)
-    _require(x.shape[0] >= 1, "x has no rows")
+    if x.shape[0] < 1:
+        raise ValueError("x has no rows")
     _require_shape(x.shape[0], x.shape[1], x.shape[0], sizes[0], "x")
     _require_shape(y.shape[0], y.shape[1], x.shape[0], sizes[n_layers], "y")
     _require_length(activations.shape[0], rows * hidden_values, "activations")
@@ -1289,13 +1287,15 @@ def forward_layer(const floating[:, ::1] inputs,   # IN (m, n_in)
     n_threads : threads (row blocks) for a product that goes to BLAS.
     """
     cdef Py_ssize_t m = inputs.shape[0], n_in = weights.shape[0], n_out = weights.shape[1]
-    _require(n_in >= 1 and n_out >= 1, f"weights has shape ({n_in}, {n_out}); a layer needs "
-             "at least one unit on each side")
+    if not (n_in >= 1 and n_out >= 1):
+        raise ValueError(f"weights has shape ({n_in}, {n_out}); a layer needs "
+                         "at least one unit on each side")
     _require_shape(inputs.shape[0], inputs.shape[1], m, n_in, "inputs")
-    _require(bias.shape[0] == 0 or bias.shape[0] == n_out,
-             f"bias has {bias.shape[0]} values; 0 (none) or {n_out} are needed")
+    if not (bias.shape[0] == 0 or bias.shape[0] == n_out):
+        raise ValueError(f"bias has {bias.shape[0]} values; 0 (none) or {n_out} are needed")
     _require_shape(outputs.shape[0], outputs.shape[1], m, n_out, "outputs")
-    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+    if n_threads < 1:
+        raise ValueError(f"n_threads = {n_threads}; at least 1 is needed")
     if m == 0:
         return
     with nogil:
@@ -1333,12 +1333,14 @@ def hidden_delta(const floating[:, ::1] delta_next,   # IN (m, n_out)
                  int n_threads=1):
     """delta = (delta_next @ weights.T) * (activations * (1 - activations))."""
     cdef Py_ssize_t m = delta_next.shape[0], n_in = weights.shape[0], n_out = weights.shape[1]
-    _require(n_in >= 1 and n_out >= 1, f"weights has shape ({n_in}, {n_out}); a layer needs "
-             "at least one unit on each side")
+    if not (n_in >= 1 and n_out >= 1):
+        raise ValueError(f"weights has shape ({n_in}, {n_out}); a layer needs "
+                         "at least one unit on each side")
     _require_shape(delta_next.shape[0], delta_next.shape[1], m, n_out, "delta_next")
     _require_shape(activations.shape[0], activations.shape[1], m, n_in, "activations")
     _require_shape(delta.shape[0], delta.shape[1], m, n_in, "delta")
-    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+    if n_threads < 1:
+        raise ValueError(f"n_threads = {n_threads}; at least 1 is needed")
     if m == 0:
         return
     with nogil:
@@ -1355,14 +1357,16 @@ def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
                    int n_threads=1):
     """weights += learning_rate * (inputs.T @ delta); bias += learning_rate * delta.sum(0)."""
     cdef Py_ssize_t m = inputs.shape[0], n_in = weights.shape[0], n_out = weights.shape[1]
-    _require(n_in >= 1 and n_out >= 1, f"weights has shape ({n_in}, {n_out}); a layer needs "
-             "at least one unit on each side")
-    _require(bias.shape[0] == 0 or bias.shape[0] == n_out,
-             f"bias has {bias.shape[0]} values; 0 (none) or {n_out} are needed")
+    if not (n_in >= 1 and n_out >= 1):
+        raise ValueError(f"weights has shape ({n_in}, {n_out}); a layer needs "
+                         "at least one unit on each side")
+    if not (bias.shape[0] == 0 or bias.shape[0] == n_out):
+        raise ValueError(f"bias has {bias.shape[0]} values; 0 (none) or {n_out} are needed")
     _require_shape(inputs.shape[0], inputs.shape[1], m, n_in, "inputs")
     _require_shape(delta.shape[0], delta.shape[1], m, n_out, "delta")
     _require_length(grad.shape[0], n_out, "grad")
-    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+    if n_threads < 1:
+        raise ValueError(f"n_threads = {n_threads}; at least 1 is needed")
     if m == 0:
         return
     with nogil:
@@ -1393,7 +1397,8 @@ def gradient(const floating[::1] params,          # IN all weights and biases, f
     cdef Py_ssize_t m = x.shape[0], n_layers = sizes.shape[0] - 1
     _check_step_buffers(sizes, n_params, m, params.shape[0], x, y, activations, deltas, grad)
     _require_length(gradient_out.shape[0], n_params, "gradient_out", at_least=False)
-    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+    if n_threads < 1:
+        raise ValueError(f"n_threads = {n_threads}; at least 1 is needed")
     with nogil:
         # params is only read when gradient_out is given; the cast drops const for the
         # shared step function's signature.
@@ -1453,10 +1458,14 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
     cdef Py_ssize_t n_params = _check_layer_sizes(sizes, has_bias)
     cdef Py_ssize_t n_rows = x.shape[0], n_layers = sizes.shape[0] - 1, rows
     cdef bint gathered = order.shape[0] > 0 or order.shape[1] > 0
-    _require(batch_size >= 1, f"batch_size = {batch_size}; at least 1 is needed")
-    _require(n_epochs >= 0, f"n_epochs = {n_epochs}; at least 0 is needed")
-    _require(check_every >= 0, f"check_every = {check_every}; at least 0 is needed")
-    _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+    if batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size}; at least 1 is needed")
+    if n_epochs < 0:
+        raise ValueError(f"n_epochs = {n_epochs}; at least 0 is needed")
+    if check_every < 0:
+        raise ValueError(f"check_every = {check_every}; at least 0 is needed")
+    if n_threads < 1:
+        raise ValueError(f"n_threads = {n_threads}; at least 1 is needed")
     rows = min(batch_size, n_rows)
     _check_step_buffers(sizes, n_params, rows, params.shape[0], x, y, activations, deltas, grad)
     _check_order(order, n_epochs, n_rows)
@@ -1531,21 +1540,31 @@ cdef class TrainConfig:
         cdef Py_ssize_t k
         sizes = [int(s) for s in sizes]
         activations = [int(a) for a in activations]
-        _require(len(sizes) >= 2, f"sizes needs at least two layer widths, got {len(sizes)}")
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs at least two layer widths, got {len(sizes)}")
         for k, width in enumerate(sizes):
-            _require(width >= 1, f"sizes[{k}] = {width}: every layer needs at least one unit")
-        _require(len(activations) == len(sizes) - 2,
-                 f"{len(activations)} hidden activation codes for {len(sizes) - 2} hidden "
-                 "layers")
+            if width < 1:
+                raise ValueError(f"sizes[{k}] = {width}: every layer needs at least one unit")
+        if len(activations) != len(sizes) - 2:
+            raise ValueError(f"{len(activations)} hidden activation codes for {len(sizes) - 2} hidden "
+                             "layers")
         for k, code in enumerate(activations):
-            _require(0 <= code < N_ACTIVATIONS, f"activations[{k}] = {code} is not a code")
-        _require(0 <= output < N_OUTPUTS, f"output = {output} is not a code")
-        _require(0 <= reduction < N_REDUCTIONS, f"reduction = {reduction} is not a code")
-        _require(0 <= optimizer < N_OPTIMIZERS, f"optimizer = {optimizer} is not a code")
-        _require(0 <= schedule < N_SCHEDULES, f"schedule = {schedule} is not a code")
-        _require(batch_size >= 1, f"batch_size = {batch_size}; at least 1 is needed")
-        _require(check_every >= 0, f"check_every = {check_every}; at least 0 is needed")
-        _require(n_threads >= 1, f"n_threads = {n_threads}; at least 1 is needed")
+            if not (0 <= code < N_ACTIVATIONS):
+                raise ValueError(f"activations[{k}] = {code} is not a code")
+        if not (0 <= output < N_OUTPUTS):
+            raise ValueError(f"output = {output} is not a code")
+        if not (0 <= reduction < N_REDUCTIONS):
+            raise ValueError(f"reduction = {reduction} is not a code")
+        if not (0 <= optimizer < N_OPTIMIZERS):
+            raise ValueError(f"optimizer = {optimizer} is not a code")
+        if not (0 <= schedule < N_SCHEDULES):
+            raise ValueError(f"schedule = {schedule} is not a code")
+        if batch_size < 1:
+            raise ValueError(f"batch_size = {batch_size}; at least 1 is needed")
+        if check_every < 0:
+            raise ValueError(f"check_every = {check_every}; at least 0 is needed")
+        if n_threads < 1:
+            raise ValueError(f"n_threads = {n_threads}; at least 1 is needed")
 
         PyMem_Free(self._sizes)
         PyMem_Free(self._activations)
@@ -1632,12 +1651,13 @@ cdef int _check_general_data(TrainConfig config, Py_ssize_t n_params,
                              const floating[::1] sample_weight) except -1:
     cdef Py_ssize_t n_rows = x.shape[0]
     _require_length(n_params, config.n_params, "params", at_least=False)
-    _require(n_rows >= 1, "x has no rows")
+    if n_rows < 1:
+        raise ValueError("x has no rows")
     _require_shape(x.shape[0], x.shape[1], n_rows, config._sizes[0], "x")
     _require_shape(y.shape[0], y.shape[1], n_rows, config._sizes[config.c.n_layers], "y")
-    _require(sample_weight.shape[0] == 0 or sample_weight.shape[0] == n_rows,
-             f"sample_weight has {sample_weight.shape[0]} values; 0 (none) or {n_rows} are "
-             "needed")
+    if not (sample_weight.shape[0] == 0 or sample_weight.shape[0] == n_rows):
+        raise ValueError(f"sample_weight has {sample_weight.shape[0]} values; 0 (none) or {n_rows} are "
+                         "needed")
     return 0
 
 
