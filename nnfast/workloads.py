@@ -75,19 +75,20 @@ class MLPWorkload:
     max_iter: int = 50
 
     def data(self, dtype=np.float64):
-        """(X, y): standardised inputs of dtype and integer labels. "digits*" workloads are
-        scikit-learn's digits (bundled with it); the others a fixed random problem whose
-        labels are the largest of ``classes`` noisy linear scores."""
-        if self.name.startswith("digits"):
-            from sklearn.datasets import load_digits
-            X, y = load_digits(return_X_y=True)
-            X, y = X[:self.rows], y[:self.rows]
+        """(X, y): standardised inputs of dtype and integer labels. "iris-*" and "digits-*"
+        are scikit-learn's datasets (bundled with it); the others a fixed random problem
+        whose labels are the largest of ``classes`` noisy linear scores."""
+        if self.name.startswith(("iris", "digits")):
+            from sklearn.datasets import load_digits, load_iris
+            load = load_iris if self.name.startswith("iris") else load_digits
+            X, y = load(return_X_y=True)
         else:
             random_state = np.random.RandomState(0)
             X = random_state.normal(size=(self.rows, self.features))
             scores = (X @ random_state.normal(size=(self.features, self.classes))
                       + random_state.normal(size=(self.rows, self.classes)))
             y = scores.argmax(axis=1)
+        X, y = X[:self.rows], y[:self.rows]
         std = X.std(axis=0)
         X = (X - X.mean(axis=0)) / np.where(std > 0, std, 1)
         return np.ascontiguousarray(X, dtype=dtype), y
@@ -102,10 +103,10 @@ class MLPWorkload:
 MLP_WORKLOADS = {
     w.name: w
     for w in (
-        MLPWorkload("mlp-150x4", 150, 4, 3, "adam"),
+        MLPWorkload("iris-adam", 150, 4, 3, "adam"),
         MLPWorkload("digits-adam", 1_797, 64, 10, "adam"),
         MLPWorkload("digits-sgd", 1_797, 64, 10, "sgd"),
-        MLPWorkload("mlp-20000x40", 20_000, 40, 4, "adam"),
+        MLPWorkload("20000x40-adam", 20_000, 40, 4, "adam"),
         MLPWorkload("digits-lbfgs", 1_797, 64, 10, "lbfgs", max_iter=100),
     )
 }
