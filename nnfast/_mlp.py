@@ -359,11 +359,6 @@ class _BaseMLP(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
         return _forward(self.coefs_, self.intercepts_, X, self.activation, self.out_activation_)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
-
 
 _PARAMETERS = """\
     hidden_layer_sizes : array-like of int or int, default=(100,)

@@ -86,6 +86,10 @@ CASES = {
     "tanh-lbfgs-regression": ("regression", dict(solver="lbfgs", activation="tanh")),
     "logistic-lbfgs-multilabel": ("multilabel", dict(solver="lbfgs", activation="logistic")),
     "identity-lbfgs-binary": ("binary", dict(solver="lbfgs", activation="identity")),
+    # depth: no hidden layer (a linear model), an int for one layer
+    "no-hidden-layer": ("multiclass", dict(hidden_layer_sizes=())),
+    "no-hidden-layer-lbfgs": ("regression", dict(hidden_layer_sizes=(), solver="lbfgs")),
+    "one-layer-as-int": ("binary", dict(hidden_layer_sizes=3, solver="sgd")),
     # L2 penalty
     "alpha-0": ("multiclass", dict(alpha=0.0)),
     "alpha-1": ("regression", dict(alpha=1.0, solver="sgd")),
