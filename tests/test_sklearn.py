@@ -191,6 +191,19 @@ def test_mlp_interrupted_fit_leaves_the_estimator_as_it_was(monkeypatch, mlp_bac
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_mlp_leaves_the_callers_arrays_alone(solver, mlp_backend):
+    X, y = _blobs()
+    weights = np.linspace(0.5, 1.5, len(y))
+    copies = [X.copy(), y.copy(), weights.copy()]
+    model = MLPClassifier(hidden_layer_sizes=(4,), solver=solver, max_iter=3,
+                          early_stopping=solver == "adam", class_weight="balanced")
+    model.fit(X, y, sample_weight=weights)
+    model.predict_proba(X)
+    for given, copy in zip((X, y, weights), copies):
+        assert_array_equal(given, copy)
+
+
 def test_mlp_divergence_is_scikit_learns_error(mlp_backend):
     X, _ = _blobs()
     with pytest.raises(ValueError, match="non-finite parameter weights"):
