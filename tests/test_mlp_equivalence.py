@@ -86,6 +86,8 @@ CASES = {
     "tanh-lbfgs-regression": ("regression", dict(solver="lbfgs", activation="tanh")),
     "logistic-lbfgs-multilabel": ("multilabel", dict(solver="lbfgs", activation="logistic")),
     "identity-lbfgs-binary": ("binary", dict(solver="lbfgs", activation="identity")),
+    "lbfgs-max-fun": ("multiclass", dict(solver="lbfgs", max_fun=7, max_iter=50)),
+    "lbfgs-tol": ("regression", dict(solver="lbfgs", tol=0.05, max_iter=50)),  # stops at 31
     # depth: no hidden layer (a linear model), an int for one layer
     "no-hidden-layer": ("multiclass", dict(hidden_layer_sizes=())),
     "no-hidden-layer-lbfgs": ("regression", dict(hidden_layer_sizes=(), solver="lbfgs")),
