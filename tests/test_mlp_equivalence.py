@@ -209,7 +209,8 @@ def test_partial_fit_keeps_the_optimizer_state(task, solver, mlp_backend):
     X, y = _data(task)
     params = dict(solver=solver, learning_rate="invscaling") if solver == "sgd" else {}
     ours, theirs = _pair(task, **params)
-    classes = {"binary": ["no", "yes"], "multiclass": [10, 11, 12], "multilabel": [0, 1, 2]}.get(task)
+    classes = {"binary": ["no", "yes"], "multiclass": [10, 11, 12],
+               "multilabel": [0, 1, 2]}.get(task)
     for step in range(4):
         rows = slice(step * 10, step * 10 + 25)
         for model in (ours, theirs):
