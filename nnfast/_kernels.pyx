@@ -1,9 +1,19 @@
 """Compiled kernels of nnfast: forward pass, sigmoid, deltas, weight updates, fused fit.
 
+Two training paths share this module: the original's fused step (:func:`fit`: sigmoid
+layers, squared error, plain summed update), kept exactly as it was so that the tutorial
+workloads pay nothing for the rest; and the general step (:func:`fit_general`,
+:func:`loss_gradient`: any hidden activation per layer, scikit-learn's outputs and losses,
+sample weights, L2, mean or summed gradients, plain / SGD / Adam), described in its own
+section below. Python chooses between them once per fit (``nnfast._plan.FitPlan``).
+
 How Python and the kernel split the work
 ----------------------------------------
 ``nnfast.network`` validates and coerces every input once, allocates every buffer a fit
-needs (``nnfast._layout``), and calls :func:`fit` once per reporting chunk. This module
+needs (``nnfast._layout``), and calls :func:`fit` once per reporting chunk (the general path:
+``nnfast._compiled`` calls :func:`fit_general`, with its settings in one ``TrainConfig``).
+Every ``def`` entry point checks the sizes of the buffers it is given before it releases the
+GIL. This module
 assumes valid, C-contiguous input of a single floating dtype, allocates nothing, and runs its
 loops without the GIL; it takes the GIL back only to poll for signals (Ctrl-C) at an interval
 the caller chooses. Compiler directives are set in one place, ``setup.py``.
