@@ -1187,13 +1187,14 @@ cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
                         return -1
         epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUT_ORIGINAL
                                             else n_rows)
-        if not isfinite(epoch_losses[epoch]):
-            epochs_done[0] = epoch
-            return 1
+        # The epoch's end, as scikit-learn's: rows seen, then the schedule.
         config.samples_seen += n_rows
         if config.optimizer == OPT_SGD and config.schedule == SCHEDULE_INVSCALING:
             config.learning_rate = (config.learning_rate_init
                                     / pow(config.samples_seen + 1.0, config.power_t))
+        if not isfinite(epoch_losses[epoch]):
+            epochs_done[0] = epoch
+            return 1
         epochs_done[0] = epoch + 1
     return 0
 

@@ -192,9 +192,10 @@ def test_divergence_stops_at_the_epoch_it_happens(kernels, dtype):
     X, y, _, params = _problem(sizes, n_rows, "identity", dtype, False)
     plan = _plan_for(sizes, ("identity",), "identity", GradientStep(learning_rate=1e5), "sum",
                      0.0, None, False, False, dtype, n_rows)
-    _, _, ref_losses, ref_done, ref_diverged = _fit_reference(plan, X, y, None, params, 50,
-                                                               None)
-    _, _, losses, done, diverged = _fit_kernel(kernels, plan, X, y, None, params, 50, None)
+    _, ref_state, ref_losses, ref_done, ref_diverged = _fit_reference(plan, X, y, None,
+                                                                       params, 50, None)
+    _, state, losses, done, diverged = _fit_kernel(kernels, plan, X, y, None, params, 50, None)
+    assert state.samples_seen == ref_state.samples_seen
     assert ref_diverged and diverged
     assert done == ref_done
     assert not np.isfinite(losses[done])
