@@ -43,7 +43,8 @@ BLAS capped at one thread by the caller so that the two thread pools never compe
 """
 
 from cython cimport floating
-from libc.math cimport INFINITY, copysign, copysignf, exp, expf, fabs, isfinite, log, pow, sqrt, sqrtf
+from libc.math cimport (INFINITY, copysign, copysignf, exp, expf, fabs, isfinite, log, pow,
+                        sqrt, sqrtf)
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from cython.parallel cimport prange
 from libc.string cimport memcpy
@@ -689,10 +690,11 @@ cdef inline floating _tanh(floating x) noexcept nogil:
     tanh(|x|) with the sign of x. For |x| >= 1/2: 1 - 2 / (exp(2|x|) + 1) with nnfast's
     _exp; the subtraction cancels at most about one bit there (tanh(1/2) = 0.46), so the
     result stays within a few ulp (measured: 3 ulp float64, 2 float32). |x| < 1/2, where that
-    formula would cancel badly: |x| + |x| * u * P(u), u = x^2, P the near-minimax (Chebyshev-economised) polynomial of
-    (tanh(x) / x - 1) / u on u in [0, 1/4], of degree 9 (float64; error 1e-17 relative) or
-    4 (float32; 1e-9), computed with mpmath. tests/test_general_kernel.py checks the result
-    against NumPy's tanh over the whole range, signed zeros, infinities and NaN included.
+    formula would cancel badly: |x| + |x| * u * P(u), u = x^2, P the near-minimax
+    (Chebyshev-economised) polynomial of (tanh(x) / x - 1) / u on u in [0, 1/4], of degree 9
+    (float64; error 1e-17 relative) or 4 (float32; 1e-9), computed with mpmath.
+    tests/test_general_kernel.py checks the result against NumPy's tanh over the whole range,
+    signed zeros, infinities and NaN included.
     """
     cdef floating a = fabs(x)
     cdef floating u = x * x
@@ -1596,8 +1598,8 @@ cdef class TrainConfig:
             if width < 1:
                 raise ValueError(f"sizes[{k}] = {width}: every layer needs at least one unit")
         if len(activations) != len(sizes) - 2:
-            raise ValueError(f"{len(activations)} hidden activation codes for {len(sizes) - 2} hidden "
-                             "layers")
+            raise ValueError(f"{len(activations)} hidden activation codes for "
+                             f"{len(sizes) - 2} hidden layers")
         for k, code in enumerate(activations):
             if not (0 <= code < N_ACTIVATIONS):
                 raise ValueError(f"activations[{k}] = {code} is not a code")
@@ -1706,8 +1708,8 @@ cdef int _check_general_data(TrainConfig config, Py_ssize_t n_params,
     _require_shape(x.shape[0], x.shape[1], n_rows, config._sizes[0], "x")
     _require_shape(y.shape[0], y.shape[1], n_rows, config._sizes[config.c.n_layers], "y")
     if not (sample_weight.shape[0] == 0 or sample_weight.shape[0] == n_rows):
-        raise ValueError(f"sample_weight has {sample_weight.shape[0]} values; 0 (none) or {n_rows} are "
-                         "needed")
+        raise ValueError(f"sample_weight has {sample_weight.shape[0]} values; 0 (none) or "
+                         f"{n_rows} are needed")
     return 0
 
 
