@@ -18,6 +18,7 @@ def get_blas_min_flops() -> int: ...
 def set_blas_min_flops(value: int) -> None: ...  # Py_ssize_t
 def cpu_runs(level: int) -> bool: ...  # int
 def sigmoid_inplace(values: _Array) -> None: ...  # floating[::1] INOUT
+def tanh_inplace(values: _Array) -> None: ...  # floating[::1] INOUT
 def sigmoid_derivative(
     activations: _Array,  # const floating[::1]
     out: _Array,  # floating[::1] OUT

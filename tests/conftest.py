@@ -12,7 +12,7 @@ Which file holds what (one home per subject; add a line for a new file):
 - test_general_kernel.py: the compiled general path (``nnfast._compiled`` over
   ``_kernels.fit_general`` / ``loss_gradient``) against ``nnfast.reference``'s runner for
   every activation, output, optimizer, reduction, alpha, sample weights, batching, dtype and
-  kernel build; its size checks and integer codes.
+  kernel build; its size checks, integer codes and tanh.
 - test_hostile.py: hostile shapes, sizes and values.
 - test_interrupt.py: Ctrl-C during a fit.
 - test_kernels.py: each ``def`` kernel of the original's path against its counterpart in
