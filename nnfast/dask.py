@@ -1,0 +1,284 @@
+"""Data-parallel training of a ``Network`` on a Dask cluster: ``nnfast.dask.fit``.
+
+The rows are split into shards that live in the workers' memory for the whole fit. Each step
+the client broadcasts the current parameters to every worker once, each worker computes its
+shards' gradients with the compiled kernel (``Network.gradient``'s computation), the partial
+sums are added in a tree on the workers, and the client applies the one summed update: the
+same algorithm as ``Network.fit`` with full batches, only the order of the gradient's sum
+differs. ``sync_every=K`` trades that exactness for K times fewer round trips.
+
+Needs ``pip install "nnfast[dask]"`` (``dask[array]`` and ``distributed``); ``import nnfast``
+works without them.
+"""
+
+try:
+    import dask.array  # noqa: F401  (the dask package, not this module: imports are absolute)
+    import distributed
+except ImportError as exc:
+    raise ImportError("nnfast.dask needs dask and distributed: pip install 'nnfast[dask]' "
+                      f"(or pip install 'dask[array]' distributed); {exc}") from exc
+
+import uuid
+
+import numpy as np
+
+from ._dask_cluster import client_for_fit, local_cluster
+from ._dask_data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
+from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, shard_gradient,
+                          shard_local_steps)
+from ._validation import check_int, check_learning_rate, check_inputs, check_targets
+from .network import (_DEFAULT_REPORTS, Network, TrainingDivergedError, _locks_of,
+                      _progress_bar)
+
+__all__ = ["fit", "local_cluster", "WorkerLostError"]
+
+# Partial sums are added pairwise: a tree of depth log2(shards), each node on the worker that
+# holds the larger share of its inputs (Dask's placement), so same-worker pairs move nothing.
+_FAN_IN = 2
+
+
+class WorkerLostError(RuntimeError):
+    """The cluster lost data that Dask cannot recompute; the network keeps its pre-fit state."""
+
+
+def fit(network, X, y, iterations=10000, learning_rate=1.0, *, client=None, sync_every=1,
+        verbose=0, callback=None, progress=False):
+    """Trains ``network`` in place on (X, y) held by the workers of a Dask cluster.
+
+    With ``sync_every=1`` (the default) every iteration is one full-batch step of
+    ``Network.fit``: the client sends the parameters to every worker once (a scatter with
+    broadcast, which Dask copies on between workers in a tree), each shard's gradient
+    ``G_s = Network.gradient(X_s, y_s)`` is computed where the shard lives, the partial sums
+    are added pairwise on the workers, and the client applies ``W += learning_rate * sum_s G_s``.
+    This is ``network.fit(X, y, iterations, learning_rate)`` on all rows at once, up to the
+    rounding of the gradient's summation order, with the same ``history``.
+
+    Parameters
+    ----------
+    network : nnfast.Network
+        Trained in place, as by ``network.fit``; returned.
+    X : dask.array.Array or array_like (n_rows, sizes[0])
+        A dask array is used as chunked: one shard per row chunk (its chunks must hold whole
+        rows); it is computed and kept in the workers' memory once, and Dask recomputes a
+        shard lost with a worker from its source. A NumPy array is checked here, split into
+        one shard per worker thread and scattered; a shard lost with its worker then ends
+        the fit with ``WorkerLostError``.
+    y : dask.array.Array or array_like (n_rows, sizes[-1]), or (n_rows,) for one output
+        Rechunked to X's row chunks when they differ.
+    iterations : int >= 0
+        Full-batch steps, as ``Network.fit``'s iterations.
+    learning_rate : float
+        As ``Network.fit``: ``W += learning_rate * G``, G summed (not averaged) over all rows.
+    client : distributed.Client or None
+        The cluster to train on. None: the current client (``distributed.default_client()``)
+        when there is one, otherwise a ``LocalCluster`` on this machine for the duration of
+        the call (loopback only, one single-threaded worker process per core; see
+        ``local_cluster``), closed afterwards.
+    sync_every : int >= 1
+        K: the workers combine their work every K iterations instead of every iteration.
+        A round starts from the common parameters W. Each shard s (the rows of one chunk)
+        takes k full-batch steps on its own rows alone, from W: ``W_s <- W_s +
+        learning_rate * G_s(W_s)``, k = K except in a fit's last round, which takes the
+        remaining iterations. Then ``W <- W + sum_s (W_s - W)``: the shards' changes are
+        added. A shard's gradient sums over its own rows only, so each local step is about
+        the shard's share of a full step, and the sum of the shards' changes is about K full
+        steps; with K = 1 it is exactly one full step, and ``sync_every=1`` runs the exact
+        path above. Reports (``verbose``, ``callback``, ``progress``, ``history``) fall on
+        round starts: their spacing is rounded up to a multiple of K, and the error reported
+        is the exact mean |y - output| of all rows at W.
+    verbose : int
+        If K > 0, print ``Error:<mean |y - output|>`` at iterations 0, K, 2K, ..., in the
+        original's format (as ``Network.fit``).
+    callback : callable or None
+        ``callback(iteration, error)`` at each report (every ``verbose`` iterations, else
+        every ``iterations // 100``); returning True stops the fit at the next report point,
+        as ``Network.fit`` does.
+    progress : bool
+        Show a progress bar (needs the optional ``tqdm``).
+
+    Returns
+    -------
+    network
+
+    Raises
+    ------
+    TrainingDivergedError
+        When the error stops being finite, naming the iteration.
+    WorkerLostError
+        When a worker is lost with data Dask cannot recompute (scattered NumPy shards).
+    ValueError, TypeError
+        For bad input, with ``Network.fit``'s messages (a dask array's chunk says its rows),
+        before any step runs.
+
+    Whatever the exception, ``KeyboardInterrupt`` included, the network is left exactly as
+    it was before the call: the fit trains a copy of the parameters and writes it back only
+    when it completes.
+    """
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be an nnfast.Network, got {type(network).__name__}")
+    iterations = check_int(iterations, "iterations", minimum=0)
+    learning_rate = check_learning_rate(learning_rate, network.dtype)
+    sync_every = check_int(sync_every, "sync_every", minimum=1)
+    verbose = check_int(verbose, "verbose", minimum=0)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    # Everything the client can check is checked before a cluster is started or reached.
+    if is_dask_array(X) or is_dask_array(y):
+        X, y = check_dask_data(X, y, network.sizes, network.dtype)
+        make_shards = shards_from_dask
+    else:
+        X = check_inputs(X, network.sizes, network.dtype)
+        y = check_targets(y, X.shape[0], network.sizes, network.dtype)
+        make_shards = shards_from_numpy
+
+    fit_lock, state_lock = _locks_of(network)
+    bar = _progress_bar(iterations) if progress else None
+    try:
+        with client_for_fit(client) as active, fit_lock:
+            trainer = _Trainer(active, network, learning_rate, sync_every)
+            try:
+                trainer.place(make_shards, X, y)
+                params, history, done = trainer.run(iterations, verbose, callback, bar)
+                trainer.release()
+            finally:
+                trainer.close()
+    finally:
+        if bar is not None:
+            bar.close()
+    with state_lock:
+        network._params[...] = params
+        network.history = history
+        network.iterations_run = done
+    return network
+
+
+class _Trainer:
+    """One fit's state on the client: the shards' futures and the step loop."""
+
+    def __init__(self, client, network, learning_rate, sync_every):
+        self.client = client
+        self.network = network
+        self.learning_rate = learning_rate
+        self.sync_every = sync_every
+        self.shards = []
+        self.in_flight = []
+        self.spec = None
+        self.n_outputs = 0
+
+    def place(self, make_shards, X, y):
+        """Puts the checked shards in worker memory; raises the first data error."""
+        net = self.network
+        self.shards, rows = make_shards(self.client, X, y, net.sizes, net.dtype)
+        self.n_outputs = X.shape[0] * net.sizes[-1]
+        self.spec = ShardSpec(fit_id=uuid.uuid4().hex, sizes=tuple(net.sizes), bias=net.bias,
+                              dtype=net.dtype.name, backend=net.backend, max_rows=max(rows))
+        # Neighbours in the reduction tree should share a worker: order shards by holder.
+        holders = self.client.who_has(self.shards)
+        self.shards.sort(key=lambda future: tuple(holders.get(future.key, ())))
+
+    def run(self, iterations, verbose, callback, bar):
+        """The step loop of ``Network._run_chunks``, with steps on the cluster.
+
+        Returns (params, history, iterations done).
+        """
+        net = self.network
+        params = net._snapshot()
+        reporting = bool(verbose) or callback is not None or bar is not None
+        report_every = verbose or (max(1, iterations // _DEFAULT_REPORTS) if reporting
+                                   else max(1, iterations))
+        if self.sync_every > 1:  # reports only at round starts
+            report_every = -(-report_every // self.sync_every) * self.sync_every
+        history = []
+        done = 0
+        while done < iterations:
+            next_report = (done // report_every + 1) * report_every
+            n_steps = min(iterations, next_report) - done
+            first_error = self._run_steps(params, n_steps, done)
+            stop = False
+            if reporting and done % report_every == 0:
+                history.append((done, first_error))
+                if verbose:
+                    print("Error:" + str(net.dtype.type(first_error)), flush=True)
+                if callback is not None:
+                    stop = bool(callback(done, first_error))
+            done += n_steps
+            if bar is not None:
+                bar.update(n_steps)
+            if stop:
+                break
+        if not np.isfinite(params).all():
+            raise TrainingDivergedError(
+                f"training diverged: weights became infinite (learning_rate="
+                f"{self.learning_rate} too large?); the weights are left as they were before "
+                "this fit")
+        return params, history, done
+
+    def _run_steps(self, params, n_steps, done):
+        """n_steps iterations from iteration ``done``, updating params in place; returns the
+        mean |y - output| of the first one."""
+        first_error = None
+        step = 0
+        while step < n_steps:
+            k = min(self.sync_every, n_steps - step)
+            total = self._round(params, k)
+            error = total.abs_error_sum / self.n_outputs
+            if total.diverged or not np.isfinite(error):
+                raise TrainingDivergedError(
+                    f"training diverged at iteration {done + step}: the output error is no "
+                    f"longer finite (learning_rate={self.learning_rate} too large?); the "
+                    "weights are left as they were before this fit")
+            if self.sync_every == 1:
+                params += params.dtype.type(self.learning_rate) * total.vector
+            else:
+                params += total.vector
+            if first_error is None:
+                first_error = error
+            step += k
+        return first_error
+
+    def _round(self, params, n_steps):
+        """One broadcast, one task per shard, the tree sum; the Partial on the client."""
+        client = self.client
+        try:
+            # hash=False: a fresh key per step, so no step can pick up another's parameters.
+            [shared] = client.scatter([params], broadcast=True, hash=False)
+            if self.sync_every == 1:
+                parts = [client.submit(shard_gradient, self.spec, shared, shard, pure=False)
+                         for shard in self.shards]
+            else:
+                parts = [client.submit(shard_local_steps, self.spec, shared, shard, n_steps,
+                                       self.learning_rate, pure=False)
+                         for shard in self.shards]
+            self.in_flight = parts
+            while len(parts) > 1:
+                parts = [client.submit(add_partials, *parts[i:i + _FAN_IN], pure=False)
+                         if len(parts[i:i + _FAN_IN]) > 1 else parts[i]
+                         for i in range(0, len(parts), _FAN_IN)]
+                self.in_flight += parts
+            total = parts[0].result()
+            self.in_flight = []
+            return total
+        except (distributed.client.FutureCancelledError, distributed.scheduler.KilledWorker,
+                OSError) as exc:
+            raise WorkerLostError(
+                f"the cluster lost a worker or data it cannot recompute during the fit "
+                f"({type(exc).__name__}: {exc}); pass dask arrays to let Dask recompute lost "
+                "shards. The network is left as it was before this fit") from exc
+
+    def release(self):
+        """Frees the workers' scratch buffers of this fit (after a completed fit; a failed
+        one leaves them to the workers' own limit of kept fits, to fail fast)."""
+        try:
+            self.client.run(release_workspaces, self.spec.fit_id)
+        except Exception:  # a lost worker has nothing to release; best effort
+            pass
+
+    def close(self):
+        """Cancels what this fit still has on the cluster: its shards and, after an error or
+        an interrupt, the tasks of the unfinished step."""
+        if self.in_flight:
+            self.client.cancel(self.in_flight)
+        if self.shards:
+            self.client.cancel(self.shards)
