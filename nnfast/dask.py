@@ -18,6 +18,7 @@ except ImportError as exc:
     raise ImportError("nnfast.dask needs dask and distributed: pip install 'nnfast[dask]' "
                       f"(or pip install 'dask[array]' distributed); {exc}") from exc
 
+import time
 import uuid
 
 import numpy as np
@@ -35,6 +36,11 @@ __all__ = ["fit", "local_cluster", "WorkerLostError"]
 # Partial sums are added pairwise: a tree of depth log2(shards), each node on the worker that
 # holds the larger share of its inputs (Dask's placement), so same-worker pairs move nothing.
 _FAN_IN = 2
+# A round that fails because a worker died is tried again this many times in all, after
+# waits doubling from _RETRY_DELAY seconds (0.25 + 0.5 + 1 + 2 s): time for the scheduler to
+# notice the loss and for a nanny to restart the worker.
+_ROUND_ATTEMPTS = 5
+_RETRY_DELAY = 0.25
 
 
 class WorkerLostError(RuntimeError):
@@ -166,11 +172,13 @@ class _Trainer:
         self.in_flight = []
         self.spec = None
         self.n_outputs = 0
+        self.recomputable = False
 
     def place(self, make_shards, X, y):
         """Puts the checked shards in worker memory; raises the first data error."""
         net = self.network
         self.shards, rows = make_shards(self.client, X, y, net.sizes, net.dtype)
+        self.recomputable = make_shards is shards_from_dask
         self.n_outputs = X.shape[0] * net.sizes[-1]
         self.spec = ShardSpec(fit_id=uuid.uuid4().hex, sizes=tuple(net.sizes), bias=net.bias,
                               dtype=net.dtype.name, backend=net.backend, max_rows=max(rows))
@@ -239,33 +247,57 @@ class _Trainer:
         return first_error
 
     def _round(self, params, n_steps):
+        """One round on the cluster (``_round_once``), tried again after a lost worker when
+        Dask can recompute everything the round needs (shards from dask arrays)."""
+        delay = _RETRY_DELAY
+        for attempt in range(_ROUND_ATTEMPTS):
+            try:
+                return self._round_once(params, n_steps)
+            except (OSError, distributed.client.FutureCancelledError) as exc:
+                # A broadcast to, or a result from, a worker that just died. The round's
+                # tasks go; the shards stay (Dask recomputes lost ones from their source).
+                self.client.cancel(self.in_flight)
+                self.in_flight = []
+                failure = exc
+            except distributed.scheduler.KilledWorker as exc:  # Dask gave up on a task
+                failure = exc
+                break
+            if attempt + 1 < _ROUND_ATTEMPTS:
+                time.sleep(delay)  # for the scheduler to see the worker go
+                delay *= 2
+                if not self.recomputable and self._shard_lost():
+                    break
+        raise WorkerLostError(
+            f"the cluster lost a worker during the fit and could not recover "
+            f"({type(failure).__name__}: {failure})"
+            + ("" if self.recomputable else "; NumPy data is scattered to the workers and "
+               "cannot be recomputed, pass dask arrays to let Dask recompute lost shards")
+            + ". The network is left as it was before this fit") from failure
+
+    def _shard_lost(self):
+        return any(shard.status != "finished" for shard in self.shards)
+
+    def _round_once(self, params, n_steps):
         """One broadcast, one task per shard, the tree sum; the Partial on the client."""
         client = self.client
-        try:
-            # hash=False: a fresh key per step, so no step can pick up another's parameters.
-            [shared] = client.scatter([params], broadcast=True, hash=False)
-            if self.sync_every == 1:
-                parts = [client.submit(shard_gradient, self.spec, shared, shard, pure=False)
-                         for shard in self.shards]
-            else:
-                parts = [client.submit(shard_local_steps, self.spec, shared, shard, n_steps,
-                                       self.learning_rate, pure=False)
-                         for shard in self.shards]
-            self.in_flight = parts
-            while len(parts) > 1:
-                parts = [client.submit(add_partials, *parts[i:i + _FAN_IN], pure=False)
-                         if len(parts[i:i + _FAN_IN]) > 1 else parts[i]
-                         for i in range(0, len(parts), _FAN_IN)]
-                self.in_flight += parts
-            total = parts[0].result()
-            self.in_flight = []
-            return total
-        except (distributed.client.FutureCancelledError, distributed.scheduler.KilledWorker,
-                OSError) as exc:
-            raise WorkerLostError(
-                f"the cluster lost a worker or data it cannot recompute during the fit "
-                f"({type(exc).__name__}: {exc}); pass dask arrays to let Dask recompute lost "
-                "shards. The network is left as it was before this fit") from exc
+        # hash=False: a fresh key per step, so no step can pick up another's parameters.
+        [shared] = client.scatter([params], broadcast=True, hash=False)
+        if self.sync_every == 1:
+            parts = [client.submit(shard_gradient, self.spec, shared, shard, pure=False)
+                     for shard in self.shards]
+        else:
+            parts = [client.submit(shard_local_steps, self.spec, shared, shard, n_steps,
+                                   self.learning_rate, pure=False)
+                     for shard in self.shards]
+        self.in_flight = parts
+        while len(parts) > 1:
+            parts = [client.submit(add_partials, *parts[i:i + _FAN_IN], pure=False)
+                     if len(parts[i:i + _FAN_IN]) > 1 else parts[i]
+                     for i in range(0, len(parts), _FAN_IN)]
+            self.in_flight += parts
+        total = parts[0].result()
+        self.in_flight = []
+        return total
 
     def release(self):
         """Frees the workers' scratch buffers of this fit (after a completed fit; a failed
