@@ -10,12 +10,14 @@ def local_cluster(n_workers=None, **options):
 
     One worker process per core (None: every core this process may use), one thread each:
     the kernel runs single-threaded inside a worker, so the processes are the parallelism.
-    No dashboard (it would open a web port and needs bokeh). ``options`` go to LocalCluster.
+    No dashboard (it needs bokeh); the scheduler's small HTTP server (health checks) gets a
+    free port on the loopback interface. ``options`` go to LocalCluster.
     """
     from distributed import LocalCluster
 
     settings = dict(n_workers=n_workers or available_cores(), threads_per_worker=1,
-                    processes=True, host="127.0.0.1", dashboard_address=None)
+                    processes=True, host="127.0.0.1", dashboard_address=None,
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
     settings.update(options)
     return LocalCluster(**settings)
 

@@ -115,8 +115,10 @@ def _raise_first_error(client, futures):
     """Waits for every shard; raises the first failure, in row order, as the task raised it."""
     from distributed import wait
 
-    wait(futures)
+    with client.as_current():
+        wait(futures)
     for future in futures:
         if future.status == "error":
+            error = future.exception()  # the worker's exception, with its type and message
             client.cancel(futures)
-            future.result()  # re-raises the worker's exception here, with its type
+            raise error

@@ -237,10 +237,11 @@ class _Trainer:
                     f"training diverged at iteration {done + step}: the output error is no "
                     f"longer finite (learning_rate={self.learning_rate} too large?); the "
                     "weights are left as they were before this fit")
-            if self.sync_every == 1:
-                params += params.dtype.type(self.learning_rate) * total.vector
-            else:
-                params += total.vector
+            with np.errstate(over="ignore"):  # inf weights are reported as the kernel does
+                if self.sync_every == 1:
+                    params += params.dtype.type(self.learning_rate) * total.vector
+                else:
+                    params += total.vector
             if first_error is None:
                 first_error = error
             step += k

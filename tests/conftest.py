@@ -3,10 +3,16 @@
 The data are the original tutorial's ("a neural network in 11 lines of Python"): four
 samples of three binary inputs, the last always 1, with two target columns
 (y2: the first input copied; y3: XOR of the first two inputs).
+
+Where the tests of a subject live (one file each): ``test_dask.py`` holds everything about
+``nnfast.dask`` (distributed training against local fits, its faults and inputs, model
+search on a Dask cluster).
 """
 
 import contextlib
 import os
+import select
+import time
 
 # scikit-learn's estimator checks include array-API ones that run only when SciPy's array API
 # support is on; it must be set before SciPy is first imported, so before nnfast is.
@@ -95,3 +101,25 @@ def kernel_build(kernels):
         yield
     finally:
         network._kernels = chosen
+
+
+def child_env():
+    """The environment for a child Python that must import this nnfast tree."""
+    import nnfast
+
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(nnfast.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+def read_line(process, deadline):
+    """A child process's next stdout line ("" at its end), or fail at the deadline."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            process.kill()
+            pytest.fail("the child process did not answer in time")
+        ready, _, _ = select.select([process.stdout], [], [], remaining)
+        if ready:
+            return process.stdout.readline()
