@@ -146,6 +146,11 @@ def shard_local_steps(spec, params, shard, n_steps, learning_rate):
     return Partial(local, first_error * y.size, bool(diverged) or not np.isfinite(local).all())
 
 
+def same(value):
+    """value itself: a task whose result is a copy of its input on the worker it runs on."""
+    return value
+
+
 def add_partials(*partials):
     """The sum of partials, in the order given (one node of the reduction tree)."""
     vector = partials[0].vector.copy()

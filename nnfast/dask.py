@@ -21,11 +21,12 @@ except ImportError as exc:
 import time
 import uuid
 
+import dask
 import numpy as np
 
 from ._dask_cluster import client_for_fit, local_cluster
 from ._dask_data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
-from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, shard_gradient,
+from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, same, shard_gradient,
                           shard_local_steps)
 from ._validation import check_int, check_learning_rate, check_inputs, check_targets
 from .network import (_DEFAULT_REPORTS, Network, TrainingDivergedError, _locks_of,
@@ -43,6 +44,12 @@ _ROUND_ATTEMPTS = 5
 _RETRY_DELAY = 0.25
 
 
+def _pin(worker):
+    """The ``workers=`` of a task meant for worker ("": a shard whose holder is not known
+    while Dask recomputes it; the task then goes where the scheduler likes)."""
+    return [worker] if worker else None
+
+
 class WorkerLostError(RuntimeError):
     """The cluster lost data that Dask cannot recompute; the network keeps its pre-fit state."""
 
@@ -52,8 +59,9 @@ def fit(network, X, y, iterations=10000, learning_rate=1.0, *, client=None, sync
     """Trains ``network`` in place on (X, y) held by the workers of a Dask cluster.
 
     With ``sync_every=1`` (the default) every iteration is one full-batch step of
-    ``Network.fit``: the client sends the parameters to every worker once (a scatter with
-    broadcast, which Dask copies on between workers in a tree), each shard's gradient
+    ``Network.fit``: the client sends the parameters to one worker, which passes them on
+    along a binary tree of copy tasks so that every worker holding shards gets them once,
+    each shard's gradient
     ``G_s = Network.gradient(X_s, y_s)`` is computed where the shard lives, the partial sums
     are added pairwise on the workers, and the client applies ``W += learning_rate * sum_s G_s``.
     This is ``network.fit(X, y, iterations, learning_rate)`` on all rows at once, up to the
@@ -169,6 +177,7 @@ class _Trainer:
         self.learning_rate = learning_rate
         self.sync_every = sync_every
         self.shards = []
+        self.holders = []
         self.in_flight = []
         self.spec = None
         self.n_outputs = 0
@@ -182,9 +191,7 @@ class _Trainer:
         self.n_outputs = X.shape[0] * net.sizes[-1]
         self.spec = ShardSpec(fit_id=uuid.uuid4().hex, sizes=tuple(net.sizes), bias=net.bias,
                               dtype=net.dtype.name, backend=net.backend, max_rows=max(rows))
-        # Neighbours in the reduction tree should share a worker: order shards by holder.
-        holders = self.client.who_has(self.shards)
-        self.shards.sort(key=lambda future: tuple(holders.get(future.key, ())))
+        self._locate_shards()
 
     def run(self, iterations, verbose, callback, bar):
         """The step loop of ``Network._run_chunks``, with steps on the cluster.
@@ -255,7 +262,7 @@ class _Trainer:
             try:
                 return self._round_once(params, n_steps)
             except (OSError, distributed.client.FutureCancelledError) as exc:
-                # A broadcast to, or a result from, a worker that just died. The round's
+                # A result from, or a transfer to, a worker that just died. The round's
                 # tasks go; the shards stay (Dask recomputes lost ones from their source).
                 self.client.cancel(self.in_flight)
                 self.in_flight = []
@@ -268,6 +275,7 @@ class _Trainer:
                 delay *= 2
                 if not self.recomputable and self._shard_lost():
                     break
+                self._locate_shards()
         raise WorkerLostError(
             f"the cluster lost a worker during the fit and could not recover "
             f"({type(failure).__name__}: {failure})"
@@ -275,22 +283,35 @@ class _Trainer:
                "cannot be recomputed, pass dask arrays to let Dask recompute lost shards")
             + ". The network is left as it was before this fit") from failure
 
+    def _locate_shards(self):
+        """Which worker holds each shard; neighbours in the reduction tree should share one,
+        so the shards are ordered by holder."""
+        holders = self.client.who_has(self.shards)
+        order = sorted(range(len(self.shards)),
+                       key=lambda i: (tuple(holders.get(self.shards[i].key, ())), i))
+        self.shards = [self.shards[i] for i in order]
+        self.holders = [(holders.get(shard.key) or ("",))[0] for shard in self.shards]
+
     def _shard_lost(self):
         return any(shard.status != "finished" for shard in self.shards)
 
     def _round_once(self, params, n_steps):
-        """One broadcast, one task per shard, the tree sum; the Partial on the client."""
+        """One broadcast, one task per shard, the tree sum; the Partial on the client.
+
+        Everything is tasks of one graph (one message to the scheduler, one result back),
+        and every task can be recomputed: a lost worker's part is redone elsewhere.
+        """
         client = self.client
-        # hash=False: a fresh key per step, so no step can pick up another's parameters.
-        [shared] = client.scatter([params], broadcast=True, hash=False)
+        copies = self._broadcast(params)
         if self.sync_every == 1:
-            parts = [client.submit(shard_gradient, self.spec, shared, shard, pure=False)
-                     for shard in self.shards]
+            parts = [client.submit(shard_gradient, self.spec, copies[holder], shard,
+                                   pure=False)
+                     for shard, holder in zip(self.shards, self.holders)]
         else:
-            parts = [client.submit(shard_local_steps, self.spec, shared, shard, n_steps,
+            parts = [client.submit(shard_local_steps, self.spec, copies[holder], shard, n_steps,
                                    self.learning_rate, pure=False)
-                     for shard in self.shards]
-        self.in_flight = parts
+                     for shard, holder in zip(self.shards, self.holders)]
+        self.in_flight = list(copies.values()) + parts
         while len(parts) > 1:
             parts = [client.submit(add_partials, *parts[i:i + _FAN_IN], pure=False)
                      if len(parts[i:i + _FAN_IN]) > 1 else parts[i]
@@ -299,6 +320,30 @@ class _Trainer:
         total = parts[0].result()
         self.in_flight = []
         return total
+
+    def _broadcast(self, params):
+        """{worker: future of params held there}, for every worker holding shards.
+
+        The parameters go from the client to the first worker inside a task; from there a
+        binary tree of copy tasks, each pinned to its worker, passes them on: every worker
+        that has them sends them to one that has not, so n workers have them after
+        ceil(log2 n) rounds of transfers. A copy whose worker is gone runs elsewhere.
+        """
+        client = self.client
+        workers = list(dict.fromkeys(self.holders))
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold":
+                              f"{max(10 * 2**20, 2 * params.nbytes)}B"}):
+            copies = {workers[0]: client.submit(same, params, workers=_pin(workers[0]),
+                                                allow_other_workers=True, pure=False)}
+        pending = workers[1:]
+        while pending:
+            for source in list(copies):
+                if not pending:
+                    break
+                target = pending.pop(0)
+                copies[target] = client.submit(same, copies[source], workers=_pin(target),
+                                               allow_other_workers=True, pure=False)
+        return copies
 
     def release(self):
         """Frees the workers' scratch buffers of this fit (after a completed fit; a failed
