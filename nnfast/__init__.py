@@ -5,9 +5,9 @@
 >>> net = nnfast.Network([3, 4, 1], seed=1).fit(X, [0, 1, 1, 0], iterations=60000)
 """
 
-from . import reference
+from . import optimizers, reference
 from .activation import nonlin
 from .network import Network, TrainingDivergedError
 
 __version__ = "0.1.0"
-__all__ = ["Network", "TrainingDivergedError", "nonlin", "reference", "__version__"]
+__all__ = ["Network", "TrainingDivergedError", "nonlin", "optimizers", "reference", "__version__"]

@@ -47,3 +47,21 @@ def allocate_workspace(sizes, batch_size, dtype, shuffled):
         "batch_x": np.empty(batch_size * sizes[0] if shuffled else 0, dtype=dtype),
         "batch_y": np.empty(batch_size * sizes[-1] if shuffled else 0, dtype=dtype),
     }
+
+
+# Optimizer state: blocks of P values (P = param_count), each in the params layout above.
+# SGD keeps its velocities; Adam its first moments (m) then its second moments (v); the plain
+# step keeps nothing. Counters (Adam's step, samples seen, current rate) live beside the array
+# in ``nnfast._plan.OptimizerState``.
+_STATE_BLOCKS = {"plain": (), "sgd": ("velocity",), "adam": ("m", "v")}
+
+
+def optimizer_state_size(optimizer_name, n_params):
+    """Length of the optimizer state array of "plain", "sgd" or "adam" for P = n_params."""
+    return len(_STATE_BLOCKS[optimizer_name]) * n_params
+
+
+def optimizer_state_views(values, optimizer_name, n_params):
+    """{block name: flat view of P values} of an optimizer state array."""
+    return {name: values[k * n_params:(k + 1) * n_params]
+            for k, name in enumerate(_STATE_BLOCKS[optimizer_name])}

@@ -9,7 +9,7 @@ it and no Python object is ever unpickled. Scalars are 0-d arrays. Entries:
 ``format`` : str
     ``"nnfast-model"``: marks the file as an nnfast model.
 ``format_version`` : int64
-    ``1``: this layout.
+    ``1``: this layout (``2``: below).
 ``sizes`` : int64, shape (n_layers,)
     Layer widths, input first.
 ``dtype`` : str
@@ -37,6 +37,35 @@ it and no Python object is ever unpickled. Scalars are 0-d arrays. Entries:
 ``iterations_run`` : int64, optional (0 when absent)
     Iterations the last fit ran.
 
+File format (version 2)
+-----------------------
+Every entry of version 1, with ``format_version`` 2, plus the model options and the optimizer
+(a version-1 reader refuses the file: it would read it as the original's sigmoid network):
+
+``activations`` : str, shape (len(sizes) - 2,)
+    The hidden activation of each hidden layer (``"identity"``, ``"logistic"``, ``"tanh"``,
+    ``"relu"``).
+``output`` : str
+    ``"original"``, ``"identity"``, ``"logistic"``, ``"softmax"`` or ``"exp"``.
+``reduction`` : str
+    ``"sum"`` or ``"mean"``.
+``alpha`` : float64
+``optimizer`` : str
+    ``"plain"`` (GradientStep), ``"sgd"`` (SGD) or ``"adam"`` (Adam).
+``optimizer_<field>`` : one per field of that optimizer's dataclass
+    (``nnfast.optimizers``): float64 for numbers, bool for ``nesterov``, str for
+    ``schedule``; e.g. ``optimizer_learning_rate``, ``optimizer_momentum``.
+``has_optimizer_state`` : bool
+``optimizer_state_values`` : float32 or float64 (as ``dtype``), shape (state size,)
+    SGD: the velocities; Adam: the first then the second moments; each block in the params
+    layout (``nnfast._layout.optimizer_state_size``). Empty without a state.
+``optimizer_state_step``, ``optimizer_state_samples_seen`` : int64
+``optimizer_state_learning_rate`` : float64
+    The counters of ``nnfast._plan.OptimizerState``.
+
+A network that version 1 can represent (the original's model options and no optimizer state)
+is written as version 1, so that older nnfast versions keep reading it.
+
 Readers ignore entries they do not know, so optional entries can be added without a new
 version; a change to the meaning of an existing entry needs a new ``format_version``.
 
@@ -52,13 +81,22 @@ import tempfile
 import zipfile
 import zlib
 
+import dataclasses
+
 import numpy as np
 
-from ._layout import param_count
+from . import optimizers
+from ._layout import optimizer_state_size, param_count
+from ._plan import HIDDEN_ACTIVATIONS, OPTIMIZERS, OUTPUTS, REDUCTIONS, OptimizerState
 from ._validation import MAX_THREADS, check_backend, check_sizes
 
 FORMAT = "nnfast-model"
-FORMAT_VERSION = 1
+# The newest version this module writes and reads; it reads every older one too.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+
+_OPTIMIZER_CLASSES = {"plain": optimizers.GradientStep, "sgd": optimizers.SGD,
+                      "adam": optimizers.Adam}
 
 _MT19937_KEY_LENGTH = 624
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -68,6 +106,14 @@ _OPTIONAL = ("iterations_run",)
 _REQUIRED = ("format", "format_version", "sizes", "dtype", "bias", "backend", "seed",
              "n_threads", "params", "random_state_key", "random_state_pos",
              "random_state_has_gauss", "random_state_cached_gaussian", "history")
+_REQUIRED_V2 = ("activations", "output", "reduction", "alpha", "optimizer",
+                "has_optimizer_state", "optimizer_state_values", "optimizer_state_step",
+                "optimizer_state_samples_seen", "optimizer_state_learning_rate")
+_OPTIMIZER_FIELDS = tuple(sorted({"optimizer_" + field.name
+                                  for cls in _OPTIMIZER_CLASSES.values()
+                                  for field in dataclasses.fields(cls)}))
+# Every entry a reader may look at (sizes are checked against claims before reading).
+_KNOWN = _REQUIRED + _OPTIONAL + _REQUIRED_V2 + _OPTIMIZER_FIELDS
 
 # What reading a damaged or foreign file can raise, from zipfile, zlib (a compressed member)
 # and numpy's .npy parser. Anything else (MemoryError, KeyboardInterrupt) is not about the
@@ -121,9 +167,10 @@ def _entries(net):
         raise ValueError(f"cannot save a random state of bit generator {name!r}")
     history = np.array([(float(i), float(e)) for i, e in net.history],
                        dtype=np.float64).reshape(-1, 2)
-    return {
+    version = 1 if _is_version_1(net) else FORMAT_VERSION
+    entries = {
         "format": np.array(FORMAT),
-        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "format_version": np.array(version, dtype=np.int64),
         "sizes": np.array(net.sizes, dtype=np.int64),
         "dtype": np.array(np.dtype(net.dtype).name),
         "bias": np.array(bool(net.bias)),
@@ -138,6 +185,47 @@ def _entries(net):
         "history": history,
         "iterations_run": np.array(net.iterations_run, dtype=np.int64),
     }
+    if version >= 2:
+        entries.update(_model_entries(net))
+    return entries
+
+
+def _is_version_1(net):
+    """Whether version 1 represents net: the original's model and no optimizer state."""
+    return (net.output == "original" and net.reduction == "sum" and net.alpha == 0
+            and all(name == "logistic" for name in net.activations)
+            and type(net.optimizer) is optimizers.GradientStep
+            and net.optimizer.learning_rate == 1.0 and net.optimizer_state is None)
+
+
+def _model_entries(net):
+    """The version-2 entries: model options, optimizer configuration and state."""
+    kind = {optimizers.GradientStep: "plain", optimizers.SGD: "sgd",
+            optimizers.Adam: "adam"}[type(net.optimizer)]
+    entries = {
+        "activations": np.array(list(net.activations), dtype=str).reshape(-1),
+        "output": np.array(net.output),
+        "reduction": np.array(net.reduction),
+        "alpha": np.array(net.alpha, dtype=np.float64),
+        "optimizer": np.array(kind),
+    }
+    for field in dataclasses.fields(net.optimizer):
+        value = getattr(net.optimizer, field.name)
+        entries["optimizer_" + field.name] = (
+            np.array(value) if isinstance(value, (bool, str)) else
+            np.array(value, dtype=np.float64))
+    state = net.optimizer_state
+    entries.update({
+        "has_optimizer_state": np.array(state is not None),
+        "optimizer_state_values": (np.empty(0, dtype=net.dtype) if state is None
+                                   else np.ascontiguousarray(state.values)),
+        "optimizer_state_step": np.array(0 if state is None else state.step, dtype=np.int64),
+        "optimizer_state_samples_seen": np.array(0 if state is None else state.samples_seen,
+                                                 dtype=np.int64),
+        "optimizer_state_learning_rate": np.array(0.0 if state is None else
+                                                  state.learning_rate, dtype=np.float64),
+    })
+    return entries
 
 
 def _give_default_permissions(fd, target):
@@ -262,7 +350,7 @@ def _read_arrays(file):
                 raise _Refusal(f"the file is corrupt (checksum mismatch in {bad_member!r})")
             # A header may claim any shape; numpy would allocate it before noticing the data
             # is short. Each entry's claim is checked against its stored size first.
-            for key in _REQUIRED + _OPTIONAL:
+            for key in _KNOWN:
                 _check_claimed_size(archive, key)
         file.seek(0)
         npz = np.load(file, allow_pickle=False)
@@ -277,7 +365,7 @@ def _read_arrays(file):
             raise _Refusal(f"it is not an nnfast model file (no 'format' entry; entries: "
                            f"{listed})")
         arrays = {}
-        for key in _REQUIRED + _OPTIONAL:
+        for key in _KNOWN:
             if key not in present:
                 continue
             try:
@@ -301,10 +389,11 @@ def _build(cls, arrays):
         raise _Refusal("missing entries: format_version")
     # The version before the other entries: another version may have other entries.
     version = _integer(arrays, "format_version")
-    if version != FORMAT_VERSION:
-        raise _Refusal(f"unsupported format_version {version} (this nnfast reads version "
-                       f"{FORMAT_VERSION})")
-    missing = [key for key in _REQUIRED if key not in arrays]
+    if version not in _READABLE_VERSIONS:
+        raise _Refusal(f"unsupported format_version {version} (this nnfast reads versions "
+                       f"{', '.join(map(str, _READABLE_VERSIONS))})")
+    missing = [key for key in _REQUIRED + (_REQUIRED_V2 if version >= 2 else ())
+               if key not in arrays]
     if missing:
         raise _Refusal(f"missing entries: {', '.join(missing)}")
 
@@ -359,6 +448,13 @@ def _build(cls, arrays):
     if iterations_run < 0:
         raise _Refusal(f"entry 'iterations_run' must be >= 0, got {iterations_run}")
 
+    if version >= 2:
+        model = _model(arrays, sizes, dtype, n_params)
+    else:  # a version-1 file is the original's model
+        model = {"activations": ("logistic",) * (len(sizes) - 2), "output": "original",
+                 "optimizer": optimizers.GradientStep(), "alpha": 0.0, "reduction": "sum",
+                 "optimizer_state": None}
+
     # The attributes Network.__init__ sets, without drawing fresh initial weights.
     net = cls.__new__(cls)
     net.sizes = sizes
@@ -371,7 +467,83 @@ def _build(cls, arrays):
     net.iterations_run = iterations_run
     net._random_state = random_state
     net._params = params
+    for name, value in model.items():
+        setattr(net, name, value)
     return net
+
+
+def _model(arrays, sizes, dtype, n_params):
+    """The model options and optimizer of a version-2 file, checked."""
+    activations = arrays["activations"]
+    if activations.ndim != 1 or (activations.size and activations.dtype.kind != "U"):
+        raise _Refusal(f"entry 'activations' must be a 1-D array of strings, got "
+                       f"{_describe(activations)}")
+    activations = tuple(str(name) for name in activations)
+    if len(activations) != len(sizes) - 2:
+        raise _Refusal(f"entry 'activations' has {len(activations)} names for "
+                       f"{len(sizes) - 2} hidden layers")
+    for name in activations:
+        if name not in HIDDEN_ACTIVATIONS:
+            raise _Refusal(f"unknown activation {name!r} in entry 'activations'")
+    output = _choice(arrays, "output", OUTPUTS)
+    if output == "softmax" and sizes[-1] < 2:
+        raise _Refusal("output 'softmax' with a single output unit")
+    reduction = _choice(arrays, "reduction", REDUCTIONS)
+    alpha = arrays["alpha"]
+    if alpha.shape != () or alpha.dtype.kind != "f" or not np.isfinite(alpha) or alpha < 0:
+        raise _Refusal(f"entry 'alpha' must be a finite float >= 0, got {alpha!r}")
+    kind = _choice(arrays, "optimizer", OPTIMIZERS)
+    optimizer = _optimizer(arrays, kind)
+
+    has_state = arrays["has_optimizer_state"]
+    if has_state.shape != () or has_state.dtype != np.bool_:
+        raise _Refusal(f"entry 'has_optimizer_state' must be a boolean scalar, got "
+                       f"{_describe(has_state)}")
+    state = None
+    if bool(has_state):
+        size = optimizer_state_size(kind, n_params)
+        values = _float_array(arrays, "optimizer_state_values", dtype, (size,),
+                              f"({size},) for optimizer {kind!r} and {n_params} parameters")
+        if not np.isfinite(values).all():
+            raise _Refusal("entry 'optimizer_state_values' contains NaN or infinite values")
+        step = _integer(arrays, "optimizer_state_step")
+        samples_seen = _integer(arrays, "optimizer_state_samples_seen")
+        if step < 0 or samples_seen < 0:
+            raise _Refusal("entries 'optimizer_state_step' and 'optimizer_state_samples_seen' "
+                           "must be >= 0")
+        learning_rate = arrays["optimizer_state_learning_rate"]
+        if (learning_rate.shape != () or learning_rate.dtype.kind != "f"
+                or not np.isfinite(learning_rate)):
+            raise _Refusal("entry 'optimizer_state_learning_rate' must be a finite float")
+        state = OptimizerState(values, step, samples_seen, float(learning_rate))
+    return {"activations": activations, "output": output, "optimizer": optimizer,
+            "alpha": float(alpha), "reduction": reduction, "optimizer_state": state}
+
+
+def _choice(arrays, key, choices):
+    value = _string(arrays, key)
+    if value not in choices:
+        raise _Refusal(f"entry {key!r} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _optimizer(arrays, kind):
+    """The optimizer dataclass from its optimizer_<field> entries, validated by its own
+    __post_init__."""
+    cls = _OPTIMIZER_CLASSES[kind]
+    fields = {}
+    for field in dataclasses.fields(cls):
+        key = "optimizer_" + field.name
+        if key not in arrays:
+            raise _Refusal(f"missing entries: {key}")
+        value = arrays[key]
+        if value.shape != () or value.dtype.kind not in "fbU":
+            raise _Refusal(f"entry {key!r} must be a scalar, got {_describe(value)}")
+        fields[field.name] = value.item()
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as exc:
+        raise _Refusal(f"invalid optimizer: {exc}") from exc
 
 
 def _random_state(arrays):

@@ -189,3 +189,91 @@ def check_fits_in_memory(n_bytes, what):
     if total is not None and n_bytes > total:
         raise MemoryError(f"{what} needs {n_bytes / 2**30:.1f} GiB, more than this machine's "
                           f"{total / 2**30:.1f} GiB of memory")
+
+
+# ---------------------------------------------------------------------------- model options
+
+def check_activations(activation, n_hidden, names):
+    """A tuple of one activation name per hidden layer, from one name or a sequence of them."""
+    if isinstance(activation, str):
+        if activation not in names:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {names}")
+        return (activation,) * n_hidden
+    if isinstance(activation, bytes) or not hasattr(activation, "__len__"):
+        raise TypeError(f"activation must be a name or a sequence of names (one per hidden "
+                        f"layer), got {type(activation).__name__} {activation!r}")
+    activation = tuple(activation)
+    if len(activation) != n_hidden:
+        raise ValueError(f"activation has {len(activation)} names but the network has "
+                         f"{n_hidden} hidden layers; give one name per hidden layer, or one "
+                         "name for all")
+    for k, name in enumerate(activation):
+        if not isinstance(name, str):
+            raise TypeError(f"activation[{k}] must be a string, got {type(name).__name__} "
+                            f"{name!r}")
+        if name not in names:
+            raise ValueError(f"unknown activation[{k}] {name!r}; choose one of {names}")
+    return tuple(str(name) for name in activation)  # plain str, not numpy.str_
+
+
+def check_choice(value, name, choices):
+    """value, a string among choices."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {choices}, got "
+                        f"{type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {choices}")
+    return value
+
+
+def check_alpha(alpha):
+    """The L2 penalty: a finite float >= 0."""
+    alpha = check_finite_real(alpha, "alpha")
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    return alpha
+
+
+def check_sample_weight(sample_weight, n_rows, dtype):
+    """Sample weights as a fresh C-contiguous (n_rows,) array of dtype: finite, >= 0, and
+    not all zero (a weighted mean over no weight is undefined)."""
+    array = _as_array(sample_weight, "sample_weight")
+    if array.dtype == object or array.dtype.kind not in "iuf":
+        raise TypeError(f"sample_weight must hold integers or floats, got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D (one weight per row), got shape "
+                         f"{array.shape}")
+    if array.shape[0] != n_rows:
+        raise ValueError(f"X has {n_rows} rows but sample_weight has {array.shape[0]}")
+    with np.errstate(over="ignore"):
+        converted = np.array(array, dtype=dtype, order="C")
+    if not np.isfinite(converted).all():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError("sample_weight contains NaN or infinite values")
+        raise ValueError(f"sample_weight has values too large for {np.dtype(dtype)}")
+    if (converted < 0).any():
+        raise ValueError("sample_weight must be >= 0; got negative weights")
+    if not (converted > 0).any():
+        raise ValueError("sample_weight must not be all zero")
+    return converted
+
+
+def check_target_range(y, output):
+    """Targets the output's loss is defined for: probabilities for "logistic" and "softmax"
+    (softmax rows summing to 1), non-negative counts for "exp"; others take any y."""
+    if output in ("logistic", "softmax"):
+        if (y < 0).any() or (y > 1).any():
+            raise ValueError(f"output {output!r} needs targets in [0, 1] (probabilities or "
+                             f"0/1 labels); y has values in [{y.min()}, {y.max()}]")
+        if output == "softmax":
+            tolerance = np.sqrt(np.finfo(y.dtype).eps) * y.shape[1]
+            sums = y.sum(axis=1)
+            bad = np.flatnonzero(np.abs(sums - 1) > tolerance)
+            if bad.size:
+                raise ValueError(f"output 'softmax' needs each row of y to sum to 1 (one-hot "
+                                 f"or class probabilities); row {bad[0]} sums to "
+                                 f"{sums[bad[0]]}")
+    elif output == "exp" and (y < 0).any():
+        raise ValueError(f"output 'exp' (Poisson loss) needs targets >= 0; y has a minimum of "
+                         f"{y.min()}")
+    return y

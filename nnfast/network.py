@@ -11,19 +11,26 @@ import numpy as np
 from . import reference
 from ._dispatch import kernels as _kernels
 from ._layout import allocate_workspace, pack_params, param_count, param_views
+from ._plan import HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState, optimizer_name
 from ._threads import blas_thread_cap
 from ._validation import (
     available_cores,
+    check_activations,
+    check_alpha,
     check_backend,
+    check_choice,
     check_fits_in_memory,
     check_dtype,
     check_inputs,
     check_int,
     check_learning_rate,
     check_n_threads,
+    check_sample_weight,
     check_sizes,
+    check_target_range,
     check_targets,
 )
+from .optimizers import SGD, GradientStep
 
 # The kernel polls for Ctrl-C about every this many multiply-adds (milliseconds of work).
 _SIGNAL_CHECK_FLOPS = 5e7
@@ -35,6 +42,9 @@ _BLAS_THREADED_FLOPS = 1 << 16
 _MAX_ORDER_ENTRIES = 1 << 16
 # A layer product of at least this many multiply-adds per batch makes the kernel use threads.
 _PARALLEL_MIN_FLOPS = 1 << 20
+# Epochs the general path runs per backend call at most: bounds the per-call epoch-loss buffer
+# so that a fit's memory does not depend on its length.
+_MAX_CHUNK_EPOCHS = 1 << 16
 # Reports per fit when a callback or a progress bar asks for reports but verbose does not.
 _DEFAULT_REPORTS = 100
 
@@ -82,6 +92,23 @@ class Network:
         feeds a constant input column instead.
     n_threads : int or None
         Threads for the kernel; None uses every core available to the process.
+    activation : str or sequence of str
+        Hidden-layer activation, scikit-learn's names: ``"logistic"`` (the original's
+        sigmoid), ``"tanh"``, ``"relu"``, ``"identity"``; one name for every hidden layer, or
+        one per hidden layer.
+    output : {"original", "identity", "logistic", "softmax", "exp"}
+        Output activation and its loss: ``"original"`` is the 2015 program's sigmoid with
+        squared error and the error ``mean |y - output|``; the others are scikit-learn's
+        identity + squared error, logistic + binary log-loss, softmax + cross-entropy (two or
+        more outputs) and exp + Poisson loss.
+    optimizer : GradientStep, SGD, Adam or None
+        From ``nnfast.optimizers``; None is ``GradientStep()``, the original's plain step.
+    alpha : float >= 0
+        L2 penalty on the weights (not the biases), as scikit-learn's ``alpha``.
+    reduction : {"sum", "mean"} or None
+        How a batch's gradient combines its rows: ``"sum"`` as the original, ``"mean"``
+        (divided by the batch's rows, or sum of sample weights) as scikit-learn. None picks
+        ``"sum"`` for output ``"original"`` and ``"mean"`` otherwise.
 
     Attributes
     ----------
@@ -91,11 +118,16 @@ class Network:
     biases : list of ndarray or None
         ``biases[k]`` has shape ``(sizes[k+1],)``; None when ``bias`` is false.
     history : list of (int, float)
-        (iteration, mean |y - output|) at each report of the last fit that reported.
+        (iteration, error) at each report of the last fit that reported: ``mean |y - output|``
+        for output ``"original"``, else the epoch's loss (scikit-learn's ``loss_curve_``).
+    optimizer_state : OptimizerState or None
+        Velocities / moments, step count, samples seen and current learning rate of the last
+        fit with ``SGD`` or ``Adam``; ``fit(..., resume=True)`` continues from it.
     """
 
     def __init__(self, sizes, *, seed=1, dtype=np.float64, backend="cython", bias=False,
-                 n_threads=None):
+                 n_threads=None, activation="logistic", output="original", optimizer=None,
+                 alpha=0.0, reduction=None):
         self.sizes = check_sizes(sizes)
         self.seed = check_int(seed, "seed", minimum=0)
         self.dtype = check_dtype(dtype)
@@ -104,6 +136,13 @@ class Network:
             raise TypeError(f"bias must be True or False, got {bias!r}")
         self.bias = bool(bias)
         self.n_threads = None if n_threads is None else check_n_threads(n_threads)
+        self.activations = activation
+        self.output = output
+        self.optimizer = GradientStep() if optimizer is None else optimizer
+        self.alpha = alpha
+        self.reduction = reduction
+        self.optimizer_state = None
+        self._check_model_options()
         # The initial weights are drawn in float64 and then cast: two copies at the peak.
         check_fits_in_memory(2 * 8 * param_count(self.sizes, self.bias),
                              f"a network of sizes {list(self.sizes)}")
@@ -113,6 +152,32 @@ class Network:
         self._params = pack_params(*reference.init_params(self.sizes, self._random_state,
                                                           self.dtype, self.bias))
 
+    def _check_model_options(self):
+        """Validates (and normalises) the model options, which callers may also assign."""
+        self.activations = check_activations(self.activations, len(self.sizes) - 2,
+                                             HIDDEN_ACTIVATIONS)
+        self.output = check_choice(self.output, "output", OUTPUTS)
+        if self.output == "softmax" and self.sizes[-1] < 2:
+            raise ValueError("output 'softmax' needs at least 2 output units (a softmax of "
+                             "one unit is always 1); use output='logistic' for one")
+        optimizer_name(self.optimizer)  # TypeError for anything but the three optimizers
+        self.alpha = check_alpha(self.alpha)
+        self.reduction = (("sum" if self.output == "original" else "mean")
+                          if self.reduction is None
+                          else check_choice(self.reduction, "reduction", REDUCTIONS))
+        state = self.optimizer_state
+        if state is not None and not isinstance(state, OptimizerState):
+            raise TypeError(f"optimizer_state must be an OptimizerState or None, got "
+                            f"{type(state).__name__}")
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        # A network pickled before the model options existed is the original's model.
+        for name, value in (("activations", ("logistic",) * (len(self.sizes) - 2)),
+                            ("output", "original"), ("optimizer", GradientStep()),
+                            ("alpha", 0.0), ("reduction", "sum"), ("optimizer_state", None)):
+            self.__dict__.setdefault(name, value)
+
     @property
     def weights(self):
         return param_views(self._params, self.sizes, self.bias)[0]
@@ -121,26 +186,50 @@ class Network:
     def biases(self):
         return param_views(self._params, self.sizes, self.bias)[1]
 
+    @property
+    def activation(self):
+        """The hidden activation: one name when every hidden layer shares it, else a tuple."""
+        if len(set(self.activations)) == 1:
+            return self.activations[0]
+        return self.activations if self.activations else "logistic"
+
     def __repr__(self):
+        options = ""
+        if self.activations and self.activation != "logistic":
+            options += f", activation={self.activation!r}"
+        if self.output != "original":
+            options += f", output={self.output!r}"
+        if not isinstance(self.optimizer, GradientStep) or self.optimizer.learning_rate != 1:
+            options += f", optimizer={self.optimizer!r}"
+        if self.alpha:
+            options += f", alpha={self.alpha!r}"
+        if self.reduction != ("sum" if self.output == "original" else "mean"):
+            options += f", reduction={self.reduction!r}"
         return (f"Network({list(self.sizes)}, seed={self.seed}, dtype={self.dtype.name}, "
-                f"backend={self.backend!r}, bias={self.bias})")
+                f"backend={self.backend!r}, bias={self.bias}{options})")
 
     # ------------------------------------------------------------------------------ training
 
-    def fit(self, X, y, iterations=10000, learning_rate=1.0, *, batch_size=None, shuffle=True,
-            verbose=0, callback=None, progress=False):
+    def fit(self, X, y, iterations=10000, learning_rate=None, *, batch_size=None, shuffle=True,
+            verbose=0, callback=None, progress=False, sample_weight=None, resume=False,
+            report_every=None):
         """Trains on (X, y) by backpropagation, as the original's loop.
 
         Parameters
         ----------
         X : array_like (n_rows, sizes[0])
         y : array_like (n_rows, sizes[-1]), or (n_rows,) for one output unit
+            For output ``"logistic"`` values in [0, 1]; for ``"softmax"`` rows of class
+            probabilities (one-hot); for ``"exp"`` values >= 0.
         iterations : int >= 0
             Epochs: passes over all rows. With full batches (the default) one epoch is one
             step, as in the original.
-        learning_rate : float
-            ``W += learning_rate * (l.T @ delta)``; 1.0 is the original. The update **sums**
-            over the rows of a batch, as the original does; it does not average.
+        learning_rate : float or None
+            None uses the optimizer's ``learning_rate`` (1.0 for the default plain step: the
+            original). With the plain step, ``W += learning_rate * (l.T @ delta)``: the update
+            **sums** over the rows of a batch unless ``reduction="mean"``. With ``SGD`` and
+            ``resume=True``, a number replaces the current rate (how scikit-learn's
+            ``"adaptive"`` schedule lowers it); otherwise it replaces the initial rate.
         batch_size : int or None
             Rows per step; None (or >= n_rows) is the full batch. The last batch of an epoch
             holds the remainder.
@@ -148,13 +237,24 @@ class Network:
             With mini-batches, visit the rows of each epoch in an order drawn from the
             network's random state (reproducible from ``seed``); otherwise in stored order.
         verbose : int
-            If K > 0, print ``Error:<mean |y - output|>`` at iterations 0, K, 2K, ..., in the
-            original's format.
+            If K > 0, print the error at iterations 0, K, 2K, ... (``Error:<mean |y -
+            output|>`` in the original's format for output ``"original"``, else the epoch's
+            loss), or at each report when ``report_every`` is given.
         callback : callable or None
-            ``callback(iteration, error)`` at each report (every ``verbose`` iterations, else
-            every ``iterations // 100``); returning True stops the fit there.
+            ``callback(iteration, error)`` at each report (every ``report_every`` or
+            ``verbose`` iterations, else every ``iterations // 100``); returning True stops the
+            fit there.
         progress : bool
             Show a progress bar (needs the optional ``tqdm``).
+        sample_weight : array_like (n_rows,) or None
+            Finite weights >= 0, not all zero: each row's loss and gradient are scaled by its
+            weight (and ``"mean"`` divides by the batch's sum of weights), as scikit-learn's.
+        resume : bool
+            Continue the optimizer state of the previous fit (scikit-learn's ``partial_fit``);
+            False starts fresh (zero velocities and moments, step 0, the initial rate).
+        report_every : int >= 1 or None
+            Report (``history``, ``callback``, ``verbose``) every this many iterations; None
+            keeps the periods described above.
 
         Returns
         -------
@@ -166,13 +266,19 @@ class Network:
             When the error stops being finite. The network is left exactly as before the fit;
             so it is after any exception, including ``KeyboardInterrupt``.
         """
+        self._check_model_options()
         X = check_inputs(X, self.sizes, self.dtype)
-        y = check_targets(y, X.shape[0], self.sizes, self.dtype)
+        y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
+                               self.output)
         iterations = check_int(iterations, "iterations", minimum=0)
         if iterations > sys.maxsize:
             raise ValueError(f"iterations={iterations} exceeds the largest supported count "
                              f"{sys.maxsize}")
-        learning_rate = check_learning_rate(learning_rate, self.dtype)
+        if learning_rate is not None:
+            learning_rate = check_learning_rate(learning_rate, self.dtype)
+            if not isinstance(self.optimizer, GradientStep) and learning_rate <= 0:
+                raise ValueError(f"learning_rate must be > 0 for {type(self.optimizer).__name__}"
+                                 f", got {learning_rate}")
         n_rows = X.shape[0]
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -185,24 +291,75 @@ class Network:
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         if not isinstance(progress, (bool, np.bool_)):
             raise TypeError(f"progress must be True or False, got {progress!r}")
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, n_rows, self.dtype)
+        if not isinstance(resume, (bool, np.bool_)):
+            raise TypeError(f"resume must be True or False, got {resume!r}")
+        if report_every is not None:
+            report_every = check_int(report_every, "report_every", minimum=1)
+        plan = self._plan(learning_rate, bool(resume), batch_size, shuffled,
+                          sample_weight is not None)
         bar = _progress_bar(iterations) if progress else None
 
         fit_lock, state_lock = _locks_of(self)
         with fit_lock:
             try:
-                return self._train(X, y, iterations, learning_rate, batch_size, shuffled,
-                                   verbose, callback, bar, state_lock)
+                if plan.is_original:
+                    return self._train(X, y, iterations, plan.learning_rate, batch_size,
+                                       shuffled, verbose, callback, bar, state_lock,
+                                       report_every)
+                # Under the fit lock: the state of the fit before, not of one running.
+                state = self._start_state(plan, bool(resume), learning_rate)
+                return self._train_general(plan, state, X, y, sample_weight, iterations,
+                                           verbose, callback, bar, state_lock, report_every)
             finally:
                 if bar is not None:
                     bar.close()
 
+    def _plan(self, learning_rate, resume, batch_size, shuffled, weighted):
+        """The FitPlan of a fit with these (validated) arguments."""
+        initial_rate = self.optimizer.learning_rate
+        # An SGD rate given on resume replaces the current rate only (_start_state); the
+        # initial rate, which "invscaling" divides, stays the optimizer's.
+        if learning_rate is not None and not (resume and isinstance(self.optimizer, SGD)):
+            initial_rate = learning_rate
+        initial_rate = check_learning_rate(initial_rate, self.dtype)
+        return FitPlan(sizes=self.sizes, bias=self.bias, dtype=self.dtype,
+                       activations=self.activations, output=self.output,
+                       reduction=self.reduction, alpha=self.alpha, optimizer=self.optimizer,
+                       learning_rate=initial_rate, batch_size=batch_size, shuffled=shuffled,
+                       weighted=weighted)
+
+    def _start_state(self, plan, resume, learning_rate):
+        """A copy of the optimizer state this fit starts from (the network's own is replaced
+        only when the fit succeeds)."""
+        previous = self.optimizer_state
+        if not resume or previous is None:
+            return OptimizerState.fresh(plan)
+        if previous.values.size != plan.state_size or previous.values.dtype != plan.dtype:
+            raise ValueError(f"resume=True, but the stored optimizer state ({previous}) does not "
+                             f"belong to this network's optimizer ({plan.optimizer!r}, "
+                             f"{plan.state_size} values of {plan.dtype}); fit with resume=False")
+        state = previous.copy()
+        if learning_rate is not None:
+            state.learning_rate = learning_rate
+        return state
+
+    def _report_period(self, iterations, verbose, callback, bar, report_every):
+        """(whether the fit reports, iterations between reports)."""
+        reporting = (bool(verbose) or callback is not None or bar is not None
+                     or report_every is not None)
+        if report_every is not None:
+            return reporting, report_every
+        return reporting, verbose or (max(1, iterations // _DEFAULT_REPORTS) if reporting
+                                      else max(1, iterations))
+
     def _train(self, X, y, iterations, learning_rate, batch_size, shuffled, verbose, callback,
-               bar, state_lock):
+               bar, state_lock, report_every_given=None):
         """The body of ``fit`` on validated input, holding the network's fit lock."""
         n_rows = X.shape[0]
-        reporting = bool(verbose) or callback is not None or bar is not None
-        report_every = verbose or (max(1, iterations // _DEFAULT_REPORTS) if reporting
-                                   else max(1, iterations))
+        reporting, report_every = self._report_period(iterations, verbose, callback, bar,
+                                                      report_every_given)
         check_fits_in_memory(
             self.dtype.itemsize * (2 * batch_size * sum(self.sizes[1:]) + self._params.size),
             f"training on batches of {batch_size} rows")
@@ -229,6 +386,97 @@ class Network:
             self.history = history
             self.iterations_run = done
         return self
+
+    def _train_general(self, plan, state, X, y, sample_weight, iterations, verbose, callback,
+                       bar, state_lock, report_every_given):
+        """``fit`` for every model but the original's: the backend's runner over the plan."""
+        n_rows = X.shape[0]
+        reporting, report_every = self._report_period(iterations, verbose, callback, bar,
+                                                      report_every_given)
+        # Reports that run user code or print between epochs split the fit into chunks; a
+        # history alone is filled from the epoch losses of larger chunks.
+        live = bool(verbose) or callback is not None or bar is not None
+        check_fits_in_memory(
+            self.dtype.itemsize * (3 * plan.batch_size * sum(self.sizes[1:])
+                                   + 2 * self._params.size + plan.state_size),
+            f"training on batches of {plan.batch_size} rows")
+        kernel_threads = self._kernel_threads(plan.batch_size)
+        backend = self._general_backend()
+        run = backend.make_runner(plan, X, y, sample_weight, kernel_threads,
+                                  self._check_every(plan.batch_size))
+        with state_lock:
+            params = self._params.copy()
+        random_state = copy.deepcopy(self._random_state) if plan.shuffled else self._random_state
+        history = []
+        done = 0
+        order_rows = max(1, min(iterations, _MAX_ORDER_ENTRIES // n_rows))
+        order_buffer = (np.empty((order_rows, n_rows), dtype=np.intp) if plan.shuffled
+                        else None)
+        with self._blas_limit(kernel_threads, plan.batch_size):
+            while done < iterations:
+                n_epochs = min(iterations - done, _MAX_CHUNK_EPOCHS)
+                if live:
+                    next_report = (done // report_every + 1) * report_every
+                    n_epochs = min(n_epochs, min(iterations, next_report) - done)
+                if plan.shuffled:
+                    n_epochs = min(n_epochs, order_rows)
+                orders = (_draw_epoch_orders(random_state, order_buffer[:n_epochs])
+                          if plan.shuffled else None)
+                losses, epochs_done, diverged = run(params, state, n_epochs, orders)
+                if diverged:
+                    raise TrainingDivergedError(
+                        f"training diverged at iteration {done + epochs_done}: the loss is no "
+                        f"longer finite (learning rate {state.learning_rate} too large, or a "
+                        "batch whose sample weights are all zero?); the network is left as it "
+                        "was before this fit")
+                stop = False
+                # The report epochs of this chunk: multiples of report_every.
+                first_report = -(-done // report_every) * report_every
+                for epoch in range(first_report, done + n_epochs if reporting else 0,
+                                   report_every):
+                    loss = float(losses[epoch - done])
+                    history.append((epoch, loss))
+                    if verbose:
+                        print(f"Iteration {epoch + 1}, loss = {loss:.8f}", flush=True)
+                    if callback is not None:
+                        stop = bool(callback(epoch, loss))
+                done += n_epochs
+                if bar is not None:
+                    bar.update(n_epochs)
+                if stop:
+                    break
+        if not np.isfinite(params).all():
+            raise TrainingDivergedError(
+                "training diverged: weights became infinite; the network is left as it was "
+                "before this fit")
+        with state_lock:
+            self._params[...] = params
+            self._random_state = random_state
+            self.history = history
+            self.iterations_run = done
+            if plan.state_size:
+                self.optimizer_state = state
+        return self
+
+    def _general_backend(self):
+        """The module whose make_runner / loss_gradient run the general path."""
+        if self.backend == "numpy":
+            return reference
+        try:
+            from . import _compiled
+        except ImportError as exc:
+            raise NotImplementedError(
+                "the compiled kernel for this model (activation, output, optimizer, alpha or "
+                "sample weights beyond the original's) is not built yet; use "
+                "backend='numpy'") from exc
+        return _compiled
+
+    def _check_every(self, batch_size):
+        """Batches between the kernel's Ctrl-C polls (0: never, off the main thread)."""
+        flops_per_batch = 3 * batch_size * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        # Only the main thread handles signals: elsewhere a poll would only take the GIL.
+        return (max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_batch))
+                if threading.current_thread() is threading.main_thread() else 0)
 
     def _run_chunks(self, run_chunk, params, random_state, iterations, n_rows, report_every,
                     shuffled, learning_rate, reporting, verbose, callback, bar, history):
@@ -305,10 +553,7 @@ class Network:
         # Everything the kernel needs is allocated here, once per fit.
         workspace = allocate_workspace(self.sizes, batch_size, self.dtype, shuffled)
         sizes = np.asarray(self.sizes, dtype=np.intp)
-        flops_per_batch = 3 * batch_size * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
-        # Only the main thread handles signals: elsewhere a poll would only take the GIL.
-        check_every = (max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_batch))
-                       if threading.current_thread() is threading.main_thread() else 0)
+        check_every = self._check_every(batch_size)
         stored_order = np.empty((0, 0), dtype=np.intp)
 
         def run_kernel(params, n_epochs, orders):
@@ -323,9 +568,11 @@ class Network:
     def gradient(self, X, y):
         """The update one full-batch step on (X, y) would make, without making it.
 
-        ``fit`` adds ``learning_rate * G`` to each weight matrix; this returns the G. Summing
-        the gradients of shards of the rows gives the gradient of all of them (up to
-        rounding), the building block of data-parallel training.
+        ``fit``'s plain step adds ``learning_rate * G`` to each weight matrix; this returns
+        the G (for the original's model, ``l.T @ delta``; for any other model, minus
+        ``loss_gradient``'s gradient). Summing the gradients of shards of the rows gives the
+        gradient of all of them (up to rounding) with ``reduction="sum"``, the building block
+        of data-parallel training.
 
         Parameters
         ----------
@@ -336,6 +583,11 @@ class Network:
         weight_gradients : list of ndarray, shaped like ``weights``
         bias_gradients : list of ndarray shaped like ``biases``, or None without biases
         """
+        self._check_model_options()
+        if not self._is_original_model():
+            _, weight_gradients, bias_gradients = self.loss_gradient(X, y)
+            return ([-g for g in weight_gradients],
+                    None if bias_gradients is None else [-g for g in bias_gradients])
         X = check_inputs(X, self.sizes, self.dtype)
         y = check_targets(y, X.shape[0], self.sizes, self.dtype)
         params = self._snapshot()
@@ -351,6 +603,45 @@ class Network:
                               workspace["activations"], workspace["deltas"], workspace["grad"],
                               result, n_threads)
         return param_views(result, self.sizes, self.bias)
+
+    def loss_gradient(self, X, y, sample_weight=None):
+        """The loss and gradient of this network's model on (X, y) as one full batch.
+
+        scikit-learn's ``_backprop``: the loss (data loss plus ``0.5 * alpha * sum ||W||^2 /
+        denom``) and the gradient G that the optimizers step against (``fit``'s plain step
+        subtracts ``learning_rate * G``); with ``reduction="mean"`` both are averages over
+        the rows (weighted by ``sample_weight``). For output ``"original"`` the data loss is
+        ``0.5 * sum over outputs of the mean of (y - output)**2``, whose gradient the
+        original's delta is. The building block of L-BFGS and of data-parallel training.
+
+        Parameters
+        ----------
+        X, y, sample_weight : as for ``fit``.
+
+        Returns
+        -------
+        loss : float
+        weight_gradients : list of ndarray, shaped like ``weights``
+        bias_gradients : list of ndarray shaped like ``biases``, or None without biases
+        """
+        self._check_model_options()
+        X = check_inputs(X, self.sizes, self.dtype)
+        y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
+                               self.output)
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        plan = FitPlan(sizes=self.sizes, bias=self.bias, dtype=self.dtype,
+                       activations=self.activations, output=self.output,
+                       reduction=self.reduction, alpha=self.alpha, optimizer=self.optimizer,
+                       learning_rate=self.optimizer.learning_rate, batch_size=X.shape[0],
+                       shuffled=False, weighted=sample_weight is not None)
+        params = self._snapshot()
+        backend = self._general_backend()
+        n_threads = self._kernel_threads(X.shape[0])
+        with self._blas_limit(n_threads, X.shape[0]):
+            loss, grad = backend.loss_gradient(plan, params, X, y, sample_weight, n_threads)
+        weight_gradients, bias_gradients = param_views(grad, self.sizes, self.bias)
+        return float(loss), weight_gradients, bias_gradients
 
     def _snapshot(self):
         """A copy of the parameters, never taken halfway through a fit's write-back."""
@@ -384,9 +675,18 @@ class Network:
     # ---------------------------------------------------------------------------- prediction
 
     def predict(self, X):
-        """The output layer's activations for X, shape (n_rows, sizes[-1])."""
+        """The output layer's activations for X, shape (n_rows, sizes[-1]).
+
+        Probabilities for outputs ``"original"`` and ``"logistic"`` (each unit in [0, 1]) and
+        ``"softmax"`` (rows sum to 1); unbounded for ``"identity"``; positive for ``"exp"``.
+        """
+        self._check_model_options()
         X = check_inputs(X, self.sizes, self.dtype)
         weights, biases = param_views(self._snapshot(), self.sizes, self.bias)
+        if not self._all_sigmoid():
+            # The kernel's forward_layer is the sigmoid layer only; the other activations are
+            # elementwise passes after NumPy's (BLAS) products, as scikit-learn predicts.
+            return reference.predict_model(weights, biases, X, self.activations, self.output)
         if self.backend == "numpy":
             # exp(-x) overflowing to inf is the exact sigmoid 0 here; no warning, as the kernel.
             with np.errstate(over="ignore"):
@@ -398,6 +698,17 @@ class Network:
             _kernels.forward_layer(layer, w, no_bias if biases is None else biases[k], out)
             layer = out
         return layer
+
+
+    def _is_original_model(self):
+        """Whether the model options are the original's (the optimizer aside)."""
+        return (self.output == "original" and self.reduction == "sum" and self.alpha == 0
+                and all(name == "logistic" for name in self.activations))
+
+    def _all_sigmoid(self):
+        """Whether every layer is a sigmoid layer (the original's forward pass)."""
+        return (self.output in ("original", "logistic")
+                and all(name == "logistic" for name in self.activations))
 
 
 def _draw_epoch_orders(random_state, orders):

@@ -12,9 +12,20 @@ generalised to any list of layer sizes, a learning rate (1.0 reproduces the orig
 multiplying by 1.0 is exact), an optional bias per layer and mini-batches. The per-step
 helpers work in place on caller-provided arrays, mirroring the kernel's entry points in
 ``nnfast._kernels``.
+
+The second half is the model families of ``Network`` (hidden activations, outputs and their
+losses, L2, sample weights, the plain / SGD / Adam optimizers), shaped like scikit-learn's
+``neural_network/_base.py`` (``ACTIVATIONS``, ``DERIVATIVES``, ``LOSS_FUNCTIONS`` tables) and
+``_stochastic_optimizers.py`` (optimizer objects with ``update_params`` /
+``iteration_ends``), with the same operations in the same order, so that it reproduces
+scikit-learn's MLP to rounding. ``make_runner`` and ``loss_gradient`` are its side of the
+runner contract (``nnfast._plan``).
 """
 
 import numpy as np
+from scipy.special import xlogy
+
+from ._layout import optimizer_state_views, param_views
 
 __all__ = [
     "nonlin",
@@ -27,6 +38,22 @@ __all__ = [
     "gradient",
     "fit",
     "predict",
+    # The model families (scikit-learn's MLP arithmetic).
+    "ACTIVATIONS",
+    "DERIVATIVES",
+    "LOSS_FUNCTIONS",
+    "OUTPUT_ACTIVATIONS",
+    "OUTPUT_LOSSES",
+    "init_coefs",
+    "forward_model",
+    "predict_model",
+    "backprop",
+    "GradientStepOptimizer",
+    "SGDOptimizer",
+    "AdamOptimizer",
+    "make_optimizer",
+    "make_runner",
+    "loss_gradient",
 ]
 
 
@@ -203,3 +230,419 @@ def fit(weights, biases, x, y, iterations, learning_rate=1.0, batch_size=None, o
 def predict(weights, biases, x):
     """The last layer's activations for inputs x."""
     return _forward(weights, biases, x)[-1]
+
+
+# ================================================================================================
+# The model families: scikit-learn's MLP arithmetic, operation for operation.
+# ================================================================================================
+
+# ------------------------------------------------------------------------------ activations
+
+def inplace_identity(Z):
+    """Z = Z."""
+
+
+def inplace_logistic(Z):
+    """Z = 1 / (1 + exp(-Z)): the original's sigmoid formula (scikit-learn's expit agrees to
+    an ulp); exp(-Z) overflowing to inf gives the exact 0."""
+    np.negative(Z, out=Z)
+    np.exp(Z, out=Z)
+    Z += 1
+    np.reciprocal(Z, out=Z)
+
+
+def inplace_tanh(Z):
+    """Z = tanh(Z)."""
+    np.tanh(Z, out=Z)
+
+
+def inplace_relu(Z):
+    """Z = max(Z, 0)."""
+    np.maximum(Z, 0, out=Z)
+
+
+def inplace_softmax(Z):
+    """Z = exp(Z - max_row(Z)) / sum_row(exp(Z - max_row(Z))): never overflows."""
+    shifted = Z - Z.max(axis=1)[:, np.newaxis]
+    np.exp(shifted, out=Z)
+    Z /= Z.sum(axis=1)[:, np.newaxis]
+
+
+def inplace_exp(Z):
+    """Z = exp(Z)."""
+    np.exp(Z, out=Z)
+
+
+ACTIVATIONS = {
+    "identity": inplace_identity,
+    "logistic": inplace_logistic,
+    "tanh": inplace_tanh,
+    "relu": inplace_relu,
+    "softmax": inplace_softmax,
+    "exp": inplace_exp,
+}
+# The activation of each output; "original" is the sigmoid.
+OUTPUT_ACTIVATIONS = {
+    "original": inplace_logistic,
+    "identity": inplace_identity,
+    "logistic": inplace_logistic,
+    "softmax": inplace_softmax,
+    "exp": inplace_exp,
+}
+
+
+# Derivatives from the activation's output Z, applied to the back-propagated delta in place.
+def inplace_identity_derivative(Z, delta):
+    """delta *= 1."""
+
+
+def inplace_logistic_derivative(Z, delta):
+    """delta *= Z; delta *= 1 - Z."""
+    delta *= Z
+    delta *= 1 - Z
+
+
+def inplace_tanh_derivative(Z, delta):
+    """delta *= 1 - Z**2."""
+    delta *= 1 - Z**2
+
+
+def inplace_relu_derivative(Z, delta):
+    """delta = 0 where Z == 0."""
+    delta[Z == 0] = 0
+
+
+DERIVATIVES = {
+    "identity": inplace_identity_derivative,
+    "logistic": inplace_logistic_derivative,
+    "tanh": inplace_tanh_derivative,
+    "relu": inplace_relu_derivative,
+}
+
+
+# ----------------------------------------------------------------------------------- losses
+
+def squared_loss(y_true, y_pred, sample_weight=None):
+    """0.5 * mean over outputs of the (weighted) mean over rows of (y - a)**2."""
+    return 0.5 * np.average((y_true - y_pred) ** 2, weights=sample_weight, axis=0).mean()
+
+
+def original_loss(y_true, y_pred, sample_weight=None):
+    """0.5 * sum over outputs of the (weighted) mean over rows of (y - a)**2: the loss whose
+    gradient the original's delta (a - y) * a * (1 - a) is."""
+    return 0.5 * np.average((y_true - y_pred) ** 2, weights=sample_weight, axis=0).sum()
+
+
+def poisson_loss(y_true, y_pred, sample_weight=None):
+    """Half the Poisson deviance: sum over outputs of the mean of y log(y / a) - y + a."""
+    return np.average(xlogy(y_true, y_true / y_pred) - y_true + y_pred,
+                      weights=sample_weight, axis=0).sum()
+
+
+def log_loss(y_true, y_prob, sample_weight=None):
+    """Categorical cross-entropy with probabilities clipped to [eps, 1 - eps]; one column is
+    read as the probability of the second of two classes."""
+    eps = np.finfo(y_prob.dtype).eps
+    y_prob = np.clip(y_prob, eps, 1 - eps)
+    if y_prob.shape[1] == 1:
+        y_prob = np.append(1 - y_prob, y_prob, axis=1)
+    if y_true.shape[1] == 1:
+        y_true = np.append(1 - y_true, y_true, axis=1)
+    return -np.average(xlogy(y_true, y_prob), weights=sample_weight, axis=0).sum()
+
+
+def binary_log_loss(y_true, y_prob, sample_weight=None):
+    """Binary cross-entropy of each output unit, summed over units, clipped as log_loss."""
+    eps = np.finfo(y_prob.dtype).eps
+    y_prob = np.clip(y_prob, eps, 1 - eps)
+    return -np.average(xlogy(y_true, y_prob) + xlogy(1 - y_true, 1 - y_prob),
+                       weights=sample_weight, axis=0).sum()
+
+
+LOSS_FUNCTIONS = {
+    "squared_error": squared_loss,
+    "poisson": poisson_loss,
+    "log_loss": log_loss,
+    "binary_log_loss": binary_log_loss,
+    "original": original_loss,
+}
+# The loss of each output.
+OUTPUT_LOSSES = {
+    "original": original_loss,
+    "identity": squared_loss,
+    "logistic": binary_log_loss,
+    "softmax": log_loss,
+    "exp": poisson_loss,
+}
+
+
+# ----------------------------------------------------------------------- forward, backward
+
+def init_coefs(sizes, random_state, activation="relu", dtype=np.float64):
+    """Initial weights and biases drawn as scikit-learn's MLP draws them.
+
+    For each layer pair (a, b) in order: bound = sqrt(factor / (a + b)) with factor 2 for the
+    logistic activation and 6 otherwise; W = uniform(-bound, bound, (a, b)), then
+    b = uniform(-bound, bound, b), drawn in float64 and cast.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+    random_state : numpy.random.RandomState (advances)
+    activation : str
+        The hidden activation (scikit-learn has one for all hidden layers).
+    dtype : float32 or float64
+
+    Returns
+    -------
+    weights, biases : lists of ndarray
+    """
+    factor = 2.0 if activation == "logistic" else 6.0
+    weights, biases = [], []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        weights.append(random_state.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype))
+        biases.append(random_state.uniform(-bound, bound, fan_out).astype(dtype))
+    return weights, biases
+
+
+def forward_model(weights, biases, x, activations, output):
+    """Every layer's activations [x, a_1, ..., a_L]: a_{k+1} = act_k(a_k @ W_k + b_k), the
+    hidden layers' activations by name (one per hidden layer), the last one the output's."""
+    layers = [x]
+    for k, w in enumerate(weights):
+        z = layers[-1].dot(w)
+        if biases is not None:
+            z += biases[k]
+        if k == len(weights) - 1:
+            OUTPUT_ACTIVATIONS[output](z)
+        else:
+            ACTIVATIONS[activations[k]](z)
+        layers.append(z)
+    return layers
+
+
+def predict_model(weights, biases, x, activations, output):
+    """The output activations of a model (no warnings for exp overflowing to inf)."""
+    with np.errstate(over="ignore"):
+        return forward_model(weights, biases, x, activations, output)[-1]
+
+
+def _output_delta(output, y, a):
+    """d_L, with the descent sign: a - y for scikit-learn's outputs (each output's loss is
+    matched to its activation so that this is the gradient at the pre-activation), and the
+    original's (a - y) * a * (1 - a) for "original"."""
+    if output == "original":
+        return (a - y) * nonlin(a, deriv=True)
+    return a - y
+
+
+def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, reduction,
+             weight_grads, bias_grads, need_loss=True):
+    """One batch's loss and gradients, as scikit-learn's ``_backprop``.
+
+    Parameters
+    ----------
+    weights, biases : lists of ndarray (biases may be None)
+    x, y : 2-D arrays of the batch
+    sample_weight : 1-D array of the batch, or None
+    activations : tuple of str, one per hidden layer
+    output : str
+    alpha : float
+    reduction : {"mean", "sum"}
+    weight_grads, bias_grads : lists of ndarray, written (bias_grads None without biases)
+    need_loss : bool
+        False skips the data loss (returned as None).
+
+    Returns
+    -------
+    loss : float or None
+        data loss + 0.5 * alpha * sum ||W||^2 / denom.
+    layers : list of ndarray
+        The forward pass, [x, a_1, ..., a_L].
+    """
+    layers = forward_model(weights, biases, x, activations, output)
+    loss = OUTPUT_LOSSES[output](y, layers[-1], sample_weight) if need_loss else None
+    if reduction == "mean":
+        denom = x.shape[0] if sample_weight is None else sample_weight.sum()
+    else:
+        denom = 1
+    if need_loss:
+        values = 0
+        for w in weights:
+            w = w.ravel()
+            values += np.dot(w, w)
+        loss += 0.5 * alpha * values / denom
+    last = len(weights) - 1
+    delta = _output_delta(output, y, layers[-1])
+    if sample_weight is not None:
+        delta *= sample_weight.reshape(-1, 1)
+    for k in range(last, -1, -1):
+        _layer_gradient(k, denom, reduction, alpha, weights, layers, delta, weight_grads,
+                        bias_grads)
+        if k > 0:
+            delta = delta.dot(weights[k].T)
+            DERIVATIVES[activations[k - 1]](layers[k], delta)
+    return loss, layers
+
+
+def _layer_gradient(k, denom, reduction, alpha, weights, layers, delta, weight_grads, bias_grads):
+    """G_W = (a_k.T @ d + alpha * W_k) / denom; G_b = sum_rows(d) / denom ("sum": no division)."""
+    grad = layers[k].T.dot(delta)
+    grad += alpha * weights[k]
+    if reduction == "mean":
+        grad /= denom
+    weight_grads[k][...] = grad
+    if bias_grads is not None:
+        bias_grads[k][...] = (np.sum(delta, axis=0) / denom if reduction == "mean"
+                              else np.sum(delta, axis=0))
+
+
+# ------------------------------------------------------------------------------- optimizers
+
+class GradientStepOptimizer:
+    """The plain step: params -= learning_rate * grads (state.learning_rate)."""
+
+    def __init__(self, plan, state):
+        self.state = state
+
+    def update_params(self, params, grads):
+        params -= self.state.learning_rate * grads
+
+    def iteration_ends(self, time_step):
+        pass
+
+
+class SGDOptimizer:
+    """scikit-learn's SGD with (Nesterov) momentum, on the flat params.
+
+    v = momentum * v - lr * G; params += (momentum * v - lr * G) if nesterov else v.
+    ``iteration_ends(samples_seen)``: invscaling sets lr = lr_init / (samples_seen + 1) **
+    power_t.
+    """
+
+    def __init__(self, plan, state):
+        self.config = plan.optimizer
+        self.learning_rate_init = plan.learning_rate
+        self.state = state
+        self.velocities = optimizer_state_views(state.values, "sgd", plan.n_params)["velocity"]
+
+    def update_params(self, params, grads):
+        momentum, learning_rate = self.config.momentum, self.state.learning_rate
+        updates = momentum * self.velocities - learning_rate * grads
+        self.velocities[...] = updates
+        if self.config.nesterov:
+            updates = momentum * self.velocities - learning_rate * grads
+        params += updates
+
+    def iteration_ends(self, time_step):
+        if self.config.schedule == "invscaling":
+            self.state.learning_rate = (float(self.learning_rate_init)
+                                        / (time_step + 1) ** self.config.power_t)
+
+
+class AdamOptimizer:
+    """scikit-learn's Adam, on the flat params.
+
+    t += 1; m = beta_1 * m + (1 - beta_1) * G; v = beta_2 * v + (1 - beta_2) * G**2;
+    lr_t = lr_init * sqrt(1 - beta_2**t) / (1 - beta_1**t) (float64);
+    params += -lr_t * m / (sqrt(v) + epsilon).
+    """
+
+    def __init__(self, plan, state):
+        self.config = plan.optimizer
+        self.learning_rate_init = plan.learning_rate
+        self.state = state
+        views = optimizer_state_views(state.values, "adam", plan.n_params)
+        self.ms, self.vs = views["m"], views["v"]
+
+    def update_params(self, params, grads):
+        beta_1, beta_2 = self.config.beta_1, self.config.beta_2
+        self.state.step += 1
+        t = self.state.step
+        self.ms[...] = beta_1 * self.ms + (1 - beta_1) * grads
+        self.vs[...] = beta_2 * self.vs + (1 - beta_2) * grads**2
+        learning_rate = (self.learning_rate_init * np.sqrt(1 - beta_2**t) / (1 - beta_1**t))
+        params += -learning_rate * self.ms / (np.sqrt(self.vs) + self.config.epsilon)
+
+    def iteration_ends(self, time_step):
+        pass
+
+
+_OPTIMIZERS = {"plain": GradientStepOptimizer, "sgd": SGDOptimizer, "adam": AdamOptimizer}
+
+
+def make_optimizer(plan, state):
+    """The optimizer object of plan.optimizer, working on state (an OptimizerState) in place."""
+    return _OPTIMIZERS[plan.optimizer_name](plan, state)
+
+
+# ----------------------------------------------------------------------- the runner contract
+
+def make_runner(plan, X, y, sample_weight, n_threads=1, check_every=0):
+    """The numpy backend's runner for ``Network``'s general path (see ``nnfast._plan``).
+
+    Parameters
+    ----------
+    plan : FitPlan
+    X, y : 2-D C-contiguous arrays of plan.dtype
+    sample_weight : 1-D array of plan.dtype or None
+    n_threads, check_every : ignored (NumPy's own threads; Ctrl-C between NumPy calls).
+
+    Returns
+    -------
+    run(params, state, n_epochs, orders) -> (epoch_losses, epochs_done, diverged)
+    """
+    n_rows = X.shape[0]
+    batch_size = plan.batch_size
+
+    def run(params, state, n_epochs, orders):
+        weights, biases = param_views(params, plan.sizes, plan.bias)
+        grads = np.empty_like(params)
+        weight_grads, bias_grads = param_views(grads, plan.sizes, plan.bias)
+        optimizer = make_optimizer(plan, state)
+        original = plan.output == "original"
+        losses = np.zeros(n_epochs, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            for epoch in range(n_epochs):
+                accumulated = 0.0
+                for start in range(0, n_rows, batch_size):
+                    rows = (slice(start, start + batch_size) if orders is None
+                            else orders[epoch, start:start + batch_size])
+                    weight_batch = None if sample_weight is None else sample_weight[rows]
+                    batch_loss, layers = backprop(
+                        weights, biases, X[rows], y[rows], weight_batch, plan.activations,
+                        plan.output, plan.alpha, plan.reduction, weight_grads, bias_grads,
+                        need_loss=not original)
+                    if original:
+                        accumulated += float(np.abs(y[rows] - layers[-1]).sum())
+                    else:
+                        accumulated += batch_loss * layers[0].shape[0]
+                    optimizer.update_params(params, grads)
+                losses[epoch] = accumulated / (y.size if original else n_rows)
+                state.samples_seen += n_rows
+                optimizer.iteration_ends(state.samples_seen)
+                if not np.isfinite(losses[epoch]):
+                    return losses, epoch, True
+        return losses, n_epochs, False
+
+    return run
+
+
+def loss_gradient(plan, params, X, y, sample_weight=None, n_threads=1):
+    """The full-batch loss and gradient G of ``plan``'s model at ``params``.
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray in the params layout (``nnfast._layout``)
+    """
+    weights, biases = param_views(params, plan.sizes, plan.bias)
+    grads = np.empty_like(params)
+    weight_grads, bias_grads = param_views(grads, plan.sizes, plan.bias)
+    # A loss or gradient that is not finite is returned as such, without warnings (as the
+    # kernel; the caller decides).
+    with np.errstate(all="ignore"):
+        loss, _ = backprop(weights, biases, X, y, sample_weight, plan.activations, plan.output,
+                           plan.alpha, plan.reduction, weight_grads, bias_grads)
+    return float(loss), grads

@@ -4,9 +4,29 @@ The data are the original tutorial's ("a neural network in 11 lines of Python"):
 samples of three binary inputs, the last always 1, with two target columns
 (y2: the first input copied; y3: XOR of the first two inputs).
 
-Where the tests of a subject live (one file each): ``test_dask.py`` holds everything about
-``nnfast.dask`` (distributed training against local fits, its faults and inputs, model
-search on a Dask cluster).
+Which file holds what (one home per subject; add a line for a new file):
+
+- test_build.py: the kernel modules are compiled extensions.
+- test_cli.py: ``python -m nnfast`` and its bench command.
+- test_dask.py: ``nnfast.dask`` (distributed training against local fits, its faults and
+  inputs, model search on a Dask cluster).
+- test_fit.py: the fused kernel fit (cython) against the NumPy reference (numpy).
+- test_hostile.py: hostile shapes, sizes and values.
+- test_interrupt.py: Ctrl-C during a fit.
+- test_kernels.py: each ``def`` kernel against its counterpart in ``nnfast.reference``.
+- test_memory.py: a fit allocates once, up front.
+- test_persistence.py: save / load (format versions 1 and 2), pickle, deepcopy.
+- test_properties.py: property-based kernel / reference equivalence (hypothesis).
+- test_readme.py: the README's commands and examples.
+- test_reference_sklearn.py: ``nnfast.reference``'s model families (activations, outputs,
+  losses, alpha, sample weights, SGD / Nesterov / Adam, schedules) against the installed
+  scikit-learn's MLP, and the general path with the original's options against the original.
+- test_sklearn.py: the scikit-learn estimators of ``nnfast.sklearn``.
+- test_threads.py: concurrent fits from Python threads.
+- test_training_options.py: fit's options (mini-batches, bias, reporting, callbacks, progress,
+  sample weights, resume, report_every), gradient(), loss_gradient(), the model options
+  through ``Network``.
+- test_validation.py: every validation rule of the public API, no side effects on bad input.
 """
 
 import contextlib
@@ -22,6 +42,48 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
+
+# The model families of Network / nnfast.reference (names as nnfast._plan defines them).
+HIDDEN_ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
+OUTPUTS = ["original", "identity", "logistic", "softmax", "exp"]
+
+
+def optimizer_cases():
+    """{case id: (scikit-learn MLP keyword arguments, the nnfast optimizer doing the same)}:
+    each optimizer and schedule scikit-learn's stochastic solvers have."""
+    from nnfast.optimizers import SGD, Adam
+
+    return {
+        "sgd": ({"solver": "sgd", "learning_rate_init": 0.05, "momentum": 0.0},
+                SGD(learning_rate=0.05, momentum=0.0)),
+        "sgd_momentum": ({"solver": "sgd", "learning_rate_init": 0.05, "momentum": 0.9,
+                          "nesterovs_momentum": False},
+                         SGD(learning_rate=0.05, momentum=0.9, nesterov=False)),
+        "sgd_nesterov": ({"solver": "sgd", "learning_rate_init": 0.05, "momentum": 0.8,
+                          "nesterovs_momentum": True},
+                         SGD(learning_rate=0.05, momentum=0.8, nesterov=True)),
+        "sgd_invscaling": ({"solver": "sgd", "learning_rate_init": 0.1, "momentum": 0.5,
+                            "learning_rate": "invscaling", "power_t": 0.3},
+                           SGD(learning_rate=0.1, momentum=0.5, schedule="invscaling",
+                               power_t=0.3)),
+        "adam": ({"solver": "adam", "learning_rate_init": 0.01, "beta_1": 0.8,
+                  "beta_2": 0.99, "epsilon": 1e-7},
+                 Adam(learning_rate=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-7)),
+    }
+
+
+OPTIMIZER_CASES = list(optimizer_cases())
+
+
+def general_backends():
+    """Backends that run Network's general path (every model but the original's): the NumPy
+    reference, and the compiled kernel once ``nnfast._compiled`` exists in this tree."""
+    import importlib.util
+
+    return ["numpy"] + (["cython"] if importlib.util.find_spec("nnfast._compiled") else [])
+
+
+GENERAL_BACKENDS = general_backends()
 
 # Tolerances for comparing a single kernel call against nnfast.reference on the same inputs.
 # Both sides compute in the same dtype; they differ only in summation order (plain loops or

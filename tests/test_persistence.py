@@ -1,4 +1,5 @@
-"""Network.save / Network.load (nnfast._persistence), pickle and copy.deepcopy.
+"""Network.save / Network.load (nnfast._persistence), pickle and copy.deepcopy; file format
+versions 1 (the original's model) and 2 (model options and optimizer state).
 
 A reloaded or copied network must be the same network: bitwise the same parameters and
 predictions, and the same random state, so that training it further (shuffled mini-batches
@@ -9,6 +10,7 @@ anything that is not such a file with a ValueError naming the file.
 import copy
 import io
 import os
+import pathlib
 import pickle
 import re
 import zipfile
@@ -18,13 +20,22 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import nnfast
+from nnfast.optimizers import SGD, Adam, GradientStep
 
 DOCUMENTED_KEYS = {
     "format", "format_version", "sizes", "dtype", "bias", "backend", "seed", "n_threads",
     "params", "random_state_key", "random_state_pos", "random_state_has_gauss",
     "random_state_cached_gaussian", "history", "iterations_run",
 }
+DOCUMENTED_KEYS_V2 = DOCUMENTED_KEYS | {
+    "activations", "output", "reduction", "alpha", "optimizer", "has_optimizer_state",
+    "optimizer_state_values", "optimizer_state_step", "optimizer_state_samples_seen",
+    "optimizer_state_learning_rate",
+}
 BACKENDS = ["cython", "numpy"]
+# A version-1 file written by nnfast before format version 2 existed (by the writer of commit
+# 7334a91): Network([3, 4, 2], seed=7, backend="numpy", bias=True) after _trained's fit.
+V1_FIXTURE = pathlib.Path(__file__).parent / "data" / "network_v1.npz"
 # Continued training: mini-batches of 3 out of 10 rows, so the shuffled order matters.
 BATCH_SIZE = 3
 
@@ -348,7 +359,9 @@ HOSTILE = {
     "npy": (_npy, "not an .npz"),
     "foreign_npz": (_foreign_npz, "not an nnfast model"),
     "wrong_marker": (_changed(format=np.array("other-model")), "not an nnfast model"),
-    "wrong_version": (_changed(format_version=np.array(2)), "format_version 2"),
+    "wrong_version": (_changed(format_version=np.array(3)), "format_version 3"),
+    "version_2_without_its_entries": (_changed(format_version=np.array(2)),
+                                      "missing entries: activations"),
     "missing_entry": (_changed(random_state_key=None), "missing entries: random_state_key"),
     "params_length": (_changed(params=np.zeros(5)), "'params' has shape"),
     "params_int": (_changed(params=np.zeros(26, dtype=np.int64)), "'params' must be float64"),
@@ -487,3 +500,186 @@ def test_pickle_of_loaded_network_round_trips(tmp_path, data):
     buffer = io.BytesIO()
     pickle.dump(loaded, buffer)
     _assert_same_network(pickle.loads(buffer.getvalue()), loaded)
+
+
+# ------------------------------------------------------------------------ format version 2
+
+MODELS = {
+    "adam_softmax": dict(activation="relu", output="softmax", optimizer=Adam(0.01, 0.8, 0.99,
+                                                                             1e-7),
+                         alpha=1e-3, bias=True),
+    "sgd_mixed": dict(activation=("tanh", "identity"), output="identity",
+                      optimizer=SGD(0.02, momentum=0.7, nesterov=False, schedule="invscaling",
+                                    power_t=0.25), reduction="sum"),
+    "plain_exp": dict(activation="logistic", output="exp", optimizer=GradientStep(0.01)),
+    "original_mean": dict(output="original", reduction="mean", bias=True),
+}
+
+
+def _model_network(model, dtype=np.float64, backend="numpy"):
+    """A network of that model some way into a shuffled fit (optimizer state, history)."""
+    options = MODELS[model]
+    sizes = [3, 4, 4, 2] if isinstance(options.get("activation"), tuple) else [3, 4, 2]
+    rng = np.random.RandomState(0)
+    X = rng.random_sample((10, 3))
+    y = np.eye(2)[rng.randint(0, 2, 10)] if options["output"] == "softmax" else \
+        rng.random_sample((10, 2))
+    net = nnfast.Network(sizes, seed=7, dtype=dtype, backend=backend, **options)
+    net.fit(X, y, 6, batch_size=BATCH_SIZE, report_every=2)
+    return net, (X, y)
+
+
+def _assert_same_model(a, b):
+    _assert_same_network(a, b)
+    assert (a.activations, a.output, a.reduction, a.alpha) == \
+        (b.activations, b.output, b.reduction, b.alpha)
+    assert a.optimizer == b.optimizer and type(a.optimizer) is type(b.optimizer)
+    assert a.optimizer_state == b.optimizer_state
+    if a.optimizer_state is not None:
+        assert a.optimizer_state.values is not b.optimizer_state.values
+
+
+def _assert_resumes_like(original, twin, data):
+    X, y = data
+    expected = original.fit(X, y, 4, batch_size=BATCH_SIZE, resume=True)
+    got = twin.fit(X, y, 4, batch_size=BATCH_SIZE, resume=True)
+    assert_array_equal(got._params, expected._params)
+    assert got.optimizer_state == expected.optimizer_state
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_version_2_round_trip_resumes_identically(tmp_path, model, dtype):
+    net, data = _model_network(model, dtype)
+    path = tmp_path / "model.npz"
+    net.save(path)
+    entries = _entries(path)
+    assert int(entries["format_version"]) == 2
+    optimizer_keys = {"optimizer_" + name for name in vars(net.optimizer)}
+    assert set(entries) == DOCUMENTED_KEYS_V2 | optimizer_keys
+    assert not any(array.dtype.hasobject for array in entries.values())
+    loaded = nnfast.Network.load(path)
+    _assert_same_model(loaded, net)
+    assert_array_equal(loaded.predict(data[0]), net.predict(data[0]))
+    _assert_resumes_like(net, loaded, data)
+
+
+def test_version_2_entries_are_as_documented(tmp_path):
+    net, _ = _model_network("adam_softmax")
+    net.save(tmp_path / "m.npz")
+    entries = _entries(tmp_path / "m.npz")
+    assert entries["activations"].tolist() == ["relu"]
+    assert str(entries["output"]) == "softmax" and str(entries["reduction"]) == "mean"
+    assert float(entries["alpha"]) == 1e-3 and str(entries["optimizer"]) == "adam"
+    assert [float(entries["optimizer_" + k]) for k in
+            ("learning_rate", "beta_1", "beta_2", "epsilon")] == [0.01, 0.8, 0.99, 1e-7]
+    state = net.optimizer_state
+    assert bool(entries["has_optimizer_state"])
+    assert entries["optimizer_state_values"].dtype == np.float64
+    assert_array_equal(entries["optimizer_state_values"], state.values)
+    assert entries["optimizer_state_values"].size == 2 * net._params.size  # m then v
+    assert int(entries["optimizer_state_step"]) == state.step == 6 * 4  # 4 batches an epoch
+    assert int(entries["optimizer_state_samples_seen"]) == state.samples_seen == 60
+    assert float(entries["optimizer_state_learning_rate"]) == state.learning_rate
+
+
+def test_model_without_optimizer_state_writes_version_2(tmp_path):
+    net = nnfast.Network([3, 4, 4, 1], activation=["relu", "tanh"], output="identity")
+    net.save(tmp_path / "m.npz")
+    entries = _entries(tmp_path / "m.npz")
+    assert int(entries["format_version"]) == 2 and not bool(entries["has_optimizer_state"])
+    loaded = nnfast.Network.load(tmp_path / "m.npz")
+    _assert_same_model(loaded, net)
+    assert loaded.optimizer_state is None and loaded.activations == ("relu", "tanh")
+
+
+def test_original_model_is_written_as_version_1(tmp_path, data):
+    """What version 1 represents is written as version 1, so older nnfast reads it; a
+    learning rate other than 1.0 in the plain step (not in version 1) needs version 2."""
+    _trained(data).save(tmp_path / "v1.npz")
+    assert int(_entries(tmp_path / "v1.npz")["format_version"]) == 1
+    assert set(_entries(tmp_path / "v1.npz")) == DOCUMENTED_KEYS
+    nnfast.Network([3, 1], optimizer=GradientStep(0.5)).save(tmp_path / "v2.npz")
+    assert int(_entries(tmp_path / "v2.npz")["format_version"]) == 2
+    assert nnfast.Network.load(tmp_path / "v2.npz").optimizer == GradientStep(0.5)
+
+
+def test_version_1_file_of_the_previous_nnfast_loads_as_the_network_it_was(data):
+    loaded = nnfast.Network.load(V1_FIXTURE)
+    assert int(_entries(V1_FIXTURE)["format_version"]) == 1
+    # The same network, built and trained again today: the original's arithmetic unchanged.
+    again = _trained(data, backend="numpy")
+    _assert_same_network(loaded, again)
+    assert loaded.iterations_run == again.iterations_run == 12
+    assert loaded.activations == ("logistic",) and loaded.output == "original"
+    assert loaded.reduction == "sum" and loaded.alpha == 0.0
+    assert loaded.optimizer == GradientStep() and loaded.optimizer_state is None
+    _assert_trains_like(again, loaded, data)
+
+
+def _v2_file(tmp_path, name="v2.npz"):
+    net, _ = _model_network("adam_softmax")
+    path = tmp_path / name
+    net.save(path)
+    return path
+
+
+HOSTILE_V2 = {
+    "unknown_activation": ({"activations": np.array(["swish"])}, "unknown activation 'swish'"),
+    "activation_count": ({"activations": np.array(["relu", "relu"])}, "2 names for 1 hidden"),
+    "activations_not_strings": ({"activations": np.array([1.0])}, "'activations' must be"),
+    "unknown_output": ({"output": np.array("sigmoid")}, "'output' must be one of"),
+    "unknown_reduction": ({"reduction": np.array("max")}, "'reduction' must be one of"),
+    "negative_alpha": ({"alpha": np.array(-1.0)}, "'alpha' must be a finite float >= 0"),
+    "unknown_optimizer": ({"optimizer": np.array("rmsprop")}, "'optimizer' must be one of"),
+    "bad_optimizer_field": ({"optimizer_beta_1": np.array(1.5)}, "invalid optimizer"),
+    "optimizer_field_missing": ({"optimizer_epsilon": None}, "missing entries: "
+                                                             "optimizer_epsilon"),
+    "optimizer_field_array": ({"optimizer_beta_2": np.ones(2)}, "must be a scalar"),
+    "missing_v2_entry": ({"output": None}, "missing entries: output"),
+    "state_length": ({"optimizer_state_values": np.zeros(7)}, "'optimizer_state_values' has "
+                                                              "shape"),
+    "state_dtype": ({"optimizer_state_values": np.zeros(52, dtype=np.float32)},
+                    "'optimizer_state_values' must be float64"),
+    "state_nan": ({"optimizer_state_values": np.full(52, np.nan)}, "NaN or infinite"),
+    "state_negative_step": ({"optimizer_state_step": np.array(-1)}, "must be >= 0"),
+    "state_flag_int": ({"has_optimizer_state": np.array(1)}, "'has_optimizer_state' must be"),
+    "state_rate_inf": ({"optimizer_state_learning_rate": np.array(np.inf)}, "finite float"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_V2))
+def test_hostile_version_2_file_is_refused_naming_the_file(tmp_path, case):
+    changes, problem = HOSTILE_V2[case]
+    valid = _v2_file(tmp_path)
+    path = tmp_path / f"hostile_{case}.npz"
+    _rewrite(valid, path, **changes)
+    with pytest.raises(ValueError, match=re.escape(str(path))) as info:
+        nnfast.Network.load(path)
+    assert problem in str(info.value)
+
+
+def test_hostile_version_2_cases_start_from_a_loadable_file(tmp_path):
+    valid = _v2_file(tmp_path)
+    path = tmp_path / "unchanged.npz"
+    _rewrite(valid, path)
+    _assert_same_model(nnfast.Network.load(path), nnfast.Network.load(valid))
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_pickle_and_deepcopy_carry_the_model_and_optimizer_state(model):
+    net, data = _model_network(model)
+    for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        _assert_same_model(clone, net)
+        _assert_resumes_like(copy.deepcopy(net), clone, data)
+
+
+def test_pickle_from_before_model_options_loads_as_the_original(data):
+    """A Network pickled by an nnfast without model options has none of their attributes."""
+    net = _trained(data)
+    old = copy.copy(net)
+    for name in ("activations", "output", "optimizer", "alpha", "reduction",
+                 "optimizer_state"):
+        delattr(old, name)
+    clone = pickle.loads(pickle.dumps(old))
+    _assert_same_model(clone, net)
+    _assert_trains_like(net, clone, data)

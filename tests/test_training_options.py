@@ -1,4 +1,6 @@
-"""Training options: mini-batches, bias, reporting, callbacks, progress, gradient()."""
+"""Training options: mini-batches, bias, reporting, callbacks, progress, gradient(); the model
+options (activations, outputs, optimizers, alpha, reduction) through ``Network``: sample
+weights, resume, report_every, loss_gradient(), predict, transactional fits."""
 
 import contextlib
 import io
@@ -11,6 +13,11 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import nnfast
+from conftest import DTYPES, GENERAL_BACKENDS
+from nnfast import reference
+from nnfast._layout import pack_params, param_views
+from nnfast._plan import FitPlan, OptimizerState
+from nnfast.optimizers import SGD, Adam, GradientStep
 from nnfast.workloads import TUTORIAL3_Y, TUTORIAL_X
 
 BACKENDS = ["cython", "numpy"]
@@ -240,3 +247,426 @@ def test_divergence_names_the_same_iteration_on_both_backends():
     iterations = [int(re.search(r"at iteration (\d+)", m).group(1)) for m in messages]
     # Step 0 overflows the weights; the forward pass of iteration 1 is the first to see it.
     assert iterations == [1, 1]
+
+
+# =============================================================================== model options
+# Network's general path against nnfast.reference's runner driven by hand (the oracle is
+# itself checked against scikit-learn in test_reference_sklearn.py). The numpy backend is
+# the reference, so it must agree to the last bit; a compiled one to rounding.
+MODEL_RTOL = {np.float32: 2e-4, np.float64: 1e-10}
+MODEL_ATOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def _model_data(output, n_rows=23, n_in=4, n_out=3, dtype=np.float64):
+    rng = np.random.RandomState(5)
+    X = rng.normal(size=(n_rows, n_in)).astype(dtype)
+    if output == "exp":
+        X *= 0.3  # exp of a layer of identity units of the original's weights overflows
+    if output == "softmax":
+        y = np.eye(n_out)[np.arange(n_rows) % n_out]
+    elif output in ("logistic", "original"):
+        y = (rng.uniform(size=(n_rows, n_out)) < 0.5).astype(float)
+    elif output == "exp":
+        y = rng.poisson(1.5, size=(n_rows, n_out)).astype(float)
+    else:
+        y = rng.normal(size=(n_rows, n_out))
+    return X, y.astype(dtype)
+
+
+def _by_hand(sizes, options, X, y, epochs, batch_size, shuffle, sample_weight=None, seed=1,
+             dtype=np.float64):
+    """(params, state, epoch losses) of reference.make_runner on a network drawn and shuffled
+    as Network draws and shuffles (init_params, then one permutation per epoch)."""
+    options = dict(options)
+    activation = options.pop("activation", "logistic")
+    activations = ((activation,) * (len(sizes) - 2) if isinstance(activation, str)
+                   else tuple(activation))
+    output = options.pop("output", "original")
+    optimizer = options.pop("optimizer", None) or GradientStep()
+    bias = options.pop("bias", False)
+    plan = FitPlan(sizes=tuple(sizes), bias=bias, dtype=np.dtype(dtype),
+                   activations=activations, output=output,
+                   reduction=options.pop("reduction", "sum" if output == "original" else "mean"),
+                   alpha=options.pop("alpha", 0.0), optimizer=optimizer,
+                   learning_rate=optimizer.learning_rate,
+                   batch_size=min(batch_size or len(X), len(X)),
+                   shuffled=shuffle and (batch_size or len(X)) < len(X),
+                   weighted=sample_weight is not None)
+    assert not options
+    random_state = np.random.RandomState(seed)
+    params = pack_params(*reference.init_params(sizes, random_state, dtype, bias))
+    orders = None
+    if plan.shuffled:
+        orders = np.empty((epochs, len(X)), dtype=np.intp)
+        for order in orders:
+            order[...] = np.arange(len(X))
+            random_state.shuffle(order)
+    state = OptimizerState.fresh(plan)
+    losses, done, diverged = reference.make_runner(plan, X, y, sample_weight)(
+        params, state, epochs, orders)
+    assert (done, diverged) == (epochs, False)
+    return params, state, losses
+
+
+MODELS = {
+    "relu_softmax_adam": dict(activation="relu", output="softmax", optimizer=Adam(0.01),
+                              alpha=1e-3, bias=True),
+    "mixed_identity_sgd": dict(activation=("tanh", "relu"), output="identity",
+                               optimizer=SGD(0.02, momentum=0.9), bias=True),
+    "logistic_nesterov_invscaling": dict(activation="logistic", output="logistic",
+                                         optimizer=SGD(0.3, schedule="invscaling"), alpha=0.1,
+                                         bias=True),
+    "identity_exp_plain_sum": dict(activation="identity", output="exp",
+                                   optimizer=GradientStep(0.002), reduction="sum"),
+    "original_output_mean_alpha": dict(output="original", reduction="mean", alpha=0.01,
+                                       optimizer=Adam(0.05), bias=True),
+    "original_output_plain_tanh": dict(activation="tanh", optimizer=GradientStep(0.1)),
+}
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("batch_size, shuffle", [(None, True), (5, False), (5, True)])
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_model_fit_is_the_reference_runner(backend, model, batch_size, shuffle, weighted):
+    options = MODELS[model]
+    X, y = _model_data(options.get("output", "original"))
+    sample_weight = np.random.RandomState(2).uniform(0, 2, len(X)) if weighted else None
+    sizes = [4, 6, 5, 3]
+    net = nnfast.Network(sizes, backend=backend, **options)
+    net.fit(X, y, 12, batch_size=batch_size, shuffle=shuffle, sample_weight=sample_weight,
+            report_every=1)
+    params, state, losses = _by_hand(sizes, options, X, y, 12, batch_size, shuffle,
+                                     sample_weight)
+    tolerance = {"rtol": MODEL_RTOL[np.float64], "atol": MODEL_ATOL[np.float64]}
+    assert_allclose(net._params, params, **tolerance)
+    assert [i for i, _ in net.history] == list(range(12))
+    assert_allclose([e for _, e in net.history], losses, **tolerance)
+    assert net.iterations_run == 12
+    if isinstance(net.optimizer, GradientStep):
+        assert net.optimizer_state is None
+    else:
+        assert net.optimizer_state.step == state.step
+        assert net.optimizer_state.samples_seen == state.samples_seen == 12 * len(X)
+        assert net.optimizer_state.learning_rate == pytest.approx(state.learning_rate)
+        assert_allclose(net.optimizer_state.values, state.values, **tolerance)
+    if backend == "numpy":
+        assert_array_equal(net._params, params)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_model_fit_in_float32_and_float64(backend, dtype):
+    options = MODELS["relu_softmax_adam"]
+    X, y = _model_data("softmax", dtype=dtype)
+    net = nnfast.Network([4, 6, 3], backend=backend, dtype=dtype, **options)
+    net.fit(X, y, 8, batch_size=6, shuffle=True)
+    params, state, _ = _by_hand([4, 6, 3], options, X, y, 8, 6, True, dtype=dtype)
+    assert net._params.dtype == net.optimizer_state.values.dtype == np.dtype(dtype)
+    assert_allclose(net._params, params, rtol=MODEL_RTOL[dtype], atol=MODEL_ATOL[dtype])
+
+
+@pytest.mark.parametrize("model", ["relu_softmax_adam", "logistic_nesterov_invscaling",
+                                   "mixed_identity_sgd"])
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_resume_continues_the_optimizer_and_the_row_order(backend, model):
+    """fit(7) then fit(5, resume=True) is fit(12): velocities, moments, Adam's step, the
+    samples seen (invscaling) and the shuffled row order all carry over."""
+    options = MODELS[model]
+    X, y = _model_data(options["output"])
+    straight = nnfast.Network([4, 6, 5, 3], backend=backend, **options)
+    straight.fit(X, y, 12, batch_size=5)
+    resumed = nnfast.Network([4, 6, 5, 3], backend=backend, **options)
+    resumed.fit(X, y, 7, batch_size=5).fit(X, y, 5, batch_size=5, resume=True)
+    assert_allclose(resumed._params, straight._params, rtol=1e-12, atol=1e-14)
+    assert resumed.optimizer_state.samples_seen == straight.optimizer_state.samples_seen
+    assert resumed.optimizer_state.step == straight.optimizer_state.step
+    restarted = nnfast.Network([4, 6, 5, 3], backend=backend, **options)
+    restarted.fit(X, y, 7, batch_size=5).fit(X, y, 5, batch_size=5, resume=False)
+    assert not np.allclose(restarted._params, straight._params, rtol=1e-6, atol=0)
+    assert restarted.optimizer_state.samples_seen == 5 * len(X)
+
+
+def test_resume_without_a_previous_state_starts_fresh():
+    X, y = _model_data("softmax")
+    options = MODELS["relu_softmax_adam"]
+    fresh = nnfast.Network([4, 6, 5, 3], backend="numpy", **options).fit(X, y, 3)
+    resumed = nnfast.Network([4, 6, 5, 3], backend="numpy", **options).fit(X, y, 3, resume=True)
+    assert_array_equal(resumed._params, fresh._params)
+
+
+def test_learning_rate_on_resume_replaces_sgds_current_rate():
+    """scikit-learn's "adaptive" schedule divides the current rate by 5; with resume=True a
+    given learning_rate replaces the current rate and keeps velocities and counters."""
+    X, y = _model_data("identity")
+    options = dict(activation="relu", output="identity", bias=True,
+                   optimizer=SGD(0.05, momentum=0.9, schedule="adaptive"))
+    net = nnfast.Network([4, 6, 3], backend="numpy", **options).fit(X, y, 4, batch_size=5,
+                                                                    shuffle=False)
+    state = net.optimizer_state.copy()
+    assert state.learning_rate == 0.05
+    net.fit(X, y, 3, 0.01, batch_size=5, shuffle=False, resume=True)
+    # By hand: the same state with the rate replaced, three more epochs.
+    plan = FitPlan(sizes=(4, 6, 3), bias=True, dtype=np.dtype(np.float64),
+                   activations=("relu",), output="identity", reduction="mean", alpha=0.0,
+                   optimizer=options["optimizer"], learning_rate=0.05, batch_size=5,
+                   shuffled=False, weighted=False)
+    params = pack_params(*reference.init_params([4, 6, 3], 1, np.float64, True))
+    by_hand = OptimizerState.fresh(plan)
+    run = reference.make_runner(plan, X, y, None)
+    run(params, by_hand, 4, None)
+    assert by_hand == state
+    by_hand.learning_rate = 0.01
+    run(params, by_hand, 3, None)
+    assert_array_equal(net._params, params)
+    assert net.optimizer_state == by_hand and by_hand.learning_rate == 0.01
+
+
+def test_sample_weights_are_repeated_rows():
+    """Integer weights count a row that many times: a full-batch fit with weights equals the
+    fit on the rows repeated (mean and sum reductions, every output's loss)."""
+    for output, reduction in [("softmax", "mean"), ("identity", "sum"), ("exp", "mean"),
+                              ("original", "sum"), ("logistic", "mean")]:
+        X, y = _model_data(output)
+        weights = np.arange(len(X)) % 3  # 0, 1 and 2
+        repeated = np.repeat(np.arange(len(X)), weights)
+        options = dict(activation="tanh", output=output, reduction=reduction, alpha=0.05,
+                       bias=True, optimizer=Adam(0.01))
+        weighted = nnfast.Network([4, 5, 3], backend="numpy", **options)
+        weighted.fit(X, y, 6, sample_weight=weights, report_every=1)
+        plain = nnfast.Network([4, 5, 3], backend="numpy", **options)
+        plain.fit(X[repeated], y[repeated], 6, report_every=1)
+        assert_allclose(weighted._params, plain._params, rtol=1e-9, atol=1e-12)
+        if output != "original":  # the original's error is mean |y - a|, unweighted
+            assert_allclose([e for _, e in weighted.history], [e for _, e in plain.history],
+                            rtol=1e-11)
+
+
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_history_callback_and_verbose_report_the_epoch_loss(backend, capsys):
+    X, y = _model_data("softmax")
+    options = MODELS["relu_softmax_adam"]
+    _, _, losses = _by_hand([4, 6, 3], options, X, y, 20, None, False)
+    seen = []
+    net = nnfast.Network([4, 6, 3], backend=backend, **options)
+    net.fit(X, y, 20, verbose=1, report_every=5, callback=lambda i, e: seen.append((i, e)))
+    assert [i for i, _ in seen] == [0, 5, 10, 15]
+    assert_allclose([e for _, e in seen], losses[::5], rtol=1e-10)
+    assert net.history == seen
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"Iteration {i + 1}, loss = {e:.8f}" for i, e in seen]
+    stopped = nnfast.Network([4, 6, 3], backend=backend, **options)
+    stopped.fit(X, y, 20, report_every=5, callback=lambda i, e: i >= 5)
+    assert stopped.iterations_run == 10  # the chunk up to the next report had run
+    straight = nnfast.Network([4, 6, 3], backend=backend, **options).fit(X, y, 10)
+    assert_array_equal(stopped._params, straight._params)
+
+
+def test_report_every_without_a_callback_fills_history_in_one_run():
+    X, y = _model_data("identity")
+    net = nnfast.Network([4, 6, 3], backend="numpy", output="identity", bias=True)
+    net.fit(X, y, 9, report_every=4)
+    assert [i for i, _ in net.history] == [0, 4, 8]
+    silent = nnfast.Network([4, 6, 3], backend="numpy", output="identity", bias=True)
+    assert silent.fit(X, y, 9).history == []
+    assert_array_equal(silent._params, net._params)
+
+
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_report_every_applies_to_the_original_model(backend):
+    net = nnfast.Network([3, 4, 1], backend=backend).fit(TUTORIAL_X, TUTORIAL3_Y, 10,
+                                                         report_every=3)
+    assert [i for i, _ in net.history] == [0, 3, 6, 9]
+
+
+# ----------------------------------------------------------------- transactional general fits
+
+def _snapshot(net):
+    state = net.optimizer_state
+    return (net._params.copy(), net._random_state.get_state()[1].copy(),
+            net._random_state.get_state()[2], list(net.history), net.iterations_run,
+            None if state is None else state.copy())
+
+
+def _assert_untouched(net, snapshot):
+    params, key, pos, history, iterations_run, state = snapshot
+    assert_array_equal(net._params, params)
+    assert_array_equal(net._random_state.get_state()[1], key)
+    assert net._random_state.get_state()[2] == pos
+    assert net.history == history and net.iterations_run == iterations_run
+    assert net.optimizer_state == state
+
+
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_divergence_leaves_weights_state_random_state_and_history(backend):
+    X, y = _model_data("identity")
+    net = nnfast.Network([4, 6, 3], backend=backend, activation="relu", output="identity",
+                         optimizer=SGD(0.01), bias=True)
+    net.fit(X, y, 3, batch_size=5, report_every=1)
+    before = _snapshot(net)
+    with pytest.raises(nnfast.TrainingDivergedError, match="iteration"):
+        net.fit(X * 1e150, y, 20, 1e150, batch_size=5, resume=True, report_every=1)
+    _assert_untouched(net, before)
+    net.fit(X, y, 2, batch_size=5, resume=True)  # and it trains on
+    assert net.optimizer_state.samples_seen == 5 * len(X)
+
+
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_interrupted_fit_leaves_everything(backend):
+    X, y = _model_data("softmax")
+    net = nnfast.Network([4, 6, 3], backend=backend, **MODELS["relu_softmax_adam"])
+    net.fit(X, y, 3, batch_size=5, report_every=1)
+    before = _snapshot(net)
+
+    def interrupt(iteration, loss):
+        if iteration == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, 10, batch_size=5, resume=True, report_every=1, callback=interrupt)
+    _assert_untouched(net, before)
+
+
+# ------------------------------------------------------------------ loss_gradient, gradient
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_loss_gradient_is_the_references_and_the_plain_step(backend, model):
+    options = dict(MODELS[model])
+    X, y = _model_data(options.get("output", "original"))
+    sample_weight = np.random.RandomState(4).uniform(0.5, 1.5, len(X))
+    options["optimizer"] = GradientStep(0.1)
+    net = nnfast.Network([4, 6, 5, 3], backend=backend, **options)
+    loss, weight_grads, bias_grads = net.loss_gradient(X, y, sample_weight)
+    plan = FitPlan(sizes=net.sizes, bias=net.bias, dtype=net.dtype,
+                   activations=net.activations, output=net.output, reduction=net.reduction,
+                   alpha=net.alpha, optimizer=net.optimizer, learning_rate=0.1,
+                   batch_size=len(X), shuffled=False, weighted=True)
+    expected_loss, expected = reference.loss_gradient(plan, net._params, X, y, sample_weight)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    ours = pack_params(weight_grads, bias_grads)
+    assert_allclose(ours, expected, rtol=1e-10, atol=1e-14)
+    # The plain step subtracts learning_rate * G.
+    before = net._params.copy()
+    net.fit(X, y, 1, sample_weight=sample_weight)
+    assert_allclose(net._params, before - 0.1 * ours, rtol=1e-12, atol=1e-14)
+    # gradient() is the update direction: minus G for any model.
+    minus = net.gradient(X, y)
+    again = net.loss_gradient(X, y)
+    for a, b in zip(minus[0], again[1]):
+        assert_allclose(a, -b, rtol=1e-12)
+
+
+def test_loss_gradient_leaves_network_and_inputs_alone():
+    X, y = _model_data("softmax")
+    w = np.ones(len(X))
+    net = nnfast.Network([4, 6, 3], backend="numpy", **MODELS["relu_softmax_adam"])
+    net.fit(X, y, 2)
+    before = _snapshot(net)
+    copies = X.copy(), y.copy(), w.copy()
+    net.loss_gradient(X, y, w)
+    _assert_untouched(net, before)
+    for a, b in zip((X, y, w), copies):
+        assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------ predictions
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_predict_gives_each_outputs_range(backend):
+    X = np.random.RandomState(0).normal(scale=3, size=(50, 4))
+    for output in ["original", "logistic", "softmax", "exp", "identity"]:
+        net = nnfast.Network([4, 6, 3], backend=backend, activation="tanh", output=output,
+                             bias=True)
+        pred = net.predict(X)
+        assert pred.shape == (50, 3) and pred.dtype == np.float64
+        if output in ("original", "logistic"):
+            assert ((pred >= 0) & (pred <= 1)).all()
+        elif output == "softmax":
+            assert (pred >= 0).all()
+            assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-14)
+        elif output == "exp":
+            assert (pred > 0).all()
+        # Each output's activation applied to the identity model's pre-activation.
+        linear = nnfast.Network([4, 6, 3], backend=backend, activation="tanh",
+                                output="identity", bias=True)
+        z = linear.predict(X)
+        expected = {"original": 1 / (1 + np.exp(-z)), "logistic": 1 / (1 + np.exp(-z)),
+                    "softmax": np.exp(z) / np.exp(z).sum(axis=1, keepdims=True),
+                    "exp": np.exp(z), "identity": z}[output]
+        assert_allclose(pred, expected, rtol=1e-12)
+
+
+def test_identity_network_predicts_the_product_of_its_weights():
+    net = nnfast.Network([4, 5, 6, 2], activation="identity", output="identity")
+    X = np.random.RandomState(0).normal(size=(7, 4))
+    w = net.weights
+    assert_allclose(net.predict(X), X @ w[0] @ w[1] @ w[2], rtol=1e-12)
+    relu = nnfast.Network([4, 5, 2], activation="relu", output="identity")
+    assert_allclose(relu.predict(X), np.maximum(X @ relu.weights[0], 0) @ relu.weights[1],
+                    rtol=1e-12)
+
+
+def test_default_network_is_the_original():
+    net = nnfast.Network([3, 4, 1])
+    assert net.activations == ("logistic",) and net.activation == "logistic"
+    assert net.output == "original" and net.reduction == "sum" and net.alpha == 0
+    assert net.optimizer == GradientStep(1.0) and net.optimizer_state is None
+    assert repr(net) == ("Network([3, 4, 1], seed=1, dtype=float64, backend='cython', "
+                         "bias=False)")
+    mixed = nnfast.Network([3, 4, 4, 2], activation=["relu", "tanh"], output="softmax")
+    assert mixed.activation == ("relu", "tanh") and mixed.reduction == "mean"
+    assert "activation=('relu', 'tanh')" in repr(mixed) and "softmax" in repr(mixed)
+
+
+@pytest.mark.parametrize("batch_size", [None, 5])
+def test_chunking_a_long_fit_changes_nothing(monkeypatch, batch_size):
+    """The general path runs at most _MAX_CHUNK_EPOCHS epochs per backend call (bounded
+    memory); chunk boundaries change neither the arithmetic nor the history."""
+    from nnfast import network
+
+    X, y = _model_data("softmax")
+    options = MODELS["relu_softmax_adam"]
+    whole = nnfast.Network([4, 6, 3], backend="numpy", **options)
+    whole.fit(X, y, 11, batch_size=batch_size, report_every=3)
+    calls = []
+    real = reference.make_runner
+
+    def counting_runner(*args, **kwargs):
+        run = real(*args, **kwargs)
+
+        def counted(params, state, n_epochs, orders):
+            calls.append(n_epochs)
+            return run(params, state, n_epochs, orders)
+        return counted
+
+    monkeypatch.setattr(network, "_MAX_CHUNK_EPOCHS", 4)
+    monkeypatch.setattr(reference, "make_runner", counting_runner)
+    chunked = nnfast.Network([4, 6, 3], backend="numpy", **options)
+    chunked.fit(X, y, 11, batch_size=batch_size, report_every=3)
+    assert calls == [4, 4, 3]
+    assert_array_equal(chunked._params, whole._params)
+    assert chunked.history == whole.history and [i for i, _ in whole.history] == [0, 3, 6, 9]
+    assert chunked.optimizer_state == whole.optimizer_state
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_only_the_originals_options_take_the_original_path(backend, monkeypatch):
+    """FitPlan.is_original picks the original's fit (the fused kernel on cython); any other
+    option (even the original's sigmoid with sample weights or alpha) takes the general path."""
+    used = []
+    real = nnfast.Network._general_backend
+    monkeypatch.setattr(nnfast.Network, "_general_backend",
+                        lambda self: used.append(True) or real(self))
+    X, y = _model_data("original")
+    nnfast.Network([4, 5, 3], backend=backend).fit(X, y, 2, 0.5, batch_size=5)
+    nnfast.Network([4, 5, 3], backend=backend, bias=True).fit(X, y, 2)
+    assert used == []
+    for options, fit_options in [({"alpha": 0.1}, {}), ({}, {"sample_weight": np.ones(len(X))}),
+                                 ({"reduction": "mean"}, {}), ({"activation": "tanh"}, {}),
+                                 ({"optimizer": SGD()}, {})]:
+        try:
+            nnfast.Network([4, 5, 3], backend=backend, **options).fit(X, y, 2, **fit_options)
+        except NotImplementedError:
+            assert backend == "cython" and "cython" not in GENERAL_BACKENDS
+    assert len(used) == 5

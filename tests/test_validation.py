@@ -206,7 +206,7 @@ def test_predict_non_numeric_X(kind, backend):
 
 
 @pytest.mark.parametrize("learning_rate, error", [
-    ("0.1", TypeError), (None, TypeError), (1j, TypeError), (True, TypeError),
+    ("0.1", TypeError), (1j, TypeError), (True, TypeError),
     ([0.1], TypeError),
     (float("nan"), ValueError), (float("inf"), ValueError), (-float("inf"), ValueError),
     (np.float32("nan"), ValueError),
@@ -480,3 +480,195 @@ def test_nonlin_deriv_is_x_times_one_minus_x(dtype):
 def test_nonlin_rejects_non_real(x, deriv):
     with pytest.raises(TypeError, match="integers or floats"):
         nnfast.nonlin(x, deriv=deriv)
+
+
+# --------------------------------------------------------------------------------------------
+# Model options: Network(activation=, output=, optimizer=, alpha=, reduction=), the optimizer
+# dataclasses, and fit's sample_weight / resume / report_every
+# --------------------------------------------------------------------------------------------
+
+from nnfast.optimizers import SGD, Adam, GradientStep  # noqa: E402
+
+
+@pytest.mark.parametrize("sizes, activation, error, match", [
+    ([3, 4, 1], "softplus", ValueError, "unknown activation 'softplus'"),
+    ([3, 4, 1], "ReLU", ValueError, "unknown activation"),
+    ([3, 4, 1], "softmax", ValueError, "unknown activation"),
+    ([3, 4, 4, 1], ["relu"], ValueError, "1 names but the network has 2 hidden layers"),
+    ([3, 4, 1], ["relu", "tanh"], ValueError, "2 names but the network has 1 hidden"),
+    ([3, 1], ["relu"], ValueError, "0 hidden layers"),
+    ([3, 4, 4, 1], ["relu", "sigmoid"], ValueError, r"activation\[1\] 'sigmoid'"),
+    ([3, 4, 4, 1], ["relu", 3], TypeError, r"activation\[1\] must be a string"),
+    ([3, 4, 1], None, TypeError, "activation must be a name"),
+    ([3, 4, 1], b"relu", TypeError, "activation must be a name"),
+    ([3, 4, 1], 1, TypeError, "activation must be a name"),
+])
+def test_bad_activation(sizes, activation, error, match):
+    with pytest.raises(error, match=match):
+        nnfast.Network(sizes, activation=activation)
+
+
+def test_activation_per_layer_accepts_any_sequence():
+    for activation in (["relu", "tanh"], ("relu", "tanh"), np.array(["relu", "tanh"])):
+        assert nnfast.Network([3, 4, 4, 1], activation=activation).activations == ("relu",
+                                                                                    "tanh")
+    assert nnfast.Network([3, 1], activation="relu").activations == ()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"output": "sigmoid"}, ValueError, "unknown output 'sigmoid'"),
+    ({"output": None}, TypeError, "output must be a string"),
+    ({"output": "softmax"}, ValueError, "at least 2 output units"),
+    ({"reduction": "average"}, ValueError, "unknown reduction"),
+    ({"reduction": 1}, TypeError, "reduction must be a string"),
+    ({"alpha": -0.1}, ValueError, "alpha must be >= 0"),
+    ({"alpha": float("nan")}, ValueError, "alpha must be finite"),
+    ({"alpha": "0.1"}, TypeError, "alpha must be a real number"),
+    ({"alpha": True}, TypeError, "alpha must be a real number"),
+    ({"optimizer": "adam"}, TypeError, "optimizer must be nnfast.optimizers"),
+    ({"optimizer": Adam}, TypeError, "optimizer must be nnfast.optimizers"),
+])
+def test_bad_model_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        nnfast.Network([3, 4, 1], **kwargs)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: GradientStep(float("inf")), ValueError, "GradientStep: learning_rate must be "
+                                                     "finite"),
+    (lambda: GradientStep("1"), TypeError, "GradientStep: learning_rate must be a real"),
+    (lambda: SGD(learning_rate=0), ValueError, "SGD: learning_rate must be > 0"),
+    (lambda: SGD(learning_rate=-1), ValueError, "learning_rate must be > 0"),
+    (lambda: SGD(momentum=1.5), ValueError, r"momentum must be in \[0.0, 1.0\]"),
+    (lambda: SGD(momentum=-0.1), ValueError, "momentum"),
+    (lambda: SGD(nesterov=1), TypeError, "nesterov must be True or False"),
+    (lambda: SGD(schedule="linear"), ValueError, "unknown schedule 'linear'"),
+    (lambda: SGD(schedule=None), TypeError, "schedule must be a string"),
+    (lambda: SGD(power_t=-0.5), ValueError, "power_t"),
+    (lambda: SGD(power_t=None), TypeError, "power_t must be a real"),
+    (lambda: Adam(learning_rate=0.0), ValueError, "Adam: learning_rate must be > 0"),
+    (lambda: Adam(beta_1=1.0), ValueError, r"beta_1 must be in \[0.0, 1.0\)"),
+    (lambda: Adam(beta_2=-0.1), ValueError, "beta_2"),
+    (lambda: Adam(epsilon=0), ValueError, "epsilon must be > 0"),
+    (lambda: Adam(epsilon=float("nan")), ValueError, "epsilon must be finite"),
+    (lambda: Adam(beta_1=True), TypeError, "beta_1 must be a real"),
+])
+def test_bad_optimizer_configuration(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_optimizers_are_frozen_and_coerce_numbers():
+    sgd = SGD(learning_rate=np.float32(0.5), momentum=1, nesterov=np.bool_(False))
+    assert type(sgd.learning_rate) is float and type(sgd.momentum) is float
+    assert sgd.nesterov is False
+    with pytest.raises(AttributeError):
+        sgd.momentum = 0.5
+    assert Adam() == Adam(0.001, 0.9, 0.999, 1e-8) and hash(Adam()) == hash(Adam())
+
+
+_MODEL_X = np.random.RandomState(0).normal(size=(6, 3))
+
+
+@pytest.mark.parametrize("output, y, match", [
+    ("logistic", [[0.5], [1.2], [0], [1], [0], [1]], r"targets in \[0, 1\]"),
+    ("logistic", [[0], [1], [-0.1], [1], [0], [1]], r"targets in \[0, 1\]"),
+    ("softmax", np.eye(2)[[0, 1, 0, 1, 0, 1]] * 2, r"targets in \[0, 1\]"),
+    ("softmax", [[0.5, 0.4]] * 6, "sum to 1"),
+    ("softmax", [[0, 0]] * 6, "row 0 sums to 0"),
+    ("exp", [[1], [0], [3], [-1], [2], [0]], "needs targets >= 0"),
+])
+def test_targets_outside_the_losss_domain(output, y, match, backend):
+    n_out = np.asarray(y).shape[1]
+    net = nnfast.Network([3, 4, n_out], output=output, backend=backend)
+    before = net._params.copy()
+    with pytest.raises(ValueError, match=match):
+        net.fit(_MODEL_X, y, 3)
+    with pytest.raises(ValueError, match=match):
+        net.loss_gradient(_MODEL_X, y)
+    assert_array_equal(net._params, before)
+
+
+def test_targets_any_real_for_identity_and_original():
+    y = np.array([[-3.0], [5.0], [0.5], [2.0], [-1.0], [0.0]])
+    for output in ("identity", "original"):
+        nnfast.Network([3, 4, 1], output=output, backend="numpy").fit(_MODEL_X, y, 2)
+    soft = np.array([[0.25, 0.75]] * 6)  # class probabilities are fine for softmax
+    nnfast.Network([3, 4, 2], output="softmax", backend="numpy").fit(_MODEL_X, soft, 2)
+
+
+@pytest.mark.parametrize("sample_weight, error, match", [
+    ([1, 1, 1, -1, 1, 1], ValueError, "sample_weight must be >= 0"),
+    ([0] * 6, ValueError, "must not be all zero"),
+    ([1, 1, np.nan, 1, 1, 1], ValueError, "NaN or infinite"),
+    ([1, 1, np.inf, 1, 1, 1], ValueError, "NaN or infinite"),
+    ([1, 1, 1], ValueError, "X has 6 rows but sample_weight has 3"),
+    (np.ones((6, 1)), ValueError, "sample_weight must be 1-D"),
+    (5.0, ValueError, "sample_weight must be 1-D"),
+    (["a"] * 6, TypeError, "sample_weight must hold integers or floats"),
+    ([1, 1, 1, 1, 1, [1, 2]], TypeError, "sample_weight must be a rectangular"),
+    (np.ones(6, dtype=complex), TypeError, "sample_weight must hold integers or floats"),
+])
+def test_bad_sample_weight(sample_weight, error, match, backend):
+    net = nnfast.Network([3, 4, 1], output="identity", backend=backend)
+    before = net._params.copy()
+    with pytest.raises(error, match=match):
+        net.fit(_MODEL_X, np.ones(6), 3, sample_weight=sample_weight)
+    assert_array_equal(net._params, before)
+
+
+def test_sample_weight_beyond_float32_is_refused():
+    net = nnfast.Network([3, 4, 1], output="identity", dtype=np.float32, backend="numpy")
+    with pytest.raises(ValueError, match="too large for float32"):
+        net.fit(_MODEL_X, np.ones(6), 3, sample_weight=[1e300] * 6)
+
+
+def test_sample_weight_caller_array_not_modified():
+    weights = np.array([3, 1, 2, 0, 1, 5], dtype=np.int64)
+    before = weights.copy()
+    nnfast.Network([3, 4, 1], output="identity", backend="numpy").fit(
+        _MODEL_X, np.ones(6), 3, sample_weight=weights)
+    assert_array_equal(weights, before)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"resume": 1}, TypeError, "resume must be True or False"),
+    ({"resume": None}, TypeError, "resume must be True or False"),
+    ({"report_every": 0}, ValueError, "report_every must be >= 1"),
+    ({"report_every": 2.0}, TypeError, "report_every must be an integer"),
+    ({"learning_rate": 0.0}, ValueError, "learning_rate must be > 0 for Adam"),
+    ({"learning_rate": -1e-3}, ValueError, "learning_rate must be > 0 for Adam"),
+])
+def test_bad_fit_options_for_a_model(kwargs, error, match, backend):
+    net = nnfast.Network([3, 4, 1], output="identity", optimizer=Adam(), backend=backend)
+    with pytest.raises(error, match=match):
+        net.fit(_MODEL_X, np.ones(6), 3, **kwargs)
+    assert net.optimizer_state is None
+
+
+def test_resume_with_another_optimizers_state_is_refused():
+    net = nnfast.Network([3, 4, 1], output="identity", optimizer=SGD(), backend="numpy")
+    net.fit(_MODEL_X, np.ones(6), 2)
+    state = net.optimizer_state.copy()
+    net.optimizer = Adam()
+    with pytest.raises(ValueError, match="resume=True, but the stored optimizer state"):
+        net.fit(_MODEL_X, np.ones(6), 2, resume=True)
+    assert net.optimizer_state == state
+    net.fit(_MODEL_X, np.ones(6), 2)  # a fresh fit replaces it
+    assert net.optimizer_state.values.size == 2 * state.values.size
+
+
+@pytest.mark.parametrize("attribute, value, error, match", [
+    ("output", "bogus", ValueError, "unknown output"),
+    ("activations", ("relu", "relu"), ValueError, "2 names"),
+    ("optimizer", None, TypeError, "optimizer must be"),
+    ("alpha", -1, ValueError, "alpha must be >= 0"),
+    ("optimizer_state", {"step": 1}, TypeError, "optimizer_state must be an OptimizerState"),
+])
+def test_assigned_model_options_are_validated_at_use(attribute, value, error, match):
+    net = nnfast.Network([3, 4, 1], output="identity", backend="numpy")
+    setattr(net, attribute, value)
+    for use in (lambda: net.fit(_MODEL_X, np.ones(6), 1), lambda: net.predict(_MODEL_X),
+                lambda: net.loss_gradient(_MODEL_X, np.ones(6))):
+        with pytest.raises(error, match=match):
+            use()

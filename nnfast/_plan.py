@@ -1,0 +1,217 @@
+"""What one fit computes, decided once per fit: ``FitPlan``, the integer codes, ``OptimizerState``.
+
+``Network.fit`` turns the network's model options and the fit's arguments into one frozen
+``FitPlan`` and hands it to a backend's ``make_runner`` (``nnfast.reference`` for
+``backend="numpy"``, ``nnfast._compiled`` for the kernel). The integer codes below are the
+only definition of how activations, outputs, optimizers, schedules and reductions are
+numbered; the kernel receives them from here.
+
+The runner contract
+-------------------
+``make_runner(plan, X, y, sample_weight, n_threads, check_every)`` returns
+``run(params, state, n_epochs, orders) -> (epoch_losses, epochs_done, diverged)``:
+
+- ``params`` (flat, ``nnfast._layout``) and ``state`` (``OptimizerState``) are updated in
+  place; ``Network`` passes copies and keeps them only when the fit succeeds.
+- ``orders`` is None (rows as stored) or an ``(n_epochs, n_rows)`` intp array of row orders.
+- ``epoch_losses`` (float64, n_epochs): the first ``epochs_done`` are valid; when
+  ``diverged``, the epoch at index ``epochs_done`` produced a non-finite loss.
+- The optimizer state moves as scikit-learn's: per batch, Adam's ``state.step += 1``; at the
+  end of every epoch ``state.samples_seen += n_rows`` and, for SGD with ``"invscaling"``,
+  ``state.learning_rate = plan.learning_rate / (samples_seen + 1) ** power_t``. SGD and the
+  plain step use ``state.learning_rate`` as the current rate; Adam uses
+  ``plan.learning_rate`` as its initial rate.
+
+``loss_gradient(plan, params, X, y, sample_weight, n_threads) -> (loss, grad_flat)``: the full
+batch loss and gradient G (``grad_flat`` in the params layout), as scikit-learn's
+``_backprop``.
+
+Losses
+------
+The data loss of a batch is scikit-learn's loss of the output (squared_loss for
+``"identity"``, binary_log_loss for ``"logistic"``, log_loss for ``"softmax"``,
+poisson_loss for ``"exp"``), a weighted average over rows. For ``"original"`` it is the
+squared error whose gradient the original's delta is,
+``0.5 * np.average((y - a) ** 2, weights=w, axis=0).sum()``. The batch loss adds
+``0.5 * alpha * sum_k ||W_k||^2 / denom`` (denom = sum of weights, or rows, for
+``"mean"``; 1 for ``"sum"``). An epoch's loss is ``sum(batch_loss * batch_rows) / n_rows``
+(scikit-learn's ``loss_curve_``), except for ``"original"``, whose epoch loss is the
+original's reported error: ``mean |y - a|`` over the epoch's forward passes.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from ._layout import optimizer_state_size, param_count
+from .optimizers import SCHEDULES, Adam, GradientStep, SGD
+
+# ---------------------------------------------------------------------------------- codes
+# Names in code order: the code of a name is its index. The kernel's `cdef enum`s must match.
+HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+OUTPUTS = ("original", "identity", "logistic", "softmax", "exp")
+OPTIMIZERS = ("plain", "sgd", "adam")
+REDUCTIONS = ("sum", "mean")
+
+ACTIVATION_IDENTITY, ACTIVATION_LOGISTIC, ACTIVATION_TANH, ACTIVATION_RELU = range(4)
+OUTPUT_ORIGINAL, OUTPUT_IDENTITY, OUTPUT_LOGISTIC, OUTPUT_SOFTMAX, OUTPUT_EXP = range(5)
+OPTIMIZER_PLAIN, OPTIMIZER_SGD, OPTIMIZER_ADAM = range(3)
+SCHEDULE_CONSTANT, SCHEDULE_INVSCALING, SCHEDULE_ADAPTIVE = range(3)
+REDUCTION_SUM, REDUCTION_MEAN = range(2)
+
+assert SCHEDULES == ("constant", "invscaling", "adaptive")
+
+
+def optimizer_name(optimizer):
+    """"plain", "sgd" or "adam" for an optimizer configuration."""
+    if isinstance(optimizer, GradientStep):
+        return "plain"
+    if isinstance(optimizer, SGD):
+        return "sgd"
+    if isinstance(optimizer, Adam):
+        return "adam"
+    raise TypeError(f"optimizer must be nnfast.optimizers.GradientStep, SGD or Adam, got "
+                    f"{type(optimizer).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitPlan:
+    """Everything one fit computes, fixed for the whole fit.
+
+    Attributes
+    ----------
+    sizes : tuple of int
+    bias : bool
+    dtype : numpy.dtype (float32 or float64)
+    activations : tuple of str
+        One of ``HIDDEN_ACTIVATIONS`` per hidden layer (``len(sizes) - 2`` of them).
+    output : str
+        One of ``OUTPUTS``.
+    reduction : str
+        ``"sum"`` (the original: G = a.T @ d + alpha * W) or ``"mean"`` (scikit-learn's:
+        divided by the sum of the batch's sample weights, or its row count).
+    alpha : float
+        L2 penalty.
+    optimizer : GradientStep, SGD or Adam
+    learning_rate : float
+        The initial rate of this fit (Adam's and invscaling's ``learning_rate_init``).
+    batch_size : int
+        Rows per step (<= n_rows; the last batch of an epoch holds the remainder).
+    shuffled : bool
+        Whether each epoch visits the rows in a given order (``orders``).
+    weighted : bool
+        Whether sample weights are given.
+    """
+
+    sizes: tuple
+    bias: bool
+    dtype: np.dtype
+    activations: tuple
+    output: str
+    reduction: str
+    alpha: float
+    optimizer: object
+    learning_rate: float
+    batch_size: int
+    shuffled: bool
+    weighted: bool
+
+    @property
+    def is_original(self):
+        """Whether this fit is the original's arithmetic, so the fused fast kernel applies."""
+        return (self.output == "original" and self.reduction == "sum" and self.alpha == 0
+                and not self.weighted and isinstance(self.optimizer, GradientStep)
+                and all(name == "logistic" for name in self.activations))
+
+    @property
+    def n_params(self):
+        return param_count(self.sizes, self.bias)
+
+    @property
+    def optimizer_name(self):
+        return optimizer_name(self.optimizer)
+
+    @property
+    def state_size(self):
+        """Values of the optimizer state array (``nnfast._layout.optimizer_state_size``)."""
+        return optimizer_state_size(self.optimizer_name, self.n_params)
+
+    # Codes for the kernel.
+    @property
+    def activation_codes(self):
+        """intp array: the code of each hidden layer's activation."""
+        return np.array([HIDDEN_ACTIVATIONS.index(a) for a in self.activations], dtype=np.intp)
+
+    @property
+    def output_code(self):
+        return OUTPUTS.index(self.output)
+
+    @property
+    def reduction_code(self):
+        return REDUCTIONS.index(self.reduction)
+
+    @property
+    def optimizer_code(self):
+        return OPTIMIZERS.index(self.optimizer_name)
+
+    @property
+    def schedule_code(self):
+        """The SGD schedule's code (constant for the other optimizers)."""
+        if isinstance(self.optimizer, SGD):
+            return SCHEDULES.index(self.optimizer.schedule)
+        return SCHEDULE_CONSTANT
+
+
+class OptimizerState:
+    """The mutable state of an optimizer between steps, owned by the network.
+
+    Attributes
+    ----------
+    values : ndarray, the network's dtype
+        SGD: the P velocities; Adam: the P first moments then the P second moments; plain:
+        empty. Params layout (``nnfast._layout``) within each block.
+    step : int
+        Adam's update count t.
+    samples_seen : int
+        Rows trained on over the epochs so far (scikit-learn's ``t_``).
+    learning_rate : float
+        The current learning rate (SGD's, after schedules; the plain step's).
+    """
+
+    __slots__ = ("values", "step", "samples_seen", "learning_rate")
+
+    def __init__(self, values, step=0, samples_seen=0, learning_rate=0.0):
+        self.values = values
+        self.step = int(step)
+        self.samples_seen = int(samples_seen)
+        self.learning_rate = float(learning_rate)
+
+    @classmethod
+    def fresh(cls, plan):
+        """Zero velocities / moments, no steps, the plan's initial learning rate."""
+        return cls(np.zeros(plan.state_size, dtype=plan.dtype), 0, 0, plan.learning_rate)
+
+    def copy(self):
+        return OptimizerState(self.values.copy(), self.step, self.samples_seen,
+                              self.learning_rate)
+
+    def __getstate__(self):
+        return (self.values, self.step, self.samples_seen, self.learning_rate)
+
+    def __setstate__(self, state):
+        self.values, self.step, self.samples_seen, self.learning_rate = state
+
+    def __eq__(self, other):
+        if not isinstance(other, OptimizerState):
+            return NotImplemented
+        return (self.step == other.step and self.samples_seen == other.samples_seen
+                and self.learning_rate == other.learning_rate
+                and self.values.dtype == other.values.dtype
+                and np.array_equal(self.values, other.values))
+
+    __hash__ = None
+
+    def __repr__(self):
+        return (f"OptimizerState(values={self.values.size} x {self.values.dtype}, "
+                f"step={self.step}, samples_seen={self.samples_seen}, "
+                f"learning_rate={self.learning_rate!r})")
