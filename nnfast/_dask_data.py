@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 
 from ._dask_tasks import prepare_shard
-from ._validation import check_inputs, check_targets
+from ._validation import check_inputs, check_target_range, check_targets
 
 
 def is_dask_array(data):
@@ -82,7 +82,7 @@ def _row_starts(chunks):
     return starts
 
 
-def shards_from_dask(client, X, y, sizes, dtype):
+def shards_from_dask(client, X, y, sizes, dtype, output):
     """Futures of the persisted, checked shards of dask arrays (X, y), and their row counts."""
     import dask
 
@@ -93,17 +93,17 @@ def shards_from_dask(client, X, y, sizes, dtype):
     for x_block, y_block, start, n_rows in zip(x_blocks, y_blocks, _row_starts(X.chunks[0]),
                                                X.chunks[0]):
         if n_rows:  # an empty chunk adds nothing to a sum; the kernel needs rows
-            work.append(prepare(x_block, y_block, sizes, dtype.name, start))
+            work.append(prepare(x_block, y_block, sizes, dtype.name, start, output))
             rows.append(n_rows)
     futures = client.compute(work)
     _raise_first_error(client, futures)
     return futures, rows
 
 
-def shards_from_numpy(client, X, y, sizes, dtype):
+def shards_from_numpy(client, X, y, sizes, dtype, output):
     """Futures of shards of NumPy (X, y), checked here as Network.fit checks, one per thread."""
     X = check_inputs(X, sizes, dtype)
-    y = check_targets(y, X.shape[0], sizes, dtype)
+    y = check_target_range(check_targets(y, X.shape[0], sizes, dtype), output)
     n_shards = max(1, min(X.shape[0], sum(client.nthreads().values())))
     bounds = np.linspace(0, X.shape[0], n_shards + 1).round().astype(int)
     shards = [(X[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]

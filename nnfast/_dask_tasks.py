@@ -18,7 +18,7 @@ import numpy as np
 
 from . import reference
 from ._layout import allocate_workspace, param_views
-from ._validation import check_inputs, check_targets
+from ._validation import check_inputs, check_target_range, check_targets
 
 Partial = namedtuple("Partial", ["vector", "abs_error_sum", "diverged"])
 
@@ -39,9 +39,10 @@ class ShardSpec:
     dtype: str
     backend: str
     max_rows: int  # the largest shard's rows: one workspace per thread serves every shard
+    plan: object = None  # the fit's FitPlan, for models other than the original's
 
 
-def prepare_shard(x, y, sizes, dtype, start):
+def prepare_shard(x, y, sizes, dtype, start, output="original"):
     """(x, y) of one chunk as the kernel needs them, with ``Network.fit``'s checks.
 
     The messages are ``Network.fit``'s, followed by the chunk's row range, so an error raised
@@ -49,7 +50,7 @@ def prepare_shard(x, y, sizes, dtype, start):
     """
     try:
         x = check_inputs(x, sizes, dtype)
-        y = check_targets(y, x.shape[0], sizes, dtype)
+        y = check_target_range(check_targets(y, x.shape[0], sizes, dtype), output)
     except (TypeError, ValueError) as exc:
         stop = start + len(x)
         raise type(exc)(f"{exc} (in rows {start} to {stop - 1} of the data)") from None
@@ -149,6 +150,27 @@ def shard_local_steps(spec, params, shard, n_steps, learning_rate):
 def same(value):
     """value itself: a task whose result is a copy of its input on the worker it runs on."""
     return value
+
+
+def shard_loss_gradient(spec, params, shard):
+    """The shard's part of the loss and gradient of a model other than the original's.
+
+    The shard's rows are summed, unpenalised: the gradient ``a.T @ d`` (``reduction="sum"``,
+    ``alpha=0``) and the data loss times the shard's rows. The client adds the shards, then
+    the L2 term and the division that ``reduction`` and ``alpha`` ask for.
+    """
+    import dataclasses
+
+    x, y = shard
+    plan = dataclasses.replace(spec.plan, reduction="sum", alpha=0.0, batch_size=x.shape[0],
+                               shuffled=False, weighted=False)
+    if spec.backend == "numpy":
+        backend = reference
+    else:
+        from . import _compiled as backend
+    loss, vector = backend.loss_gradient(plan, params, x, y, None, 1)
+    loss_sum = float(loss) * x.shape[0]
+    return Partial(vector, loss_sum, not np.isfinite(loss_sum))
 
 
 def add_partials(*partials):

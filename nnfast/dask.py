@@ -28,9 +28,12 @@ from ._dask_cluster import client_for_fit, local_cluster
 from ._dask_data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
 from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, same, shard_gradient,
                           shard_local_steps)
-from ._validation import check_int, check_learning_rate, check_inputs, check_targets
-from .network import (_DEFAULT_REPORTS, Network, TrainingDivergedError, _locks_of,
-                      _progress_bar)
+from ._dask_tasks import shard_loss_gradient
+from ._layout import param_views
+from ._validation import (check_inputs, check_int, check_learning_rate, check_target_range,
+                          check_targets)
+from .network import Network, TrainingDivergedError, _locks_of, _progress_bar
+from .reference import make_optimizer
 
 __all__ = ["fit", "local_cluster", "WorkerLostError"]
 
@@ -54,8 +57,8 @@ class WorkerLostError(RuntimeError):
     """The cluster lost data that Dask cannot recompute; the network keeps its pre-fit state."""
 
 
-def fit(network, X, y, iterations=10000, learning_rate=1.0, *, client=None, sync_every=1,
-        verbose=0, callback=None, progress=False):
+def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, sync_every=1,
+        verbose=0, callback=None, progress=False, resume=False, report_every=None):
     """Trains ``network`` in place on (X, y) held by the workers of a Dask cluster.
 
     With ``sync_every=1`` (the default) every iteration is one full-batch step of
@@ -66,6 +69,13 @@ def fit(network, X, y, iterations=10000, learning_rate=1.0, *, client=None, sync
     are added pairwise on the workers, and the client applies ``W += learning_rate * sum_s G_s``.
     This is ``network.fit(X, y, iterations, learning_rate)`` on all rows at once, up to the
     rounding of the gradient's summation order, with the same ``history``.
+
+    A network with other model options (activations, outputs, ``alpha``, ``reduction``,
+    ``SGD`` / ``Adam``) trains the same way on ``Network.loss_gradient``'s arithmetic: each
+    shard sums its rows' gradient ``a.T @ d`` and data loss; the client adds ``alpha * W``,
+    divides as ``reduction`` says, and applies the network's optimizer to that full-batch
+    gradient exactly as a local full-batch fit does, its state (``optimizer_state``,
+    ``resume``) included.
 
     Parameters
     ----------
@@ -81,8 +91,9 @@ def fit(network, X, y, iterations=10000, learning_rate=1.0, *, client=None, sync
         Rechunked to X's row chunks when they differ.
     iterations : int >= 0
         Full-batch steps, as ``Network.fit``'s iterations.
-    learning_rate : float
-        As ``Network.fit``: ``W += learning_rate * G``, G summed (not averaged) over all rows.
+    learning_rate : float or None
+        As ``Network.fit``: None is the optimizer's rate (1.0 for the original's plain step,
+        ``W += learning_rate * G`` with G summed, not averaged, over all rows).
     client : distributed.Client or None
         The cluster to train on. None: the current client (``distributed.default_client()``)
         when there is one, otherwise a ``LocalCluster`` on this machine for the duration of
@@ -99,7 +110,8 @@ def fit(network, X, y, iterations=10000, learning_rate=1.0, *, client=None, sync
         steps; with K = 1 it is exactly one full step, and ``sync_every=1`` runs the exact
         path above. Reports (``verbose``, ``callback``, ``progress``, ``history``) fall on
         round starts: their spacing is rounded up to a multiple of K, and the error reported
-        is the exact mean |y - output| of all rows at W.
+        is the exact mean |y - output| of all rows at W. Only for the original's model
+        (``Network``'s default options); other models take ``sync_every=1``.
     verbose : int
         If K > 0, print ``Error:<mean |y - output|>`` at iterations 0, K, 2K, ..., in the
         original's format (as ``Network.fit``).
@@ -109,6 +121,8 @@ def fit(network, X, y, iterations=10000, learning_rate=1.0, *, client=None, sync
         as ``Network.fit`` does.
     progress : bool
         Show a progress bar (needs the optional ``tqdm``).
+    resume, report_every
+        As ``Network.fit``.
 
     Returns
     -------
@@ -130,31 +144,45 @@ def fit(network, X, y, iterations=10000, learning_rate=1.0, *, client=None, sync
     """
     if not isinstance(network, Network):
         raise TypeError(f"network must be an nnfast.Network, got {type(network).__name__}")
+    network._check_model_options()
     iterations = check_int(iterations, "iterations", minimum=0)
-    learning_rate = check_learning_rate(learning_rate, network.dtype)
+    if learning_rate is not None:
+        learning_rate = check_learning_rate(learning_rate, network.dtype)
     sync_every = check_int(sync_every, "sync_every", minimum=1)
     verbose = check_int(verbose, "verbose", minimum=0)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be True or False, got {progress!r}")
+    if not isinstance(resume, (bool, np.bool_)):
+        raise TypeError(f"resume must be True or False, got {resume!r}")
+    if report_every is not None:
+        report_every = check_int(report_every, "report_every", minimum=1)
     # Everything the client can check is checked before a cluster is started or reached.
     if is_dask_array(X) or is_dask_array(y):
         X, y = check_dask_data(X, y, network.sizes, network.dtype)
         make_shards = shards_from_dask
     else:
         X = check_inputs(X, network.sizes, network.dtype)
-        y = check_targets(y, X.shape[0], network.sizes, network.dtype)
+        y = check_target_range(check_targets(y, X.shape[0], network.sizes, network.dtype),
+                               network.output)
         make_shards = shards_from_numpy
+    plan = network._plan(learning_rate, bool(resume), X.shape[0], False, False)
+    if not plan.is_original:
+        _check_general(network, plan, sync_every)
 
     fit_lock, state_lock = _locks_of(network)
     bar = _progress_bar(iterations) if progress else None
     try:
         with client_for_fit(client) as active, fit_lock:
-            trainer = _Trainer(active, network, learning_rate, sync_every)
+            # Under the fit lock: the optimizer state of the fit before, not of one running.
+            state = (None if plan.is_original
+                     else network._start_state(plan, bool(resume), learning_rate))
+            trainer = _Trainer(active, network, plan, state, sync_every)
             try:
                 trainer.place(make_shards, X, y)
-                params, history, done = trainer.run(iterations, verbose, callback, bar)
+                params, history, done = trainer.run(iterations, verbose, callback, bar,
+                                                    report_every)
                 trainer.release()
             finally:
                 trainer.close()
@@ -165,44 +193,59 @@ def fit(network, X, y, iterations=10000, learning_rate=1.0, *, client=None, sync
         network._params[...] = params
         network.history = history
         network.iterations_run = done
+        if state is not None and plan.state_size:
+            network.optimizer_state = state
     return network
+
+
+def _check_general(network, plan, sync_every):
+    """What the distributed fit of a model other than the original's supports."""
+    if sync_every != 1:
+        raise ValueError(f"sync_every={sync_every} needs the original's model (Network's "
+                         f"default options); this network ({network!r}) takes sync_every=1")
+    if plan.output == "original":
+        raise ValueError("output 'original' with other options than the original's trains "
+                         "locally only (Network.fit); choose another output, or the "
+                         "original's options, for nnfast.dask.fit")
+    network._general_backend()  # the compiled model must exist here as on the workers
 
 
 class _Trainer:
     """One fit's state on the client: the shards' futures and the step loop."""
 
-    def __init__(self, client, network, learning_rate, sync_every):
+    def __init__(self, client, network, plan, state, sync_every):
         self.client = client
         self.network = network
-        self.learning_rate = learning_rate
+        self.plan = plan
+        self.state = state  # OptimizerState (a copy) of a general model's fit, else None
+        self.optimizer = None if state is None else make_optimizer(plan, state)
+        self.learning_rate = plan.learning_rate
         self.sync_every = sync_every
         self.shards = []
         self.holders = []
         self.in_flight = []
         self.spec = None
-        self.n_outputs = 0
+        self.n_rows = 0
         self.recomputable = False
 
     def place(self, make_shards, X, y):
         """Puts the checked shards in worker memory; raises the first data error."""
         net = self.network
-        self.shards, rows = make_shards(self.client, X, y, net.sizes, net.dtype)
+        self.shards, rows = make_shards(self.client, X, y, net.sizes, net.dtype, net.output)
         self.recomputable = make_shards is shards_from_dask
-        self.n_outputs = X.shape[0] * net.sizes[-1]
+        self.n_rows = X.shape[0]
         self.spec = ShardSpec(fit_id=uuid.uuid4().hex, sizes=tuple(net.sizes), bias=net.bias,
-                              dtype=net.dtype.name, backend=net.backend, max_rows=max(rows))
+                              dtype=net.dtype.name, backend=net.backend, max_rows=max(rows),
+                              plan=None if self.plan.is_original else self.plan)
         self._locate_shards()
 
-    def run(self, iterations, verbose, callback, bar):
-        """The step loop of ``Network._run_chunks``, with steps on the cluster.
-
-        Returns (params, history, iterations done).
-        """
+    def run(self, iterations, verbose, callback, bar, report_every_given):
+        """The step loop of ``Network.fit`` (chunks between reports), with steps on the
+        cluster. Returns (params, history, iterations done)."""
         net = self.network
         params = net._snapshot()
-        reporting = bool(verbose) or callback is not None or bar is not None
-        report_every = verbose or (max(1, iterations // _DEFAULT_REPORTS) if reporting
-                                   else max(1, iterations))
+        reporting, report_every = net._report_period(iterations, verbose, callback, bar,
+                                                     report_every_given)
         if self.sync_every > 1:  # reports only at round starts
             report_every = -(-report_every // self.sync_every) * self.sync_every
         history = []
@@ -214,8 +257,10 @@ class _Trainer:
             stop = False
             if reporting and done % report_every == 0:
                 history.append((done, first_error))
-                if verbose:
+                if verbose and self.state is None:
                     print("Error:" + str(net.dtype.type(first_error)), flush=True)
+                elif verbose:
+                    print(f"Iteration {done + 1}, loss = {first_error:.8f}", flush=True)
                 if callback is not None:
                     stop = bool(callback(done, first_error))
             done += n_steps
@@ -232,27 +277,63 @@ class _Trainer:
 
     def _run_steps(self, params, n_steps, done):
         """n_steps iterations from iteration ``done``, updating params in place; returns the
-        mean |y - output| of the first one."""
+        first one's error (mean |y - output|, or the loss of a general model)."""
         first_error = None
         step = 0
         while step < n_steps:
             k = min(self.sync_every, n_steps - step)
             total = self._round(params, k)
-            error = total.abs_error_sum / self.n_outputs
-            if total.diverged or not np.isfinite(error):
-                raise TrainingDivergedError(
-                    f"training diverged at iteration {done + step}: the output error is no "
-                    f"longer finite (learning_rate={self.learning_rate} too large?); the "
-                    "weights are left as they were before this fit")
-            with np.errstate(over="ignore"):  # inf weights are reported as the kernel does
-                if self.sync_every == 1:
-                    params += params.dtype.type(self.learning_rate) * total.vector
-                else:
-                    params += total.vector
+            if self.state is None:
+                error = self._original_update(params, total, done + step)
+            else:
+                error = self._general_update(params, total, done + step)
             if first_error is None:
                 first_error = error
             step += k
         return first_error
+
+    def _original_update(self, params, total, iteration):
+        """The original's step (or a sync_every round) from the shards' sum."""
+        error = total.abs_error_sum / (self.n_rows * self.network.sizes[-1])
+        if total.diverged or not np.isfinite(error):
+            raise TrainingDivergedError(
+                f"training diverged at iteration {iteration}: the output error is no "
+                f"longer finite (learning_rate={self.learning_rate} too large?); the "
+                "weights are left as they were before this fit")
+        with np.errstate(over="ignore"):  # inf weights are reported as the kernel does
+            if self.sync_every == 1:
+                params += params.dtype.type(self.learning_rate) * total.vector
+            else:
+                params += total.vector
+        return error
+
+    def _general_update(self, params, total, iteration):
+        """loss_gradient's arithmetic from the shards' unpenalised sums, then the optimizer's
+        step and end of epoch, as the reference runner's full-batch epoch."""
+        plan, net = self.plan, self.network
+        denom = self.n_rows if plan.reduction == "mean" else 1
+        grad = total.vector
+        weights = param_views(params, net.sizes, net.bias)[0]
+        with np.errstate(all="ignore"):  # a non-finite loss is reported below
+            penalty = 0.0
+            if plan.alpha:
+                for weight_grad, weight in zip(param_views(grad, net.sizes, net.bias)[0],
+                                               weights):
+                    weight_grad += plan.alpha * weight
+                penalty = sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
+            if plan.reduction == "mean":
+                grad /= denom
+            loss = total.abs_error_sum / self.n_rows + 0.5 * plan.alpha * penalty / denom
+        if total.diverged or not np.isfinite(loss):
+            raise TrainingDivergedError(
+                f"training diverged at iteration {iteration}: the loss is no longer finite "
+                f"(learning rate {self.state.learning_rate} too large?); the network is left "
+                "as it was before this fit")
+        with np.errstate(all="ignore"):
+            self.optimizer.update_params(params, grad)
+        self.state.samples_seen += self.n_rows
+        self.optimizer.iteration_ends(self.state.samples_seen)
+        return loss
 
     def _round(self, params, n_steps):
         """One round on the cluster (``_round_once``), tried again after a lost worker when
@@ -304,8 +385,8 @@ class _Trainer:
         client = self.client
         copies = self._broadcast(params)
         if self.sync_every == 1:
-            parts = [client.submit(shard_gradient, self.spec, copies[holder], shard,
-                                   pure=False)
+            task = shard_gradient if self.state is None else shard_loss_gradient
+            parts = [client.submit(task, self.spec, copies[holder], shard, pure=False)
                      for shard, holder in zip(self.shards, self.holders)]
         else:
             parts = [client.submit(shard_local_steps, self.spec, copies[holder], shard, n_steps,

@@ -20,6 +20,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import nnfast
 import nnfast.dask
+import nnfast.optimizers
 from nnfast._validation import available_cores
 
 from conftest import child_env, read_line
@@ -145,6 +146,32 @@ def test_divergence_names_the_iteration_and_keeps_the_network(client):
     iteration = re.compile(r"at iteration (\d+)")
     assert iteration.search(str(info.value)).group(1) == iteration.search(str(local.value)).group(1)
     assert _unchanged(net, *before)
+
+
+@pytest.mark.parametrize("options", [
+    dict(activation="relu", output="identity", alpha=1e-3,
+         optimizer=nnfast.optimizers.Adam(learning_rate=0.01)),
+    dict(activation="tanh", output="logistic", reduction="sum",
+         optimizer=nnfast.optimizers.SGD(learning_rate=1e-4, schedule="invscaling")),
+], ids=["adam-identity-alpha", "sgd-invscaling-logistic-sum"])
+def test_stateful_optimizers_on_the_summed_gradient_equal_a_local_fit(client, options):
+    """Other model options (numpy backend): the optimizer is applied to the summed
+    full-batch gradient as a local fit applies it, its state included, then resumed."""
+    X, y = _data(2000, [6, 5, 2])
+    X = da.from_array(X, chunks=(700, 6))
+    local = nnfast.Network([6, 5, 2], bias=True, backend="numpy", **options)
+    net = nnfast.Network([6, 5, 2], bias=True, backend="numpy", **options)
+    for resume in (False, True):
+        local.fit(X.compute(), y, iterations=15, report_every=5, resume=resume)
+        nnfast.dask.fit(net, X, y, iterations=15, report_every=5, resume=resume, client=client)
+        _assert_same_weights(local, net)
+        _assert_same_history(local, net)
+        assert net.optimizer_state.step == local.optimizer_state.step
+        assert net.optimizer_state.samples_seen == local.optimizer_state.samples_seen
+        assert_allclose(net.optimizer_state.learning_rate, local.optimizer_state.learning_rate,
+                        rtol=1e-15)
+        assert_allclose(net.optimizer_state.values, local.optimizer_state.values, rtol=1e-9,
+                        atol=1e-12)
 
 
 # --------------------------------------------------------------------------------- sync_every
