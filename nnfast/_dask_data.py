@@ -88,7 +88,9 @@ def shards_from_dask(client, X, y, sizes, dtype, output):
 
     x_blocks = X.to_delayed().ravel()
     y_blocks = y.to_delayed().ravel()
-    prepare = dask.delayed(prepare_shard, pure=True)
+    # pure=False: fresh keys per fit. Keys derived from the data would be shared by two fits
+    # of the same array, and the first fit's release would cancel the second's shards.
+    prepare = dask.delayed(prepare_shard, pure=False)
     work, rows = [], []
     for x_block, y_block, start, n_rows in zip(x_blocks, y_blocks, _row_starts(X.chunks[0]),
                                                X.chunks[0]):

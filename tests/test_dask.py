@@ -94,6 +94,20 @@ def test_exact_mode_equals_a_local_fit(client, source):
     assert net.iterations_run == local.iterations_run == 10
 
 
+def test_fits_in_a_row_on_the_same_persisted_dask_array(client):
+    """Each fit puts its own shards on the workers and releases them; a second fit of the
+    same (persisted) array continues from the first's weights as a local fit does."""
+    X = da.random.RandomState(0).uniform(-1, 1, (4000, 5), chunks=(1000, 5))
+    y = da.random.RandomState(1).uniform(0, 1, (4000, 1), chunks=(1000, 1))
+    X, y = client.persist([X, y])
+    X_local, y_local = client.compute([X, y], sync=True)
+    local, net = nnfast.Network([5, 3, 1]), nnfast.Network([5, 3, 1])
+    for _ in range(3):
+        local.fit(X_local, y_local, iterations=4, learning_rate=1e-3)
+        nnfast.dask.fit(net, X, y, iterations=4, learning_rate=1e-3, client=client)
+    _assert_same_weights(local, net)
+
+
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 def test_float32_and_the_numpy_backend_match_their_local_fits(client, backend):
     """The network's dtype and backend are used on the workers as in a local fit."""
