@@ -1,7 +1,8 @@
 """Data-parallel training of a ``Network`` on a Dask cluster: ``nnfast.dask.fit``.
 
 The rows are split into shards that live in the workers' memory for the whole fit. Each step
-the client broadcasts the current parameters to every worker once, each worker computes its
+the current parameters reach every worker once (a binary tree of copy tasks), each worker
+computes its
 shards' gradients with the compiled kernel (``Network.gradient``'s computation), the partial
 sums are added in a tree on the workers, and the client applies the one summed update: the
 same algorithm as ``Network.fit`` with full batches, only the order of the gradient's sum
@@ -27,8 +28,7 @@ import numpy as np
 from ._dask_cluster import client_for_fit, local_cluster
 from ._dask_data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
 from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, same, shard_gradient,
-                          shard_local_steps)
-from ._dask_tasks import shard_loss_gradient
+                          shard_local_steps, shard_loss_gradient)
 from ._layout import param_views
 from ._validation import (check_inputs, check_int, check_learning_rate, check_target_range,
                           check_targets)
