@@ -8,6 +8,8 @@ Which file holds what (one home per subject; add a line for a new file):
 
 - test_build.py: the kernel modules are compiled extensions.
 - test_cli.py: ``python -m nnfast`` and its bench command.
+- test_dask.py: ``nnfast.dask`` (distributed training against local fits, its faults and
+  inputs, model search on a Dask cluster).
 - test_fit.py: the fused kernel fit (cython) against the NumPy reference (numpy).
 - test_general_kernel.py: the compiled general path (``nnfast._compiled`` over
   ``_kernels.fit_general`` / ``loss_gradient``) against ``nnfast.reference``'s runner for
@@ -39,6 +41,8 @@ Which file holds what (one home per subject; add a line for a new file):
 
 import contextlib
 import os
+import select
+import time
 
 # scikit-learn's estimator checks include array-API ones that run only when SciPy's array API
 # support is on; it must be set before SciPy is first imported, so before nnfast is.
@@ -224,3 +228,25 @@ def assert_same_mlp(ours, theirs, rtol):
         if getattr(theirs, name, None) is not None:
             assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=rtol,
                             err_msg=name)
+
+
+def child_env():
+    """The environment for a child Python that must import this nnfast tree."""
+    import nnfast
+
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(nnfast.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+def read_line(process, deadline):
+    """A child process's next stdout line ("" at its end), or fail at the deadline."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            process.kill()
+            pytest.fail("the child process did not answer in time")
+        ready, _, _ = select.select([process.stdout], [], [], remaining)
+        if ready:
+            return process.stdout.readline()

@@ -28,8 +28,6 @@ model of the general path as well (``general``: ReLU hidden layers, identity out
 state must be the pre-fit one too.
 """
 
-import os
-import select
 import signal
 import subprocess
 import sys
@@ -37,7 +35,7 @@ import time
 
 import pytest
 
-import nnfast
+from conftest import child_env, read_line
 
 LATENCY_BOUND = 0.5
 # Everything a case may take, child start-up and data included: far above the expected ~5 s.
@@ -101,36 +99,17 @@ print("ok", flush=True)
 """
 
 
-def _child_env():
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(nnfast.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
-
-
-def _read_line(process, deadline):
-    """The child's next stdout line, or fail at the deadline."""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            process.kill()
-            pytest.fail("the child did not reach the fit in time")
-        ready, _, _ = select.select([process.stdout], [], [], remaining)
-        if ready:
-            return process.stdout.readline()
-
-
 def _interrupt_child(backend, workload, model, tmp_path):
     """Runs the child, interrupts its fit; returns (returncode, stdout, stderr)."""
     stamp = tmp_path / "signal_sent"
     process = subprocess.Popen(
         [sys.executable, "-c", CHILD, backend, workload, model, str(stamp)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     deadline = time.monotonic() + OVERALL_TIMEOUT
     try:
         lines = []
         while True:
-            line = _read_line(process, deadline)
+            line = read_line(process, deadline)
             if not line:  # the child exited before the fit
                 break
             lines.append(line)

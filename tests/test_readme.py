@@ -4,6 +4,7 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 import nnfast
 from conftest import GENERAL_BACKENDS
@@ -86,3 +87,21 @@ def test_mlp_migration_example_matches_scikit_learn(capsys, monkeypatch):
                                "from sklearn.neural_network import MLPClassifier"), {})
         theirs = float(capsys.readouterr().out.splitlines()[-1])
     assert abs(ours - theirs) < 0.01 and ours > 0.93
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_dask_examples_train_and_search(capsys):
+    """The Dask section's training example (an embedded LocalCluster) and its model search
+    run as written; the other blocks there need a real cluster's addresses."""
+    blocks = _blocks("python", "Scaling out with Dask")
+    training = next(block for block in blocks if "nnfast.dask.fit(net, X, y, iterations=20, " in block)
+    search = next(block for block in blocks if "GridSearchCV" in block)
+    namespace = {"__name__": "__main__"}
+    exec(training, namespace)
+    net = namespace["net"]
+    assert net.iterations_run == 20 and [i for i, _ in net.history] == [0, 5, 10, 15]
+    errors = [e for _, e in net.history]
+    assert errors[-1] < errors[0]
+    exec(search, {"__name__": "__main__"})
+    printed = capsys.readouterr().out
+    assert "{'networkclassifier__hidden_layer_sizes': (" in printed

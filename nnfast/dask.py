@@ -1,0 +1,443 @@
+"""Data-parallel training of a ``Network`` on a Dask cluster: ``nnfast.dask.fit``.
+
+The rows are split into shards that live in the workers' memory for the whole fit. Each step
+the current parameters reach every worker once (a binary tree of copy tasks), each worker
+computes its
+shards' gradients with the compiled kernel (``Network.gradient``'s computation), the partial
+sums are added in a tree on the workers, and the client applies the one summed update: the
+same algorithm as ``Network.fit`` with full batches, only the order of the gradient's sum
+differs. ``sync_every=K`` trades that exactness for K times fewer round trips.
+
+Needs ``pip install "nnfast[dask]"`` (``dask[array]`` and ``distributed``); ``import nnfast``
+works without them.
+"""
+
+try:
+    import dask.array  # noqa: F401  (the dask package, not this module: imports are absolute)
+    import distributed
+except ImportError as exc:
+    raise ImportError("nnfast.dask needs dask and distributed: pip install 'nnfast[dask]' "
+                      f"(or pip install 'dask[array]' distributed); {exc}") from exc
+
+import time
+import uuid
+
+import dask
+import numpy as np
+
+from ._dask_cluster import client_for_fit, local_cluster
+from ._dask_data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
+from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, same, shard_gradient,
+                          shard_local_steps, shard_loss_gradient)
+from ._layout import param_views
+from ._validation import (check_inputs, check_int, check_learning_rate, check_target_range,
+                          check_targets)
+from .network import Network, TrainingDivergedError, _locks_of, _progress_bar
+from .reference import make_optimizer
+
+__all__ = ["fit", "local_cluster", "WorkerLostError"]
+
+# Partial sums are added pairwise: a tree of depth log2(shards), each node on the worker that
+# holds the larger share of its inputs (Dask's placement), so same-worker pairs move nothing.
+_FAN_IN = 2
+# A round that fails because a worker died is tried again this many times in all, after
+# waits doubling from _RETRY_DELAY seconds (0.25 + 0.5 + 1 + 2 s): time for the scheduler to
+# notice the loss and for a nanny to restart the worker.
+_ROUND_ATTEMPTS = 5
+_RETRY_DELAY = 0.25
+
+
+def _pin(worker):
+    """The ``workers=`` of a task meant for worker ("": a shard whose holder is not known
+    while Dask recomputes it; the task then goes where the scheduler likes)."""
+    return [worker] if worker else None
+
+
+class WorkerLostError(RuntimeError):
+    """The cluster lost data that Dask cannot recompute; the network keeps its pre-fit state."""
+
+
+def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, sync_every=1,
+        verbose=0, callback=None, progress=False, resume=False, report_every=None):
+    """Trains ``network`` in place on (X, y) held by the workers of a Dask cluster.
+
+    With ``sync_every=1`` (the default) every iteration is one full-batch step of
+    ``Network.fit``: the client sends the parameters to one worker, which passes them on
+    along a binary tree of copy tasks so that every worker holding shards gets them once,
+    each shard's gradient
+    ``G_s = Network.gradient(X_s, y_s)`` is computed where the shard lives, the partial sums
+    are added pairwise on the workers, and the client applies ``W += learning_rate * sum_s G_s``.
+    This is ``network.fit(X, y, iterations, learning_rate)`` on all rows at once, up to the
+    rounding of the gradient's summation order, with the same ``history``.
+
+    A network with other model options (activations, outputs, ``alpha``, ``reduction``,
+    ``SGD`` / ``Adam``) trains the same way on ``Network.loss_gradient``'s arithmetic: each
+    shard sums its rows' gradient ``a.T @ d`` and data loss; the client adds ``alpha * W``,
+    divides as ``reduction`` says, and applies the network's optimizer to that full-batch
+    gradient exactly as a local full-batch fit does, its state (``optimizer_state``,
+    ``resume``) included.
+
+    Parameters
+    ----------
+    network : nnfast.Network
+        Trained in place, as by ``network.fit``; returned.
+    X : dask.array.Array or array_like (n_rows, sizes[0])
+        A dask array is used as chunked: one shard per row chunk (its chunks must hold whole
+        rows); it is computed and kept in the workers' memory once, and Dask recomputes a
+        shard lost with a worker from its source. A NumPy array is checked here, split into
+        one shard per worker thread and scattered; a shard lost with its worker then ends
+        the fit with ``WorkerLostError``.
+    y : dask.array.Array or array_like (n_rows, sizes[-1]), or (n_rows,) for one output
+        Rechunked to X's row chunks when they differ.
+    iterations : int >= 0
+        Full-batch steps, as ``Network.fit``'s iterations.
+    learning_rate : float or None
+        As ``Network.fit``: None is the optimizer's rate (1.0 for the original's plain step,
+        ``W += learning_rate * G`` with G summed, not averaged, over all rows).
+    client : distributed.Client or None
+        The cluster to train on. None: the current client (``distributed.default_client()``)
+        when there is one, otherwise a ``LocalCluster`` on this machine for the duration of
+        the call (loopback only, one single-threaded worker process per core; see
+        ``local_cluster``), closed afterwards.
+    sync_every : int >= 1
+        K: the workers combine their work every K iterations instead of every iteration.
+        A round starts from the common parameters W. Each shard s (the rows of one chunk)
+        takes k full-batch steps on its own rows alone, from W: ``W_s <- W_s +
+        learning_rate * G_s(W_s)``, k = K except in a fit's last round, which takes the
+        remaining iterations. Then ``W <- W + sum_s (W_s - W)``: the shards' changes are
+        added. A shard's gradient sums over its own rows only, so each local step is about
+        the shard's share of a full step, and the sum of the shards' changes is about K full
+        steps; with K = 1 it is exactly one full step, and ``sync_every=1`` runs the exact
+        path above. Reports (``verbose``, ``callback``, ``progress``, ``history``) fall on
+        round starts: their spacing is rounded up to a multiple of K, and the error reported
+        is the exact mean |y - output| of all rows at W. Only for the original's model
+        (``Network``'s default options); other models take ``sync_every=1``.
+    verbose : int
+        If K > 0, print ``Error:<mean |y - output|>`` at iterations 0, K, 2K, ..., in the
+        original's format (as ``Network.fit``).
+    callback : callable or None
+        ``callback(iteration, error)`` at each report (every ``verbose`` iterations, else
+        every ``iterations // 100``); returning True stops the fit at the next report point,
+        as ``Network.fit`` does.
+    progress : bool
+        Show a progress bar (needs the optional ``tqdm``).
+    resume, report_every
+        As ``Network.fit``.
+
+    Returns
+    -------
+    network
+
+    Raises
+    ------
+    TrainingDivergedError
+        When the error stops being finite, naming the iteration.
+    WorkerLostError
+        When a worker is lost with data Dask cannot recompute (scattered NumPy shards).
+    ValueError, TypeError
+        For bad input, with ``Network.fit``'s messages (a dask array's chunk says its rows),
+        before any step runs.
+
+    Whatever the exception, ``KeyboardInterrupt`` included, the network is left exactly as
+    it was before the call: the fit trains a copy of the parameters and writes it back only
+    when it completes.
+    """
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be an nnfast.Network, got {type(network).__name__}")
+    network._check_model_options()
+    iterations = check_int(iterations, "iterations", minimum=0)
+    if learning_rate is not None:
+        learning_rate = check_learning_rate(learning_rate, network.dtype)
+    sync_every = check_int(sync_every, "sync_every", minimum=1)
+    verbose = check_int(verbose, "verbose", minimum=0)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    if not isinstance(resume, (bool, np.bool_)):
+        raise TypeError(f"resume must be True or False, got {resume!r}")
+    if report_every is not None:
+        report_every = check_int(report_every, "report_every", minimum=1)
+    # Everything the client can check is checked before a cluster is started or reached.
+    if is_dask_array(X) or is_dask_array(y):
+        X, y = check_dask_data(X, y, network.sizes, network.dtype)
+        make_shards = shards_from_dask
+    else:
+        X = check_inputs(X, network.sizes, network.dtype)
+        y = check_target_range(check_targets(y, X.shape[0], network.sizes, network.dtype),
+                               network.output)
+        make_shards = shards_from_numpy
+    plan = network._plan(learning_rate, bool(resume), X.shape[0], False, False)
+    if not plan.is_original:
+        _check_general(network, plan, sync_every)
+
+    fit_lock, state_lock = _locks_of(network)
+    bar = _progress_bar(iterations) if progress else None
+    try:
+        with client_for_fit(client) as active, fit_lock:
+            # Under the fit lock: the optimizer state of the fit before, not of one running.
+            state = (None if plan.is_original
+                     else network._start_state(plan, bool(resume), learning_rate))
+            trainer = _Trainer(active, network, plan, state, sync_every)
+            try:
+                trainer.place(make_shards, X, y)
+                params, history, done = trainer.run(iterations, verbose, callback, bar,
+                                                    report_every)
+                trainer.release()
+            finally:
+                trainer.close()
+    finally:
+        if bar is not None:
+            bar.close()
+    with state_lock:
+        network._params[...] = params
+        network.history = history
+        network.iterations_run = done
+        if state is not None and plan.state_size:
+            network.optimizer_state = state
+    return network
+
+
+def _check_general(network, plan, sync_every):
+    """What the distributed fit of a model other than the original's supports."""
+    if sync_every != 1:
+        raise ValueError(f"sync_every={sync_every} needs the original's model (Network's "
+                         f"default options); this network ({network!r}) takes sync_every=1")
+    if plan.output == "original":
+        raise ValueError("output 'original' with other options than the original's trains "
+                         "locally only (Network.fit); choose another output, or the "
+                         "original's options, for nnfast.dask.fit")
+    network._general_backend()  # the compiled model must exist here as on the workers
+
+
+class _Trainer:
+    """One fit's state on the client: the shards' futures and the step loop."""
+
+    def __init__(self, client, network, plan, state, sync_every):
+        self.client = client
+        self.network = network
+        self.plan = plan
+        self.state = state  # OptimizerState (a copy) of a general model's fit, else None
+        self.optimizer = None if state is None else make_optimizer(plan, state)
+        self.learning_rate = plan.learning_rate
+        self.sync_every = sync_every
+        self.shards = []
+        self.holders = []
+        self.in_flight = []
+        self.spec = None
+        self.n_rows = 0
+        self.recomputable = False
+
+    def place(self, make_shards, X, y):
+        """Puts the checked shards in worker memory; raises the first data error."""
+        net = self.network
+        self.shards, rows = make_shards(self.client, X, y, net.sizes, net.dtype, net.output)
+        self.recomputable = make_shards is shards_from_dask
+        self.n_rows = X.shape[0]
+        self.spec = ShardSpec(fit_id=uuid.uuid4().hex, sizes=tuple(net.sizes), bias=net.bias,
+                              dtype=net.dtype.name, backend=net.backend, max_rows=max(rows),
+                              plan=None if self.plan.is_original else self.plan)
+        self._locate_shards()
+
+    def run(self, iterations, verbose, callback, bar, report_every_given):
+        """The step loop of ``Network.fit`` (chunks between reports), with steps on the
+        cluster. Returns (params, history, iterations done)."""
+        net = self.network
+        params = net._snapshot()
+        reporting, report_every = net._report_period(iterations, verbose, callback, bar,
+                                                     report_every_given)
+        if self.sync_every > 1:  # reports only at round starts
+            report_every = -(-report_every // self.sync_every) * self.sync_every
+        history = []
+        done = 0
+        while done < iterations:
+            next_report = (done // report_every + 1) * report_every
+            n_steps = min(iterations, next_report) - done
+            first_error = self._run_steps(params, n_steps, done)
+            stop = False
+            if reporting and done % report_every == 0:
+                history.append((done, first_error))
+                if verbose and self.state is None:
+                    print("Error:" + str(net.dtype.type(first_error)), flush=True)
+                elif verbose:
+                    print(f"Iteration {done + 1}, loss = {first_error:.8f}", flush=True)
+                if callback is not None:
+                    stop = bool(callback(done, first_error))
+            done += n_steps
+            if bar is not None:
+                bar.update(n_steps)
+            if stop:
+                break
+        if not np.isfinite(params).all():
+            raise TrainingDivergedError(
+                f"training diverged: weights became infinite (learning_rate="
+                f"{self.learning_rate} too large?); the weights are left as they were before "
+                "this fit")
+        return params, history, done
+
+    def _run_steps(self, params, n_steps, done):
+        """n_steps iterations from iteration ``done``, updating params in place; returns the
+        first one's error (mean |y - output|, or the loss of a general model)."""
+        first_error = None
+        step = 0
+        while step < n_steps:
+            k = min(self.sync_every, n_steps - step)
+            total = self._round(params, k)
+            if self.state is None:
+                error = self._original_update(params, total, done + step)
+            else:
+                error = self._general_update(params, total, done + step)
+            if first_error is None:
+                first_error = error
+            step += k
+        return first_error
+
+    def _original_update(self, params, total, iteration):
+        """The original's step (or a sync_every round) from the shards' sum."""
+        error = total.abs_error_sum / (self.n_rows * self.network.sizes[-1])
+        if total.diverged or not np.isfinite(error):
+            raise TrainingDivergedError(
+                f"training diverged at iteration {iteration}: the output error is no "
+                f"longer finite (learning_rate={self.learning_rate} too large?); the "
+                "weights are left as they were before this fit")
+        with np.errstate(over="ignore"):  # inf weights are reported as the kernel does
+            if self.sync_every == 1:
+                params += params.dtype.type(self.learning_rate) * total.vector
+            else:
+                params += total.vector
+        return error
+
+    def _general_update(self, params, total, iteration):
+        """loss_gradient's arithmetic from the shards' unpenalised sums, then the optimizer's
+        step and end of epoch, as the reference runner's full-batch epoch."""
+        plan, net = self.plan, self.network
+        denom = self.n_rows if plan.reduction == "mean" else 1
+        grad = total.vector
+        weights = param_views(params, net.sizes, net.bias)[0]
+        with np.errstate(all="ignore"):  # a non-finite loss is reported below
+            penalty = 0.0
+            if plan.alpha:
+                for weight_grad, weight in zip(param_views(grad, net.sizes, net.bias)[0],
+                                               weights):
+                    weight_grad += plan.alpha * weight
+                penalty = sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
+            if plan.reduction == "mean":
+                grad /= denom
+            loss = total.abs_error_sum / self.n_rows + 0.5 * plan.alpha * penalty / denom
+        if total.diverged or not np.isfinite(loss):
+            raise TrainingDivergedError(
+                f"training diverged at iteration {iteration}: the loss is no longer finite "
+                f"(learning rate {self.state.learning_rate} too large?); the network is left "
+                "as it was before this fit")
+        with np.errstate(all="ignore"):
+            self.optimizer.update_params(params, grad)
+        self.state.samples_seen += self.n_rows
+        self.optimizer.iteration_ends(self.state.samples_seen)
+        return loss
+
+    def _round(self, params, n_steps):
+        """One round on the cluster (``_round_once``), tried again after a lost worker when
+        Dask can recompute everything the round needs (shards from dask arrays)."""
+        delay = _RETRY_DELAY
+        for attempt in range(_ROUND_ATTEMPTS):
+            try:
+                return self._round_once(params, n_steps)
+            except (OSError, distributed.client.FutureCancelledError) as exc:
+                # A result from, or a transfer to, a worker that just died. The round's
+                # tasks go; the shards stay (Dask recomputes lost ones from their source).
+                self.client.cancel(self.in_flight)
+                self.in_flight = []
+                failure = exc
+            except distributed.scheduler.KilledWorker as exc:  # Dask gave up on a task
+                failure = exc
+                break
+            if attempt + 1 < _ROUND_ATTEMPTS:
+                time.sleep(delay)  # for the scheduler to see the worker go
+                delay *= 2
+                if not self.recomputable and self._shard_lost():
+                    break
+                self._locate_shards()
+        raise WorkerLostError(
+            f"the cluster lost a worker during the fit and could not recover "
+            f"({type(failure).__name__}: {failure})"
+            + ("" if self.recomputable else "; NumPy data is scattered to the workers and "
+               "cannot be recomputed, pass dask arrays to let Dask recompute lost shards")
+            + ". The network is left as it was before this fit") from failure
+
+    def _locate_shards(self):
+        """Which worker holds each shard; neighbours in the reduction tree should share one,
+        so the shards are ordered by holder."""
+        holders = self.client.who_has(self.shards)
+        order = sorted(range(len(self.shards)),
+                       key=lambda i: (tuple(holders.get(self.shards[i].key, ())), i))
+        self.shards = [self.shards[i] for i in order]
+        self.holders = [(holders.get(shard.key) or ("",))[0] for shard in self.shards]
+
+    def _shard_lost(self):
+        return any(shard.status != "finished" for shard in self.shards)
+
+    def _round_once(self, params, n_steps):
+        """One broadcast, one task per shard, the tree sum; the Partial on the client.
+
+        Everything is tasks of one graph (one message to the scheduler, one result back),
+        and every task can be recomputed: a lost worker's part is redone elsewhere.
+        """
+        client = self.client
+        copies = self._broadcast(params)
+        if self.sync_every == 1:
+            task = shard_gradient if self.state is None else shard_loss_gradient
+            parts = [client.submit(task, self.spec, copies[holder], shard, pure=False)
+                     for shard, holder in zip(self.shards, self.holders)]
+        else:
+            parts = [client.submit(shard_local_steps, self.spec, copies[holder], shard, n_steps,
+                                   self.learning_rate, pure=False)
+                     for shard, holder in zip(self.shards, self.holders)]
+        self.in_flight = list(copies.values()) + parts
+        while len(parts) > 1:
+            parts = [client.submit(add_partials, *parts[i:i + _FAN_IN], pure=False)
+                     if len(parts[i:i + _FAN_IN]) > 1 else parts[i]
+                     for i in range(0, len(parts), _FAN_IN)]
+            self.in_flight += parts
+        total = parts[0].result()
+        self.in_flight = []
+        return total
+
+    def _broadcast(self, params):
+        """{worker: future of params held there}, for every worker holding shards.
+
+        The parameters go from the client to the first worker inside a task; from there a
+        binary tree of copy tasks, each pinned to its worker, passes them on: every worker
+        that has them sends them to one that has not, so n workers have them after
+        ceil(log2 n) rounds of transfers. A copy whose worker is gone runs elsewhere.
+        """
+        client = self.client
+        workers = list(dict.fromkeys(self.holders))
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold":
+                              f"{max(10 * 2**20, 2 * params.nbytes)}B"}):
+            copies = {workers[0]: client.submit(same, params, workers=_pin(workers[0]),
+                                                allow_other_workers=True, pure=False)}
+        pending = workers[1:]
+        while pending:
+            for source in list(copies):
+                if not pending:
+                    break
+                target = pending.pop(0)
+                copies[target] = client.submit(same, copies[source], workers=_pin(target),
+                                               allow_other_workers=True, pure=False)
+        return copies
+
+    def release(self):
+        """Frees the workers' scratch buffers of this fit (after a completed fit; a failed
+        one leaves them to the workers' own limit of kept fits, to fail fast)."""
+        try:
+            self.client.run(release_workspaces, self.spec.fit_id)
+        except Exception:  # a lost worker has nothing to release; best effort
+            pass
+
+    def close(self):
+        """Cancels what this fit still has on the cluster: its shards and, after an error or
+        an interrupt, the tasks of the unfinished step."""
+        if self.in_flight:
+            self.client.cancel(self.in_flight)
+        if self.shards:
+            self.client.cancel(self.shards)

@@ -1,0 +1,539 @@
+"""``nnfast.dask``: data-parallel training on a Dask cluster, against local fits.
+
+The oracle is always a local ``Network.fit`` (or several, one per shard, for ``sync_every``):
+the distributed fit must compute the same algorithm. Every test starts its own LocalCluster
+on 127.0.0.1 (most share one per module) and closes it; nothing is assumed running.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client
+from numpy.testing import assert_allclose, assert_array_equal
+
+import nnfast
+import nnfast.dask
+import nnfast.optimizers
+from nnfast._validation import available_cores
+
+from conftest import child_env, read_line
+
+# Full-batch gradients summed over this many rows in another order: float64 agrees to
+# ~1e-15 per step; the bound the issue asks for leaves room for 20 steps of drift.
+EXACT_RTOL = 1e-10
+HISTORY_RTOL = 1e-12
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded worker processes on the loopback interface, for the module."""
+    with nnfast.dask.local_cluster(2) as cluster, Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def _data(rows, sizes, seed=0, dtype=np.float64):
+    random_state = np.random.RandomState(seed)
+    X = random_state.uniform(-1, 1, (rows, sizes[0])).astype(dtype)
+    y = random_state.uniform(0, 1, (rows, sizes[-1])).astype(dtype)
+    return X, y
+
+
+def _assert_same_weights(a, b, rtol=EXACT_RTOL):
+    for wa, wb in zip(a.weights, b.weights):
+        assert_allclose(wb, wa, rtol=rtol, atol=rtol * np.abs(wa).max())
+    for ba, bb in zip(a.biases or [], b.biases or []):
+        assert_allclose(bb, ba, rtol=rtol, atol=rtol * np.abs(ba).max())
+
+
+def _assert_same_history(a, b):
+    assert [i for i, _ in b.history] == [i for i, _ in a.history]
+    assert_allclose([e for _, e in b.history], [e for _, e in a.history], rtol=HISTORY_RTOL)
+
+
+def _unchanged(net, weights, biases, history, iterations_run):
+    return (all(np.array_equal(a, b) for a, b in zip(net.weights, weights))
+            and all(np.array_equal(a, b) for a, b in zip(net.biases or [], biases or []))
+            and net.history == history and net.iterations_run == iterations_run)
+
+
+def _state(net):
+    return ([w.copy() for w in net.weights], [b.copy() for b in net.biases or []],
+            list(net.history), net.iterations_run)
+
+
+# ---------------------------------------------------------------------------------- exactness
+
+@pytest.mark.parametrize("source", ["numpy", "dask"])
+def test_exact_mode_equals_a_local_fit(client, source):
+    """200,000 rows (50,000 from dask), [20, 16, 1] with biases, a learning rate that
+    converges smoothly: float64 weights within 1e-10 relative of Network.fit on all rows,
+    the same history."""
+    if source == "dask":  # made on the workers; uneven chunks, y 1-D and chunked otherwise
+        X = da.random.RandomState(0).uniform(-1, 1, (50_000, 20), chunks=(17_000, 20))
+        y = da.random.RandomState(1).uniform(0, 1, 50_000, chunks=12_000)
+        X_local, y_local = client.compute([X, y], sync=True)
+    else:
+        X, y = X_local, y_local = _data(200_000, [20, 16, 1])
+    local = nnfast.Network([20, 16, 1], bias=True).fit(X_local, y_local, iterations=10,
+                                                        learning_rate=1e-6,
+                                                        callback=lambda i, e: False)
+    errors = [e for _, e in local.history]
+    assert all(b < a for a, b in zip(errors, errors[1:])), "not a smoothly converging fit"
+    net = nnfast.Network([20, 16, 1], bias=True)
+    assert nnfast.dask.fit(net, X, y, iterations=10, learning_rate=1e-6, client=client,
+                           callback=lambda i, e: False) is net
+    _assert_same_weights(local, net)
+    _assert_same_history(local, net)
+    assert net.iterations_run == local.iterations_run == 10
+
+
+def test_fits_in_a_row_on_the_same_persisted_dask_array(client):
+    """Each fit puts its own shards on the workers and releases them; a second fit of the
+    same (persisted) array continues from the first's weights as a local fit does."""
+    X = da.random.RandomState(0).uniform(-1, 1, (4000, 5), chunks=(1000, 5))
+    y = da.random.RandomState(1).uniform(0, 1, (4000, 1), chunks=(1000, 1))
+    X, y = client.persist([X, y])
+    X_local, y_local = client.compute([X, y], sync=True)
+    local, net = nnfast.Network([5, 3, 1]), nnfast.Network([5, 3, 1])
+    for _ in range(3):
+        local.fit(X_local, y_local, iterations=4, learning_rate=1e-3)
+        nnfast.dask.fit(net, X, y, iterations=4, learning_rate=1e-3, client=client)
+    _assert_same_weights(local, net)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_float32_and_the_numpy_backend_match_their_local_fits(client, backend):
+    """The network's dtype and backend are used on the workers as in a local fit."""
+    X, y = _data(3000, [6, 5, 2], dtype=np.float32)
+    local = nnfast.Network([6, 5, 2], dtype=np.float32, backend=backend).fit(
+        X, y, iterations=10, learning_rate=1e-3)
+    net = nnfast.Network([6, 5, 2], dtype=np.float32, backend=backend)
+    nnfast.dask.fit(net, X, y, iterations=10, learning_rate=1e-3, client=client)
+    assert net.weights[0].dtype == np.float32
+    _assert_same_weights(local, net, rtol=1e-5)
+
+
+def test_verbose_callback_and_stopping_as_network_fit(client, capsys):
+    """The original's Error: lines, the callback's arguments and a stop at a report."""
+    X, y = _data(500, [4, 3, 1])
+    seen = {"local": [], "dask": []}
+
+    def stop_at(name):
+        def callback(iteration, error):
+            seen[name].append((iteration, error))
+            return iteration == 20
+        return callback
+
+    local = nnfast.Network([4, 3, 1]).fit(X, y, iterations=100, learning_rate=0.01, verbose=10,
+                                          callback=stop_at("local"))
+    local_out = capsys.readouterr().out
+    net = nnfast.dask.fit(nnfast.Network([4, 3, 1]), X, y, iterations=100, learning_rate=0.01,
+                          verbose=10, callback=stop_at("dask"), client=client)
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == len(local_out.splitlines()) == 3
+    for line, local_line in zip(out.splitlines(), local_out.splitlines()):
+        assert re.fullmatch(r"Error:\S+", line)
+        assert_allclose(float(line[6:]), float(local_line[6:]), rtol=HISTORY_RTOL)
+    assert [i for i, _ in seen["dask"]] == [i for i, _ in seen["local"]] == [0, 10, 20]
+    assert net.iterations_run == local.iterations_run == 30
+    _assert_same_weights(local, net)
+    _assert_same_history(local, net)
+
+
+def test_divergence_names_the_iteration_and_keeps_the_network(client):
+    X, y = np.random.RandomState(0).uniform(0, 0.2, (200, 3)), np.ones(200)
+    with pytest.raises(nnfast.TrainingDivergedError) as local:
+        nnfast.Network([3, 4, 1]).fit(X, y, iterations=50, learning_rate=1e308)
+    net = nnfast.Network([3, 4, 1])
+    nnfast.dask.fit(net, X, y, iterations=3, learning_rate=0.01, client=client,
+                    callback=lambda i, e: False)
+    before = _state(net)
+    with pytest.raises(nnfast.TrainingDivergedError) as info:
+        nnfast.dask.fit(net, X, y, iterations=50, learning_rate=1e308, client=client)
+    iteration = re.compile(r"at iteration (\d+)")
+    assert iteration.search(str(info.value)).group(1) == iteration.search(str(local.value)).group(1)
+    assert _unchanged(net, *before)
+
+
+@pytest.mark.parametrize("options", [
+    dict(activation="relu", output="identity", alpha=1e-3,
+         optimizer=nnfast.optimizers.Adam(learning_rate=0.01)),
+    dict(activation="tanh", output="logistic", reduction="sum",
+         optimizer=nnfast.optimizers.SGD(learning_rate=1e-4, schedule="invscaling")),
+], ids=["adam-identity-alpha", "sgd-invscaling-logistic-sum"])
+def test_stateful_optimizers_on_the_summed_gradient_equal_a_local_fit(client, options):
+    """Other model options (numpy backend): the optimizer is applied to the summed
+    full-batch gradient as a local fit applies it, its state included, then resumed."""
+    X, y = _data(2000, [6, 5, 2])
+    X = da.from_array(X, chunks=(700, 6))
+    local = nnfast.Network([6, 5, 2], bias=True, backend="numpy", **options)
+    net = nnfast.Network([6, 5, 2], bias=True, backend="numpy", **options)
+    for resume in (False, True):
+        local.fit(X.compute(), y, iterations=15, report_every=5, resume=resume)
+        nnfast.dask.fit(net, X, y, iterations=15, report_every=5, resume=resume, client=client)
+        _assert_same_weights(local, net)
+        _assert_same_history(local, net)
+        assert net.optimizer_state.step == local.optimizer_state.step
+        assert net.optimizer_state.samples_seen == local.optimizer_state.samples_seen
+        assert_allclose(net.optimizer_state.learning_rate, local.optimizer_state.learning_rate,
+                        rtol=1e-15)
+        assert_allclose(net.optimizer_state.values, local.optimizer_state.values, rtol=1e-9,
+                        atol=1e-12)
+
+
+# --------------------------------------------------------------------------------- sync_every
+
+def _local_round(weights, biases, shards, n_steps, learning_rate, sizes):
+    """The docstring's round, from local fits: W + sum_s (fit of shard s from W - W)."""
+    changes = []
+    for x, y in shards:
+        net = nnfast.Network(sizes, bias=True)
+        for w, value in zip(net.weights + net.biases, weights + biases):
+            w[...] = value
+        net.fit(x, y, iterations=n_steps, learning_rate=learning_rate)
+        changes.append([a - b for a, b in zip(net.weights + net.biases, weights + biases)])
+    new = [p + sum(change[k] for change in changes) for k, p in enumerate(weights + biases)]
+    return new[:len(weights)], new[len(weights):]
+
+
+def test_sync_every_is_the_documented_sum_of_the_shards_local_changes(client):
+    """Rounds of K=3 then the remaining 2 steps, each shard (a dask chunk) training alone
+    from the common weights; the shards' changes added. Compared with local fits."""
+    sizes, rows, bounds = [5, 4, 2], 1000, [0, 600, 1000]
+    X, y = _data(rows, sizes)
+    shards = [(X[a:b], y[a:b]) for a, b in zip(bounds, bounds[1:])]
+    start = nnfast.Network(sizes, bias=True)
+    weights, biases = [w.copy() for w in start.weights], [b.copy() for b in start.biases]
+    for n_steps in (3, 2):
+        weights, biases = _local_round(weights, biases, shards, n_steps, 0.01, sizes)
+    net = nnfast.Network(sizes, bias=True)
+    nnfast.dask.fit(net, da.from_array(X, chunks=(600, 5)), da.from_array(y, chunks=(600, 2)),
+                    iterations=5, learning_rate=0.01, sync_every=3, client=client,
+                    callback=lambda i, e: False)
+    for a, b in zip(net.weights + net.biases, weights + biases):
+        assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    # Reports at round starts only; the error is that of all rows at the round's weights.
+    assert [i for i, _ in net.history] == [0, 3]
+    local = nnfast.Network(sizes, bias=True).fit(X, y, iterations=1, learning_rate=0.01,
+                                                 callback=lambda i, e: False)
+    assert_allclose(net.history[0][1], local.history[0][1], rtol=HISTORY_RTOL)
+
+
+def test_sync_every_converges_to_a_comparable_score_on_breast_cancer(client):
+    """scikit-learn's breast cancer data, standardised: 10 local steps per round reaches
+    the exact mode's held-out accuracy (within 2 points), with a tenth of the round trips."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0, stratify=y)
+    scaler = StandardScaler().fit(X_train)
+    X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+    scores = {}
+    for sync_every in (1, 10):
+        net = nnfast.Network([30, 16, 1], bias=True, seed=0)
+        nnfast.dask.fit(net, X_train, y_train, iterations=100, learning_rate=0.02,
+                        sync_every=sync_every, client=client)
+        scores[sync_every] = np.mean((net.predict(X_test)[:, 0] > 0.5) == y_test)
+    print(f"held-out accuracy: exact {scores[1]:.3f}, sync_every=10 {scores[10]:.3f}")
+    assert scores[1] > 0.93
+    assert abs(scores[10] - scores[1]) <= 0.02
+
+
+# ------------------------------------------------------------------------------------ clients
+
+def test_client_none_uses_the_current_client(client, monkeypatch):
+    started = []
+    monkeypatch.setattr("nnfast._dask_cluster.local_cluster",
+                        lambda *a, **k: started.append(1))
+    X, y = _data(100, [3, 2, 1])
+    with client.as_current():
+        net = nnfast.dask.fit(nnfast.Network([3, 2, 1]), X, y, iterations=3)
+    assert not started
+    _assert_same_weights(nnfast.Network([3, 2, 1]).fit(X, y, iterations=3), net)
+
+
+def test_client_none_without_a_client_embeds_a_loopback_cluster_and_closes_it(monkeypatch):
+    from distributed.client import default_client
+
+    from nnfast import _dask_cluster
+
+    clusters = []
+    make = _dask_cluster.local_cluster
+
+    def recording_cluster(*args, **kwargs):
+        cluster = make(*args, **kwargs)
+        clusters.append((cluster, dict(cluster.scheduler_info["workers"])))
+        return cluster
+
+    monkeypatch.setattr(_dask_cluster, "local_cluster", recording_cluster)
+    X, y = _data(100, [3, 2, 1])
+    net = nnfast.dask.fit(nnfast.Network([3, 2, 1]), X, y, iterations=3)
+    _assert_same_weights(nnfast.Network([3, 2, 1]).fit(X, y, iterations=3), net)
+    [(cluster, workers)] = clusters
+    assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    assert len(workers) == available_cores()
+    assert all(address.startswith("tcp://127.0.0.1:") and worker["nthreads"] == 1
+               for address, worker in workers.items())
+    assert cluster.status.name == "closed"
+    with pytest.raises(ValueError):
+        default_client()  # the embedded client was never made the default
+
+
+def test_import_nnfast_without_dask_and_the_install_hint():
+    code = ("import sys\n"
+            "sys.modules['dask'] = sys.modules['distributed'] = None\n"
+            "import nnfast\n"
+            "nnfast.Network([2, 1]).fit([[0, 1]], [1], iterations=2)\n"
+            "try:\n"
+            "    import nnfast.dask\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=child_env(), timeout=60, check=True).stdout
+    assert "pip install 'nnfast[dask]'" in out
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+def _numpy_cases():
+    X, y = _data(40, [3, 2, 1])
+    nan = X.copy()
+    nan[7, 1] = np.nan
+    return {
+        "X-width": (X[:, :2], y),
+        "y-rows": (X, y[:30]),
+        "y-width": (X, np.hstack([y, y])),
+        "X-1d": (X[:, 0], y),
+        "X-strings": (X.astype(str), y),
+        "X-nan": (nan, y),
+        "y-inf": (X, np.where(y > 0.5, np.inf, y)),
+        "X-empty": (X[:0], y[:0]),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_numpy_cases()))
+def test_bad_numpy_input_gets_network_fits_error(client, case):
+    X, y = _numpy_cases()[case]
+    with pytest.raises((TypeError, ValueError)) as local:
+        nnfast.Network([3, 2, 1]).fit(X, y, iterations=1)
+    net = nnfast.Network([3, 2, 1])
+    before = _state(net)
+    with pytest.raises(type(local.value)) as info:
+        nnfast.dask.fit(net, X, y, iterations=1, client=client)
+    assert str(info.value) == str(local.value)
+    assert _unchanged(net, *before)
+
+
+def _dask_cases():
+    X, y = _data(40, [3, 2, 1])
+    nan = X.copy()
+    nan[25, 2] = np.nan
+    huge = X.copy()
+    huge[3, 0] = 1e300
+    unknown = da.from_array(X, chunks=(10, 3))
+    unknown = unknown[unknown[:, 0] > -2]  # boolean indexing: row counts unknown
+    return {
+        "nan-in-a-chunk": ((da.from_array(nan, chunks=(10, 3)), y), ValueError,
+                           "X contains NaN or infinite values (in rows 20 to 29 of the data)"),
+        "too-large-for-float32": ((da.from_array(huge, chunks=(10, 3)), y), ValueError,
+                                  "X has values too large for float32 (in rows 0 to 9"),
+        "chunks-split-rows": ((da.from_array(X, chunks=(10, 2)), y), ValueError,
+                              "X's chunks split its rows"),
+        "y-chunks-split-rows": ((X, da.from_array(np.hstack([y, y]), chunks=(10, 1))),
+                                ValueError, "y's chunks split its rows"),
+        "unknown-chunks": ((unknown, y), ValueError, "unknown chunk sizes"),
+        "rows-differ": ((da.from_array(X, chunks=10), y[:30]), ValueError,
+                        "X has 40 rows but y has 30"),
+        "strings": ((da.from_array(X.astype(str), chunks=10), y), TypeError,
+                    "X must hold integers or floats"),
+        "y-3d": ((da.from_array(X, chunks=10), y[:, :, None]), ValueError, "y must be 2-D"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_dask_cases()))
+def test_bad_dask_input_is_found_before_any_step(client, case, monkeypatch):
+    (X, y), error, message = _dask_cases()[case]
+    dtype = np.float32 if case == "too-large-for-float32" else np.float64
+    net = nnfast.Network([3, 2, 1], dtype=dtype)
+    before = _state(net)
+    steps = []
+    monkeypatch.setattr("nnfast.dask._Trainer._round",
+                        lambda self, *a: steps.append(1))  # no step may start
+    with pytest.raises(error, match=re.escape(message)):
+        nnfast.dask.fit(net, X, y, iterations=1, client=client)
+    assert not steps and _unchanged(net, *before)
+
+
+@pytest.mark.parametrize("argument, value, error", [
+    ("iterations", -1, ValueError), ("iterations", 2.0, TypeError),
+    ("learning_rate", np.nan, ValueError), ("sync_every", 0, ValueError),
+    ("sync_every", 1.5, TypeError), ("verbose", -1, ValueError), ("callback", 3, TypeError),
+    ("progress", "yes", TypeError), ("client", "tcp://127.0.0.1:8786", TypeError),
+])
+def test_bad_arguments(argument, value, error):
+    """Refused before a cluster is reached (no client fixture: none exists)."""
+    X, y = _data(10, [3, 2, 1])
+    with pytest.raises(error, match=argument):
+        nnfast.dask.fit(nnfast.Network([3, 2, 1]), X, y, **{argument: value})
+    with pytest.raises(TypeError, match="network"):
+        nnfast.dask.fit(object(), X, y)
+
+
+# ------------------------------------------------------------------------------------- faults
+
+@pytest.mark.parametrize("source", ["dask", "numpy"])
+def test_a_worker_killed_mid_fit(source):
+    """SIGKILL to a worker process at iteration 5 of 20. From dask arrays Dask recomputes the
+    lost shards and the fit ends with the local fit's weights; scattered NumPy shards cannot
+    be recomputed, so the fit raises WorkerLostError and the network keeps its state."""
+    X, y = _data(20_000, [20, 16, 1])
+    local = nnfast.Network([20, 16, 1]).fit(X, y, iterations=20, learning_rate=1e-5)
+    if source == "dask":
+        X, y = da.from_array(X, chunks=(5000, 20)), da.from_array(y, chunks=(5000, 1))
+    with nnfast.dask.local_cluster(2) as cluster, Client(cluster, set_as_default=False) as c:
+        victim = next(iter(c.run(os.getpid).values()))
+
+        def kill_at_5(iteration, error):
+            if iteration == 5:
+                os.kill(victim, signal.SIGKILL)
+
+        net = nnfast.Network([20, 16, 1])
+        before = _state(net)
+        if source == "dask":
+            nnfast.dask.fit(net, X, y, iterations=20, learning_rate=1e-5, client=c, verbose=0,
+                            callback=kill_at_5)
+            _assert_same_weights(local, net)
+        else:
+            with pytest.raises(nnfast.dask.WorkerLostError, match="left as it was"):
+                nnfast.dask.fit(net, X, y, iterations=20, learning_rate=1e-5, client=c,
+                                callback=kill_at_5)
+            assert _unchanged(net, *before)
+
+
+CTRL_C_CHILD = r"""
+import signal, sys, time
+import numpy as np
+from distributed import Client
+import nnfast, nnfast.dask
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+stamp_path = sys.argv[1]
+if __name__ == "__main__":
+    X = np.random.RandomState(0).uniform(-1, 1, (20000, 32))
+    y = np.random.RandomState(1).uniform(0, 1, (20000, 1))
+    with nnfast.dask.local_cluster(2) as cluster, Client(cluster) as client:
+        net = nnfast.dask.fit(nnfast.Network([32, 16, 1]), X, y, iterations=2,
+                              learning_rate=1e-5, callback=lambda i, e: False)
+        weights = [w.copy() for w in net.weights]
+        history = list(net.history)
+        print("fitting", flush=True)
+        try:
+            nnfast.dask.fit(net, X, y, iterations=10**9, learning_rate=1e-5, client=client)
+        except KeyboardInterrupt:
+            caught = time.monotonic()
+            with open(stamp_path) as stamp:
+                print(f"interrupted after {caught - float(stamp.read()):.6f}", flush=True)
+        assert all(np.array_equal(a, b) for a, b in zip(net.weights, weights)), "changed"
+        assert net.history == history and net.iterations_run == 2, "history changed"
+        nnfast.dask.fit(net, X, y, iterations=2, learning_rate=1e-5, client=client)
+        assert net.iterations_run == 2 and not np.array_equal(net.weights[0], weights[0])
+        print("ok", flush=True)
+"""
+# A step here is a few ms of work and ~10-30 ms of round trips: the interrupt lands in a wait
+# on the scheduler, which Python interrupts at once; the bound allows for a busy machine.
+CTRL_C_BOUND = 1.0
+
+
+def test_ctrl_c_stops_promptly_and_keeps_the_network(tmp_path):
+    stamp = tmp_path / "signal_sent"
+    script = tmp_path / "child.py"  # a file: worker processes start by importing __main__
+    script.write_text(CTRL_C_CHILD)
+    process = subprocess.Popen([sys.executable, str(script), str(stamp)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=child_env())
+    deadline = time.monotonic() + 120
+    try:
+        line = ""
+        while line.strip() != "fitting":
+            line = read_line(process, deadline)
+            assert line, "the child exited before the fit: " + process.stderr.read()
+        time.sleep(1.0)
+        stamp.write_text(repr(time.monotonic()))
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    match = re.search(r"interrupted after (\S+)", out)
+    assert match, f"stdout:\n{out}\nstderr:\n{err}"
+    assert 0 <= float(match.group(1)) < CTRL_C_BOUND
+    assert out.splitlines()[-1] == "ok", f"stdout:\n{out}\nstderr:\n{err}"
+    assert process.returncode == 0, err
+
+
+def test_workers_with_less_memory_than_the_data_train():
+    """Two workers whose memory limit is below the data's size and above half of it: the
+    data is generated on the workers (it never exists in one process) and trains, with the
+    same first error as the NumPy reference computes chunk by chunk."""
+    rows, width, chunks = 300_000, 200, 8
+    limit = 445 * 2**20
+    X = da.random.RandomState(0).uniform(-1, 1, (rows, width), chunks=(rows // chunks, width))
+    y = da.random.RandomState(1).uniform(0, 1, (rows, 1), chunks=(rows // chunks, 1))
+    assert X.nbytes / 2 < limit < X.nbytes
+    with nnfast.dask.local_cluster(2, memory_limit=limit) as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        net = nnfast.Network([width, 2, 1])
+        start = [w.copy() for w in net.weights]
+        nnfast.dask.fit(net, X, y, iterations=3, learning_rate=1e-6, client=c,
+                        callback=lambda i, e: False)
+        # The reference's mean |y - output| at the initial weights, chunk by chunk.
+        reference = da.map_blocks(
+            lambda x, t: np.abs(t - nnfast.reference.predict(start, None, x)).sum(keepdims=True),
+            X, y, chunks=(1, 1), dtype=float).sum().compute(scheduler=c.get) / rows
+    assert_allclose(net.history[0][1], reference, rtol=1e-10)
+    errors = [e for _, e in net.history]
+    assert errors[-1] < errors[0]
+    assert not np.array_equal(net.weights[0], start[0])
+
+
+# ------------------------------------------------------------------------------- model search
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_grid_search_under_joblibs_dask_backend_equals_a_serial_search(client):
+    """NetworkClassifier in GridSearchCV, its fits run on the cluster by joblib's Dask
+    backend: the same scores and best parameters as the same search run serially."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from nnfast.sklearn import NetworkClassifier
+
+    X, y = load_iris(return_X_y=True)
+    model = make_pipeline(StandardScaler(), NetworkClassifier(random_state=0, max_iter=30))
+    grid = {"networkclassifier__hidden_layer_sizes": [(4,), (8,)],
+            "networkclassifier__learning_rate": [0.05, 0.2]}
+    serial = GridSearchCV(model, grid, cv=3).fit(X, y)
+
+    def executed(dask_worker):
+        return dask_worker.state.executed_count
+
+    before = client.run(executed)
+    with joblib.parallel_backend("dask", client=client):
+        search = GridSearchCV(model, grid, cv=3, n_jobs=-1).fit(X, y)
+    after = client.run(executed)
+    assert sum(after.values()) > sum(before.values()), "no fit ran on the cluster"
+    assert search.best_params_ == serial.best_params_
+    assert_array_equal(search.cv_results_["mean_test_score"],
+                       serial.cv_results_["mean_test_score"])
+    assert search.best_estimator_.score(X, y) == serial.best_estimator_.score(X, y)
