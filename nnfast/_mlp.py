@@ -97,10 +97,13 @@ class _NetworkTrainer:
         for view, (start, end, shape) in zip(views, layout):
             view[...] = packed[start:end].reshape(shape)
 
-    def run(self, X, Y, sample_weight, batch_size, n_epochs, learning_rate, resume, on_epoch):
-        """Trains n_epochs in stored row order; ``on_epoch(loss)`` after each epoch; True
-        from it stops the run there."""
-        self.network.fit(X, Y, n_epochs, learning_rate, batch_size=batch_size, shuffle=False,
+    def run(self, X, Y, sample_weight, batch_size, n_epochs, learning_rate, resume, on_epoch,
+            orders):
+        """Trains n_epochs, in the row orders ``orders`` gives (``Network.fit``'s) or stored
+        order when it is None; ``on_epoch(loss)`` after each epoch; True from it stops the run
+        there."""
+        self.network.fit(X, Y, n_epochs, learning_rate, batch_size=batch_size,
+                         shuffle=orders is not None, orders=orders,
                          sample_weight=sample_weight, resume=resume, report_every=1,
                          callback=lambda iteration, loss: on_epoch(loss))
 
