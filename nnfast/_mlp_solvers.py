@@ -254,24 +254,27 @@ class _EpochOrders:
         self.order = np.arange(n_rows)
         self.random_state = random_state
         self.drawn = 0
+        self._identity = np.arange(n_rows)
+        self._permutation = np.empty(n_rows, dtype=self._identity.dtype)
 
     def __call__(self, out):
         """Fills each row of ``out`` with the next epoch's order."""
         for row in out:
-            self._next()
-            row[...] = self.order
+            self._permutation[...] = self._identity
+            self._draw()
+            np.take(self.order, self._permutation, out=row)
+            self.order[...] = row
 
     def draw_until(self, n_epochs):
         """Draws the orders of the first n_epochs epochs that were not drawn yet: a fit of one
         batch per epoch never asks for them (any order gives that batch's sums), but
-        scikit-learn draws them, and the random state must end where its does."""
+        scikit-learn draws them, and the random state must end where its does. A shuffle's
+        draws do not depend on what it shuffles, so the permutations are not rebuilt."""
         while self.drawn < n_epochs:
-            self._next()
+            self._draw()
 
-    def _next(self):
-        permutation = np.arange(len(self.order))
-        self.random_state.shuffle(permutation)
-        self.order = self.order[permutation]
+    def _draw(self):
+        self.random_state.shuffle(self._permutation)
         self.drawn += 1
 
 
