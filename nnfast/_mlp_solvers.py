@@ -192,6 +192,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
     while epochs_left > 0:
         override, rate = rate, None
         if early_stopping:
+            # The held-out score needs the weights after every epoch: one epoch per call.
             losses = []
             trainer.run(X_train, Y_train, sw_train, batch, 1, override, resume, losses.append,
                         orders)
@@ -267,9 +268,10 @@ class _EpochOrders:
 
     def draw_until(self, n_epochs):
         """Draws the orders of the first n_epochs epochs that were not drawn yet: a fit of one
-        batch per epoch never asks for them (any order gives that batch's sums), but
-        scikit-learn draws them, and the random state must end where its does. A shuffle's
-        draws do not depend on what it shuffles, so the permutations are not rebuilt."""
+        batch per epoch never asks for them (it runs in stored order: any order gives the
+        batch's sums, up to their rounding), but scikit-learn draws them, and the random state
+        must end where its does. A shuffle's draws do not depend on what it shuffles, so the
+        permutations are not rebuilt."""
         while self.drawn < n_epochs:
             self._draw()
 
