@@ -66,6 +66,21 @@ def _forward(coefs, intercepts, X, activation, out_activation):
     return layer
 
 
+def _binarize(binarizer, y):
+    """``binarizer.transform(y)`` (a fitted ``LabelBinarizer``, default labels 0 and 1) for
+    1-D labels already checked against its classes, computed directly: its transform
+    validates y again and goes through a sparse matrix, most of a small fit's time. One
+    class gives a column of zeros, two a column marking the second class, more one
+    indicator column per class. Other targets (multilabel) go to the binarizer."""
+    classes = binarizer.classes_
+    if y.ndim != 1 or binarizer.y_type_ not in ("binary", "multiclass"):
+        return binarizer.transform(y)
+    if len(classes) == 1:
+        return np.zeros((len(y), 1), dtype=int)
+    indicator = (y[:, None] == classes[None, :]).astype(int)
+    return indicator[:, 1:] if len(classes) == 2 else indicator
+
+
 class _NetworkTrainer:
     """The one ``Network`` a fit trains, and the moves between its parameter layout and
     scikit-learn's lists of ``coefs_`` and ``intercepts_``."""
@@ -97,10 +112,13 @@ class _NetworkTrainer:
         for view, (start, end, shape) in zip(views, layout):
             view[...] = packed[start:end].reshape(shape)
 
-    def run(self, X, Y, sample_weight, batch_size, n_epochs, learning_rate, resume, on_epoch):
-        """Trains n_epochs in stored row order; ``on_epoch(loss)`` after each epoch; True
-        from it stops the run there."""
-        self.network.fit(X, Y, n_epochs, learning_rate, batch_size=batch_size, shuffle=False,
+    def run(self, X, Y, sample_weight, batch_size, n_epochs, learning_rate, resume, on_epoch,
+            orders):
+        """Trains n_epochs, in the row orders ``orders`` gives (``Network.fit``'s) or stored
+        order when it is None; ``on_epoch(loss)`` after each epoch; True from it stops the run
+        there."""
+        self.network.fit(X, Y, n_epochs, learning_rate, batch_size=batch_size,
+                         shuffle=orders is not None, orders=orders,
                          sample_weight=sample_weight, resume=resume, report_every=1,
                          callback=lambda iteration, loss: on_epoch(loss))
 
@@ -570,7 +588,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                  f"against {seen}")
         sample_weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
         sample_weight = self._fold_class_weight(y, sample_weight, incremental)
-        return X, self._label_binarizer.transform(y), sample_weight
+        return X, _binarize(self._label_binarizer, y), sample_weight
 
     def _set_partial_fit_classes(self, y, classes):
         """scikit-learn's first-call rule for ``classes``: required then, the same later."""

@@ -6,11 +6,13 @@ stopping), divides the rate by 5 ("adaptive") or stops. That bookkeeping is Pyth
 is there; the epochs themselves run in the network's backend, as many per call as the rules
 allow:
 
-* plain fits hand the network all remaining epochs at once and stop it from the per-epoch
-  callback (``report_every=1``), resuming it with the divided rate for "adaptive";
-* shuffled fits and early stopping run one epoch per call: the row order of each epoch is
-  scikit-learn's (drawn from the estimator's random state, composed epoch after epoch), and
-  the held-out score needs the weights after every epoch.
+* a fit hands the network all remaining epochs at once and stops it from the per-epoch
+  callback (``report_every=1``), resuming it with the divided rate for "adaptive"; shuffled
+  epochs run in scikit-learn's row orders, which the network asks for epoch by epoch
+  (``Network.fit(orders=...)``: drawn from the estimator's random state and composed epoch
+  after epoch, as scikit-learn composes them);
+* early stopping runs one epoch per call: the held-out score needs the weights after every
+  epoch.
 
 ``lbfgs`` hands SciPy's L-BFGS-B the network's full-batch loss and gradient, with the
 parameters packed in scikit-learn's order (every weight matrix, then every bias vector), so
@@ -162,12 +164,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
     current_rate = trainer.learning_rate() if resume else params.learning_rate_init
     rate = None
     epochs_left = 1 if incremental else params.max_iter
-    order = np.arange(n_rows)
-    # One batch holds every row whatever their order, which then changes only the rounding
-    # of the batch's sums: such a fit runs in stored order, and its shuffles are still drawn
-    # (after the run) so that random_state ends where scikit-learn's does.
-    reorder = params.shuffle and batch < n_rows
-    one_call = not (reorder or early_stopping)
+    orders = _EpochOrders(n_rows, random_state) if params.shuffle else None
 
     def decide(loss, validation_score=None):
         """After an epoch: True to stop the network's current run."""
@@ -193,32 +190,20 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
         return epochs_left == 0 or rate is not None
 
     while epochs_left > 0:
-        if one_call:
-            # All remaining epochs in one call; decide() stops it, "adaptive" resumes it.
-            override, rate = rate, None
-            trainer.run(X_train, Y_train, sw_train, batch, epochs_left, override, resume,
-                        decide)
-            resume = True
-            continue
-        if params.shuffle:
-            order = _reshuffled(order, random_state)
-        if reorder:
-            X_epoch, Y_epoch = X_train[order], Y_train[order]
-            sw_epoch = None if sw_train is None else sw_train[order]
-        else:
-            X_epoch, Y_epoch, sw_epoch = X_train, Y_train, sw_train
         override, rate = rate, None
-        losses = []
-        trainer.run(X_epoch, Y_epoch, sw_epoch, batch, 1, override, resume, losses.append)
+        if early_stopping:
+            # The held-out score needs the weights after every epoch: one epoch per call.
+            losses = []
+            trainer.run(X_train, Y_train, sw_train, batch, 1, override, resume, losses.append,
+                        orders)
+            decide(losses[0], estimator._validation_score(trainer, X_val, y_val, sw_val))
+        else:
+            # All remaining epochs in one call; decide() stops it, "adaptive" resumes it.
+            trainer.run(X_train, Y_train, sw_train, batch, epochs_left, override, resume,
+                        decide, orders)
         resume = True
-        score = estimator._validation_score(trainer, X_val, y_val, sw_val) if early_stopping \
-            else None
-        decide(losses[0], score)
-        if record.converged:
-            break
-    if one_call and params.shuffle:
-        for _ in range(record.n_iter):
-            order = _reshuffled(order, random_state)
+    if orders is not None:
+        orders.draw_until(record.n_iter)
     if not (record.converged or incremental):
         # Warned here rather than in decide(), which runs at varying depths inside the
         # network's fit: stacklevel 5 is the caller of the estimator's fit.
@@ -257,14 +242,42 @@ def fit_lbfgs(trainer, X, Y, sample_weight, params):
     return n_iter, float(result.fun)
 
 
-def _reshuffled(order, random_state):
-    """The next epoch's row order: ``order`` permuted by one ``random_state.shuffle`` of
-    ``arange``. The same draw and composition as scikit-learn's per-epoch
-    ``sklearn.utils.shuffle(order, random_state=...)``, without its validation (a
-    millisecond per epoch)."""
-    permutation = np.arange(len(order))
-    random_state.shuffle(permutation)
-    return order[permutation]
+class _EpochOrders:
+    """scikit-learn's row orders of shuffled epochs, as ``Network.fit``'s ``orders``.
+
+    Each epoch's order is the previous one permuted by one ``random_state.shuffle`` of
+    ``arange``: the same draw and composition as scikit-learn's per-epoch
+    ``sklearn.utils.shuffle(order, random_state=...)``, without its validation (a millisecond
+    per epoch). Drawn only when the network asks, that is for the epochs that run.
+    """
+
+    def __init__(self, n_rows, random_state):
+        self.order = np.arange(n_rows)
+        self.random_state = random_state
+        self.drawn = 0
+        self._identity = np.arange(n_rows)
+        self._permutation = np.empty(n_rows, dtype=self._identity.dtype)
+
+    def __call__(self, out):
+        """Fills each row of ``out`` with the next epoch's order."""
+        for row in out:
+            self._permutation[...] = self._identity
+            self._draw()
+            np.take(self.order, self._permutation, out=row)
+            self.order[...] = row
+
+    def draw_until(self, n_epochs):
+        """Draws the orders of the first n_epochs epochs that were not drawn yet: a fit of one
+        batch per epoch never asks for them (it runs in stored order: any order gives the
+        batch's sums, up to their rounding), but scikit-learn draws them, and the random state
+        must end where its does. A shuffle's draws do not depend on what it shuffles, so the
+        permutations are not rebuilt."""
+        while self.drawn < n_epochs:
+            self._draw()
+
+    def _draw(self):
+        self.random_state.shuffle(self._permutation)
+        self.drawn += 1
 
 
 def _pack(weights, biases):

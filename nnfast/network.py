@@ -1,6 +1,7 @@
 """``Network``: the public model. Validates once, then hands whole chunks of a fit to a backend."""
 
 import copy
+import functools
 import math
 import sys
 import threading
@@ -212,7 +213,7 @@ class Network:
 
     def fit(self, X, y, iterations=10000, learning_rate=None, *, batch_size=None, shuffle=True,
             verbose=0, callback=None, progress=False, sample_weight=None, resume=False,
-            report_every=None):
+            report_every=None, orders=None):
         """Trains on (X, y) by backpropagation, as the original's loop.
 
         Parameters
@@ -235,7 +236,8 @@ class Network:
             holds the remainder.
         shuffle : bool
             With mini-batches, visit the rows of each epoch in an order drawn from the
-            network's random state (reproducible from ``seed``); otherwise in stored order.
+            network's random state (reproducible from ``seed``) or given by ``orders``;
+            otherwise in stored order.
         verbose : int
             If K > 0, print the error at iterations 0, K, 2K, ... (``Error:<mean |y -
             output|>`` in the original's format for output ``"original"``, else the epoch's
@@ -255,6 +257,15 @@ class Network:
         report_every : int >= 1 or None
             Report (``history``, ``callback``, ``verbose``) every this many iterations; None
             keeps the periods described above.
+        orders : callable or None
+            The row orders of shuffled mini-batch epochs, from the caller instead of the
+            network's random state (which then stays untouched): ``orders(out)`` fills the
+            intp array ``out`` of shape (n_epochs, n_rows) with the next n_epochs' orders, each
+            row a permutation of ``range(n_rows)`` (checked: anything else is a ValueError
+            and the network stays as it was). Called once per chunk of epochs, in order, and
+            only for epochs that then run; with a callback, ``verbose`` or a progress bar a
+            chunk ends at each report. Never called when the fit is not shuffled
+            (``shuffle=False`` or one batch per epoch).
 
         Returns
         -------
@@ -297,6 +308,8 @@ class Network:
             raise TypeError(f"resume must be True or False, got {resume!r}")
         if report_every is not None:
             report_every = check_int(report_every, "report_every", minimum=1)
+        if orders is not None and not callable(orders):
+            raise TypeError(f"orders must be callable or None, got {type(orders).__name__}")
         plan = self._plan(learning_rate, bool(resume), batch_size, shuffled,
                           sample_weight is not None)
         bar = _progress_bar(iterations) if progress else None
@@ -304,14 +317,16 @@ class Network:
         fit_lock, state_lock = _locks_of(self)
         with fit_lock:
             try:
+                random_state, fill_orders = self._order_source(shuffled, orders)
                 if plan.is_original:
                     return self._train(X, y, iterations, plan.learning_rate, batch_size,
-                                       shuffled, verbose, callback, bar, state_lock,
-                                       report_every)
+                                       fill_orders, random_state, verbose, callback, bar,
+                                       state_lock, report_every)
                 # Under the fit lock: the state of the fit before, not of one running.
                 state = self._start_state(plan, bool(resume), learning_rate)
                 return self._train_general(plan, state, X, y, sample_weight, iterations,
-                                           verbose, callback, bar, state_lock, report_every)
+                                           fill_orders, random_state, verbose, callback, bar,
+                                           state_lock, report_every)
             finally:
                 if bar is not None:
                     bar.close()
@@ -329,6 +344,19 @@ class Network:
                        reduction=self.reduction, alpha=self.alpha, optimizer=self.optimizer,
                        learning_rate=initial_rate, batch_size=batch_size, shuffled=shuffled,
                        weighted=weighted)
+
+    def _order_source(self, shuffled, orders):
+        """(the random state the network keeps after the fit, ``fill(buffer) -> buffer``
+        writing the next epochs' row orders into an (n_epochs, n_rows) buffer, or None when
+        the fit is not shuffled). The network's own draws come from a copy of its random
+        state, so that a failed fit leaves its stream untouched; the caller's ``orders``
+        leave it alone."""
+        if not shuffled:
+            return self._random_state, None
+        if orders is not None:
+            return self._random_state, functools.partial(_callers_orders, orders)
+        random_state = copy.deepcopy(self._random_state)
+        return random_state, functools.partial(_draw_epoch_orders, random_state)
 
     def _start_state(self, plan, resume, learning_rate):
         """A copy of the optimizer state this fit starts from (the network's own is replaced
@@ -354,8 +382,8 @@ class Network:
         return reporting, verbose or (max(1, iterations // _DEFAULT_REPORTS) if reporting
                                       else max(1, iterations))
 
-    def _train(self, X, y, iterations, learning_rate, batch_size, shuffled, verbose, callback,
-               bar, state_lock, report_every_given=None):
+    def _train(self, X, y, iterations, learning_rate, batch_size, fill_orders, random_state,
+               verbose, callback, bar, state_lock, report_every_given=None):
         """The body of ``fit`` on validated input, holding the network's fit lock."""
         n_rows = X.shape[0]
         reporting, report_every = self._report_period(iterations, verbose, callback, bar,
@@ -364,17 +392,16 @@ class Network:
             self.dtype.itemsize * (2 * batch_size * sum(self.sizes[1:]) + self._params.size),
             f"training on batches of {batch_size} rows")
         kernel_threads = self._kernel_threads(batch_size)
-        run_chunk = self._chunk_runner(X, y, learning_rate, batch_size, shuffled, kernel_threads)
+        run_chunk = self._chunk_runner(X, y, learning_rate, batch_size,
+                                       fill_orders is not None, kernel_threads)
         # Train copies: an error or an interrupt leaves the network as it was.
         with state_lock:
             params = self._params.copy()
-        # Shuffling draws from a copy, so a failed fit leaves the network's stream untouched.
-        random_state = copy.deepcopy(self._random_state) if shuffled else self._random_state
         history = []
         done = 0
         with self._blas_limit(kernel_threads, batch_size):
-            done = self._run_chunks(run_chunk, params, random_state, iterations, n_rows,
-                                    report_every, shuffled, learning_rate, reporting, verbose,
+            done = self._run_chunks(run_chunk, params, fill_orders, iterations, n_rows,
+                                    report_every, learning_rate, reporting, verbose,
                                     callback, bar, history)
         if not np.isfinite(params).all():
             raise TrainingDivergedError(
@@ -387,8 +414,8 @@ class Network:
             self.iterations_run = done
         return self
 
-    def _train_general(self, plan, state, X, y, sample_weight, iterations, verbose, callback,
-                       bar, state_lock, report_every_given):
+    def _train_general(self, plan, state, X, y, sample_weight, iterations, fill_orders,
+                       random_state, verbose, callback, bar, state_lock, report_every_given):
         """``fit`` for every model but the original's: the backend's runner over the plan."""
         n_rows = X.shape[0]
         reporting, report_every = self._report_period(iterations, verbose, callback, bar,
@@ -406,10 +433,9 @@ class Network:
                                   self._check_every(plan.batch_size))
         with state_lock:
             params = self._params.copy()
-        random_state = copy.deepcopy(self._random_state) if plan.shuffled else self._random_state
         history = []
         done = 0
-        order_rows = max(1, min(iterations, _MAX_ORDER_ENTRIES // n_rows))
+        order_rows = _order_rows(iterations, n_rows)
         order_buffer = (np.empty((order_rows, n_rows), dtype=np.intp) if plan.shuffled
                         else None)
         with self._blas_limit(kernel_threads, plan.batch_size):
@@ -420,8 +446,7 @@ class Network:
                     n_epochs = min(n_epochs, min(iterations, next_report) - done)
                 if plan.shuffled:
                     n_epochs = min(n_epochs, order_rows)
-                orders = (_draw_epoch_orders(random_state, order_buffer[:n_epochs])
-                          if plan.shuffled else None)
+                orders = (fill_orders(order_buffer[:n_epochs]) if plan.shuffled else None)
                 losses, epochs_done, diverged = run(params, state, n_epochs, orders)
                 if diverged:
                     raise TrainingDivergedError(
@@ -478,19 +503,19 @@ class Network:
         return (max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_batch))
                 if threading.current_thread() is threading.main_thread() else 0)
 
-    def _run_chunks(self, run_chunk, params, random_state, iterations, n_rows, report_every,
-                    shuffled, learning_rate, reporting, verbose, callback, bar, history):
+    def _run_chunks(self, run_chunk, params, fill_orders, iterations, n_rows, report_every,
+                    learning_rate, reporting, verbose, callback, bar, history):
         """Runs the backend chunk by chunk between reports; returns the iterations run."""
         done = 0
-        order_buffer = (np.empty((max(1, min(iterations, _MAX_ORDER_ENTRIES // n_rows)), n_rows),
-                                 dtype=np.intp) if shuffled else None)
+        shuffled = fill_orders is not None
+        order_buffer = (np.empty((_order_rows(iterations, n_rows), n_rows), dtype=np.intp)
+                        if shuffled else None)
         while done < iterations:
             next_report = (done // report_every + 1) * report_every
             n_epochs = min(iterations, next_report) - done
             if shuffled:
-                n_epochs = min(n_epochs, max(1, _MAX_ORDER_ENTRIES // n_rows))
-            orders = (_draw_epoch_orders(random_state, order_buffer[:n_epochs]) if shuffled
-                      else None)
+                n_epochs = min(n_epochs, order_buffer.shape[0])
+            orders = fill_orders(order_buffer[:n_epochs]) if shuffled else None
             first_error, diverged_at = run_chunk(params, n_epochs, orders)
             if diverged_at is not None:
                 raise TrainingDivergedError(
@@ -711,6 +736,11 @@ class Network:
                 and all(name == "logistic" for name in self.activations))
 
 
+def _order_rows(iterations, n_rows):
+    """Epochs per buffer of shuffled row orders (one buffer per fit, of bounded size)."""
+    return max(1, min(iterations, _MAX_ORDER_ENTRIES // n_rows))
+
+
 def _draw_epoch_orders(random_state, orders):
     """Fills each row of orders with the next epoch's row order drawn from random_state
     (the sequence random_state.permutation(n_rows) would give), in place."""
@@ -718,6 +748,26 @@ def _draw_epoch_orders(random_state, orders):
         order[...] = np.arange(orders.shape[1])
         random_state.shuffle(order)
     return orders
+
+
+def _callers_orders(orders, buffer):
+    """Fills buffer by the caller's ``orders(buffer)``, then checks that each of its rows
+    is a permutation of the row indices (so the kernel never reads outside X and no row is
+    skipped or repeated)."""
+    orders(buffer)
+    n_rows = buffer.shape[1]
+    bad = np.flatnonzero((np.sort(buffer, axis=1) != np.arange(n_rows)).any(axis=1))
+    if bad.size:
+        raise ValueError(f"orders must fill each row of its (n_epochs, n_rows) = "
+                         f"{buffer.shape} argument with a permutation of range({n_rows}); "
+                         f"row {bad[0]} is not: {_preview(buffer[bad[0]])}")
+    return buffer
+
+
+def _preview(values, limit=8):
+    """The first few values of a 1-D array, for a message."""
+    shown = ", ".join(str(v) for v in values[:limit])
+    return f"[{shown}{', ...' if values.size > limit else ''}]"
 
 
 def _progress_bar(total):

@@ -146,19 +146,35 @@ def test_batch_size_above_the_rows_warns_and_is_clipped(mlp_backend):
     assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
 
 
+# Fits that stop early, and "adaptive" ones whose rate drops mid-fit (the network's run is
+# stopped and resumed, the row orders go on).
+STOPPING = {
+    "max_iter": {},
+    "stalled": {"tol": 0.5, "n_iter_no_change": 2},
+    "adaptive": {"solver": "sgd", "learning_rate": "adaptive", "tol": 0.5,
+                 "n_iter_no_change": 1},
+}
+
+
+@pytest.mark.parametrize("stopping", list(STOPPING))
 @pytest.mark.parametrize("batch_size", [16, "auto"])
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_random_state_instance_ends_where_scikit_learns_does(batch_size, early_stopping,
-                                                             mlp_backend):
+                                                             stopping, mlp_backend):
     # A RandomState passed as random_state is drawn from in place, by both, in the same order
     # and number (initial weights, split, one shuffle per epoch): the same fit, and the same
     # state afterwards.
     states = [np.random.RandomState(3), np.random.RandomState(3)]
     X, y = _data("binary")
     params = {**BASE, "shuffle": True, "batch_size": batch_size,
-              "early_stopping": early_stopping, "max_iter": 12}
+              "early_stopping": early_stopping, "max_iter": 12, **STOPPING[stopping]}
     ours = MLPClassifier(**{**params, "random_state": states[0]}).fit(X, y)
     theirs = neural_network.MLPClassifier(**{**params, "random_state": states[1]}).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_
+    if stopping == "stalled":
+        assert ours.n_iter_ < 12
+    if stopping == "adaptive":
+        assert theirs._optimizer.learning_rate < theirs.learning_rate_init
     assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
     assert_array_equal(states[0].randint(1 << 30, size=5), states[1].randint(1 << 30, size=5))
 

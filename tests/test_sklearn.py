@@ -534,3 +534,23 @@ def test_nnfast_imports_without_scikit_learn():
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("fitted_on, y", [
+    ([0, 1, 2, 1], [2, 0, 1, 1, 0]),
+    (["no", "yes"], ["yes", "no", "no"]),
+    (np.array(["a", "b"], dtype=object), np.array(["b", "b", "a"], dtype=object)),
+    ([True, False], [False, True, True]),
+    ([0.0, 1.0, 2.0], [2.0, 0.0]),
+    ([7, 7], [7, 7, 7]),
+    ([3, 1, 2], [3, 3]),                                 # partial_fit: classes beyond the batch
+    ([[1, 0, 1], [0, 1, 1]], [[0, 0, 1], [1, 1, 0]])])   # multilabel: the binarizer's own
+def test_mlp_target_encoding_is_label_binarizers(fitted_on, y):
+    from sklearn.preprocessing import LabelBinarizer
+
+    from nnfast._mlp import _binarize
+    binarizer = LabelBinarizer().fit(np.asarray(fitted_on))
+    y = np.asarray(y)
+    ours = _binarize(binarizer, y)
+    assert_array_equal(ours, binarizer.transform(y))
+    assert ours.dtype == binarizer.transform(y).dtype

@@ -274,9 +274,10 @@ def _model_data(output, n_rows=23, n_in=4, n_out=3, dtype=np.float64):
 
 
 def _by_hand(sizes, options, X, y, epochs, batch_size, shuffle, sample_weight=None, seed=1,
-             dtype=np.float64):
+             dtype=np.float64, orders=None):
     """(params, state, epoch losses) of reference.make_runner on a network drawn and shuffled
-    as Network draws and shuffles (init_params, then one permutation per epoch)."""
+    as Network draws and shuffles (init_params, then one permutation per epoch), or in the
+    given (epochs, n_rows) row orders."""
     options = dict(options)
     activation = options.pop("activation", "logistic")
     activations = ((activation,) * (len(sizes) - 2) if isinstance(activation, str)
@@ -295,8 +296,7 @@ def _by_hand(sizes, options, X, y, epochs, batch_size, shuffle, sample_weight=No
     assert not options
     random_state = np.random.RandomState(seed)
     params = pack_params(*reference.init_params(sizes, random_state, dtype, bias))
-    orders = None
-    if plan.shuffled:
+    if plan.shuffled and orders is None:
         orders = np.empty((epochs, len(X)), dtype=np.intp)
         for order in orders:
             order[...] = np.arange(len(X))
@@ -670,3 +670,114 @@ def test_only_the_originals_options_take_the_original_path(backend, monkeypatch)
         except NotImplementedError:
             assert backend == "cython" and "cython" not in GENERAL_BACKENDS
     assert len(used) == 5
+
+
+# ------------------------------------------------------------------------ caller's row orders
+
+def _scripted_orders(n_epochs, n_rows, seed=7):
+    """(every epoch's row order, a callable ``orders(out)`` handing them out chunk by chunk,
+    the list of chunk lengths it was asked for)."""
+    rng = np.random.default_rng(seed)
+    script = np.array([rng.permutation(n_rows) for _ in range(n_epochs)], dtype=np.intp)
+    asked = []
+
+    def orders(out):
+        start = sum(asked)
+        asked.append(len(out))
+        out[...] = script[start:start + len(out)]
+    return script, orders, asked
+
+
+@pytest.mark.parametrize("live", [False, True])
+@pytest.mark.parametrize("model", ["relu_softmax_adam", "mixed_identity_sgd"])
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_caller_orders_are_the_reference_with_those_orders(backend, model, live):
+    """The network runs the epochs in the caller's orders (asked for chunk by chunk, the
+    chunks ending at the reports a callback needs), the reference runner in the same ones;
+    the network's own random state draws nothing."""
+    options = MODELS[model]
+    X, y = _model_data(options["output"])
+    script, orders, asked = _scripted_orders(10, len(X))
+    net = nnfast.Network([4, 6, 5, 3], backend=backend, **options)
+    untouched_stream = net._random_state.get_state()
+    # A history alone runs one chunk; a callback every 3 epochs splits it there.
+    report_every = 3 if live else 1
+    callback = (lambda iteration, loss: None) if live else None
+    net.fit(X, y, 10, batch_size=7, orders=orders, callback=callback,
+            report_every=report_every)
+    params, state, losses = _by_hand([4, 6, 5, 3], options, X, y, 10, 7, True, orders=script)
+    tolerance = {"rtol": MODEL_RTOL[np.float64], "atol": MODEL_ATOL[np.float64]}
+    assert_allclose(net._params, params, **tolerance)
+    assert_allclose(net.optimizer_state.values, state.values, **tolerance)
+    assert asked == ([3, 3, 3, 1] if live else [10])
+    assert [i for i, _ in net.history] == list(range(0, 10, report_every))
+    assert_allclose([loss for _, loss in net.history], losses[::report_every], **tolerance)
+    assert_array_equal(net._random_state.get_state()[1], untouched_stream[1])
+    assert net._random_state.get_state()[2] == untouched_stream[2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_caller_orders_on_the_original_model_are_the_reference(backend):
+    X, y = _batch_data()
+    script, orders, _ = _scripted_orders(6, len(X))
+    net = nnfast.Network([5, 6, 2], backend=backend).fit(X, y, 6, 0.3, batch_size=8,
+                                                         orders=orders)
+    weights, _ = reference.init_params([5, 6, 2], 1)
+    reference.fit(weights, None, X, y, 6, 0.3, 8, script)
+    for a, b in zip(net.weights, weights):
+        assert_allclose(a, b, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("batch_size, shuffle", [(None, True), (5, False)])
+def test_caller_orders_are_not_asked_for_unshuffled_fits(batch_size, shuffle):
+    X, y = _model_data("identity")
+    _, orders, asked = _scripted_orders(4, len(X))
+    options = MODELS["mixed_identity_sgd"]
+    net = nnfast.Network([4, 6, 5, 3], **options).fit(X, y, 4, batch_size=batch_size,
+                                                      shuffle=shuffle, orders=orders)
+    plain = nnfast.Network([4, 6, 5, 3], **options).fit(X, y, 4, batch_size=batch_size,
+                                                        shuffle=shuffle)
+    assert asked == []
+    assert_array_equal(net._params, plain._params)
+
+
+def _repeat_first_row(out):
+    out[...] = np.arange(out.shape[1])
+    out[-1, 1] = 0
+
+
+def _out_of_bounds(out):
+    out[...] = np.arange(out.shape[1])
+    out[0, 0] = out.shape[1]
+
+
+def _negative(out):
+    out[...] = np.arange(out.shape[1])[::-1]
+    out[0, -1] = -1
+
+
+def _fails(out):
+    raise RuntimeError("no orders today")
+
+
+@pytest.mark.parametrize("orders, error", [
+    (_repeat_first_row, ValueError), (_out_of_bounds, ValueError), (_negative, ValueError),
+    (_fails, RuntimeError)])
+@pytest.mark.parametrize("original", [False, True])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_caller_orders_fail_and_leave_the_network_as_it_was(backend, original, orders,
+                                                                 error):
+    options = {} if original else MODELS["relu_softmax_adam"]
+    X, y = _model_data(options.get("output", "original"))
+    net = nnfast.Network([4, 6, 3], backend=backend, **options).fit(X, y, 2, batch_size=5)
+    before = _snapshot(net)
+    with pytest.raises(error, match="permutation of range|no orders today"):
+        net.fit(X, y, 3, batch_size=5, orders=orders, resume=not original)
+    _assert_untouched(net, before)
+
+
+def test_orders_must_be_callable():
+    X, y = _model_data("identity")
+    net = nnfast.Network([4, 6, 3])
+    with pytest.raises(TypeError, match="orders must be callable"):
+        net.fit(X, y, 2, batch_size=5, orders=np.zeros((2, len(X)), dtype=np.intp))
