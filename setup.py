@@ -14,8 +14,8 @@ best one the CPU runs (``nnfast._dispatch``). Elsewhere only the baseline module
 """
 
 import os
-import platform
 import sys
+import sysconfig
 import tempfile
 import textwrap
 
@@ -115,8 +115,16 @@ ISA_FLAGS = {
     "nnfast._kernels_avx512": ["-march=x86-64-v4", "-mprefer-vector-width=512"],
 }
 
+# The platform the wheel is for, which is not the build machine's when cross-compiling
+# (cibuildwheel sets _PYTHON_HOST_PLATFORM, e.g. macosx-11.0-x86_64 on an arm64 Mac; a
+# universal2 target is not x86-64 only, so it gets the baseline). MSVC is left out: the CPU
+# check that picks a variant (nnfast_cpu_runs in _kernels.pyx) is GCC/Clang-only, so on
+# Windows a variant could never be chosen.
+TARGET = sysconfig.get_platform()
+X86_64 = TARGET.endswith("x86_64") and sys.platform != "win32"
+
 extensions = [Extension("nnfast._kernels", ["nnfast/_kernels.pyx"])]
-if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
+if X86_64:
     extensions += [Extension(name, [name.replace(".", "/") + ".pyx"]) for name in ISA_FLAGS]
 
 setup(

@@ -1,6 +1,8 @@
-"""The kernel modules are compiled extensions, not pure-Python stand-ins."""
+"""The kernel modules are compiled extensions, not pure-Python stand-ins, and the installation
+under test is the one CI asked for (editable or wheel, with or without OpenMP)."""
 
 import importlib.machinery
+import importlib.metadata
 import inspect
 import os
 
@@ -55,3 +57,57 @@ def test_build_kind_is_the_one_asked_for(kernels):
     assert isinstance(kernels.DEBUG_BUILD, bool)
     if expected is not None:
         assert kernels.DEBUG_BUILD == (expected == "1")
+
+
+def _installed_distribution():
+    """nnfast's metadata as pip installed it (a dist-info with INSTALLER), not an egg-info
+    that a build left in a source tree on sys.path."""
+    found = [distribution for distribution in importlib.metadata.distributions(name="nnfast")
+             if distribution.read_text("INSTALLER")]
+    assert len(found) == 1, [str(getattr(d, "_path", d)) for d in found]
+    return found[0]
+
+
+def test_version_is_the_installed_distributions():
+    """nnfast.__version__ is the one place the version is set; the metadata pip installed
+    (pyproject.toml reads it from there) must agree."""
+    assert nnfast.__version__ == _installed_distribution().version
+
+
+def test_imported_package_is_the_installation_asked_for():
+    """CI runs the suite against an editable install (NNFAST_EXPECT_INSTALLED=0) and against
+    the installed wheel (=1, .ci/test_installed.py): each run must import what it claims.
+    A wheel's files are listed in its RECORD; an editable install lists only a finder."""
+    from nnfast import _kernels
+
+    distribution = _installed_distribution()
+    recorded = {os.path.realpath(entry.locate()) for entry in distribution.files or ()}
+    from_wheel = os.path.realpath(_kernels.__file__) in recorded
+    assert from_wheel == (os.path.realpath(nnfast.__file__) in recorded)
+    expected = os.environ.get("NNFAST_EXPECT_INSTALLED")
+    if expected is not None:
+        assert from_wheel == (expected == "1"), (nnfast.__file__, expected)
+
+
+def test_openmp_is_the_one_the_build_promised(kernels):
+    """Wheels for Linux are built with OpenMP, those for macOS and Windows without it
+    (pyproject.toml, [tool.cibuildwheel]); their test runs set NNFAST_EXPECT_OPENMP."""
+    expected = os.environ.get("NNFAST_EXPECT_OPENMP")
+    if expected is not None:
+        assert kernels.OPENMP == (expected == "1")
+
+
+def test_every_requirement_declares_its_minimum():
+    """CI installs the declared minimums of the runtime and test requirements
+    (.ci/min_requirements.py) and runs the suite on them: a requirement without a lower
+    bound would go untested at its oldest."""
+    from packaging.requirements import Requirement
+
+    for line in _installed_distribution().requires or ():
+        requirement = Requirement(line)
+        marker = requirement.marker
+        if marker is not None and not any(marker.evaluate({"extra": extra})
+                                          for extra in ("", "test")):
+            continue
+        assert any(spec.operator in (">=", "==", "~=") for spec in requirement.specifier), (
+            f"{line!r}: declare a minimum version (name>=X.Y)")
