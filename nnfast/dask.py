@@ -28,11 +28,12 @@ import numpy as np
 from ._dask_cluster import client_for_fit, local_cluster
 from ._dask_data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
 from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, same, shard_gradient,
-                          shard_local_steps, shard_loss_gradient)
+                          shard_local_fit, shard_local_steps, shard_loss_gradient)
 from ._layout import param_views
-from ._validation import (check_inputs, check_int, check_learning_rate, check_target_range,
-                          check_targets)
+from ._validation import (check_inputs, check_int, check_learning_rate, check_sample_weight,
+                          check_target_range, check_targets)
 from .network import Network, TrainingDivergedError, _locks_of, _progress_bar
+from .optimizers import GradientStep
 from .reference import make_optimizer
 
 __all__ = ["fit", "local_cluster", "WorkerLostError"]
@@ -58,7 +59,8 @@ class WorkerLostError(RuntimeError):
 
 
 def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, sync_every=1,
-        verbose=0, callback=None, progress=False, resume=False, report_every=None):
+        verbose=0, callback=None, progress=False, sample_weight=None, resume=False,
+        report_every=None):
     """Trains ``network`` in place on (X, y) held by the workers of a Dask cluster.
 
     With ``sync_every=1`` (the default) every iteration is one full-batch step of
@@ -148,6 +150,9 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
     iterations = check_int(iterations, "iterations", minimum=0)
     if learning_rate is not None:
         learning_rate = check_learning_rate(learning_rate, network.dtype)
+        if not isinstance(network.optimizer, GradientStep) and learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0 for {type(network.optimizer).__name__}"
+                             f", got {learning_rate}")
     sync_every = check_int(sync_every, "sync_every", minimum=1)
     verbose = check_int(verbose, "verbose", minimum=0)
     if callback is not None and not callable(callback):
@@ -159,17 +164,21 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
     if report_every is not None:
         report_every = check_int(report_every, "report_every", minimum=1)
     # Everything the client can check is checked before a cluster is started or reached.
-    if is_dask_array(X) or is_dask_array(y):
-        X, y = check_dask_data(X, y, network.sizes, network.dtype)
+    if any(is_dask_array(a) for a in (X, y, sample_weight)):
+        X, y, sample_weight = check_dask_data(X, y, network.sizes, network.dtype,
+                                              sample_weight)
         make_shards = shards_from_dask
     else:
         X = check_inputs(X, network.sizes, network.dtype)
         y = check_target_range(check_targets(y, X.shape[0], network.sizes, network.dtype),
                                network.output)
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, X.shape[0], network.dtype)
         make_shards = shards_from_numpy
-    plan = network._plan(learning_rate, bool(resume), X.shape[0], False, False)
+    plan = network._plan(learning_rate, bool(resume), X.shape[0], False,
+                         sample_weight is not None)
     if not plan.is_original:
-        _check_general(network, plan, sync_every)
+        network._general_backend()  # the compiled model must exist here as on the workers
 
     fit_lock, state_lock = _locks_of(network)
     bar = _progress_bar(iterations) if progress else None
@@ -180,7 +189,7 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
                      else network._start_state(plan, bool(resume), learning_rate))
             trainer = _Trainer(active, network, plan, state, sync_every)
             try:
-                trainer.place(make_shards, X, y)
+                trainer.place(make_shards, X, y, sample_weight)
                 params, history, done = trainer.run(iterations, verbose, callback, bar,
                                                     report_every)
                 trainer.release()
@@ -196,18 +205,6 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         if state is not None and plan.state_size:
             network.optimizer_state = state
     return network
-
-
-def _check_general(network, plan, sync_every):
-    """What the distributed fit of a model other than the original's supports."""
-    if sync_every != 1:
-        raise ValueError(f"sync_every={sync_every} needs the original's model (Network's "
-                         f"default options); this network ({network!r}) takes sync_every=1")
-    if plan.output == "original":
-        raise ValueError("output 'original' with other options than the original's trains "
-                         "locally only (Network.fit); choose another output, or the "
-                         "original's options, for nnfast.dask.fit")
-    network._general_backend()  # the compiled model must exist here as on the workers
 
 
 class _Trainer:
@@ -226,17 +223,20 @@ class _Trainer:
         self.in_flight = []
         self.spec = None
         self.n_rows = 0
+        self.total_weight = 0.0
         self.recomputable = False
 
-    def place(self, make_shards, X, y):
+    def place(self, make_shards, X, y, sample_weight):
         """Puts the checked shards in worker memory; raises the first data error."""
         net = self.network
-        self.shards, rows = make_shards(self.client, X, y, net.sizes, net.dtype, net.output)
+        self.shards, rows, self.total_weight = make_shards(
+            self.client, X, y, sample_weight, net.sizes, net.dtype, net.output)
         self.recomputable = make_shards is shards_from_dask
         self.n_rows = X.shape[0]
         self.spec = ShardSpec(fit_id=uuid.uuid4().hex, sizes=tuple(net.sizes), bias=net.bias,
                               dtype=net.dtype.name, backend=net.backend, max_rows=max(rows),
-                              plan=None if self.plan.is_original else self.plan)
+                              plan=None if self.plan.is_original else self.plan,
+                              n_rows=self.n_rows, total_weight=self.total_weight)
         self._locate_shards()
 
     def run(self, iterations, verbose, callback, bar, report_every_given):
@@ -285,8 +285,10 @@ class _Trainer:
             total = self._round(params, k)
             if self.state is None:
                 error = self._original_update(params, total, done + step)
-            else:
+            elif self.sync_every == 1:
                 error = self._general_update(params, total, done + step)
+            else:
+                error = self._general_round_update(params, total, done + step, k)
             if first_error is None:
                 first_error = error
             step += k
@@ -311,7 +313,8 @@ class _Trainer:
         """loss_gradient's arithmetic from the shards' unpenalised sums, then the optimizer's
         step and end of epoch, as the reference runner's full-batch epoch."""
         plan, net = self.plan, self.network
-        denom = self.n_rows if plan.reduction == "mean" else 1
+        # "mean" divides by all rows' weight, as a local fit's full batch (rows: no weights).
+        denom = self.total_weight if plan.reduction == "mean" else 1
         grad = total.vector
         weights = param_views(params, net.sizes, net.bias)[0]
         with np.errstate(all="ignore"):  # a non-finite loss is reported below
@@ -323,16 +326,46 @@ class _Trainer:
                 penalty = sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
             if plan.reduction == "mean":
                 grad /= denom
-            loss = total.abs_error_sum / self.n_rows + 0.5 * plan.alpha * penalty / denom
+            loss = self._loss(total)
+            if plan.output != "original":  # whose reported error is mean |y - output| only
+                loss += 0.5 * plan.alpha * penalty / denom
+        self._check_loss(total, loss, iteration)
+        with np.errstate(all="ignore"):
+            self.optimizer.update_params(params, grad)
+        self.state.samples_seen += self.n_rows
+        self.optimizer.iteration_ends(self.state.samples_seen)
+        return loss
+
+    def _loss(self, total):
+        """The loss of all rows from the shards' sum: the original's mean |y - output| for
+        output "original", else the weighted mean data loss (penalty terms aside)."""
+        if self.plan.output == "original":
+            return total.abs_error_sum / (self.n_rows * self.network.sizes[-1])
+        return total.abs_error_sum / self.total_weight
+
+    def _check_loss(self, total, loss, iteration):
         if total.diverged or not np.isfinite(loss):
             raise TrainingDivergedError(
                 f"training diverged at iteration {iteration}: the loss is no longer finite "
                 f"(learning rate {self.state.learning_rate} too large?); the network is left "
                 "as it was before this fit")
-        with np.errstate(all="ignore"):
-            self.optimizer.update_params(params, grad)
-        self.state.samples_seen += self.n_rows
-        self.optimizer.iteration_ends(self.state.samples_seen)
+
+    def _general_round_update(self, params, total, iteration, n_steps):
+        """A ``sync_every`` round of a general model: the shards' weighted average change of
+        the parameters and of the optimizer state, and the counters of n_steps epochs."""
+        state, n_params = self.state, params.size
+        # The shards' losses at the round's start carry the L2 term already (weights summing
+        # to 1); for "original" the sum |y - output|.
+        loss = (self._loss(total) if self.plan.output == "original"
+                else total.abs_error_sum / self.total_weight)
+        self._check_loss(total, loss, iteration)
+        params += total.vector[:n_params]
+        state.values += total.vector[n_params:]
+        if self.plan.optimizer_name == "adam":
+            state.step += n_steps  # one full batch per epoch, as in every shard
+        for _ in range(n_steps):
+            state.samples_seen += self.n_rows
+            self.optimizer.iteration_ends(state.samples_seen)
         return loss
 
     def _round(self, params, n_steps):
@@ -383,10 +416,18 @@ class _Trainer:
         and every task can be recomputed: a lost worker's part is redone elsewhere.
         """
         client = self.client
+        if self.sync_every > 1 and self.state is not None:  # the optimizer state travels too
+            params = np.concatenate([params, self.state.values])
         copies = self._broadcast(params)
         if self.sync_every == 1:
             task = shard_gradient if self.state is None else shard_loss_gradient
             parts = [client.submit(task, self.spec, copies[holder], shard, pure=False)
+                     for shard, holder in zip(self.shards, self.holders)]
+        elif self.state is not None:
+            state = self.state
+            counters = (state.step, state.samples_seen, state.learning_rate)
+            parts = [client.submit(shard_local_fit, self.spec, copies[holder], shard, n_steps,
+                                   counters, pure=False)
                      for shard, holder in zip(self.shards, self.holders)]
         else:
             parts = [client.submit(shard_local_steps, self.spec, copies[holder], shard, n_steps,
