@@ -392,7 +392,7 @@ def test_sync_every_converges_to_a_comparable_score_on_breast_cancer(client):
     scores = {}
     for sync_every in (1, 10):
         net = nnfast.Network([30, 16, 1], bias=True, seed=0)
-        nnfast.dask.fit(net, X_train, y_train, iterations=100, learning_rate=0.02,
+        nnfast.dask.fit(net, X_train, y_train, iterations=30, learning_rate=0.02,
                         sync_every=sync_every, client=client)
         scores[sync_every] = np.mean((net.predict(X_test)[:, 0] > 0.5) == y_test)
     print(f"held-out accuracy: exact {scores[1]:.3f}, sync_every=10 {scores[10]:.3f}")
@@ -412,12 +412,12 @@ def test_sync_every_with_adam_and_softmax_converges_on_digits(client):
     scores = {}
     for sync_every in (1, 10):
         net = nnfast.Network([64, 32, 10], bias=True, seed=0, activation="relu",
-                             output="softmax", optimizer=nnfast.optimizers.Adam(0.01))
-        nnfast.dask.fit(net, X_chunked, targets, iterations=60, sync_every=sync_every,
+                             output="softmax", optimizer=nnfast.optimizers.Adam(0.03))
+        nnfast.dask.fit(net, X_chunked, targets, iterations=40, sync_every=sync_every,
                         client=client)
         scores[sync_every] = np.mean(net.predict(X_test).argmax(axis=1) == y_test)
     print(f"held-out accuracy: exact {scores[1]:.3f}, sync_every=10 {scores[10]:.3f}")
-    assert scores[1] > 0.9
+    assert scores[1] > 0.93
     assert abs(scores[10] - scores[1]) <= 0.03
 
 
