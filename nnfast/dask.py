@@ -6,7 +6,8 @@ computes its
 shards' gradients with the compiled kernel (``Network.gradient``'s computation), the partial
 sums are added in a tree on the workers, and the client applies the one summed update: the
 same algorithm as ``Network.fit`` with full batches, only the order of the gradient's sum
-differs. ``sync_every=K`` trades that exactness for K times fewer round trips.
+differs. ``sync_every=K`` trades that exactness for K times fewer round trips: each shard
+takes K local steps of the network's optimizer, then the shards are averaged by weight.
 
 Needs ``pip install "nnfast[dask]"`` (``dask[array]`` and ``distributed``); ``import nnfast``
 works without them.
@@ -73,11 +74,14 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
     rounding of the gradient's summation order, with the same ``history``.
 
     A network with other model options (activations, outputs, ``alpha``, ``reduction``,
-    ``SGD`` / ``Adam``) trains the same way on ``Network.loss_gradient``'s arithmetic: each
-    shard sums its rows' gradient ``a.T @ d`` and data loss; the client adds ``alpha * W``,
-    divides as ``reduction`` says, and applies the network's optimizer to that full-batch
-    gradient exactly as a local full-batch fit does, its state (``optimizer_state``,
-    ``resume``) included.
+    ``SGD`` / ``Adam``, output ``"original"`` with any of them) or sample weights trains the
+    same way on ``Network.loss_gradient``'s arithmetic, computed on the workers by the
+    compiled kernel (``_kernels.loss_gradient``; the NumPy reference for
+    ``backend="numpy"``): each shard sums its rows' weighted gradient ``a.T @ d`` and data
+    loss; the client adds ``alpha * W``, divides as ``reduction`` says (``"mean"``: by the
+    weight of all rows, a local fit's full batch) and applies the network's optimizer to
+    that full-batch gradient exactly as a local full-batch fit does, its state
+    (``optimizer_state``, ``resume``) included.
 
     Parameters
     ----------
@@ -102,18 +106,27 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         the call (loopback only, one single-threaded worker process per core; see
         ``local_cluster``), closed afterwards.
     sync_every : int >= 1
-        K: the workers combine their work every K iterations instead of every iteration.
-        A round starts from the common parameters W. Each shard s (the rows of one chunk)
-        takes k full-batch steps on its own rows alone, from W: ``W_s <- W_s +
-        learning_rate * G_s(W_s)``, k = K except in a fit's last round, which takes the
-        remaining iterations. Then ``W <- W + sum_s (W_s - W)``: the shards' changes are
-        added. A shard's gradient sums over its own rows only, so each local step is about
-        the shard's share of a full step, and the sum of the shards' changes is about K full
-        steps; with K = 1 it is exactly one full step, and ``sync_every=1`` runs the exact
-        path above. Reports (``verbose``, ``callback``, ``progress``, ``history``) fall on
-        round starts: their spacing is rounded up to a multiple of K, and the error reported
-        is the exact mean |y - output| of all rows at W. Only for the original's model
-        (``Network``'s default options); other models take ``sync_every=1``.
+        K: the workers combine their work every K iterations instead of every iteration
+        (local SGD / federated averaging), for any model and optimizer. A round starts from
+        the common parameters W and optimizer state S. Let shard s (the rows of one chunk)
+        hold total weight w_s of all rows' W_tot (its rows and all rows when there are no
+        sample weights) and p_s = w_s / W_tot. Each shard takes k full-batch epochs of the
+        network's own model and optimizer on its own rows alone, from W and a copy of S,
+        with its rows' weights multiplied by 1 / p_s: its loss is then its estimate of the
+        whole data's (the same L2 term, and for ``"mean"`` the same denominator W_tot), so
+        every local step is an estimate of a full step. k = K except in a fit's last round,
+        which takes the remaining iterations. Then the shards are averaged by weight:
+        ``W <- W + sum_s p_s (W_s - W)`` and ``S <- S + sum_s p_s (S_s - S)`` (SGD's
+        velocities, Adam's moments); Adam's step count advances by k and ``samples_seen``
+        by k times the rows of all shards (each local epoch counts as an epoch of all rows,
+        so ``"invscaling"`` follows the same course). A shard of zero weight takes no part.
+        With K = 1 and the plain step or SGD the average is exactly one full-batch step
+        (the step is linear in the gradient); ``sync_every=1`` always runs the exact path
+        above (Adam's step is not linear in the gradient). For the original's model the
+        shard's step is ``W_s <- W_s + (learning_rate / p_s) * G_s(W_s)``. Reports
+        (``verbose``, ``callback``, ``progress``, ``history``) fall on round starts: their
+        spacing is rounded up to a multiple of K, and the error reported is that of all rows
+        at W (mean |y - output| for output ``"original"``, else the loss).
     verbose : int
         If K > 0, print ``Error:<mean |y - output|>`` at iterations 0, K, 2K, ..., in the
         original's format (as ``Network.fit``).
@@ -123,6 +136,11 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         as ``Network.fit`` does.
     progress : bool
         Show a progress bar (needs the optional ``tqdm``).
+    sample_weight : array_like (n_rows,), dask.array.Array or None
+        As ``Network.fit``'s (finite, >= 0, not all zero, with its messages): each row's
+        loss and gradient are scaled by its weight. A dask array is rechunked to X's row
+        chunks when they differ; its chunks are checked where they are computed, and a
+        chunk may be all zero. NumPy weights are checked here and split with the rows.
     resume, report_every
         As ``Network.fit``.
 
