@@ -217,6 +217,35 @@ def test_every_model_option_equals_a_local_fit(client, case):
                             rtol=1e-9, atol=1e-12)
 
 
+def test_workers_run_the_compiled_kernel_for_other_models(client):
+    """With the NumPy reference's backprop made to fail on the workers, backend="cython"
+    trains (the exact and the sync_every path) and backend="numpy" does not."""
+    def break_reference():
+        from nnfast import reference
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("the NumPy reference ran on a worker")
+        reference.saved_backprop, reference.backprop = reference.backprop, refuse
+
+    def restore_reference():
+        from nnfast import reference
+        reference.backprop = reference.__dict__.pop("saved_backprop")
+
+    X, y = _data(100, [4, 3, 2])
+    options = dict(activation="tanh", output="identity",
+                   optimizer=nnfast.optimizers.Adam(learning_rate=0.01))
+    client.run(break_reference)
+    try:
+        for sync_every in (1, 2):
+            nnfast.dask.fit(nnfast.Network([4, 3, 2], **options), X, y, iterations=2,
+                            sync_every=sync_every, client=client)
+            with pytest.raises(RuntimeError, match="reference ran on a worker"):
+                nnfast.dask.fit(nnfast.Network([4, 3, 2], backend="numpy", **options), X, y,
+                                iterations=2, sync_every=sync_every, client=client)
+    finally:
+        client.run(restore_reference)
+
+
 def test_output_original_with_a_stateful_optimizer_prints_as_network_fit(client, capsys):
     """Output "original" beyond the original's model: the general path's report lines."""
     X, y = _data(200, [4, 3, 1])
@@ -312,6 +341,7 @@ def _local_round(start, shards, n_steps, sizes, options, fit_arguments):
     result is the w_s / W weighted average of the shards' parameters and states."""
     weights, biases, state = start
     total = sum(w.sum() for _, _, w in shards)
+    n_rows = sum(len(x) for x, _, _ in shards)
     new = [np.zeros_like(p) for p in weights + biases]
     new_state = None if state is None else np.zeros_like(state.values)
     for x, y, w in shards:
@@ -323,7 +353,12 @@ def _local_round(start, shards, n_steps, sizes, options, fit_arguments):
                     / share)
         else:
             net.optimizer_state = state.copy()
-            net.fit(x, y, iterations=n_steps, sample_weight=w / share, resume=True)
+            for epoch in range(n_steps):
+                if epoch:  # each local epoch counts as one of all rows for the schedule
+                    net.optimizer_state.learning_rate = _invscaling(
+                        net.optimizer, state.samples_seen + epoch * n_rows,
+                        net.optimizer_state.learning_rate)
+                net.fit(x, y, iterations=1, sample_weight=w / share, resume=True)
             new_state += share * net.optimizer_state.values
         for k, p in enumerate(net.weights + net.biases):
             new[k] += share * (p - (weights + biases)[k])
@@ -331,15 +366,27 @@ def _local_round(start, shards, n_steps, sizes, options, fit_arguments):
     if state is not None:
         state = state.copy()
         state.values = new_state
-        state.step += n_steps
+        state.step += n_steps if isinstance(options["optimizer"], nnfast.optimizers.Adam) else 0
+        state.samples_seen += n_steps * n_rows
+        state.learning_rate = _invscaling(options["optimizer"], state.samples_seen,
+                                          state.learning_rate)
     return new[:len(weights)], new[len(weights):], state
+
+
+def _invscaling(optimizer, samples_seen, rate):
+    """scikit-learn's invscaling rate after samples_seen samples (others keep rate)."""
+    if getattr(optimizer, "schedule", None) == "invscaling":
+        return optimizer.learning_rate / (samples_seen + 1) ** optimizer.power_t
+    return rate
 
 
 @pytest.mark.parametrize("options, fit_arguments", [
     ({}, dict(learning_rate=0.01)),
     (dict(activation="tanh", output="logistic", alpha=1e-2,
           optimizer=nnfast.optimizers.Adam(learning_rate=0.01)), {}),
-], ids=["original", "adam-logistic-alpha"])
+    (dict(activation="relu", output="identity", reduction="sum", alpha=1e-2,
+          optimizer=nnfast.optimizers.SGD(learning_rate=1e-3, schedule="invscaling")), {}),
+], ids=["original", "adam-logistic-alpha", "sgd-invscaling-identity-sum"])
 def test_sync_every_is_the_documented_weighted_average_of_the_shards(client, options,
                                                                      fit_arguments):
     """Rounds of K=3 then the remaining 2 steps, each shard (a dask chunk) training alone
@@ -350,8 +397,10 @@ def test_sync_every_is_the_documented_weighted_average_of_the_shards(client, opt
     ones = np.ones(rows)
     shards = [(X[a:b], y[a:b], ones[a:b]) for a, b in zip(bounds, bounds[1:])]
     start_net = nnfast.Network(sizes, bias=True, **options)
+    blocks = {nnfast.optimizers.Adam: 2, nnfast.optimizers.SGD: 1}
     fresh = None if not options else nnfast._plan.OptimizerState(
-        np.zeros(2 * start_net._params.size), 0, 0, 0.01)
+        np.zeros(blocks[type(options["optimizer"])] * start_net._params.size), 0, 0,
+        options["optimizer"].learning_rate)
     start = ([w.copy() for w in start_net.weights], [b.copy() for b in start_net.biases], fresh)
     for n_steps in (3, 2):
         start = _local_round(start, shards, n_steps, sizes, options, fit_arguments)
@@ -363,8 +412,9 @@ def test_sync_every_is_the_documented_weighted_average_of_the_shards(client, opt
     for a, b in zip(net.weights + net.biases, weights + biases):
         assert_allclose(a, b, rtol=1e-10, atol=1e-13)
     if state is not None:
-        assert net.optimizer_state.step == state.step == 5
-        assert net.optimizer_state.samples_seen == 5 * rows
+        assert net.optimizer_state.step == state.step
+        assert net.optimizer_state.samples_seen == state.samples_seen == 5 * rows
+        assert_allclose(net.optimizer_state.learning_rate, state.learning_rate, rtol=1e-15)
         assert_allclose(net.optimizer_state.values, state.values, rtol=1e-10, atol=1e-15)
     # Reports at round starts only; the error is that of all rows at the round's weights.
     assert [i for i, _ in net.history] == [0, 3]
