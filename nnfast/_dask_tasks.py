@@ -2,12 +2,15 @@
 
 Nothing here imports Dask, so a worker needs only nnfast to run it. A shard is one chunk of
 rows held in a worker's memory as ``(x, y, w)``, already validated and converted to the
-network's dtype (``prepare_shard``); w is the rows' sample weights, or None. Every task returns a ``Partial``: a flat vector in the
-parameter layout of ``nnfast._layout``, the shard's sum of ``|y - output|`` and whether the
-shard's training diverged. ``add_partials`` sums partials; the client builds a tree of it.
+network's dtype (``prepare_shard``); w is the rows' sample weights, or None. Every task
+returns a ``Partial``: a flat vector in the parameter layout of ``nnfast._layout`` (for
+``sync_every`` rounds of a general model, followed by the optimizer state's values), the
+shard's part of the error or loss, and whether the shard's training diverged.
+``add_partials`` sums partials; the client builds a tree of it.
 
 Scratch buffers for the kernel are kept per worker thread and per fit (``_workspace``), so a
-step allocates only its result vector, as a local fit allocates once per fit.
+step allocates only its result vector, as a local fit allocates once per fit; a
+``sync_every`` round of a general model allocates its runner's buffers once per round.
 """
 
 import dataclasses

@@ -372,10 +372,9 @@ class _Trainer:
         """A ``sync_every`` round of a general model: the shards' weighted average change of
         the parameters and of the optimizer state, and the counters of n_steps epochs."""
         state, n_params = self.state, params.size
-        # The shards' losses at the round's start carry the L2 term already (weights summing
-        # to 1); for "original" the sum |y - output|.
-        loss = (self._loss(total) if self.plan.output == "original"
-                else total.abs_error_sum / self.total_weight)
+        # The shards' losses at the round's start carry the L2 term already (their weights
+        # sum to 1), so the loss of all rows at W is _loss's weighted mean.
+        loss = self._loss(total)
         self._check_loss(total, loss, iteration)
         params += total.vector[:n_params]
         state.values += total.vector[n_params:]
