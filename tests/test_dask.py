@@ -266,7 +266,7 @@ def test_output_original_with_a_stateful_optimizer_prints_as_network_fit(client,
 
 def _weights(rows, seed=2):
     weights = np.random.RandomState(seed).uniform(0, 3, rows)
-    weights[100:160] = 0  # a whole chunk (and shard) without weight
+    weights[160:320] = 0  # X's second chunk below: a dask shard without weight
     return weights
 
 
@@ -421,6 +421,24 @@ def test_sync_every_is_the_documented_weighted_average_of_the_shards(client, opt
     local = nnfast.Network(sizes, bias=True, **options).fit(
         X, y, iterations=1, callback=lambda i, e: False, **fit_arguments)
     assert_allclose(net.history[0][1], local.history[0][1], rtol=HISTORY_RTOL)
+
+
+def test_sync_every_leaves_out_a_shard_of_zero_weight(client):
+    """A shard whose weights are all zero takes no part in the average: the fit equals the
+    one without its rows."""
+    X, y = _data(300, [4, 3, 2])
+    weights = np.random.RandomState(3).uniform(0.5, 2, 300)
+    weights[100:200] = 0
+    kept = np.r_[0:100, 200:300]
+    options = dict(output="identity", optimizer=nnfast.optimizers.Adam(learning_rate=0.01))
+    nets = []
+    for X_fit, y_fit, w_fit in ((X, y, weights), (X[kept], y[kept], weights[kept])):
+        net = nnfast.Network([4, 3, 2], **options)
+        nnfast.dask.fit(net, da.from_array(X_fit, chunks=(100, 4)), y_fit, iterations=6,
+                        sample_weight=w_fit, sync_every=3, client=client, report_every=3)
+        nets.append(net)
+    _assert_same_weights(nets[1], nets[0])
+    _assert_same_history(nets[1], nets[0])
 
 
 def _scaled_split(load):
