@@ -207,8 +207,8 @@ def test_every_model_option_equals_a_local_fit(client, case):
     chunked = da.from_array(X, chunks=(250, 6))
     rtol = 1e-5 if options.get("dtype") == np.float32 else None  # sums in another order
     for resume in (False, True):
-        local.fit(X, y, iterations=8, report_every=4, resume=resume)
-        nnfast.dask.fit(net, chunked, y, iterations=8, report_every=4, resume=resume,
+        local.fit(X, y, iterations=6, report_every=3, resume=resume)
+        nnfast.dask.fit(net, chunked, y, iterations=6, report_every=3, resume=resume,
                         client=client)
         _assert_same_weights(local, net, rtol=rtol or EXACT_RTOL)
         _assert_same_history(local, net, rtol=rtol or HISTORY_RTOL)
@@ -289,11 +289,11 @@ def test_sample_weight_equals_a_local_fit_with_the_same_weights(client, source, 
     y = _targets(y, options.get("output", "original"))
     weights = _weights(400)
     local = nnfast.Network([5, 4, 3], bias=True, **options).fit(
-        X, y, iterations=10, sample_weight=weights, report_every=5)
+        X, y, iterations=6, sample_weight=weights, report_every=3)
     if source == "dask":  # weights chunked unlike X: rechunked to X's rows
         X, weights = da.from_array(X, chunks=(160, 5)), da.from_array(weights, chunks=100)
     net = nnfast.Network([5, 4, 3], bias=True, **options)
-    nnfast.dask.fit(net, X, y, iterations=10, sample_weight=weights, report_every=5,
+    nnfast.dask.fit(net, X, y, iterations=6, sample_weight=weights, report_every=3,
                     client=client)
     _assert_same_weights(local, net)
     _assert_same_history(local, net)
