@@ -6,7 +6,8 @@ computes its
 shards' gradients with the compiled kernel (``Network.gradient``'s computation), the partial
 sums are added in a tree on the workers, and the client applies the one summed update: the
 same algorithm as ``Network.fit`` with full batches, only the order of the gradient's sum
-differs. ``sync_every=K`` trades that exactness for K times fewer round trips.
+differs. ``sync_every=K`` trades that exactness for K times fewer round trips: each shard
+takes K local steps of the network's optimizer, then the shards are averaged by weight.
 
 Needs ``pip install "nnfast[dask]"`` (``dask[array]`` and ``distributed``); ``import nnfast``
 works without them.
@@ -28,11 +29,12 @@ import numpy as np
 from ._dask_cluster import client_for_fit, local_cluster
 from ._dask_data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
 from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, same, shard_gradient,
-                          shard_local_steps, shard_loss_gradient)
+                          shard_local_fit, shard_local_steps, shard_loss_gradient)
 from ._layout import param_views
-from ._validation import (check_inputs, check_int, check_learning_rate, check_target_range,
-                          check_targets)
+from ._validation import (check_inputs, check_int, check_learning_rate, check_sample_weight,
+                          check_target_range, check_targets)
 from .network import Network, TrainingDivergedError, _locks_of, _progress_bar
+from .optimizers import GradientStep
 from .reference import make_optimizer
 
 __all__ = ["fit", "local_cluster", "WorkerLostError"]
@@ -58,7 +60,8 @@ class WorkerLostError(RuntimeError):
 
 
 def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, sync_every=1,
-        verbose=0, callback=None, progress=False, resume=False, report_every=None):
+        verbose=0, callback=None, progress=False, sample_weight=None, resume=False,
+        report_every=None):
     """Trains ``network`` in place on (X, y) held by the workers of a Dask cluster.
 
     With ``sync_every=1`` (the default) every iteration is one full-batch step of
@@ -71,11 +74,14 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
     rounding of the gradient's summation order, with the same ``history``.
 
     A network with other model options (activations, outputs, ``alpha``, ``reduction``,
-    ``SGD`` / ``Adam``) trains the same way on ``Network.loss_gradient``'s arithmetic: each
-    shard sums its rows' gradient ``a.T @ d`` and data loss; the client adds ``alpha * W``,
-    divides as ``reduction`` says, and applies the network's optimizer to that full-batch
-    gradient exactly as a local full-batch fit does, its state (``optimizer_state``,
-    ``resume``) included.
+    ``SGD`` / ``Adam``, output ``"original"`` with any of them) or sample weights trains the
+    same way on ``Network.loss_gradient``'s arithmetic, computed on the workers by the
+    compiled kernel (``_kernels.loss_gradient``; the NumPy reference for
+    ``backend="numpy"``): each shard sums its rows' weighted gradient ``a.T @ d`` and data
+    loss; the client adds ``alpha * W``, divides as ``reduction`` says (``"mean"``: by the
+    weight of all rows, a local fit's full batch) and applies the network's optimizer to
+    that full-batch gradient exactly as a local full-batch fit does, its state
+    (``optimizer_state``, ``resume``) included.
 
     Parameters
     ----------
@@ -100,18 +106,27 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         the call (loopback only, one single-threaded worker process per core; see
         ``local_cluster``), closed afterwards.
     sync_every : int >= 1
-        K: the workers combine their work every K iterations instead of every iteration.
-        A round starts from the common parameters W. Each shard s (the rows of one chunk)
-        takes k full-batch steps on its own rows alone, from W: ``W_s <- W_s +
-        learning_rate * G_s(W_s)``, k = K except in a fit's last round, which takes the
-        remaining iterations. Then ``W <- W + sum_s (W_s - W)``: the shards' changes are
-        added. A shard's gradient sums over its own rows only, so each local step is about
-        the shard's share of a full step, and the sum of the shards' changes is about K full
-        steps; with K = 1 it is exactly one full step, and ``sync_every=1`` runs the exact
-        path above. Reports (``verbose``, ``callback``, ``progress``, ``history``) fall on
-        round starts: their spacing is rounded up to a multiple of K, and the error reported
-        is the exact mean |y - output| of all rows at W. Only for the original's model
-        (``Network``'s default options); other models take ``sync_every=1``.
+        K: the workers combine their work every K iterations instead of every iteration
+        (local SGD / federated averaging), for any model and optimizer. A round starts from
+        the common parameters W and optimizer state S. Let shard s (the rows of one chunk)
+        hold total weight w_s of all rows' W_tot (its rows and all rows when there are no
+        sample weights) and p_s = w_s / W_tot. Each shard takes k full-batch epochs of the
+        network's own model and optimizer on its own rows alone, from W and a copy of S,
+        with its rows' weights multiplied by 1 / p_s: its loss is then its estimate of the
+        whole data's (the same L2 term, and for ``"mean"`` the same denominator W_tot), so
+        every local step is an estimate of a full step. k = K except in a fit's last round,
+        which takes the remaining iterations. Then the shards are averaged by weight:
+        ``W <- W + sum_s p_s (W_s - W)`` and ``S <- S + sum_s p_s (S_s - S)`` (SGD's
+        velocities, Adam's moments); Adam's step count advances by k and ``samples_seen``
+        by k times the rows of all shards (each local epoch counts as an epoch of all rows,
+        so ``"invscaling"`` follows the same course). A shard of zero weight takes no part.
+        With K = 1 and the plain step or SGD the average is exactly one full-batch step
+        (the step is linear in the gradient); ``sync_every=1`` always runs the exact path
+        above (Adam's step is not linear in the gradient). For the original's model the
+        shard's step is ``W_s <- W_s + (learning_rate / p_s) * G_s(W_s)``. Reports
+        (``verbose``, ``callback``, ``progress``, ``history``) fall on round starts: their
+        spacing is rounded up to a multiple of K, and the error reported is that of all rows
+        at W (mean |y - output| for output ``"original"``, else the loss).
     verbose : int
         If K > 0, print ``Error:<mean |y - output|>`` at iterations 0, K, 2K, ..., in the
         original's format (as ``Network.fit``).
@@ -121,6 +136,11 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         as ``Network.fit`` does.
     progress : bool
         Show a progress bar (needs the optional ``tqdm``).
+    sample_weight : array_like (n_rows,), dask.array.Array or None
+        As ``Network.fit``'s (finite, >= 0, not all zero, with its messages): each row's
+        loss and gradient are scaled by its weight. A dask array is rechunked to X's row
+        chunks when they differ; its chunks are checked where they are computed, and a
+        chunk may be all zero. NumPy weights are checked here and split with the rows.
     resume, report_every
         As ``Network.fit``.
 
@@ -148,6 +168,9 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
     iterations = check_int(iterations, "iterations", minimum=0)
     if learning_rate is not None:
         learning_rate = check_learning_rate(learning_rate, network.dtype)
+        if not isinstance(network.optimizer, GradientStep) and learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0 for {type(network.optimizer).__name__}"
+                             f", got {learning_rate}")
     sync_every = check_int(sync_every, "sync_every", minimum=1)
     verbose = check_int(verbose, "verbose", minimum=0)
     if callback is not None and not callable(callback):
@@ -159,17 +182,21 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
     if report_every is not None:
         report_every = check_int(report_every, "report_every", minimum=1)
     # Everything the client can check is checked before a cluster is started or reached.
-    if is_dask_array(X) or is_dask_array(y):
-        X, y = check_dask_data(X, y, network.sizes, network.dtype)
+    if any(is_dask_array(a) for a in (X, y, sample_weight)):
+        X, y, sample_weight = check_dask_data(X, y, network.sizes, network.dtype,
+                                              sample_weight)
         make_shards = shards_from_dask
     else:
         X = check_inputs(X, network.sizes, network.dtype)
         y = check_target_range(check_targets(y, X.shape[0], network.sizes, network.dtype),
                                network.output)
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, X.shape[0], network.dtype)
         make_shards = shards_from_numpy
-    plan = network._plan(learning_rate, bool(resume), X.shape[0], False, False)
+    plan = network._plan(learning_rate, bool(resume), X.shape[0], False,
+                         sample_weight is not None)
     if not plan.is_original:
-        _check_general(network, plan, sync_every)
+        network._general_backend()  # the compiled model must exist here as on the workers
 
     fit_lock, state_lock = _locks_of(network)
     bar = _progress_bar(iterations) if progress else None
@@ -180,7 +207,7 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
                      else network._start_state(plan, bool(resume), learning_rate))
             trainer = _Trainer(active, network, plan, state, sync_every)
             try:
-                trainer.place(make_shards, X, y)
+                trainer.place(make_shards, X, y, sample_weight)
                 params, history, done = trainer.run(iterations, verbose, callback, bar,
                                                     report_every)
                 trainer.release()
@@ -196,18 +223,6 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         if state is not None and plan.state_size:
             network.optimizer_state = state
     return network
-
-
-def _check_general(network, plan, sync_every):
-    """What the distributed fit of a model other than the original's supports."""
-    if sync_every != 1:
-        raise ValueError(f"sync_every={sync_every} needs the original's model (Network's "
-                         f"default options); this network ({network!r}) takes sync_every=1")
-    if plan.output == "original":
-        raise ValueError("output 'original' with other options than the original's trains "
-                         "locally only (Network.fit); choose another output, or the "
-                         "original's options, for nnfast.dask.fit")
-    network._general_backend()  # the compiled model must exist here as on the workers
 
 
 class _Trainer:
@@ -226,17 +241,20 @@ class _Trainer:
         self.in_flight = []
         self.spec = None
         self.n_rows = 0
+        self.total_weight = 0.0
         self.recomputable = False
 
-    def place(self, make_shards, X, y):
+    def place(self, make_shards, X, y, sample_weight):
         """Puts the checked shards in worker memory; raises the first data error."""
         net = self.network
-        self.shards, rows = make_shards(self.client, X, y, net.sizes, net.dtype, net.output)
+        self.shards, rows, self.total_weight = make_shards(
+            self.client, X, y, sample_weight, net.sizes, net.dtype, net.output)
         self.recomputable = make_shards is shards_from_dask
         self.n_rows = X.shape[0]
         self.spec = ShardSpec(fit_id=uuid.uuid4().hex, sizes=tuple(net.sizes), bias=net.bias,
                               dtype=net.dtype.name, backend=net.backend, max_rows=max(rows),
-                              plan=None if self.plan.is_original else self.plan)
+                              plan=None if self.plan.is_original else self.plan,
+                              n_rows=self.n_rows, total_weight=self.total_weight)
         self._locate_shards()
 
     def run(self, iterations, verbose, callback, bar, report_every_given):
@@ -285,8 +303,10 @@ class _Trainer:
             total = self._round(params, k)
             if self.state is None:
                 error = self._original_update(params, total, done + step)
-            else:
+            elif self.sync_every == 1:
                 error = self._general_update(params, total, done + step)
+            else:
+                error = self._general_round_update(params, total, done + step, k)
             if first_error is None:
                 first_error = error
             step += k
@@ -311,7 +331,8 @@ class _Trainer:
         """loss_gradient's arithmetic from the shards' unpenalised sums, then the optimizer's
         step and end of epoch, as the reference runner's full-batch epoch."""
         plan, net = self.plan, self.network
-        denom = self.n_rows if plan.reduction == "mean" else 1
+        # "mean" divides by all rows' weight, as a local fit's full batch (rows: no weights).
+        denom = self.total_weight if plan.reduction == "mean" else 1
         grad = total.vector
         weights = param_views(params, net.sizes, net.bias)[0]
         with np.errstate(all="ignore"):  # a non-finite loss is reported below
@@ -323,16 +344,45 @@ class _Trainer:
                 penalty = sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
             if plan.reduction == "mean":
                 grad /= denom
-            loss = total.abs_error_sum / self.n_rows + 0.5 * plan.alpha * penalty / denom
+            loss = self._loss(total)
+            if plan.output != "original":  # whose reported error is mean |y - output| only
+                loss += 0.5 * plan.alpha * penalty / denom
+        self._check_loss(total, loss, iteration)
+        with np.errstate(all="ignore"):
+            self.optimizer.update_params(params, grad)
+        self.state.samples_seen += self.n_rows
+        self.optimizer.iteration_ends(self.state.samples_seen)
+        return loss
+
+    def _loss(self, total):
+        """The loss of all rows from the shards' sum: the original's mean |y - output| for
+        output "original", else the weighted mean data loss (penalty terms aside)."""
+        if self.plan.output == "original":
+            return total.abs_error_sum / (self.n_rows * self.network.sizes[-1])
+        return total.abs_error_sum / self.total_weight
+
+    def _check_loss(self, total, loss, iteration):
         if total.diverged or not np.isfinite(loss):
             raise TrainingDivergedError(
                 f"training diverged at iteration {iteration}: the loss is no longer finite "
                 f"(learning rate {self.state.learning_rate} too large?); the network is left "
                 "as it was before this fit")
-        with np.errstate(all="ignore"):
-            self.optimizer.update_params(params, grad)
-        self.state.samples_seen += self.n_rows
-        self.optimizer.iteration_ends(self.state.samples_seen)
+
+    def _general_round_update(self, params, total, iteration, n_steps):
+        """A ``sync_every`` round of a general model: the shards' weighted average change of
+        the parameters and of the optimizer state, and the counters of n_steps epochs."""
+        state, n_params = self.state, params.size
+        # The shards' losses at the round's start carry the L2 term already (their weights
+        # sum to 1), so the loss of all rows at W is _loss's weighted mean.
+        loss = self._loss(total)
+        self._check_loss(total, loss, iteration)
+        params += total.vector[:n_params]
+        state.values += total.vector[n_params:]
+        if self.plan.optimizer_name == "adam":
+            state.step += n_steps  # one full batch per epoch, as in every shard
+        for _ in range(n_steps):
+            state.samples_seen += self.n_rows
+            self.optimizer.iteration_ends(state.samples_seen)
         return loss
 
     def _round(self, params, n_steps):
@@ -383,10 +433,18 @@ class _Trainer:
         and every task can be recomputed: a lost worker's part is redone elsewhere.
         """
         client = self.client
+        if self.sync_every > 1 and self.state is not None:  # the optimizer state travels too
+            params = np.concatenate([params, self.state.values])
         copies = self._broadcast(params)
         if self.sync_every == 1:
             task = shard_gradient if self.state is None else shard_loss_gradient
             parts = [client.submit(task, self.spec, copies[holder], shard, pure=False)
+                     for shard, holder in zip(self.shards, self.holders)]
+        elif self.state is not None:
+            state = self.state
+            counters = (state.step, state.samples_seen, state.learning_rate)
+            parts = [client.submit(shard_local_fit, self.spec, copies[holder], shard, n_steps,
+                                   counters, pure=False)
                      for shard, holder in zip(self.shards, self.holders)]
         else:
             parts = [client.submit(shard_local_steps, self.spec, copies[holder], shard, n_steps,
