@@ -8,7 +8,8 @@ Which file holds what (one home per subject; add a line for a new file):
 
 - test_build.py: the kernel modules are compiled extensions.
 - test_cli.py: ``python -m nnfast`` and its bench command.
-- test_dask.py: ``nnfast.dask`` (distributed training against local fits, its faults and
+- test_dask.py: ``nnfast.dask`` (distributed training against local fits for every model
+  option and sample weights, ``sync_every`` rounds against local shard fits, its faults and
   inputs, model search on a Dask cluster).
 - test_fit.py: the fused kernel fit (cython) against the NumPy reference (numpy).
 - test_general_kernel.py: the compiled general path (``nnfast._compiled`` over
