@@ -1122,14 +1122,21 @@ cdef void _output_activation(floating* z, Py_ssize_t m, Py_ssize_t n_out,
         # exp(z - max) <= 1: no overflow. nnfast's _exp returns 0 rather than a subnormal
         # below exp(-707) (float32: exp(-86)); probabilities that small are clipped to eps
         # before any log, and their contribution to a delta is below any rounding.
+        # Three passes, so that the exps run as one vectorised loop over the whole batch
+        # (rows of a few outputs are too short to vectorise); the values are the same.
         for i in range(m):
             row = &z[i * n_out]
             largest = row[0]
             for j in range(1, n_out):
                 largest = row[j] if row[j] > largest else largest
+            for j in range(n_out):
+                row[j] = row[j] - largest
+        for i in range(m * n_out):
+            z[i] = _exp(z[i])
+        for i in range(m):
+            row = &z[i * n_out]
             total = 0
             for j in range(n_out):
-                row[j] = _exp(row[j] - largest)
                 total = total + row[j]
             for j in range(n_out):
                 row[j] = row[j] / total
@@ -1149,6 +1156,21 @@ cdef double _output_loss_and_delta(int output, const floating* y, const floating
     cdef floating row_weight = 1
     cdef double row_sum, total = 0.0
     eps = _EPS64 if floating is double else _EPS32
+    if output == OUT_SOFTMAX and n_out > 1 and weight == NULL:
+        # The classifiers' case on its own: the delta as one vectorised pass, and the loss
+        # (the same sums as below) only where y is not 0 (elsewhere xlogy adds exactly 0,
+        # unless a is NaN, which the divergence check then sees in the row's total).
+        for i in range(m * n_out):
+            delta[i] = a[i] - y[i]
+        for i in range(m):
+            row_sum = 0.0
+            for j in range(n_out):
+                at = i * n_out + j
+                if y[at] != 0 or a[at] != a[at]:
+                    p = min(max(a[at], eps), <floating>1 - eps)
+                    row_sum -= _xlogy(y[at], p)
+            total += row_sum
+        return total / weight_sum
     for i in range(m):
         if weight != NULL:
             row_weight = weight[i]
