@@ -16,6 +16,8 @@ ISA: str  # "baseline", "x86-64-v3" or "x86-64-v4"
 
 def get_blas_min_flops() -> int: ...
 def set_blas_min_flops(value: int) -> None: ...  # Py_ssize_t
+def get_skinny_dim() -> int: ...
+def set_skinny_dim(value: int) -> None: ...  # Py_ssize_t
 def cpu_runs(level: int) -> bool: ...  # int
 def sigmoid_inplace(values: _Array) -> None: ...  # floating[::1] INOUT
 def tanh_inplace(values: _Array) -> None: ...  # floating[::1] INOUT

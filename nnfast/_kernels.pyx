@@ -670,6 +670,8 @@ cdef struct _Workspace:
     void* batch_x       # batch rows x s0, shuffled fits only
     void* batch_y       # batch rows x sL, shuffled fits only
     void* batch_w       # batch rows, shuffled weighted fits only
+    void* transposed    # the largest weight matrix: a transposed W or gradient (see
+                        # "Skinny products"); allocated by the entry points themselves
 
 
 cdef extern from *:
@@ -790,12 +792,294 @@ cdef void _linear_rows(const floating* inputs, const floating* weights, const fl
     _activate_range(outputs, row_start * n_out, row_stop * n_out, activation)
 
 
+# --------------------------------------------------------------------------------------------
+# Skinny products of the general path. scikit-learn's models put a few inputs or a few outputs
+# on one side of a wide hidden layer (iris: 4 -> 100 -> 3); every product of a step then has
+# one dimension of a handful, where BLAS spends more on its call, packing and edge tiles than
+# on the multiply-adds (measured with callgrind: ~80% of a [4, 100, 3] epoch). From
+# _SKINNY_DIM down each such product runs as one of three loops along the wide dimension (C
+# code below, on the compiler's vector types):
+#   _skinny_inner:  C = A @ B with A's rows short (k small): each block of a row's outputs is
+#                   a sum of k scaled rows of B, held in registers.
+#   _skinny_dots:   C = A @ Bt.T with C's rows short (n small): each output is a dot product
+#                   of two contiguous rows, summed in a vector's lanes.
+#   _skinny_outer:  C = L.T @ R with L's rows short: a block of a row of C is a sum over rows
+#                   of R scaled by one L column, held in registers.
+# The products whose short side is the other one read a transposed copy (workspace
+# "transposed"). Summation order differs from BLAS's by rounding only.
+# --------------------------------------------------------------------------------------------
+
+# The short side of a product (in units) at or below which the skinny loops replace BLAS.
+cdef Py_ssize_t _SKINNY_DIM = 16
+
+cdef extern from *:
+    """
+    /* The skinny loops of nnfast's general path (see _kernels.pyx, "Skinny products"). A  */
+    /* block of outputs is accumulated in four GCC/Clang vectors of the build's register   */
+    /* width (16 bytes SSE2, 32 AVX2, 64 AVX-512), so that the block stays in registers    */
+    /* across the short sum; plain loops, left to the compiler, vectorised the short sum  */
+    /* instead, and vectors wider than the registers went through memory (measured: 2-3x  */
+    /* the instructions). Other compilers get the same arithmetic as scalar loops.        */
+    #include <string.h>
+    #if defined(__GNUC__)
+    #define NNFAST_SKINNY_VECTORS 1
+    #if defined(__AVX512F__)
+    #define NNFAST_VECTOR_BYTES 64
+    #elif defined(__AVX__)
+    #define NNFAST_VECTOR_BYTES 32
+    #else
+    #define NNFAST_VECTOR_BYTES 16
+    #endif
+    typedef double nnfast_vd __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
+    typedef float nnfast_vf __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
+    #else
+    #define NNFAST_SKINNY_VECTORS 0
+    #endif
+
+    #if NNFAST_SKINNY_VECTORS
+    /* Unaligned loads and stores of a vector: memcpy, which compiles to one move. */
+    #define NNFAST_LOAD(v, p) memcpy(&(v), (p), sizeof(v))
+    #define NNFAST_STORE(p, v) memcpy((p), &(v), sizeof(v))
+    #define NNFAST_DEFINE_SKINNY(T, V, S)                                                 \
+    static void nnfast_skinny_inner_##S(const T* a, const T* b, const T* bias, T* c,     \
+                                        Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {      \
+        const Py_ssize_t L = sizeof(V) / sizeof(T);                                     \
+        const Py_ssize_t blocks = n - n % (4 * L), vectors = n - n % L;                 \
+        Py_ssize_t i, p, j, s;                                                          \
+        V acc0, acc1, acc2, acc3, w;                                                    \
+        const V zero = {0};                                                             \
+        for (i = 0; i < m; i++) {                                                       \
+            const T* a_row = a + i * k;                                                 \
+            T* c_row = c + i * n;                                                       \
+            for (s = 0; s < blocks; s += 4 * L) {                                       \
+                if (bias) {                                                             \
+                    NNFAST_LOAD(acc0, bias + s); NNFAST_LOAD(acc1, bias + s + L);       \
+                    NNFAST_LOAD(acc2, bias + s + 2 * L); NNFAST_LOAD(acc3, bias + s + 3 * L); \
+                } else {                                                                \
+                    acc0 = zero; acc1 = zero; acc2 = zero; acc3 = zero;                 \
+                }                                                                       \
+                for (p = 0; p < k; p++) {                                               \
+                    const T x = a_row[p];                                               \
+                    const T* row = b + p * n + s;                                       \
+                    NNFAST_LOAD(w, row); acc0 += x * w;                                 \
+                    NNFAST_LOAD(w, row + L); acc1 += x * w;                             \
+                    NNFAST_LOAD(w, row + 2 * L); acc2 += x * w;                         \
+                    NNFAST_LOAD(w, row + 3 * L); acc3 += x * w;                         \
+                }                                                                       \
+                NNFAST_STORE(c_row + s, acc0); NNFAST_STORE(c_row + s + L, acc1);       \
+                NNFAST_STORE(c_row + s + 2 * L, acc2); NNFAST_STORE(c_row + s + 3 * L, acc3); \
+            }                                                                           \
+            for (; s < vectors; s += L) {                                               \
+                if (bias) NNFAST_LOAD(acc0, bias + s); else acc0 = zero;                \
+                for (p = 0; p < k; p++) {                                               \
+                    NNFAST_LOAD(w, b + p * n + s); acc0 += a_row[p] * w;                \
+                }                                                                       \
+                NNFAST_STORE(c_row + s, acc0);                                          \
+            }                                                                           \
+            for (j = vectors; j < n; j++) {                                             \
+                T total = bias ? bias[j] : (T)0;                                        \
+                for (p = 0; p < k; p++) total += a_row[p] * b[p * n + j];               \
+                c_row[j] = total;                                                       \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+    static void nnfast_skinny_outer_##S(const T* left, const T* right, T* c,             \
+                                        Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {      \
+        const Py_ssize_t L = sizeof(V) / sizeof(T);                                     \
+        const Py_ssize_t blocks = n - n % (4 * L), vectors = n - n % L;                 \
+        Py_ssize_t i, p, j, s;                                                          \
+        V acc0, acc1, acc2, acc3, w;                                                    \
+        const V zero = {0};                                                             \
+        /* A block's strip of R (m x 4L) stays in cache for all k rows of C. */         \
+        for (s = 0; s < blocks; s += 4 * L) {                                           \
+            for (p = 0; p < k; p++) {                                                   \
+                acc0 = zero; acc1 = zero; acc2 = zero; acc3 = zero;                     \
+                for (i = 0; i < m; i++) {                                               \
+                    const T x = left[i * k + p];                                        \
+                    const T* row = right + i * n + s;                                   \
+                    NNFAST_LOAD(w, row); acc0 += x * w;                                 \
+                    NNFAST_LOAD(w, row + L); acc1 += x * w;                             \
+                    NNFAST_LOAD(w, row + 2 * L); acc2 += x * w;                         \
+                    NNFAST_LOAD(w, row + 3 * L); acc3 += x * w;                         \
+                }                                                                       \
+                NNFAST_STORE(c + p * n + s, acc0); NNFAST_STORE(c + p * n + s + L, acc1); \
+                NNFAST_STORE(c + p * n + s + 2 * L, acc2);                              \
+                NNFAST_STORE(c + p * n + s + 3 * L, acc3);                              \
+            }                                                                           \
+        }                                                                               \
+        for (; s < vectors; s += L) {                                                   \
+            for (p = 0; p < k; p++) {                                                   \
+                acc0 = zero;                                                            \
+                for (i = 0; i < m; i++) {                                               \
+                    NNFAST_LOAD(w, right + i * n + s); acc0 += left[i * k + p] * w;     \
+                }                                                                       \
+                NNFAST_STORE(c + p * n + s, acc0);                                      \
+            }                                                                           \
+        }                                                                               \
+        for (p = 0; p < k; p++) {                                                       \
+            for (j = vectors; j < n; j++) {                                             \
+                T total = 0;                                                            \
+                for (i = 0; i < m; i++) total += left[i * k + p] * right[i * n + j];    \
+                c[p * n + j] = total;                                                   \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+    static T nnfast_dot_##S(const T* u, const T* v, Py_ssize_t n) {                      \
+        const Py_ssize_t L = sizeof(V) / sizeof(T);                                     \
+        const Py_ssize_t pairs = n - n % (2 * L), vectors = n - n % L;                  \
+        Py_ssize_t p;                                                                   \
+        V acc0 = {0}, acc1 = {0}, x, y;                                                 \
+        T total = 0;                                                                    \
+        /* Two accumulators, so that consecutive multiply-adds do not wait on each other. */ \
+        for (p = 0; p < pairs; p += 2 * L) {                                            \
+            NNFAST_LOAD(x, u + p); NNFAST_LOAD(y, v + p); acc0 += x * y;                \
+            NNFAST_LOAD(x, u + p + L); NNFAST_LOAD(y, v + p + L); acc1 += x * y;        \
+        }                                                                               \
+        for (; p < vectors; p += L) {                                                   \
+            NNFAST_LOAD(x, u + p); NNFAST_LOAD(y, v + p); acc0 += x * y;                \
+        }                                                                               \
+        acc0 += acc1;                                                                   \
+        for (p = 0; p < L; p++) total += acc0[p];                                       \
+        for (p = vectors; p < n; p++) total += u[p] * v[p];                             \
+        return total;                                                                   \
+    }
+    #else
+    #define NNFAST_DEFINE_SKINNY(T, V, S)                                                 \
+    static void nnfast_skinny_inner_##S(const T* a, const T* b, const T* bias, T* c,     \
+                                        Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {      \
+        Py_ssize_t i, p, j;                                                             \
+        for (i = 0; i < m; i++) {                                                       \
+            for (j = 0; j < n; j++) c[i * n + j] = bias ? bias[j] : (T)0;               \
+            for (p = 0; p < k; p++)                                                     \
+                for (j = 0; j < n; j++) c[i * n + j] += a[i * k + p] * b[p * n + j];    \
+        }                                                                               \
+    }                                                                                   \
+    static void nnfast_skinny_outer_##S(const T* left, const T* right, T* c,             \
+                                        Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {      \
+        Py_ssize_t i, p, j;                                                             \
+        for (p = 0; p < k * n; p++) c[p] = 0;                                           \
+        for (i = 0; i < m; i++)                                                         \
+            for (p = 0; p < k; p++)                                                     \
+                for (j = 0; j < n; j++) c[p * n + j] += left[i * k + p] * right[i * n + j]; \
+    }                                                                                   \
+    static T nnfast_dot_##S(const T* u, const T* v, Py_ssize_t n) {                      \
+        Py_ssize_t p;                                                                   \
+        T total = 0;                                                                    \
+        for (p = 0; p < n; p++) total += u[p] * v[p];                                   \
+        return total;                                                                   \
+    }
+    #endif
+    NNFAST_DEFINE_SKINNY(double, nnfast_vd, d)
+    NNFAST_DEFINE_SKINNY(float, nnfast_vf, f)
+    """
+    void _skinny_inner_d "nnfast_skinny_inner_d"(const double* a, const double* b,
+                                                 const double* bias, double* c, Py_ssize_t m,
+                                                 Py_ssize_t k, Py_ssize_t n) noexcept nogil
+    void _skinny_inner_f "nnfast_skinny_inner_f"(const float* a, const float* b,
+                                                 const float* bias, float* c, Py_ssize_t m,
+                                                 Py_ssize_t k, Py_ssize_t n) noexcept nogil
+    void _skinny_outer_d "nnfast_skinny_outer_d"(const double* left, const double* right,
+                                                 double* c, Py_ssize_t m, Py_ssize_t k,
+                                                 Py_ssize_t n) noexcept nogil
+    void _skinny_outer_f "nnfast_skinny_outer_f"(const float* left, const float* right,
+                                                 float* c, Py_ssize_t m, Py_ssize_t k,
+                                                 Py_ssize_t n) noexcept nogil
+    double _dot_d "nnfast_dot_d"(const double* u, const double* v, Py_ssize_t n) noexcept nogil
+    float _dot_f "nnfast_dot_f"(const float* u, const float* v, Py_ssize_t n) noexcept nogil
+
+
+def get_skinny_dim():
+    """The short side of a product at or below which the general path skips BLAS."""
+    return _SKINNY_DIM
+
+
+def set_skinny_dim(Py_ssize_t value):
+    """Moves the skinny-loop/BLAS crossover (for measuring it; tests use 0 to force BLAS)."""
+    global _SKINNY_DIM
+    _SKINNY_DIM = value
+
+
+cdef void _transpose(const floating* source, floating* target, Py_ssize_t rows,
+                     Py_ssize_t columns) noexcept nogil:
+    """target (columns x rows) = source (rows x columns).T"""
+    cdef Py_ssize_t i, j
+    for i in range(rows):
+        for j in range(columns):
+            target[j * rows + i] = source[i * columns + j]
+
+
+cdef inline void _skinny_inner(const floating* a, const floating* b, const floating* bias,
+                               floating* c, Py_ssize_t m, Py_ssize_t k,
+                               Py_ssize_t n) noexcept nogil:
+    """C (m x n) = A (m x k) @ B (k x n) [+ bias], for small k."""
+    if floating is double:
+        _skinny_inner_d(a, b, bias, c, m, k, n)
+    else:
+        _skinny_inner_f(a, b, bias, c, m, k, n)
+
+
+cdef inline void _skinny_outer(const floating* left, const floating* right, floating* c,
+                               Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """C (k x n) = L (m x k).T @ R (m x n), for small k."""
+    if floating is double:
+        _skinny_outer_d(left, right, c, m, k, n)
+    else:
+        _skinny_outer_f(left, right, c, m, k, n)
+
+
+cdef void _skinny_dots(const floating* a, const floating* bt, const floating* bias,
+                       floating* c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """C (m x n) = A (m x k) @ Bt (n x k).T [+ bias], for small n."""
+    cdef Py_ssize_t i, j
+    cdef floating total
+    for i in range(m):
+        for j in range(n):
+            if floating is double:
+                total = _dot_d(&a[i * k], &bt[j * k], k)
+            else:
+                total = _dot_f(&a[i * k], &bt[j * k], k)
+            c[i * n + j] = total + (0 if bias == NULL else bias[j])
+
+
+cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
+    """Whether a layer's products run as skinny loops (serial fits only: threaded fits are
+    for large layers)."""
+    return n_threads <= 1 and (n_in <= _SKINNY_DIM or n_out <= _SKINNY_DIM)
+
+
+cdef void _general_gradient(floating* grad, const floating* inputs, const floating* delta,
+                            bint has_bias, floating* bias_sums, floating* transposed,
+                            Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                            int n_threads) noexcept nogil:
+    """grad[:n_in * n_out] = inputs.T @ delta; grad's bias part (has_bias) = delta.sum(0)."""
+    cdef Py_ssize_t i, j
+    cdef floating* bias
+    if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out, n_threads):
+        _apply_gradient(grad, grad + n_in * n_out if has_bias else NULL, inputs, delta, 1,
+                        False, bias_sums, m, n_in, n_out, n_threads)
+        return
+    if n_in <= _SKINNY_DIM:
+        _skinny_outer(inputs, delta, grad, m, n_in, n_out)
+    else:
+        # grad.T = delta.T @ inputs, rows of n_in values, then transposed into place.
+        _skinny_outer(delta, inputs, transposed, m, n_out, n_in)
+        _transpose(transposed, grad, n_out, n_in)
+    if has_bias:
+        bias = grad + n_in * n_out
+        for j in range(n_out):
+            bias[j] = 0
+        for i in range(m):
+            for j in range(n_out):
+                bias[j] = bias[j] + delta[i * n_out + j]
+
+
 cdef void _general_forward(const floating* inputs, const floating* weights,
                            const floating* bias, floating* outputs, Py_ssize_t m,
                            Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
-                           int n_threads) noexcept nogil:
+                           floating* transposed, int n_threads) noexcept nogil:
     """outputs = activation(inputs @ weights [+ bias]); the output layer passes identity and
-    applies its own function afterwards (softmax works on whole rows)."""
+    applies its own function afterwards (softmax works on whole rows). transposed: scratch
+    of n_in * n_out values."""
     cdef Py_ssize_t i, p, j
     cdef int t
     cdef floating acc
@@ -806,6 +1090,13 @@ cdef void _general_forward(const floating* inputs, const floating* weights,
                 for p in range(n_in):
                     acc = _madd(inputs[i * n_in + p], weights[p * n_out + j], acc)
                 outputs[i * n_out + j] = acc
+        _activate_range(outputs, 0, m * n_out, activation)
+    elif _skinny(n_in, n_out, n_threads):
+        if n_in <= _SKINNY_DIM:
+            _skinny_inner(inputs, weights, bias, outputs, m, n_in, n_out)
+        else:
+            _transpose(weights, transposed, n_in, n_out)
+            _skinny_dots(inputs, transposed, bias, outputs, m, n_in, n_out)
         _activate_range(outputs, 0, m * n_out, activation)
     elif n_threads > 1:
         # Each thread's block of rows, elementwise work included (see "Threads" above).
@@ -831,14 +1122,21 @@ cdef void _output_activation(floating* z, Py_ssize_t m, Py_ssize_t n_out,
         # exp(z - max) <= 1: no overflow. nnfast's _exp returns 0 rather than a subnormal
         # below exp(-707) (float32: exp(-86)); probabilities that small are clipped to eps
         # before any log, and their contribution to a delta is below any rounding.
+        # Three passes, so that the exps run as one vectorised loop over the whole batch
+        # (rows of a few outputs are too short to vectorise); the values are the same.
         for i in range(m):
             row = &z[i * n_out]
             largest = row[0]
             for j in range(1, n_out):
                 largest = row[j] if row[j] > largest else largest
+            for j in range(n_out):
+                row[j] = row[j] - largest
+        for i in range(m * n_out):
+            z[i] = _exp(z[i])
+        for i in range(m):
+            row = &z[i * n_out]
             total = 0
             for j in range(n_out):
-                row[j] = _exp(row[j] - largest)
                 total = total + row[j]
             for j in range(n_out):
                 row[j] = row[j] / total
@@ -858,6 +1156,21 @@ cdef double _output_loss_and_delta(int output, const floating* y, const floating
     cdef floating row_weight = 1
     cdef double row_sum, total = 0.0
     eps = _EPS64 if floating is double else _EPS32
+    if output == OUT_SOFTMAX and n_out > 1 and weight == NULL:
+        # The classifiers' case on its own: the delta as one vectorised pass, and the loss
+        # (the same sums as below) only where y is not 0 (elsewhere xlogy adds exactly 0,
+        # unless a is NaN, which the divergence check then sees in the row's total).
+        for i in range(m * n_out):
+            delta[i] = a[i] - y[i]
+        for i in range(m):
+            row_sum = 0.0
+            for j in range(n_out):
+                at = i * n_out + j
+                if y[at] != 0 or a[at] != a[at]:
+                    p = min(max(a[at], eps), <floating>1 - eps)
+                    row_sum -= _xlogy(y[at], p)
+            total += row_sum
+        return total / weight_sum
     for i in range(m):
         if weight != NULL:
             row_weight = weight[i]
@@ -918,8 +1231,9 @@ cdef void _general_hidden_rows(const floating* delta_next, const floating* weigh
 cdef void _general_hidden_delta(const floating* delta_next, const floating* weights,
                                 const floating* activations, floating* delta, Py_ssize_t m,
                                 Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
-                                int n_threads) noexcept nogil:
-    """delta = (delta_next @ weights.T) * activation'(activations); weights is n_in x n_out."""
+                                floating* transposed, int n_threads) noexcept nogil:
+    """delta = (delta_next @ weights.T) * activation'(activations); weights is n_in x n_out,
+    transposed scratch of as many values."""
     cdef Py_ssize_t i, p, j
     cdef int t
     cdef floating acc
@@ -930,6 +1244,13 @@ cdef void _general_hidden_delta(const floating* delta_next, const floating* weig
                 for j in range(n_out):
                     acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
                 delta[i * n_in + p] = acc
+        _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
+    elif _skinny(n_in, n_out, n_threads):
+        if n_out <= _SKINNY_DIM:
+            _transpose(weights, transposed, n_in, n_out)
+            _skinny_inner(delta_next, transposed, NULL, delta, m, n_out, n_in)
+        else:
+            _skinny_dots(delta_next, weights, NULL, delta, m, n_out, n_in)
         _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static", num_threads=n_threads):
@@ -1055,6 +1376,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     cdef floating* activations = <floating*>work.activations
     cdef floating* deltas = <floating*>work.deltas
     cdef floating* bias_sums = <floating*>work.bias_sums
+    cdef floating* transposed = <floating*>work.transposed
     cdef floating* target
     cdef const floating* layer_in = x
     cdef floating* weights = params
@@ -1075,7 +1397,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
                          weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
                          n_in, n_out,
                          config.activations[k] if k + 1 < n_layers else ACT_IDENTITY,
-                         config.n_threads)
+                         transposed, config.n_threads)
         layer_in = layer_out
         weights += _layer_params(config.sizes, k, config.has_bias)
         if k + 1 < n_layers:
@@ -1115,15 +1437,14 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
             layer_out -= m * n_in
             delta -= m * n_in
             _general_hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
-                                  config.activations[k - 1], config.n_threads)
+                                  config.activations[k - 1], transposed, config.n_threads)
             layer_in = layer_out
         else:
             layer_in = x
         target = grad_out + offset if grad_out != NULL else <floating*>work.layer_grad
-        # target = layer_in.T @ delta_next, bias part = its column sums (the original's
-        # product, overwriting).
-        _apply_gradient(target, target + n_in * n_out if config.has_bias else NULL, layer_in,
-                        delta_next, 1, False, bias_sums, m, n_in, n_out, config.n_threads)
+        # target = layer_in.T @ delta_next, bias part = its column sums (overwriting).
+        _general_gradient(target, layer_in, delta_next, config.has_bias, bias_sums, transposed,
+                          m, n_in, n_out, config.n_threads)
         if grad_out != NULL:
             _finish_gradient(target, weights, n_in * n_out, n_layer - n_in * n_out, alpha,
                              denominator)
@@ -1737,10 +2058,12 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
                           _Workspace* work):
     """Checks the workspace buffers for batches of `rows` rows and points work at them;
     returns the arrays, for the caller to hold while the kernel runs."""
-    cdef Py_ssize_t k, hidden_values = 0, widest = 0, largest_layer = 0
+    cdef Py_ssize_t k, hidden_values = 0, widest = 0, largest_layer = 0, largest_weights = 0
     cdef const _Config* c = &config.c
     cdef list keep = []
+    cdef bytearray transposed
     for k in range(c.n_layers):
+        largest_weights = max(largest_weights, c.sizes[k] * c.sizes[k + 1])
         hidden_values += c.sizes[k + 1]
         widest = max(widest, c.sizes[k + 1])
         largest_layer = max(largest_layer, _layer_params(c.sizes, k, c.has_bias))
@@ -1749,6 +2072,11 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
     work.deltas = _workspace_pointer(workspace, "deltas", rows * hidden_values, params, keep)
     work.bias_sums = _workspace_pointer(workspace, "bias_sums", widest, params, keep)
     work.layer_grad = work.batch_x = work.batch_y = work.batch_w = NULL
+    # The skinny products' transposes (at most the largest weight matrix); a call's own
+    # scratch, so that callers' workspaces stay as nnfast._layout defines them.
+    transposed = bytearray(max(largest_weights, 1) * sizeof(floating))
+    keep.append(transposed)
+    work.transposed = <char*>transposed
     if training:
         work.layer_grad = _workspace_pointer(workspace, "layer_grad", largest_layer, params,
                                              keep)

@@ -186,6 +186,54 @@ def test_fit_matches_reference_blas_and_threads(kernels, dtype, activation, n_th
                          dtype, (output, optimizer, bias))
 
 
+# Layers with a short side (at most get_skinny_dim() units) run as the skinny loops rather
+# than BLAS; these widths exercise each of them: a short input (4 -> 37: blocks of a row,
+# whole vectors and a scalar tail in every build's vector width), a short output (40 -> 3,
+# 70 -> 2: dot products, the transposed hidden delta and gradient), a short layer between
+# wide ones (30 -> 9 -> 40: dot products of the hidden delta without a transpose) and one
+# layer left to BLAS (37 -> 70).
+SKINNY_SIZES = [(30, 9, 40, 3), (4, 37, 70, 2)]
+
+
+@pytest.mark.parametrize("skinny", [True, False], ids=["skinny", "blas"])
+@pytest.mark.parametrize("sizes", SKINNY_SIZES, ids=str)
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_fit_matches_reference_skinny_layers(kernels, dtype, sizes, skinny):
+    """Layers with a short side, through the skinny loops and (skinny_dim 0) through BLAS."""
+    n_rows = 45
+    saved = kernels.get_skinny_dim()
+    kernels.set_skinny_dim(saved if skinny else 0)
+    try:
+        for activations, output, optimizer in [(("relu", "tanh"), "softmax", "adam"),
+                                               (("logistic", "identity"), "identity", "sgd")]:
+            X, y, weights, params = _problem(sizes, n_rows, output, dtype, True)
+            plan = _plan_for(sizes, activations, output, OPTIMIZERS[optimizer], "mean", 1e-3,
+                             19, True, True, dtype, n_rows)
+            orders = _orders(True, N_EPOCHS, n_rows)
+            _assert_same_fit(_fit_reference(plan, X, y, weights, params, N_EPOCHS, orders),
+                             _fit_kernel(kernels, plan, X, y, weights, params, N_EPOCHS,
+                                         orders),
+                             dtype, (activations, output, optimizer))
+    finally:
+        kernels.set_skinny_dim(saved)
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_loss_gradient_matches_reference_skinny_layers(kernels, dtype, output):
+    """The full-batch gradient through the skinny loops (its transposes land in grad_out)."""
+    sizes, n_rows = SKINNY_SIZES[0], 45
+    X, y, weights, params = _problem(sizes, n_rows, output, dtype, False)
+    plan = _plan_for(sizes, ("tanh", "relu"), output, OPTIMIZERS["adam"], "mean", 1e-3, None,
+                     False, False, dtype, n_rows)
+    expected_loss, expected_grad = reference.loss_gradient(plan, params, X, y, None)
+    with kernel_build(kernels):
+        loss, grad = _compiled.loss_gradient(plan, params, X, y, None, 1)
+    rtol, atol = GENERAL_RTOL[dtype], GENERAL_ATOL[dtype]
+    assert_allclose(loss, expected_loss, rtol=rtol, atol=atol)
+    assert_allclose(grad, expected_grad, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
 def test_divergence_stops_at_the_epoch_it_happens(kernels, dtype):
     sizes, n_rows = (5, 6, 1), 23
