@@ -3,6 +3,12 @@
 BLAS's thread count is one setting for the whole process, so concurrent fits share one cap:
 the first fit to ask saves BLAS's setting and applies its limit, later ones may lower it, and
 the last one to finish restores the saved setting, whatever order the fits end in.
+
+The BLAS libraries are looked up once per process (``_blas_controller``): threadpoolctl
+finds them by reading the process's memory map, which costs milliseconds, and a fit or a
+``loss_gradient`` call that takes the cap would otherwise pay that twice per call (an
+L-BFGS fit makes hundreds of such calls). nnfast's BLAS, SciPy's and NumPy's, are loaded
+when nnfast is imported, so the first lookup already sees them.
 """
 
 import threading
@@ -11,6 +17,17 @@ _guard = threading.Lock()
 _active = 0
 _saved = None  # {library path: its thread count before the first fit}
 _current = None
+_controller = None
+
+
+def _blas_controller():
+    """threadpoolctl's controller of the process's BLAS libraries, looked up once."""
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController().select(user_api="blas")
+    return _controller
 
 
 class blas_thread_cap:
@@ -23,10 +40,8 @@ class blas_thread_cap:
         global _active, _saved, _current
         if self.limit is None:
             return self
-        from threadpoolctl import ThreadpoolController
-
         with _guard:
-            controller = ThreadpoolController().select(user_api="blas")
+            controller = _blas_controller()
             if _active == 0:
                 _saved = {info["filepath"]: info["num_threads"] for info in controller.info()}
                 _current = self.limit
@@ -40,12 +55,10 @@ class blas_thread_cap:
         global _active, _saved, _current
         if self.limit is None:
             return False
-        from threadpoolctl import ThreadpoolController
-
         with _guard:
             _active -= 1
             if _active == 0:
-                controller = ThreadpoolController().select(user_api="blas")
+                controller = _blas_controller()
                 for library in controller.lib_controllers:
                     if library.filepath in _saved:
                         library.set_num_threads(_saved[library.filepath])
