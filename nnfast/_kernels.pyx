@@ -47,6 +47,7 @@ from libc.math cimport (INFINITY, copysign, copysignf, exp, expf, fabs, isfinite
                         sqrt, sqrtf)
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from cython.parallel cimport prange
+from libc.limits cimport INT_MAX
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -1911,6 +1912,9 @@ cdef class TrainConfig:
                  double epsilon, Py_ssize_t batch_size, Py_ssize_t check_every, int n_threads,
                  step=0, samples_seen=0, learning_rate=None):
         cdef Py_ssize_t k
+        if self._sizes != NULL:
+            # fit_general may be reading the sizes without the GIL in another thread.
+            raise TypeError("a TrainConfig is fixed once built; make a new one")
         sizes = [int(s) for s in sizes]
         activations = [int(a) for a in activations]
         if len(sizes) < 2:
@@ -1918,6 +1922,9 @@ cdef class TrainConfig:
         for k, width in enumerate(sizes):
             if width < 1:
                 raise ValueError(f"sizes[{k}] = {width}: every layer needs at least one unit")
+            if width > INT_MAX:
+                raise ValueError(f"sizes[{k}] = {width} exceeds BLAS's largest dimension "
+                                 f"{INT_MAX}")
         if len(activations) != len(sizes) - 2:
             raise ValueError(f"{len(activations)} hidden activation codes for "
                              f"{len(sizes) - 2} hidden layers")
@@ -1932,8 +1939,9 @@ cdef class TrainConfig:
             raise ValueError(f"optimizer = {optimizer} is not a code")
         if not (0 <= schedule < N_SCHEDULES):
             raise ValueError(f"schedule = {schedule} is not a code")
-        if batch_size < 1:
-            raise ValueError(f"batch_size = {batch_size}; at least 1 is needed")
+        if not (1 <= batch_size <= INT_MAX):
+            raise ValueError(f"batch_size = {batch_size}; 1 to {INT_MAX} (BLAS's largest "
+                             "dimension) is needed")
         if check_every < 0:
             raise ValueError(f"check_every = {check_every}; at least 0 is needed")
         if n_threads < 1:
@@ -2026,6 +2034,9 @@ cdef int _check_general_data(TrainConfig config, Py_ssize_t n_params,
     _require_length(n_params, config.n_params, "params", at_least=False)
     if n_rows < 1:
         raise ValueError("x has no rows")
+    if n_rows > INT_MAX:
+        # loss_gradient passes all rows to BLAS as one int dimension.
+        raise ValueError(f"x has {n_rows} rows; at most {INT_MAX} (BLAS's largest dimension)")
     _require_shape(x.shape[0], x.shape[1], n_rows, config._sizes[0], "x")
     _require_shape(y.shape[0], y.shape[1], n_rows, config._sizes[config.c.n_layers], "y")
     if not (sample_weight.shape[0] == 0 or sample_weight.shape[0] == n_rows):

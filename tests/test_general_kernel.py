@@ -404,6 +404,14 @@ def test_loss_gradient_checks_every_buffer(kernels, dtype):
             call(**changes)
 
 
+def _valid_config_settings():
+    """TrainConfig settings that are valid: a (4, 5, 3) relu/softmax network with Adam."""
+    return dict(sizes=(4, 5, 3), bias=True, activations=(3,), output=3, reduction=1,
+                alpha=0.0, optimizer=2, schedule=0, learning_rate_init=1e-3, momentum=0.9,
+                nesterov=True, power_t=0.5, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                batch_size=4, check_every=0, n_threads=1)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(sizes=(4,)), "sizes"),
     (dict(sizes=(4, 0, 3)), "sizes[1]"),
@@ -414,18 +422,26 @@ def test_loss_gradient_checks_every_buffer(kernels, dtype):
     (dict(optimizer=-1), "optimizer"),
     (dict(schedule=3), "schedule"),
     (dict(batch_size=0), "batch_size"),
+    (dict(sizes=(4, 2**31, 3)), "sizes[1]"),
+    (dict(batch_size=2**31), "batch_size"),
     (dict(check_every=-1), "check_every"),
     (dict(n_threads=0), "n_threads"),
 ])
 def test_train_config_rejects_bad_settings(change, message):
-    settings = dict(sizes=(4, 5, 3), bias=True, activations=(3,), output=3, reduction=1,
-                    alpha=0.0, optimizer=2, schedule=0, learning_rate_init=1e-3, momentum=0.9,
-                    nesterov=True, power_t=0.5, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                    batch_size=4, check_every=0, n_threads=1)
+    settings = _valid_config_settings()
     _kernels.TrainConfig(**settings)
     settings.update(change)
     with pytest.raises(ValueError, match=re.escape(message)):
         _kernels.TrainConfig(**settings)
+
+
+def test_train_config_is_fixed_once_built():
+    """Re-running __init__ would free the sizes a fit may be reading without the GIL."""
+    settings = _valid_config_settings()
+    config = _kernels.TrainConfig(**settings)
+    with pytest.raises(TypeError, match="fixed once built"):
+        config.__init__(**dict(settings, sizes=(4, 9, 3)))
+    assert list(config.sizes) == [4, 5, 3]
 
 
 # --------------------------------------------------------------------------------------------
