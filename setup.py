@@ -123,9 +123,12 @@ ISA_FLAGS = {
 TARGET = sysconfig.get_platform()
 X86_64 = TARGET.endswith("x86_64") and sys.platform != "win32"
 
-extensions = [Extension("nnfast._kernels", ["nnfast/_kernels.pyx"])]
+# Every variant compiles _kernels.pyx and the C loops it includes: a change to either rebuilds.
+DEPENDS = ["nnfast/_kernels.pyx", "nnfast/_skinny.h"]
+extensions = [Extension("nnfast._kernels", ["nnfast/_kernels.pyx"], depends=DEPENDS)]
 if X86_64:
-    extensions += [Extension(name, [name.replace(".", "/") + ".pyx"]) for name in ISA_FLAGS]
+    extensions += [Extension(name, [name.replace(".", "/") + ".pyx"], depends=DEPENDS)
+                   for name in ISA_FLAGS]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES),

@@ -48,7 +48,7 @@ from libc.math cimport (INFINITY, copysign, copysignf, exp, expf, fabs, isfinite
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from cython.parallel cimport prange
 from libc.limits cimport INT_MAX
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -667,12 +667,12 @@ cdef struct _Workspace:
     void* activations   # batch rows x sum(s1..sL)
     void* deltas        # the same
     void* bias_sums     # max(s1..sL)
-    void* layer_grad    # the largest layer's parameter count (unused by loss_gradient)
+    void* gradient      # P values: a step's gradient, params layout (training only)
     void* batch_x       # batch rows x s0, shuffled fits only
     void* batch_y       # batch rows x sL, shuffled fits only
     void* batch_w       # batch rows, shuffled weighted fits only
-    void* transposed    # the largest weight matrix: a transposed W or gradient (see
-                        # "Skinny products"); allocated by the entry points themselves
+    void* transposed    # P values: transposed weight matrices (see "Skinny products")
+    void* transposed_gradient  # P values: gradients summed transposed (_blocked_step)
 
 
 cdef extern from *:
@@ -799,180 +799,28 @@ cdef void _linear_rows(const floating* inputs, const floating* weights, const fl
 # one dimension of a handful, where BLAS spends more on its call, packing and edge tiles than
 # on the multiply-adds (measured with callgrind: ~80% of a [4, 100, 3] epoch). From
 # _SKINNY_DIM down each such product runs as one of three loops along the wide dimension (C
-# code below, on the compiler's vector types):
+# code in _skinny.h, on the compiler's vector types):
 #   _skinny_inner:  C = A @ B with A's rows short (k small): each block of a row's outputs is
 #                   a sum of k scaled rows of B, held in registers.
 #   _skinny_dots:   C = A @ Bt.T with C's rows short (n small): each output is a dot product
 #                   of two contiguous rows, summed in a vector's lanes.
-#   _skinny_outer:  C = L.T @ R with L's rows short: a block of a row of C is a sum over rows
-#                   of R scaled by one L column, held in registers.
+#   _skinny_outer:  C += L.T @ R with L's rows short: a block of up to 4 rows of C is a sum
+#                   over rows of R scaled by L's columns, held in registers.
 # The products whose short side is the other one read a transposed copy (workspace
 # "transposed"). Summation order differs from BLAS's by rounding only.
+#
+# When every layer of a serial fit is skinny, a step runs in blocks of rows (_blocked_step):
+# each block goes forward and back through all layers while its activations and deltas are
+# still in the L1 cache, adding its share to every layer's gradient; the optimizer then
+# steps once, as for the whole batch. Whole-batch passes would stream every hidden layer
+# through L2 some ten times a step (iris: 120 KB each time), which measured slower than all
+# of the multiply-adds.
 # --------------------------------------------------------------------------------------------
 
 # The short side of a product (in units) at or below which the skinny loops replace BLAS.
 cdef Py_ssize_t _SKINNY_DIM = 16
 
-cdef extern from *:
-    """
-    /* The skinny loops of nnfast's general path (see _kernels.pyx, "Skinny products"). A  */
-    /* block of outputs is accumulated in four GCC/Clang vectors of the build's register   */
-    /* width (16 bytes SSE2, 32 AVX2, 64 AVX-512), so that the block stays in registers    */
-    /* across the short sum; plain loops, left to the compiler, vectorised the short sum  */
-    /* instead, and vectors wider than the registers went through memory (measured: 2-3x  */
-    /* the instructions). Other compilers get the same arithmetic as scalar loops.        */
-    #include <string.h>
-    #if defined(__GNUC__)
-    #define NNFAST_SKINNY_VECTORS 1
-    #if defined(__AVX512F__)
-    #define NNFAST_VECTOR_BYTES 64
-    #elif defined(__AVX__)
-    #define NNFAST_VECTOR_BYTES 32
-    #else
-    #define NNFAST_VECTOR_BYTES 16
-    #endif
-    typedef double nnfast_vd __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
-    typedef float nnfast_vf __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
-    #else
-    #define NNFAST_SKINNY_VECTORS 0
-    #endif
-
-    #if NNFAST_SKINNY_VECTORS
-    /* Unaligned loads and stores of a vector: memcpy, which compiles to one move. */
-    #define NNFAST_LOAD(v, p) memcpy(&(v), (p), sizeof(v))
-    #define NNFAST_STORE(p, v) memcpy((p), &(v), sizeof(v))
-    #define NNFAST_DEFINE_SKINNY(T, V, S)                                                 \
-    static void nnfast_skinny_inner_##S(const T* a, const T* b, const T* bias, T* c,     \
-                                        Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {      \
-        const Py_ssize_t L = sizeof(V) / sizeof(T);                                     \
-        const Py_ssize_t blocks = n - n % (4 * L), vectors = n - n % L;                 \
-        Py_ssize_t i, p, j, s;                                                          \
-        V acc0, acc1, acc2, acc3, w;                                                    \
-        const V zero = {0};                                                             \
-        for (i = 0; i < m; i++) {                                                       \
-            const T* a_row = a + i * k;                                                 \
-            T* c_row = c + i * n;                                                       \
-            for (s = 0; s < blocks; s += 4 * L) {                                       \
-                if (bias) {                                                             \
-                    NNFAST_LOAD(acc0, bias + s); NNFAST_LOAD(acc1, bias + s + L);       \
-                    NNFAST_LOAD(acc2, bias + s + 2 * L); NNFAST_LOAD(acc3, bias + s + 3 * L); \
-                } else {                                                                \
-                    acc0 = zero; acc1 = zero; acc2 = zero; acc3 = zero;                 \
-                }                                                                       \
-                for (p = 0; p < k; p++) {                                               \
-                    const T x = a_row[p];                                               \
-                    const T* row = b + p * n + s;                                       \
-                    NNFAST_LOAD(w, row); acc0 += x * w;                                 \
-                    NNFAST_LOAD(w, row + L); acc1 += x * w;                             \
-                    NNFAST_LOAD(w, row + 2 * L); acc2 += x * w;                         \
-                    NNFAST_LOAD(w, row + 3 * L); acc3 += x * w;                         \
-                }                                                                       \
-                NNFAST_STORE(c_row + s, acc0); NNFAST_STORE(c_row + s + L, acc1);       \
-                NNFAST_STORE(c_row + s + 2 * L, acc2); NNFAST_STORE(c_row + s + 3 * L, acc3); \
-            }                                                                           \
-            for (; s < vectors; s += L) {                                               \
-                if (bias) NNFAST_LOAD(acc0, bias + s); else acc0 = zero;                \
-                for (p = 0; p < k; p++) {                                               \
-                    NNFAST_LOAD(w, b + p * n + s); acc0 += a_row[p] * w;                \
-                }                                                                       \
-                NNFAST_STORE(c_row + s, acc0);                                          \
-            }                                                                           \
-            for (j = vectors; j < n; j++) {                                             \
-                T total = bias ? bias[j] : (T)0;                                        \
-                for (p = 0; p < k; p++) total += a_row[p] * b[p * n + j];               \
-                c_row[j] = total;                                                       \
-            }                                                                           \
-        }                                                                               \
-    }                                                                                   \
-    static void nnfast_skinny_outer_##S(const T* left, const T* right, T* c,             \
-                                        Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {      \
-        const Py_ssize_t L = sizeof(V) / sizeof(T);                                     \
-        const Py_ssize_t blocks = n - n % (4 * L), vectors = n - n % L;                 \
-        Py_ssize_t i, p, j, s;                                                          \
-        V acc0, acc1, acc2, acc3, w;                                                    \
-        const V zero = {0};                                                             \
-        /* A block's strip of R (m x 4L) stays in cache for all k rows of C. */         \
-        for (s = 0; s < blocks; s += 4 * L) {                                           \
-            for (p = 0; p < k; p++) {                                                   \
-                acc0 = zero; acc1 = zero; acc2 = zero; acc3 = zero;                     \
-                for (i = 0; i < m; i++) {                                               \
-                    const T x = left[i * k + p];                                        \
-                    const T* row = right + i * n + s;                                   \
-                    NNFAST_LOAD(w, row); acc0 += x * w;                                 \
-                    NNFAST_LOAD(w, row + L); acc1 += x * w;                             \
-                    NNFAST_LOAD(w, row + 2 * L); acc2 += x * w;                         \
-                    NNFAST_LOAD(w, row + 3 * L); acc3 += x * w;                         \
-                }                                                                       \
-                NNFAST_STORE(c + p * n + s, acc0); NNFAST_STORE(c + p * n + s + L, acc1); \
-                NNFAST_STORE(c + p * n + s + 2 * L, acc2);                              \
-                NNFAST_STORE(c + p * n + s + 3 * L, acc3);                              \
-            }                                                                           \
-        }                                                                               \
-        for (; s < vectors; s += L) {                                                   \
-            for (p = 0; p < k; p++) {                                                   \
-                acc0 = zero;                                                            \
-                for (i = 0; i < m; i++) {                                               \
-                    NNFAST_LOAD(w, right + i * n + s); acc0 += left[i * k + p] * w;     \
-                }                                                                       \
-                NNFAST_STORE(c + p * n + s, acc0);                                      \
-            }                                                                           \
-        }                                                                               \
-        for (p = 0; p < k; p++) {                                                       \
-            for (j = vectors; j < n; j++) {                                             \
-                T total = 0;                                                            \
-                for (i = 0; i < m; i++) total += left[i * k + p] * right[i * n + j];    \
-                c[p * n + j] = total;                                                   \
-            }                                                                           \
-        }                                                                               \
-    }                                                                                   \
-    static T nnfast_dot_##S(const T* u, const T* v, Py_ssize_t n) {                      \
-        const Py_ssize_t L = sizeof(V) / sizeof(T);                                     \
-        const Py_ssize_t pairs = n - n % (2 * L), vectors = n - n % L;                  \
-        Py_ssize_t p;                                                                   \
-        V acc0 = {0}, acc1 = {0}, x, y;                                                 \
-        T total = 0;                                                                    \
-        /* Two accumulators, so that consecutive multiply-adds do not wait on each other. */ \
-        for (p = 0; p < pairs; p += 2 * L) {                                            \
-            NNFAST_LOAD(x, u + p); NNFAST_LOAD(y, v + p); acc0 += x * y;                \
-            NNFAST_LOAD(x, u + p + L); NNFAST_LOAD(y, v + p + L); acc1 += x * y;        \
-        }                                                                               \
-        for (; p < vectors; p += L) {                                                   \
-            NNFAST_LOAD(x, u + p); NNFAST_LOAD(y, v + p); acc0 += x * y;                \
-        }                                                                               \
-        acc0 += acc1;                                                                   \
-        for (p = 0; p < L; p++) total += acc0[p];                                       \
-        for (p = vectors; p < n; p++) total += u[p] * v[p];                             \
-        return total;                                                                   \
-    }
-    #else
-    #define NNFAST_DEFINE_SKINNY(T, V, S)                                                 \
-    static void nnfast_skinny_inner_##S(const T* a, const T* b, const T* bias, T* c,     \
-                                        Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {      \
-        Py_ssize_t i, p, j;                                                             \
-        for (i = 0; i < m; i++) {                                                       \
-            for (j = 0; j < n; j++) c[i * n + j] = bias ? bias[j] : (T)0;               \
-            for (p = 0; p < k; p++)                                                     \
-                for (j = 0; j < n; j++) c[i * n + j] += a[i * k + p] * b[p * n + j];    \
-        }                                                                               \
-    }                                                                                   \
-    static void nnfast_skinny_outer_##S(const T* left, const T* right, T* c,             \
-                                        Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {      \
-        Py_ssize_t i, p, j;                                                             \
-        for (p = 0; p < k * n; p++) c[p] = 0;                                           \
-        for (i = 0; i < m; i++)                                                         \
-            for (p = 0; p < k; p++)                                                     \
-                for (j = 0; j < n; j++) c[p * n + j] += left[i * k + p] * right[i * n + j]; \
-    }                                                                                   \
-    static T nnfast_dot_##S(const T* u, const T* v, Py_ssize_t n) {                      \
-        Py_ssize_t p;                                                                   \
-        T total = 0;                                                                    \
-        for (p = 0; p < n; p++) total += u[p] * v[p];                                   \
-        return total;                                                                   \
-    }
-    #endif
-    NNFAST_DEFINE_SKINNY(double, nnfast_vd, d)
-    NNFAST_DEFINE_SKINNY(float, nnfast_vf, f)
-    """
+cdef extern from "_skinny.h":
     void _skinny_inner_d "nnfast_skinny_inner_d"(const double* a, const double* b,
                                                  const double* bias, double* c, Py_ssize_t m,
                                                  Py_ssize_t k, Py_ssize_t n) noexcept nogil
@@ -985,8 +833,12 @@ cdef extern from *:
     void _skinny_outer_f "nnfast_skinny_outer_f"(const float* left, const float* right,
                                                  float* c, Py_ssize_t m, Py_ssize_t k,
                                                  Py_ssize_t n) noexcept nogil
-    double _dot_d "nnfast_dot_d"(const double* u, const double* v, Py_ssize_t n) noexcept nogil
-    float _dot_f "nnfast_dot_f"(const float* u, const float* v, Py_ssize_t n) noexcept nogil
+    void _skinny_dots_d "nnfast_skinny_dots_d"(const double* a, const double* bt,
+                                               const double* bias, double* c, Py_ssize_t m,
+                                               Py_ssize_t k, Py_ssize_t n) noexcept nogil
+    void _skinny_dots_f "nnfast_skinny_dots_f"(const float* a, const float* bt,
+                                               const float* bias, float* c, Py_ssize_t m,
+                                               Py_ssize_t k, Py_ssize_t n) noexcept nogil
 
 
 def get_skinny_dim():
@@ -1021,25 +873,21 @@ cdef inline void _skinny_inner(const floating* a, const floating* b, const float
 
 cdef inline void _skinny_outer(const floating* left, const floating* right, floating* c,
                                Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
-    """C (k x n) = L (m x k).T @ R (m x n), for small k."""
+    """C (k x n) += L (m x k).T @ R (m x n), for small k."""
     if floating is double:
         _skinny_outer_d(left, right, c, m, k, n)
     else:
         _skinny_outer_f(left, right, c, m, k, n)
 
 
-cdef void _skinny_dots(const floating* a, const floating* bt, const floating* bias,
-                       floating* c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+cdef inline void _skinny_dots(const floating* a, const floating* bt, const floating* bias,
+                              floating* c, Py_ssize_t m, Py_ssize_t k,
+                              Py_ssize_t n) noexcept nogil:
     """C (m x n) = A (m x k) @ Bt (n x k).T [+ bias], for small n."""
-    cdef Py_ssize_t i, j
-    cdef floating total
-    for i in range(m):
-        for j in range(n):
-            if floating is double:
-                total = _dot_d(&a[i * k], &bt[j * k], k)
-            else:
-                total = _dot_f(&a[i * k], &bt[j * k], k)
-            c[i * n + j] = total + (0 if bias == NULL else bias[j])
+    if floating is double:
+        _skinny_dots_d(a, bt, bias, c, m, k, n)
+    else:
+        _skinny_dots_f(a, bt, bias, c, m, k, n)
 
 
 cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
@@ -1060,9 +908,11 @@ cdef void _general_gradient(floating* grad, const floating* inputs, const floati
                         False, bias_sums, m, n_in, n_out, n_threads)
         return
     if n_in <= _SKINNY_DIM:
+        memset(grad, 0, n_in * n_out * sizeof(floating))
         _skinny_outer(inputs, delta, grad, m, n_in, n_out)
     else:
         # grad.T = delta.T @ inputs, rows of n_in values, then transposed into place.
+        memset(transposed, 0, n_in * n_out * sizeof(floating))
         _skinny_outer(delta, inputs, transposed, m, n_out, n_in)
         _transpose(transposed, grad, n_out, n_in)
     if has_bias:
@@ -1145,11 +995,11 @@ cdef void _output_activation(floating* z, Py_ssize_t m, Py_ssize_t n_out,
 
 cdef double _output_loss_and_delta(int output, const floating* y, const floating* a,
                                    floating* delta, const floating* weight, Py_ssize_t m,
-                                   Py_ssize_t n_out, double weight_sum) noexcept nogil:
-    """delta = (a - y) [* a * (1 - a) for "original"] [* weight per row]; returns the batch's
-    data loss: the weighted average over rows of the output's loss (nnfast._plan, "Losses").
+                                   Py_ssize_t n_out) noexcept nogil:
+    """delta = (a - y) [* a * (1 - a) for "original"] [* weight per row]; returns the rows'
+    summed data loss, which _scaled_loss turns into the batch's (nnfast._plan, "Losses").
 
-    weight is NULL for unit weights; weight_sum is then m. Losses are summed in float64 from
+    weight is NULL for unit weights. Losses are summed in float64 from
     the dtype's clipped probabilities; log and exp by libm (O(m * n_out), never the bottleneck).
     """
     cdef Py_ssize_t i, j, at
@@ -1171,7 +1021,7 @@ cdef double _output_loss_and_delta(int output, const floating* y, const floating
                     p = min(max(a[at], eps), <floating>1 - eps)
                     row_sum -= _xlogy(y[at], p)
             total += row_sum
-        return total / weight_sum
+        return total
     for i in range(m):
         if weight != NULL:
             row_weight = weight[i]
@@ -1199,6 +1049,13 @@ cdef double _output_loss_and_delta(int output, const floating* y, const floating
             if weight != NULL:
                 delta[at] = delta[at] * row_weight
         total += row_weight * row_sum
+    return total
+
+
+cdef inline double _scaled_loss(int output, double total, double weight_sum,
+                                Py_ssize_t n_out) noexcept nogil:
+    """The batch's data loss from _output_loss_and_delta's sum: the weighted average over
+    rows (weight_sum: m for unit weights) of the output's loss."""
     if output == OUT_IDENTITY:
         return 0.5 * total / (weight_sum * n_out)
     if output == OUT_ORIGINAL:
@@ -1361,6 +1218,50 @@ cdef double _squared_weights(const _Config* config, const floating* params) noex
     return (total0 + total1) + (total2 + total3)
 
 
+cdef inline double _weight_sum(const floating* weight, Py_ssize_t m) noexcept nogil:
+    """The batch's sum of sample weights (m for unit weights: weight NULL)."""
+    cdef Py_ssize_t i
+    cdef double total = 0.0
+    if weight == NULL:
+        return m
+    for i in range(m):
+        total += weight[i]
+    return total
+
+
+cdef inline double _penalised_loss(const _Config* config, const floating* params,
+                                   double data_loss, double penalty_denominator) noexcept nogil:
+    """The loss with the L2 penalty of the weights before the step's update."""
+    if config.alpha == 0:
+        return data_loss
+    return data_loss + 0.5 * config.alpha * _squared_weights(config, params) / penalty_denominator
+
+
+cdef inline double _next_adam_rate(_Config* config) noexcept nogil:
+    """Counts a step of Adam and returns its bias-corrected rate."""
+    config.step += 1
+    return (config.learning_rate_init * sqrt(1.0 - pow(config.beta_2, config.step))
+            / (1.0 - pow(config.beta_1, config.step)))
+
+
+cdef inline void _finish_layer(const _Config* config, floating* params, floating* state,
+                               floating* grad, Py_ssize_t offset, Py_ssize_t k,
+                               Py_ssize_t n_params, floating alpha, floating denominator,
+                               double adam_rate, bint training) noexcept nogil:
+    """Layer k's summed gradient grad[offset:...] (params layout) becomes G (loss_gradient)
+    or moves the layer's weights (training: the optimizer's update)."""
+    cdef Py_ssize_t n_in = config.sizes[k], n_out = config.sizes[k + 1]
+    cdef Py_ssize_t n_layer = _layer_params(config.sizes, k, config.has_bias)
+    if not training:
+        _finish_gradient(grad + offset, params + offset, n_in * n_out,
+                         n_layer - n_in * n_out, alpha, denominator)
+    else:
+        _optimizer_update(config, params + offset, grad + offset,
+                          state + offset if config.optimizer != OPT_PLAIN else NULL,
+                          state + n_params + offset if config.optimizer == OPT_ADAM else NULL,
+                          n_in * n_out, n_layer - n_in * n_out, alpha, denominator, adam_rate)
+
+
 cdef double _general_step(_Config* config, floating* params, floating* state,
                           const floating* x, const floating* y, const floating* weight,
                           Py_ssize_t m, const _Workspace* work, floating* grad_out,
@@ -1370,15 +1271,16 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     With grad_out NULL, applies the optimizer to params (and state, and the counters);
     otherwise writes the gradient G in the params layout to grad_out and changes nothing.
     weight is NULL for unit weights. abs_error receives sum |y - a| (for "original").
+    Networks whose every layer is skinny take _blocked_step, the same step by row blocks.
     """
-    cdef Py_ssize_t k, i, n_in, n_out, n_params = 0, n_layer, offset
+    cdef Py_ssize_t k, n_in, n_out, n_params = 0, n_layer, offset
     cdef Py_ssize_t n_layers = config.n_layers
     cdef Py_ssize_t n_last = config.sizes[n_layers]
     cdef floating* activations = <floating*>work.activations
     cdef floating* deltas = <floating*>work.deltas
     cdef floating* bias_sums = <floating*>work.bias_sums
     cdef floating* transposed = <floating*>work.transposed
-    cdef floating* target
+    cdef floating* grad = grad_out if grad_out != NULL else <floating*>work.gradient
     cdef const floating* layer_in = x
     cdef floating* weights = params
     cdef floating* layer_out = activations
@@ -1386,6 +1288,9 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     cdef floating* delta_next
     cdef double weight_sum, penalty_denominator, loss, adam_rate = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
+
+    if _all_skinny(config):
+        return _blocked_step(config, params, state, x, y, weight, m, work, grad_out, abs_error)
 
     for k in range(n_layers):
         n_params += _layer_params(config.sizes, k, config.has_bias)
@@ -1407,24 +1312,18 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     _output_activation(layer_out, m, n_last, config.output)
 
     # Loss and output delta; the penalty from the weights before this step's update.
-    weight_sum = m
-    if weight != NULL:
-        weight_sum = 0.0
-        for i in range(m):
-            weight_sum += weight[i]
+    weight_sum = _weight_sum(weight, m)
     abs_error[0] = (_abs_error_sum(y, layer_out, m * n_last) if config.output == OUT_ORIGINAL
                     else 0.0)
-    loss = _output_loss_and_delta(config.output, y, layer_out, delta, weight, m, n_last,
-                                  weight_sum)
+    loss = _scaled_loss(config.output,
+                        _output_loss_and_delta(config.output, y, layer_out, delta, weight, m,
+                                               n_last),
+                        weight_sum, n_last)
     penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
     denominator = <floating>penalty_denominator
-    if config.alpha != 0:
-        loss += 0.5 * config.alpha * _squared_weights(config, params) / penalty_denominator
-
+    loss = _penalised_loss(config, params, loss, penalty_denominator)
     if grad_out == NULL and config.optimizer == OPT_ADAM:
-        config.step += 1
-        adam_rate = (config.learning_rate_init * sqrt(1.0 - pow(config.beta_2, config.step))
-                     / (1.0 - pow(config.beta_1, config.step)))
+        adam_rate = _next_adam_rate(config)
 
     # Backward: layer by layer from the output; see the section notes for the update order.
     for k in range(n_layers - 1, -1, -1):
@@ -1442,19 +1341,155 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
             layer_in = layer_out
         else:
             layer_in = x
-        target = grad_out + offset if grad_out != NULL else <floating*>work.layer_grad
-        # target = layer_in.T @ delta_next, bias part = its column sums (overwriting).
-        _general_gradient(target, layer_in, delta_next, config.has_bias, bias_sums, transposed,
-                          m, n_in, n_out, config.n_threads)
-        if grad_out != NULL:
-            _finish_gradient(target, weights, n_in * n_out, n_layer - n_in * n_out, alpha,
-                             denominator)
-        else:
-            _optimizer_update(config, weights, target,
-                              state + offset if config.optimizer != OPT_PLAIN else NULL,
-                              state + n_params + offset if config.optimizer == OPT_ADAM
-                              else NULL, n_in * n_out, n_layer - n_in * n_out, alpha,
-                              denominator, adam_rate)
+        # The layer's gradient = layer_in.T @ delta_next, bias part = its column sums.
+        _general_gradient(grad + offset, layer_in, delta_next, config.has_bias, bias_sums,
+                          transposed, m, n_in, n_out, config.n_threads)
+        _finish_layer(config, params, state, grad, offset, k, n_params, alpha, denominator,
+                      adam_rate, grad_out == NULL)
+    return loss
+
+
+# The bytes of a row block's activations and deltas (all layers) in _blocked_step: within
+# the L1 data cache (32-48 KiB on current x86-64) beside the weights it reads.
+cdef Py_ssize_t _BLOCK_BYTES = 16384
+
+
+cdef inline bint _all_skinny(const _Config* config) noexcept nogil:
+    """Whether every product of a step is a skinny loop (see "Skinny products")."""
+    cdef Py_ssize_t k
+    for k in range(config.n_layers):
+        if not _skinny(config.sizes[k], config.sizes[k + 1], config.n_threads):
+            return False
+    return True
+
+
+cdef inline void _add_column_sums(const floating* values, floating* sums, Py_ssize_t rows,
+                                  Py_ssize_t columns) noexcept nogil:
+    """sums += values (rows x columns).sum(axis=0)"""
+    cdef Py_ssize_t i, j
+    for i in range(rows):
+        for j in range(columns):
+            sums[j] = sums[j] + values[i * columns + j]
+
+
+cdef double _blocked_step(_Config* config, floating* params, floating* state,
+                          const floating* x, const floating* y, const floating* weight,
+                          Py_ssize_t m, const _Workspace* work, floating* grad_out,
+                          double* abs_error) noexcept nogil:
+    """_general_step for networks whose every layer is skinny, a block of rows at a time:
+    each block runs forward and back through every layer while it is in the L1 cache and
+    adds its share to every layer's gradient; the gradient (and so the update) is the whole
+    batch's, up to the rounding of its sums. Layers with a wide input sum their gradient
+    transposed (workspace "transposed_gradient") and are transposed back at the end."""
+    cdef Py_ssize_t k, r0, rows, n_in, n_out, n_layer, offset, units, n_params = 0
+    cdef Py_ssize_t n_layers = config.n_layers
+    cdef Py_ssize_t n_last = config.sizes[n_layers]
+    cdef Py_ssize_t units_per_row = 0
+    cdef Py_ssize_t block
+    cdef floating* activations = <floating*>work.activations
+    cdef floating* deltas = <floating*>work.deltas
+    cdef floating* transposed = <floating*>work.transposed
+    cdef floating* transposed_grad = <floating*>work.transposed_gradient
+    cdef floating* grad = grad_out if grad_out != NULL else <floating*>work.gradient
+    cdef floating* weights
+    cdef floating* layer_out = NULL
+    cdef floating* delta
+    cdef floating* delta_next
+    cdef const floating* layer_in
+    cdef double weight_sum, penalty_denominator, loss, adam_rate = 0.0
+    cdef double loss_sum = 0.0, abs_sum = 0.0
+    cdef floating denominator, alpha = <floating>config.alpha
+
+    # The step's fixed parts: each layer's weights transposed (read by the products whose
+    # short side is the layer's output) and its gradient zeroed.
+    for k in range(n_layers):
+        n_in = config.sizes[k]
+        n_out = config.sizes[k + 1]
+        n_layer = _layer_params(config.sizes, k, config.has_bias)
+        _transpose(params + n_params, transposed + n_params, n_in, n_out)
+        memset(grad + n_params, 0, n_layer * sizeof(floating))
+        memset(transposed_grad + n_params, 0, n_in * n_out * sizeof(floating))
+        n_params += n_layer
+        units_per_row += n_out
+    block = max(4, min(64, _BLOCK_BYTES // (2 * <Py_ssize_t>sizeof(floating) * units_per_row)))
+
+    r0 = 0
+    while r0 < m:
+        rows = min(block, m - r0)
+        # Forward. Layer k's outputs start at activations + m * units (units: the widths of
+        # the layers before it), these rows r0 * n_out further on; deltas alike.
+        layer_in = x + r0 * config.sizes[0]
+        weights = params
+        units = 0
+        for k in range(n_layers):
+            n_in = config.sizes[k]
+            n_out = config.sizes[k + 1]
+            layer_out = activations + m * units + r0 * n_out
+            if n_in <= _SKINNY_DIM:
+                _skinny_inner(layer_in, weights,
+                              weights + n_in * n_out if config.has_bias else NULL, layer_out,
+                              rows, n_in, n_out)
+            else:
+                _skinny_dots(layer_in, transposed + (weights - params),
+                             weights + n_in * n_out if config.has_bias else NULL, layer_out,
+                             rows, n_in, n_out)
+            if k + 1 < n_layers:
+                _activate_range(layer_out, 0, rows * n_out, config.activations[k])
+            layer_in = layer_out
+            weights += _layer_params(config.sizes, k, config.has_bias)
+            units += n_out
+        _output_activation(layer_out, rows, n_last, config.output)
+        delta = deltas + (layer_out - activations)
+        if config.output == OUT_ORIGINAL:
+            abs_sum += _abs_error_sum(y + r0 * n_last, layer_out, rows * n_last)
+        loss_sum += _output_loss_and_delta(config.output, y + r0 * n_last, layer_out, delta,
+                                           weight + r0 if weight != NULL else NULL, rows,
+                                           n_last)
+        # Backward, with the weights before this step's update.
+        for k in range(n_layers - 1, -1, -1):
+            n_in = config.sizes[k]
+            n_out = config.sizes[k + 1]
+            weights -= _layer_params(config.sizes, k, config.has_bias)
+            offset = weights - params
+            units -= n_out
+            delta_next = delta
+            layer_in = (activations + m * (units - n_in) + r0 * n_in if k > 0
+                        else x + r0 * n_in)
+            if n_in <= _SKINNY_DIM:
+                _skinny_outer(layer_in, delta_next, grad + offset, rows, n_in, n_out)
+            else:
+                _skinny_outer(delta_next, layer_in, transposed_grad + offset, rows, n_out,
+                              n_in)
+            if config.has_bias:
+                _add_column_sums(delta_next, grad + offset + n_in * n_out, rows, n_out)
+            if k > 0:
+                delta = deltas + m * (units - n_in) + r0 * n_in
+                if n_out <= _SKINNY_DIM:
+                    _skinny_inner(delta_next, transposed + offset, NULL, delta, rows, n_out,
+                                  n_in)
+                else:
+                    _skinny_dots(delta_next, weights, NULL, delta, rows, n_out, n_in)
+                _scale_by_derivative_range(delta, layer_in, 0, rows * n_in,
+                                           config.activations[k - 1])
+        r0 += rows
+
+    weight_sum = _weight_sum(weight, m)
+    abs_error[0] = abs_sum
+    loss = _scaled_loss(config.output, loss_sum, weight_sum, n_last)
+    penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
+    denominator = <floating>penalty_denominator
+    loss = _penalised_loss(config, params, loss, penalty_denominator)
+    if grad_out == NULL and config.optimizer == OPT_ADAM:
+        adam_rate = _next_adam_rate(config)
+    offset = 0
+    for k in range(n_layers):
+        n_in = config.sizes[k]
+        n_out = config.sizes[k + 1]
+        if n_in > _SKINNY_DIM:
+            _transpose(transposed_grad + offset, grad + offset, n_out, n_in)
+        _finish_layer(config, params, state, grad, offset, k, n_params, alpha, denominator,
+                      adam_rate, grad_out == NULL)
+        offset += _layer_params(config.sizes, k, config.has_bias)
     return loss
 
 
@@ -2069,28 +2104,23 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
                           _Workspace* work):
     """Checks the workspace buffers for batches of `rows` rows and points work at them;
     returns the arrays, for the caller to hold while the kernel runs."""
-    cdef Py_ssize_t k, hidden_values = 0, widest = 0, largest_layer = 0, largest_weights = 0
+    cdef Py_ssize_t k, hidden_values = 0, widest = 0
+    cdef Py_ssize_t n_params = config.n_params
     cdef const _Config* c = &config.c
     cdef list keep = []
-    cdef bytearray transposed
     for k in range(c.n_layers):
-        largest_weights = max(largest_weights, c.sizes[k] * c.sizes[k + 1])
         hidden_values += c.sizes[k + 1]
         widest = max(widest, c.sizes[k + 1])
-        largest_layer = max(largest_layer, _layer_params(c.sizes, k, c.has_bias))
     work.activations = _workspace_pointer(workspace, "activations", rows * hidden_values,
                                           params, keep)
     work.deltas = _workspace_pointer(workspace, "deltas", rows * hidden_values, params, keep)
     work.bias_sums = _workspace_pointer(workspace, "bias_sums", widest, params, keep)
-    work.layer_grad = work.batch_x = work.batch_y = work.batch_w = NULL
-    # The skinny products' transposes (at most the largest weight matrix); a call's own
-    # scratch, so that callers' workspaces stay as nnfast._layout defines them.
-    transposed = bytearray(max(largest_weights, 1) * sizeof(floating))
-    keep.append(transposed)
-    work.transposed = <char*>transposed
+    work.transposed = _workspace_pointer(workspace, "transposed", n_params, params, keep)
+    work.transposed_gradient = _workspace_pointer(workspace, "transposed_gradient", n_params,
+                                                  params, keep)
+    work.gradient = work.batch_x = work.batch_y = work.batch_w = NULL
     if training:
-        work.layer_grad = _workspace_pointer(workspace, "layer_grad", largest_layer, params,
-                                             keep)
+        work.gradient = _workspace_pointer(workspace, "gradient", n_params, params, keep)
     if gathered:
         work.batch_x = _workspace_pointer(workspace, "batch_x", rows * c.sizes[0], params,
                                           keep)
@@ -2124,7 +2154,8 @@ def fit_general(TrainConfig config,
     order : each epoch's row order for shuffled mini-batches, or (0, 0) for stored order.
     workspace : dict of scratch arrays of the params' dtype, from
         ``nnfast._layout.allocate_general_workspace`` (activations, deltas, bias_sums,
-        layer_grad; batch_x, batch_y and batch_w when order is given).
+        gradient, transposed, transposed_gradient; batch_x, batch_y and batch_w when order
+        is given).
     epoch_losses : receives each epoch's loss (nnfast._plan, "Losses").
 
     Returns
@@ -2175,7 +2206,8 @@ def loss_gradient(TrainConfig config,
     config : TrainConfig
         The model; its optimizer settings, batch size and counters are not used.
     params, x, y, sample_weight : as for fit_general (params is only read).
-    workspace : activations, deltas and bias_sums for all n_rows rows.
+    workspace : activations, deltas, bias_sums, transposed and transposed_gradient for all
+        n_rows rows (no gradient: grad_out is written instead).
     grad_out : receives the gradient G (reduction "mean": divided by the weight sum; alpha
         included), in the params layout.
 

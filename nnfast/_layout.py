@@ -42,20 +42,22 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
     """Scratch buffers for ``nnfast._kernels.fit_general`` (training) or ``loss_gradient``.
 
     For batches of up to batch_size rows: activations and deltas of layers 1..L, as for the
-    original's step; bias_sums (the widest layer: column sums of a delta); layer_grad (the
-    largest layer's parameter count: the general step forms one layer's gradient at a time
-    and applies the optimizer to it at once, so it needs no params-sized gradient buffer);
-    and, for shuffled fits, the gathered rows of a batch (batch_x, batch_y, batch_w when
-    sample weights are given).
+    original's step; bias_sums (the widest layer: column sums of a delta); gradient (P =
+    param_count values in the params layout: a step's gradient before the optimizer takes
+    it; loss_gradient writes the caller's array instead); transposed and
+    transposed_gradient (P values each, at each layer's params offset: its weight matrix and
+    its gradient transposed, for the skinny products); and, for shuffled fits, the gathered
+    rows of a batch (batch_x, batch_y, batch_w when sample weights are given).
     """
     activations = batch_size * sum(sizes[1:])
-    largest_layer = max(n_in * n_out + (n_out if bias else 0)
-                        for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    n_params = param_count(sizes, bias)
     return {
         "activations": np.empty(activations, dtype=dtype),
         "deltas": np.empty(activations, dtype=dtype),
         "bias_sums": np.empty(max(sizes[1:]), dtype=dtype),
-        "layer_grad": np.empty(largest_layer if training else 0, dtype=dtype),
+        "gradient": np.empty(n_params if training else 0, dtype=dtype),
+        "transposed": np.empty(n_params, dtype=dtype),
+        "transposed_gradient": np.empty(n_params, dtype=dtype),
         "batch_x": np.empty(batch_size * sizes[0] if shuffled else 0, dtype=dtype),
         "batch_y": np.empty(batch_size * sizes[-1] if shuffled else 0, dtype=dtype),
         "batch_w": np.empty(batch_size if shuffled and weighted else 0, dtype=dtype),

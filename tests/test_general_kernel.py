@@ -342,12 +342,15 @@ SPOILT_FIT_GENERAL = [
     ("activations-short", _set_workspace("activations", 3), "workspace['activations']"),
     ("deltas-short", _set_workspace("deltas", 3), "workspace['deltas']"),
     ("bias-sums-short", _set_workspace("bias_sums", 2), "workspace['bias_sums']"),
-    ("layer-grad-short", _set_workspace("layer_grad", 5), "workspace['layer_grad']"),
+    ("gradient-short", _set_workspace("gradient", 5), "workspace['gradient']"),
+    ("transposed-short", _set_workspace("transposed", 5), "workspace['transposed']"),
+    ("transposed-gradient-short", _set_workspace("transposed_gradient", 5),
+     "workspace['transposed_gradient']"),
     ("batch-x-short", _set_workspace("batch_x", 3), "workspace['batch_x']"),
     ("batch-y-short", _set_workspace("batch_y", 3), "workspace['batch_y']"),
     ("batch-w-short", _set_workspace("batch_w", 3), "workspace['batch_w']"),
     ("workspace-dtype", _set_workspace("deltas", 1000, np.int64), "workspace['deltas']"),
-    ("workspace-missing", lambda a: a["workspace"].pop("layer_grad"), "layer_grad"),
+    ("workspace-missing", lambda a: a["workspace"].pop("gradient"), "gradient"),
 ]
 
 
