@@ -234,6 +234,36 @@ def test_loss_gradient_matches_reference_skinny_layers(kernels, dtype, output):
     assert_allclose(grad, expected_grad, rtol=rtol, atol=atol)
 
 
+# Networks whose every layer has a short side step in blocks of rows (_blocked_step): a few
+# rows per block for wide layers, so that these batches span many blocks and end in a short
+# one; with and without biases, weights, every output.
+ROW_BLOCK_SIZES = [(4, 100, 3), (6, 40, 12, 40, 1)]
+
+
+@pytest.mark.parametrize("sizes", ROW_BLOCK_SIZES, ids=str)
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_row_blocks_match_reference(kernels, dtype, sizes):
+    n_rows = 150
+    cases = [("softmax", ("relu",) * 3, "adam", None, False, True),
+             ("original", ("logistic",) * 3, "plain", 37, True, True),
+             ("identity", ("tanh",) * 3, "sgd", 61, True, False),
+             ("logistic", ("identity",) * 3, "adam", None, True, True)]
+    for output, activations, optimizer, batch, weighted, bias in cases:
+        activations = activations[:len(sizes) - 2]
+        X, y, weights, params = _problem(sizes, n_rows, output, dtype, weighted, bias=bias)
+        plan = _plan_for(sizes, activations, output, OPTIMIZERS[optimizer], "mean", 1e-3,
+                         batch, False, weighted, dtype, n_rows, bias=bias)
+        _assert_same_fit(_fit_reference(plan, X, y, weights, params, N_EPOCHS, None),
+                         _fit_kernel(kernels, plan, X, y, weights, params, N_EPOCHS, None),
+                         dtype, (output, optimizer, batch, bias))
+        expected_loss, expected_grad = reference.loss_gradient(plan, params, X, y, weights)
+        with kernel_build(kernels):
+            loss, grad = _compiled.loss_gradient(plan, params, X, y, weights, 1)
+        rtol, atol = GENERAL_RTOL[dtype], GENERAL_ATOL[dtype]
+        assert_allclose(loss, expected_loss, rtol=rtol, atol=atol)
+        assert_allclose(grad, expected_grad, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
 def test_divergence_stops_at_the_epoch_it_happens(kernels, dtype):
     sizes, n_rows = (5, 6, 1), 23
