@@ -821,12 +821,18 @@ cdef void _linear_rows(const floating* inputs, const floating* weights, const fl
 cdef Py_ssize_t _SKINNY_DIM = 16
 
 cdef extern from "_skinny.h":
+    enum:
+        NNFAST_LINEAR
+        NNFAST_RELU
+        NNFAST_RELU_GATE
     void _skinny_inner_d "nnfast_skinny_inner_d"(const double* a, const double* b,
                                                  const double* bias, double* c, Py_ssize_t m,
-                                                 Py_ssize_t k, Py_ssize_t n) noexcept nogil
+                                                 Py_ssize_t k, Py_ssize_t n, int epilogue,
+                                                 const double* gate) noexcept nogil
     void _skinny_inner_f "nnfast_skinny_inner_f"(const float* a, const float* b,
                                                  const float* bias, float* c, Py_ssize_t m,
-                                                 Py_ssize_t k, Py_ssize_t n) noexcept nogil
+                                                 Py_ssize_t k, Py_ssize_t n, int epilogue,
+                                                 const float* gate) noexcept nogil
     void _skinny_outer_d "nnfast_skinny_outer_d"(const double* left, const double* right,
                                                  double* c, Py_ssize_t m, Py_ssize_t k,
                                                  Py_ssize_t n) noexcept nogil
@@ -862,13 +868,15 @@ cdef void _transpose(const floating* source, floating* target, Py_ssize_t rows,
 
 
 cdef inline void _skinny_inner(const floating* a, const floating* b, const floating* bias,
-                               floating* c, Py_ssize_t m, Py_ssize_t k,
-                               Py_ssize_t n) noexcept nogil:
-    """C (m x n) = A (m x k) @ B (k x n) [+ bias], for small k."""
+                               floating* c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                               int epilogue=NNFAST_LINEAR,
+                               const floating* gate=NULL) noexcept nogil:
+    """C (m x n) = A (m x k) @ B (k x n) [+ bias], for small k; then the epilogue (_skinny.h:
+    ReLU, or ReLU's derivative where gate, the layer's outputs, is 0)."""
     if floating is double:
-        _skinny_inner_d(a, b, bias, c, m, k, n)
+        _skinny_inner_d(a, b, bias, c, m, k, n, epilogue, gate)
     else:
-        _skinny_inner_f(a, b, bias, c, m, k, n)
+        _skinny_inner_f(a, b, bias, c, m, k, n, epilogue, gate)
 
 
 cdef inline void _skinny_outer(const floating* left, const floating* right, floating* c,
@@ -944,11 +952,14 @@ cdef void _general_forward(const floating* inputs, const floating* weights,
         _activate_range(outputs, 0, m * n_out, activation)
     elif _skinny(n_in, n_out, n_threads):
         if n_in <= _SKINNY_DIM:
-            _skinny_inner(inputs, weights, bias, outputs, m, n_in, n_out)
+            _skinny_inner(inputs, weights, bias, outputs, m, n_in, n_out,
+                          NNFAST_RELU if activation == ACT_RELU else NNFAST_LINEAR)
+            if activation != ACT_RELU:
+                _activate_range(outputs, 0, m * n_out, activation)
         else:
             _transpose(weights, transposed, n_in, n_out)
             _skinny_dots(inputs, transposed, bias, outputs, m, n_in, n_out)
-        _activate_range(outputs, 0, m * n_out, activation)
+            _activate_range(outputs, 0, m * n_out, activation)
     elif n_threads > 1:
         # Each thread's block of rows, elementwise work included (see "Threads" above).
         for t in prange(n_threads, schedule="static", num_threads=n_threads):
@@ -1106,10 +1117,14 @@ cdef void _general_hidden_delta(const floating* delta_next, const floating* weig
     elif _skinny(n_in, n_out, n_threads):
         if n_out <= _SKINNY_DIM:
             _transpose(weights, transposed, n_in, n_out)
-            _skinny_inner(delta_next, transposed, NULL, delta, m, n_out, n_in)
+            _skinny_inner(delta_next, transposed, NULL, delta, m, n_out, n_in,
+                          NNFAST_RELU_GATE if activation == ACT_RELU else NNFAST_LINEAR,
+                          activations)
+            if activation != ACT_RELU:
+                _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
         else:
             _skinny_dots(delta_next, weights, NULL, delta, m, n_out, n_in)
-        _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
+            _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static", num_threads=n_threads):
             _general_hidden_rows(delta_next, weights, activations, delta,
@@ -1381,7 +1396,8 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
     adds its share to every layer's gradient; the gradient (and so the update) is the whole
     batch's, up to the rounding of its sums. Layers with a wide input sum their gradient
     transposed (workspace "transposed_gradient") and are transposed back at the end."""
-    cdef Py_ssize_t k, r0, rows, n_in, n_out, n_layer, offset, units, n_params = 0
+    cdef Py_ssize_t k, r0, rows, n_in, n_out, n_layer, offset, units, activation
+    cdef Py_ssize_t n_params = 0
     cdef Py_ssize_t n_layers = config.n_layers
     cdef Py_ssize_t n_last = config.sizes[n_layers]
     cdef Py_ssize_t units_per_row = 0
@@ -1400,15 +1416,18 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
     cdef double loss_sum = 0.0, abs_sum = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
 
-    # The step's fixed parts: each layer's weights transposed (read by the products whose
-    # short side is the layer's output) and its gradient zeroed.
+    # The step's fixed parts: the transposed weights that the forward dot products (a wide
+    # input) and the backward inner products (a short output, below the first layer) read,
+    # and the zeroed gradients.
     for k in range(n_layers):
         n_in = config.sizes[k]
         n_out = config.sizes[k + 1]
         n_layer = _layer_params(config.sizes, k, config.has_bias)
-        _transpose(params + n_params, transposed + n_params, n_in, n_out)
+        if n_in > _SKINNY_DIM or (k > 0 and n_out <= _SKINNY_DIM):
+            _transpose(params + n_params, transposed + n_params, n_in, n_out)
         memset(grad + n_params, 0, n_layer * sizeof(floating))
-        memset(transposed_grad + n_params, 0, n_in * n_out * sizeof(floating))
+        if n_in > _SKINNY_DIM:
+            memset(transposed_grad + n_params, 0, n_in * n_out * sizeof(floating))
         n_params += n_layer
         units_per_row += n_out
     block = max(4, min(64, _BLOCK_BYTES // (2 * <Py_ssize_t>sizeof(floating) * units_per_row)))
@@ -1425,16 +1444,19 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
             n_in = config.sizes[k]
             n_out = config.sizes[k + 1]
             layer_out = activations + m * units + r0 * n_out
+            activation = config.activations[k] if k + 1 < n_layers else ACT_IDENTITY
             if n_in <= _SKINNY_DIM:
                 _skinny_inner(layer_in, weights,
                               weights + n_in * n_out if config.has_bias else NULL, layer_out,
-                              rows, n_in, n_out)
+                              rows, n_in, n_out,
+                              NNFAST_RELU if activation == ACT_RELU else NNFAST_LINEAR)
+                if activation != ACT_RELU:
+                    _activate_range(layer_out, 0, rows * n_out, activation)
             else:
                 _skinny_dots(layer_in, transposed + (weights - params),
                              weights + n_in * n_out if config.has_bias else NULL, layer_out,
                              rows, n_in, n_out)
-            if k + 1 < n_layers:
-                _activate_range(layer_out, 0, rows * n_out, config.activations[k])
+                _activate_range(layer_out, 0, rows * n_out, activation)
             layer_in = layer_out
             weights += _layer_params(config.sizes, k, config.has_bias)
             units += n_out
@@ -1464,13 +1486,18 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
                 _add_column_sums(delta_next, grad + offset + n_in * n_out, rows, n_out)
             if k > 0:
                 delta = deltas + m * (units - n_in) + r0 * n_in
+                activation = config.activations[k - 1]
                 if n_out <= _SKINNY_DIM:
                     _skinny_inner(delta_next, transposed + offset, NULL, delta, rows, n_out,
-                                  n_in)
+                                  n_in,
+                                  NNFAST_RELU_GATE if activation == ACT_RELU else NNFAST_LINEAR,
+                                  layer_in)
+                    if activation != ACT_RELU:
+                        _scale_by_derivative_range(delta, layer_in, 0, rows * n_in,
+                                                   activation)
                 else:
                     _skinny_dots(delta_next, weights, NULL, delta, rows, n_out, n_in)
-                _scale_by_derivative_range(delta, layer_in, 0, rows * n_in,
-                                           config.activations[k - 1])
+                    _scale_by_derivative_range(delta, layer_in, 0, rows * n_in, activation)
         r0 += rows
 
     weight_sum = _weight_sum(weight, m)

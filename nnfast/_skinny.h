@@ -7,7 +7,11 @@
  * a scalar loop, whose dependent multiply-adds cost their latency each. Other compilers get
  * the same arithmetic as plain loops.
  *
- *   nnfast_skinny_inner_S(a, b, bias, c, m, k, n):   C  = A (m x k) @ B (k x n) [+ bias]
+ *   nnfast_skinny_inner_S(a, b, bias, c, m, k, n, epilogue, gate):
+ *                                                    C  = A (m x k) @ B (k x n) [+ bias],
+ *       then ReLU (epilogue NNFAST_RELU: relu(z) as 0 where z < 0, so NaN passes) or ReLU's
+ *       derivative by its output (NNFAST_RELU_GATE: 0 where gate, m x n, is 0), in registers
+ *       before the store: the pass over C that would apply them otherwise is saved
  *   nnfast_skinny_outer_S(left, right, c, m, k, n):  C += L (m x k).T @ R (m x n)
  *   nnfast_skinny_dots_S(a, bt, bias, c, m, k, n):   C  = A (m x k) @ Bt (n x k).T [+ bias]
  *
@@ -17,6 +21,11 @@
  */
 #ifndef NNFAST_SKINNY_H
 #define NNFAST_SKINNY_H
+
+/* What nnfast_skinny_inner applies to its results before storing them. */
+#define NNFAST_LINEAR 0
+#define NNFAST_RELU 1
+#define NNFAST_RELU_GATE 2
 
 #include <string.h>
 
@@ -31,6 +40,9 @@
 #endif
 typedef double nnfast_vd __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
 typedef float nnfast_vf __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
+/* The lane masks of comparisons between them (all bits set where true). */
+typedef long long nnfast_md __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
+typedef int nnfast_mf __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
 #define NNFAST_INLINE static inline __attribute__((always_inline))
 #else
 #define NNFAST_SKINNY_VECTORS 0
@@ -104,10 +116,24 @@ typedef float nnfast_vf __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
 /* A vector block of columns [s, s + NV * L) of the output, or with count > 0 one partial
  * vector of count columns; the loops over g < G and v < NV have constant bounds at every
  * call site, so the compiler unrolls them and keeps the accumulators in registers. */
-#define NNFAST_DEFINE_SKINNY(T, V, S)                                                     \
+#define NNFAST_DEFINE_SKINNY(T, V, M, S)                                                  \
+NNFAST_INLINE V nnfast_epilogue_##S(V z, int epilogue, const T* gate, const int count) { \
+    const V zero = {0};                                                                 \
+    V g;                                                                                \
+    if (epilogue == NNFAST_RELU)                                                        \
+        return (V)((M)z & ~(M)(z < zero));                                              \
+    if (epilogue == NNFAST_RELU_GATE) {                                                 \
+        if (count) NNFAST_LOAD_PART_##S(g, gate, count);                                \
+        else NNFAST_LOAD(g, gate);                                                      \
+        return (V)((M)z & ~(M)(g == zero));                                             \
+    }                                                                                   \
+    return z;                                                                           \
+}                                                                                       \
+                                                                                        \
 NNFAST_INLINE void nnfast_inner_block_##S(const T* a_row, const T* b, const T* bias,     \
                                           T* c_row, Py_ssize_t k, Py_ssize_t n,          \
-                                          Py_ssize_t s, const int NV, const int count) { \
+                                          Py_ssize_t s, const int NV, const int count,   \
+                                          int epilogue, const T* gate_row) {             \
     const Py_ssize_t L = sizeof(V) / sizeof(T);                                         \
     V acc[4], w;                                                                        \
     const V zero = {0};                                                                 \
@@ -128,24 +154,30 @@ NNFAST_INLINE void nnfast_inner_block_##S(const T* a_row, const T* b, const T* b
         }                                                                               \
     }                                                                                   \
     for (v = 0; v < NV; v++) {                                                          \
+        acc[v] = nnfast_epilogue_##S(acc[v], epilogue, gate_row + s + v * L, count);    \
         if (count) NNFAST_STORE_PART_##S(c_row + s, acc[v], count);                     \
         else NNFAST_STORE(c_row + s + v * L, acc[v]);                                   \
     }                                                                                   \
 }                                                                                       \
                                                                                         \
 static void nnfast_skinny_inner_##S(const T* a, const T* b, const T* bias, T* c,         \
-                                    Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {          \
+                                    Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,            \
+                                    int epilogue, const T* gate) {                       \
     const Py_ssize_t L = sizeof(V) / sizeof(T);                                         \
     Py_ssize_t i, s;                                                                    \
     for (i = 0; i < m; i++) {                                                           \
         const T* a_row = a + i * k;                                                     \
+        const T* gate_row = gate == NULL ? NULL : gate + i * n;                         \
         T* c_row = c + i * n;                                                           \
         for (s = 0; s + 4 * L <= n; s += 4 * L)                                         \
-            nnfast_inner_block_##S(a_row, b, bias, c_row, k, n, s, 4, 0);               \
+            nnfast_inner_block_##S(a_row, b, bias, c_row, k, n, s, 4, 0, epilogue,      \
+                                   gate_row);                                           \
         for (; s + L <= n; s += L)                                                      \
-            nnfast_inner_block_##S(a_row, b, bias, c_row, k, n, s, 1, 0);               \
+            nnfast_inner_block_##S(a_row, b, bias, c_row, k, n, s, 1, 0, epilogue,      \
+                                   gate_row);                                           \
         if (s < n)                                                                      \
-            nnfast_inner_block_##S(a_row, b, bias, c_row, k, n, s, 1, (int)(n - s));    \
+            nnfast_inner_block_##S(a_row, b, bias, c_row, k, n, s, 1, (int)(n - s),     \
+                                   epilogue, gate_row);                                 \
     }                                                                                   \
 }                                                                                       \
                                                                                         \
@@ -284,14 +316,19 @@ static void nnfast_skinny_dots_##S(const T* a, const T* bt, const T* bias, T* c,
 
 #else  /* !NNFAST_SKINNY_VECTORS: the same products as plain loops */
 
-#define NNFAST_DEFINE_SKINNY(T, V, S)                                                     \
+#define NNFAST_DEFINE_SKINNY(T, V, M, S)                                                  \
 static void nnfast_skinny_inner_##S(const T* a, const T* b, const T* bias, T* c,         \
-                                    Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {          \
+                                    Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,            \
+                                    int epilogue, const T* gate) {                       \
     Py_ssize_t i, p, j;                                                                 \
     for (i = 0; i < m; i++) {                                                           \
         for (j = 0; j < n; j++) c[i * n + j] = bias ? bias[j] : (T)0;                   \
         for (p = 0; p < k; p++)                                                         \
             for (j = 0; j < n; j++) c[i * n + j] += a[i * k + p] * b[p * n + j];        \
+        for (j = 0; j < n; j++) {                                                       \
+            if (epilogue == NNFAST_RELU && c[i * n + j] < 0) c[i * n + j] = 0;           \
+            if (epilogue == NNFAST_RELU_GATE && gate[i * n + j] == 0) c[i * n + j] = 0;  \
+        }                                                                               \
     }                                                                                   \
 }                                                                                       \
 static void nnfast_skinny_outer_##S(const T* left, const T* right, T* c,                 \
@@ -314,7 +351,7 @@ static void nnfast_skinny_dots_##S(const T* a, const T* bt, const T* bias, T* c,
 
 #endif  /* NNFAST_SKINNY_VECTORS */
 
-NNFAST_DEFINE_SKINNY(double, nnfast_vd, d)
-NNFAST_DEFINE_SKINNY(float, nnfast_vf, f)
+NNFAST_DEFINE_SKINNY(double, nnfast_vd, nnfast_md, d)
+NNFAST_DEFINE_SKINNY(float, nnfast_vf, nnfast_mf, f)
 
 #endif  /* NNFAST_SKINNY_H */
