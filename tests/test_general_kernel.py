@@ -128,6 +128,18 @@ def _fit_kernel(kernels, plan, X, y, weights, params, n_epochs, orders, n_thread
     return params, state, losses, done, diverged
 
 
+def _assert_same_loss_gradient(kernels, plan, params, X, y, weights, dtype, case=None):
+    """The kernel's full-batch loss and gradient against the reference's."""
+    expected_loss, expected_grad = reference.loss_gradient(plan, params, X, y, weights)
+    with kernel_build(kernels):
+        loss, grad = _compiled.loss_gradient(plan, params, X, y, weights, 1)
+    assert isinstance(loss, float)
+    assert grad.dtype == dtype and grad.shape == params.shape
+    rtol, atol = GENERAL_RTOL[dtype], GENERAL_ATOL[dtype]
+    assert_allclose(loss, expected_loss, rtol=rtol, atol=atol, err_msg=str(case))
+    assert_allclose(grad, expected_grad, rtol=rtol, atol=atol, err_msg=str(case))
+
+
 def _assert_same_fit(reference_result, kernel_result, dtype, case):
     ref_params, ref_state, ref_losses, ref_done, ref_diverged = reference_result
     ker_params, ker_state, ker_losses, ker_done, ker_diverged = kernel_result
@@ -226,12 +238,7 @@ def test_loss_gradient_matches_reference_skinny_layers(kernels, dtype, output):
     X, y, weights, params = _problem(sizes, n_rows, output, dtype, False)
     plan = _plan_for(sizes, ("tanh", "relu"), output, OPTIMIZERS["adam"], "mean", 1e-3, None,
                      False, False, dtype, n_rows)
-    expected_loss, expected_grad = reference.loss_gradient(plan, params, X, y, None)
-    with kernel_build(kernels):
-        loss, grad = _compiled.loss_gradient(plan, params, X, y, None, 1)
-    rtol, atol = GENERAL_RTOL[dtype], GENERAL_ATOL[dtype]
-    assert_allclose(loss, expected_loss, rtol=rtol, atol=atol)
-    assert_allclose(grad, expected_grad, rtol=rtol, atol=atol)
+    _assert_same_loss_gradient(kernels, plan, params, X, y, None, dtype)
 
 
 # Networks whose every layer has a short side step in blocks of rows (_blocked_step): a few
@@ -256,12 +263,7 @@ def test_row_blocks_match_reference(kernels, dtype, sizes):
         _assert_same_fit(_fit_reference(plan, X, y, weights, params, N_EPOCHS, None),
                          _fit_kernel(kernels, plan, X, y, weights, params, N_EPOCHS, None),
                          dtype, (output, optimizer, batch, bias))
-        expected_loss, expected_grad = reference.loss_gradient(plan, params, X, y, weights)
-        with kernel_build(kernels):
-            loss, grad = _compiled.loss_gradient(plan, params, X, y, weights, 1)
-        rtol, atol = GENERAL_RTOL[dtype], GENERAL_ATOL[dtype]
-        assert_allclose(loss, expected_loss, rtol=rtol, atol=atol)
-        assert_allclose(grad, expected_grad, rtol=rtol, atol=atol)
+        _assert_same_loss_gradient(kernels, plan, params, X, y, weights, dtype)
 
 
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
@@ -292,15 +294,8 @@ def test_loss_gradient_matches_reference(kernels, dtype, output):
         plan = _plan_for(SIZES, activations, output, GradientStep(), reduction, alpha, None,
                          False, weighted, dtype, N_ROWS, bias=bias)
         before = params.copy()
-        expected_loss, expected_grad = reference.loss_gradient(plan, params, X, y, weights)
-        with kernel_build(kernels):
-            loss, grad = _compiled.loss_gradient(plan, params, X, y, weights, 1)
+        _assert_same_loss_gradient(kernels, plan, params, X, y, weights, dtype, case)
         assert_array_equal(params, before)
-        assert grad.dtype == dtype and grad.shape == params.shape
-        assert isinstance(loss, float)
-        assert_allclose(loss, expected_loss, rtol=GENERAL_RTOL[dtype], err_msg=str(case))
-        assert_allclose(grad, expected_grad, rtol=GENERAL_RTOL[dtype],
-                        atol=GENERAL_ATOL[dtype], err_msg=str(case))
 
 
 def test_codes_agree_with_the_plan():
