@@ -277,12 +277,18 @@ cdef inline void _scale_by_slope_range(floating* delta, const floating* activati
 # multiply-adds run as plain loops instead, each output a dot product kept in a register.
 # --------------------------------------------------------------------------------------------
 
-cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+# How _gemm reads each operand (BLAS's op codes).
+cdef enum _Operand:
+    AS_IS = 110        # b'n'
+    TRANSPOSED = 116   # b't'
+
+
+cdef void _gemm(_Operand read_a, _Operand read_b, int m, int n, int k, floating alpha,
                 const floating* a, int lda, const floating* b, int ldb,
                 floating beta, floating* c, int ldc) noexcept nogil:
     """C = alpha * op(A) @ op(B) + beta * C, all row-major, through BLAS."""
-    cdef char op_a = b't' if trans_a else b'n'
-    cdef char op_b = b't' if trans_b else b'n'
+    cdef char op_a = <char>read_a
+    cdef char op_b = <char>read_b
     if floating is double:
         dgemm(&op_b, &op_a, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
               &beta, c, &ldc)
@@ -313,7 +319,7 @@ cdef void _forward_rows(const floating* inputs, const floating* weights,
     if bias != NULL:
         for i in range(row_start, row_stop):
             memcpy(&outputs[i * n_out], bias, n_out * sizeof(floating))
-    _gemm(False, False, <int>(row_stop - row_start), <int>n_out, <int>n_in, <floating>1,
+    _gemm(AS_IS, AS_IS, <int>(row_stop - row_start), <int>n_out, <int>n_in, <floating>1,
           &inputs[row_start * n_in], <int>n_in, weights, <int>n_out,
           <floating>(0 if bias == NULL else 1), &outputs[row_start * n_out], <int>n_out)
     _sigmoid_range(outputs, row_start * n_out, row_stop * n_out)
@@ -361,7 +367,7 @@ cdef void _hidden_rows(const floating* delta_next, const floating* weights,
     """delta[rows] = (delta_next[rows] @ weights.T) * (a * (1 - a)) through BLAS."""
     if row_stop <= row_start:
         return
-    _gemm(False, True, <int>(row_stop - row_start), <int>n_in, <int>n_out, <floating>1,
+    _gemm(AS_IS, TRANSPOSED, <int>(row_stop - row_start), <int>n_in, <int>n_out, <floating>1,
           &delta_next[row_start * n_out], <int>n_out, weights, <int>n_out, <floating>0,
           &delta[row_start * n_in], <int>n_in)
     _scale_by_slope_range(delta, activations, row_start * n_in, row_stop * n_in)
@@ -400,7 +406,7 @@ cdef void _gradient_block(floating* weights, const floating* inputs, const float
     """W[p, j] = scale * (inputs[:, p].T @ delta[:, j]) [+ W[p, j]] through BLAS."""
     if p_stop <= p_start or j_stop <= j_start:
         return
-    _gemm(True, False, <int>(p_stop - p_start), <int>(j_stop - j_start), <int>m, scale,
+    _gemm(TRANSPOSED, AS_IS, <int>(p_stop - p_start), <int>(j_stop - j_start), <int>m, scale,
           &inputs[p_start], <int>n_in, &delta[j_start], <int>n_out,
           <floating>(1 if accumulate else 0), &weights[p_start * n_out + j_start], <int>n_out)
 
@@ -787,7 +793,7 @@ cdef void _linear_rows(const floating* inputs, const floating* weights, const fl
     if bias != NULL:
         for i in range(row_start, row_stop):
             memcpy(&outputs[i * n_out], bias, n_out * sizeof(floating))
-    _gemm(False, False, <int>(row_stop - row_start), <int>n_out, <int>n_in, <floating>1,
+    _gemm(AS_IS, AS_IS, <int>(row_stop - row_start), <int>n_out, <int>n_in, <floating>1,
           &inputs[row_start * n_in], <int>n_in, weights, <int>n_out,
           <floating>(0 if bias == NULL else 1), &outputs[row_start * n_out], <int>n_out)
     _activate_range(outputs, row_start * n_out, row_stop * n_out, activation)
@@ -1090,7 +1096,7 @@ cdef void _general_hidden_rows(const floating* delta_next, const floating* weigh
     """delta[rows] = (delta_next[rows] @ weights.T) * activation'(a[rows]) through BLAS."""
     if row_stop <= row_start:
         return
-    _gemm(False, True, <int>(row_stop - row_start), <int>n_in, <int>n_out, <floating>1,
+    _gemm(AS_IS, TRANSPOSED, <int>(row_stop - row_start), <int>n_in, <int>n_out, <floating>1,
           &delta_next[row_start * n_out], <int>n_out, weights, <int>n_out, <floating>0,
           &delta[row_start * n_in], <int>n_in)
     _scale_by_derivative_range(delta, activations, row_start * n_in, row_stop * n_in,

@@ -57,8 +57,10 @@ typedef int nnfast_mf __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
 /* Unaligned loads and stores of a whole vector: memcpy, which compiles to one move; through
  * a temporary, so that the accumulator arrays below never have their address taken and
  * stay in registers. */
-#define NNFAST_LOAD(v, p) do { __typeof__(v) tmp_; memcpy(&tmp_, (p), sizeof(tmp_)); (v) = tmp_; } while (0)
-#define NNFAST_STORE(p, v) do { __typeof__(v) tmp_ = (v); memcpy((p), &tmp_, sizeof(tmp_)); } while (0)
+#define NNFAST_LOAD(v, p) \
+    do { __typeof__(v) tmp_; memcpy(&tmp_, (p), sizeof(tmp_)); (v) = tmp_; } while (0)
+#define NNFAST_STORE(p, v) \
+    do { __typeof__(v) tmp_ = (v); memcpy((p), &tmp_, sizeof(tmp_)); } while (0)
 
 /* The first `count` lanes (0 < count < lanes) of a vector from / to memory; the other lanes
  * load as 0 and are never stored, and memory past them is never touched. */
