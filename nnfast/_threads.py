@@ -4,13 +4,14 @@ BLAS's thread count is one setting for the whole process, so concurrent fits sha
 the first fit to ask saves BLAS's setting and applies its limit, later ones may lower it, and
 the last one to finish restores the saved setting, whatever order the fits end in.
 
-The BLAS libraries are looked up once per process (``_blas_controller``): threadpoolctl
-finds them by reading the process's memory map, which costs milliseconds, and a fit or a
-``loss_gradient`` call that takes the cap would otherwise pay that twice per call (an
-L-BFGS fit makes hundreds of such calls). nnfast's BLAS, SciPy's and NumPy's, are loaded
-when nnfast is imported, so the first lookup already sees them.
+The BLAS libraries are looked up again only when modules were imported since the last
+lookup (``_blas_controller``): threadpoolctl finds them by reading the process's memory map,
+which costs milliseconds, and a fit or a ``loss_gradient`` call that takes the cap would
+otherwise pay that twice per call (an L-BFGS fit makes hundreds of such calls). A BLAS that
+arrives later comes with an import (PyTorch's, say), which the count of modules shows.
 """
 
+import sys
 import threading
 
 _guard = threading.Lock()
@@ -18,15 +19,18 @@ _active = 0
 _saved = None  # {library path: its thread count before the first fit}
 _current = None
 _controller = None
+_modules_seen = None  # len(sys.modules) at the last lookup
 
 
 def _blas_controller():
-    """threadpoolctl's controller of the process's BLAS libraries, looked up once."""
-    global _controller
-    if _controller is None:
+    """threadpoolctl's controller of the process's BLAS libraries, looked up anew only
+    after an import."""
+    global _controller, _modules_seen
+    if _controller is None or len(sys.modules) != _modules_seen:
         from threadpoolctl import ThreadpoolController
 
         _controller = ThreadpoolController().select(user_api="blas")
+        _modules_seen = len(sys.modules)
     return _controller
 
 
@@ -43,10 +47,12 @@ class blas_thread_cap:
         with _guard:
             controller = _blas_controller()
             if _active == 0:
-                _saved = {info["filepath"]: info["num_threads"] for info in controller.info()}
-                _current = self.limit
+                _saved, _current = {}, self.limit
             else:
                 _current = min(_current, self.limit)
+            # Libraries found since the cap was taken are saved before they are limited.
+            for info in controller.info():
+                _saved.setdefault(info["filepath"], info["num_threads"])
             controller.limit(limits=_current)
             _active += 1
         return self

@@ -14,6 +14,10 @@ alone; fits of one network are serialised; reads see whole states only.
 """
 
 import copy
+import glob
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -308,10 +312,13 @@ def test_overlapping_fits_restore_blas_threads():
     (threadpoolctl). Two fits of two networks in two threads that enter and leave their fits
     in the order A, B, A, B (forced with callbacks) must leave the setting as it was before
     either: a user's later NumPy/SciPy work must not be left on fewer BLAS threads."""
-    X, y = _data(64, 8, 1, 0)
+    # Products large enough for the cap (nnfast.network._BLAS_THREADED_FLOPS).
+    X, y = _data(256, 64, 1, 0)
     a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+    capped = []
 
     def a_reports(iteration, error):
+        capped.append(set(_blas_threads().values()))
         a_inside.set()
         assert b_inside.wait(30)
         return False
@@ -323,18 +330,63 @@ def test_overlapping_fits_restore_blas_threads():
 
     def fit_a():
         try:
-            nnfast.Network([8, 4, 1], n_threads=1).fit(X, y, iterations=2, callback=a_reports)
+            nnfast.Network([64, 32, 1], n_threads=1).fit(X, y, iterations=2,
+                                                         callback=a_reports)
         finally:
             a_done.set()
 
     def fit_b():
         assert a_inside.wait(30)  # B starts once A is inside its fit
-        nnfast.Network([8, 4, 1], n_threads=2).fit(X, y, iterations=2, callback=b_reports)
+        nnfast.Network([64, 32, 1], n_threads=2).fit(X, y, iterations=2, callback=b_reports)
 
     # A known starting point above A's cap of 1, whatever earlier tests left behind.
     _set_blas_threads(2)
     before = _blas_threads()
     _run_threads([fit_a, fit_b])
     after = _blas_threads()
+    assert capped and all(threads == {1} for threads in capped), capped
     assert after == before, (f"BLAS threads left at {sorted(after.values())}, were "
                              f"{sorted(before.values())}")
+
+
+# Run in a child process: it loads a second copy of NumPy's OpenBLAS, as importing another
+# library with its own BLAS (PyTorch, say) would, after nnfast's first capped fit.
+_LATE_BLAS_SCRIPT = """
+import ctypes, glob, os, shutil, sys
+import numpy as np
+import threadpoolctl
+import nnfast
+
+def blas_threads():
+    return {info["filepath"]: info["num_threads"]
+            for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"}
+
+X = np.random.RandomState(0).rand(256, 64)  # products large enough for the cap
+y = X[:, :1]
+network = nnfast.Network([64, 32, 1], n_threads=1)
+network.fit(X, y, iterations=2, callback=lambda iteration, error: False)
+numpy_libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+library = sorted(glob.glob(os.path.join(numpy_libs, "*openblas*.so*")))[0]
+late = shutil.copy(library, sys.argv[1])
+ctypes.CDLL(late)
+import colorsys  # a module imported, as a library that brings its own BLAS is
+late = os.path.realpath(late)
+threadpoolctl.ThreadpoolController().select(filepath=late).limit(limits=3)
+before = blas_threads()[late]
+inside = []
+network.fit(X, y, iterations=2,
+            callback=lambda iteration, error: inside.append(blas_threads()[late]))
+print(before, inside, blas_threads()[late])
+"""
+
+
+def test_blas_loaded_after_the_first_capped_fit_is_capped_and_restored(tmp_path):
+    numpy_libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    if not glob.glob(os.path.join(numpy_libs, "*openblas*.so*")):
+        pytest.skip("this NumPy has no bundled OpenBLAS to load a second copy of")
+    result = subprocess.run([sys.executable, "-c", _LATE_BLAS_SCRIPT, str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    before, inside, after = result.stdout.split(maxsplit=1)[0], *result.stdout.split(
+        maxsplit=1)[1].rsplit(maxsplit=1)
+    assert (int(before), inside, int(after)) == (3, "[1, 1]", 3), result.stdout
