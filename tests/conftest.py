@@ -197,6 +197,12 @@ MLP_BACKENDS = ["cython", "numpy"]
 # scikit-learn computes some of Adam's step in float64 and rounds once, nnfast in float32.
 MLP_RTOL = {np.float32: 1e-4, np.float64: 1e-9}
 
+# nnfast.reference's model families against scikit-learn's MLP over 10 epochs
+# (test_reference_sklearn.py). float64: the same operations in the same order, apart from the
+# sigmoid's formula (expit against 1 / (1 + exp(-z)), an ulp apart), grown over the epochs.
+REFERENCE_SKLEARN_RTOL = {np.float64: 1e-9, np.float32: 2e-4}
+REFERENCE_SKLEARN_ATOL = {np.float64: 1e-12, np.float32: 1e-5}
+
 
 @pytest.fixture(params=MLP_BACKENDS)
 def mlp_backend(request, monkeypatch):

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from conftest import GENERAL_BACKENDS, HIDDEN_ACTIVATIONS, OPTIMIZER_CASES, optimizer_cases
+from conftest import (GENERAL_BACKENDS, HIDDEN_ACTIVATIONS, OPTIMIZER_CASES,
+                      REFERENCE_SKLEARN_ATOL, REFERENCE_SKLEARN_RTOL, optimizer_cases)
 
 import nnfast
 from nnfast import reference
@@ -28,10 +29,6 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 N_ROWS, N_FEATURES, HIDDEN = 37, 5, (7, 4)
 EPOCHS = 10
-# float64: the same operations in the same order, apart from the sigmoid's formula (expit
-# against 1 / (1 + exp(-z)), an ulp apart), grown over 10 epochs of training.
-RTOL = {np.float64: 1e-9, np.float32: 2e-4}
-ATOL = {np.float64: 1e-12, np.float32: 1e-5}
 TASKS = ["binary", "multiclass", "multilabel", "regression", "poisson"]
 # exp outputs blow up at the rates the other tasks train well with.
 _RATE_SCALE = {"poisson": 0.1}
@@ -114,7 +111,7 @@ def _reference_fit(task, activation, case, alpha, batch_size, weighted, dtype, s
 
 
 def _assert_same_model(est, plan, params, state, losses, dtype):
-    tolerance = {"rtol": RTOL[dtype], "atol": ATOL[dtype]}
+    tolerance = {"rtol": REFERENCE_SKLEARN_RTOL[dtype], "atol": REFERENCE_SKLEARN_ATOL[dtype]}
     weights, biases = param_views(params, plan.sizes, plan.bias)
     assert len(est.coefs_) == len(weights)
     for ours, theirs in zip(weights + biases, est.coefs_ + est.intercepts_):

@@ -13,7 +13,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import nnfast
-from conftest import DTYPES, GENERAL_BACKENDS
+from conftest import DTYPES, GENERAL_ATOL, GENERAL_BACKENDS, GENERAL_RTOL
 from nnfast import reference
 from nnfast._layout import pack_params, param_views
 from nnfast._plan import FitPlan, OptimizerState
@@ -253,8 +253,6 @@ def test_divergence_names_the_same_iteration_on_both_backends():
 # Network's general path against nnfast.reference's runner driven by hand (the oracle is
 # itself checked against scikit-learn in test_reference_sklearn.py). The numpy backend is
 # the reference, so it must agree to the last bit; a compiled one to rounding.
-MODEL_RTOL = {np.float32: 2e-4, np.float64: 1e-10}
-MODEL_ATOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 def _model_data(output, n_rows=23, n_in=4, n_out=3, dtype=np.float64):
@@ -338,7 +336,7 @@ def test_model_fit_is_the_reference_runner(backend, model, batch_size, shuffle, 
             report_every=1)
     params, state, losses = _by_hand(sizes, options, X, y, 12, batch_size, shuffle,
                                      sample_weight)
-    tolerance = {"rtol": MODEL_RTOL[np.float64], "atol": MODEL_ATOL[np.float64]}
+    tolerance = {"rtol": GENERAL_RTOL[np.float64], "atol": GENERAL_ATOL[np.float64]}
     assert_allclose(net._params, params, **tolerance)
     assert [i for i, _ in net.history] == list(range(12))
     assert_allclose([e for _, e in net.history], losses, **tolerance)
@@ -363,7 +361,7 @@ def test_model_fit_in_float32_and_float64(backend, dtype):
     net.fit(X, y, 8, batch_size=6, shuffle=True)
     params, state, _ = _by_hand([4, 6, 3], options, X, y, 8, 6, True, dtype=dtype)
     assert net._params.dtype == net.optimizer_state.values.dtype == np.dtype(dtype)
-    assert_allclose(net._params, params, rtol=MODEL_RTOL[dtype], atol=MODEL_ATOL[dtype])
+    assert_allclose(net._params, params, rtol=GENERAL_RTOL[dtype], atol=GENERAL_ATOL[dtype])
 
 
 @pytest.mark.parametrize("model", ["relu_softmax_adam", "logistic_nesterov_invscaling",
@@ -706,7 +704,7 @@ def test_caller_orders_are_the_reference_with_those_orders(backend, model, live)
     net.fit(X, y, 10, batch_size=7, orders=orders, callback=callback,
             report_every=report_every)
     params, state, losses = _by_hand([4, 6, 5, 3], options, X, y, 10, 7, True, orders=script)
-    tolerance = {"rtol": MODEL_RTOL[np.float64], "atol": MODEL_ATOL[np.float64]}
+    tolerance = {"rtol": GENERAL_RTOL[np.float64], "atol": GENERAL_ATOL[np.float64]}
     assert_allclose(net._params, params, **tolerance)
     assert_allclose(net.optimizer_state.values, state.values, **tolerance)
     assert asked == ([3, 3, 3, 1] if live else [10])
