@@ -15,12 +15,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils import column_or_1d
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _mlp_solvers
+from . import _mlp_input, _mlp_solvers
 from ._mlp_params import REGRESSION_LOSSES, STOCHASTIC_SOLVERS, check_params
 from ._plan import OptimizerState
 from ._validation import check_finite_real
@@ -224,7 +224,7 @@ class _BaseMLP(BaseEstimator):
             sample_weight = sample_weight.astype(X.dtype)
         layer_units = [X.shape[1], *params.hidden_layer_sizes, Y.shape[1]]
         # Drawn anew at every fit, as scikit-learn does: an int seed replays the same draws.
-        random_state = check_random_state(self.random_state)
+        random_state = _mlp_input.check_random_state(self.random_state)
         if first_pass:
             self._initialize(Y, layer_units, X.dtype, params, random_state)
         else:
@@ -369,6 +369,16 @@ class _BaseMLP(BaseEstimator):
 
     def _check_extra_params(self):
         """The subclass's own parameters (loss, class_weight), checked."""
+
+    def _validate_arrays(self, X, y, reset, numeric_targets=False):
+        """scikit-learn's ``validate_data`` of fit's X and y: directly for plain NumPy arrays
+        (``nnfast._mlp_input``), by scikit-learn for anything else and for any input that
+        fails a check, so that the errors and warnings are scikit-learn's."""
+        arrays = _mlp_input.training_arrays(self, X, y, reset, numeric_targets)
+        if arrays is not None:
+            return arrays
+        return validate_data(self, X, y, multi_output=True, y_numeric=numeric_targets,
+                             dtype=_FLOAT_DTYPES, reset=reset)
 
     # ---------------------------------------------------------------------------- prediction
 
@@ -569,16 +579,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validate_training_data(self, X, y, sample_weight, incremental, first_pass, classes):
         if incremental:
             self._set_partial_fit_classes(y, classes)
-        X, y = validate_data(self, X, y, multi_output=True, dtype=_FLOAT_DTYPES,
-                             reset=first_pass)
+        X, y = self._validate_arrays(X, y, first_pass)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
+        # scikit-learn's label functions, or their results computed directly for 1-D labels.
+        labels = _mlp_input.class_labels(y)
+        if labels is None:
+            check_classification_targets(y)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer().fit(y)
+            self._label_binarizer = (LabelBinarizer().fit(y) if labels is None
+                                     else _mlp_input.fitted_label_binarizer(*labels))
             self.classes_ = self._label_binarizer.classes_
         else:
-            seen = unique_labels(y)
+            seen = unique_labels(y) if labels is None else labels[1]
             if self.warm_start and not incremental and set(seen) != set(self.classes_):
                 raise ValueError("warm_start can only be used where `y` has the same classes "
                                  f"as in the previous call to fit: previously "
@@ -788,8 +801,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return "exp" if self.loss == "poisson" else "identity"
 
     def _validate_training_data(self, X, y, sample_weight, incremental, first_pass, classes):
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=_FLOAT_DTYPES, reset=first_pass)
+        X, y = self._validate_arrays(X, y, first_pass, numeric_targets=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if self.loss == "poisson" and (y < 0).any():

@@ -13,6 +13,7 @@ from . import reference
 from ._dispatch import kernels as _kernels
 from ._layout import allocate_workspace, pack_params, param_count, param_views
 from ._plan import HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState, optimizer_name
+from ._random import legacy_random_state
 from ._threads import blas_thread_cap
 from ._validation import (
     available_cores,
@@ -129,6 +130,40 @@ class Network:
     def __init__(self, sizes, *, seed=1, dtype=np.float64, backend="cython", bias=False,
                  n_threads=None, activation="logistic", output="original", optimizer=None,
                  alpha=0.0, reduction=None):
+        self._configure(sizes, seed, dtype, backend, bias, n_threads, activation, output,
+                        optimizer, alpha, reduction)
+        # The initial weights are drawn in float64 and then cast: two copies at the peak.
+        check_fits_in_memory(2 * 8 * param_count(self.sizes, self.bias),
+                             f"a network of sizes {list(self.sizes)}")
+        self._random_state = legacy_random_state(self.seed)
+        self._params = pack_params(*reference.init_params(self.sizes, self._random_state,
+                                                          self.dtype, self.bias))
+
+    @classmethod
+    def _from_params(cls, params, sizes, *, seed, dtype, backend, bias, n_threads, activation,
+                     output, optimizer, alpha, reduction):
+        """A network holding ``params`` (flat, ``nnfast._layout``, of the network's dtype;
+        kept, not copied) instead of weights drawn from the seed, which stays undrawn.
+
+        For callers that set every weight themselves (scikit-learn's estimators, which draw
+        their own initial weights): the constructor's draw would be thrown away. The
+        arguments are the constructor's.
+        """
+        network = cls.__new__(cls)
+        network._configure(sizes, seed, dtype, backend, bias, n_threads, activation, output,
+                           optimizer, alpha, reduction)
+        if not (isinstance(params, np.ndarray) and params.dtype == network.dtype
+                and params.shape == (param_count(network.sizes, network.bias),)
+                and params.flags.c_contiguous):
+            raise ValueError(f"params must be a contiguous {network.dtype} array of "
+                             f"{param_count(network.sizes, network.bias)} values")
+        network._random_state = legacy_random_state(network.seed)
+        network._params = params
+        return network
+
+    def _configure(self, sizes, seed, dtype, backend, bias, n_threads, activation, output,
+                   optimizer, alpha, reduction):
+        """Checks and sets the constructor's options; no weights yet."""
         self.sizes = check_sizes(sizes)
         self.seed = check_int(seed, "seed", minimum=0)
         self.dtype = check_dtype(dtype)
@@ -144,14 +179,8 @@ class Network:
         self.reduction = reduction
         self.optimizer_state = None
         self._check_model_options()
-        # The initial weights are drawn in float64 and then cast: two copies at the peak.
-        check_fits_in_memory(2 * 8 * param_count(self.sizes, self.bias),
-                             f"a network of sizes {list(self.sizes)}")
         self.history = []
         self.iterations_run = 0
-        self._random_state = np.random.RandomState(self.seed)
-        self._params = pack_params(*reference.init_params(self.sizes, self._random_state,
-                                                          self.dtype, self.bias))
 
     def _check_model_options(self):
         """Validates (and normalises) the model options, which callers may also assign."""
