@@ -11,6 +11,8 @@ completed before a Ctrl-C; here the estimator is left exactly as it was before `
 Beyond scikit-learn: ``class_weight`` for the classifier and ``n_threads``.
 """
 
+import contextlib
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
@@ -23,7 +25,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _mlp_input, _mlp_solvers
 from ._mlp_params import REGRESSION_LOSSES, STOCHASTIC_SOLVERS, check_params
 from ._plan import OptimizerState
-from ._validation import check_finite_real
+from ._layout import param_count, param_views
+from ._validation import as_matrix, check_finite_real
 from .network import Network, TrainingDivergedError
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -87,6 +90,9 @@ class _NetworkTrainer:
 
     def __init__(self, network):
         self.network = network
+        # The parameters the weights are read from: the network's, or while ``training``
+        # the copy that the run trains (the network gets it when the run ends).
+        self._params = network._params
 
     def set_weights(self, coefs, intercepts):
         for view, value in zip(self.network.weights, coefs):
@@ -94,10 +100,14 @@ class _NetworkTrainer:
         for view, value in zip(self.network.biases, intercepts):
             view[...] = value
 
+    def weights(self):
+        """(weight matrices, bias vectors) of the current parameters, as views."""
+        return param_views(self._params, self.network.sizes, True)
+
     def weights_copy(self):
-        """(coefs, intercepts): copies of the network's weight matrices and bias vectors."""
-        return ([w.copy() for w in self.network.weights],
-                [b.copy() for b in self.network.biases])
+        """(coefs, intercepts): copies of the current weight matrices and bias vectors."""
+        weights, biases = self.weights()
+        return [w.copy() for w in weights], [b.copy() for b in biases]
 
     def sklearn_layout(self):
         """Offsets of each weight matrix and bias vector in scikit-learn's packed vector."""
@@ -112,15 +122,20 @@ class _NetworkTrainer:
         for view, (start, end, shape) in zip(views, layout):
             view[...] = packed[start:end].reshape(shape)
 
-    def run(self, X, Y, sample_weight, batch_size, n_epochs, learning_rate, resume, on_epoch,
-            orders):
-        """Trains n_epochs, in the row orders ``orders`` gives (``Network.fit``'s) or stored
-        order when it is None; ``on_epoch(loss)`` after each epoch; True from it stops the run
-        there."""
-        self.network.fit(X, Y, n_epochs, learning_rate, batch_size=batch_size,
-                         shuffle=orders is not None, orders=orders,
-                         sample_weight=sample_weight, resume=resume, report_every=1,
-                         callback=lambda iteration, loss: on_epoch(loss))
+    @contextlib.contextmanager
+    def training(self, X, Y, sample_weight, batch_size, max_epochs, resume, orders):
+        """A run of the network's training (``Network._general_fit``: X, Y and sample_weight
+        as the estimator validated them) that trains chunks of epochs, in the row orders
+        ``orders`` gives or stored order when it is None; the network keeps what it trained
+        when the block ends without an exception."""
+        with self.network._general_fit(X, Y, sample_weight, batch_size=batch_size,
+                                       max_epochs=max_epochs, resume=resume,
+                                       orders=orders) as run:
+            self._params = run.params
+            try:
+                yield run
+            finally:
+                self._params = self.network._params
 
     def loss_gradient(self, X, Y, sample_weight):
         return self.network.loss_gradient(X, Y, sample_weight=sample_weight)
@@ -215,11 +230,17 @@ class _BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (not params.warm_start and not incremental)
         X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
                                                            first_pass, classes)
-        if not first_pass:
+        # The network trains on C-contiguous arrays of its dtype; they are made here, and the
+        # network takes them as they are (Network._general_fit).
+        if first_pass:
+            X = np.ascontiguousarray(X)
+        else:
             # The model's dtype was set by its first fit; later inputs are converted to it
-            # (and so are weights assigned to coefs_ / intercepts_ in between).
-            X = X.astype(self._network.dtype, copy=False)
-        Y = Y.astype(X.dtype)
+            # (and so are weights assigned to coefs_ / intercepts_ in between); as_matrix
+            # refuses values that overflow it.
+            X = as_matrix(X, "X", self._network.dtype)
+        Y = (as_matrix(Y, "y", X.dtype) if Y.dtype.kind == "f" and Y.dtype != X.dtype
+             else Y.astype(X.dtype))
         if sample_weight is not None:
             sample_weight = sample_weight.astype(X.dtype)
         layer_units = [X.shape[1], *params.hidden_layer_sizes, Y.shape[1]]
@@ -329,9 +350,12 @@ class _BaseMLP(BaseEstimator):
         stochastic = params.solver in STOCHASTIC_SOLVERS
         optimizer = (resumed.optimizer if resumed is not None
                      else _mlp_solvers.optimizer_for(params) if stochastic else None)
-        network = Network(layer_units, dtype=dtype, backend=BACKEND, bias=True,
-                          n_threads=params.n_threads, activation=params.activation,
-                          output=self.out_activation_, optimizer=optimizer, alpha=params.alpha)
+        # Its weights are coefs_ and intercepts_, set at once (_fit): none are drawn.
+        network = Network._from_params(
+            np.empty(param_count(layer_units, True), dtype=dtype), layer_units, seed=1,
+            dtype=dtype, backend=BACKEND, bias=True, n_threads=params.n_threads,
+            activation=params.activation, output=self.out_activation_, optimizer=optimizer,
+            alpha=params.alpha, reduction="mean")
         if resumed is not None:
             network.optimizer_state = resumed.optimizer_state.copy()
         return network
@@ -339,8 +363,7 @@ class _BaseMLP(BaseEstimator):
     def _validation_score(self, trainer, X, y, sample_weight):
         """The score (accuracy or R^2) of the network's current weights on held-out rows;
         NaN when the predictions are not finite."""
-        outputs = _forward(trainer.network.weights, trainer.network.biases, X,
-                           self.activation, self.out_activation_)
+        outputs = _forward(*trainer.weights(), X, self.activation, self.out_activation_)
         if not np.isfinite(outputs).all():
             return np.nan
         return float(self._score_function(y, self._predictions(outputs),
