@@ -12,6 +12,7 @@ Beyond scikit-learn: ``class_weight`` for the classifier and ``n_threads``.
 """
 
 import contextlib
+import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -268,8 +269,11 @@ class _BaseMLP(BaseEstimator):
         trainer.set_weights(self.coefs_, self.intercepts_)
         try:
             if stochastic:
-                record = _mlp_solvers.fit_stochastic(self, trainer, X, Y, sample_weight, params,
-                                                     incremental, random_state, resume)
+                # An integer random_state seeds a RandomState that only this fit sees.
+                record = _mlp_solvers.fit_stochastic(
+                    self, trainer, X, Y, sample_weight, params, incremental, random_state,
+                    resume, shared_random_state=not isinstance(self.random_state,
+                                                               numbers.Integral))
             else:
                 n_iter, loss = _mlp_solvers.fit_lbfgs(trainer, X, Y, sample_weight, params)
         except TrainingDivergedError as exc:

@@ -141,9 +141,13 @@ class StochasticRecord:
 
 
 def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental, random_state,
-                   resume):
+                   resume, shared_random_state=True):
     """scikit-learn's ``_fit_stochastic`` on a network: trains ``trainer``'s network in place
-    and returns the ``StochasticRecord`` (with the best weights when early stopping)."""
+    and returns the ``StochasticRecord`` (with the best weights when early stopping).
+
+    ``shared_random_state``: whether random_state outlives the fit (NumPy's global one, or
+    the caller's instance), so that it must end where scikit-learn's ends; a fit's own
+    (from an integer seed) draws only what the fit uses."""
     early_stopping = params.early_stopping
     record = StochasticRecord(estimator, params, early_stopping)
     if early_stopping:
@@ -209,7 +213,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
                     raise AssertionError("the stopping rule fired inside a chunk of epochs "
                                          "that cannot stop it")
             decide(losses[-1])
-    if orders is not None:
+    if orders is not None and shared_random_state:
         orders.draw_until(record.n_iter)
     if not (record.converged or incremental):
         # Warned here rather than in decide(), which runs at varying depths inside the
