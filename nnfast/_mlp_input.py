@@ -12,6 +12,7 @@ that scikit-learn accepts, with the same result.
 """
 
 import numbers
+import threading
 
 import numpy as np
 from sklearn.preprocessing import LabelBinarizer
@@ -27,12 +28,28 @@ _KEPT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 _LABEL_KINDS = "biuU"
 
 
+# Per thread, the RandomState that fits seeded by an integer draw from (check_random_state).
+_fit_random_states = threading.local()
+
+
 def check_random_state(seed):
-    """scikit-learn's ``check_random_state``, with a new ``RandomState(seed)`` for an integer
-    seed made without its entropy draw (``nnfast._random``): the same state either way."""
-    if isinstance(seed, numbers.Integral):
-        return legacy_random_state(seed)
-    return _sklearn_check_random_state(seed)
+    """scikit-learn's ``check_random_state`` for a fit: an integer seed gives a RandomState
+    in the state of ``RandomState(seed)``, others scikit-learn's answer.
+
+    scikit-learn makes a new RandomState for an integer; here each thread re-seeds one of
+    its own (a new one costs as much as an epoch of a small fit, ``nnfast._random``). That
+    is the same for the fit, which is the only user of the state (it is made at the start
+    of the fit and dropped at its end; a thread runs one fit at a time); the caller must
+    not keep it beyond the fit.
+    """
+    if not isinstance(seed, numbers.Integral):
+        return _sklearn_check_random_state(seed)
+    random_state = getattr(_fit_random_states, "random_state", None)
+    if random_state is None:
+        random_state = _fit_random_states.random_state = legacy_random_state(seed)
+    else:
+        random_state.seed(seed)
+    return random_state
 
 
 def _finite(array):

@@ -144,11 +144,14 @@ class Network:
     def _from_params(cls, params, sizes, *, seed, dtype, backend, bias, n_threads, activation,
                      output, optimizer, alpha, reduction):
         """A network holding ``params`` (flat, ``nnfast._layout``, of the network's dtype;
-        kept, not copied) instead of weights drawn from the seed, which stays undrawn.
+        kept, not copied) instead of weights drawn from the seed.
 
         For callers that set every weight themselves (scikit-learn's estimators, which draw
-        their own initial weights): the constructor's draw would be thrown away. The
-        arguments are the constructor's.
+        their own initial weights): the constructor's draw would be thrown away, and so would
+        a new ``RandomState``, which costs as much as a small fit's epoch. The network's
+        random state is ``RandomState(seed)`` undrawn, one object shared by all such networks
+        of that seed: a network never draws from its random state in place (a fit draws from
+        a copy and keeps the copy, ``_order_source``). The arguments are the constructor's.
         """
         network = cls.__new__(cls)
         network._configure(sizes, seed, dtype, backend, bias, n_threads, activation, output,
@@ -158,7 +161,7 @@ class Network:
                 and params.flags.c_contiguous):
             raise ValueError(f"params must be a contiguous {network.dtype} array of "
                              f"{param_count(network.sizes, network.bias)} values")
-        network._random_state = legacy_random_state(network.seed)
+        network._random_state = _undrawn_random_state(network.seed)
         network._params = params
         return network
 
@@ -851,6 +854,19 @@ class _GeneralRun:
             network.iterations_run = self.done
             if self.plan.state_size:
                 network.optimizer_state = self.state
+
+
+# seed -> RandomState(seed), never drawn from: the random state of networks built from given
+# parameters (Network._from_params).
+_UNDRAWN = {}
+
+
+def _undrawn_random_state(seed):
+    random_state = _UNDRAWN.get(seed)
+    if random_state is None:
+        # A race makes two, and one is kept: either is RandomState(seed).
+        random_state = _UNDRAWN.setdefault(seed, legacy_random_state(seed))
+    return random_state
 
 
 def _order_rows(iterations, n_rows):

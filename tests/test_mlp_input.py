@@ -349,6 +349,10 @@ def test_check_random_state_is_scikit_learns(seed):
     if seed is None or isinstance(seed, np.random.RandomState):
         assert ours is expected
     else:
+        # A RandomState in the state of RandomState(seed), the thread's own (re-seeded for
+        # each fit, drawn from in between).
+        ours.random_sample(3)
+        ours = _mlp_input.check_random_state(seed)
         assert ours is not expected
         for a, b in zip(ours.get_state(), expected.get_state()):
             assert_array_equal(a, b)
@@ -363,3 +367,16 @@ def test_optimizer_state_compares_in_the_fitted_state():
     assert isinstance(a._network.optimizer_state, OptimizerState)
     with pytest.raises(AssertionError):
         _assert_identical(_fitted_state(a), _fitted_state(b))
+
+
+def test_estimator_networks_random_state_stays_undrawn():
+    # The networks of fitted estimators share RandomState(1), undrawn (Network._from_params):
+    # a shuffled fit of one draws from a copy that it keeps, never from the shared one.
+    X, labels = _data()
+    a, b = (MLPClassifier(**PARAMS).fit(X, labels) for _ in range(2))
+    Y = np.eye(3)[labels]
+    a._network.fit(X, Y, iterations=2, batch_size=8, shuffle=True)
+    fresh = np.random.RandomState(1).get_state()
+    assert not np.array_equal(a._network._random_state.get_state()[1], fresh[1])
+    for x, y in zip(b._network._random_state.get_state(), fresh):
+        assert_array_equal(x, y)
