@@ -889,7 +889,13 @@ def _callers_orders(orders, buffer):
     skipped or repeated)."""
     orders(buffer)
     n_rows = buffer.shape[1]
-    bad = np.flatnonzero((np.sort(buffer, axis=1) != np.arange(n_rows)).any(axis=1))
+    # A row of n_rows values is a permutation when they are all row indices and each index
+    # is among them. Marking the indices seen is linear, where sorting each row is not (a
+    # few percent of a shuffled fit's time).
+    in_range = (buffer >= 0) & (buffer < n_rows)
+    seen = np.zeros(buffer.shape, dtype=bool)
+    np.put_along_axis(seen, np.where(in_range, buffer, 0), True, axis=1)
+    bad = np.flatnonzero(~(in_range.all(axis=1) & seen.all(axis=1)))
     if bad.size:
         raise ValueError(f"orders must fill each row of its (n_epochs, n_rows) = "
                          f"{buffer.shape} argument with a permutation of range({n_rows}); "
