@@ -216,8 +216,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
     if orders is not None and shared_random_state:
         orders.draw_until(record.n_iter)
     if not (record.converged or incremental):
-        # Warned here rather than in decide(), which runs at varying depths inside the
-        # network's fit: stacklevel 5 is the caller of the estimator's fit.
+        # Warned here, at a fixed depth: stacklevel 5 is the caller of the estimator's fit.
         warnings.warn(f"Stochastic Optimizer: Maximum iterations ({params.max_iter}) reached "
                       "and the optimization hasn't converged yet.", ConvergenceWarning,
                       stacklevel=5)
