@@ -5,10 +5,10 @@ scikit-learn's ``validate_data``, ``type_of_target`` (three calls per classifier
 size: dataframe detection, array-API namespaces, an OS entropy draw. On a small data set that
 is a third of nnfast's fit. For the common input, X and y plain ``numpy.ndarray`` of numbers
 (y also of strings), the functions below make the same checks and return the same arrays and
-attributes directly. They never raise: whatever they do not recognise, or whatever fails a
-check, they decline (return None), and the estimator runs scikit-learn's own functions, so
-that every error and warning is scikit-learn's. A fast path thus only ever accepts input
-that scikit-learn accepts, with the same result.
+attributes directly. The array checks never raise: whatever they do not recognise, or
+whatever fails a check, they decline (return None), and the estimator runs scikit-learn's
+own functions, so that every error and warning is scikit-learn's. The fast path thus only
+ever accepts input that scikit-learn accepts, with the same result.
 """
 
 import numbers
