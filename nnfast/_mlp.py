@@ -85,6 +85,34 @@ def _binarize(binarizer, y):
     return indicator[:, 1:] if len(classes) == 2 else indicator
 
 
+def _decode(binarizer, outputs):
+    """``binarizer.inverse_transform(outputs)`` for a fitted ``LabelBinarizer`` (default
+    labels 0 and 1) and the network's outputs, computed directly for binary and multiclass
+    targets: its own validates and dispatches on array namespaces, more than an epoch of a
+    small fit, and early stopping decodes every epoch. Multiclass: the class of each row's
+    largest output; binary (the one output column, flattened): the second class where the
+    output exceeds 0.5 (the binarizer's threshold), else the first, or the only class when
+    there is one. Anything else goes to the binarizer."""
+    classes = binarizer.classes_
+    if binarizer.y_type_ == "multiclass" and outputs.ndim == 2:
+        return classes[np.clip(outputs.argmax(axis=1), 0, len(classes) - 1)]
+    if binarizer.y_type_ == "binary" and outputs.ndim == 1:
+        if len(classes) == 1:
+            return np.repeat(classes[0], len(outputs))
+        return classes[(outputs > 0.5).astype(np.intp)]
+    return binarizer.inverse_transform(outputs)
+
+
+def _accuracy(y_true, y_pred, sample_weight=None):
+    """scikit-learn's ``accuracy_score``: for 1-D labels of one dtype (the held-out labels
+    and their predictions, both decoded from the classes) the (weighted) share of matches,
+    ``numpy.average`` of them as scikit-learn computes it, without its validation of the
+    targets; other targets go to ``accuracy_score``."""
+    if y_true.ndim == 1 and y_pred.ndim == 1 and y_true.dtype == y_pred.dtype:
+        return float(np.average(y_true == y_pred, weights=sample_weight))
+    return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
+
+
 class _NetworkTrainer:
     """The one ``Network`` a fit trains, and the moves between its parameter layout and
     scikit-learn's lists of ``coefs_`` and ``intercepts_``."""
@@ -684,9 +712,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _predictions(self, outputs):
         if self.n_outputs_ == 1:
             outputs = outputs.ravel()
-        return self._label_binarizer.inverse_transform(outputs)
+        return _decode(self._label_binarizer, outputs)
 
-    _score_function = staticmethod(accuracy_score)
+    _score_function = staticmethod(_accuracy)
 
     def predict(self, X):
         """Predicted class labels.

@@ -1,5 +1,6 @@
 """The MLP estimators' fit-time input checks for plain NumPy arrays (``nnfast._mlp_input``,
-``nnfast._random``) against scikit-learn's own validation.
+``nnfast._random``) against scikit-learn's own validation, and early stopping's per-epoch
+predictions and accuracy against scikit-learn's functions.
 
 For X and y plain ndarrays the estimators check them, find the classes and seed the random
 state directly instead of through scikit-learn's ``validate_data``, label functions and
@@ -380,3 +381,39 @@ def test_estimator_networks_random_state_stays_undrawn():
     assert not np.array_equal(a._network._random_state.get_state()[1], fresh[1])
     for x, y in zip(b._network._random_state.get_state(), fresh):
         assert_array_equal(x, y)
+
+
+# ------------------------------------------------- early stopping's held-out predictions
+
+@pytest.mark.parametrize("label_case", ["int", "strings", "binary-strings", "bool",
+                                        "integral-float32", "one-class", "multilabel"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_decoded_predictions_and_accuracy_are_scikit_learns(label_case, weighted):
+    # What early stopping computes every epoch (the held-out labels, the predictions decoded
+    # from the network's outputs and their accuracy) against LabelBinarizer.inverse_transform
+    # and accuracy_score, exactly, on outputs with ties and values at the threshold.
+    from sklearn.metrics import accuracy_score
+
+    from nnfast._mlp import _accuracy, _decode
+
+    X, labels = _data()
+    y = (np.eye(3, dtype=int)[labels] | (X[:, :3] > 1) if label_case == "multilabel"
+         else LABEL_CASES[label_case](labels))
+    model = MLPClassifier(**PARAMS).fit(X, y)
+    binarizer = model._label_binarizer
+    rng = np.random.RandomState(1)
+    outputs = np.round(rng.uniform(size=(len(X), model.n_outputs_)), 1)  # ties, and 0.5s
+    outputs = outputs.astype(model._network.dtype)
+    if model.n_outputs_ == 1:
+        outputs = outputs.ravel()
+    ours = _decode(binarizer, outputs)
+    theirs = binarizer.inverse_transform(outputs)
+    _assert_identical(ours, theirs)
+    held_out = binarizer.inverse_transform(binarizer.transform(y))
+    weights = (rng.uniform(0.5, 2, len(X)).astype(model._network.dtype) if weighted
+               else None)
+    score = _accuracy(held_out, ours, sample_weight=weights)
+    assert type(score) is float
+    assert score == accuracy_score(held_out, theirs, sample_weight=weights)
+    # One class is always predicted right; otherwise the random outputs miss some.
+    assert score == 1 if label_case == "one-class" else 0 < score < 1
