@@ -11,19 +11,23 @@ completed before a Ctrl-C; here the estimator is left exactly as it was before `
 Beyond scikit-learn: ``class_weight`` for the classifier and ``n_threads``.
 """
 
+import contextlib
+import numbers
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils import column_or_1d
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _mlp_solvers
+from . import _mlp_input, _mlp_solvers
 from ._mlp_params import REGRESSION_LOSSES, STOCHASTIC_SOLVERS, check_params
 from ._plan import OptimizerState
-from ._validation import check_finite_real
+from ._layout import param_count, param_views
+from ._validation import as_matrix, check_finite_real
 from .network import Network, TrainingDivergedError
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -81,12 +85,43 @@ def _binarize(binarizer, y):
     return indicator[:, 1:] if len(classes) == 2 else indicator
 
 
+def _decode(binarizer, outputs):
+    """``binarizer.inverse_transform(outputs)`` for a fitted ``LabelBinarizer`` (default
+    labels 0 and 1) and the network's outputs, computed directly for binary and multiclass
+    targets: its own validates and dispatches on array namespaces, more than an epoch of a
+    small fit, and early stopping decodes every epoch. Multiclass: the class of each row's
+    largest output; binary (the one output column, flattened): the second class where the
+    output exceeds 0.5 (the binarizer's threshold), else the first, or the only class when
+    there is one. Anything else goes to the binarizer."""
+    classes = binarizer.classes_
+    if binarizer.y_type_ == "multiclass" and outputs.ndim == 2:
+        return classes[np.clip(outputs.argmax(axis=1), 0, len(classes) - 1)]
+    if binarizer.y_type_ == "binary" and outputs.ndim == 1:
+        if len(classes) == 1:
+            return np.repeat(classes[0], len(outputs))
+        return classes[(outputs > 0.5).astype(np.intp)]
+    return binarizer.inverse_transform(outputs)
+
+
+def _accuracy(y_true, y_pred, sample_weight=None):
+    """scikit-learn's ``accuracy_score``: for 1-D labels of one dtype (the held-out labels
+    and their predictions, both decoded from the classes) the (weighted) share of matches,
+    ``numpy.average`` of them as scikit-learn computes it, without its validation of the
+    targets; other targets go to ``accuracy_score``."""
+    if y_true.ndim == 1 and y_pred.ndim == 1 and y_true.dtype == y_pred.dtype:
+        return float(np.average(y_true == y_pred, weights=sample_weight))
+    return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
+
+
 class _NetworkTrainer:
     """The one ``Network`` a fit trains, and the moves between its parameter layout and
     scikit-learn's lists of ``coefs_`` and ``intercepts_``."""
 
     def __init__(self, network):
         self.network = network
+        # The parameters the weights are read from: the network's, or while ``training``
+        # the copy that the run trains (the network gets it when the run ends).
+        self._params = network._params
 
     def set_weights(self, coefs, intercepts):
         for view, value in zip(self.network.weights, coefs):
@@ -94,10 +129,14 @@ class _NetworkTrainer:
         for view, value in zip(self.network.biases, intercepts):
             view[...] = value
 
+    def weights(self):
+        """(weight matrices, bias vectors) of the current parameters, as views."""
+        return param_views(self._params, self.network.sizes, True)
+
     def weights_copy(self):
-        """(coefs, intercepts): copies of the network's weight matrices and bias vectors."""
-        return ([w.copy() for w in self.network.weights],
-                [b.copy() for b in self.network.biases])
+        """(coefs, intercepts): copies of the current weight matrices and bias vectors."""
+        weights, biases = self.weights()
+        return [w.copy() for w in weights], [b.copy() for b in biases]
 
     def sklearn_layout(self):
         """Offsets of each weight matrix and bias vector in scikit-learn's packed vector."""
@@ -112,15 +151,20 @@ class _NetworkTrainer:
         for view, (start, end, shape) in zip(views, layout):
             view[...] = packed[start:end].reshape(shape)
 
-    def run(self, X, Y, sample_weight, batch_size, n_epochs, learning_rate, resume, on_epoch,
-            orders):
-        """Trains n_epochs, in the row orders ``orders`` gives (``Network.fit``'s) or stored
-        order when it is None; ``on_epoch(loss)`` after each epoch; True from it stops the run
-        there."""
-        self.network.fit(X, Y, n_epochs, learning_rate, batch_size=batch_size,
-                         shuffle=orders is not None, orders=orders,
-                         sample_weight=sample_weight, resume=resume, report_every=1,
-                         callback=lambda iteration, loss: on_epoch(loss))
+    @contextlib.contextmanager
+    def training(self, X, Y, sample_weight, batch_size, max_epochs, resume, orders):
+        """A run of the network's training (``Network._general_fit``: X, Y and sample_weight
+        as the estimator validated them) that trains chunks of epochs, in the row orders
+        ``orders`` gives or stored order when it is None; the network keeps what it trained
+        when the block ends without an exception."""
+        with self.network._general_fit(X, Y, sample_weight, batch_size=batch_size,
+                                       max_epochs=max_epochs, resume=resume,
+                                       orders=orders) as run:
+            self._params = run.params
+            try:
+                yield run
+            finally:
+                self._params = self.network._params
 
     def loss_gradient(self, X, Y, sample_weight):
         return self.network.loss_gradient(X, Y, sample_weight=sample_weight)
@@ -215,16 +259,22 @@ class _BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (not params.warm_start and not incremental)
         X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
                                                            first_pass, classes)
-        if not first_pass:
+        # The network trains on C-contiguous arrays of its dtype; they are made here, and the
+        # network takes them as they are (Network._general_fit).
+        if first_pass:
+            X = np.ascontiguousarray(X)
+        else:
             # The model's dtype was set by its first fit; later inputs are converted to it
-            # (and so are weights assigned to coefs_ / intercepts_ in between).
-            X = X.astype(self._network.dtype, copy=False)
-        Y = Y.astype(X.dtype)
+            # (and so are weights assigned to coefs_ / intercepts_ in between); as_matrix
+            # refuses values that overflow it.
+            X = as_matrix(X, "X", self._network.dtype)
+        Y = (as_matrix(Y, "y", X.dtype) if Y.dtype.kind == "f" and Y.dtype != X.dtype
+             else Y.astype(X.dtype))
         if sample_weight is not None:
             sample_weight = sample_weight.astype(X.dtype)
         layer_units = [X.shape[1], *params.hidden_layer_sizes, Y.shape[1]]
         # Drawn anew at every fit, as scikit-learn does: an int seed replays the same draws.
-        random_state = check_random_state(self.random_state)
+        random_state = _mlp_input.check_random_state(self.random_state)
         if first_pass:
             self._initialize(Y, layer_units, X.dtype, params, random_state)
         else:
@@ -247,8 +297,11 @@ class _BaseMLP(BaseEstimator):
         trainer.set_weights(self.coefs_, self.intercepts_)
         try:
             if stochastic:
-                record = _mlp_solvers.fit_stochastic(self, trainer, X, Y, sample_weight, params,
-                                                     incremental, random_state, resume)
+                # An integer random_state seeds a RandomState that only this fit sees.
+                record = _mlp_solvers.fit_stochastic(
+                    self, trainer, X, Y, sample_weight, params, incremental, random_state,
+                    resume, shared_random_state=not isinstance(self.random_state,
+                                                               numbers.Integral))
             else:
                 n_iter, loss = _mlp_solvers.fit_lbfgs(trainer, X, Y, sample_weight, params)
         except TrainingDivergedError as exc:
@@ -329,9 +382,12 @@ class _BaseMLP(BaseEstimator):
         stochastic = params.solver in STOCHASTIC_SOLVERS
         optimizer = (resumed.optimizer if resumed is not None
                      else _mlp_solvers.optimizer_for(params) if stochastic else None)
-        network = Network(layer_units, dtype=dtype, backend=BACKEND, bias=True,
-                          n_threads=params.n_threads, activation=params.activation,
-                          output=self.out_activation_, optimizer=optimizer, alpha=params.alpha)
+        # Its weights are coefs_ and intercepts_, set at once (_fit): none are drawn.
+        network = Network._from_params(
+            np.empty(param_count(layer_units, True), dtype=dtype), layer_units, seed=1,
+            dtype=dtype, backend=BACKEND, bias=True, n_threads=params.n_threads,
+            activation=params.activation, output=self.out_activation_, optimizer=optimizer,
+            alpha=params.alpha, reduction="mean")
         if resumed is not None:
             network.optimizer_state = resumed.optimizer_state.copy()
         return network
@@ -339,8 +395,7 @@ class _BaseMLP(BaseEstimator):
     def _validation_score(self, trainer, X, y, sample_weight):
         """The score (accuracy or R^2) of the network's current weights on held-out rows;
         NaN when the predictions are not finite."""
-        outputs = _forward(trainer.network.weights, trainer.network.biases, X,
-                           self.activation, self.out_activation_)
+        outputs = _forward(*trainer.weights(), X, self.activation, self.out_activation_)
         if not np.isfinite(outputs).all():
             return np.nan
         return float(self._score_function(y, self._predictions(outputs),
@@ -369,6 +424,16 @@ class _BaseMLP(BaseEstimator):
 
     def _check_extra_params(self):
         """The subclass's own parameters (loss, class_weight), checked."""
+
+    def _validate_arrays(self, X, y, reset, numeric_targets=False):
+        """scikit-learn's ``validate_data`` of fit's X and y: directly for plain NumPy arrays
+        (``nnfast._mlp_input``), by scikit-learn for anything else and for any input that
+        fails a check, so that the errors and warnings are scikit-learn's."""
+        arrays = _mlp_input.training_arrays(self, X, y, reset, numeric_targets)
+        if arrays is not None:
+            return arrays
+        return validate_data(self, X, y, multi_output=True, y_numeric=numeric_targets,
+                             dtype=_FLOAT_DTYPES, reset=reset)
 
     # ---------------------------------------------------------------------------- prediction
 
@@ -569,16 +634,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validate_training_data(self, X, y, sample_weight, incremental, first_pass, classes):
         if incremental:
             self._set_partial_fit_classes(y, classes)
-        X, y = validate_data(self, X, y, multi_output=True, dtype=_FLOAT_DTYPES,
-                             reset=first_pass)
+        X, y = self._validate_arrays(X, y, first_pass)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
+        # scikit-learn's label functions, or their results computed directly for 1-D labels.
+        labels = _mlp_input.class_labels(y)
+        if labels is None:
+            check_classification_targets(y)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer().fit(y)
+            self._label_binarizer = (LabelBinarizer().fit(y) if labels is None
+                                     else _mlp_input.fitted_label_binarizer(*labels))
             self.classes_ = self._label_binarizer.classes_
         else:
-            seen = unique_labels(y)
+            seen = unique_labels(y) if labels is None else labels[1]
             if self.warm_start and not incremental and set(seen) != set(self.classes_):
                 raise ValueError("warm_start can only be used where `y` has the same classes "
                                  f"as in the previous call to fit: previously "
@@ -644,9 +712,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _predictions(self, outputs):
         if self.n_outputs_ == 1:
             outputs = outputs.ravel()
-        return self._label_binarizer.inverse_transform(outputs)
+        return _decode(self._label_binarizer, outputs)
 
-    _score_function = staticmethod(accuracy_score)
+    _score_function = staticmethod(_accuracy)
 
     def predict(self, X):
         """Predicted class labels.
@@ -788,8 +856,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return "exp" if self.loss == "poisson" else "identity"
 
     def _validate_training_data(self, X, y, sample_weight, incremental, first_pass, classes):
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=_FLOAT_DTYPES, reset=first_pass)
+        X, y = self._validate_arrays(X, y, first_pass, numeric_targets=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if self.loss == "poisson" and (y < 0).any():

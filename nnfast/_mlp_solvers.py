@@ -6,13 +6,16 @@ stopping), divides the rate by 5 ("adaptive") or stops. That bookkeeping is Pyth
 is there; the epochs themselves run in the network's backend, as many per call as the rules
 allow:
 
-* a fit hands the network all remaining epochs at once and stops it from the per-epoch
-  callback (``report_every=1``), resuming it with the divided rate for "adaptive"; shuffled
-  epochs run in scikit-learn's row orders, which the network asks for epoch by epoch
-  (``Network.fit(orders=...)``: drawn from the estimator's random state and composed epoch
-  after epoch, as scikit-learn composes them);
-* early stopping runs one epoch per call: the held-out score needs the weights after every
-  epoch.
+* a fit opens one run of the network's training (``Network._general_fit``: its workspace,
+  parameter copies and row-order buffer made once) and hands it chunks of epochs: as many as
+  cannot trigger the stopping rule, whatever their losses (from a count of c epochs without
+  progress, the next ``n_iter_no_change - c``, then the one that may stop), so that the
+  rule sees every epoch's loss and stops where scikit-learn stops; "adaptive" sets the
+  divided rate before the next chunk. Shuffled epochs run in scikit-learn's row orders,
+  which the run asks for chunk by chunk (drawn from the estimator's random state and
+  composed epoch after epoch, as scikit-learn composes them);
+* early stopping and verbose fits run one epoch per call: the held-out score needs the
+  weights after every epoch, and a verbose fit prints each epoch as it ends.
 
 ``lbfgs`` hands SciPy's L-BFGS-B the network's full-batch loss and gradient, with the
 parameters packed in scikit-learn's order (every weight matrix, then every bias vector), so
@@ -138,9 +141,13 @@ class StochasticRecord:
 
 
 def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental, random_state,
-                   resume):
+                   resume, shared_random_state=True):
     """scikit-learn's ``_fit_stochastic`` on a network: trains ``trainer``'s network in place
-    and returns the ``StochasticRecord`` (with the best weights when early stopping)."""
+    and returns the ``StochasticRecord`` (with the best weights when early stopping).
+
+    ``shared_random_state``: whether random_state outlives the fit (NumPy's global one, or
+    the caller's instance), so that it must end where scikit-learn's ends; a fit's own
+    (from an integer seed) draws only what the fit uses."""
     early_stopping = params.early_stopping
     record = StochasticRecord(estimator, params, early_stopping)
     if early_stopping:
@@ -160,14 +167,14 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
     n_rows = X_train.shape[0]
     batch = batch_rows(params.batch_size, n_rows)
     # The rate the network runs at, and a new one the estimator set ("adaptive" divides the
-    # rate by 5) that the next run must start with; the other schedules never set one.
+    # rate by 5) that the next chunk must start with; the other schedules never set one.
     current_rate = trainer.learning_rate() if resume else params.learning_rate_init
     rate = None
     epochs_left = 1 if incremental else params.max_iter
     orders = _EpochOrders(n_rows, random_state) if params.shuffle else None
 
     def decide(loss, validation_score=None):
-        """After an epoch: True to stop the network's current run."""
+        """After an epoch: True when training stops, or goes on at a new rate."""
         nonlocal rate, current_rate, epochs_left
         epochs_left -= 1
         action = record.end_epoch(loss, n_rows, validation_score, weights=trainer.weights_copy)
@@ -189,28 +196,43 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
                 return True
         return epochs_left == 0 or rate is not None
 
-    while epochs_left > 0:
-        override, rate = rate, None
-        if early_stopping:
-            # The held-out score needs the weights after every epoch: one epoch per call.
-            losses = []
-            trainer.run(X_train, Y_train, sw_train, batch, 1, override, resume, losses.append,
-                        orders)
-            decide(losses[0], estimator._validation_score(trainer, X_val, y_val, sw_val))
-        else:
-            # All remaining epochs in one call; decide() stops it, "adaptive" resumes it.
-            trainer.run(X_train, Y_train, sw_train, batch, epochs_left, override, resume,
-                        decide, orders)
-        resume = True
-    if orders is not None:
+    with trainer.training(X_train, Y_train, sw_train, batch, epochs_left, resume,
+                          orders) as run:
+        while epochs_left > 0:
+            if rate is not None:
+                run.state.learning_rate, rate = rate, None
+            if early_stopping:
+                # The held-out score needs the weights after every epoch: one epoch per call.
+                loss, = run.run(1)
+                decide(loss, estimator._validation_score(trainer, X_val, y_val, sw_val))
+                continue
+            n_epochs = min(_undecided_epochs(record, params, epochs_left), run.max_chunk)
+            losses = run.run(n_epochs).tolist()
+            for loss in losses[:-1]:
+                if decide(loss):
+                    raise AssertionError("the stopping rule fired inside a chunk of epochs "
+                                         "that cannot stop it")
+            decide(losses[-1])
+    if orders is not None and shared_random_state:
         orders.draw_until(record.n_iter)
     if not (record.converged or incremental):
-        # Warned here rather than in decide(), which runs at varying depths inside the
-        # network's fit: stacklevel 5 is the caller of the estimator's fit.
+        # Warned here, at a fixed depth: stacklevel 5 is the caller of the estimator's fit.
         warnings.warn(f"Stochastic Optimizer: Maximum iterations ({params.max_iter}) reached "
                       "and the optimization hasn't converged yet.", ConvergenceWarning,
                       stacklevel=5)
     return record
+
+
+def _undecided_epochs(record, params, epochs_left):
+    """Epochs that can run in one call before the stopping rule is consulted: up to the first
+    epoch at which it can fire. It fires when the count of epochs in a row without progress
+    exceeds ``n_iter_no_change``; each epoch adds at most one to the count, so from a count c
+    the first ``n_iter_no_change - c`` epochs cannot fire it, whatever their losses, and
+    neither can "adaptive" change the rate before. Verbose fits print every epoch as it
+    ends, as scikit-learn does: one epoch per call."""
+    if params.verbose:
+        return 1
+    return min(epochs_left, max(1, params.n_iter_no_change + 1 - record.no_improvement))
 
 
 def fit_lbfgs(trainer, X, Y, sample_weight, params):

@@ -1,5 +1,6 @@
 """``Network``: the public model. Validates once, then hands whole chunks of a fit to a backend."""
 
+import contextlib
 import copy
 import functools
 import math
@@ -13,6 +14,7 @@ from . import reference
 from ._dispatch import kernels as _kernels
 from ._layout import allocate_workspace, pack_params, param_count, param_views
 from ._plan import HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState, optimizer_name
+from ._random import legacy_random_state
 from ._threads import blas_thread_cap
 from ._validation import (
     available_cores,
@@ -129,6 +131,43 @@ class Network:
     def __init__(self, sizes, *, seed=1, dtype=np.float64, backend="cython", bias=False,
                  n_threads=None, activation="logistic", output="original", optimizer=None,
                  alpha=0.0, reduction=None):
+        self._configure(sizes, seed, dtype, backend, bias, n_threads, activation, output,
+                        optimizer, alpha, reduction)
+        # The initial weights are drawn in float64 and then cast: two copies at the peak.
+        check_fits_in_memory(2 * 8 * param_count(self.sizes, self.bias),
+                             f"a network of sizes {list(self.sizes)}")
+        self._random_state = legacy_random_state(self.seed)
+        self._params = pack_params(*reference.init_params(self.sizes, self._random_state,
+                                                          self.dtype, self.bias))
+
+    @classmethod
+    def _from_params(cls, params, sizes, *, seed, dtype, backend, bias, n_threads, activation,
+                     output, optimizer, alpha, reduction):
+        """A network holding ``params`` (flat, ``nnfast._layout``, of the network's dtype;
+        kept, not copied) instead of weights drawn from the seed.
+
+        For callers that set every weight themselves (scikit-learn's estimators, which draw
+        their own initial weights): the constructor's draw would be thrown away, and so would
+        a new ``RandomState``, which costs as much as a small fit's epoch. The network's
+        random state is ``RandomState(seed)`` undrawn, one object shared by all such networks
+        of that seed: a network never draws from its random state in place (a fit draws from
+        a copy and keeps the copy, ``_order_source``). The arguments are the constructor's.
+        """
+        network = cls.__new__(cls)
+        network._configure(sizes, seed, dtype, backend, bias, n_threads, activation, output,
+                           optimizer, alpha, reduction)
+        if not (isinstance(params, np.ndarray) and params.dtype == network.dtype
+                and params.shape == (param_count(network.sizes, network.bias),)
+                and params.flags.c_contiguous):
+            raise ValueError(f"params must be a contiguous {network.dtype} array of "
+                             f"{param_count(network.sizes, network.bias)} values")
+        network._random_state = _undrawn_random_state(network.seed)
+        network._params = params
+        return network
+
+    def _configure(self, sizes, seed, dtype, backend, bias, n_threads, activation, output,
+                   optimizer, alpha, reduction):
+        """Checks and sets the constructor's options; no weights yet."""
         self.sizes = check_sizes(sizes)
         self.seed = check_int(seed, "seed", minimum=0)
         self.dtype = check_dtype(dtype)
@@ -144,14 +183,8 @@ class Network:
         self.reduction = reduction
         self.optimizer_state = None
         self._check_model_options()
-        # The initial weights are drawn in float64 and then cast: two copies at the peak.
-        check_fits_in_memory(2 * 8 * param_count(self.sizes, self.bias),
-                             f"a network of sizes {list(self.sizes)}")
         self.history = []
         self.iterations_run = 0
-        self._random_state = np.random.RandomState(self.seed)
-        self._params = pack_params(*reference.init_params(self.sizes, self._random_state,
-                                                          self.dtype, self.bias))
 
     def _check_model_options(self):
         """Validates (and normalises) the model options, which callers may also assign."""
@@ -417,43 +450,22 @@ class Network:
     def _train_general(self, plan, state, X, y, sample_weight, iterations, fill_orders,
                        random_state, verbose, callback, bar, state_lock, report_every_given):
         """``fit`` for every model but the original's: the backend's runner over the plan."""
-        n_rows = X.shape[0]
         reporting, report_every = self._report_period(iterations, verbose, callback, bar,
                                                       report_every_given)
         # Reports that run user code or print between epochs split the fit into chunks; a
         # history alone is filled from the epoch losses of larger chunks.
         live = bool(verbose) or callback is not None or bar is not None
-        check_fits_in_memory(
-            self.dtype.itemsize * (3 * plan.batch_size * sum(self.sizes[1:])
-                                   + 2 * self._params.size + plan.state_size),
-            f"training on batches of {plan.batch_size} rows")
-        kernel_threads = self._kernel_threads(plan.batch_size)
-        backend = self._general_backend()
-        run = backend.make_runner(plan, X, y, sample_weight, kernel_threads,
-                                  self._check_every(plan.batch_size))
-        with state_lock:
-            params = self._params.copy()
+        run = _GeneralRun(self, plan, state, X, y, sample_weight, fill_orders, iterations,
+                          state_lock)
         history = []
-        done = 0
-        order_rows = _order_rows(iterations, n_rows)
-        order_buffer = (np.empty((order_rows, n_rows), dtype=np.intp) if plan.shuffled
-                        else None)
-        with self._blas_limit(kernel_threads, plan.batch_size):
-            while done < iterations:
-                n_epochs = min(iterations - done, _MAX_CHUNK_EPOCHS)
+        with run.blas_limit():
+            while run.done < iterations:
+                done = run.done
+                n_epochs = min(iterations - done, run.max_chunk)
                 if live:
                     next_report = (done // report_every + 1) * report_every
                     n_epochs = min(n_epochs, min(iterations, next_report) - done)
-                if plan.shuffled:
-                    n_epochs = min(n_epochs, order_rows)
-                orders = (fill_orders(order_buffer[:n_epochs]) if plan.shuffled else None)
-                losses, epochs_done, diverged = run(params, state, n_epochs, orders)
-                if diverged:
-                    raise TrainingDivergedError(
-                        f"training diverged at iteration {done + epochs_done}: the loss is no "
-                        f"longer finite (learning rate {state.learning_rate} too large, or a "
-                        "batch whose sample weights are all zero?); the network is left as it "
-                        "was before this fit")
+                losses = run.run(n_epochs)
                 stop = False
                 # The report epochs of this chunk: multiples of report_every.
                 first_report = -(-done // report_every) * report_every
@@ -465,23 +477,48 @@ class Network:
                         print(f"Iteration {epoch + 1}, loss = {loss:.8f}", flush=True)
                     if callback is not None:
                         stop = bool(callback(epoch, loss))
-                done += n_epochs
                 if bar is not None:
                     bar.update(n_epochs)
                 if stop:
                     break
-        if not np.isfinite(params).all():
-            raise TrainingDivergedError(
-                "training diverged: weights became infinite; the network is left as it was "
-                "before this fit")
-        with state_lock:
-            self._params[...] = params
-            self._random_state = random_state
-            self.history = history
-            self.iterations_run = done
-            if plan.state_size:
-                self.optimizer_state = state
+        run.commit(random_state, history)
         return self
+
+    @contextlib.contextmanager
+    def _general_fit(self, X, y, sample_weight, *, batch_size, max_epochs, resume, orders):
+        """A ``_GeneralRun`` for nnfast's scikit-learn estimators, which validate their input
+        themselves (``nnfast._mlp``): ``fit``'s general path without its checks and reports.
+
+        X, y : C-contiguous 2-D arrays of the network's dtype, finite, y in the output's
+            range (what ``fit`` would make of them).
+        sample_weight : as for ``fit`` (checked here, as there), or None.
+        batch_size : int, 1 to n_rows.
+        max_epochs : int >= 1
+            The most epochs the caller will run (it sizes the row-order buffer).
+        resume : bool
+            As for ``fit``.
+        orders : callable or None
+            As for ``fit``: shuffled epochs take their orders from it (when batch_size is
+            below n_rows); None is stored order.
+
+        Yields the run under the network's fit lock; the network keeps what it trained only
+        when the block ends without an exception, as after ``fit`` (a fit without reports:
+        its ``history`` is empty).
+        """
+        self._check_model_options()
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        shuffled = orders is not None and batch_size < X.shape[0]
+        plan = self._plan(None, resume, batch_size, shuffled, sample_weight is not None)
+        fit_lock, state_lock = _locks_of(self)
+        with fit_lock:
+            state = self._start_state(plan, resume, None)
+            random_state, fill_orders = self._order_source(shuffled, orders)
+            run = _GeneralRun(self, plan, state, X, y, sample_weight, fill_orders, max_epochs,
+                              state_lock)
+            with run.blas_limit():
+                yield run
+            run.commit(random_state, [])
 
     def _general_backend(self):
         """The module whose make_runner / loss_gradient run the general path."""
@@ -736,6 +773,102 @@ class Network:
                 and all(name == "logistic" for name in self.activations))
 
 
+class _GeneralRun:
+    """One fit of the general path on validated arrays, trained a chunk of epochs at a time.
+
+    Holds what the fit needs for its whole length, made once: the backend's runner (its
+    workspace), copies of the parameters and of the optimizer state that it trains, and the
+    buffer of row orders. ``Network.fit`` drives one between its reports, nnfast's
+    scikit-learn estimators between their stopping decisions (``Network._general_fit``).
+    Nothing reaches the network before ``commit``, so a fit that fails or is interrupted
+    leaves it as it was.
+
+    Attributes
+    ----------
+    params : ndarray
+        The parameters being trained (flat, ``nnfast._layout``).
+    state : OptimizerState
+        The optimizer state being trained; its ``learning_rate`` may be set between chunks
+        (scikit-learn's "adaptive" schedule).
+    done : int
+        Epochs run so far.
+    max_chunk : int
+        The most epochs one ``run`` call takes.
+    """
+
+    def __init__(self, network, plan, state, X, y, sample_weight, fill_orders, max_epochs,
+                 state_lock):
+        self.network = network
+        self.plan = plan
+        self.state = state
+        self._fill_orders = fill_orders
+        self._state_lock = state_lock
+        n_rows = X.shape[0]
+        check_fits_in_memory(
+            network.dtype.itemsize * (3 * plan.batch_size * sum(network.sizes[1:])
+                                      + 2 * network._params.size + plan.state_size),
+            f"training on batches of {plan.batch_size} rows")
+        self.kernel_threads = network._kernel_threads(plan.batch_size)
+        self._run = network._general_backend().make_runner(
+            plan, X, y, sample_weight, self.kernel_threads,
+            network._check_every(plan.batch_size))
+        with state_lock:
+            self.params = network._params.copy()
+        self._order_buffer = (np.empty((_order_rows(max_epochs, n_rows), n_rows),
+                                       dtype=np.intp) if plan.shuffled else None)
+        self.max_chunk = (_MAX_CHUNK_EPOCHS if self._order_buffer is None
+                          else min(_MAX_CHUNK_EPOCHS, self._order_buffer.shape[0]))
+        self.done = 0
+
+    def blas_limit(self):
+        """The BLAS thread cap to hold while the run trains (``Network._blas_limit``)."""
+        return self.network._blas_limit(self.kernel_threads, self.plan.batch_size)
+
+    def run(self, n_epochs):
+        """Trains the next n_epochs (1 to ``max_chunk``) epochs in one backend call; returns
+        their losses (float64 array). TrainingDivergedError when one is not finite."""
+        orders = (self._fill_orders(self._order_buffer[:n_epochs]) if self.plan.shuffled
+                  else None)
+        losses, epochs_done, diverged = self._run(self.params, self.state, n_epochs, orders)
+        if diverged:
+            raise TrainingDivergedError(
+                f"training diverged at iteration {self.done + epochs_done}: the loss is no "
+                f"longer finite (learning rate {self.state.learning_rate} too large, or a "
+                "batch whose sample weights are all zero?); the network is left as it was "
+                "before this fit")
+        self.done += n_epochs
+        return losses
+
+    def commit(self, random_state, history):
+        """Writes the trained parameters and optimizer state into the network, with the
+        random state it goes on from and the fit's history."""
+        if not np.isfinite(self.params).all():
+            raise TrainingDivergedError(
+                "training diverged: weights became infinite; the network is left as it was "
+                "before this fit")
+        network = self.network
+        with self._state_lock:
+            network._params[...] = self.params
+            network._random_state = random_state
+            network.history = history
+            network.iterations_run = self.done
+            if self.plan.state_size:
+                network.optimizer_state = self.state
+
+
+# seed -> RandomState(seed), never drawn from: the random state of networks built from given
+# parameters (Network._from_params).
+_UNDRAWN = {}
+
+
+def _undrawn_random_state(seed):
+    random_state = _UNDRAWN.get(seed)
+    if random_state is None:
+        # A race makes two, and one is kept: either is RandomState(seed).
+        random_state = _UNDRAWN.setdefault(seed, legacy_random_state(seed))
+    return random_state
+
+
 def _order_rows(iterations, n_rows):
     """Epochs per buffer of shuffled row orders (one buffer per fit, of bounded size)."""
     return max(1, min(iterations, _MAX_ORDER_ENTRIES // n_rows))
@@ -756,7 +889,13 @@ def _callers_orders(orders, buffer):
     skipped or repeated)."""
     orders(buffer)
     n_rows = buffer.shape[1]
-    bad = np.flatnonzero((np.sort(buffer, axis=1) != np.arange(n_rows)).any(axis=1))
+    # A row of n_rows values is a permutation when they are all row indices and each index
+    # is among them. Marking the indices seen is linear, where sorting each row is not (a
+    # few percent of a shuffled fit's time).
+    in_range = (buffer >= 0) & (buffer < n_rows)
+    seen = np.zeros(buffer.shape, dtype=bool)
+    np.put_along_axis(seen, np.where(in_range, buffer, 0), True, axis=1)
+    bad = np.flatnonzero(~(in_range.all(axis=1) & seen.all(axis=1)))
     if bad.size:
         raise ValueError(f"orders must fill each row of its (n_epochs, n_rows) = "
                          f"{buffer.shape} argument with a permutation of range({n_rows}); "

@@ -112,6 +112,14 @@ CASES = {
                                     n_iter_no_change=1, max_iter=12)),
     # stopping on the training loss
     "stops-on-loss": ("binary", dict(tol=10.0, n_iter_no_change=2, max_iter=50)),
+    # ... after progress: epochs that cannot stop the fit run in chunks whose length follows
+    # the count of epochs without progress, which resets mid-fit here (stops at 65)
+    "stops-after-progress": ("multiclass", dict(tol=3e-3, n_iter_no_change=3, max_iter=200,
+                                                shuffle=True)),
+    # ... and "adaptive" dividing the rate between such chunks, five times in 80 epochs
+    "adaptive-after-progress": ("multiclass", dict(solver="sgd", learning_rate="adaptive",
+                                                   tol=3e-3, n_iter_no_change=2, max_iter=80,
+                                                   shuffle=True)),
     # scikit-learn's shuffling
     "shuffle-adam": ("multiclass", dict(shuffle=True)),
     "shuffle-sgd-regression": ("regression", dict(shuffle=True, solver="sgd")),

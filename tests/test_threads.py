@@ -11,6 +11,9 @@ alone; fits of one network are serialised; reads see whole states only.
 (c) predict (and gradient) called while another thread fits the same network return the
     values of a whole state, before or after some fit, bitwise.
 (d) Concurrent fits leave the process's BLAS thread settings as they found them.
+(e) scikit-learn estimators seeded by an integer, fitted in several threads at once (each
+    fit drawing its weights, split and row orders from its thread's re-seeded random state),
+    give bitwise the fits alone.
 """
 
 import copy
@@ -390,3 +393,34 @@ def test_blas_loaded_after_the_first_capped_fit_is_capped_and_restored(tmp_path)
     before, inside, after = result.stdout.split(maxsplit=1)[0], *result.stdout.split(
         maxsplit=1)[1].rsplit(maxsplit=1)
     assert (int(before), inside, int(after)) == (3, "[1, 1]", 3), result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# (e) scikit-learn estimators in parallel threads
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_concurrent_estimator_fits_match_fits_alone():
+    pytest.importorskip("sklearn")
+    from nnfast.sklearn import MLPClassifier
+
+    X, y = _data(120, 6, 1, 5)
+    labels = (y[:, 0] > 0.5).astype(int)
+    # Shuffled mini-batches and early stopping: the weights, the split and every epoch's
+    # order come from the random state, seeded differently in each thread.
+    params = dict(hidden_layer_sizes=(8,), max_iter=15, batch_size=16, early_stopping=True,
+                  n_iter_no_change=50)
+    seeds = [[3, 4, 5], [6, 7, 8], [9, 10, 11]]
+
+    def fits(thread_seeds):
+        return [MLPClassifier(**params, random_state=seed).fit(X, labels).coefs_
+                for seed in thread_seeds for _ in range(4)]
+
+    alone = [fits(thread_seeds) for thread_seeds in seeds]
+    together = _run_threads([lambda thread_seeds=thread_seeds: fits(thread_seeds)
+                             for thread_seeds in seeds])
+    for (result, _, _), expected in zip(together, alone):
+        for coefs, expected_coefs in zip(result, expected):
+            for a, b in zip(coefs, expected_coefs):
+                assert_array_equal(a, b)
+    assert not np.array_equal(alone[0][0][0], alone[1][0][0])
