@@ -22,6 +22,19 @@ _controller = None
 _modules_seen = None  # len(sys.modules) at the last lookup
 
 
+def _release_blas_control():
+    """Lets whichever thread comes next set OpenBLAS's thread count. threadpoolctl >= 3.6
+    gives that right to the first thread that uses it and silently ignores any other, but a
+    cap taken in one fit's thread may have to be lowered or restored in another's; every
+    change made here is serialised by _guard, so the process-wide setting stays consistent."""
+    import threadpoolctl
+
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None),
+                    "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
 def _blas_controller():
     """threadpoolctl's controller of the process's BLAS libraries, looked up anew only
     after an import."""
@@ -53,7 +66,9 @@ class blas_thread_cap:
             # Libraries found since the cap was taken are saved before they are limited.
             for info in controller.info():
                 _saved.setdefault(info["filepath"], info["num_threads"])
+            _release_blas_control()
             controller.limit(limits=_current)
+            _release_blas_control()
             _active += 1
         return self
 
@@ -65,8 +80,10 @@ class blas_thread_cap:
             _active -= 1
             if _active == 0:
                 controller = _blas_controller()
+                _release_blas_control()
                 for library in controller.lib_controllers:
                     if library.filepath in _saved:
                         library.set_num_threads(_saved[library.filepath])
+                _release_blas_control()
                 _saved = _current = None
         return False
