@@ -30,6 +30,7 @@ import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from ._layout import PackedLayout
 from .optimizers import SGD, Adam
 
 # scikit-learn's "adaptive" schedule divides the rate by this when progress stalls, and stops
@@ -238,18 +239,23 @@ def _undecided_epochs(record, params, epochs_left):
 def fit_lbfgs(trainer, X, Y, sample_weight, params):
     """scikit-learn's ``_fit_lbfgs``: L-BFGS-B over the packed parameters; trains the
     network in place; returns (iterations, final loss)."""
-    layout = trainer.sklearn_layout()
+    network = trainer.network
+    # Validation, buffers, thread count: once for all of the minimizer's evaluations.
+    objective = network._objective(X, Y, sample_weight)
+    packing = PackedLayout(network.sizes, network.bias)
     options = {"maxfun": params.max_fun, "maxiter": params.max_iter, "gtol": params.tol}
     if _SCIPY_HAS_IPRINT:
         options["iprint"] = 1 if params.verbose else -1
 
     def loss_and_gradient(packed):
-        trainer.set_packed(packed, layout)
-        loss, weight_grads, bias_grads = trainer.loss_gradient(X, Y, sample_weight)
-        return loss, _pack(weight_grads, bias_grads)
+        packing.unpack(packed, objective.params)
+        loss = objective()
+        # A new vector per call: SciPy keeps the gradient it is given as its current one.
+        return loss, packing.pack(objective.grad)
 
-    result = scipy.optimize.minimize(loss_and_gradient, _pack(*trainer.weights_copy()),
-                                     method="L-BFGS-B", jac=True, options=options)
+    with objective.thread_limits():
+        result = scipy.optimize.minimize(loss_and_gradient, packing.pack(objective.params),
+                                         method="L-BFGS-B", jac=True, options=options)
     n_iter = min(result.nit, params.max_iter)
     if result.status != 0:
         message = (f"lbfgs failed to converge after {n_iter} iteration(s) "
@@ -260,7 +266,7 @@ def fit_lbfgs(trainer, X, Y, sample_weight, params):
         message += ("\nYou might also want to scale the data as shown in:\n"
                     "    https://scikit-learn.org/stable/modules/preprocessing.html")
         warnings.warn(message, ConvergenceWarning, stacklevel=5)
-    trainer.set_packed(result.x, layout)
+    trainer.set_weights(*packing.split(result.x))
     return n_iter, float(result.fun)
 
 
@@ -300,9 +306,3 @@ class _EpochOrders:
     def _draw(self):
         self.random_state.shuffle(self._permutation)
         self.drawn += 1
-
-
-def _pack(weights, biases):
-    """One float64 vector: every weight matrix (row-major), then every bias vector."""
-    return np.concatenate([np.ravel(w) for w in weights] + [np.ravel(b) for b in biases]
-                          ).astype(np.float64, copy=False)
