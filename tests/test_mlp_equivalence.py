@@ -317,9 +317,10 @@ def test_stopping_and_warnings_match_scikit_learn(mlp_backend, capsys):
 
 
 def test_lbfgs_at_a_threaded_size_matches_scikit_learn(mlp_backend):
-    # All of digits, (100,) units: the size whose evaluations run on the kernel's threads.
+    # 400 rows of digits, (100,) units: evaluations large enough to run on the kernel's
+    # threads (nnfast.network's _PARALLEL_MIN_FLOPS).
     X, y = load_digits(return_X_y=True)
-    X = StandardScaler().fit_transform(X)
+    X, y = StandardScaler().fit_transform(X[:400]), y[:400]
     params = dict(solver="lbfgs", max_iter=10, random_state=0)
     ours = MLPClassifier(n_threads=2, **params)
     theirs = neural_network.MLPClassifier(**params)
