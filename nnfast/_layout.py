@@ -1,4 +1,5 @@
-"""Where a network's numbers live: the flat parameter buffer and the fit workspace.
+"""Where a network's numbers live: the flat parameter buffer, scikit-learn's packed vector of
+the same numbers (``PackedLayout``, what L-BFGS works on) and the fit workspace.
 
 All of a network's weights (and biases) sit back to back in one flat array, in the order
 W0, b0, W1, b1, ...; ``Network.weights`` are reshaped views into it. One buffer means one copy

@@ -19,7 +19,9 @@ allow:
 
 ``lbfgs`` hands SciPy's L-BFGS-B the network's full-batch loss and gradient, with the
 parameters packed in scikit-learn's order (every weight matrix, then every bias vector), so
-that the optimizer walks the same path.
+that the optimizer walks the same path. The loss and gradient come from one
+``FullBatchObjective`` per fit (``Network._objective``): the inputs are checked, and the
+kernel's buffers and threads set up, once rather than at each of the hundreds of evaluations.
 """
 
 import warnings
