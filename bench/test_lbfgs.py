@@ -13,7 +13,8 @@ a one-iteration fit, as each implementation's fit makes it:
 
 ``test_lbfgsb_alone`` times SciPy's L-BFGS-B for the row's ``max_iter`` iterations on a
 quadratic of the same size, whose evaluations cost next to nothing: the optimizer's own share
-of a fit, which no implementation avoids. Grouped by dtype:
+of a fit, with BLAS on one thread as nnfast's fit runs it and at BLAS's default as
+scikit-learn's does. Grouped by dtype:
 ``python -m pytest bench/test_lbfgs.py --benchmark-group-by=param:dtype``.
 """
 
@@ -26,6 +27,7 @@ import scipy.optimize
 
 from nnfast import _mlp_solvers
 from nnfast._layout import PackedLayout, pack_params
+from nnfast._threads import blas_thread_cap
 from nnfast.workloads import MLP_WORKLOADS
 
 pytest.importorskip("sklearn")
@@ -109,8 +111,10 @@ def test_lbfgs_evaluation(benchmark, dtype, implementation):
                            warmup_rounds=3)
 
 
+@pytest.mark.parametrize("blas", ["one-thread", "default"])
 @pytest.mark.parametrize("dtype", ["float64"])
-def test_lbfgsb_alone(benchmark, dtype):
+def test_lbfgsb_alone(benchmark, dtype, blas):
+    """blas: "one-thread" as nnfast's fit runs it, "default" as scikit-learn's does."""
     size = PackedLayout([WORKLOAD.features, 100, WORKLOAD.classes], True).size
     scale = np.random.RandomState(0).uniform(0.5, 2.0, size)
     start = np.ones(size)
@@ -125,5 +129,6 @@ def test_lbfgsb_alone(benchmark, dtype):
                                        options={"maxiter": WORKLOAD.max_iter, "gtol": 0.0,
                                                 "ftol": 0.0})
 
-    benchmark.extra_info["iterations"] = int(minimize().nit)
-    benchmark.pedantic(minimize, rounds=5, iterations=1, warmup_rounds=1)
+    with blas_thread_cap(1 if blas == "one-thread" else None):
+        benchmark.extra_info["iterations"] = int(minimize().nit)
+        benchmark.pedantic(minimize, rounds=5, iterations=1, warmup_rounds=1)

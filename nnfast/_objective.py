@@ -44,11 +44,10 @@ class FullBatchObjective:
         return self._evaluate(self.params, self.grad)
 
     def thread_limits(self):
-        """A context manager that holds the BLAS thread cap the evaluations run under.
+        """A context manager that holds the BLAS thread cap the evaluations run under
+        (``Network._blas_limit``: one BLAS thread while the kernel runs its own).
 
         Taken once around all of an optimizer's evaluations rather than per evaluation:
-        applying and restoring BLAS's thread count costs tens of microseconds each time, and
-        the cap also keeps the optimizer's own BLAS calls (SciPy's L-BFGS-B) off the cores
-        that the kernel's threads spin on between evaluations.
+        applying and restoring BLAS's thread count costs tens of microseconds each time.
         """
         return self._blas_limit
