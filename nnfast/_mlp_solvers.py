@@ -20,8 +20,9 @@ allow:
 ``lbfgs`` hands SciPy's L-BFGS-B the network's full-batch loss and gradient, with the
 parameters packed in scikit-learn's order (every weight matrix, then every bias vector), so
 that the optimizer walks the same path. The loss and gradient come from one
-``FullBatchObjective`` per fit (``Network._objective``): the inputs are checked, and the
-kernel's buffers and threads set up, once rather than at each of the hundreds of evaluations.
+``FullBatchObjective`` per fit (``Network._objective``): the kernel's buffers and threads are
+set up once rather than at each of the hundreds of evaluations, on the estimator's validated
+arrays.
 """
 
 import warnings
@@ -243,7 +244,8 @@ def fit_lbfgs(trainer, X, Y, sample_weight, params):
     """scikit-learn's ``_fit_lbfgs``: L-BFGS-B over the packed parameters; trains the
     network in place; returns (iterations, final loss)."""
     network = trainer.network
-    # Validation, buffers, thread count: once for all of the minimizer's evaluations.
+    # Buffers and thread count once for all of the minimizer's evaluations (X and Y as the
+    # estimator validated them).
     objective = network._objective(X, Y, sample_weight)
     packing = PackedLayout(network.sizes, network.bias)
     options = {"maxfun": params.max_fun, "maxiter": params.max_iter, "gtol": params.tol}

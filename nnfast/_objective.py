@@ -5,8 +5,9 @@ L-BFGS (scikit-learn's ``solver="lbfgs"``) evaluates the loss and gradient of al
 hundred times or more per fit. ``Network.loss_gradient`` is one evaluation with all of its
 set-up: validating and converting the inputs, the plan, a copy of the parameters, the
 backend's config and workspace, the thread count and BLAS cap. ``Network._objective`` does
-that set-up once and returns this object, so that each evaluation is the backend's
-computation alone (``make_loss_gradient`` of the runner contract, ``nnfast._plan``).
+that set-up (on validated inputs) once and returns this object, so that each evaluation is
+the backend's computation alone (``make_loss_gradient`` of the runner contract,
+``nnfast._plan``).
 
 The point lives in ``params`` (the params layout of ``nnfast._layout``, the network's dtype)
 and the gradient lands in ``grad``; ``nnfast._layout.PackedLayout`` moves them to and from

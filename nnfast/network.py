@@ -687,6 +687,10 @@ class Network:
         weight_gradients : list of ndarray, shaped like ``weights``
         bias_gradients : list of ndarray shaped like ``biases``, or None without biases
         """
+        self._check_model_options()
+        X = check_inputs(X, self.sizes, self.dtype)
+        y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
+                               self.output)
         objective = self._objective(X, y, sample_weight)
         with objective.thread_limits():
             loss = objective()
@@ -695,22 +699,24 @@ class Network:
 
     def _objective(self, X, y, sample_weight=None):
         """The full-batch loss and gradient on (X, y) as a ``FullBatchObjective``, for
-        optimizers that evaluate them many times (L-BFGS): the inputs are validated and
-        converted, the plan, the backend's buffers, the thread count and the BLAS cap are
-        decided here, once. Its ``params`` start as a copy of the network's.
+        optimizers that evaluate them many times (L-BFGS): the plan, the backend's buffers,
+        the thread count and the BLAS cap are decided here, once. Its ``params`` start as a
+        copy of the network's.
+
+        For ``loss_gradient`` and nnfast's scikit-learn estimators, which validate X and y
+        themselves (as for ``_general_fit``).
 
         Parameters
         ----------
-        X, y, sample_weight : as for ``loss_gradient``.
+        X, y : C-contiguous 2-D arrays of the network's dtype, finite, y in the output's
+            range (what ``loss_gradient`` makes of them); kept, not copied.
+        sample_weight : as for ``loss_gradient`` (checked here), or None.
 
         Returns
         -------
         FullBatchObjective
         """
         self._check_model_options()
-        X = check_inputs(X, self.sizes, self.dtype)
-        y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
-                               self.output)
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         n_rows = X.shape[0]

@@ -606,21 +606,24 @@ def test_objective_is_the_references_loss_gradient_at_each_point(backend, activa
         assert_array_equal(net._params, before)
 
 
-def test_objective_validates_and_converts_at_build_and_leaves_the_network_alone():
+def test_objective_checks_sample_weight_and_leaves_the_network_alone():
+    # X and y come validated (loss_gradient's or the estimators' checks); sample weights are
+    # checked here.
     X, y = _model_data("softmax")
     net = nnfast.Network([4, 6, 3], activation="relu", output="softmax", bias=True)
-    with pytest.raises(ValueError, match="y has 2 columns"):
-        net._objective(X, y[:, :2])
     with pytest.raises(ValueError, match="sample_weight has 24"):
         net._objective(X, y, np.ones(len(X) + 1))
+    with pytest.raises(ValueError, match="sample_weight must be >= 0"):
+        net._objective(X, y, -np.ones(len(X)))
     before = net._params.copy()
-    # Lists are converted once, at build, like loss_gradient's inputs.
-    objective = net._objective(X.tolist(), y.tolist(), [1.0] * len(X))
+    objective = net._objective(X, y, np.ones(len(X)))
     objective.params[...] = 0.25
     loss = objective()
     moved = nnfast.Network([4, 6, 3], activation="relu", output="softmax", bias=True)
     moved._params[...] = 0.25
-    expected_loss, expected_weights, expected_biases = moved.loss_gradient(X, y)
+    # loss_gradient converts lists before its objective sees them.
+    expected_loss, expected_weights, expected_biases = moved.loss_gradient(X.tolist(),
+                                                                           y.tolist())
     assert loss == pytest.approx(expected_loss, rel=1e-12)
     assert_allclose(objective.grad, pack_params(expected_weights, expected_biases),
                     rtol=1e-12, atol=1e-15)
