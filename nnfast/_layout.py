@@ -1,10 +1,13 @@
-"""Where a network's numbers live: the flat parameter buffer and the fit workspace.
+"""Where a network's numbers live: the flat parameter buffer, scikit-learn's packed vector of
+the same numbers (``PackedLayout``, what L-BFGS works on) and the fit workspace.
 
 All of a network's weights (and biases) sit back to back in one flat array, in the order
 W0, b0, W1, b1, ...; ``Network.weights`` are reshaped views into it. One buffer means one copy
 to make a fit atomic and one pointer for the kernel. The workspace holds every scratch buffer
 a fit needs, allocated once per fit, so the kernel allocates nothing while it trains.
 """
+
+import math
 
 import numpy as np
 
@@ -35,6 +38,69 @@ def pack_params(weights, biases):
         if biases is not None:
             pieces.append(np.ravel(biases[k]))
     return np.concatenate(pieces)
+
+
+class PackedLayout:
+    """scikit-learn's packed parameter vector, as its MLP hands it to L-BFGS: every weight
+    matrix (row-major), then every bias vector, float64.
+
+    The params layout holds the same blocks interleaved per layer (W0, b0, W1, b1, ...); each
+    block is contiguous in both, so moving between them is one copy per block, cast on the
+    way (float32 params to and from float64), with no gather, concatenation or temporary.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+    bias : bool
+    """
+
+    def __init__(self, sizes, bias):
+        self.size = param_count(sizes, bias)
+        self._n_layers = len(sizes) - 1
+        self._bias = bias
+        weights, biases = [], []
+        offset = 0
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            weights.append((offset, (n_in, n_out)))
+            offset += n_in * n_out
+            if bias:
+                biases.append((offset, (n_out,)))
+                offset += n_out
+        # (slice of params, slice of the packed vector, shape) of each block in packed order.
+        self._blocks = []
+        packed = 0
+        for start, shape in weights + biases:
+            length = math.prod(shape)
+            self._blocks.append((slice(start, start + length), slice(packed, packed + length),
+                                 shape))
+            packed += length
+
+    def _check(self, packed):
+        if not (isinstance(packed, np.ndarray) and packed.shape == (self.size,)):
+            raise ValueError(f"the packed parameter vector must be a 1-D array of "
+                             f"{self.size} values, got {type(packed).__name__} of shape "
+                             f"{np.shape(packed)}")
+
+    def unpack(self, packed, params):
+        """Writes the packed vector's values into ``params`` (params layout)."""
+        self._check(packed)
+        for in_params, in_packed, _ in self._blocks:
+            params[in_params] = packed[in_packed]
+
+    def pack(self, params):
+        """A new float64 packed vector of ``params``' values (params layout)."""
+        packed = np.empty(self.size, dtype=np.float64)
+        for in_params, in_packed, _ in self._blocks:
+            packed[in_packed] = params[in_params]
+        return packed
+
+    def split(self, packed):
+        """(weights, biases): views of the packed vector shaped as the layers' weight
+        matrices and bias vectors (biases None without biases)."""
+        self._check(packed)
+        arrays = [packed[in_packed].reshape(shape) for _, in_packed, shape in self._blocks]
+        return (arrays[:self._n_layers],
+                arrays[self._n_layers:] if self._bias else None)
 
 
 def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, weighted=False,

@@ -138,19 +138,6 @@ class _NetworkTrainer:
         weights, biases = self.weights()
         return [w.copy() for w in weights], [b.copy() for b in biases]
 
-    def sklearn_layout(self):
-        """Offsets of each weight matrix and bias vector in scikit-learn's packed vector."""
-        sizes = self.network.sizes
-        shapes = [(a, b) for a, b in zip(sizes, sizes[1:])] + [(b,) for b in sizes[1:]]
-        ends = np.cumsum([int(np.prod(shape)) for shape in shapes])
-        return [(end - int(np.prod(shape)), end, shape) for end, shape in zip(ends, shapes)]
-
-    def set_packed(self, packed, layout):
-        """Writes scikit-learn's packed vector into the network."""
-        views = self.network.weights + self.network.biases
-        for view, (start, end, shape) in zip(views, layout):
-            view[...] = packed[start:end].reshape(shape)
-
     @contextlib.contextmanager
     def training(self, X, Y, sample_weight, batch_size, max_epochs, resume, orders):
         """A run of the network's training (``Network._general_fit``: X, Y and sample_weight
@@ -165,9 +152,6 @@ class _NetworkTrainer:
                 yield run
             finally:
                 self._params = self.network._params
-
-    def loss_gradient(self, X, Y, sample_weight):
-        return self.network.loss_gradient(X, Y, sample_weight=sample_weight)
 
     def learning_rate(self):
         """The network's current (SGD) learning rate."""

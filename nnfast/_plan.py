@@ -22,9 +22,13 @@ The runner contract
   plain step use ``state.learning_rate`` as the current rate; Adam uses
   ``plan.learning_rate`` as its initial rate.
 
-``loss_gradient(plan, params, X, y, sample_weight, n_threads) -> (loss, grad_flat)``: the full
-batch loss and gradient G (``grad_flat`` in the params layout), as scikit-learn's
-``_backprop``.
+``make_loss_gradient(plan, X, y, sample_weight, n_threads)`` returns
+``evaluate(params, grad) -> loss``: the full-batch loss and gradient G at params, as
+scikit-learn's ``_backprop``, with G written to ``grad`` (both flat, params layout, the plan's
+dtype; params only read). Everything that does not depend on params (the kernel's config, the
+workspace for all rows) is built once, for optimizers that evaluate many times (L-BFGS).
+``loss_gradient(plan, params, X, y, sample_weight, n_threads) -> (loss, grad_flat)`` is one
+such evaluation.
 
 Losses
 ------

@@ -13,6 +13,7 @@ import numpy as np
 from . import reference
 from ._dispatch import kernels as _kernels
 from ._layout import allocate_workspace, pack_params, param_count, param_views
+from ._objective import FullBatchObjective
 from ._plan import HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState, optimizer_name
 from ._random import legacy_random_state
 from ._threads import blas_thread_cap
@@ -690,20 +691,45 @@ class Network:
         X = check_inputs(X, self.sizes, self.dtype)
         y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
                                self.output)
+        objective = self._objective(X, y, sample_weight)
+        with objective.thread_limits():
+            loss = objective()
+        weight_gradients, bias_gradients = param_views(objective.grad, self.sizes, self.bias)
+        return float(loss), weight_gradients, bias_gradients
+
+    def _objective(self, X, y, sample_weight=None):
+        """The full-batch loss and gradient on (X, y) as a ``FullBatchObjective``, for
+        optimizers that evaluate them many times (L-BFGS): the plan, the backend's buffers,
+        the thread count and the BLAS cap are decided here, once. Its ``params`` start as a
+        copy of the network's.
+
+        For ``loss_gradient`` and nnfast's scikit-learn estimators, which validate X and y
+        themselves (as for ``_general_fit``).
+
+        Parameters
+        ----------
+        X, y : C-contiguous 2-D arrays of the network's dtype, finite, y in the output's
+            range (what ``loss_gradient`` makes of them); kept, not copied.
+        sample_weight : as for ``loss_gradient`` (checked here), or None.
+
+        Returns
+        -------
+        FullBatchObjective
+        """
+        self._check_model_options()
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        n_rows = X.shape[0]
         plan = FitPlan(sizes=self.sizes, bias=self.bias, dtype=self.dtype,
                        activations=self.activations, output=self.output,
                        reduction=self.reduction, alpha=self.alpha, optimizer=self.optimizer,
-                       learning_rate=self.optimizer.learning_rate, batch_size=X.shape[0],
+                       learning_rate=self.optimizer.learning_rate, batch_size=n_rows,
                        shuffled=False, weighted=sample_weight is not None)
-        params = self._snapshot()
-        backend = self._general_backend()
-        n_threads = self._kernel_threads(X.shape[0])
-        with self._blas_limit(n_threads, X.shape[0]):
-            loss, grad = backend.loss_gradient(plan, params, X, y, sample_weight, n_threads)
-        weight_gradients, bias_gradients = param_views(grad, self.sizes, self.bias)
-        return float(loss), weight_gradients, bias_gradients
+        n_threads = self._kernel_threads(n_rows)
+        evaluate = self._general_backend().make_loss_gradient(plan, X, y, sample_weight,
+                                                              n_threads)
+        return FullBatchObjective(evaluate, self._snapshot(),
+                                  self._blas_limit(n_threads, n_rows))
 
     def _snapshot(self):
         """A copy of the parameters, never taken halfway through a fit's write-back."""

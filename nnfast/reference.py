@@ -18,8 +18,8 @@ losses, L2, sample weights, the plain / SGD / Adam optimizers), shaped like scik
 ``neural_network/_base.py`` (``ACTIVATIONS``, ``DERIVATIVES``, ``LOSS_FUNCTIONS`` tables) and
 ``_stochastic_optimizers.py`` (optimizer objects with ``update_params`` /
 ``iteration_ends``), with the same operations in the same order, so that it reproduces
-scikit-learn's MLP to rounding. ``make_runner`` and ``loss_gradient`` are its side of the
-runner contract (``nnfast._plan``).
+scikit-learn's MLP to rounding. ``make_runner``, ``make_loss_gradient`` and ``loss_gradient``
+are its side of the runner contract (``nnfast._plan``).
 """
 
 import numpy as np
@@ -53,6 +53,7 @@ __all__ = [
     "AdamOptimizer",
     "make_optimizer",
     "make_runner",
+    "make_loss_gradient",
     "loss_gradient",
 ]
 
@@ -629,6 +630,29 @@ def make_runner(plan, X, y, sample_weight, n_threads=1, check_every=0):
     return run
 
 
+def make_loss_gradient(plan, X, y, sample_weight=None, n_threads=1):
+    """The numpy backend's full-batch evaluator (see ``nnfast._plan``).
+
+    Returns
+    -------
+    evaluate(params, grad) -> loss
+        The loss (float) of ``plan``'s model at params (only read), and its gradient G
+        written to grad, both flat in the params layout (``nnfast._layout``).
+    """
+    def evaluate(params, grad):
+        weights, biases = param_views(params, plan.sizes, plan.bias)
+        weight_grads, bias_grads = param_views(grad, plan.sizes, plan.bias)
+        # A loss or gradient that is not finite is returned as such, without warnings (as
+        # the kernel; the caller decides).
+        with np.errstate(all="ignore"):
+            loss, _ = backprop(weights, biases, X, y, sample_weight, plan.activations,
+                               plan.output, plan.alpha, plan.reduction, weight_grads,
+                               bias_grads)
+        return float(loss)
+
+    return evaluate
+
+
 def loss_gradient(plan, params, X, y, sample_weight=None, n_threads=1):
     """The full-batch loss and gradient G of ``plan``'s model at ``params``.
 
@@ -637,12 +661,6 @@ def loss_gradient(plan, params, X, y, sample_weight=None, n_threads=1):
     loss : float
     grad : ndarray in the params layout (``nnfast._layout``)
     """
-    weights, biases = param_views(params, plan.sizes, plan.bias)
     grads = np.empty_like(params)
-    weight_grads, bias_grads = param_views(grads, plan.sizes, plan.bias)
-    # A loss or gradient that is not finite is returned as such, without warnings (as the
-    # kernel; the caller decides).
-    with np.errstate(all="ignore"):
-        loss, _ = backprop(weights, biases, X, y, sample_weight, plan.activations, plan.output,
-                           plan.alpha, plan.reduction, weight_grads, bias_grads)
-    return float(loss), grads
+    loss = make_loss_gradient(plan, X, y, sample_weight, n_threads)(params, grads)
+    return loss, grads

@@ -33,14 +33,15 @@ Which file holds what (one home per subject; add a line for a new file):
   scikit-learn's MLP, and the general path with the original's options against the original.
 - test_mlp_equivalence.py: ``nnfast.sklearn.MLPClassifier`` / ``MLPRegressor`` against the
   installed scikit-learn's (the same fits, predictions, stopping, class_weight as sample
-  weights, default-parameter cross-validated scores), on both backends.
+  weights, default-parameter cross-validated scores), on both backends; scikit-learn's packed
+  parameter vector (``nnfast._layout.PackedLayout``, L-BFGS's) against its ``_pack``.
 - test_sklearn.py: the scikit-learn estimators of ``nnfast.sklearn``: scikit-learn's
   estimator checks for all of them, pickling and validation of the MLP estimators, the
   ``NetworkClassifier`` / ``NetworkRegressor`` behaviour.
 - test_threads.py: concurrent fits from Python threads.
 - test_training_options.py: fit's options (mini-batches, bias, reporting, callbacks, progress,
-  sample weights, resume, report_every), gradient(), loss_gradient(), the model options
-  through ``Network``.
+  sample weights, resume, report_every), gradient(), loss_gradient() and the full-batch
+  objective L-BFGS evaluates (``Network._objective``), the model options through ``Network``.
 - test_validation.py: every validation rule of the public API, no side effects on bad input.
 """
 

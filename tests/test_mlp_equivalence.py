@@ -27,6 +27,8 @@ from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
 from conftest import MLP_RTOL, assert_same_mlp
+from nnfast import Network
+from nnfast._layout import PackedLayout, param_views
 from nnfast.sklearn import MLPClassifier, MLPRegressor
 
 # Ten epochs, stored row order, a small two-hidden-layer network: every case below starts
@@ -312,6 +314,60 @@ def test_stopping_and_warnings_match_scikit_learn(mlp_backend, capsys):
     assert ours[1] == theirs[1] == [ConvergenceWarning]
     # The same lines, numbers printed to 8 digits.
     assert ours[2] == theirs[2]
+
+
+def test_lbfgs_at_a_threaded_size_matches_scikit_learn(mlp_backend):
+    # 400 rows of digits, (100,) units: evaluations large enough to run on the kernel's
+    # threads (nnfast.network's _PARALLEL_MIN_FLOPS).
+    X, y = load_digits(return_X_y=True)
+    X, y = StandardScaler().fit_transform(X[:400]), y[:400]
+    params = dict(solver="lbfgs", max_iter=10, random_state=0)
+    ours = MLPClassifier(n_threads=2, **params)
+    theirs = neural_network.MLPClassifier(**params)
+    for model in (ours, theirs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, y)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
+# ------------------------------------------------------ scikit-learn's packed vector (L-BFGS)
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("hidden", [(), (5,), (5, 4)])
+def test_packed_layout_is_scikit_learns_pack(hidden, bias, dtype):
+    from sklearn.neural_network._multilayer_perceptron import _pack
+
+    sizes = [3, *hidden, 2]
+    net = Network(sizes, dtype=dtype, bias=bias, seed=3)
+    layout = PackedLayout(sizes, bias)
+    packed = layout.pack(net._params)
+    assert packed.dtype == np.float64 and layout.size == net._params.size
+    assert_array_equal(packed, _pack(net.weights, net.biases if bias else []))
+    # And back: unpack writes each block where param_views reads it; split gives views of
+    # the packed vector shaped as scikit-learn's coefs_ and intercepts_.
+    moved = np.random.RandomState(0).normal(size=layout.size)
+    params = np.empty_like(net._params)
+    layout.unpack(moved, params)
+    weights, biases = layout.split(moved)
+    assert_array_equal(_pack(weights, biases if bias else []), moved)
+    assert (biases is None) == (not bias)
+    for ours, theirs in zip(param_views(params, sizes, bias), (weights, biases)):
+        for a, b in zip(ours or [], theirs or []):
+            assert a.dtype == dtype and a.shape == b.shape
+            assert_array_equal(a, b.astype(dtype))
+    assert_array_equal(layout.pack(params), moved.astype(dtype))
+
+
+def test_packed_layout_rejects_vectors_of_another_shape():
+    layout = PackedLayout([3, 5, 2], True)
+    params = np.zeros(layout.size)
+    for bad in (np.zeros(layout.size + 1), np.zeros(layout.size - 1),
+                np.zeros((1, layout.size)), [0.0] * layout.size):
+        for move in (lambda: layout.unpack(bad, params), lambda: layout.split(bad)):
+            with pytest.raises(ValueError, match=f"1-D array of {layout.size} values"):
+                move()
+    assert_array_equal(params, 0)
 
 
 # ----------------------------------------------------- default parameters on real datasets

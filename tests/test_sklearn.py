@@ -192,6 +192,44 @@ def test_mlp_interrupted_fit_leaves_the_estimator_as_it_was(monkeypatch, mlp_bac
     assert len(calls) == 2
 
 
+def test_mlp_lbfgs_interrupted_mid_fit_leaves_the_estimator_and_blas_as_they_were(
+        monkeypatch, mlp_backend):
+    from threadpoolctl import threadpool_info
+
+    from nnfast._objective import FullBatchObjective
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpool_info()
+                if info["user_api"] == "blas"]
+
+    X, y = _blobs()
+    model = MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=5, tol=0.0,
+                          warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    before = pickle.dumps(model)
+    blas_before = blas_threads()
+    evaluate = FullBatchObjective.__call__
+    during = []
+
+    def interrupt_at_the_fourth(self):
+        during.append(blas_threads())
+        if len(during) == 4:  # after L-BFGS has moved the weights three times
+            raise KeyboardInterrupt
+        return evaluate(self)
+
+    monkeypatch.setattr(FullBatchObjective, "__call__", interrupt_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y)
+    assert len(during) == 4
+    assert pickle.dumps(model) == before
+    # BLAS runs on one thread around the whole minimization (SciPy's L-BFGS-B and the
+    # evaluations), and gets its own setting back when the fit is interrupted.
+    assert all(threads == [1] * len(blas_before) for threads in during)
+    assert blas_threads() == blas_before
+
+
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_mlp_leaves_the_callers_arrays_alone(solver, mlp_backend):
     X, y = _blobs()

@@ -13,7 +13,8 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import nnfast
-from conftest import DTYPES, GENERAL_ATOL, GENERAL_BACKENDS, GENERAL_RTOL
+from conftest import (ATOL, DTYPES, GENERAL_ATOL, GENERAL_BACKENDS, GENERAL_RTOL,
+                      HIDDEN_ACTIVATIONS, OUTPUTS, RTOL)
 from nnfast import reference
 from nnfast._layout import pack_params, param_views
 from nnfast._plan import FitPlan, OptimizerState
@@ -566,6 +567,67 @@ def test_loss_gradient_leaves_network_and_inputs_alone():
     _assert_untouched(net, before)
     for a, b in zip((X, y, w), copies):
         assert_array_equal(a, b)
+
+
+# -------------------------------------------- the full-batch objective (L-BFGS's evaluations)
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_objective_is_the_references_loss_gradient_at_each_point(backend, activation, output,
+                                                                  dtype):
+    X, y = _model_data(output, dtype=dtype)
+    rng = np.random.RandomState(7)
+    for weighted, bias in [(False, True), (True, False), (True, True)]:
+        sample_weight = rng.uniform(0.5, 1.5, len(X)).astype(dtype) if weighted else None
+        net = nnfast.Network([4, 6, 5, 3], backend=backend, dtype=dtype, activation=activation,
+                             output=output, alpha=0.01, bias=bias)
+        before = net._params.copy()
+        objective = net._objective(X, y, sample_weight)
+        assert_array_equal(objective.params, before)
+        plan = FitPlan(sizes=net.sizes, bias=bias, dtype=net.dtype,
+                       activations=net.activations, output=output, reduction=net.reduction,
+                       alpha=0.01, optimizer=net.optimizer, learning_rate=1.0,
+                       batch_size=len(X), shuffled=False, weighted=weighted)
+        points = [before] + [rng.uniform(-1, 1, before.size).astype(dtype) for _ in range(2)]
+        results = []
+        # The first point again at the end: nothing carries over between evaluations.
+        for point in points + points[:1]:
+            objective.params[...] = point
+            with objective.thread_limits():
+                loss = objective()
+            expected_loss, expected = reference.loss_gradient(plan, point, X, y, sample_weight)
+            assert loss == pytest.approx(expected_loss, rel=RTOL[dtype])
+            assert objective.grad.dtype == dtype
+            assert_allclose(objective.grad, expected, rtol=RTOL[dtype], atol=ATOL[dtype])
+            results.append((loss, objective.grad.copy()))
+        assert results[-1][0] == results[0][0]
+        assert_array_equal(results[-1][1], results[0][1])
+        assert_array_equal(net._params, before)
+
+
+def test_objective_checks_sample_weight_and_leaves_the_network_alone():
+    # X and y come validated (loss_gradient's or the estimators' checks); sample weights are
+    # checked here.
+    X, y = _model_data("softmax")
+    net = nnfast.Network([4, 6, 3], activation="relu", output="softmax", bias=True)
+    with pytest.raises(ValueError, match="sample_weight has 24"):
+        net._objective(X, y, np.ones(len(X) + 1))
+    with pytest.raises(ValueError, match="sample_weight must be >= 0"):
+        net._objective(X, y, -np.ones(len(X)))
+    before = net._params.copy()
+    objective = net._objective(X, y, np.ones(len(X)))
+    objective.params[...] = 0.25
+    loss = objective()
+    moved = nnfast.Network([4, 6, 3], activation="relu", output="softmax", bias=True)
+    moved._params[...] = 0.25
+    # loss_gradient converts lists before its objective sees them.
+    expected_loss, expected_weights, expected_biases = moved.loss_gradient(X.tolist(),
+                                                                           y.tolist())
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    assert_allclose(objective.grad, pack_params(expected_weights, expected_biases),
+                    rtol=1e-12, atol=1e-15)
+    assert_array_equal(net._params, before)
 
 
 # ------------------------------------------------------------------------------ predictions
