@@ -23,7 +23,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _mlp_input, _mlp_solvers
+from . import _mlp_input, _mlp_solvers, reference
 from ._mlp_params import REGRESSION_LOSSES, STOCHASTIC_SOLVERS, check_params
 from ._plan import OptimizerState
 from ._layout import param_count, param_views
@@ -314,15 +314,9 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = Y.shape[1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = self._output_activation()
-        # Glorot's uniform initialisation as scikit-learn draws it: per layer the weight
-        # matrix, then the bias vector, from U(-b, b), b = sqrt(f / (fan_in + fan_out)),
-        # f = 2 for logistic units and 6 otherwise.
-        factor = 2.0 if params.activation == "logistic" else 6.0
-        coefs, intercepts = [], []
-        for fan_in, fan_out in zip(layer_units, layer_units[1:]):
-            bound = np.sqrt(factor / (fan_in + fan_out))
-            coefs.append(random_state.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype))
-            intercepts.append(random_state.uniform(-bound, bound, fan_out).astype(dtype))
+        # scikit-learn's Glorot draws, as nnfast.reference (tested against it) defines them.
+        coefs, intercepts = reference.init_coefs(layer_units, random_state, params.activation,
+                                                 dtype)
         self.coefs_, self.intercepts_ = coefs, intercepts
         self._best_coefs = [c.copy() for c in coefs]
         self._best_intercepts = [b.copy() for b in intercepts]

@@ -87,7 +87,8 @@ import numpy as np
 
 from . import optimizers
 from ._layout import optimizer_state_size, param_count
-from ._plan import HIDDEN_ACTIVATIONS, OPTIMIZERS, OUTPUTS, REDUCTIONS, OptimizerState
+from ._plan import (HIDDEN_ACTIVATIONS, OPTIMIZERS, OUTPUTS, REDUCTIONS, OptimizerState,
+                    is_original_model)
 from ._validation import MAX_THREADS, check_backend, check_sizes
 
 FORMAT = "nnfast-model"
@@ -192,8 +193,7 @@ def _entries(net):
 
 def _is_version_1(net):
     """Whether version 1 represents net: the original's model and no optimizer state."""
-    return (net.output == "original" and net.reduction == "sum" and net.alpha == 0
-            and all(name == "logistic" for name in net.activations)
+    return (is_original_model(net.activations, net.output, net.reduction, net.alpha)
             and type(net.optimizer) is optimizers.GradientStep
             and net.optimizer.learning_rate == 1.0 and net.optimizer_state is None)
 

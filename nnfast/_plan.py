@@ -66,6 +66,14 @@ REDUCTION_SUM, REDUCTION_MEAN = range(2)
 assert SCHEDULES == ("constant", "invscaling", "adaptive")
 
 
+def is_original_model(activations, output, reduction, alpha):
+    """Whether these model options are the original's (sigmoid layers, its output and loss,
+    summed updates, no penalty): the one definition the fit, the network and its file format
+    use; the optimizer and sample weights are theirs to add."""
+    return (output == "original" and reduction == "sum" and alpha == 0
+            and all(name == "logistic" for name in activations))
+
+
 def optimizer_name(optimizer):
     """"plain", "sgd" or "adam" for an optimizer configuration."""
     if isinstance(optimizer, GradientStep):
@@ -123,9 +131,8 @@ class FitPlan:
     @property
     def is_original(self):
         """Whether this fit is the original's arithmetic, so the fused fast kernel applies."""
-        return (self.output == "original" and self.reduction == "sum" and self.alpha == 0
-                and not self.weighted and isinstance(self.optimizer, GradientStep)
-                and all(name == "logistic" for name in self.activations))
+        return (is_original_model(self.activations, self.output, self.reduction, self.alpha)
+                and not self.weighted and isinstance(self.optimizer, GradientStep))
 
     @property
     def n_params(self):

@@ -14,7 +14,8 @@ from . import reference
 from ._dispatch import kernels as _kernels
 from ._layout import allocate_workspace, pack_params, param_count, param_views
 from ._objective import FullBatchObjective
-from ._plan import HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState, optimizer_name
+from ._plan import (HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState,
+                    is_original_model, optimizer_name)
 from ._random import legacy_random_state
 from ._threads import blas_thread_cap
 from ._validation import (
@@ -790,8 +791,7 @@ class Network:
 
     def _is_original_model(self):
         """Whether the model options are the original's (the optimizer aside)."""
-        return (self.output == "original" and self.reduction == "sum" and self.alpha == 0
-                and all(name == "logistic" for name in self.activations))
+        return is_original_model(self.activations, self.output, self.reduction, self.alpha)
 
     def _all_sigmoid(self):
         """Whether every layer is a sigmoid layer (the original's forward pass)."""
