@@ -189,22 +189,26 @@ class Network:
         self.iterations_run = 0
 
     def _check_model_options(self):
-        """Validates (and normalises) the model options, which callers may also assign."""
-        self.activations = check_activations(self.activations, len(self.sizes) - 2,
-                                             HIDDEN_ACTIVATIONS)
-        self.output = check_choice(self.output, "output", OUTPUTS)
-        if self.output == "softmax" and self.sizes[-1] < 2:
+        """Validates and normalises the model options, which callers may also assign: all
+        of them are checked before any is written back (under the state lock, beside the
+        weights), so a bad option changes nothing."""
+        activations = check_activations(self.activations, len(self.sizes) - 2,
+                                        HIDDEN_ACTIVATIONS)
+        output = check_choice(self.output, "output", OUTPUTS)
+        if output == "softmax" and self.sizes[-1] < 2:
             raise ValueError("output 'softmax' needs at least 2 output units (a softmax of "
                              "one unit is always 1); use output='logistic' for one")
         optimizer_name(self.optimizer)  # TypeError for anything but the three optimizers
-        self.alpha = check_alpha(self.alpha)
-        self.reduction = (("sum" if self.output == "original" else "mean")
-                          if self.reduction is None
-                          else check_choice(self.reduction, "reduction", REDUCTIONS))
+        alpha = check_alpha(self.alpha)
+        reduction = (("sum" if output == "original" else "mean") if self.reduction is None
+                     else check_choice(self.reduction, "reduction", REDUCTIONS))
         state = self.optimizer_state
         if state is not None and not isinstance(state, OptimizerState):
             raise TypeError(f"optimizer_state must be an OptimizerState or None, got "
                             f"{type(state).__name__}")
+        with _locks_of(self)[1]:
+            self.activations, self.output = activations, output
+            self.alpha, self.reduction = alpha, reduction
 
     def __setstate__(self, state):
         self.__dict__.update(state)

@@ -672,3 +672,17 @@ def test_assigned_model_options_are_validated_at_use(attribute, value, error, ma
                 lambda: net.loss_gradient(_MODEL_X, np.ones(6))):
         with pytest.raises(error, match=match):
             use()
+
+
+def test_a_bad_assigned_option_leaves_the_others_as_assigned():
+    """Options are normalised (a name to a tuple, reduction None to its default) only once
+    all of them are valid."""
+    net = nnfast.Network([3, 4, 1], output="identity", backend="numpy")
+    net.activations, net.reduction, net.alpha = "tanh", None, 0
+    net.output = "bogus"
+    with pytest.raises(ValueError, match="unknown output"):
+        net.fit(_MODEL_X, np.ones(6), 1)
+    assert (net.activations, net.reduction, net.alpha, net.output) == ("tanh", None, 0, "bogus")
+    net.output = "identity"
+    net.fit(_MODEL_X, np.ones(6), 1)
+    assert (net.activations, net.reduction, net.output) == (("tanh",), "mean", "identity")
