@@ -33,7 +33,8 @@ from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, same, sha
 from ._layout import param_views
 from ._validation import (check_inputs, check_int, check_learning_rate, check_sample_weight,
                           check_target_range, check_targets)
-from .network import Network, TrainingDivergedError, _locks_of, _progress_bar
+from .network import (Network, TrainingDivergedError, _locks_of, _progress_bar,
+                      report_line)
 from .optimizers import GradientStep
 from .reference import make_optimizer
 
@@ -128,8 +129,8 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         spacing is rounded up to a multiple of K, and the error reported is that of all rows
         at W (mean |y - output| for output ``"original"``, else the loss).
     verbose : int
-        If K > 0, print ``Error:<mean |y - output|>`` at iterations 0, K, 2K, ..., in the
-        original's format (as ``Network.fit``).
+        If K > 0, print the error at iterations 0, K, 2K, ..., as ``Network.fit`` prints it
+        (``Error:<mean |y - output|>`` for output ``"original"``, else the loss).
     callback : callable or None
         ``callback(iteration, error)`` at each report (every ``verbose`` iterations, else
         every ``iterations // 100``); returning True stops the fit at the next report point,
@@ -275,10 +276,8 @@ class _Trainer:
             stop = False
             if reporting and done % report_every == 0:
                 history.append((done, first_error))
-                if verbose and self.state is None:
-                    print("Error:" + str(net.dtype.type(first_error)), flush=True)
-                elif verbose:
-                    print(f"Iteration {done + 1}, loss = {first_error:.8f}", flush=True)
+                if verbose:
+                    print(report_line(net.output, net.dtype, done, first_error), flush=True)
                 if callback is not None:
                     stop = bool(callback(done, first_error))
             done += n_steps

@@ -70,6 +70,15 @@ def _locks_of(net):
         return locks
 
 
+def report_line(output, dtype, iteration, error):
+    """What ``verbose`` prints at a report: the original's ``Error:<mean |y - output|>`` for
+    output "original" (whatever the optimizer), else the epoch's loss as scikit-learn's MLP
+    prints it. iteration counts from 0."""
+    if output == "original":
+        return "Error:" + str(np.dtype(dtype).type(error))
+    return f"Iteration {iteration + 1}, loss = {error:.8f}"
+
+
 class TrainingDivergedError(FloatingPointError):
     """The training error stopped being finite; the network keeps its pre-fit weights."""
 
@@ -480,7 +489,7 @@ class Network:
                     loss = float(losses[epoch - done])
                     history.append((epoch, loss))
                     if verbose:
-                        print(f"Iteration {epoch + 1}, loss = {loss:.8f}", flush=True)
+                        print(report_line(self.output, self.dtype, epoch, loss), flush=True)
                     if callback is not None:
                         stop = bool(callback(epoch, loss))
                 if bar is not None:
@@ -569,7 +578,8 @@ class Network:
             if reporting and done % report_every == 0:
                 history.append((done, first_error))
                 if verbose:
-                    print("Error:" + str(self.dtype.type(first_error)), flush=True)
+                    print(report_line(self.output, self.dtype, done, first_error),
+                          flush=True)
                 if callback is not None:
                     stop = bool(callback(done, first_error))
             done += n_epochs

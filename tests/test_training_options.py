@@ -5,6 +5,7 @@ weights, resume, report_every, loss_gradient(), predict, transactional fits."""
 import contextlib
 import io
 import pathlib
+import re
 import runpy
 import sys
 
@@ -841,3 +842,20 @@ def test_orders_must_be_callable():
     net = nnfast.Network([4, 6, 3])
     with pytest.raises(TypeError, match="orders must be callable"):
         net.fit(X, y, 2, batch_size=5, orders=np.zeros((2, len(X)), dtype=np.intp))
+
+
+@pytest.mark.parametrize("backend", GENERAL_BACKENDS)
+def test_verbose_lines_follow_the_output_whatever_the_optimizer(backend, capsys):
+    """Output "original" reports the original's Error: line (mean |y - output|) also when
+    another optimizer sends it down the general path; other outputs their loss."""
+    for output, pattern in (("original", r"Error:(\S+)"),
+                            ("identity", r"Iteration \d+, loss = (\S+)")):
+        X, y = _model_data(output)
+        net = nnfast.Network([4, 6, 3], output=output, optimizer=Adam(learning_rate=0.01),
+                             backend=backend)
+        net.fit(X, y, 6, verbose=2)
+        lines = capsys.readouterr().out.splitlines()
+        matches = [re.fullmatch(pattern, line) for line in lines]
+        assert len(lines) == 3 and all(matches), lines
+        assert_allclose([float(m.group(1)) for m in matches], [e for _, e in net.history],
+                        rtol=1e-6)
