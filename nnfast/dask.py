@@ -26,6 +26,7 @@ import uuid
 import dask
 import numpy as np
 
+from . import reference
 from ._dask_cluster import client_for_fit, local_cluster
 from ._dask_data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
 from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, same, shard_gradient,
@@ -36,7 +37,6 @@ from ._validation import (check_inputs, check_int, check_learning_rate, check_sa
 from .network import (Network, TrainingDivergedError, _locks_of, _progress_bar,
                       report_line)
 from .optimizers import GradientStep
-from .reference import make_optimizer
 
 __all__ = ["fit", "local_cluster", "WorkerLostError"]
 
@@ -234,7 +234,7 @@ class _Trainer:
         self.network = network
         self.plan = plan
         self.state = state  # OptimizerState (a copy) of a general model's fit, else None
-        self.optimizer = None if state is None else make_optimizer(plan, state)
+        self.optimizer = None if state is None else reference.make_optimizer(plan, state)
         self.learning_rate = plan.learning_rate
         self.sync_every = sync_every
         self.shards = []
@@ -334,17 +334,16 @@ class _Trainer:
         denom = self.total_weight if plan.reduction == "mean" else 1
         grad = total.vector
         weights = param_views(params, net.sizes, net.bias)[0]
+        weight_grads, bias_grads = param_views(grad, net.sizes, net.bias)
         with np.errstate(all="ignore"):  # a non-finite loss is reported below
-            penalty = 0.0
-            if plan.alpha:
-                for weight_grad, weight in zip(param_views(grad, net.sizes, net.bias)[0],
-                                               weights):
-                    weight_grad += plan.alpha * weight
-                penalty = sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
-            if plan.reduction == "mean":
-                grad /= denom
+            for k, weight in enumerate(weights):
+                reference.finish_gradient(weight_grads[k],
+                                          None if bias_grads is None else bias_grads[k],
+                                          weight, plan.alpha, plan.reduction, denom)
             loss = self._loss(total)
             if plan.output != "original":  # whose reported error is mean |y - output| only
+                # Summed in float64, as the kernel sums the squared weights of a local fit.
+                penalty = sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
                 loss += 0.5 * plan.alpha * penalty / denom
         self._check_loss(total, loss, iteration)
         with np.errstate(all="ignore"):

@@ -469,11 +469,7 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
     else:
         denom = 1
     if need_loss:
-        values = 0
-        for w in weights:
-            w = w.ravel()
-            values += np.dot(w, w)
-        loss += 0.5 * alpha * values / denom
+        loss += l2_penalty(weights, alpha, denom)
     last = len(weights) - 1
     delta = _output_delta(output, y, layers[-1])
     if sample_weight is not None:
@@ -489,14 +485,31 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
 
 def _layer_gradient(k, denom, reduction, alpha, weights, layers, delta, weight_grads, bias_grads):
     """G_W = (a_k.T @ d + alpha * W_k) / denom; G_b = sum_rows(d) / denom ("sum": no division)."""
-    grad = layers[k].T.dot(delta)
-    grad += alpha * weights[k]
-    if reduction == "mean":
-        grad /= denom
-    weight_grads[k][...] = grad
+    weight_grads[k][...] = layers[k].T.dot(delta)
     if bias_grads is not None:
-        bias_grads[k][...] = (np.sum(delta, axis=0) / denom if reduction == "mean"
-                              else np.sum(delta, axis=0))
+        bias_grads[k][...] = np.sum(delta, axis=0)
+    finish_gradient(weight_grads[k], None if bias_grads is None else bias_grads[k],
+                    weights[k], alpha, reduction, denom)
+
+
+def finish_gradient(weight_grad, bias_grad, weight, alpha, reduction, denom):
+    """A layer's summed gradient (a.T @ d and, bias_grad, the column sums of d) becomes G in
+    place: (sum + alpha * W) / denom for the weights, sum / denom for the biases, in
+    scikit-learn's order of operations; reduction "sum" does not divide."""
+    weight_grad += alpha * weight
+    if reduction == "mean":
+        weight_grad /= denom
+        if bias_grad is not None:
+            bias_grad /= denom
+
+
+def l2_penalty(weights, alpha, denom):
+    """The loss's L2 term, 0.5 * alpha * sum ||W||^2 / denom (biases are not penalised)."""
+    values = 0
+    for w in weights:
+        w = w.ravel()
+        values += np.dot(w, w)
+    return 0.5 * alpha * values / denom
 
 
 # ------------------------------------------------------------------------------- optimizers

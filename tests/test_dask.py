@@ -251,7 +251,8 @@ def test_workers_run_the_compiled_kernel_for_other_models(client):
 
 
 def test_output_original_with_a_stateful_optimizer_prints_as_network_fit(client, capsys):
-    """Output "original" beyond the original's model: the general path's report lines."""
+    """Output "original" beyond the original's model (the general path): the original's
+    Error: lines, mean |y - output|, as Network.fit prints them."""
     X, y = _data(200, [4, 3, 1])
     options = dict(optimizer=nnfast.optimizers.Adam(learning_rate=0.01), alpha=1e-3)
     nnfast.Network([4, 3, 1], **options).fit(X, y, iterations=4, verbose=2)
@@ -261,9 +262,9 @@ def test_output_original_with_a_stateful_optimizer_prints_as_network_fit(client,
     out = capsys.readouterr().out
     assert len(out.splitlines()) == 2
     for line, local_line in zip(out.splitlines(), local_out.splitlines()):
-        assert re.fullmatch(r"Iteration \d+, loss = \S+", line)
-        assert line.split(",")[0] == local_line.split(",")[0]
-        assert_allclose(float(line.split("=")[1]), float(local_line.split("=")[1]), rtol=1e-7)
+        assert re.fullmatch(r"Error:\S+", line) and re.fullmatch(r"Error:\S+", local_line)
+        assert_allclose(float(line[len("Error:"):]), float(local_line[len("Error:"):]),
+                        rtol=1e-7)
 
 
 # ------------------------------------------------------------------------------ sample weights
