@@ -313,16 +313,8 @@ cdef void _forward_rows(const floating* inputs, const floating* weights,
                         const floating* bias, floating* outputs, Py_ssize_t row_start,
                         Py_ssize_t row_stop, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
     """outputs[rows] = sigmoid(inputs[rows] @ weights [+ bias]) through BLAS."""
-    cdef Py_ssize_t i
-    if row_stop <= row_start:
-        return
-    if bias != NULL:
-        for i in range(row_start, row_stop):
-            memcpy(&outputs[i * n_out], bias, n_out * sizeof(floating))
-    _gemm(AS_IS, AS_IS, <int>(row_stop - row_start), <int>n_out, <int>n_in, <floating>1,
-          &inputs[row_start * n_in], <int>n_in, weights, <int>n_out,
-          <floating>(0 if bias == NULL else 1), &outputs[row_start * n_out], <int>n_out)
-    _sigmoid_range(outputs, row_start * n_out, row_stop * n_out)
+    _linear_rows(inputs, weights, bias, outputs, row_start, row_stop, n_in, n_out,
+                 ACT_LOGISTIC)
 
 
 cdef inline void _forward_layer(const floating* inputs, const floating* weights,
