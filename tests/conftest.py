@@ -47,7 +47,9 @@ Which file holds what (one home per subject; add a line for a new file):
 
 import contextlib
 import os
-import select
+import signal
+import subprocess
+import threading
 import time
 
 # scikit-learn's estimator checks include array-API ones that run only when SciPy's array API
@@ -253,12 +255,41 @@ def child_env():
 
 
 def read_line(process, deadline):
-    """A child process's next stdout line ("" at its end), or fail at the deadline."""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            process.kill()
-            pytest.fail("the child process did not answer in time")
-        ready, _, _ = select.select([process.stdout], [], [], remaining)
-        if ready:
-            return process.stdout.readline()
+    """A child process's next stdout line ("" at its end), or fail at the deadline.
+
+    The line is read by a helper thread that ends with it (select() cannot wait on a pipe on
+    Windows), so nothing else reads the pipe afterwards, and communicate() gets the rest."""
+    line = []
+    reader = threading.Thread(target=lambda: line.append(process.stdout.readline()),
+                              daemon=True)
+    reader.start()
+    reader.join(max(0.0, deadline - time.monotonic()))
+    if reader.is_alive():
+        process.kill()
+        reader.join()
+        pytest.fail("the child process did not answer in time")
+    return line[0]
+
+
+# Ctrl-C for a child process. POSIX: SIGINT. Windows has no SIGINT to send to one process:
+# the child runs in its own process group (start_interruptible) and gets CTRL_BREAK_EVENT,
+# which its script maps to KeyboardInterrupt, as it does SIGINT, with this prologue.
+INTERRUPTIBLE_PROLOGUE = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+if hasattr(signal, "SIGBREAK"):
+    signal.signal(signal.SIGBREAK, signal.default_int_handler)
+"""
+
+
+def start_interruptible(args, **kwargs):
+    """subprocess.Popen of a child that interrupt_child can interrupt."""
+    if os.name == "nt":
+        kwargs["creationflags"] = (kwargs.get("creationflags", 0)
+                                   | subprocess.CREATE_NEW_PROCESS_GROUP)
+    return subprocess.Popen(args, **kwargs)
+
+
+def interrupt_child(process):
+    """Ctrl-C for a child started by start_interruptible."""
+    process.send_signal(signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGINT)

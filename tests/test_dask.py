@@ -7,12 +7,12 @@ on 127.0.0.1 (most share one per module) and closes it; nothing is assumed runni
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 
 import dask.array as da
+import psutil
 import numpy as np
 import pytest
 from distributed import Client
@@ -24,7 +24,8 @@ import nnfast._plan
 import nnfast.optimizers
 from nnfast._validation import available_cores
 
-from conftest import child_env, read_line
+from conftest import (INTERRUPTIBLE_PROLOGUE, child_env, interrupt_child, read_line,
+                      start_interruptible)
 
 # Full-batch gradients summed over this many rows in another order: float64 agrees to
 # ~1e-15 per step; the bound the issue asks for leaves room for 20 steps of drift.
@@ -638,7 +639,7 @@ def test_bad_arguments(argument, value, error):
 
 @pytest.mark.parametrize("source", ["dask", "numpy"])
 def test_a_worker_killed_mid_fit(source):
-    """SIGKILL to a worker process at iteration 5 of 20. From dask arrays Dask recomputes the
+    """A worker process killed at iteration 5 of 20. From dask arrays Dask recomputes the
     lost shards and the fit ends with the local fit's weights; scattered NumPy shards cannot
     be recomputed, so the fit raises WorkerLostError and the network keeps its state."""
     X, y = _data(20_000, [20, 16, 1])
@@ -650,7 +651,7 @@ def test_a_worker_killed_mid_fit(source):
 
         def kill_at_5(iteration, error):
             if iteration == 5:
-                os.kill(victim, signal.SIGKILL)
+                psutil.Process(victim).kill()  # SIGKILL; TerminateProcess on Windows
 
         net = nnfast.Network([20, 16, 1])
         before = _state(net)
@@ -665,13 +666,12 @@ def test_a_worker_killed_mid_fit(source):
             assert _unchanged(net, *before)
 
 
-CTRL_C_CHILD = r"""
-import signal, sys, time
+CTRL_C_CHILD = INTERRUPTIBLE_PROLOGUE + r"""
+import sys, time
 import numpy as np
 from distributed import Client
 import nnfast, nnfast.dask
 
-signal.signal(signal.SIGINT, signal.default_int_handler)
 stamp_path = sys.argv[1]
 if __name__ == "__main__":
     X = np.random.RandomState(0).uniform(-1, 1, (20000, 32))
@@ -703,8 +703,9 @@ def test_ctrl_c_stops_promptly_and_keeps_the_network(tmp_path):
     stamp = tmp_path / "signal_sent"
     script = tmp_path / "child.py"  # a file: worker processes start by importing __main__
     script.write_text(CTRL_C_CHILD)
-    process = subprocess.Popen([sys.executable, str(script), str(stamp)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=child_env())
+    process = start_interruptible([sys.executable, str(script), str(stamp)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=child_env())
     deadline = time.monotonic() + 120
     try:
         line = ""
@@ -713,7 +714,7 @@ def test_ctrl_c_stops_promptly_and_keeps_the_network(tmp_path):
             assert line, "the child exited before the fit: " + process.stderr.read()
         time.sleep(1.0)
         stamp.write_text(repr(time.monotonic()))
-        process.send_signal(signal.SIGINT)
+        interrupt_child(process)
         out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:

@@ -34,7 +34,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import nnfast
-from conftest import kernel_build
+from conftest import INTERRUPTIBLE_PROLOGUE, child_env, kernel_build
 
 BACKENDS = ["cython", "numpy"]
 DTYPES = [np.float32, np.float64]
@@ -150,11 +150,8 @@ PRELUDE = textwrap.dedent("""
 
 
 def _run_child(code, timeout=120):
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(nnfast.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
-                            capture_output=True, text=True, timeout=timeout, env=env)
+                            capture_output=True, text=True, timeout=timeout, env=child_env())
     return result.returncode, result.stdout, result.stderr
 
 
@@ -353,14 +350,13 @@ def test_absurd_thread_counts_are_refused_or_capped():
                      "n_threads=1099511627776": ("ValueError", "returned")})
 
 
-HUGE_ITERATIONS = """
-import signal, threading, os
-signal.signal(signal.SIGINT, signal.default_int_handler)
+HUGE_ITERATIONS = INTERRUPTIBLE_PROLOGUE + """
+import threading
 X = np.random.RandomState(0).uniform(-1, 1, (4, 3))
 y = np.array([0.0, 1.0, 1.0, 0.0])
 for backend in ("cython", "numpy"):
     net = nnfast.Network([3, 4, 1], backend=backend)
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer = threading.Timer(1.0, signal.raise_signal, (signal.SIGINT,))  # Ctrl-C, portably
     timer.start()
     try:
         # A callback, as a user would give to stop such a fit, reports every 10**28 epochs.

@@ -28,25 +28,24 @@ model of the general path as well (``general``: ReLU hidden layers, identity out
 state must be the pre-fit one too.
 """
 
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import child_env, read_line
+from conftest import (INTERRUPTIBLE_PROLOGUE, child_env, interrupt_child, read_line,
+                      start_interruptible)
 
 LATENCY_BOUND = 0.5
 # Everything a case may take, child start-up and data included: far above the expected ~5 s.
 OVERALL_TIMEOUT = 120
 
-CHILD = r"""
-import signal, sys, time
+CHILD = INTERRUPTIBLE_PROLOGUE + r"""
+import sys, time
 import numpy as np
 import nnfast
 
-signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
 backend, workload, model, stamp_path = sys.argv[1:5]
 if workload == "full-batch":
     rows, batch_size = 2048, None
@@ -102,7 +101,7 @@ print("ok", flush=True)
 def _interrupt_child(backend, workload, model, tmp_path):
     """Runs the child, interrupts its fit; returns (returncode, stdout, stderr)."""
     stamp = tmp_path / "signal_sent"
-    process = subprocess.Popen(
+    process = start_interruptible(
         [sys.executable, "-c", CHILD, backend, workload, model, str(stamp)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     deadline = time.monotonic() + OVERALL_TIMEOUT
@@ -118,7 +117,7 @@ def _interrupt_child(backend, workload, model, tmp_path):
         if lines and lines[-1].strip() == "fitting":
             time.sleep(0.5)
             stamp.write_text(repr(time.monotonic()))
-            process.send_signal(signal.SIGINT)
+            interrupt_child(process)
         out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
     except BaseException:
         process.kill()
