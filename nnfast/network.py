@@ -844,9 +844,11 @@ class _GeneralRun:
         self._fill_orders = fill_orders
         self._state_lock = state_lock
         n_rows = X.shape[0]
+        # Activations, deltas and gathered rows per batch; the params copy, the workspace's
+        # gradient and two transposes (nnfast._layout), and the optimizer state.
         check_fits_in_memory(
             network.dtype.itemsize * (3 * plan.batch_size * sum(network.sizes[1:])
-                                      + 2 * network._params.size + plan.state_size),
+                                      + 4 * network._params.size + plan.state_size),
             f"training on batches of {plan.batch_size} rows")
         self.kernel_threads = network._kernel_threads(plan.batch_size)
         self._run = network._general_backend().make_runner(
