@@ -843,6 +843,10 @@ cdef extern from "_skinny.h":
     void _skinny_dots_f "nnfast_skinny_dots_f"(const float* a, const float* bt,
                                                const float* bias, float* c, Py_ssize_t m,
                                                Py_ssize_t k, Py_ssize_t n) noexcept nogil
+    void _column_sums_d "nnfast_column_sums_d"(const double* values, double* sums,
+                                               Py_ssize_t m, Py_ssize_t n) noexcept nogil
+    void _column_sums_f "nnfast_column_sums_f"(const float* values, float* sums,
+                                               Py_ssize_t m, Py_ssize_t n) noexcept nogil
 
 
 def get_skinny_dim():
@@ -1378,11 +1382,11 @@ cdef inline bint _all_skinny(const _Config* config) noexcept nogil:
 
 cdef inline void _add_column_sums(const floating* values, floating* sums, Py_ssize_t rows,
                                   Py_ssize_t columns) noexcept nogil:
-    """sums += values (rows x columns).sum(axis=0)"""
-    cdef Py_ssize_t i, j
-    for i in range(rows):
-        for j in range(columns):
-            sums[j] = sums[j] + values[i * columns + j]
+    """sums += values (rows x columns).sum(axis=0), a block of columns in registers."""
+    if floating is double:
+        _column_sums_d(values, sums, rows, columns)
+    else:
+        _column_sums_f(values, sums, rows, columns)
 
 
 cdef double _blocked_step(_Config* config, floating* params, floating* state,

@@ -14,6 +14,7 @@
  *       before the store: the pass over C that would apply them otherwise is saved
  *   nnfast_skinny_outer_S(left, right, c, m, k, n):  C += L (m x k).T @ R (m x n)
  *   nnfast_skinny_dots_S(a, bt, bias, c, m, k, n):   C  = A (m x k) @ Bt (n x k).T [+ bias]
+ *   nnfast_column_sums_S(values, sums, m, n):         sums += values (m x n) summed over rows
  *
  * S is d (double) or f (float). Every output element is a sum in a fixed order that does
  * not depend on where the element falls in a block, so results do not depend on the
@@ -290,6 +291,42 @@ static void nnfast_skinny_outer_##S(const T* left, const T* right, T* c,        
     }                                                                                   \
 }                                                                                       \
                                                                                         \
+NNFAST_INLINE void nnfast_sums_block_##S(const T* values, T* sums, Py_ssize_t m,         \
+                                         Py_ssize_t n, Py_ssize_t s, const int NV,       \
+                                         const int count) {                             \
+    const Py_ssize_t L = sizeof(V) / sizeof(T);                                         \
+    V acc[4], w;                                                                        \
+    Py_ssize_t i;                                                                       \
+    int v;                                                                              \
+    for (v = 0; v < NV; v++) {                                                          \
+        if (count) NNFAST_LOAD_PART_##S(acc[v], sums + s, count);                       \
+        else NNFAST_LOAD(acc[v], sums + s + v * L);                                     \
+    }                                                                                   \
+    for (i = 0; i < m; i++) {                                                           \
+        for (v = 0; v < NV; v++) {                                                      \
+            if (count) NNFAST_LOAD_PART_##S(w, values + i * n + s, count);              \
+            else NNFAST_LOAD(w, values + i * n + s + v * L);                            \
+            acc[v] += w;                                                                \
+        }                                                                               \
+    }                                                                                   \
+    for (v = 0; v < NV; v++) {                                                          \
+        if (count) NNFAST_STORE_PART_##S(sums + s, acc[v], count);                      \
+        else NNFAST_STORE(sums + s + v * L, acc[v]);                                    \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+static void nnfast_column_sums_##S(const T* values, T* sums, Py_ssize_t m,               \
+                                   Py_ssize_t n) {                                      \
+    /* A block of columns is summed in registers over all rows, stored once. */         \
+    const Py_ssize_t L = sizeof(V) / sizeof(T);                                         \
+    Py_ssize_t s;                                                                       \
+    for (s = 0; s + 4 * L <= n; s += 4 * L)                                             \
+        nnfast_sums_block_##S(values, sums, m, n, s, 4, 0);                             \
+    for (; s + L <= n; s += L)                                                          \
+        nnfast_sums_block_##S(values, sums, m, n, s, 1, 0);                             \
+    if (s < n) nnfast_sums_block_##S(values, sums, m, n, s, 1, (int)(n - s));           \
+}                                                                                       \
+                                                                                        \
 NNFAST_INLINE T nnfast_lane_sum_##S(V v) {                                               \
     /* Pairwise, halving the width: log2(lanes) dependent additions, not lanes. */      \
     NNFAST_LANE_SUM_##S(v);                                                             \
@@ -377,6 +414,12 @@ static void nnfast_skinny_outer_##S(const T* left, const T* right, T* c,        
     for (i = 0; i < m; i++)                                                             \
         for (p = 0; p < k; p++)                                                         \
             for (j = 0; j < n; j++) c[p * n + j] += left[i * k + p] * right[i * n + j]; \
+}                                                                                       \
+static void nnfast_column_sums_##S(const T* values, T* sums, Py_ssize_t m,               \
+                                   Py_ssize_t n) {                                      \
+    Py_ssize_t i, j;                                                                    \
+    for (i = 0; i < m; i++)                                                             \
+        for (j = 0; j < n; j++) sums[j] += values[i * n + j];                           \
 }                                                                                       \
 static void nnfast_skinny_dots_##S(const T* a, const T* bt, const T* bias, T* c,         \
                                    Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {           \
