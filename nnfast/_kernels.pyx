@@ -911,8 +911,6 @@ cdef void _general_gradient(floating* grad, const floating* inputs, const floati
                             Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
                             int n_threads) noexcept nogil:
     """grad[:n_in * n_out] = inputs.T @ delta; grad's bias part (has_bias) = delta.sum(0)."""
-    cdef Py_ssize_t i, j
-    cdef floating* bias
     if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out, n_threads):
         _apply_gradient(grad, grad + n_in * n_out if has_bias else NULL, inputs, delta, 1,
                         False, bias_sums, m, n_in, n_out, n_threads)
@@ -926,12 +924,8 @@ cdef void _general_gradient(floating* grad, const floating* inputs, const floati
         _skinny_outer(delta, inputs, transposed, m, n_out, n_in)
         _transpose(transposed, grad, n_out, n_in)
     if has_bias:
-        bias = grad + n_in * n_out
-        for j in range(n_out):
-            bias[j] = 0
-        for i in range(m):
-            for j in range(n_out):
-                bias[j] = bias[j] + delta[i * n_out + j]
+        memset(grad + n_in * n_out, 0, n_out * sizeof(floating))
+        _add_column_sums(delta, grad + n_in * n_out, m, n_out)
 
 
 cdef void _general_forward(const floating* inputs, const floating* weights,
