@@ -20,6 +20,8 @@ except ImportError as exc:
     raise ImportError("nnfast.dask needs dask and distributed: pip install 'nnfast[dask]' "
                       f"(or pip install 'dask[array]' distributed); {exc}") from exc
 
+import signal
+import threading
 import time
 import uuid
 
@@ -58,6 +60,39 @@ def _pin(worker):
 
 class WorkerLostError(RuntimeError):
     """The cluster lost data that Dask cannot recompute; the network keeps its pre-fit state."""
+
+
+class _InterruptLatch:
+    """Keeps a Ctrl-C that Python swallowed: a KeyboardInterrupt raised while a finalizer
+    runs (Dask releases futures in ``__del__``, on the main thread, in the middle of a
+    wait) is printed as "Exception ignored" and lost, and the fit would go on. While a fit
+    runs on the main thread with Python's default handler, SIGINT also sets a flag, which
+    the step loop checks after each round (milliseconds). Other handlers are left alone."""
+
+    def __init__(self):
+        self.pressed = False
+        self._installed = False
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self):
+        """KeyboardInterrupt if Ctrl-C came during the fit (raised or not at the time)."""
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info):
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        return False
 
 
 def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, sync_every=1,
@@ -269,10 +304,25 @@ class _Trainer:
             report_every = -(-report_every // self.sync_every) * self.sync_every
         history = []
         done = 0
+        with _InterruptLatch() as interrupt:
+            done = self._run_reports(params, iterations, report_every, reporting, verbose,
+                                     callback, bar, history, interrupt)
+        if not np.isfinite(params).all():
+            raise TrainingDivergedError(
+                f"training diverged: weights became infinite (learning_rate="
+                f"{self.learning_rate} too large?); the weights are left as they were before "
+                "this fit")
+        return params, history, done
+
+    def _run_reports(self, params, iterations, report_every, reporting, verbose, callback,
+                     bar, history, interrupt):
+        """The steps between reports, and the reports; returns the iterations done."""
+        net = self.network
+        done = 0
         while done < iterations:
             next_report = (done // report_every + 1) * report_every
             n_steps = min(iterations, next_report) - done
-            first_error = self._run_steps(params, n_steps, done)
+            first_error = self._run_steps(params, n_steps, done, interrupt)
             stop = False
             if reporting and done % report_every == 0:
                 history.append((done, first_error))
@@ -285,14 +335,9 @@ class _Trainer:
                 bar.update(n_steps)
             if stop:
                 break
-        if not np.isfinite(params).all():
-            raise TrainingDivergedError(
-                f"training diverged: weights became infinite (learning_rate="
-                f"{self.learning_rate} too large?); the weights are left as they were before "
-                "this fit")
-        return params, history, done
+        return done
 
-    def _run_steps(self, params, n_steps, done):
+    def _run_steps(self, params, n_steps, done, interrupt):
         """n_steps iterations from iteration ``done``, updating params in place; returns the
         first one's error (mean |y - output|, or the loss of a general model)."""
         first_error = None
@@ -309,6 +354,7 @@ class _Trainer:
             if first_error is None:
                 first_error = error
             step += k
+            interrupt.check()
         return first_error
 
     def _original_update(self, params, total, iteration):
