@@ -124,7 +124,7 @@ TARGET = sysconfig.get_platform()
 X86_64 = TARGET.endswith("x86_64") and sys.platform != "win32"
 
 # Every variant compiles _kernels.pyx and the C loops it includes: a change to either rebuilds.
-DEPENDS = ["nnfast/_kernels.pyx", "nnfast/_skinny.h"]
+DEPENDS = ["nnfast/_kernels.pyx", "nnfast/_skinny.h", "nnfast/_clock.h"]
 extensions = [Extension("nnfast._kernels", ["nnfast/_kernels.pyx"], depends=DEPENDS)]
 if X86_64:
     extensions += [Extension(name, [name.replace(".", "/") + ".pyx"], depends=DEPENDS)

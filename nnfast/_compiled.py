@@ -69,7 +69,7 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     n_threads : int
         Kernel threads (Network decides: > 1 only for large products).
     check_every : int
-        Batches between polls for Ctrl-C; 0 never polls.
+        Batches between the kernel's looks at the clock for a Ctrl-C poll; 0 never polls.
 
     Returns
     -------

@@ -15,8 +15,8 @@ needs (``nnfast._layout``), and calls :func:`fit` once per reporting chunk (the 
 Every ``def`` entry point checks the sizes of the buffers it is given before it releases the
 GIL. This module
 assumes valid, C-contiguous input of a single floating dtype, allocates nothing, and runs its
-loops without the GIL; it takes the GIL back only to poll for signals (Ctrl-C) at an interval
-the caller chooses. Compiler directives are set in one place, ``setup.py``.
+loops without the GIL; it takes the GIL back only to poll for signals (Ctrl-C), at most every
+20 ms (see "Ctrl-C" below). Compiler directives are set in one place, ``setup.py``.
 
 Memory layout (shared with ``nnfast._layout``)
 -----------------------------------------------
@@ -512,6 +512,52 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
     return abs_error_sum
 
 
+# --------------------------------------------------------------------------------------------
+# Ctrl-C. Python's handler only records a signal; the kernel must take the GIL and ask. It
+# asks at most every _POLL_SECONDS, whatever a batch costs: the caller's check_every spaces
+# looks at the clock by work (a clock read would cost the tutorial's tiny steps ~30%), the
+# clock spaces the polls by time (taking the GIL is slow when another Python thread holds it,
+# and a debug build or a slow machine does the same work many times slower).
+# --------------------------------------------------------------------------------------------
+
+cdef double _POLL_SECONDS = 0.02
+
+cdef extern from "_clock.h":
+    double _monotonic_seconds "nnfast_monotonic_seconds"() noexcept nogil
+
+
+cdef struct _SignalPoll:
+    Py_ssize_t batches_per_look     # batches between looks at the clock; 0: never poll
+    Py_ssize_t batches_left
+    double next_poll                # monotonic seconds
+
+
+cdef inline _SignalPoll _signal_poll(Py_ssize_t check_every) noexcept nogil:
+    cdef _SignalPoll poll
+    poll.batches_per_look = check_every
+    poll.batches_left = check_every
+    poll.next_poll = 0.0
+    return poll
+
+
+cdef inline int _after_batch(_SignalPoll* poll) except -1 nogil:
+    """Counts a batch; raises what a pending signal's handler raises (KeyboardInterrupt)."""
+    cdef double now
+    if poll.batches_per_look == 0:
+        return 0
+    poll.batches_left -= 1
+    if poll.batches_left > 0:
+        return 0
+    poll.batches_left = poll.batches_per_look
+    now = _monotonic_seconds()
+    if now < poll.next_poll:
+        return 0
+    poll.next_poll = now + _POLL_SECONDS
+    with gil:
+        PyErr_CheckSignals()
+    return 0
+
+
 cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
                    bint has_bias, const floating* x, const floating* y, Py_ssize_t n_rows,
                    const Py_ssize_t* order, Py_ssize_t batch_size, Py_ssize_t n_epochs,
@@ -523,7 +569,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
     cdef Py_ssize_t epoch, start, m, r, row
     cdef Py_ssize_t n_in = sizes[0]
     cdef Py_ssize_t n_out = sizes[n_layers]
-    cdef Py_ssize_t until_check = check_every  # batches
+    cdef _SignalPoll poll = _signal_poll(check_every)
     cdef double epoch_error
     cdef const floating* batch_in
     cdef const floating* batch_target
@@ -549,12 +595,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
                                        grad, NULL, n_threads)
             start += m
             # Polled between batches, not epochs: an epoch of many mini-batches can be long.
-            until_check -= 1
-            if until_check == 0:
-                until_check = check_every
-                with gil:
-                    if PyErr_CheckSignals() == -1:
-                        return -1
+            _after_batch(&poll)
         if epoch == 0:
             first_error[0] = epoch_error / (n_rows * n_out)
         # A sum of |y - a| is finite exactly when every term is: one test per epoch catches
@@ -1526,7 +1567,7 @@ cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
     cdef Py_ssize_t epoch, start, m, r, row
     cdef Py_ssize_t n_in = config.sizes[0]
     cdef Py_ssize_t n_out = config.sizes[config.n_layers]
-    cdef Py_ssize_t until_check = config.check_every  # batches
+    cdef _SignalPoll poll = _signal_poll(config.check_every)
     cdef double epoch_loss, abs_error, batch_loss
     cdef floating* batch_x = <floating*>work.batch_x
     cdef floating* batch_y = <floating*>work.batch_y
@@ -1561,12 +1602,7 @@ cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
             # accumulated loss, each batch's loss weighted by its rows.
             epoch_loss += abs_error if config.output == OUT_ORIGINAL else batch_loss * m
             start += m
-            until_check -= 1
-            if until_check == 0:
-                until_check = config.check_every
-                with gil:
-                    if PyErr_CheckSignals() == -1:
-                        return -1
+            _after_batch(&poll)
         epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUT_ORIGINAL
                                             else n_rows)
         # The epoch's end, as scikit-learn's: rows seen, then the schedule.
@@ -1855,7 +1891,7 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
         floating[::1] grad,                # scratch, max(s1..sL)
         floating[::1] batch_x,             # scratch, batch_size * s0 when order is given
         floating[::1] batch_y,             # scratch, batch_size * sL when order is given
-        Py_ssize_t check_every,            # batches between polls for Ctrl-C; 0: never
+        Py_ssize_t check_every,            # batches between looks at the clock; 0: never
         int n_threads=1):
     """Trains for n_epochs epochs in one call, without the GIL.
 
@@ -1870,8 +1906,9 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
     n_epochs : passes over the rows.
     learning_rate : step size.
     activations, deltas, grad, batch_x, batch_y : scratch buffers sized by the caller.
-    check_every : poll for signals (Ctrl-C) after this many batches; 0 never polls (for
-        fits off the main thread, where Python handles no signals).
+    check_every : look at the clock after this many batches, and poll for signals (Ctrl-C)
+        when 20 ms have passed since the last poll; 0 never polls (for fits off the main
+        thread, where Python handles no signals).
     n_threads : threads for the elementwise passes over large layers (BLAS has its own).
 
     Returns
@@ -1944,7 +1981,8 @@ cdef class TrainConfig:
     batch_size : int >= 1
         Rows per step of fit_general (loss_gradient takes all rows).
     check_every : int >= 0
-        Batches between polls for Ctrl-C; 0 never polls.
+        Batches between looks at the clock for a Ctrl-C poll (at most one per 20 ms); 0
+        never polls.
     n_threads : int >= 1
         Kernel threads, for networks whose products are large.
     step, samples_seen, learning_rate :

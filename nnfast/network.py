@@ -37,8 +37,11 @@ from ._validation import (
 )
 from .optimizers import SGD, GradientStep
 
-# The kernel polls for Ctrl-C about every this many multiply-adds (milliseconds of work).
-_SIGNAL_CHECK_FLOPS = 5e7
+# The kernel looks at the clock about every this much work (a fraction of a millisecond
+# optimised, a few in a debug build) and polls for Ctrl-C when 20 ms have passed; work is
+# counted in multiply-adds, a parameter's update per batch as _UPDATE_WORK of them (Adam's).
+_CLOCK_LOOK_WORK = 1e6
+_UPDATE_WORK = 10
 # Without kernel threads, an explicit n_threads caps BLAS only from this product size on;
 # below it BLAS runs single-threaded anyway and the cap would cost more than the fit.
 _BLAS_THREADED_FLOPS = 1 << 16
@@ -549,10 +552,12 @@ class Network:
         return _compiled
 
     def _check_every(self, batch_size):
-        """Batches between the kernel's Ctrl-C polls (0: never, off the main thread)."""
-        flops_per_batch = 3 * batch_size * sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        """Batches between the kernel's looks at the clock for a Ctrl-C poll (0: never, off
+        the main thread)."""
+        weights = sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        work_per_batch = 3 * batch_size * weights + _UPDATE_WORK * weights
         # Only the main thread handles signals: elsewhere a poll would only take the GIL.
-        return (max(1, math.ceil(_SIGNAL_CHECK_FLOPS / flops_per_batch))
+        return (max(1, math.ceil(_CLOCK_LOOK_WORK / work_per_batch))
                 if threading.current_thread() is threading.main_thread() else 0)
 
     def _run_chunks(self, run_chunk, params, fill_orders, iterations, n_rows, report_every,
