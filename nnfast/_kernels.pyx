@@ -526,35 +526,15 @@ cdef extern from "_clock.h":
     double _monotonic_seconds "nnfast_monotonic_seconds"() noexcept nogil
 
 
-cdef struct _SignalPoll:
-    Py_ssize_t batches_per_look     # batches between looks at the clock; 0: never poll
-    Py_ssize_t batches_left
-    double next_poll                # monotonic seconds
-
-
-cdef inline _SignalPoll _signal_poll(Py_ssize_t check_every) noexcept nogil:
-    cdef _SignalPoll poll
-    poll.batches_per_look = check_every
-    poll.batches_left = check_every
-    poll.next_poll = 0.0
-    return poll
-
-
-cdef inline int _after_batch(_SignalPoll* poll) except -1 nogil:
-    """Counts a batch; raises what a pending signal's handler raises (KeyboardInterrupt)."""
-    cdef double now
-    if poll.batches_per_look == 0:
-        return 0
-    poll.batches_left -= 1
-    if poll.batches_left > 0:
-        return 0
-    poll.batches_left = poll.batches_per_look
-    now = _monotonic_seconds()
-    if now < poll.next_poll:
-        return 0
-    poll.next_poll = now + _POLL_SECONDS
-    with gil:
-        PyErr_CheckSignals()
+cdef int _poll_signals(double* next_poll) except -1 nogil:
+    """Raises what a pending signal's handler raises (KeyboardInterrupt), if _POLL_SECONDS
+    have passed since the poll that set next_poll (0 at a fit's start). Kept out of the
+    loops: inlined, it changed how GCC compiled the original's step (+20% instructions)."""
+    cdef double now = _monotonic_seconds()
+    if now >= next_poll[0]:
+        next_poll[0] = now + _POLL_SECONDS
+        with gil:
+            PyErr_CheckSignals()
     return 0
 
 
@@ -569,7 +549,8 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
     cdef Py_ssize_t epoch, start, m, r, row
     cdef Py_ssize_t n_in = sizes[0]
     cdef Py_ssize_t n_out = sizes[n_layers]
-    cdef _SignalPoll poll = _signal_poll(check_every)
+    cdef Py_ssize_t until_check = check_every  # batches
+    cdef double next_poll = 0.0
     cdef double epoch_error
     cdef const floating* batch_in
     cdef const floating* batch_target
@@ -595,7 +576,10 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
                                        grad, NULL, n_threads)
             start += m
             # Polled between batches, not epochs: an epoch of many mini-batches can be long.
-            _after_batch(&poll)
+            until_check -= 1
+            if until_check == 0:
+                until_check = check_every
+                _poll_signals(&next_poll)
         if epoch == 0:
             first_error[0] = epoch_error / (n_rows * n_out)
         # A sum of |y - a| is finite exactly when every term is: one test per epoch catches
@@ -1567,7 +1551,8 @@ cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
     cdef Py_ssize_t epoch, start, m, r, row
     cdef Py_ssize_t n_in = config.sizes[0]
     cdef Py_ssize_t n_out = config.sizes[config.n_layers]
-    cdef _SignalPoll poll = _signal_poll(config.check_every)
+    cdef Py_ssize_t until_check = config.check_every  # batches
+    cdef double next_poll = 0.0
     cdef double epoch_loss, abs_error, batch_loss
     cdef floating* batch_x = <floating*>work.batch_x
     cdef floating* batch_y = <floating*>work.batch_y
@@ -1602,7 +1587,10 @@ cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
             # accumulated loss, each batch's loss weighted by its rows.
             epoch_loss += abs_error if config.output == OUT_ORIGINAL else batch_loss * m
             start += m
-            _after_batch(&poll)
+            until_check -= 1
+            if until_check == 0:
+                until_check = config.check_every
+                _poll_signals(&next_poll)
         epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUT_ORIGINAL
                                             else n_rows)
         # The epoch's end, as scikit-learn's: rows seen, then the schedule.
