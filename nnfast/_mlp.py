@@ -113,6 +113,37 @@ def _accuracy(y_true, y_pred, sample_weight=None):
     return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
 
 
+def _r2(y_true, y_pred, sample_weight=None):
+    """scikit-learn's ``r2_score`` (outputs averaged uniformly, scores forced finite) for
+    floating targets and predictions of one dtype and row count, and weights of that dtype
+    or none: the same sums, ``numpy.average`` as scikit-learn takes its mean, without its
+    validation (~0.4 ms per call, which early stopping pays every epoch); other inputs go to
+    ``r2_score``."""
+    n_rows = len(y_true)
+    fast = (isinstance(y_true, np.ndarray) and isinstance(y_pred, np.ndarray)
+            and y_true.dtype == y_pred.dtype and y_true.dtype.kind == "f"
+            and y_true.ndim in (1, 2) and y_pred.ndim in (1, 2) and n_rows >= 2
+            and (sample_weight is None or (isinstance(sample_weight, np.ndarray)
+                                           and sample_weight.dtype == y_true.dtype
+                                           and sample_weight.shape == (n_rows,))))
+    if fast:
+        y_true = y_true.reshape(n_rows, -1)
+        y_pred = y_pred.reshape(len(y_pred), -1)
+        fast = y_true.shape == y_pred.shape
+    if not fast:
+        return r2_score(y_true, y_pred, sample_weight=sample_weight)
+    weight = 1.0 if sample_weight is None else sample_weight[:, None]
+    numerator = np.sum(weight * (y_true - y_pred) ** 2, axis=0)
+    denominator = np.sum(
+        weight * (y_true - np.average(y_true, axis=0, weights=sample_weight)) ** 2, axis=0)
+    scores = np.ones(y_true.shape[1], dtype=numerator.dtype)
+    # A perfect fit scores 1 (even of constant targets); a constant target's imperfect fit 0.
+    valid = (numerator != 0) & (denominator != 0)
+    scores[valid] = 1 - numerator[valid] / denominator[valid]
+    scores[(numerator != 0) & (denominator == 0)] = 0.0
+    return float(np.average(scores))
+
+
 class _NetworkTrainer:
     """The one ``Network`` a fit trains, and the moves between its parameter layout and
     scikit-learn's lists of ``coefs_`` and ``intercepts_``."""
@@ -851,7 +882,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _predictions(self, outputs):
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
 
-    _score_function = staticmethod(r2_score)
+    _score_function = staticmethod(_r2)
 
     def predict(self, X):
         """Predicted targets.

@@ -1,6 +1,6 @@
 """The MLP estimators' fit-time input checks for plain NumPy arrays (``nnfast._mlp_input``,
 ``nnfast._random``) against scikit-learn's own validation, and early stopping's per-epoch
-predictions and accuracy against scikit-learn's functions.
+predictions, accuracy and R^2 against scikit-learn's functions.
 
 For X and y plain ndarrays the estimators check them, find the classes and seed the random
 state directly instead of through scikit-learn's ``validate_data``, label functions and
@@ -417,3 +417,69 @@ def test_decoded_predictions_and_accuracy_are_scikit_learns(label_case, weighted
     assert score == accuracy_score(held_out, theirs, sample_weight=weights)
     # One class is always predicted right; otherwise the random outputs miss some.
     assert score == 1 if label_case == "one-class" else 0 < score < 1
+
+
+R2_CASES = {
+    "one-output-flat-predictions": lambda rng, n: (rng.normal(size=(n, 1)),
+                                                   rng.normal(size=n)),
+    "flat": lambda rng, n: (rng.normal(size=n), rng.normal(size=n)),
+    # Outputs 1-4: ordinary, a perfect fit, a constant target fitted exactly, a constant
+    # target missed (the scores scikit-learn forces finite).
+    "special-columns": lambda rng, n: _special_r2_columns(rng, n),
+}
+
+
+def _special_r2_columns(rng, n):
+    y_true = np.column_stack([rng.normal(size=n), rng.normal(size=n), np.full(n, 2.0),
+                              np.full(n, -1.0)])
+    y_pred = np.column_stack([rng.normal(size=n), y_true[:, 1], y_true[:, 2],
+                              rng.normal(size=n)])
+    return y_true, y_pred
+
+
+@pytest.mark.parametrize("case", list(R2_CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n_rows", [2, 57])
+def test_r2_is_scikit_learns(case, dtype, weighted, n_rows):
+    # The regressor's early-stopping score, every epoch, against r2_score exactly.
+    from sklearn.metrics import r2_score
+
+    from nnfast._mlp import _r2
+
+    rng = np.random.RandomState(n_rows)
+    y_true, y_pred = (a.astype(dtype) for a in R2_CASES[case](rng, n_rows))
+    weights = rng.uniform(0.5, 2, n_rows).astype(dtype) if weighted else None
+    score = _r2(y_true, y_pred, sample_weight=weights)
+    assert type(score) is float
+    assert score == r2_score(y_true, y_pred, sample_weight=weights)
+    if case == "special-columns" and not weighted:
+        # (Weighted, a constant column's mean may be off by an ulp: no longer constant.)
+        scores = r2_score(y_true, y_pred, multioutput="raw_values")
+        assert scores[1] == scores[2] == 1 and scores[3] == 0 and scores[0] < 1
+
+
+@pytest.mark.parametrize("y_true, y_pred, weights", [
+    pytest.param([1.0, 2.0, 4.0], [1.5, 2.0, 3.0], None, id="lists"),
+    pytest.param(np.array([1.0, 2.0, 4.0]), np.array([1.5, 2.0, 3.0], np.float32), None,
+                 id="mixed-dtypes"),
+    pytest.param(np.array([1.0, 2.0, 4.0]), np.array([1.5, 2.0, 3.0]),
+                 np.array([1, 2, 1]), id="integer-weights"),
+    pytest.param(np.array([1, 2, 4]), np.array([1, 2, 3]), None, id="integers"),
+])
+def test_r2_of_other_inputs_is_r2_score(y_true, y_pred, weights):
+    from sklearn.metrics import r2_score
+
+    from nnfast._mlp import _r2
+
+    assert _r2(y_true, y_pred, sample_weight=weights) == r2_score(y_true, y_pred,
+                                                                  sample_weight=weights)
+
+
+def test_r2_of_one_row_warns_as_r2_score():
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    from nnfast._mlp import _r2
+
+    with pytest.warns(UndefinedMetricWarning):
+        assert np.isnan(_r2(np.array([1.0]), np.array([2.0])))
