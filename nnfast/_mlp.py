@@ -448,7 +448,9 @@ class _BaseMLP(BaseEstimator):
 
     def _network_outputs(self, X):
         check_is_fitted(self, "coefs_")
-        X = validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES)
+        checked = _mlp_input.prediction_array(self, X)
+        X = (checked if checked is not None
+             else validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES))
         return _forward(self.coefs_, self.intercepts_, X, self.activation, self.out_activation_)
 
 

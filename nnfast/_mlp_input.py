@@ -1,4 +1,4 @@
-"""scikit-learn's fit-time input checks of the MLP estimators, fast for plain NumPy arrays.
+"""scikit-learn's input checks of the MLP estimators (fit and predict), fast for plain NumPy arrays.
 
 scikit-learn's ``validate_data``, ``type_of_target`` (three calls per classifier fit),
 ``LabelBinarizer.fit`` and ``check_random_state`` cost about 2 ms per fit whatever the data
@@ -72,18 +72,10 @@ def training_arrays(estimator, X, y, reset, numeric_targets):
     ``n_features_in_`` columns and the estimator must not have been fitted with feature names
     (scikit-learn warns then). Nothing is changed on the estimator when declining.
     """
-    if type(X) is not np.ndarray or type(y) is not np.ndarray:
-        return None
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+    X = _feature_array(X)
+    if X is None or type(y) is not np.ndarray:
         return None
     if y.ndim not in (1, 2) or y.shape[0] != X.shape[0] or (y.ndim == 2 and y.shape[1] < 1):
-        return None
-    if X.dtype in _KEPT_DTYPES:
-        if not _finite(X):
-            return None
-    elif X.dtype.kind in "biu":
-        X = np.asarray(X, dtype=np.float64)
-    else:
         return None
     kind = y.dtype.kind
     if kind == "f":
@@ -94,10 +86,37 @@ def training_arrays(estimator, X, y, reset, numeric_targets):
     if reset:
         estimator.n_features_in_ = X.shape[1]
         estimator.__dict__.pop("feature_names_in_", None)
-    elif (hasattr(estimator, "feature_names_in_")
-          or X.shape[1] != getattr(estimator, "n_features_in_", X.shape[1])):
+    elif not _fits_features(estimator, X):
         return None
     return X, y
+
+
+def prediction_array(estimator, X):
+    """``validate_data(estimator, X, reset=False, dtype=(float64, float32))`` of a fitted
+    estimator for a plain array, or None to decline: X as :func:`training_arrays` accepts
+    it, with the estimator's ``n_features_in_`` columns, the estimator fitted without
+    feature names. Its ~0.2 ms are most of a small prediction."""
+    X = _feature_array(X)
+    return X if X is not None and _fits_features(estimator, X) else None
+
+
+def _feature_array(X):
+    """X an ``ndarray`` (exactly) of shape (n >= 1, m >= 1), finite float64 or float32
+    (kept) or bools or integers (converted to float64); else None."""
+    if type(X) is not np.ndarray or X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        return None
+    if X.dtype in _KEPT_DTYPES:
+        return X if _finite(X) else None
+    if X.dtype.kind in "biu":
+        return np.asarray(X, dtype=np.float64)
+    return None
+
+
+def _fits_features(estimator, X):
+    """Whether X may go to an estimator already fitted (or being fitted further) without a
+    check of scikit-learn's: its column count, and no feature names to warn about."""
+    return (not hasattr(estimator, "feature_names_in_")
+            and X.shape[1] == getattr(estimator, "n_features_in_", X.shape[1]))
 
 
 def class_labels(y):

@@ -21,10 +21,10 @@ Which file holds what (one home per subject; add a line for a new file):
 - test_kernels.py: each ``def`` kernel of the original's path against its counterpart in
   ``nnfast.reference``, and the size checks of those entry points.
 - test_memory.py: a fit allocates once, up front.
-- test_mlp_input.py: the MLP estimators' fit-time input checks for plain NumPy arrays
-  (``nnfast._mlp_input``, ``nnfast._random``): the same fits, classes, errors and warnings
-  as scikit-learn's own validation; early stopping's decoded predictions and accuracy
-  against scikit-learn's functions.
+- test_mlp_input.py: the MLP estimators' fit- and predict-time input checks for plain NumPy
+  arrays (``nnfast._mlp_input``, ``nnfast._random``): the same fits, predictions, classes,
+  errors and warnings as scikit-learn's own validation; early stopping's decoded
+  predictions, accuracy and R^2 against scikit-learn's functions.
 - test_persistence.py: save / load (format versions 1 and 2), pickle, deepcopy.
 - test_properties.py: property-based kernel / reference equivalence (hypothesis).
 - test_readme.py: the README's commands and examples.

@@ -1,6 +1,6 @@
-"""The MLP estimators' fit-time input checks for plain NumPy arrays (``nnfast._mlp_input``,
-``nnfast._random``) against scikit-learn's own validation, and early stopping's per-epoch
-predictions, accuracy and R^2 against scikit-learn's functions.
+"""The MLP estimators' fit- and predict-time input checks for plain NumPy arrays
+(``nnfast._mlp_input``, ``nnfast._random``) against scikit-learn's own validation, and early
+stopping's per-epoch predictions, accuracy and R^2 against scikit-learn's functions.
 
 For X and y plain ndarrays the estimators check them, find the classes and seed the random
 state directly instead of through scikit-learn's ``validate_data``, label functions and
@@ -42,6 +42,7 @@ def _data(n_rows=40, n_features=4):
 def _generic_path(monkeypatch):
     """Switches the fast path off: scikit-learn's functions check every input."""
     monkeypatch.setattr(_mlp_input, "training_arrays", lambda *args: None)
+    monkeypatch.setattr(_mlp_input, "prediction_array", lambda *args: None)
     monkeypatch.setattr(_mlp_input, "class_labels", lambda y: None)
     monkeypatch.setattr(_mlp_input, "check_random_state", sklearn_check_random_state)
 
@@ -317,6 +318,72 @@ def test_a_declined_input_leaves_the_estimator_alone():
     X[0, 0] = np.nan
     assert _mlp_input.training_arrays(model, X[:, :3], labels, True, False) is None
     assert model.n_features_in_ == 4
+
+
+# ------------------------------------------------------------------------- predictions
+
+def _predictions_both_ways(monkeypatch, model, X):
+    """{method: (fast-path result, generic result)} of every prediction method on X."""
+    methods = ["predict", "predict_proba", "predict_log_proba"] if hasattr(
+        model, "predict_proba") else ["predict"]
+    results = {}
+    for name in methods:
+        ours = getattr(model, name)(X)
+        with monkeypatch.context() as patch:
+            _generic_path(patch)
+            results[name] = (ours, getattr(model, name)(X))
+    return results
+
+
+@pytest.mark.parametrize("x_case", list(X_CASES))
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_predictions_of_arrays_are_the_generic_ones(x_case, Estimator, monkeypatch):
+    X, labels = _data()
+    model = Estimator(**PARAMS).fit(X, labels)
+    X = X_CASES[x_case](X)
+    assert _mlp_input.prediction_array(model, X) is not None
+    for name, (ours, generic) in _predictions_both_ways(monkeypatch, model, X).items():
+        _assert_identical(ours, generic, name)
+
+
+def _bad_prediction_inputs():
+    cases = {name: X for name, (X, _) in _bad_inputs().items()
+             if "-X" in name or name == "no-columns"}
+    X, _ = _data()
+    cases["too-few-columns"] = X[:, :3]
+    cases["too-many-columns"] = np.hstack([X, X])
+    return cases
+
+
+@pytest.mark.parametrize("case", list(_bad_prediction_inputs()))
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_bad_prediction_input_is_scikit_learns_error(case, method, monkeypatch):
+    X, labels = _data()
+    bad = _bad_prediction_inputs()[case]
+    ours_model = MLPClassifier(**PARAMS).fit(X, labels)
+    theirs_model = neural_network.MLPClassifier(**PARAMS).fit(X, labels)
+    ours = _error(lambda: getattr(ours_model, method)(bad))
+    with monkeypatch.context() as patch:
+        _generic_path(patch)
+        assert _error(lambda: getattr(ours_model, method)(bad)) == ours
+    assert ours == _error(lambda: getattr(theirs_model, method)(bad))
+
+
+def test_predicting_an_array_after_a_dataframe_fit_warns_as_scikit_learn(monkeypatch):
+    pandas = pytest.importorskip("pandas")
+    X, labels = _data()
+    frame = pandas.DataFrame(X, columns=["a", "b", "c", "d"])
+    model = MLPClassifier(**PARAMS).fit(frame, labels)
+    assert _mlp_input.prediction_array(model, X) is None  # declined: the names to warn about
+    warned = []
+    for generic in (False, True):
+        with monkeypatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if generic:
+                _generic_path(patch)
+            model.predict(X)
+        warned.append([(w.category, str(w.message)) for w in caught])
+    assert warned[0] == warned[1] and "does not have valid feature names" in warned[0][0][1]
 
 
 # ---------------------------------------------------------------------- the random state
