@@ -24,7 +24,8 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _mlp_input, _mlp_solvers, reference
-from ._mlp_params import REGRESSION_LOSSES, STOCHASTIC_SOLVERS, check_params
+from ._mlp_params import (CLASSIFIER_CONSTRAINTS, REGRESSOR_CONSTRAINTS, STOCHASTIC_SOLVERS,
+                          check_params, validate_params)
 from ._plan import OptimizerState
 from ._layout import param_count, param_views
 from ._validation import as_matrix, check_finite_real
@@ -267,13 +268,15 @@ class _BaseMLP(BaseEstimator):
             raise
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
+        # scikit-learn's parameter validation, where its _fit_context makes it.
+        validate_params(self, "partial_fit" if incremental else "fit")
         params = check_params(self)
-        self._check_extra_params()
-        if incremental and params.early_stopping:
-            raise ValueError("partial_fit does not support early_stopping=True")
         first_pass = not hasattr(self, "coefs_") or (not params.warm_start and not incremental)
         X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
                                                            first_pass, classes)
+        # After the data's checks, as scikit-learn's _fit_stochastic refuses it.
+        if incremental and params.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
         # The network trains on C-contiguous arrays of its dtype; they are made here, and the
         # network takes them as they are (Network._general_fit).
         if first_pass:
@@ -430,9 +433,6 @@ class _BaseMLP(BaseEstimator):
         if not weights.sum() > 0:
             raise ValueError("sample_weight must not be all zero")
         return weights
-
-    def _check_extra_params(self):
-        """The subclass's own parameters (loss, class_weight), checked."""
 
     def _validate_arrays(self, X, y, reset, numeric_targets=False):
         """scikit-learn's ``validate_data`` of fit's X and y: directly for plain NumPy arrays
@@ -592,6 +592,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     True
     """
 
+    # scikit-learn's constraints plus nnfast's n_threads and class_weight (_mlp_params).
+    _parameter_constraints: dict = CLASSIFIER_CONSTRAINTS
+
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
@@ -632,12 +635,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._transaction(self._fit, X, y, sample_weight, incremental=True,
                                  classes=classes)
-
-    def _check_extra_params(self):
-        weights = self.class_weight
-        if not (weights is None or isinstance(weights, dict) or
-                (isinstance(weights, str) and weights == "balanced")):
-            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {weights!r}")
 
     def _output_activation(self):
         return ("softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic")
@@ -820,6 +817,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     True
     """
 
+    # scikit-learn's constraints plus nnfast's n_threads (_mlp_params).
+    _parameter_constraints: dict = REGRESSOR_CONSTRAINTS
+
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
                  solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
@@ -857,11 +857,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             The updated estimator.
         """
         return self._transaction(self._fit, X, y, sample_weight, incremental=True)
-
-    def _check_extra_params(self):
-        if not isinstance(self.loss, str) or self.loss not in REGRESSION_LOSSES:
-            raise ValueError(f"loss must be one of {list(REGRESSION_LOSSES)}, got "
-                             f"{self.loss!r}")
 
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"

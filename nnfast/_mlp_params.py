@@ -1,15 +1,32 @@
 """The hyperparameters of ``MLPClassifier`` / ``MLPRegressor``, validated once per fit.
 
-scikit-learn checks its MLP's parameters at ``fit`` (never in ``__init__``, so that ``clone``
-and ``set_params`` keep them as given); so do these, with a message naming the parameter.
+scikit-learn checks its MLP's parameters at ``fit`` / ``partial_fit`` (never in ``__init__``,
+so that ``clone`` and ``set_params`` keep them as given), from the declarative
+``_parameter_constraints`` of each estimator; its ``InvalidParameterError`` (a ``ValueError``
+and a ``TypeError``) names the parameter, what it accepts and what it got. nnfast declares the
+same constraints with scikit-learn's constraint objects, and adds its own parameters
+(``n_threads``, ``class_weight``), so that scikit-learn's machinery raises exactly its errors.
+
+That machinery costs more than a small fit's whole Python overhead (``get_params`` inspects
+the signature; each constraint is built and tested), so ``validate_params`` first runs a
+cheap test that accepts only plainly valid values (exact built-in types inside the bounds)
+and hands everything else to scikit-learn's ``_validate_params``, which either raises its
+error or accepts the value (a NumPy scalar, a bool where a number is expected). The cheap
+test never accepts a value scikit-learn refuses; tests/test_mlp_params.py holds it to that.
+``check_params`` then converts the accepted values for the fit.
 """
 
-import numbers
+import math
+import operator
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
+from sklearn import get_config
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import _is_fitted
 
-from ._validation import check_finite_real, check_int, check_n_threads
+from ._validation import MAX_THREADS, check_n_threads
 
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 SOLVERS = ("lbfgs", "sgd", "adam")
@@ -17,10 +34,129 @@ STOCHASTIC_SOLVERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "adaptive")
 REGRESSION_LOSSES = ("squared_error", "poisson")
 
+# scikit-learn's MLP constraints (BaseMultilayerPerceptron._parameter_constraints, 1.9),
+# declared here rather than read from its class: nnfast's estimators do not derive from it,
+# and a private attribute of another package could change shape under us unnoticed. The tests
+# hold every entry equal to the installed scikit-learn's.
+_POSITIVE_INT = Interval(Integral, 1, None, closed="left")
+_NON_NEGATIVE = Interval(Real, 0, None, closed="left")
+_UNIT = Interval(Real, 0, 1, closed="left")
+SHARED_CONSTRAINTS = {
+    "hidden_layer_sizes": ["array-like", _POSITIVE_INT],
+    "activation": [StrOptions(set(ACTIVATIONS))],
+    "solver": [StrOptions(set(SOLVERS))],
+    "alpha": [_NON_NEGATIVE],
+    "batch_size": [StrOptions({"auto"}), _POSITIVE_INT],
+    "learning_rate": [StrOptions(set(SCHEDULES))],
+    "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+    "power_t": [_NON_NEGATIVE],
+    "max_iter": [_POSITIVE_INT],
+    "shuffle": ["boolean"],
+    "random_state": ["random_state"],
+    "tol": [_NON_NEGATIVE],
+    "verbose": ["verbose"],
+    "warm_start": ["boolean"],
+    "momentum": [Interval(Real, 0, 1, closed="both")],
+    "nesterovs_momentum": ["boolean"],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [_UNIT],
+    "beta_1": [_UNIT],
+    "beta_2": [_UNIT],
+    "epsilon": [Interval(Real, 0, None, closed="neither")],
+    "n_iter_no_change": [_POSITIVE_INT, Options(Real, {np.inf})],
+    "max_fun": [_POSITIVE_INT],
+    # nnfast's own: the kernel's thread count (check_n_threads's range; None: all cores).
+    "n_threads": [Interval(Integral, 1, MAX_THREADS, closed="both"), None],
+}
+CLASSIFIER_CONSTRAINTS = {
+    **SHARED_CONSTRAINTS,
+    # nnfast's own, as scikit-learn's other classifiers declare it (e.g. SGDClassifier).
+    "class_weight": [dict, StrOptions({"balanced"}), None],
+}
+REGRESSOR_CONSTRAINTS = {
+    **SHARED_CONSTRAINTS,
+    "loss": [StrOptions(set(REGRESSION_LOSSES))],
+}
+
+
+# The cheap test: for each parameter, a predicate true only for values that the constraints
+# above accept. Exact types (``type(v) is int``) keep bools, NumPy scalars and subclasses on
+# scikit-learn's path, which decides them; NaN fails every comparison.
+def _positive_int(v):
+    return type(v) is int and v >= 1
+
+
+def _non_negative(v):
+    return (type(v) is float or type(v) is int) and 0 <= v < math.inf
+
+
+def _positive(v):
+    return (type(v) is float or type(v) is int) and 0 < v < math.inf
+
+
+def _unit(v):
+    return (type(v) is float or type(v) is int) and 0 <= v < 1
+
+
+def _boolean(v):
+    return type(v) is bool
+
+
+def _choice(choices):
+    choices = frozenset(choices)
+    return lambda v: type(v) is str and v in choices
+
+
+_PLAIN_VALUE = {
+    "hidden_layer_sizes": lambda v: type(v) is tuple or type(v) is list or _positive_int(v),
+    "activation": _choice(ACTIVATIONS),
+    "solver": _choice(SOLVERS),
+    "alpha": _non_negative,
+    "batch_size": lambda v: v == "auto" if type(v) is str else _positive_int(v),
+    "learning_rate": _choice(SCHEDULES),
+    "learning_rate_init": _positive,
+    "power_t": _non_negative,
+    "max_iter": _positive_int,
+    "shuffle": _boolean,
+    "random_state": lambda v: (v is None or (type(v) is int and 0 <= v <= 2**32 - 1)
+                               or type(v) is np.random.RandomState),
+    "tol": _non_negative,
+    "verbose": lambda v: type(v) is bool or (type(v) is int and v >= 0),
+    "warm_start": _boolean,
+    "momentum": lambda v: (type(v) is float or type(v) is int) and 0 <= v <= 1,
+    "nesterovs_momentum": _boolean,
+    "early_stopping": _boolean,
+    "validation_fraction": _unit,
+    "beta_1": _unit,
+    "beta_2": _unit,
+    "epsilon": _positive,
+    "n_iter_no_change": lambda v: _positive_int(v) or (type(v) is float and v == math.inf),
+    "max_fun": _positive_int,
+    "n_threads": lambda v: v is None or (type(v) is int and 1 <= v <= MAX_THREADS),
+    "class_weight": lambda v: v is None or type(v) is dict or (type(v) is str
+                                                               and v == "balanced"),
+    "loss": _choice(REGRESSION_LOSSES),
+}
+
+
+def validate_params(estimator, method):
+    """Raises scikit-learn's ``InvalidParameterError`` for the first invalid parameter (in
+    ``get_params`` order), where and when scikit-learn's ``_fit_context`` would: at ``fit``,
+    and at ``partial_fit`` unless the estimator is fitted; never under
+    ``sklearn.set_config(skip_parameter_validation=True)``."""
+    if get_config()["skip_parameter_validation"]:
+        return
+    if method == "partial_fit" and _is_fitted(estimator):
+        return
+    for name in estimator._parameter_constraints:
+        if not _PLAIN_VALUE[name](getattr(estimator, name)):
+            estimator._validate_params()
+            return
+
 
 @dataclass(frozen=True)
 class MLPParams:
-    """Every hyperparameter of one fit, checked and converted to plain Python values."""
+    """Every hyperparameter of one fit, converted to plain Python values."""
 
     hidden_layer_sizes: tuple
     activation: str
@@ -47,82 +183,55 @@ class MLPParams:
     n_threads: object  # None or int
 
 
-def _check_choice(value, name, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def _check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _check_real(value, name, low, high=np.inf, low_open=False, high_open=False):
-    """A finite real in the interval from low to high (open ends as flagged)."""
-    value = check_finite_real(value, name)
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        interval = (("(" if low_open else "[") + f"{low}, {high}"
-                    + (")" if high_open or high == np.inf else "]"))
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return value
-
-
 def check_hidden_layer_sizes(hidden):
-    """The hidden widths as a tuple of ints >= 1 (an int is one layer)."""
-    if isinstance(hidden, numbers.Integral) and not isinstance(hidden, (bool, np.bool_)):
-        hidden = (hidden,)
-    if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
-        raise TypeError("hidden_layer_sizes must be an int or a sequence of layer widths, got "
-                        f"{hidden!r}")
-    return tuple(check_int(width, f"hidden_layer_sizes[{k}]", minimum=1)
-                 for k, width in enumerate(hidden))
+    """The hidden widths as a tuple of ints >= 1 (an int is one layer), with scikit-learn's
+    check (made in its ``_fit``, whatever the parameter validation) and its error."""
+    hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+    if np.any(np.array(hidden) <= 0):
+        raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+    widths = []
+    for width in hidden:
+        if isinstance(width, (bool, np.bool_)):
+            # scikit-learn's fit fails on a bool width later on (TypeError); a flag is no width.
+            raise TypeError(f"hidden_layer_sizes must hold integers, got {hidden}")
+        # operator.index refuses floats with the TypeError scikit-learn's fit ends in.
+        widths.append(operator.index(width))
+    return tuple(widths)
 
 
 def check_params(estimator):
-    """The estimator's MLP hyperparameters as an ``MLPParams``; raises on the first bad one."""
+    """The estimator's MLP hyperparameters (validated by ``validate_params``, or not at all
+    under ``skip_parameter_validation``) as an ``MLPParams``."""
     e = estimator
     batch_size = e.batch_size
-    if isinstance(batch_size, str):
-        _check_choice(batch_size, "batch_size", ("auto",))
-    else:
-        batch_size = check_int(batch_size, "batch_size", minimum=1)
+    if not (isinstance(batch_size, str) and batch_size == "auto"):
+        batch_size = operator.index(batch_size)
     n_iter_no_change = e.n_iter_no_change
-    if not (isinstance(n_iter_no_change, numbers.Real) and n_iter_no_change == np.inf):
-        n_iter_no_change = check_int(n_iter_no_change, "n_iter_no_change", minimum=1)
-    verbose = e.verbose
-    if not isinstance(verbose, (bool, np.bool_)):
-        verbose = check_int(verbose, "verbose", minimum=0)
-    params = MLPParams(
+    n_iter_no_change = (math.inf if isinstance(n_iter_no_change, Real)
+                        and n_iter_no_change == math.inf else operator.index(n_iter_no_change))
+    return MLPParams(
         hidden_layer_sizes=check_hidden_layer_sizes(e.hidden_layer_sizes),
-        activation=_check_choice(e.activation, "activation", ACTIVATIONS),
-        solver=_check_choice(e.solver, "solver", SOLVERS),
-        alpha=_check_real(e.alpha, "alpha", 0),
+        activation=e.activation,
+        solver=e.solver,
+        alpha=float(e.alpha),
         batch_size=batch_size,
-        learning_rate=_check_choice(e.learning_rate, "learning_rate", SCHEDULES),
-        learning_rate_init=_check_real(e.learning_rate_init, "learning_rate_init", 0,
-                                       low_open=True),
-        power_t=_check_real(e.power_t, "power_t", 0),
-        max_iter=check_int(e.max_iter, "max_iter", minimum=1),
-        shuffle=_check_bool(e.shuffle, "shuffle"),
-        tol=_check_real(e.tol, "tol", 0),
-        verbose=bool(verbose),
-        warm_start=_check_bool(e.warm_start, "warm_start"),
-        momentum=_check_real(e.momentum, "momentum", 0, 1),
-        nesterovs_momentum=_check_bool(e.nesterovs_momentum, "nesterovs_momentum"),
-        early_stopping=_check_bool(e.early_stopping, "early_stopping"),
-        validation_fraction=_check_real(e.validation_fraction, "validation_fraction", 0, 1,
-                                        high_open=True),
-        beta_1=_check_real(e.beta_1, "beta_1", 0, 1, high_open=True),
-        beta_2=_check_real(e.beta_2, "beta_2", 0, 1, high_open=True),
-        epsilon=_check_real(e.epsilon, "epsilon", 0, low_open=True),
+        learning_rate=e.learning_rate,
+        learning_rate_init=float(e.learning_rate_init),
+        power_t=float(e.power_t),
+        max_iter=operator.index(e.max_iter),
+        shuffle=bool(e.shuffle),
+        tol=float(e.tol),
+        verbose=bool(e.verbose),
+        warm_start=bool(e.warm_start),
+        momentum=float(e.momentum),
+        nesterovs_momentum=bool(e.nesterovs_momentum),
+        early_stopping=bool(e.early_stopping),
+        validation_fraction=float(e.validation_fraction),
+        beta_1=float(e.beta_1),
+        beta_2=float(e.beta_2),
+        epsilon=float(e.epsilon),
         n_iter_no_change=n_iter_no_change,
-        max_fun=check_int(e.max_fun, "max_fun", minimum=1),
+        max_fun=operator.index(e.max_fun),
+        # The kernel's safety: checked here even where the validation above is skipped.
         n_threads=None if e.n_threads is None else check_n_threads(e.n_threads),
     )
-    if params.early_stopping and params.validation_fraction == 0:
-        raise ValueError("validation_fraction must be > 0 with early_stopping=True, got 0")
-    return params

@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 import scipy
 import scipy.optimize
+from sklearn import config_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
@@ -156,10 +157,15 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
     early_stopping = params.early_stopping
     record = StochasticRecord(estimator, params, early_stopping)
     if early_stopping:
-        split = train_test_split(
-            *((X, Y) if sample_weight is None else (X, Y, sample_weight)),
-            random_state=random_state, test_size=params.validation_fraction,
-            stratify=estimator._stratify_early_stopping(Y))
+        # Without train_test_split's own parameter validation, as scikit-learn's fit calls
+        # it (its _fit_context skips nested validation): validation_fraction=0 then fails
+        # with scikit-learn's error (a ValueError from the split), not with one naming
+        # train_test_split's test_size as an InvalidParameterError.
+        with config_context(skip_parameter_validation=True):
+            split = train_test_split(
+                *((X, Y) if sample_weight is None else (X, Y, sample_weight)),
+                random_state=random_state, test_size=params.validation_fraction,
+                stratify=estimator._stratify_early_stopping(Y))
         X_train, X_val, Y_train, Y_val = split[:4]
         sw_train, sw_val = (split[4], split[5]) if sample_weight is not None else (None, None)
         if X_val.shape[0] < 2:

@@ -93,36 +93,53 @@ def test_mlp_pickles_with_its_optimizer_state(Estimator, mlp_backend):
         assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("params, error, match", [
-    ({"hidden_layer_sizes": (10, 0)}, ValueError, r"hidden_layer_sizes\[1\]"),
-    ({"hidden_layer_sizes": "10"}, TypeError, "hidden_layer_sizes"),
-    ({"activation": "softmax"}, ValueError, "activation"),
-    ({"solver": "newton"}, ValueError, "solver"),
-    ({"alpha": -1.0}, ValueError, "alpha"),
-    ({"batch_size": 0}, ValueError, "batch_size"),
-    ({"batch_size": "big"}, ValueError, "batch_size"),
-    ({"learning_rate": "fast"}, ValueError, "learning_rate"),
-    ({"learning_rate_init": 0.0}, ValueError, "learning_rate_init"),
-    ({"power_t": -0.5}, ValueError, "power_t"),
-    ({"max_iter": 0}, ValueError, "max_iter"),
-    ({"shuffle": "yes"}, TypeError, "shuffle"),
-    ({"tol": -1.0}, ValueError, "tol"),
-    ({"momentum": 1.5}, ValueError, "momentum"),
-    ({"nesterovs_momentum": 1}, TypeError, "nesterovs_momentum"),
-    ({"early_stopping": True, "validation_fraction": 1.0}, ValueError, "validation_fraction"),
-    ({"beta_1": 1.0}, ValueError, "beta_1"),
-    ({"beta_2": -0.1}, ValueError, "beta_2"),
-    ({"epsilon": 0.0}, ValueError, "epsilon"),
-    ({"n_iter_no_change": 0}, ValueError, "n_iter_no_change"),
-    ({"max_fun": 0}, ValueError, "max_fun"),
-    ({"n_threads": 0}, ValueError, "n_threads"),
-    ({"class_weight": "even"}, ValueError, "class_weight"),
-    ({"class_weight": {7: 2.0}}, ValueError, "class_weight"),
+@pytest.mark.parametrize("params", [
+    {"hidden_layer_sizes": (10, 0)},
+    {"hidden_layer_sizes": "10"},
+    {"activation": "softmax"},
+    {"solver": "newton"},
+    {"alpha": -1.0},
+    {"batch_size": 0},
+    {"batch_size": "big"},
+    {"learning_rate": "fast"},
+    {"learning_rate_init": 0.0},
+    {"power_t": -0.5},
+    {"max_iter": 0},
+    {"shuffle": "yes"},
+    {"tol": -1.0},
+    {"momentum": 1.5},
+    {"nesterovs_momentum": 1},
+    {"early_stopping": True, "validation_fraction": 1.0},
+    {"early_stopping": True, "validation_fraction": 0.0},
+    {"beta_1": 1.0},
+    {"beta_2": -0.1},
+    {"epsilon": 0.0},
+    {"n_iter_no_change": 0},
+    {"max_fun": 0},
 ])
-def test_mlp_bad_parameters_fail_at_fit_with_the_name(params, error, match):
+def test_mlp_bad_parameters_fail_at_fit_as_scikit_learns(params):
+    """scikit-learn's exception and message (every value and type: test_mlp_params.py)."""
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
     X, y = _blobs()
     model = MLPClassifier(**params)  # never at construction, as scikit-learn requires
-    with pytest.raises(error, match=match):
+    with pytest.raises(ValueError) as ours:
+        model.fit(X, y)
+    with pytest.raises(ValueError) as theirs:
+        SkMLPClassifier(**params).fit(X, y)
+    assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
+    assert not hasattr(model, "coefs_")
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"n_threads": 0}, "The 'n_threads' parameter of MLPClassifier must be"),
+    ({"class_weight": "even"}, "The 'class_weight' parameter of MLPClassifier must be"),
+    ({"class_weight": {7: 2.0}}, "class_weight has labels that are not classes"),
+])
+def test_mlp_bad_nnfast_parameters_fail_at_fit_with_the_name(params, match):
+    X, y = _blobs()
+    model = MLPClassifier(**params)
+    with pytest.raises(ValueError, match=match):
         model.fit(X, y)
     assert not hasattr(model, "coefs_")
 
