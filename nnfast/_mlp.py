@@ -23,7 +23,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _mlp_input, _mlp_solvers, reference
+from . import _mlp_input, _mlp_params, _mlp_solvers, reference
 from ._mlp_params import (CLASSIFIER_CONSTRAINTS, REGRESSOR_CONSTRAINTS, STOCHASTIC_SOLVERS,
                           check_params, validate_params)
 from ._plan import OptimizerState
@@ -253,6 +253,15 @@ class _BaseMLP(BaseEstimator):
         if self.solver not in STOCHASTIC_SOLVERS:
             raise AttributeError(f"partial_fit is only available for stochastic optimizers; "
                                  f"solver={self.solver!r} is not one")
+        return True
+
+    def _can_partial_fit_regressor(self):
+        # scikit-learn's regressor offers partial_fit whatever the solver (its availability
+        # test never calls its solver check), so an invalid solver reaches partial_fit and
+        # its InvalidParameterError; nnfast does the same for invalid solvers but keeps
+        # refusing L-BFGS, as the classifier (and scikit-learn's documentation) does.
+        if isinstance(self.solver, str) and self.solver in _mlp_params.SOLVERS:
+            return self._can_partial_fit()
         return True
 
     def _transaction(self, function, *args, **kwargs):
@@ -838,7 +847,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             n_threads=n_threads)
         self.loss = loss
 
-    @available_if(_BaseMLP._can_partial_fit)
+    @available_if(_BaseMLP._can_partial_fit_regressor)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over X and y, continuing the weights and the optimizer's state.
 

@@ -25,6 +25,10 @@ Which file holds what (one home per subject; add a line for a new file):
   arrays (``nnfast._mlp_input``, ``nnfast._random``): the same fits, predictions, classes,
   errors and warnings as scikit-learn's own validation; early stopping's decoded
   predictions, accuracy and R^2 against scikit-learn's functions.
+- test_mlp_params.py: the MLP estimators' parameter validation (``nnfast._mlp_params``):
+  ``_parameter_constraints``, exception class and message for invalid values of every
+  parameter at fit / partial_fit, valid edge values, skipped validation and the fit-time
+  parameter rules, all against the installed scikit-learn's; its ``check_param_validation``.
 - test_persistence.py: save / load (format versions 1 and 2), pickle, deepcopy.
 - test_properties.py: property-based kernel / reference equivalence (hypothesis).
 - test_readme.py: the README's commands and examples.
