@@ -3,9 +3,9 @@
 scikit-learn checks its MLP's parameters at ``fit`` / ``partial_fit`` (never in ``__init__``,
 so that ``clone`` and ``set_params`` keep them as given), from the declarative
 ``_parameter_constraints`` of each estimator; its ``InvalidParameterError`` (a ``ValueError``
-and a ``TypeError``) names the parameter, what it accepts and what it got. nnfast declares the
-same constraints with scikit-learn's constraint objects, and adds its own parameters
-(``n_threads``, ``class_weight``), so that scikit-learn's machinery raises exactly its errors.
+and a ``TypeError``) names the parameter, what it accepts and what it got. nnfast's estimators
+take scikit-learn's constraints and add their own parameters' (``n_threads``,
+``class_weight``), so that scikit-learn's machinery raises exactly its errors.
 
 That machinery costs more than a small fit's whole Python overhead (``get_params`` inspects
 the signature; each constraint is built and tested), so ``validate_params`` first runs a
@@ -23,7 +23,9 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn import get_config
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
+from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _is_fitted
 
 from ._validation import MAX_THREADS, check_n_threads
@@ -34,48 +36,23 @@ STOCHASTIC_SOLVERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "adaptive")
 REGRESSION_LOSSES = ("squared_error", "poisson")
 
-# scikit-learn's MLP constraints (BaseMultilayerPerceptron._parameter_constraints, 1.9),
-# declared here rather than read from its class: nnfast's estimators do not derive from it,
-# and a private attribute of another package could change shape under us unnoticed. The tests
-# hold every entry equal to the installed scikit-learn's.
-_POSITIVE_INT = Interval(Integral, 1, None, closed="left")
-_NON_NEGATIVE = Interval(Real, 0, None, closed="left")
-_UNIT = Interval(Real, 0, 1, closed="left")
-SHARED_CONSTRAINTS = {
-    "hidden_layer_sizes": ["array-like", _POSITIVE_INT],
-    "activation": [StrOptions(set(ACTIVATIONS))],
-    "solver": [StrOptions(set(SOLVERS))],
-    "alpha": [_NON_NEGATIVE],
-    "batch_size": [StrOptions({"auto"}), _POSITIVE_INT],
-    "learning_rate": [StrOptions(set(SCHEDULES))],
-    "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-    "power_t": [_NON_NEGATIVE],
-    "max_iter": [_POSITIVE_INT],
-    "shuffle": ["boolean"],
-    "random_state": ["random_state"],
-    "tol": [_NON_NEGATIVE],
-    "verbose": ["verbose"],
-    "warm_start": ["boolean"],
-    "momentum": [Interval(Real, 0, 1, closed="both")],
-    "nesterovs_momentum": ["boolean"],
-    "early_stopping": ["boolean"],
-    "validation_fraction": [_UNIT],
-    "beta_1": [_UNIT],
-    "beta_2": [_UNIT],
-    "epsilon": [Interval(Real, 0, None, closed="neither")],
-    "n_iter_no_change": [_POSITIVE_INT, Options(Real, {np.inf})],
-    "max_fun": [_POSITIVE_INT],
-    # nnfast's own: the kernel's thread count (check_n_threads's range; None: all cores).
-    "n_threads": [Interval(Integral, 1, MAX_THREADS, closed="both"), None],
-}
+# scikit-learn's MLP constraints, its own objects (MLPClassifier's are its base class's,
+# MLPRegressor's those and "loss"), reused rather than written out again: a
+# StrOptions message lists the options in its set's iteration order, which depends on how
+# the set was built (a set literal in scikit-learn's source), so only scikit-learn's objects
+# give its messages to the letter on every run. tests/test_mlp_params.py holds them to the
+# installed scikit-learn's estimators and the quick test below to them.
+# nnfast's own: the kernel's thread count (check_n_threads's range; None: all cores), and
+# the classifier's class weights, declared as scikit-learn's LogisticRegression declares them.
+_N_THREADS = [Interval(Integral, 1, MAX_THREADS, closed="both"), None]
 CLASSIFIER_CONSTRAINTS = {
-    **SHARED_CONSTRAINTS,
-    # nnfast's own, as scikit-learn's other classifiers declare it (e.g. SGDClassifier).
+    **_SkMLPClassifier._parameter_constraints,
+    "n_threads": _N_THREADS,
     "class_weight": [dict, StrOptions({"balanced"}), None],
 }
 REGRESSOR_CONSTRAINTS = {
-    **SHARED_CONSTRAINTS,
-    "loss": [StrOptions(set(REGRESSION_LOSSES))],
+    **_SkMLPRegressor._parameter_constraints,
+    "n_threads": _N_THREADS,
 }
 
 
@@ -174,7 +151,7 @@ class MLPParams:
     momentum: float
     nesterovs_momentum: bool
     early_stopping: bool
-    validation_fraction: float
+    validation_fraction: object  # a real in [0, 1), as given
     beta_1: float
     beta_2: float
     epsilon: float
@@ -226,12 +203,15 @@ def check_params(estimator):
         momentum=float(e.momentum),
         nesterovs_momentum=bool(e.nesterovs_momentum),
         early_stopping=bool(e.early_stopping),
-        validation_fraction=float(e.validation_fraction),
+        # As given: the early-stopping split takes it as scikit-learn's does (its error for
+        # validation_fraction=0 quotes the value).
+        validation_fraction=e.validation_fraction,
         beta_1=float(e.beta_1),
         beta_2=float(e.beta_2),
         epsilon=float(e.epsilon),
         n_iter_no_change=n_iter_no_change,
         max_fun=operator.index(e.max_fun),
         # The kernel's safety: checked here even where the validation above is skipped.
-        n_threads=None if e.n_threads is None else check_n_threads(e.n_threads),
+        n_threads=(None if e.n_threads is None
+                   else check_n_threads(operator.index(e.n_threads))),
     )
