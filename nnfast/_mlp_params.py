@@ -57,22 +57,27 @@ REGRESSOR_CONSTRAINTS = {
 
 
 # The cheap test: for each parameter, a predicate true only for values that the constraints
-# above accept. Exact types (``type(v) is int``) keep bools, NumPy scalars and subclasses on
-# scikit-learn's path, which decides them; NaN fails every comparison.
+# above accept. Exact types (Python's and NumPy's usual scalars, as a grid search passes them)
+# keep bools, other NumPy scalars and subclasses on scikit-learn's path, which decides them;
+# NaN fails every comparison.
+_INT_TYPES = frozenset({int, np.int64, np.int32})
+_REAL_TYPES = _INT_TYPES | {float, np.float64, np.float32}
+
+
 def _positive_int(v):
-    return type(v) is int and v >= 1
+    return type(v) in _INT_TYPES and v >= 1
 
 
 def _non_negative(v):
-    return (type(v) is float or type(v) is int) and 0 <= v < math.inf
+    return type(v) in _REAL_TYPES and 0 <= v < math.inf
 
 
 def _positive(v):
-    return (type(v) is float or type(v) is int) and 0 < v < math.inf
+    return type(v) in _REAL_TYPES and 0 < v < math.inf
 
 
 def _unit(v):
-    return (type(v) is float or type(v) is int) and 0 <= v < 1
+    return type(v) in _REAL_TYPES and 0 <= v < 1
 
 
 def _boolean(v):
@@ -100,7 +105,7 @@ _PLAIN_VALUE = {
     "tol": _non_negative,
     "verbose": lambda v: type(v) is bool or (type(v) is int and v >= 0),
     "warm_start": _boolean,
-    "momentum": lambda v: (type(v) is float or type(v) is int) and 0 <= v <= 1,
+    "momentum": lambda v: type(v) in _REAL_TYPES and 0 <= v <= 1,
     "nesterovs_momentum": _boolean,
     "early_stopping": _boolean,
     "validation_fraction": _unit,

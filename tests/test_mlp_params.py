@@ -60,12 +60,12 @@ EXTRA_BAD = {
     "hidden_layer_sizes": ["10", (10, 0), [-1], np.array([0, 3]), 0.5, np.float64(2.0)],
     "activation": ["softmax", "Relu", b"relu", ("relu",)],
     "solver": ["newton", "ADAM", b"adam"],
-    "alpha": [-1e-300, np.float32(np.inf)],
+    "alpha": [-1e-300, np.float32(np.inf), np.float64(-1.0), np.int32(-1), np.float64(np.inf)],
     "batch_size": [0, "big", "AUTO", 2.0, np.float64(4.0)],
     "learning_rate": ["fast", "Constant"],
     "learning_rate_init": [0, 0.0, -0.0, np.float64(0.0)],
     "power_t": [-0.5],
-    "max_iter": [0, 1.0, np.float64(5.0), "5"],
+    "max_iter": [0, 1.0, np.float64(5.0), "5", np.int64(0), np.int32(-3)],
     "shuffle": [1, 0, "True", np.int64(1)],
     "random_state": [-1, 2**32, 1.0, "0", np.float64(3.0)],
     "tol": [-1.0, -1e-12],
@@ -76,8 +76,8 @@ EXTRA_BAD = {
     "early_stopping": [1, "yes"],
     "validation_fraction": [1, 1.0, -0.1, np.float32(1.0)],
     "beta_1": [1, 1.0, -0.1],
-    "beta_2": [1.0, -0.1, np.float64(1.0)],
-    "epsilon": [0, 0.0, -1e-8],
+    "beta_2": [1.0, -0.1, np.float64(1.0), np.float32(np.nan), np.int32(1)],
+    "epsilon": [0, 0.0, -1e-8, np.float32(0.0), np.int64(0), np.float32(np.nan)],
     "n_iter_no_change": [0, 3.0, np.float64(3.0), -np.inf],
     "max_fun": [0, 1.0, "15000"],
     "loss": ["absolute_error", "squared", "Poisson"],
@@ -360,7 +360,10 @@ def test_validation_costs_little_for_plain_values():
     model._validate_params = lambda: calls.append(1)
     _mlp_params.validate_params(model, "fit")
     assert calls == []
-    model.set_params(alpha=np.float64(0.1))
+    model.set_params(alpha=np.float64(0.1), max_iter=np.int64(5))  # a grid search's values
+    _mlp_params.validate_params(model, "fit")
+    assert calls == []
+    model.set_params(alpha=True)  # scikit-learn's to decide (it accepts it)
     _mlp_params.validate_params(model, "fit")
     assert calls == [1]
 
