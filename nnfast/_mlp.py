@@ -283,8 +283,10 @@ class _BaseMLP(BaseEstimator):
             # (and so are weights assigned to coefs_ / intercepts_ in between); as_matrix
             # refuses values that overflow it.
             X = as_matrix(X, "X", self._network.dtype)
+        # order="C": a 2-D target comes in any layout (a DataFrame's, Fortran order, a
+        # meta-estimator's indicator matrix); the copy is made anyway.
         Y = (as_matrix(Y, "y", X.dtype) if Y.dtype.kind == "f" and Y.dtype != X.dtype
-             else Y.astype(X.dtype))
+             else Y.astype(X.dtype, order="C"))
         if sample_weight is not None:
             sample_weight = sample_weight.astype(X.dtype)
         layer_units = [X.shape[1], *params.hidden_layer_sizes, Y.shape[1]]
