@@ -218,6 +218,10 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
                     raise AssertionError("the stopping rule fired inside a chunk of epochs "
                                          "that cannot stop it")
             decide(losses[-1])
+        if rate is not None:
+            # A cut on the last epoch is kept for the next partial_fit, which goes on with
+            # this optimizer (scikit-learn divides its optimizer's rate in place).
+            run.state.learning_rate = rate
     if orders is not None and shared_random_state:
         orders.draw_until(record.n_iter)
     if not (record.converged or incremental):

@@ -400,3 +400,31 @@ def test_default_cross_validated_scores_match(dataset):
                 make_pipeline(StandardScaler(), Model(random_state=0, **extra)), X, y, cv=cv)
     spread = max(scores[theirs].std(), 0.01)
     assert abs(scores[ours].mean() - scores[theirs].mean()) <= spread, scores
+
+
+# ------------------------------------------- scikit-learn's behaviour at the edges (issue 15)
+
+
+def _edge_data(n_rows=60, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n_rows, 4))
+    return X, (X[:, 0] + 0.5 * rng.normal(size=n_rows) > 0).astype(int)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("first", ["partial_fit", "fit"])
+def test_adaptive_rate_cut_on_the_last_epoch_is_kept(first, seed, mlp_backend):
+    # tol=1 stalls every epoch: the rate is divided at the end of each call, the last epoch
+    # of the call included, and the next partial_fit must go on at the divided rate.
+    X, y = _edge_data(seed=seed)
+    params = dict(hidden_layer_sizes=(5,), solver="sgd", learning_rate="adaptive", tol=1.0,
+                  n_iter_no_change=1, random_state=0, max_iter=4)
+    ours, theirs = MLPClassifier(**params), neural_network.MLPClassifier(**params)
+    for model in (ours, theirs):
+        if first == "fit":
+            model.fit(X, y)
+        for _ in range(5):
+            model.partial_fit(X, y, classes=[0, 1])
+    assert theirs._optimizer.learning_rate < params.get("learning_rate_init", 0.001)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
