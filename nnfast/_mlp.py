@@ -659,32 +659,34 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                      else _mlp_input.fitted_label_binarizer(*labels))
             self.classes_ = self._label_binarizer.classes_
         else:
+            # scikit-learn's rule and messages: with warm_start (partial_fit too) the same
+            # classes as before, else no class that is not among them.
             seen = unique_labels(y) if labels is None else labels[1]
-            if self.warm_start and not incremental and set(seen) != set(self.classes_):
-                raise ValueError("warm_start can only be used where `y` has the same classes "
-                                 f"as in the previous call to fit: previously "
-                                 f"{self.classes_}, now {seen}")
-            if len(np.setdiff1d(seen, self.classes_, assume_unique=True)):
-                raise ValueError(f"`y` has classes not in `self.classes_`: {self.classes_} "
-                                 f"against {seen}")
+            if self.warm_start:
+                if set(seen) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same "
+                                     "classes as in the previous call to fit. Previously got "
+                                     f"{self.classes_}, `y` has {seen}")
+            elif len(np.setdiff1d(seen, self.classes_, assume_unique=True)):
+                raise ValueError("`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {seen}.")
         sample_weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
         sample_weight = self._fold_class_weight(y, sample_weight, incremental)
         return X, _binarize(self._label_binarizer, y), sample_weight
 
     def _set_partial_fit_classes(self, y, classes):
-        """scikit-learn's first-call rule for ``classes``: required then, the same later."""
-        if classes is not None:
-            classes = unique_labels(classes)
-        if not hasattr(self, "classes_"):
+        """scikit-learn's first-call rule for ``classes`` (required then, the same later),
+        with its messages."""
+        if getattr(self, "classes_", None) is None:
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
+            self.classes_ = unique_labels(classes)
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel")
                                       else classes)
-            self.classes_ = self._label_binarizer.classes_
-        elif classes is not None and not np.array_equal(self.classes_, classes):
-            raise ValueError(f"`classes={classes}` is not the same as on the last call to "
-                             f"partial_fit, which had {self.classes_}.")
+        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
+            raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
+                             f"partial_fit, was: {self.classes_!r}")
 
     def _fold_class_weight(self, y, sample_weight, incremental):
         """Sample weights times the weight of each row's class."""

@@ -62,8 +62,9 @@ def batch_rows(batch_size, n_rows):
     if batch_size == "auto":
         return min(_AUTO_BATCH, n_rows)
     if batch_size > n_rows:
-        warnings.warn(f"batch_size={batch_size} is larger than the {n_rows} training rows; "
-                      f"using {n_rows}", UserWarning, stacklevel=6)
+        # scikit-learn's warning, word for word (its filters and tests match the text).
+        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to "
+                      "be clipped", UserWarning, stacklevel=6)
     return min(batch_size, n_rows)
 
 
@@ -163,9 +164,8 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
         X_train, X_val, Y_train, Y_val = split[:4]
         sw_train, sw_val = (split[4], split[5]) if sample_weight is not None else (None, None)
         if X_val.shape[0] < 2:
-            raise ValueError("The validation set is too small: it has "
-                             f"{X_val.shape[0]} row(s); increase validation_fraction or "
-                             "use more data.")
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
         y_val = estimator._decode_targets(Y_val)
     else:
         X_train, Y_train, sw_train = X, Y, sample_weight

@@ -149,11 +149,30 @@ def test_fit_matches_scikit_learn(case, mlp_backend):
 def test_batch_size_above_the_rows_warns_and_is_clipped(mlp_backend):
     ours, theirs = _pair("regression", batch_size=80)
     X, y = _data("regression")
-    with pytest.warns(UserWarning, match="batch_size=80 is larger than the 50"):
-        ours.fit(X, y)
-    with pytest.warns(UserWarning, match="clipped"):
-        theirs.fit(X, y)
+    # scikit-learn's warnings: the same classes and texts, in the same order.
+    assert _warnings_of(ours.fit, X, y) == _warnings_of(theirs.fit, X, y)
     assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
+def _warnings_of(function, *args, **kwargs):
+    """[(class, text)] of the warnings function(*args, **kwargs) gives."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        function(*args, **kwargs)
+    return [(w.category, str(w.message)) for w in caught]
+
+
+def _outcome(function, *args, **kwargs):
+    """("ok", warnings) or (exception class, message, warnings) of a call."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            function(*args, **kwargs)
+            result = ("ok",)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+            result = (type(exc), str(exc))
+    return result + ([(w.category, str(w.message)) for w in caught
+                      if not issubclass(w.category, RuntimeWarning)],)
 
 
 # Fits that stop early, and "adaptive" ones whose rate drops mid-fit (the network's run is
@@ -428,3 +447,60 @@ def test_adaptive_rate_cut_on_the_last_epoch_is_kept(first, seed, mlp_backend):
     assert theirs._optimizer.learning_rate < params.get("learning_rate_init", 0.001)
     assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
 
+
+def _message_cases():
+    """{case: function(Estimator) -> the estimator after a sequence ending in the call whose
+    error or warning is compared}."""
+    X, y = _edge_data()
+    y3 = np.arange(len(X)) % 3
+    quiet = dict(hidden_layer_sizes=(5,), max_iter=2, random_state=0)
+
+    def warm_start_other_classes(Model):
+        model = Model(**quiet, warm_start=True)
+        model.fit(X, y)
+        return model.fit(X, y3)
+
+    def partial_fit_warm_start_missing_class(Model):
+        model = Model(**quiet, warm_start=True)
+        model.partial_fit(X, y3, classes=[0, 1, 2])
+        return model.partial_fit(X[y3 < 2], y3[y3 < 2])
+
+    def partial_fit_unseen_class(Model):
+        model = Model(**quiet)
+        model.partial_fit(X, y, classes=[0, 1])
+        return model.partial_fit(X, y3)
+
+    def partial_fit_changed_classes(Model):
+        model = Model(**quiet)
+        model.partial_fit(X, y, classes=[0, 1])
+        return model.partial_fit(X, y, classes=[0, 1, 2])
+
+    def partial_fit_changed_classes_array(Model):
+        model = Model(**quiet)
+        model.partial_fit(X, y, classes=np.array([0, 1]))
+        return model.partial_fit(X, y, classes=np.array([1, 2]))
+
+    def partial_fit_no_classes(Model):
+        return Model(**quiet).partial_fit(X, y)
+
+    def batch_size_clipped(Model):
+        return Model(**quiet, batch_size=100).fit(X, y)
+
+    def validation_set_too_small(Model):
+        # One class: no stratum stops the split from holding out a single row.
+        return Model(**quiet, early_stopping=True).fit(X[:8], np.zeros(8, dtype=int))
+
+    return {f.__name__: f for f in (
+        warm_start_other_classes, partial_fit_warm_start_missing_class,
+        partial_fit_unseen_class, partial_fit_changed_classes,
+        partial_fit_changed_classes_array, partial_fit_no_classes, batch_size_clipped,
+        validation_set_too_small)}
+
+
+@pytest.mark.parametrize("case", list(_message_cases()))
+def test_errors_and_warnings_are_scikit_learns(case, mlp_backend):
+    function = _message_cases()[case]
+    ours = _outcome(function, MLPClassifier)
+    theirs = _outcome(function, neural_network.MLPClassifier)
+    assert ours == theirs
+    assert theirs[0] != "ok" or any(w[0] is UserWarning for w in theirs[-1])
