@@ -282,7 +282,7 @@ class _BaseMLP(BaseEstimator):
             # The model's dtype was set by its first fit; later inputs are converted to it
             # (and so are weights assigned to coefs_ / intercepts_ in between); as_matrix
             # refuses values that overflow it.
-            X = as_matrix(X, "X", self._network.dtype)
+            X = as_matrix(X, "X", self._continued_dtype(X))
         # order="C": a 2-D target comes in any layout (a DataFrame's, Fortran order, a
         # meta-estimator's indicator matrix); the copy is made anyway.
         Y = (as_matrix(Y, "y", X.dtype) if Y.dtype.kind == "f" and Y.dtype != X.dtype
@@ -290,6 +290,7 @@ class _BaseMLP(BaseEstimator):
         if sample_weight is not None:
             sample_weight = sample_weight.astype(X.dtype)
         layer_units = [X.shape[1], *params.hidden_layer_sizes, Y.shape[1]]
+        self.n_outputs_, self.n_layers_ = Y.shape[1], len(layer_units)
         # Drawn anew at every fit, as scikit-learn does: an int seed replays the same draws.
         random_state = _mlp_input.check_random_state(self.random_state)
         if first_pass:
@@ -302,12 +303,15 @@ class _BaseMLP(BaseEstimator):
         resume = (stochastic and incremental and old is not None
                   and old.optimizer_state is not None)
         network = self._make_network(layer_units, X.dtype, params, old if resume else None)
-        if stochastic and not resume and params.solver == "sgd" and self.t_ > 0:
+        # Records missing (weights assigned by hand) start empty: t_ 0 here and in the
+        # StochasticRecord (README, "Differences from scikit-learn").
+        t = getattr(self, "t_", 0)
+        if stochastic and not resume and params.solver == "sgd" and t > 0:
             # A warm start: a new optimizer, but "invscaling" goes on counting the rows seen
             # by earlier fits (scikit-learn's t_), so the state starts there.
             network.optimizer_state = OptimizerState(
                 np.zeros(sum(a * b + b for a, b in zip(layer_units, layer_units[1:])),
-                         dtype=X.dtype), samples_seen=self.t_,
+                         dtype=X.dtype), samples_seen=t,
                 learning_rate=params.learning_rate_init)
             resume = True
         trainer = _NetworkTrainer(network)
@@ -385,6 +389,18 @@ class _BaseMLP(BaseEstimator):
                                  f"{np.shape(b)}")
             if not (np.isfinite(w).all() and np.isfinite(b).all()):
                 raise ValueError(f"coefs_[{k}] and intercepts_[{k}] must be finite")
+
+    def _continued_dtype(self, X):
+        """The dtype a fit that continues from coefs_ and intercepts_ trains in: the last
+        fit's, or, for weights assigned by hand to an estimator never fitted, float32 when
+        they and X are all float32 (else float64, which scikit-learn's products of mixed
+        dtypes give)."""
+        network = getattr(self, "_network", None)
+        if network is not None:
+            return network.dtype
+        arrays = [X, *self.coefs_, *self.intercepts_]
+        single = all(np.asarray(a).dtype == np.float32 for a in arrays)
+        return np.dtype(np.float32 if single else np.float64)
 
     def _make_network(self, layer_units, dtype, params, resumed):
         """A network for this fit. Resuming (partial_fit), a copy of the last fit's, with its

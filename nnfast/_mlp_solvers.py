@@ -79,7 +79,7 @@ class StochasticRecord:
         self.params = params
         self.early_stopping = early_stopping
         self.n_iter = 0
-        self.t = estimator.t_
+        self.t = getattr(estimator, "t_", 0)
         self.loss = getattr(estimator, "loss_", None)
         self.loss_curve = list(getattr(estimator, "loss_curve_", None) or [])
         self.no_improvement = getattr(estimator, "_no_improvement_count", 0)

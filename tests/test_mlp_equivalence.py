@@ -504,3 +504,56 @@ def test_errors_and_warnings_are_scikit_learns(case, mlp_backend):
     theirs = _outcome(function, neural_network.MLPClassifier)
     assert ours == theirs
     assert theirs[0] != "ok" or any(w[0] is UserWarning for w in theirs[-1])
+
+
+def _assign_weights(model, X, n_outputs, out_activation, dtype=np.float64):
+    """Weights and bookkeeping assigned by hand to a never-fitted estimator, as
+    scikit-learn's own test_fit does: the attributes its partial_fit needs."""
+    rng = np.random.RandomState(7)
+    sizes = [X.shape[1], 3, n_outputs]
+    model.coefs_ = [rng.normal(size=(a, b)).astype(dtype) for a, b in zip(sizes, sizes[1:])]
+    model.intercepts_ = [rng.normal(size=b).astype(dtype) for b in sizes[1:]]
+    model.n_outputs_ = n_outputs
+    model.n_features_in_ = X.shape[1]
+    model.n_iter_ = 0
+    model.n_layers_ = len(sizes)
+    model.out_activation_ = out_activation
+    model.t_ = 0
+    model.best_loss_ = np.inf
+    model.loss_curve_ = []
+    model._no_improvement_count = 0
+    return model
+
+
+@pytest.mark.parametrize("how", ["partial_fit", "warm_start"])
+@pytest.mark.parametrize("task, solver", [("binary", "sgd"), ("multiclass", "adam"),
+                                          ("regression", "sgd"), ("regression", "lbfgs")])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_training_starts_from_weights_assigned_by_hand(task, solver, how, dtype,
+                                                       mlp_backend):
+    if how == "partial_fit" and solver == "lbfgs":
+        solver = "adam"
+    X, y = _data(task, dtype)
+    out = {"binary": "logistic", "multiclass": "softmax", "regression": "identity"}[task]
+    n_outputs = 3 if task == "multiclass" else 1
+    params = dict(hidden_layer_sizes=(3,), solver=solver, max_iter=4, random_state=0,
+                  learning_rate_init=0.05, warm_start=how == "warm_start")
+    ours, theirs = _pair(task, **params)
+    for model in (ours, theirs):
+        _assign_weights(model, X, n_outputs, out, dtype)
+        classes = ({"classes": np.unique(y)} if task != "regression" else {})
+        if how == "partial_fit":
+            model.partial_fit(X, y, **classes)
+            model.partial_fit(X[::-1], y[::-1])
+        else:
+            model.fit(X, y)
+    # (scikit-learn's L-BFGS computes in float64 whatever the weights' dtype.)
+    rtol = MLP_RTOL[np.float32 if dtype == np.float32 and solver != "lbfgs" else np.float64]
+    if dtype == np.float32 and solver == "lbfgs":
+        rtol = MLP_RTOL[np.float32]
+    assert_same_mlp(ours, theirs, rtol)
+    if task == "regression":
+        assert_allclose(ours.predict(X), theirs.predict(X), rtol=rtol, atol=rtol)
+    else:
+        assert_array_equal(ours.predict(X), theirs.predict(X))
+
