@@ -21,7 +21,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _mlp_input, _mlp_solvers, reference
 from ._mlp_params import REGRESSION_LOSSES, STOCHASTIC_SOLVERS, check_params
@@ -108,7 +108,9 @@ def _accuracy(y_true, y_pred, sample_weight=None):
     and their predictions, both decoded from the classes) the (weighted) share of matches,
     ``numpy.average`` of them as scikit-learn computes it, without its validation of the
     targets; other targets go to ``accuracy_score``."""
-    if y_true.ndim == 1 and y_pred.ndim == 1 and y_true.dtype == y_pred.dtype:
+    # Weights summing to zero go to accuracy_score too (its error, not NumPy's).
+    if (y_true.ndim == 1 and y_pred.ndim == 1 and y_true.dtype == y_pred.dtype
+            and (sample_weight is None or sample_weight.sum() != 0)):
         return float(np.average(y_true == y_pred, weights=sample_weight))
     return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
 
@@ -125,7 +127,8 @@ def _r2(y_true, y_pred, sample_weight=None):
             and y_true.ndim in (1, 2) and y_pred.ndim in (1, 2) and n_rows >= 2
             and (sample_weight is None or (isinstance(sample_weight, np.ndarray)
                                            and sample_weight.dtype == y_true.dtype
-                                           and sample_weight.shape == (n_rows,))))
+                                           and sample_weight.shape == (n_rows,)
+                                           and sample_weight.sum() != 0)))
     if fast:
         y_true = y_true.reshape(n_rows, -1)
         y_pred = y_pred.reshape(len(y_pred), -1)
@@ -163,6 +166,12 @@ class _NetworkTrainer:
     def weights(self):
         """(weight matrices, bias vectors) of the current parameters, as views."""
         return param_views(self._params, self.network.sizes, True)
+
+    def load(self, coefs, intercepts):
+        """Sets the current parameters (the run's, while ``training``)."""
+        weights, biases = self.weights()
+        for view, value in zip(weights + biases, list(coefs) + list(intercepts)):
+            view[...] = value
 
     def weights_copy(self):
         """(coefs, intercepts): copies of the current weight matrices and bias vectors."""
@@ -269,9 +278,12 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         params = check_params(self)
         self._check_extra_params()
-        if incremental and params.early_stopping:
-            raise ValueError("partial_fit does not support early_stopping=True")
         first_pass = not hasattr(self, "coefs_") or (not params.warm_start and not incremental)
+        # scikit-learn's early stopping ends with _best_coefs and coefs_ one list (and so for
+        # the intercepts), which its later fits train in place: kept so (StochasticRecord).
+        aliased = [not first_pass and getattr(self, "_best_" + name, None) is getattr(self,
+                                                                                   name + "_")
+                   for name in ("coefs", "intercepts")]
         X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
                                                            first_pass, classes)
         # The network trains on C-contiguous arrays of its dtype; they are made here, and the
@@ -297,6 +309,9 @@ class _BaseMLP(BaseEstimator):
             self._initialize(Y, layer_units, X.dtype, params, random_state)
         else:
             self._check_weights(layer_units)
+        # Where scikit-learn refuses it: after the data's checks and the first fit's set-up.
+        if incremental and params.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
 
         stochastic = params.solver in STOCHASTIC_SOLVERS
         old = getattr(self, "_network", None)
@@ -328,15 +343,17 @@ class _BaseMLP(BaseEstimator):
         except TrainingDivergedError as exc:
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.") from exc
+        # With early stopping, the weights of the epoch with the best validation score.
         self.coefs_, self.intercepts_ = trainer.weights_copy()
         self._network = trainer.network
+        if stochastic and params.early_stopping:
+            aliased = [True, True]
+        if aliased[0]:
+            self._best_coefs = self.coefs_
+        if aliased[1]:
+            self._best_intercepts = self.intercepts_
         if stochastic:
             record.apply_to(self)
-            if params.early_stopping:
-                # The weights of the epoch with the best validation score.
-                self._best_coefs, self._best_intercepts = record.best_params
-                self.coefs_ = [c.copy() for c in self._best_coefs]
-                self.intercepts_ = [b.copy() for b in self._best_intercepts]
         else:
             self.n_iter_, self.loss_ = n_iter, loss
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
@@ -423,31 +440,20 @@ class _BaseMLP(BaseEstimator):
         """The score (accuracy or R^2) of the network's current weights on held-out rows;
         NaN when the predictions are not finite."""
         outputs = _forward(*trainer.weights(), X, self.activation, self.out_activation_)
-        if not np.isfinite(outputs).all():
+        # As scikit-learn: NaN for predictions (the regressor's) that are not finite; a
+        # classifier's are labels, decoded from whatever the outputs are.
+        predictions = self._predictions(outputs)
+        if predictions.dtype.kind == "f" and not np.isfinite(predictions).all():
             return np.nan
-        return float(self._score_function(y, self._predictions(outputs),
-                                          sample_weight=sample_weight))
+        return float(self._score_function(y, predictions, sample_weight=sample_weight))
 
-    def _check_sample_weight(self, sample_weight, n_rows, dtype):
-        """A new float array of n_rows finite, non-negative weights, not all zero."""
+    def _check_sample_weight(self, sample_weight, X):
+        """scikit-learn's check of fit's sample weights (its ``_check_sample_weight``, as its
+        MLP calls it: any finite values, negative ones too, not all zero), as a new array of
+        X's dtype."""
         if sample_weight is None:
             return None
-        weights = np.asarray(sample_weight)
-        if weights.dtype.kind not in "biuf":
-            raise TypeError(f"sample_weight must be numbers, got dtype {weights.dtype}")
-        if weights.ndim == 0:
-            weights = np.full(n_rows, weights, dtype=dtype)
-        if weights.shape != (n_rows,):
-            raise ValueError(f"sample_weight must have shape ({n_rows},), got "
-                             f"{weights.shape}")
-        weights = weights.astype(dtype)  # a copy: the caller's array is never touched
-        if not np.isfinite(weights).all():
-            raise ValueError("sample_weight must be finite")
-        if (weights < 0).any():
-            raise ValueError("sample_weight must be >= 0")
-        if not weights.sum() > 0:
-            raise ValueError("sample_weight must not be all zero")
-        return weights
+        return _check_sample_weight(sample_weight, X).astype(X.dtype)
 
     def _check_extra_params(self):
         """The subclass's own parameters (loss, class_weight), checked."""
@@ -686,7 +692,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(seen, self.classes_, assume_unique=True)):
                 raise ValueError("`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {seen}.")
-        sample_weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        sample_weight = self._check_sample_weight(sample_weight, X)
         sample_weight = self._fold_class_weight(y, sample_weight, incremental)
         return X, _binarize(self._label_binarizer, y), sample_weight
 
@@ -817,7 +823,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Parameters
     ----------
     loss : {{"squared_error", "poisson"}}, default="squared_error"
-        "poisson" needs targets >= 0 and predicts ``exp`` of the last layer.
+        "poisson" predicts ``exp`` of the last layer; its deviance is defined for targets
+        >= 0 (negative ones give a NaN loss, as in scikit-learn).
 {_PARAMETERS}
     Attributes
     ----------
@@ -890,9 +897,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y = self._validate_arrays(X, y, first_pass, numeric_targets=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if self.loss == "poisson" and (y < 0).any():
-            raise ValueError('loss="poisson" needs targets y >= 0')
-        sample_weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        sample_weight = self._check_sample_weight(sample_weight, X)
         return X, y.reshape(len(y), -1), sample_weight
 
     def _stratify_early_stopping(self, Y):

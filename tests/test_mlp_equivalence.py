@@ -11,6 +11,8 @@ warm_start, partial_fit and shuffling. Then ``class_weight`` against sample weig
 scikit-learn, and default-parameter cross-validated scores on scikit-learn's datasets.
 """
 
+import os
+import types
 import warnings
 
 import numpy as np
@@ -20,7 +22,7 @@ from sklearn import neural_network
 from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, load_iris,
                               load_wine, make_friedman1)
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
@@ -504,6 +506,183 @@ def test_errors_and_warnings_are_scikit_learns(case, mlp_backend):
     theirs = _outcome(function, neural_network.MLPClassifier)
     assert ours == theirs
     assert theirs[0] != "ok" or any(w[0] is UserWarning for w in theirs[-1])
+
+
+def _assert_same_outcome(function):
+    """function(module) fits scikit-learn's or nnfast's estimators (module ``neural_network``
+    or a namespace of nnfast's): the same exception (class, message) and warnings, or the
+    same fitted model, weights and records (NaN where scikit-learn has NaN)."""
+    ours_module = types.SimpleNamespace(MLPClassifier=MLPClassifier, MLPRegressor=MLPRegressor)
+    results = []
+    for module in (ours_module, neural_network):
+        models = []
+        results.append(_outcome(lambda: models.append(function(module))) + (models,))
+    (*ours, ours_models), (*theirs, theirs_models) = results
+    assert ours == theirs
+    for a, b in zip(ours_models, theirs_models):
+        assert_same_mlp(*map(_losses_not_finite_as_nan, (a, b)), MLP_RTOL[np.float64])
+    return theirs[0], (theirs_models or [None])[0]
+
+
+def _losses_not_finite_as_nan(model):
+    """The model's attributes, with its losses that are not finite NaN: a loss that
+    overflows may be inf in one and NaN in the other (README, "Differences from
+    scikit-learn"); which epochs it is, is compared."""
+    attributes = dict(vars(model))
+    if attributes.get("loss_curve_") is not None:
+        attributes["loss_curve_"] = [x if np.isfinite(x) else np.nan
+                                     for x in attributes["loss_curve_"]]
+    if attributes.get("loss_") is not None and not np.isfinite(attributes["loss_"]):
+        attributes["loss_"] = np.nan
+    return types.SimpleNamespace(**attributes)
+
+
+def _regression(n_rows=60):
+    X, _ = _edge_data(n_rows)
+    return X, X @ np.random.RandomState(5).normal(size=4)
+
+
+DIVERGING = {
+    # The weights overflow after a few epochs: NaN validation scores (the regressor's
+    # predictions are not finite), the best epoch's weights kept, every epoch run.
+    "regressor": lambda m: m.MLPRegressor(
+        hidden_layer_sizes=(5,), max_iter=8, random_state=0, solver="sgd",
+        learning_rate_init=1e3, early_stopping=True).fit(_regression()[0],
+                                                         _regression()[1] * 1e3),
+    "regressor-adam-stalls": lambda m: m.MLPRegressor(
+        hidden_layer_sizes=(5,), max_iter=30, random_state=0, learning_rate_init=1e5,
+        early_stopping=True, n_iter_no_change=2).fit(_regression()[0],
+                                                     _regression()[1] * 1e5),
+    # A classifier's held-out predictions are labels, decoded from non-finite outputs too:
+    # its scores stay numbers (scikit-learn's accident, kept).
+    "classifier": lambda m: m.MLPClassifier(
+        hidden_layer_sizes=(5,), max_iter=8, random_state=0, solver="sgd",
+        learning_rate_init=1e4, early_stopping=True).fit(_edge_data()[0] * 1e3,
+                                                         _edge_data()[1]),
+    # Weights that jump to infinity: the outputs are NaN, which decode to the first class;
+    # with random_state=0 that beats the first epoch's score, and the "best" weights are
+    # not finite (scikit-learn's ValueError); with 1 it does not (the first epoch's kept).
+    "classifier-nan-best": lambda m: m.MLPClassifier(
+        hidden_layer_sizes=(5,), max_iter=6, random_state=0, solver="sgd",
+        learning_rate_init=1e300, early_stopping=True).fit(*_edge_data()),
+    "classifier-nan": lambda m: m.MLPClassifier(
+        hidden_layer_sizes=(5,), max_iter=6, random_state=1, solver="sgd",
+        learning_rate_init=1e300, early_stopping=True).fit(*_edge_data()),
+}
+
+
+@pytest.mark.parametrize("case", list(DIVERGING))
+def test_divergence_under_early_stopping_keeps_the_best_epoch(case, mlp_backend):
+    result, theirs = _assert_same_outcome(DIVERGING[case])
+    if case == "regressor":
+        assert result == "ok" and np.isnan(theirs.validation_scores_[-1])
+
+
+def test_warm_started_early_stopping_that_never_beats_the_stored_best(mlp_backend):
+    # scikit-learn's early stopping leaves _best_coefs and coefs_ one list, which the next
+    # warm-started fit trains in place: when it never beats the stored best score, it
+    # returns its own last weights. An L-BFGS fit in between keeps that so (it assigns the
+    # list's items).
+    X, y = _regression(200)
+
+    def fits(module, between):
+        model = module.MLPRegressor(hidden_layer_sizes=(5,), max_iter=30, random_state=0,
+                                    early_stopping=True, learning_rate_init=0.05,
+                                    warm_start=True)
+        model.fit(X, y)
+        if between:
+            model.set_params(solver="lbfgs", max_iter=2).fit(X, y)
+            model.set_params(solver="adam")
+        model.set_params(early_stopping=True, learning_rate_init=2.0, max_iter=3).fit(X, y)
+        return model
+
+    for between in (False, True):
+        _, theirs = _assert_same_outcome(lambda m: fits(m, between))
+        assert max(theirs.validation_scores_[-3:]) < theirs.best_validation_score_
+
+
+def test_sample_weights_summing_to_zero_are_scikit_learns_errors(mlp_backend):
+    X, y = _regression()
+    weights = np.r_[np.zeros(20), np.ones(40)]
+    cases = {
+        "stored-order-batch": (dict(batch_size=20, shuffle=False), weights),
+        "shuffled-batch": (dict(batch_size=2, max_iter=30), weights),
+        "negative-weights": (dict(batch_size=2, shuffle=False), np.tile([1.0, -1.0], 30)),
+        "validation-split": (dict(early_stopping=True), None),
+    }
+    for case, (params, sample_weight) in cases.items():
+        params = {"hidden_layer_sizes": (5,), "max_iter": 3, "random_state": 0, **params}
+        for Model in (MLPRegressor, MLPClassifier):
+            target = y if Model is MLPRegressor else (y > 0).astype(int)
+            if case == "validation-split":
+                # Weight zero on the rows the split holds out: the split draws from the
+                # random state after the initial weights (two uniform draws per layer).
+                random_state = np.random.RandomState(0)
+                for fan_in, fan_out in [(4, 5), (5, 1)]:
+                    random_state.uniform(size=(fan_in, fan_out))
+                    random_state.uniform(size=fan_out)
+                _, held_out = train_test_split(
+                    np.arange(60), random_state=random_state, test_size=0.1,
+                    stratify=None if Model is MLPRegressor else target)
+                sample_weight = np.ones(60)
+                sample_weight[held_out] = 0
+            before = Model(**params)
+            result, _ = _assert_same_outcome(
+                lambda m: getattr(m, Model.__name__)(**params).fit(X, target,
+                                                                    sample_weight=sample_weight))
+            assert result != "ok"
+            # nnfast's fits are transactional: nothing was set.
+            before_state = dict(vars(before))
+            with pytest.raises(result):
+                before.fit(X, target, sample_weight=sample_weight)
+            assert vars(before) == before_state
+
+
+NON_FINITE_LOSS = {
+    # The squared error of targets near 1e200 overflows; the steps (rate 1e-300) do not.
+    "inf-loss": lambda m: m.MLPRegressor(
+        hidden_layer_sizes=(5,), max_iter=1, random_state=0, solver="sgd",
+        learning_rate_init=1e-300).fit(_regression()[0], _regression()[1] * 1e200),
+    "inf-loss-stalls": lambda m: m.MLPRegressor(
+        hidden_layer_sizes=(5,), max_iter=10, random_state=0, solver="sgd",
+        learning_rate_init=1e-300, n_iter_no_change=2).fit(_regression()[0],
+                                                            _regression()[1] * 1e200),
+    "poisson-negative-targets": lambda m: m.MLPRegressor(
+        loss="poisson", hidden_layer_sizes=(5,), max_iter=4, random_state=0).fit(
+            *_regression()),
+    # Weights that overflow without early stopping: scikit-learn's ValueError, after its
+    # ConvergenceWarning.
+    "weights-overflow": lambda m: m.MLPRegressor(
+        hidden_layer_sizes=(5,), max_iter=8, random_state=0, solver="sgd",
+        learning_rate_init=1e3).fit(_regression()[0], _regression()[1] * 1e3),
+    "partial-fit-inf-loss": lambda m: m.MLPRegressor(
+        hidden_layer_sizes=(5,), random_state=0, solver="sgd",
+        learning_rate_init=1e-300).partial_fit(_regression()[0], _regression()[1] * 1e200),
+}
+
+
+@pytest.mark.parametrize("case", list(NON_FINITE_LOSS))
+def test_non_finite_losses_are_scikit_learns(case, mlp_backend):
+    _, theirs = _assert_same_outcome(NON_FINITE_LOSS[case])
+    if case == "inf-loss":
+        assert theirs.loss_curve_ == [np.inf]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("data", ["bad", "good"])
+def test_partial_fit_with_early_stopping_checks_the_data_first(data, mlp_backend):
+    X, y = _edge_data()
+    if data == "bad":
+        y = np.full(len(X), np.nan)
+    outcomes = [_outcome(lambda: Model(early_stopping=True).partial_fit(X, y, classes=[0, 1]))
+                for Model in (MLPClassifier, neural_network.MLPClassifier)]
+    assert outcomes[0] == outcomes[1]
+    # scikit-learn refuses after its first partial_fit has set up the estimator; nnfast's
+    # refusal leaves it as it was (transactional fits).
+    model = MLPClassifier(early_stopping=True)
+    with pytest.raises(ValueError):
+        model.partial_fit(X, y, classes=[0, 1])
+    assert not hasattr(model, "coefs_") and not hasattr(model, "classes_")
 
 
 def _assign_weights(model, X, n_outputs, out_activation, dtype=np.float64):
