@@ -248,7 +248,8 @@ class _BaseMLP(BaseEstimator):
             Targets: class labels (or a label indicator matrix) for the classifier, numbers
             for the regressor.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weight of each row in the loss and its gradient.
+            Weight of each row in the loss and its gradient (as scikit-learn, any finite
+            values, not all zero).
 
         Returns
         -------
@@ -266,13 +267,20 @@ class _BaseMLP(BaseEstimator):
     def _transaction(self, function, *args, **kwargs):
         """Runs a fit so that any exception (a bad input, a diverged fit, Ctrl-C) leaves
         the estimator's attributes exactly as they were. Fits never modify an attribute's
-        object in place: they build new ones and assign them."""
+        object in place: they build new ones and assign them. A RandomState given as
+        random_state is put back in its state too (scikit-learn's draws from it stay drawn);
+        NumPy's global one (random_state=None) is left alone: other code shares it."""
         before = dict(self.__dict__)
+        random_state = before.get("random_state")
+        drawn_from = (random_state.get_state()
+                      if isinstance(random_state, np.random.RandomState) else None)
         try:
             return function(*args, **kwargs)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(before)
+            if drawn_from is not None:
+                random_state.set_state(drawn_from)
             raise
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
@@ -645,7 +653,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Labels (or a label indicator matrix).
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weight of each row.
+            Weight of each row (as for ``fit``).
         classes : array-like of shape (n_classes,), default=None
             Every class of the whole data; required on the first call, optional later.
 
@@ -876,7 +884,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weight of each row.
+            Weight of each row (as for ``fit``).
 
         Returns
         -------

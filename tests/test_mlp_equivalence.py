@@ -736,3 +736,92 @@ def test_training_starts_from_weights_assigned_by_hand(task, solver, how, dtype,
     else:
         assert_array_equal(ours.predict(X), theirs.predict(X))
 
+
+def test_a_failed_fit_changes_nothing_where_scikit_learn_keeps_partial_state(mlp_backend):
+    # README, "Differences from scikit-learn": nnfast's failed fits leave the estimator and a
+    # RandomState given as random_state as they were; scikit-learn's keep what they set up
+    # and drew before the error (here its ZeroDivisionError, raised by both).
+    X, y = _regression()
+    weights = np.r_[np.zeros(20), np.ones(40)]
+    states = {}
+    for Model in (MLPRegressor, neural_network.MLPRegressor):
+        random_state = np.random.RandomState(3)
+        model = Model(hidden_layer_sizes=(5,), random_state=random_state, batch_size=20,
+                      shuffle=False, max_iter=3)
+        with pytest.raises(ZeroDivisionError, match="Weights sum to zero"):
+            model.fit(X, y, sample_weight=weights)
+        states[Model] = (random_state.randint(1 << 30, size=3), hasattr(model, "coefs_"))
+    untouched = np.random.RandomState(3).randint(1 << 30, size=3)
+    assert_array_equal(states[MLPRegressor][0], untouched) and not states[MLPRegressor][1]
+    theirs = states[neural_network.MLPRegressor]
+    assert not np.array_equal(theirs[0], untouched) and theirs[1]
+
+
+@pytest.mark.parametrize("switch", [
+    ("lbfgs", {"solver": "adam"}, AttributeError),
+    ("adam", {"early_stopping": True}, AttributeError),
+    ("adam-early-stopping", {"early_stopping": False}, TypeError),
+])
+def test_warm_started_switches_continue_where_scikit_learn_raises(switch, mlp_backend):
+    # README, "Differences from scikit-learn": scikit-learn's records of the other solver or
+    # stopping mode are missing, and it raises; nnfast continues from the weights.
+    first, change, error = switch
+    X, y = _edge_data()
+    params = dict(hidden_layer_sizes=(5,), max_iter=3, random_state=0, warm_start=True,
+                  solver=first.split("-")[0], early_stopping=first.endswith("stopping"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = neural_network.MLPClassifier(**params).fit(X, y)
+        with pytest.raises(error):
+            theirs.set_params(**change).fit(X, y)
+        ours = MLPClassifier(**params).fit(X, y)
+        start = [c.copy() for c in ours.coefs_]
+        ours.set_params(**change).fit(X, y)
+    assert ours.n_iter_ == 3 and not all(np.array_equal(a, b)
+                                         for a, b in zip(start, ours.coefs_))
+
+
+def test_warm_start_with_other_layer_sizes_is_a_value_error(mlp_backend):
+    # scikit-learn's L-BFGS-B crashes the process here (heap corruption), so only nnfast's
+    # side runs: a ValueError naming the shapes, the estimator unchanged.
+    X, y = _edge_data()
+    model = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, solver="lbfgs",
+                          warm_start=True, random_state=0).fit(X, y)
+    coefs = model.coefs_
+    with pytest.raises(ValueError, match=r"coefs_\[0\] must have shape \(4, 6\)"):
+        model.set_params(hidden_layer_sizes=(6,)).fit(X, y)
+    assert model.coefs_ is coefs
+
+
+def test_missing_records_of_hand_assigned_weights_start_empty(mlp_backend):
+    # README, "Differences from scikit-learn": with only the weights and the output set,
+    # scikit-learn's partial_fit raises AttributeError for the records it reads; nnfast's
+    # starts them, and trains as scikit-learn does once they are set.
+    X, y = _data("regression")
+    fitted = {}
+    for Model in (MLPRegressor, neural_network.MLPRegressor):
+        model = _assign_weights(Model(hidden_layer_sizes=(3,), random_state=0), X, 1,
+                                "identity")
+        for name in ("t_", "loss_curve_", "best_loss_", "_no_improvement_count", "n_iter_",
+                     "n_layers_"):
+            delattr(model, name)
+        if Model is neural_network.MLPRegressor:
+            with pytest.raises(AttributeError):
+                model.partial_fit(X, y)
+            model = _assign_weights(Model(hidden_layer_sizes=(3,), random_state=0), X, 1,
+                                    "identity")
+        fitted[Model] = model.partial_fit(X, y)
+    assert_same_mlp(fitted[MLPRegressor], fitted[neural_network.MLPRegressor],
+                    MLP_RTOL[np.float64])
+
+
+def test_warnings_point_at_the_caller():
+    X, y = _data("regression")
+    for Model, expected in ((MLPRegressor, __file__),
+                            (neural_network.MLPRegressor, neural_network.__file__)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Model(batch_size=80, max_iter=1).fit(X, y)
+        clipped = [w for w in caught if "clipped" in str(w.message)]
+        assert len(clipped) == 1
+        assert os.path.dirname(clipped[0].filename) == os.path.dirname(expected)
