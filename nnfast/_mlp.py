@@ -21,7 +21,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _mlp_input, _mlp_params, _mlp_solvers, reference
 from ._mlp_params import (CLASSIFIER_CONSTRAINTS, REGRESSOR_CONSTRAINTS, STOCHASTIC_SOLVERS,
@@ -109,7 +109,9 @@ def _accuracy(y_true, y_pred, sample_weight=None):
     and their predictions, both decoded from the classes) the (weighted) share of matches,
     ``numpy.average`` of them as scikit-learn computes it, without its validation of the
     targets; other targets go to ``accuracy_score``."""
-    if y_true.ndim == 1 and y_pred.ndim == 1 and y_true.dtype == y_pred.dtype:
+    # Weights summing to zero go to accuracy_score too (its error, not NumPy's).
+    if (y_true.ndim == 1 and y_pred.ndim == 1 and y_true.dtype == y_pred.dtype
+            and (sample_weight is None or sample_weight.sum() != 0)):
         return float(np.average(y_true == y_pred, weights=sample_weight))
     return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
 
@@ -126,7 +128,8 @@ def _r2(y_true, y_pred, sample_weight=None):
             and y_true.ndim in (1, 2) and y_pred.ndim in (1, 2) and n_rows >= 2
             and (sample_weight is None or (isinstance(sample_weight, np.ndarray)
                                            and sample_weight.dtype == y_true.dtype
-                                           and sample_weight.shape == (n_rows,))))
+                                           and sample_weight.shape == (n_rows,)
+                                           and sample_weight.sum() != 0)))
     if fast:
         y_true = y_true.reshape(n_rows, -1)
         y_pred = y_pred.reshape(len(y_pred), -1)
@@ -164,6 +167,12 @@ class _NetworkTrainer:
     def weights(self):
         """(weight matrices, bias vectors) of the current parameters, as views."""
         return param_views(self._params, self.network.sizes, True)
+
+    def load(self, coefs, intercepts):
+        """Sets the current parameters (the run's, while ``training``)."""
+        weights, biases = self.weights()
+        for view, value in zip(weights + biases, list(coefs) + list(intercepts)):
+            view[...] = value
 
     def weights_copy(self):
         """(coefs, intercepts): copies of the current weight matrices and bias vectors."""
@@ -240,7 +249,8 @@ class _BaseMLP(BaseEstimator):
             Targets: class labels (or a label indicator matrix) for the classifier, numbers
             for the regressor.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weight of each row in the loss and its gradient.
+            Weight of each row in the loss and its gradient (as scikit-learn, any finite
+            values, not all zero).
 
         Returns
         -------
@@ -267,13 +277,20 @@ class _BaseMLP(BaseEstimator):
     def _transaction(self, function, *args, **kwargs):
         """Runs a fit so that any exception (a bad input, a diverged fit, Ctrl-C) leaves
         the estimator's attributes exactly as they were. Fits never modify an attribute's
-        object in place: they build new ones and assign them."""
+        object in place: they build new ones and assign them. A RandomState given as
+        random_state is put back in its state too (scikit-learn's draws from it stay drawn);
+        NumPy's global one (random_state=None) is left alone: other code shares it."""
         before = dict(self.__dict__)
+        random_state = before.get("random_state")
+        drawn_from = (random_state.get_state()
+                      if isinstance(random_state, np.random.RandomState) else None)
         try:
             return function(*args, **kwargs)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(before)
+            if drawn_from is not None:
+                random_state.set_state(drawn_from)
             raise
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
@@ -281,11 +298,13 @@ class _BaseMLP(BaseEstimator):
         validate_params(self, "partial_fit" if incremental else "fit")
         params = check_params(self)
         first_pass = not hasattr(self, "coefs_") or (not params.warm_start and not incremental)
+        # scikit-learn's early stopping ends with _best_coefs and coefs_ one list (and so for
+        # the intercepts), which its later fits train in place: kept so (StochasticRecord).
+        aliased = [not first_pass and getattr(self, "_best_" + name, None) is getattr(self,
+                                                                                   name + "_")
+                   for name in ("coefs", "intercepts")]
         X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
                                                            first_pass, classes)
-        # After the data's checks, as scikit-learn's _fit_stochastic refuses it.
-        if incremental and params.early_stopping:
-            raise ValueError("partial_fit does not support early_stopping=True")
         # The network trains on C-contiguous arrays of its dtype; they are made here, and the
         # network takes them as they are (Network._general_fit).
         if first_pass:
@@ -294,30 +313,39 @@ class _BaseMLP(BaseEstimator):
             # The model's dtype was set by its first fit; later inputs are converted to it
             # (and so are weights assigned to coefs_ / intercepts_ in between); as_matrix
             # refuses values that overflow it.
-            X = as_matrix(X, "X", self._network.dtype)
+            X = as_matrix(X, "X", self._continued_dtype(X))
+        # order="C": a 2-D target comes in any layout (a DataFrame's, Fortran order, a
+        # meta-estimator's indicator matrix); the copy is made anyway.
         Y = (as_matrix(Y, "y", X.dtype) if Y.dtype.kind == "f" and Y.dtype != X.dtype
-             else Y.astype(X.dtype))
+             else Y.astype(X.dtype, order="C"))
         if sample_weight is not None:
             sample_weight = sample_weight.astype(X.dtype)
         layer_units = [X.shape[1], *params.hidden_layer_sizes, Y.shape[1]]
+        self.n_outputs_, self.n_layers_ = Y.shape[1], len(layer_units)
         # Drawn anew at every fit, as scikit-learn does: an int seed replays the same draws.
         random_state = _mlp_input.check_random_state(self.random_state)
         if first_pass:
             self._initialize(Y, layer_units, X.dtype, params, random_state)
         else:
             self._check_weights(layer_units)
+        # Where scikit-learn refuses it: after the data's checks and the first fit's set-up.
+        if incremental and params.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
 
         stochastic = params.solver in STOCHASTIC_SOLVERS
         old = getattr(self, "_network", None)
         resume = (stochastic and incremental and old is not None
                   and old.optimizer_state is not None)
         network = self._make_network(layer_units, X.dtype, params, old if resume else None)
-        if stochastic and not resume and params.solver == "sgd" and self.t_ > 0:
+        # Records missing (weights assigned by hand) start empty: t_ 0 here and in the
+        # StochasticRecord (README, "Differences from scikit-learn").
+        t = getattr(self, "t_", 0)
+        if stochastic and not resume and params.solver == "sgd" and t > 0:
             # A warm start: a new optimizer, but "invscaling" goes on counting the rows seen
             # by earlier fits (scikit-learn's t_), so the state starts there.
             network.optimizer_state = OptimizerState(
                 np.zeros(sum(a * b + b for a, b in zip(layer_units, layer_units[1:])),
-                         dtype=X.dtype), samples_seen=self.t_,
+                         dtype=X.dtype), samples_seen=t,
                 learning_rate=params.learning_rate_init)
             resume = True
         trainer = _NetworkTrainer(network)
@@ -334,15 +362,17 @@ class _BaseMLP(BaseEstimator):
         except TrainingDivergedError as exc:
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.") from exc
+        # With early stopping, the weights of the epoch with the best validation score.
         self.coefs_, self.intercepts_ = trainer.weights_copy()
         self._network = trainer.network
+        if stochastic and params.early_stopping:
+            aliased = [True, True]
+        if aliased[0]:
+            self._best_coefs = self.coefs_
+        if aliased[1]:
+            self._best_intercepts = self.intercepts_
         if stochastic:
             record.apply_to(self)
-            if params.early_stopping:
-                # The weights of the epoch with the best validation score.
-                self._best_coefs, self._best_intercepts = record.best_params
-                self.coefs_ = [c.copy() for c in self._best_coefs]
-                self.intercepts_ = [b.copy() for b in self._best_intercepts]
         else:
             self.n_iter_, self.loss_ = n_iter, loss
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
@@ -396,6 +426,18 @@ class _BaseMLP(BaseEstimator):
             if not (np.isfinite(w).all() and np.isfinite(b).all()):
                 raise ValueError(f"coefs_[{k}] and intercepts_[{k}] must be finite")
 
+    def _continued_dtype(self, X):
+        """The dtype a fit that continues from coefs_ and intercepts_ trains in: the last
+        fit's, or, for weights assigned by hand to an estimator never fitted, float32 when
+        they and X are all float32 (else float64, which scikit-learn's products of mixed
+        dtypes give)."""
+        network = getattr(self, "_network", None)
+        if network is not None:
+            return network.dtype
+        arrays = [X, *self.coefs_, *self.intercepts_]
+        single = all(np.asarray(a).dtype == np.float32 for a in arrays)
+        return np.dtype(np.float32 if single else np.float64)
+
     def _make_network(self, layer_units, dtype, params, resumed):
         """A network for this fit. Resuming (partial_fit), a copy of the last fit's, with its
         optimizer and state (scikit-learn keeps its optimizer object between partial_fit
@@ -417,31 +459,20 @@ class _BaseMLP(BaseEstimator):
         """The score (accuracy or R^2) of the network's current weights on held-out rows;
         NaN when the predictions are not finite."""
         outputs = _forward(*trainer.weights(), X, self.activation, self.out_activation_)
-        if not np.isfinite(outputs).all():
+        # As scikit-learn: NaN for predictions (the regressor's) that are not finite; a
+        # classifier's are labels, decoded from whatever the outputs are.
+        predictions = self._predictions(outputs)
+        if predictions.dtype.kind == "f" and not np.isfinite(predictions).all():
             return np.nan
-        return float(self._score_function(y, self._predictions(outputs),
-                                          sample_weight=sample_weight))
+        return float(self._score_function(y, predictions, sample_weight=sample_weight))
 
-    def _check_sample_weight(self, sample_weight, n_rows, dtype):
-        """A new float array of n_rows finite, non-negative weights, not all zero."""
+    def _check_sample_weight(self, sample_weight, X):
+        """scikit-learn's check of fit's sample weights (its ``_check_sample_weight``, as its
+        MLP calls it: any finite values, negative ones too, not all zero), as a new array of
+        X's dtype."""
         if sample_weight is None:
             return None
-        weights = np.asarray(sample_weight)
-        if weights.dtype.kind not in "biuf":
-            raise TypeError(f"sample_weight must be numbers, got dtype {weights.dtype}")
-        if weights.ndim == 0:
-            weights = np.full(n_rows, weights, dtype=dtype)
-        if weights.shape != (n_rows,):
-            raise ValueError(f"sample_weight must have shape ({n_rows},), got "
-                             f"{weights.shape}")
-        weights = weights.astype(dtype)  # a copy: the caller's array is never touched
-        if not np.isfinite(weights).all():
-            raise ValueError("sample_weight must be finite")
-        if (weights < 0).any():
-            raise ValueError("sample_weight must be >= 0")
-        if not weights.sum() > 0:
-            raise ValueError("sample_weight must not be all zero")
-        return weights
+        return _check_sample_weight(sample_weight, X).astype(X.dtype)
 
     def _validate_arrays(self, X, y, reset, numeric_targets=False):
         """scikit-learn's ``validate_data`` of fit's X and y: directly for plain NumPy arrays
@@ -633,7 +664,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Labels (or a label indicator matrix).
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weight of each row.
+            Weight of each row (as for ``fit``).
         classes : array-like of shape (n_classes,), default=None
             Every class of the whole data; required on the first call, optional later.
 
@@ -663,32 +694,34 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                      else _mlp_input.fitted_label_binarizer(*labels))
             self.classes_ = self._label_binarizer.classes_
         else:
+            # scikit-learn's rule and messages: with warm_start (partial_fit too) the same
+            # classes as before, else no class that is not among them.
             seen = unique_labels(y) if labels is None else labels[1]
-            if self.warm_start and not incremental and set(seen) != set(self.classes_):
-                raise ValueError("warm_start can only be used where `y` has the same classes "
-                                 f"as in the previous call to fit: previously "
-                                 f"{self.classes_}, now {seen}")
-            if len(np.setdiff1d(seen, self.classes_, assume_unique=True)):
-                raise ValueError(f"`y` has classes not in `self.classes_`: {self.classes_} "
-                                 f"against {seen}")
-        sample_weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+            if self.warm_start:
+                if set(seen) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same "
+                                     "classes as in the previous call to fit. Previously got "
+                                     f"{self.classes_}, `y` has {seen}")
+            elif len(np.setdiff1d(seen, self.classes_, assume_unique=True)):
+                raise ValueError("`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {seen}.")
+        sample_weight = self._check_sample_weight(sample_weight, X)
         sample_weight = self._fold_class_weight(y, sample_weight, incremental)
         return X, _binarize(self._label_binarizer, y), sample_weight
 
     def _set_partial_fit_classes(self, y, classes):
-        """scikit-learn's first-call rule for ``classes``: required then, the same later."""
-        if classes is not None:
-            classes = unique_labels(classes)
-        if not hasattr(self, "classes_"):
+        """scikit-learn's first-call rule for ``classes`` (required then, the same later),
+        with its messages."""
+        if getattr(self, "classes_", None) is None:
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
+            self.classes_ = unique_labels(classes)
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel")
                                       else classes)
-            self.classes_ = self._label_binarizer.classes_
-        elif classes is not None and not np.array_equal(self.classes_, classes):
-            raise ValueError(f"`classes={classes}` is not the same as on the last call to "
-                             f"partial_fit, which had {self.classes_}.")
+        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
+            raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
+                             f"partial_fit, was: {self.classes_!r}")
 
     def _fold_class_weight(self, y, sample_weight, incremental):
         """Sample weights times the weight of each row's class."""
@@ -803,7 +836,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Parameters
     ----------
     loss : {{"squared_error", "poisson"}}, default="squared_error"
-        "poisson" needs targets >= 0 and predicts ``exp`` of the last layer.
+        "poisson" predicts ``exp`` of the last layer; its deviance is defined for targets
+        >= 0 (negative ones give a NaN loss, as in scikit-learn).
 {_PARAMETERS}
     Attributes
     ----------
@@ -858,7 +892,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weight of each row.
+            Weight of each row (as for ``fit``).
 
         Returns
         -------
@@ -874,9 +908,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y = self._validate_arrays(X, y, first_pass, numeric_targets=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if self.loss == "poisson" and (y < 0).any():
-            raise ValueError('loss="poisson" needs targets y >= 0')
-        sample_weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        sample_weight = self._check_sample_weight(sample_weight, X)
         return X, y.reshape(len(y), -1), sample_weight
 
     def _stratify_early_stopping(self, Y):

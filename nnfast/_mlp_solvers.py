@@ -63,8 +63,9 @@ def batch_rows(batch_size, n_rows):
     if batch_size == "auto":
         return min(_AUTO_BATCH, n_rows)
     if batch_size > n_rows:
-        warnings.warn(f"batch_size={batch_size} is larger than the {n_rows} training rows; "
-                      f"using {n_rows}", UserWarning, stacklevel=6)
+        # scikit-learn's warning, word for word (its filters and tests match the text).
+        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to "
+                      "be clipped", UserWarning, stacklevel=6)
     return min(batch_size, n_rows)
 
 
@@ -79,7 +80,7 @@ class StochasticRecord:
         self.params = params
         self.early_stopping = early_stopping
         self.n_iter = 0
-        self.t = estimator.t_
+        self.t = getattr(estimator, "t_", 0)
         self.loss = getattr(estimator, "loss_", None)
         self.loss_curve = list(getattr(estimator, "loss_curve_", None) or [])
         self.no_improvement = getattr(estimator, "_no_improvement_count", 0)
@@ -93,9 +94,15 @@ class StochasticRecord:
             self.best_validation_score = None
             best = getattr(estimator, "best_loss_", None)
             self.best_loss = np.inf if best is None else best
-        best_coefs = getattr(estimator, "_best_coefs", None)
-        self.best_params = (None if best_coefs is None
-                            else (best_coefs, estimator._best_intercepts))
+        # The best epoch's (coefs, intercepts) so far; None for a list that is the estimator's
+        # coefs_ (intercepts_) itself, or missing: the weights being trained. scikit-learn's
+        # early stopping ends with coefs_ = _best_coefs, one list, which its next (warm) fit
+        # trains in place: until a held-out score beats the stored best, its "best" weights
+        # are the trained ones (and weights assigned by hand have no best at all).
+        self.best_params = tuple(
+            None if best is None or best is getattr(estimator, live, None) else best
+            for best, live in ((getattr(estimator, "_best_coefs", None), "coefs_"),
+                               (getattr(estimator, "_best_intercepts", None), "intercepts_")))
         self.converged = False
 
     def end_epoch(self, loss, n_rows, validation_score=None, weights=None):
@@ -169,9 +176,8 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
         X_train, X_val, Y_train, Y_val = split[:4]
         sw_train, sw_val = (split[4], split[5]) if sample_weight is not None else (None, None)
         if X_val.shape[0] < 2:
-            raise ValueError("The validation set is too small: it has "
-                             f"{X_val.shape[0]} row(s); increase validation_fraction or "
-                             "use more data.")
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
         y_val = estimator._decode_targets(Y_val)
     else:
         X_train, Y_train, sw_train = X, Y, sample_weight
@@ -207,6 +213,16 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
                 return True
         return epochs_left == 0 or rate is not None
 
+    # Epochs whose loss is not finite run on, as scikit-learn's do: its early stopping keeps
+    # the best epoch, a fit that ends on finite weights is a fit, and one that does not ends
+    # in its ValueError (TrainingDivergedError at the run's commit), after its warnings.
+    def check_nonfinite(losses):
+        if sw_train is None:
+            return
+        for epoch in np.flatnonzero(~np.isfinite(losses)):
+            order = orders.filled[epoch] if orders is not None and batch < n_rows else None
+            _check_batch_weights(sw_train, order, batch)
+
     with trainer.training(X_train, Y_train, sw_train, batch, epochs_left, resume,
                           orders) as run:
         while epochs_left > 0:
@@ -214,24 +230,49 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
                 run.state.learning_rate, rate = rate, None
             if early_stopping:
                 # The held-out score needs the weights after every epoch: one epoch per call.
-                loss, = run.run(1)
-                decide(loss, estimator._validation_score(trainer, X_val, y_val, sw_val))
+                losses = run.run(1, through_nonfinite=True)
+                check_nonfinite(losses)
+                decide(losses[0], estimator._validation_score(trainer, X_val, y_val, sw_val))
                 continue
             n_epochs = min(_undecided_epochs(record, params, epochs_left), run.max_chunk)
-            losses = run.run(n_epochs).tolist()
+            losses = run.run(n_epochs, through_nonfinite=True)
+            check_nonfinite(losses)
+            losses = losses.tolist()
             for loss in losses[:-1]:
                 if decide(loss):
                     raise AssertionError("the stopping rule fired inside a chunk of epochs "
                                          "that cannot stop it")
             decide(losses[-1])
+        if rate is not None:
+            # A cut on the last epoch is kept for the next partial_fit, which goes on with
+            # this optimizer (scikit-learn divides its optimizer's rate in place).
+            run.state.learning_rate = rate
+        if early_stopping:
+            # The fit's weights are the best epoch's: the network keeps them (and the
+            # estimator's coefs_ are read from it).
+            live = trainer.weights_copy()
+            trainer.load(*(live[k] if best is None else best
+                           for k, best in enumerate(record.best_params)))
+        if not (record.converged or incremental):
+            # Warned here, at a fixed depth (stacklevel 5 is the caller of the estimator's
+            # fit), and before the run's commit refuses weights that are not finite, as
+            # scikit-learn warns before its error.
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({params.max_iter}) "
+                          "reached and the optimization hasn't converged yet.",
+                          ConvergenceWarning, stacklevel=5)
     if orders is not None and shared_random_state:
         orders.draw_until(record.n_iter)
-    if not (record.converged or incremental):
-        # Warned here, at a fixed depth: stacklevel 5 is the caller of the estimator's fit.
-        warnings.warn(f"Stochastic Optimizer: Maximum iterations ({params.max_iter}) reached "
-                      "and the optimization hasn't converged yet.", ConvergenceWarning,
-                      stacklevel=5)
     return record
+
+
+def _check_batch_weights(sample_weight, order, batch_size):
+    """scikit-learn's ZeroDivisionError (NumPy's weighted mean of a batch's loss) when a
+    mini-batch of the epoch run in ``order`` (None: stored order) has weights summing to
+    zero; nnfast's kernel gives such a batch a NaN loss, which brings the caller here."""
+    weights = sample_weight if order is None else sample_weight[order]
+    sums = np.add.reduceat(weights, np.arange(0, len(weights), batch_size))
+    if (sums == 0).any():
+        raise ZeroDivisionError("Weights sum to zero, can't be normalized")
 
 
 def _undecided_epochs(record, params, epochs_left):
@@ -252,7 +293,7 @@ def fit_lbfgs(trainer, X, Y, sample_weight, params):
     network = trainer.network
     # Buffers and thread count once for all of the minimizer's evaluations (X and Y as the
     # estimator validated them).
-    objective = network._objective(X, Y, sample_weight)
+    objective = network._objective(X, Y, sample_weight, weights_checked=True)
     packing = PackedLayout(network.sizes, network.bias)
     options = {"maxfun": params.max_fun, "maxiter": params.max_iter, "gtol": params.tol}
     if _SCIPY_HAS_IPRINT:
@@ -308,11 +349,14 @@ class _EpochOrders:
         self.order = np.arange(n_rows)
         self.random_state = random_state
         self.drawn = 0
+        self.filled = None
         self._identity = np.arange(n_rows)
         self._permutation = np.empty(n_rows, dtype=self._identity.dtype)
 
     def __call__(self, out):
-        """Fills each row of ``out`` with the next epoch's order."""
+        """Fills each row of ``out`` with the next epoch's order (kept as ``filled`` until
+        the next call)."""
+        self.filled = out
         for row in out:
             self._permutation[...] = self._identity
             self._draw()

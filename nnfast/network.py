@@ -509,7 +509,9 @@ class Network:
 
         X, y : C-contiguous 2-D arrays of the network's dtype, finite, y in the output's
             range (what ``fit`` would make of them).
-        sample_weight : as for ``fit`` (checked here, as there), or None.
+        sample_weight : a C-contiguous (n_rows,) array of the network's dtype, finite, or
+            None: the estimators take scikit-learn's weights, negative ones included (a batch
+            whose weights sum to zero gives a non-finite loss).
         batch_size : int, 1 to n_rows.
         max_epochs : int >= 1
             The most epochs the caller will run (it sizes the row-order buffer).
@@ -524,8 +526,6 @@ class Network:
         its ``history`` is empty).
         """
         self._check_model_options()
-        if sample_weight is not None:
-            sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         shuffled = orders is not None and batch_size < X.shape[0]
         plan = self._plan(None, resume, batch_size, shuffled, sample_weight is not None)
         fit_lock, state_lock = _locks_of(self)
@@ -717,7 +717,7 @@ class Network:
         weight_gradients, bias_gradients = param_views(objective.grad, self.sizes, self.bias)
         return float(loss), weight_gradients, bias_gradients
 
-    def _objective(self, X, y, sample_weight=None):
+    def _objective(self, X, y, sample_weight=None, weights_checked=False):
         """The full-batch loss and gradient on (X, y) as a ``FullBatchObjective``, for
         optimizers that evaluate them many times (L-BFGS): the plan, the backend's buffers,
         the thread count and the BLAS cap are decided here, once. Its ``params`` start as a
@@ -731,13 +731,16 @@ class Network:
         X, y : C-contiguous 2-D arrays of the network's dtype, finite, y in the output's
             range (what ``loss_gradient`` makes of them); kept, not copied.
         sample_weight : as for ``loss_gradient`` (checked here), or None.
+        weights_checked : bool
+            sample_weight is already as ``_general_fit`` takes it (the estimators' weights,
+            any sign): not checked again.
 
         Returns
         -------
         FullBatchObjective
         """
         self._check_model_options()
-        if sample_weight is not None:
+        if sample_weight is not None and not weights_checked:
             sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         n_rows = X.shape[0]
         plan = FitPlan(sizes=self.sizes, bias=self.bias, dtype=self.dtype,
@@ -871,13 +874,22 @@ class _GeneralRun:
         """The BLAS thread cap to hold while the run trains (``Network._blas_limit``)."""
         return self.network._blas_limit(self.kernel_threads, self.plan.batch_size)
 
-    def run(self, n_epochs):
+    def run(self, n_epochs, through_nonfinite=False):
         """Trains the next n_epochs (1 to ``max_chunk``) epochs in one backend call; returns
-        their losses (float64 array). TrainingDivergedError when one is not finite."""
+        their losses (float64 array). TrainingDivergedError when one is not finite, unless
+        ``through_nonfinite``: then every epoch runs, as scikit-learn's MLP runs them (the
+        backend stops after an epoch whose loss is not finite; it is called again for the
+        rest)."""
         orders = (self._fill_orders(self._order_buffer[:n_epochs]) if self.plan.shuffled
                   else None)
         losses, epochs_done, diverged = self._run(self.params, self.state, n_epochs, orders)
-        if diverged:
+        while through_nonfinite and diverged and epochs_done + 1 < n_epochs:
+            start = epochs_done + 1
+            rest, done, diverged = self._run(self.params, self.state, n_epochs - start,
+                                             None if orders is None else orders[start:])
+            losses[start:] = rest
+            epochs_done = start + done
+        if diverged and not through_nonfinite:
             raise TrainingDivergedError(
                 f"training diverged at iteration {self.done + epochs_done}: the loss is no "
                 f"longer finite (learning rate {self.state.learning_rate} too large, or a "

@@ -24,7 +24,9 @@ Which file holds what (one home per subject; add a line for a new file):
 - test_mlp_input.py: the MLP estimators' fit- and predict-time input checks for plain NumPy
   arrays (``nnfast._mlp_input``, ``nnfast._random``): the same fits, predictions, classes,
   errors and warnings as scikit-learn's own validation; early stopping's decoded
-  predictions, accuracy and R^2 against scikit-learn's functions.
+  predictions, accuracy and R^2 against scikit-learn's functions; every container and
+  memory order of X and y (DataFrames, Fortran order, strided, read-only, lists,
+  meta-estimators' targets) against scikit-learn's fits.
 - test_mlp_params.py: the MLP estimators' parameter validation (``nnfast._mlp_params``):
   ``_parameter_constraints``, exception class and message for invalid values of every
   parameter at fit / partial_fit, valid edge values, skipped validation and the fit-time
@@ -38,7 +40,10 @@ Which file holds what (one home per subject; add a line for a new file):
 - test_mlp_equivalence.py: ``nnfast.sklearn.MLPClassifier`` / ``MLPRegressor`` against the
   installed scikit-learn's (the same fits, predictions, stopping, class_weight as sample
   weights, default-parameter cross-validated scores), on both backends; scikit-learn's packed
-  parameter vector (``nnfast._layout.PackedLayout``, L-BFGS's) against its ``_pack``.
+  parameter vector (``nnfast._layout.PackedLayout``, L-BFGS's) against its ``_pack``; the
+  edges against scikit-learn's outcomes (errors and warnings, divergence and non-finite
+  losses, sample weights summing to zero, weights assigned by hand) and the README's
+  "Differences from scikit-learn".
 - test_sklearn.py: the scikit-learn estimators of ``nnfast.sklearn``: scikit-learn's
   estimator checks for all of them, pickling and validation of the MLP estimators, the
   ``NetworkClassifier`` / ``NetworkRegressor`` behaviour.

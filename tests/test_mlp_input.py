@@ -550,3 +550,109 @@ def test_r2_of_one_row_warns_as_r2_score():
 
     with pytest.warns(UndefinedMetricWarning):
         assert np.isnan(_r2(np.array([1.0]), np.array([2.0])))
+
+
+# ------------------------------------------- containers and layouts of every kind (issue 15)
+
+
+def _containers():
+    """{case: (X, y, task)}: inputs scikit-learn's MLP takes, in every container and layout;
+    2-D targets that are not C-contiguous among them."""
+    import pandas as pd
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(40, 4))
+    Y = X @ rng.normal(size=(4, 3))
+    labels = np.array(["a", "b", "c"])[Y.argmax(axis=1)]
+    indicator = (Y > 0).astype(int)
+    read_only = X.copy()
+    read_only.flags.writeable = False
+    return {
+        "dataframe-Y": (X, pd.DataFrame(Y[:, :2]), "regression"),
+        "dataframe-X-series-y": (pd.DataFrame(X, columns=list("pqrs")), pd.Series(Y[:, 0]),
+                                 "regression"),
+        "fortran-Y": (X, np.asfortranarray(Y), "regression"),
+        "fortran-X": (np.asfortranarray(X), Y[:, 0], "regression"),
+        "strided-X-and-Y": (np.repeat(X, 2, axis=1)[:, ::2], np.repeat(Y, 2, axis=1)[:, ::2],
+                            "regression"),
+        "strided-rows": (np.repeat(X, 2, axis=0)[::2], Y[:, :2], "regression"),
+        "read-only": (read_only, Y[:, 0], "regression"),
+        "float32-fortran-Y": (X.astype(np.float32), np.asfortranarray(Y, dtype=np.float32),
+                              "regression"),
+        "lists": (X.tolist(), Y[:, 0].tolist(), "regression"),
+        "fortran-indicator": (X, np.asfortranarray(indicator), "classification"),
+        "dataframe-indicator": (X, pd.DataFrame(indicator), "classification"),
+        "transposed-indicator": (X, np.ascontiguousarray(indicator.T).T, "classification"),
+        "series-labels": (pd.DataFrame(X), pd.Series(labels), "classification"),
+        "list-labels": (X, labels.tolist(), "classification"),
+    }
+
+
+CONTAINERS = list(_containers())
+
+
+@pytest.mark.parametrize("case", CONTAINERS)
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_every_container_and_layout_fits_as_scikit_learn(case, solver):
+    X, y, task = _containers()[case]
+    params = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0, solver=solver,
+                  batch_size=16)
+    Ours, Theirs = ((MLPRegressor, neural_network.MLPRegressor) if task == "regression"
+                    else (MLPClassifier, neural_network.MLPClassifier))
+    ours, theirs = Ours(**params).fit(X, y), Theirs(**params).fit(X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        assert a.dtype == b.dtype or solver == "lbfgs"
+        np.testing.assert_allclose(a, b, rtol=1e-9 if a.dtype == np.float64 else 1e-4,
+                                   atol=1e-12 if a.dtype == np.float64 else 1e-5)
+    if solver != "lbfgs":
+        # partial_fit takes the same inputs, and continues as scikit-learn's.
+        classes = ({"classes": np.unique(np.asarray(y))} if task != "regression"
+                   and np.asarray(y).ndim == 1 else {})
+        for model in (ours, theirs):
+            model.partial_fit(X, y, **classes)
+        for a, b in zip(ours.coefs_, theirs.coefs_):
+            np.testing.assert_allclose(a, b, rtol=1e-9 if a.dtype == np.float64 else 1e-4,
+                                       atol=1e-12 if a.dtype == np.float64 else 1e-5)
+    # And predicts the same from the same containers.
+    methods = ["predict"] + (["predict_proba", "predict_log_proba"] if task != "regression"
+                             else [])
+    for method in methods:
+        a, b = getattr(ours, method)(X), getattr(theirs, method)(X)
+        # (scikit-learn's L-BFGS turns float32 weights into float64 ones: so its outputs.)
+        assert type(a) is type(b) and a.shape == b.shape
+        assert a.dtype == b.dtype or solver == "lbfgs"
+        if a.dtype.kind == "f":
+            single = a.dtype == np.float32
+            np.testing.assert_allclose(a, b, rtol=1e-4 if single else 1e-7,
+                                       atol=1e-5 if single else 1e-9)
+        else:
+            assert_array_equal(a, b)
+    single = ours.coefs_[0].dtype == np.float32
+    assert ours.score(X, y) == pytest.approx(theirs.score(X, y), rel=1e-4 if single else 1e-7)
+
+
+@pytest.mark.parametrize("meta", ["multi-output", "chain", "stacking"])
+def test_meta_estimators_fit_as_with_scikit_learns_mlp(meta):
+    # scikit-learn's meta-estimators hand the MLP their own target layouts (a stacking
+    # classifier's multilabel indicator, in Fortran order among them).
+    from sklearn.datasets import make_multilabel_classification
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multioutput import ClassifierChain, MultiOutputClassifier
+
+    X, Y = make_multilabel_classification(n_samples=60, n_features=5, n_classes=3,
+                                          random_state=0)
+    results = []
+    for Model in (MLPClassifier, neural_network.MLPClassifier):
+        mlp = Model(hidden_layer_sizes=(5,), max_iter=20, random_state=0)
+        if meta == "multi-output":
+            model = MultiOutputClassifier(mlp).fit(X, Y)
+        elif meta == "chain":
+            model = ClassifierChain(mlp, random_state=0).fit(X, Y)
+        else:
+            model = StackingClassifier(
+                [("mlp", mlp)], final_estimator=MultiOutputClassifier(LogisticRegression()),
+                cv=3).fit(X, Y)
+        proba = model.predict_proba(X)
+        results.append(np.stack(proba) if isinstance(proba, list) else proba)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-7, atol=1e-9)

@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn import neural_network
 from sklearn.base import clone
 from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, load_iris,
                               make_regression)
@@ -144,24 +145,40 @@ def test_mlp_bad_nnfast_parameters_fail_at_fit_with_the_name(params, match):
     assert not hasattr(model, "coefs_")
 
 
-@pytest.mark.parametrize("sample_weight, match", [
-    (np.ones(5), r"shape \(60,\)"),
-    (-np.ones(60), ">= 0"),
-    (np.zeros(60), "all zero"),
-    (np.full(60, np.nan), "finite"),
-])
-def test_mlp_bad_sample_weight_is_refused(sample_weight, match):
+@pytest.mark.parametrize("sample_weight", [np.ones(5), np.zeros(60), np.full(60, np.nan),
+                                           np.ones((60, 1)), np.array(["a"] * 60)])
+def test_mlp_bad_sample_weight_is_scikit_learns_error(sample_weight):
     X, y = _blobs()
-    with pytest.raises(ValueError, match=match):
-        MLPClassifier().fit(X, y, sample_weight=sample_weight)
+    errors = []
+    for Model in (MLPClassifier, neural_network.MLPClassifier):
+        with pytest.raises((ValueError, TypeError)) as caught:
+            Model().fit(X, y, sample_weight=sample_weight)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
 
 
-def test_mlp_regressor_checks_its_loss_and_poisson_targets():
+def test_mlp_takes_what_scikit_learn_takes():
+    # Negative sample weights, and negative targets for the Poisson loss (a NaN loss, finite
+    # weights): scikit-learn's MLP fits them, and so does nnfast's, to the same weights.
+    X, y = _blobs()
+    weights = np.random.RandomState(0).uniform(-0.2, 1, size=len(X))
+    cases = [(MLPClassifier, neural_network.MLPClassifier, {}, y, weights),
+             (MLPRegressor, neural_network.MLPRegressor, {"loss": "poisson"}, X[:, 0], None)]
+    for Ours, Theirs, extra, target, sample_weight in cases:
+        params = dict(hidden_layer_sizes=(4,), max_iter=3, random_state=0, **extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ours = Ours(**params).fit(X, target, sample_weight=sample_weight)
+            theirs = Theirs(**params).fit(X, target, sample_weight=sample_weight)
+        assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+        for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+            assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_mlp_regressor_checks_its_loss():
     X, _ = _blobs()
     with pytest.raises(ValueError, match="loss"):
         MLPRegressor(loss="absolute_error").fit(X, X[:, 0])
-    with pytest.raises(ValueError, match="poisson"):
-        MLPRegressor(loss="poisson").fit(X, X[:, 0])
 
 
 def test_mlp_partial_fit_rules():
