@@ -44,6 +44,15 @@ Which file holds what (one home per subject; add a line for a new file):
   edges against scikit-learn's outcomes (errors and warnings, divergence and non-finite
   losses, sample weights summing to zero, weights assigned by hand) and the README's
   "Differences from scikit-learn".
+- test_mlp_differential.py: the MLP estimators against scikit-learn's over random
+  configurations, containers, warm starts, partial_fit sequences and bad inputs
+  (``NNFAST_DIFF_CASES`` / ``NNFAST_DIFF_SEED`` / ``NNFAST_DIFF_CASE``), with the documented
+  differences and today's pending ones as rules.
+- test_sklearn_patch.py: ``patch_sklearn`` / ``unpatch_sklearn`` / ``is_patched`` and
+  ``python -m nnfast.sklearn`` (``nnfast/sklearn/_patch.py``, ``__main__.py``).
+- test_sklearn_upstream.py: scikit-learn's own ``test_mlp.py`` and ``test_common.py -k MLP``
+  run against nnfast's estimators in a child pytest (plugin: sklearn_upstream_plugin.py),
+  with the deselect list of tests reading scikit-learn's private internals.
 - test_sklearn.py: the scikit-learn estimators of ``nnfast.sklearn``: scikit-learn's
   estimator checks for all of them, pickling and validation of the MLP estimators, the
   ``NetworkClassifier`` / ``NetworkRegressor`` behaviour.

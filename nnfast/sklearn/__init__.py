@@ -3,7 +3,9 @@
 ``MLPClassifier`` and ``MLPRegressor`` (``nnfast._mlp``) are scikit-learn's multi-layer
 perceptron: its parameters, defaults, attributes and arithmetic, trained by nnfast's kernel;
 replacing ``from sklearn.neural_network import MLPClassifier`` by
-``from nnfast.sklearn import MLPClassifier`` is the whole migration.
+``from nnfast.sklearn import MLPClassifier`` is the whole migration, and ``patch_sklearn()``
+(``nnfast.sklearn._patch``) or ``python -m nnfast.sklearn script.py`` makes it without
+changing the import.
 
 ``NetworkClassifier`` and ``NetworkRegressor`` (below) are the original's sigmoid network as
 estimators. They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` in parameters and
@@ -62,11 +64,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_dtype, check_finite_real, check_int
-from ._mlp import MLPClassifier, MLPRegressor
-from .network import Network, TrainingDivergedError
+from .._validation import check_dtype, check_finite_real, check_int
+from .._mlp import MLPClassifier, MLPRegressor
+from ..network import Network, TrainingDivergedError
+from ._patch import is_patched, patch_sklearn, unpatch_sklearn
 
-__all__ = ["MLPClassifier", "MLPRegressor", "NetworkClassifier", "NetworkRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "NetworkClassifier", "NetworkRegressor",
+           "is_patched", "patch_sklearn", "unpatch_sklearn"]
 
 # Input dtypes kept as they are; anything else (ints, bools, float16) becomes float64.
 _FLOAT_DTYPES = [np.float64, np.float32]
