@@ -40,21 +40,8 @@ DESELECTED = {
 }
 
 PENDING = {
-    "neural_network/tests/test_mlp.py::test_fit":
-        "weights assigned by hand to a never-fitted estimator, then partial_fit: "
-        "AttributeError '_network' (issue 15 item 6, hand-assigned weights). The test also "
-        "assigns scikit-learn's private _coef_grads, _intercept_grads, _coef_velocity, "
-        "_intercept_velocity, _no_improvement_count, which nnfast ignores; should it still "
-        "fail after that fix for reading them, move it to DESELECTED",
     "neural_network/tests/test_mlp.py::test_sparse_matrices":
         "sparse X refused (issue 15 item 2, sparse input)",
-    "neural_network/tests/test_mlp.py::test_warm_start":
-        "the message for warm start with other classes differs (issue 15 item 5, messages)",
-    "neural_network/tests/test_mlp.py::test_mlp_diverging_loss":
-        "divergence under early_stopping raises instead of keeping the best epoch "
-        "(issue 15 item 4)",
-    "tests/test_common.py::test_check_param_validation":
-        "no _parameter_constraints (issue 15 item 3, exact parameter validation)",
 }
 
 SUITES = {
