@@ -17,6 +17,7 @@ from ._objective import FullBatchObjective
 from ._plan import (HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState,
                     is_original_model, optimizer_name)
 from ._random import legacy_random_state
+from ._sparse import check_sparse_inputs, is_sparse
 from ._threads import blas_thread_cap
 from ._validation import (
     available_cores,
@@ -269,7 +270,10 @@ class Network:
 
         Parameters
         ----------
-        X : array_like (n_rows, sizes[0])
+        X : array_like or scipy sparse matrix (n_rows, sizes[0])
+            Sparse X (CSR, CSC or any scipy format, matrix or array) is never densified: the
+            kernel computes the first layer from each batch's non-zeros (a canonical CSR
+            copy is made only when X is not one already).
         y : array_like (n_rows, sizes[-1]), or (n_rows,) for one output unit
             For output ``"logistic"`` values in [0, 1]; for ``"softmax"`` rows of class
             probabilities (one-hot); for ``"exp"`` values >= 0.
@@ -329,7 +333,7 @@ class Network:
             so it is after any exception, including ``KeyboardInterrupt``.
         """
         self._check_model_options()
-        X = check_inputs(X, self.sizes, self.dtype)
+        X = _check_any_inputs(X, self.sizes, self.dtype)
         y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
                                self.output)
         iterations = check_int(iterations, "iterations", minimum=0)
@@ -369,7 +373,9 @@ class Network:
         with fit_lock:
             try:
                 random_state, fill_orders = self._order_source(shuffled, orders)
-                if plan.is_original:
+                # The original's fused kernel reads dense rows; sparse X takes the general
+                # path, whose kernel computes the same model from the non-zeros.
+                if plan.is_original and not is_sparse(X):
                     return self._train(X, y, iterations, plan.learning_rate, batch_size,
                                        fill_orders, random_state, verbose, callback, bar,
                                        state_lock, report_every)
@@ -667,7 +673,9 @@ class Network:
         bias_gradients : list of ndarray shaped like ``biases``, or None without biases
         """
         self._check_model_options()
-        if not self._is_original_model():
+        if not self._is_original_model() or is_sparse(X):
+            # The original's G is minus its loss gradient too (its delta has the descent
+            # sign); sparse X takes the general path's kernel.
             _, weight_gradients, bias_gradients = self.loss_gradient(X, y)
             return ([-g for g in weight_gradients],
                     None if bias_gradients is None else [-g for g in bias_gradients])
@@ -708,7 +716,7 @@ class Network:
         bias_gradients : list of ndarray shaped like ``biases``, or None without biases
         """
         self._check_model_options()
-        X = check_inputs(X, self.sizes, self.dtype)
+        X = _check_any_inputs(X, self.sizes, self.dtype)
         y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
                                self.output)
         objective = self._objective(X, y, sample_weight)
@@ -789,9 +797,10 @@ class Network:
         ``"softmax"`` (rows sum to 1); unbounded for ``"identity"``; positive for ``"exp"``.
         """
         self._check_model_options()
-        X = check_inputs(X, self.sizes, self.dtype)
+        X = _check_any_inputs(X, self.sizes, self.dtype)
         weights, biases = param_views(self._snapshot(), self.sizes, self.bias)
-        if not self._all_sigmoid():
+        if not self._all_sigmoid() or is_sparse(X):
+            # Sparse X: scipy's sparse x dense product for the first layer, then NumPy's.
             # The kernel's forward_layer is the sigmoid layer only; the other activations are
             # elementwise passes after NumPy's (BLAS) products, as scikit-learn predicts.
             return reference.predict_model(weights, biases, X, self.activations, self.output)
@@ -906,6 +915,14 @@ class _GeneralRun:
 # seed -> RandomState(seed), never drawn from: the random state of networks built from given
 # parameters (Network._from_params).
 _UNDRAWN = {}
+
+
+def _check_any_inputs(X, sizes, dtype):
+    """X for a network of these sizes: a dense array (``check_inputs``) or a sparse matrix
+    (``nnfast._sparse.check_sparse_inputs``: canonical CSR, never densified)."""
+    if is_sparse(X):
+        return check_sparse_inputs(X, sizes, dtype)
+    return check_inputs(X, sizes, dtype)
 
 
 def _undrawn_random_state(seed):
