@@ -600,29 +600,37 @@ class Network:
                 break
         return done
 
-    def _kernel_threads(self, batch_rows):
+    def _kernel_threads(self, batch_rows, row_inputs=None):
         """Threads the kernel should use for batches of batch_rows rows.
 
         More than one only when the build has OpenMP and the largest product is big enough
         to repay a fork; small networks run on the calling thread, which is faster.
+        row_inputs: the first layer's inputs a row really multiplies (``_row_inputs``).
         """
         requested = min(check_n_threads(self.n_threads), available_cores())
         if self.backend != "cython" or requested == 1 or not _kernels.OPENMP:
             return 1
-        return requested if self._largest_product(batch_rows) >= _PARALLEL_MIN_FLOPS else 1
+        return (requested if self._largest_product(batch_rows, row_inputs) >= _PARALLEL_MIN_FLOPS
+                else 1)
 
-    def _largest_product(self, batch_rows):
-        """Multiply-adds of the largest matrix product of a step on batch_rows rows."""
-        return batch_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+    def _largest_product(self, batch_rows, row_inputs=None):
+        """Multiply-adds of the largest matrix product of a step on batch_rows rows; the
+        first layer's with row_inputs inputs per row when given (sparse X: its non-zeros,
+        not its width, are the work)."""
+        widths = list(self.sizes)
+        if row_inputs is not None:
+            widths[0] = row_inputs
+        return batch_rows * max(a * b for a, b in zip(widths, widths[1:]))
 
-    def _blas_limit(self, kernel_threads, batch_rows):
+    def _blas_limit(self, kernel_threads, batch_rows, row_inputs=None):
         """While the kernel runs its own threads, BLAS gets one per call (two pools on the
         same cores would take turns spinning); otherwise BLAS keeps its own default, or
         n_threads when the caller set it and the products are big enough for BLAS to thread
         them. The cap is process-wide (``nnfast._threads``), so it is only taken when needed."""
         if kernel_threads > 1:
             return blas_thread_cap(1)
-        if self.n_threads is not None and self._largest_product(batch_rows) >= _BLAS_THREADED_FLOPS:
+        if (self.n_threads is not None
+                and self._largest_product(batch_rows, row_inputs) >= _BLAS_THREADED_FLOPS):
             return blas_thread_cap(min(self.n_threads, available_cores()))
         return blas_thread_cap(None)
 
@@ -753,11 +761,12 @@ class Network:
                        reduction=self.reduction, alpha=self.alpha, optimizer=self.optimizer,
                        learning_rate=self.optimizer.learning_rate, batch_size=n_rows,
                        shuffled=False, weighted=sample_weight is not None)
-        n_threads = self._kernel_threads(n_rows)
+        row_inputs = _row_inputs(X)
+        n_threads = self._kernel_threads(n_rows, row_inputs)
         evaluate = self._general_backend().make_loss_gradient(plan, X, y, sample_weight,
                                                               n_threads)
         return FullBatchObjective(evaluate, self._snapshot(),
-                                  self._blas_limit(n_threads, n_rows))
+                                  self._blas_limit(n_threads, n_rows, row_inputs))
 
     def _snapshot(self):
         """A copy of the parameters, never taken halfway through a fit's write-back."""
@@ -864,7 +873,8 @@ class _GeneralRun:
             network.dtype.itemsize * (3 * plan.batch_size * sum(network.sizes[1:])
                                       + 4 * network._params.size + plan.state_size),
             f"training on batches of {plan.batch_size} rows")
-        self.kernel_threads = network._kernel_threads(plan.batch_size)
+        self._row_inputs = _row_inputs(X)
+        self.kernel_threads = network._kernel_threads(plan.batch_size, self._row_inputs)
         self._run = network._general_backend().make_runner(
             plan, X, y, sample_weight, self.kernel_threads,
             network._check_every(plan.batch_size))
@@ -878,7 +888,8 @@ class _GeneralRun:
 
     def blas_limit(self):
         """The BLAS thread cap to hold while the run trains (``Network._blas_limit``)."""
-        return self.network._blas_limit(self.kernel_threads, self.plan.batch_size)
+        return self.network._blas_limit(self.kernel_threads, self.plan.batch_size,
+                                        self._row_inputs)
 
     def run(self, n_epochs):
         """Trains the next n_epochs (1 to ``max_chunk``) epochs in one backend call; returns
@@ -923,6 +934,14 @@ def _check_any_inputs(X, sizes, dtype):
     if is_sparse(X):
         return check_sparse_inputs(X, sizes, dtype)
     return check_inputs(X, sizes, dtype)
+
+
+def _row_inputs(X):
+    """The first layer's inputs per row that a step multiplies: None (all of them) for dense
+    X, the mean count of non-zeros per row (at least 1) for sparse X."""
+    if not is_sparse(X):
+        return None
+    return max(1, -(-X.nnz // X.shape[0]))
 
 
 def _undrawn_random_state(seed):
