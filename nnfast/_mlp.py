@@ -451,6 +451,11 @@ class _BaseMLP(BaseEstimator):
         return validate_data(self, X, y, multi_output=True, y_numeric=numeric_targets,
                              dtype=_FLOAT_DTYPES, reset=reset, accept_sparse=_SPARSE_FORMATS)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # CSR / CSC X, as scikit-learn's MLP
+        return tags
+
     # ---------------------------------------------------------------------------- prediction
 
     def _network_outputs(self, X):
