@@ -86,9 +86,14 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     batch_size = min(plan.batch_size, n_rows)
     # Everything the kernel needs is allocated here, once per fit.
     sparse = is_sparse(X)
+    # Serial sparse fits update the first layer row by row from each batch transposed, with
+    # room for the most non-zeros a batch can hold (rows x the widest row).
+    batch_entries = (min(batch_size * int(np.diff(X.indptr).max()), X.data.shape[0])
+                     if sparse and n_threads <= 1 else None)
     workspace = allocate_general_workspace(plan.sizes, plan.bias, batch_size, plan.dtype,
                                            shuffled=plan.shuffled,
-                                           weighted=sample_weight is not None, sparse=sparse)
+                                           weighted=sample_weight is not None, sparse=sparse,
+                                           batch_entries=batch_entries)
     weights = (np.empty(0, dtype=plan.dtype) if sample_weight is None else sample_weight)
     stored_order = np.empty((0, 0), dtype=np.intp)
     config = _config(plan, batch_size, n_threads, check_every)

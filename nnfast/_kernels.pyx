@@ -696,6 +696,12 @@ cdef struct _Workspace:
     void* batch_w       # batch rows, shuffled weighted fits only
     void* transposed    # P values: transposed weight matrices (see "Skinny products")
     void* transposed_gradient  # P values: gradients summed transposed (_blocked_step)
+    # A sparse batch transposed (_sparse_layer_update; NULL: the scatter path instead):
+    Py_ssize_t* column_starts  # s0 + 1 entry starts per input column
+    Py_ssize_t* column_rows    # the batch row of each entry (column_capacity)
+    void* column_values        # the value of each entry (column_capacity)
+    Py_ssize_t column_capacity
+    Py_ssize_t gradient_skipped  # with them, gradient holds layers 1.. (offsets less this)
 
 
 cdef extern from *:
@@ -1281,18 +1287,19 @@ cdef inline double _next_adam_rate(_Config* config) noexcept nogil:
 
 
 cdef inline void _finish_layer(const _Config* config, floating* params, floating* state,
-                               floating* grad, Py_ssize_t offset, Py_ssize_t k,
+                               floating* layer_grad, Py_ssize_t offset, Py_ssize_t k,
                                Py_ssize_t n_params, floating alpha, floating denominator,
                                double adam_rate, bint training) noexcept nogil:
-    """Layer k's summed gradient grad[offset:...] (params layout) becomes G (loss_gradient)
-    or moves the layer's weights (training: the optimizer's update)."""
+    """Layer k's summed gradient layer_grad (the layer's part of a gradient in the params
+    layout; the layer's params start at offset) becomes G (loss_gradient) or moves the
+    layer's weights (training: the optimizer's update)."""
     cdef Py_ssize_t n_in = config.sizes[k], n_out = config.sizes[k + 1]
     cdef Py_ssize_t n_layer = _layer_params(config.sizes, k, config.has_bias)
     if not training:
-        _finish_gradient(grad + offset, params + offset, n_in * n_out,
+        _finish_gradient(layer_grad, params + offset, n_in * n_out,
                          n_layer - n_in * n_out, alpha, denominator)
     else:
-        _optimizer_update(config, params + offset, grad + offset,
+        _optimizer_update(config, params + offset, layer_grad,
                           state + offset if config.optimizer != OPT_PLAIN else NULL,
                           state + n_params + offset if config.optimizer == OPT_ADAM else NULL,
                           n_in * n_out, n_layer - n_in * n_out, alpha, denominator, adam_rate)
@@ -1441,6 +1448,83 @@ cdef void _sparse_gradient(floating* grad, const _SparseRows* sparse, const floa
         _add_column_sums(delta, grad + n_in * n_out, m, n_out)
 
 
+cdef void _transpose_batch(const index_t* indptr, const index_t* indices,
+                           const floating* data, const _SparseRows* sparse, Py_ssize_t m,
+                           Py_ssize_t n_in, Py_ssize_t* starts, Py_ssize_t* entry_rows,
+                           floating* entry_values) noexcept nogil:
+    """The batch's rows as columns: column j's entries are entry_rows / entry_values
+    [starts[j]:starts[j + 1]], in increasing batch row (a counting sort)."""
+    cdef Py_ssize_t r, row, p, j, at
+    memset(starts, 0, (n_in + 1) * sizeof(Py_ssize_t))
+    for r in range(m):
+        row = _csr_row(sparse, r)
+        for p in range(<Py_ssize_t>indptr[row], <Py_ssize_t>indptr[row + 1]):
+            starts[<Py_ssize_t>indices[p] + 1] += 1
+    for j in range(n_in):
+        starts[j + 1] += starts[j]
+    # Fill, with starts[j] as column j's cursor; it ends at column j + 1's start, so the
+    # starts are shifted back by one column afterwards.
+    for r in range(m):
+        row = _csr_row(sparse, r)
+        for p in range(<Py_ssize_t>indptr[row], <Py_ssize_t>indptr[row + 1]):
+            j = indices[p]
+            at = starts[j]
+            entry_rows[at] = r
+            entry_values[at] = data[p]
+            starts[j] = at + 1
+    for j in range(n_in, 0, -1):
+        starts[j] = starts[j - 1]
+    starts[0] = 0
+
+
+cdef void _sparse_layer_update(const _Config* config, floating* params, floating* state,
+                               Py_ssize_t n_params, const _SparseRows* sparse,
+                               const floating* delta, Py_ssize_t m, Py_ssize_t n_in,
+                               Py_ssize_t n_out, floating alpha, floating denominator,
+                               double adam_rate, const _Workspace* work) noexcept nogil:
+    """The first layer's training update for a sparse batch, row by row of W0: row j's
+    gradient (X[batch].T @ delta)[j] is summed from column j's entries of the transposed
+    batch into one row of scratch and the optimizer steps that row at once. The same sums in
+    the same order as _sparse_gradient then _finish_layer (each row's entries in increasing
+    batch row), without a gradient of W0's size: one pass over W0 and its optimizer state
+    per step instead of three."""
+    cdef Py_ssize_t j, q, i
+    cdef floating value
+    cdef const floating* d
+    cdef floating* row_grad = <floating*>work.bias_sums  # max(s1..sL) >= n_out values
+    cdef Py_ssize_t* starts = work.column_starts
+    cdef Py_ssize_t* entry_rows = work.column_rows
+    cdef floating* entry_values = <floating*>work.column_values
+    cdef floating* first = state if config.optimizer != OPT_PLAIN else NULL
+    cdef floating* second = state + n_params if config.optimizer == OPT_ADAM else NULL
+    if sparse.wide_index:
+        _transpose_batch(<const int64_t*>sparse.indptr, <const int64_t*>sparse.indices,
+                         <const floating*>sparse.data, sparse, m, n_in, starts, entry_rows,
+                         entry_values)
+    else:
+        _transpose_batch(<const int32_t*>sparse.indptr, <const int32_t*>sparse.indices,
+                         <const floating*>sparse.data, sparse, m, n_in, starts, entry_rows,
+                         entry_values)
+    for j in range(n_in):
+        memset(row_grad, 0, n_out * sizeof(floating))
+        for q in range(starts[j], starts[j + 1]):
+            value = entry_values[q]
+            d = &delta[entry_rows[q] * n_out]
+            for i in range(n_out):
+                row_grad[i] = row_grad[i] + value * d[i]
+        _update_range(config, params + j * n_out, row_grad,
+                      first + j * n_out if first != NULL else NULL,
+                      second + j * n_out if second != NULL else NULL, 0, n_out, True, alpha,
+                      denominator, adam_rate)
+    if config.has_bias:
+        memset(row_grad, 0, n_out * sizeof(floating))
+        _add_column_sums(delta, row_grad, m, n_out)
+        j = n_in * n_out
+        _update_range(config, params + j, row_grad, first + j if first != NULL else NULL,
+                      second + j if second != NULL else NULL, 0, n_out, False, alpha,
+                      denominator, adam_rate)
+
+
 cdef double _general_step(_Config* config, floating* params, floating* state,
                           const floating* x, const floating* y, const floating* weight,
                           Py_ssize_t m, const _Workspace* work, floating* grad_out,
@@ -1468,6 +1552,12 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     cdef floating* delta_next
     cdef double weight_sum, penalty_denominator, loss, adam_rate = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
+    cdef floating* layer_grad
+    # Sparse rows in training, serial, with the transposed-batch buffers: the first layer's
+    # update row by row (_sparse_layer_update), and a gradient buffer for layers 1.. only.
+    cdef bint row_update = (sparse != NULL and grad_out == NULL and work.column_starts != NULL
+                            and config.n_threads <= 1)
+    cdef Py_ssize_t grad_skipped = work.gradient_skipped if row_update else 0
 
     if sparse == NULL and _all_skinny(config):
         return _blocked_step(config, params, state, x, y, weight, m, work, grad_out, abs_error)
@@ -1528,14 +1618,22 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
         else:
             layer_in = x
         # The layer's gradient = layer_in.T @ delta_next, bias part = its column sums.
+        if k == 0 and row_update:
+            # Training on sparse rows: each row of W0 gets its gradient and its update in
+            # one pass, without a gradient of W0's size.
+            _sparse_layer_update(config, params, state, n_params, sparse, delta_next, m, n_in,
+                                 n_out, alpha, denominator, adam_rate, work)
+            continue
+        # The gradient buffer starts at layer 1 when row_update (work.gradient_skipped).
+        layer_grad = grad + (offset - grad_skipped)
         if k == 0 and sparse != NULL:
-            _sparse_gradient(grad + offset, sparse, delta_next, config.has_bias, m, n_in, n_out,
+            _sparse_gradient(layer_grad, sparse, delta_next, config.has_bias, m, n_in, n_out,
                              config.n_threads)
         else:
-            _general_gradient(grad + offset, layer_in, delta_next, config.has_bias, bias_sums,
+            _general_gradient(layer_grad, layer_in, delta_next, config.has_bias, bias_sums,
                               transposed, m, n_in, n_out, config.n_threads)
-        _finish_layer(config, params, state, grad, offset, k, n_params, alpha, denominator,
-                      adam_rate, grad_out == NULL)
+        _finish_layer(config, params, state, layer_grad, offset, k, n_params, alpha,
+                      denominator, adam_rate, grad_out == NULL)
     return loss
 
 
@@ -1689,8 +1787,8 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
         n_out = config.sizes[k + 1]
         if n_in > _SKINNY_DIM:
             _transpose(transposed_grad + offset, grad + offset, n_out, n_in)
-        _finish_layer(config, params, state, grad, offset, k, n_params, alpha, denominator,
-                      adam_rate, grad_out == NULL)
+        _finish_layer(config, params, state, grad + offset, offset, k, n_params, alpha,
+                      denominator, adam_rate, grad_out == NULL)
         offset += _layer_params(config.sizes, k, config.has_bias)
     return loss
 
@@ -2362,7 +2460,8 @@ cdef void* _workspace_pointer(dict workspace, str name, Py_ssize_t needed,
 
 cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, bint training,
                           bint gathered, bint weighted, const floating[::1] params,
-                          _Workspace* work, bint sparse_input=False):
+                          _Workspace* work, bint sparse_input=False,
+                          Py_ssize_t gradient_skipped=0):
     """Checks the workspace buffers for batches of `rows` rows and points work at them;
     returns the arrays, for the caller to hold while the kernel runs. sparse_input: x is
     CSR (no gathered rows of x; the transposes serve the dense layers 1.. only, through the
@@ -2382,6 +2481,10 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
     work.bias_sums = _workspace_pointer(workspace, "bias_sums", widest, params, keep)
     work.gradient = work.batch_x = work.batch_y = work.batch_w = NULL
     work.transposed = work.transposed_gradient = NULL
+    work.column_starts = work.column_rows = NULL
+    work.column_values = NULL
+    work.column_capacity = 0
+    work.gradient_skipped = 0
     if not sparse_input:
         work.transposed = _workspace_pointer(workspace, "transposed", n_params, params, keep)
         work.transposed_gradient = _workspace_pointer(workspace, "transposed_gradient",
@@ -2389,8 +2492,10 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
     elif dense_layer > 0:
         work.transposed = _workspace_pointer(workspace, "transposed", dense_layer, params,
                                              keep)
-    if training:
-        work.gradient = _workspace_pointer(workspace, "gradient", n_params, params, keep)
+    work.gradient_skipped = gradient_skipped
+    if training and n_params > gradient_skipped:
+        work.gradient = _workspace_pointer(workspace, "gradient", n_params - gradient_skipped,
+                                           params, keep)
     if gathered and not sparse_input:
         work.batch_x = _workspace_pointer(workspace, "batch_x", rows * c.sizes[0], params,
                                           keep)
@@ -2527,12 +2632,13 @@ cdef Py_ssize_t _csr_fault(const index_t* indptr, const index_t* indices, Py_ssi
 
 
 cdef Py_ssize_t _bind_csr(object indptr, object indices, Py_ssize_t n_values,
-                          Py_ssize_t n_columns, _SparseRows* out) except -1:
+                          Py_ssize_t n_columns, _SparseRows* out,
+                          Py_ssize_t* widest_row=NULL) except -1:
     """Points out at a CSR structure (indptr, indices: contiguous 1-D arrays, both int32 or
     both int64, as scipy makes them) after checking it; n_values: the length of the data."""
     cdef const int32_t[::1] indptr32, indices32
     cdef const int64_t[::1] indptr64, indices64
-    cdef Py_ssize_t n_rows, fault
+    cdef Py_ssize_t n_rows, fault, r, widest
     try:
         indptr32 = indptr
         indices32 = indices
@@ -2565,6 +2671,16 @@ cdef Py_ssize_t _bind_csr(object indptr, object indices, Py_ssize_t n_values,
                          "0 first, non-decreasing, the last at most the values' count")
     if fault == 2:
         raise ValueError(f"indices holds a column index outside [0, {n_columns})")
+    if widest_row != NULL:
+        # The most non-zeros in a row (after the checks: the row starts are monotone).
+        widest = 0
+        with nogil:
+            for r in range(n_rows):
+                if out.wide_index:
+                    widest = max(widest, <Py_ssize_t>(indptr64[r + 1] - indptr64[r]))
+                else:
+                    widest = max(widest, <Py_ssize_t>(indptr32[r + 1] - indptr32[r]))
+        widest_row[0] = widest
     if out.wide_index:
         out.indptr = &indptr64[0]
         out.indices = &indices64[0] if n_values > 0 else NULL
@@ -2589,6 +2705,32 @@ cdef int _check_sparse_data(TrainConfig config, Py_ssize_t n_params, Py_ssize_t 
     return 0
 
 
+cdef int _fill_column_buffers(TrainConfig config, dict workspace, Py_ssize_t entries,
+                              const floating[::1] params, _Workspace* work,
+                              list keep) except -1:
+    """Points work at the transposed-batch buffers of the workspace (column_starts: s0 + 1
+    intp; column_rows, intp, and column_values, the params' dtype: at least `entries`, the
+    most non-zeros a batch can hold). Without them (or with threads) the kernel takes the
+    scatter path (work's pointers stay NULL)."""
+    cdef Py_ssize_t[::1] starts, rows
+    try:
+        starts = workspace["column_starts"]
+        rows = workspace["column_rows"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"workspace's column_starts and column_rows must be writable "
+                         f"contiguous intp arrays: {exc}") from None
+    _require_length(starts.shape[0], config._sizes[0] + 1, "workspace['column_starts']")
+    _require_length(rows.shape[0], entries, "workspace['column_rows']")
+    work.column_values = (_workspace_pointer(workspace, "column_values", entries, params, keep)
+                          if entries > 0 else NULL)
+    keep.append(workspace["column_starts"])
+    keep.append(workspace["column_rows"])
+    work.column_starts = &starts[0]
+    work.column_rows = &rows[0] if rows.shape[0] > 0 else NULL
+    work.column_capacity = rows.shape[0]
+    return 0
+
+
 def fit_general_sparse(TrainConfig config,
                        floating[::1] params,               # INOUT all weights and biases, flat
                        floating[::1] state,                # INOUT optimizer state
@@ -2605,8 +2747,9 @@ def fit_general_sparse(TrainConfig config,
     ``nnfast._layout.allocate_general_workspace(..., sparse=True)``'s: no gathered rows of
     x and small transposes. Returns (epochs_done, diverged) as fit_general."""
     cdef _SparseRows sparse
+    cdef Py_ssize_t widest_row = 0
     cdef Py_ssize_t n_rows = _bind_csr(indptr, indices, data.shape[0], config._sizes[0],
-                                       &sparse)
+                                       &sparse, &widest_row)
     cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
     cdef Py_ssize_t epochs_done = 0
     cdef bint gathered = order.shape[0] > 0 or order.shape[1] > 0
@@ -2618,8 +2761,17 @@ def fit_general_sparse(TrainConfig config,
     _check_sparse_data(config, params.shape[0], n_rows, y, sample_weight)
     _require_length(state.shape[0], config.state_size, "state", at_least=False)
     _check_order(order, n_epochs, n_rows)
+    # The first layer's row-by-row update runs serially, given the transposed-batch buffers;
+    # the gradient buffer then holds the layers behind it only.
+    cdef bint row_update = config.c.n_threads <= 1 and "column_starts" in workspace
     keep = _fill_workspace(config, workspace, min(config.c.batch_size, n_rows), True,
-                           gathered, weighted, params, &work, True)
+                           gathered, weighted, params, &work, True,
+                           _layer_params(config._sizes, 0, config.c.has_bias) if row_update
+                           else 0)
+    if row_update:
+        _fill_column_buffers(config, workspace,
+                             min(min(config.c.batch_size, n_rows) * widest_row, data.shape[0]),
+                             params, &work, keep)
     if n_epochs == 0:
         return 0, False
     with nogil:

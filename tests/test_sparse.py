@@ -403,3 +403,25 @@ def test_large_sparse_fit_stays_small():
         tracemalloc.stop()
     assert model.coefs_[0].shape == (n_features, 16)
     assert peak < 300 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_sparse_fit_memory_does_not_grow_with_epochs():
+    """The sparse path's buffers (the batch's transposed rows included) are allocated once
+    per fit: a fit ten times longer peaks no higher (stored order: the row orders of
+    shuffled epochs have their own buffer, which grows up to its bound, test_memory.py)."""
+    X, labels = sparse_data("multiclass", n_rows=200, n_features=300, per_row=6)
+    y = _one_hot(labels, 3)
+
+    def peak(epochs):
+        tracemalloc.start()
+        try:
+            Network([300, 6, 3], seed=3, bias=True, activation="tanh", output="softmax",
+                    optimizer=Adam(learning_rate=0.01)).fit(X, y, epochs, batch_size=16,
+                                                             shuffle=False)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(1)  # imports and caches outside the comparison
+    short, long = peak(2), peak(20)
+    assert long <= short + 4096, (short, long)
