@@ -14,6 +14,7 @@ import numpy as np
 from . import _plan
 from ._dispatch import kernels as _kernels
 from ._layout import allocate_general_workspace
+from ._sparse import is_sparse
 
 __all__ = ["make_runner", "make_loss_gradient", "loss_gradient"]
 
@@ -64,7 +65,9 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     Parameters
     ----------
     plan : nnfast._plan.FitPlan
-    X, y : C-contiguous arrays of the plan's dtype, (n_rows, sizes[0]) and (n_rows, sizes[-1]).
+    X, y : C-contiguous arrays of the plan's dtype, (n_rows, sizes[0]) and (n_rows, sizes[-1]);
+        X may instead be a canonical CSR matrix of the plan's dtype (``nnfast._sparse.as_csr``),
+        which trains through ``fit_general_sparse``.
     sample_weight : (n_rows,) array of the plan's dtype, or None.
     n_threads : int
         Kernel threads (Network decides: > 1 only for large products).
@@ -82,12 +85,28 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     n_rows = X.shape[0]
     batch_size = min(plan.batch_size, n_rows)
     # Everything the kernel needs is allocated here, once per fit.
+    sparse = is_sparse(X)
+    # Serial sparse fits update the first layer row by row from each batch transposed, with
+    # room for the most non-zeros a batch can hold (rows x the widest row).
+    batch_entries = (min(batch_size * int(np.diff(X.indptr).max()), X.data.shape[0])
+                     if sparse and n_threads <= 1 else None)
     workspace = allocate_general_workspace(plan.sizes, plan.bias, batch_size, plan.dtype,
                                            shuffled=plan.shuffled,
-                                           weighted=sample_weight is not None)
+                                           weighted=sample_weight is not None, sparse=sparse,
+                                           batch_entries=batch_entries)
     weights = (np.empty(0, dtype=plan.dtype) if sample_weight is None else sample_weight)
     stored_order = np.empty((0, 0), dtype=np.intp)
     config = _config(plan, batch_size, n_threads, check_every)
+    if sparse:
+        # The sparse entry point, chosen once per fit; X's arrays are read as they are.
+        def fit_chunk(params, state_values, order, losses):
+            return kernels.fit_general_sparse(config, params, state_values, X.data, X.indptr,
+                                              X.indices, y, weights, order, workspace,
+                                              losses)
+    else:
+        def fit_chunk(params, state_values, order, losses):
+            return kernels.fit_general(config, params, state_values, X, y, weights, order,
+                                       workspace, losses)
 
     def run(params, state, n_epochs, orders):
         config.step = state.step
@@ -95,9 +114,8 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
         config.learning_rate = state.learning_rate
         losses = np.full(n_epochs, np.nan)
         try:
-            epochs_done, diverged = kernels.fit_general(
-                config, params, state.values, X, y, weights,
-                stored_order if orders is None else orders, workspace, losses)
+            epochs_done, diverged = fit_chunk(
+                params, state.values, stored_order if orders is None else orders, losses)
         finally:
             # The counters move with params and state, step by step, also when interrupted.
             state.step = config.step
@@ -130,10 +148,17 @@ def make_loss_gradient(plan, X, y, sample_weight, n_threads):
     """
     kernels = _kernels  # looked up per call: tests swap in each build of the kernels
     n_rows = X.shape[0]
+    sparse = is_sparse(X)
     workspace = allocate_general_workspace(plan.sizes, plan.bias, n_rows, plan.dtype,
-                                           training=False)
+                                           training=False, sparse=sparse)
     config = _config(plan, n_rows, n_threads, 0)
     weights = np.empty(0, dtype=plan.dtype) if sample_weight is None else sample_weight
+
+    if sparse:
+        def evaluate(params, grad):
+            return kernels.loss_gradient_sparse(config, params, X.data, X.indptr, X.indices, y,
+                                                weights, workspace, grad)
+        return evaluate
 
     def evaluate(params, grad):
         return kernels.loss_gradient(config, params, X, y, weights, workspace, grad)

@@ -144,3 +144,27 @@ def loss_gradient(
     workspace: dict[str, _Array],  # dict of floating[::1] scratch for n_rows rows
     grad_out: _Array,  # floating[::1] OUT, like params
 ) -> float: ...
+def fit_general_sparse(
+    config: TrainConfig,
+    params: _Array,  # floating[::1] INOUT
+    state: _Array,  # floating[::1] INOUT (config.state_size)
+    data: _Array,  # const floating[::1] x's non-zero values (canonical CSR)
+    indptr: npt.NDArray[np.int32] | npt.NDArray[np.int64],  # (n_rows + 1,), as indices
+    indices: npt.NDArray[np.int32] | npt.NDArray[np.int64],  # column indices < s0
+    y: _Array,  # const floating[:, ::1] (n_rows, sL)
+    sample_weight: _Array,  # const floating[::1] (n_rows,) or (0,)
+    order: npt.NDArray[np.intp],  # const Py_ssize_t[:, ::1] (>= n_epochs, n_rows) or (0, 0)
+    workspace: dict[str, _Array],  # nnfast._layout.allocate_general_workspace(sparse=True)
+    epoch_losses: npt.NDArray[np.float64],  # double[::1] OUT (n_epochs,)
+) -> tuple[int, bool]: ...
+def loss_gradient_sparse(
+    config: TrainConfig,
+    params: _Array,  # const floating[::1]
+    data: _Array,  # const floating[::1] x's non-zero values (canonical CSR)
+    indptr: npt.NDArray[np.int32] | npt.NDArray[np.int64],  # (n_rows + 1,), as indices
+    indices: npt.NDArray[np.int32] | npt.NDArray[np.int64],  # column indices < s0
+    y: _Array,  # const floating[:, ::1] (n_rows, sL)
+    sample_weight: _Array,  # const floating[::1] (n_rows,) or (0,)
+    workspace: dict[str, _Array],  # allocate_general_workspace(training=False, sparse=True)
+    grad_out: _Array,  # floating[::1] OUT, like params
+) -> float: ...

@@ -696,6 +696,12 @@ cdef struct _Workspace:
     void* batch_w       # batch rows, shuffled weighted fits only
     void* transposed    # P values: transposed weight matrices (see "Skinny products")
     void* transposed_gradient  # P values: gradients summed transposed (_blocked_step)
+    # A sparse batch transposed (_sparse_layer_update; NULL: the scatter path instead):
+    Py_ssize_t* column_starts  # s0 + 1 entry starts per input column
+    Py_ssize_t* column_rows    # the batch row of each entry (column_capacity)
+    void* column_values        # the value of each entry (column_capacity)
+    Py_ssize_t column_capacity
+    Py_ssize_t gradient_skipped  # with them, gradient holds layers 1.. (offsets less this)
 
 
 cdef extern from *:
@@ -1281,33 +1287,255 @@ cdef inline double _next_adam_rate(_Config* config) noexcept nogil:
 
 
 cdef inline void _finish_layer(const _Config* config, floating* params, floating* state,
-                               floating* grad, Py_ssize_t offset, Py_ssize_t k,
+                               floating* layer_grad, Py_ssize_t offset, Py_ssize_t k,
                                Py_ssize_t n_params, floating alpha, floating denominator,
                                double adam_rate, bint training) noexcept nogil:
-    """Layer k's summed gradient grad[offset:...] (params layout) becomes G (loss_gradient)
-    or moves the layer's weights (training: the optimizer's update)."""
+    """Layer k's summed gradient layer_grad (the layer's part of a gradient in the params
+    layout; the layer's params start at offset) becomes G (loss_gradient) or moves the
+    layer's weights (training: the optimizer's update)."""
     cdef Py_ssize_t n_in = config.sizes[k], n_out = config.sizes[k + 1]
     cdef Py_ssize_t n_layer = _layer_params(config.sizes, k, config.has_bias)
     if not training:
-        _finish_gradient(grad + offset, params + offset, n_in * n_out,
+        _finish_gradient(layer_grad, params + offset, n_in * n_out,
                          n_layer - n_in * n_out, alpha, denominator)
     else:
-        _optimizer_update(config, params + offset, grad + offset,
+        _optimizer_update(config, params + offset, layer_grad,
                           state + offset if config.optimizer != OPT_PLAIN else NULL,
                           state + n_params + offset if config.optimizer == OPT_ADAM else NULL,
                           n_in * n_out, n_layer - n_in * n_out, alpha, denominator, adam_rate)
 
 
+
+# --------------------------------------------------------------------------------------------
+# Sparse inputs (CSR). Text and one-hot data: X with a few non-zeros per row among thousands
+# of columns, never densified. Only the first layer sees X, and only two of its products:
+# the forward pass X_batch @ W0 (each batch row a sum of the rows of W0 its non-zeros pick,
+# scaled: a contiguous, vectorised axpy of n_out values per non-zero) and the gradient
+# X_batch.T @ delta (each non-zero adds its scaled delta row to the gradient row of its
+# column: a scatter). A batch's rows are read where they are, through the epoch order: no
+# copy of X, no scratch beyond the dense path's O(batch x hidden). Every other part of the
+# step (the hidden layers, the loss, the optimizer's dense update of every parameter, as
+# scikit-learn's) is the dense path's code. Chosen once per step, at layer 0
+# (_general_step's `sparse` argument; NULL for dense X). Summation order: each output the
+# row's non-zeros in stored order from 0, then the bias, as scipy's CSR product and
+# scikit-learn's forward pass; the gradient sums the batch's rows in order per column.
+# Indices are int32 or int64 (scipy's choice, used as given: no copy of the indices).
+# --------------------------------------------------------------------------------------------
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+
+cdef struct _SparseRows:
+    # A CSR matrix (canonical: checked by _bind_csr) and the rows of the current batch.
+    const void* data        # nnz values of the params' dtype
+    const void* indices     # nnz column indices, int32 or int64 (wide_index)
+    const void* indptr      # n_rows + 1 row starts, of the indices' type
+    bint wide_index
+    const Py_ssize_t* rows  # the batch's row ids (an epoch order's slice), or NULL:
+    Py_ssize_t start        # rows start, start + 1, ... in stored order
+
+
+cdef inline Py_ssize_t _csr_row(const _SparseRows* sparse, Py_ssize_t r) noexcept nogil:
+    """The row of X that is row r of the batch."""
+    return sparse.rows[r] if sparse.rows != NULL else sparse.start + r
+
+
+cdef void _sparse_forward_rows(const index_t* indptr, const index_t* indices,
+                               const floating* data, const _SparseRows* sparse,
+                               const floating* weights, const floating* bias,
+                               floating* outputs, Py_ssize_t row_start, Py_ssize_t row_stop,
+                               Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
+    """outputs[rows] = activation(X[batch rows] @ weights [+ bias])."""
+    cdef Py_ssize_t r, row, p, j
+    cdef floating value
+    cdef floating* out
+    cdef const floating* w
+    for r in range(row_start, row_stop):
+        row = _csr_row(sparse, r)
+        out = &outputs[r * n_out]
+        memset(out, 0, n_out * sizeof(floating))
+        for p in range(<Py_ssize_t>indptr[row], <Py_ssize_t>indptr[row + 1]):
+            value = data[p]
+            w = &weights[<Py_ssize_t>indices[p] * n_out]
+            for j in range(n_out):
+                out[j] = out[j] + value * w[j]
+        if bias != NULL:
+            for j in range(n_out):
+                out[j] = out[j] + bias[j]
+    _activate_range(outputs, row_start * n_out, row_stop * n_out, activation)
+
+
+cdef void _sparse_gradient_columns(const index_t* indptr, const index_t* indices,
+                                   const floating* data, const _SparseRows* sparse,
+                                   const floating* delta, floating* grad, Py_ssize_t m,
+                                   Py_ssize_t n_out, Py_ssize_t column_start,
+                                   Py_ssize_t column_stop) noexcept nogil:
+    """grad[:, columns] += X[batch rows].T @ delta[:, columns] (grad n_in x n_out)."""
+    cdef Py_ssize_t r, row, p, j
+    cdef floating value
+    cdef floating* g
+    cdef const floating* d
+    for r in range(m):
+        row = _csr_row(sparse, r)
+        d = &delta[r * n_out]
+        for p in range(<Py_ssize_t>indptr[row], <Py_ssize_t>indptr[row + 1]):
+            value = data[p]
+            g = &grad[<Py_ssize_t>indices[p] * n_out]
+            for j in range(column_start, column_stop):
+                g[j] = g[j] + value * d[j]
+
+
+cdef void _sparse_forward_block(const _SparseRows* sparse, const floating* weights,
+                                const floating* bias, floating* outputs,
+                                Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_out,
+                                Py_ssize_t activation) noexcept nogil:
+    """_sparse_forward_rows for the struct's index type."""
+    if sparse.wide_index:
+        _sparse_forward_rows(<const int64_t*>sparse.indptr, <const int64_t*>sparse.indices,
+                             <const floating*>sparse.data, sparse, weights, bias, outputs,
+                             row_start, row_stop, n_out, activation)
+    else:
+        _sparse_forward_rows(<const int32_t*>sparse.indptr, <const int32_t*>sparse.indices,
+                             <const floating*>sparse.data, sparse, weights, bias, outputs,
+                             row_start, row_stop, n_out, activation)
+
+
+cdef void _sparse_gradient_block(const _SparseRows* sparse, const floating* delta,
+                                 floating* grad, Py_ssize_t m, Py_ssize_t n_out,
+                                 Py_ssize_t column_start, Py_ssize_t column_stop) noexcept nogil:
+    """_sparse_gradient_columns for the struct's index type."""
+    if sparse.wide_index:
+        _sparse_gradient_columns(<const int64_t*>sparse.indptr, <const int64_t*>sparse.indices,
+                                 <const floating*>sparse.data, sparse, delta, grad, m, n_out,
+                                 column_start, column_stop)
+    else:
+        _sparse_gradient_columns(<const int32_t*>sparse.indptr, <const int32_t*>sparse.indices,
+                                 <const floating*>sparse.data, sparse, delta, grad, m, n_out,
+                                 column_start, column_stop)
+
+
+cdef void _sparse_forward(const _SparseRows* sparse, const floating* weights,
+                          const floating* bias, floating* outputs, Py_ssize_t m,
+                          Py_ssize_t n_out, Py_ssize_t activation, int n_threads) noexcept nogil:
+    """outputs = activation(X[batch] @ weights [+ bias]); threads take blocks of rows."""
+    cdef int t
+    if n_threads > 1:
+        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+            _sparse_forward_block(sparse, weights, bias, outputs, _block_start(m, n_threads, t),
+                                  _block_start(m, n_threads, t + 1), n_out, activation)
+    else:
+        _sparse_forward_block(sparse, weights, bias, outputs, 0, m, n_out, activation)
+
+
+cdef void _sparse_gradient(floating* grad, const _SparseRows* sparse, const floating* delta,
+                           bint has_bias, Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                           int n_threads) noexcept nogil:
+    """grad[:n_in * n_out] = X[batch].T @ delta; grad's bias part (has_bias) = delta.sum(0).
+    Threads take blocks of the columns (no two write the same value)."""
+    cdef int t
+    memset(grad, 0, n_in * n_out * sizeof(floating))
+    if n_threads > 1:
+        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+            _sparse_gradient_block(sparse, delta, grad, m, n_out,
+                                   _block_start(n_out, n_threads, t),
+                                   _block_start(n_out, n_threads, t + 1))
+    else:
+        _sparse_gradient_block(sparse, delta, grad, m, n_out, 0, n_out)
+    if has_bias:
+        memset(grad + n_in * n_out, 0, n_out * sizeof(floating))
+        _add_column_sums(delta, grad + n_in * n_out, m, n_out)
+
+
+cdef void _transpose_batch(const index_t* indptr, const index_t* indices,
+                           const floating* data, const _SparseRows* sparse, Py_ssize_t m,
+                           Py_ssize_t n_in, Py_ssize_t* starts, Py_ssize_t* entry_rows,
+                           floating* entry_values) noexcept nogil:
+    """The batch's rows as columns: column j's entries are entry_rows / entry_values
+    [starts[j]:starts[j + 1]], in increasing batch row (a counting sort)."""
+    cdef Py_ssize_t r, row, p, j, at
+    memset(starts, 0, (n_in + 1) * sizeof(Py_ssize_t))
+    for r in range(m):
+        row = _csr_row(sparse, r)
+        for p in range(<Py_ssize_t>indptr[row], <Py_ssize_t>indptr[row + 1]):
+            starts[<Py_ssize_t>indices[p] + 1] += 1
+    for j in range(n_in):
+        starts[j + 1] += starts[j]
+    # Fill, with starts[j] as column j's cursor; it ends at column j + 1's start, so the
+    # starts are shifted back by one column afterwards.
+    for r in range(m):
+        row = _csr_row(sparse, r)
+        for p in range(<Py_ssize_t>indptr[row], <Py_ssize_t>indptr[row + 1]):
+            j = indices[p]
+            at = starts[j]
+            entry_rows[at] = r
+            entry_values[at] = data[p]
+            starts[j] = at + 1
+    for j in range(n_in, 0, -1):
+        starts[j] = starts[j - 1]
+    starts[0] = 0
+
+
+cdef void _sparse_layer_update(const _Config* config, floating* params, floating* state,
+                               Py_ssize_t n_params, const _SparseRows* sparse,
+                               const floating* delta, Py_ssize_t m, Py_ssize_t n_in,
+                               Py_ssize_t n_out, floating alpha, floating denominator,
+                               double adam_rate, const _Workspace* work) noexcept nogil:
+    """The first layer's training update for a sparse batch, row by row of W0: row j's
+    gradient (X[batch].T @ delta)[j] is summed from column j's entries of the transposed
+    batch into one row of scratch and the optimizer steps that row at once. The same sums in
+    the same order as _sparse_gradient then _finish_layer (each row's entries in increasing
+    batch row), without a gradient of W0's size: one pass over W0 and its optimizer state
+    per step instead of three."""
+    cdef Py_ssize_t j, q, i
+    cdef floating value
+    cdef const floating* d
+    cdef floating* row_grad = <floating*>work.bias_sums  # max(s1..sL) >= n_out values
+    cdef Py_ssize_t* starts = work.column_starts
+    cdef Py_ssize_t* entry_rows = work.column_rows
+    cdef floating* entry_values = <floating*>work.column_values
+    cdef floating* first = state if config.optimizer != OPT_PLAIN else NULL
+    cdef floating* second = state + n_params if config.optimizer == OPT_ADAM else NULL
+    if sparse.wide_index:
+        _transpose_batch(<const int64_t*>sparse.indptr, <const int64_t*>sparse.indices,
+                         <const floating*>sparse.data, sparse, m, n_in, starts, entry_rows,
+                         entry_values)
+    else:
+        _transpose_batch(<const int32_t*>sparse.indptr, <const int32_t*>sparse.indices,
+                         <const floating*>sparse.data, sparse, m, n_in, starts, entry_rows,
+                         entry_values)
+    for j in range(n_in):
+        memset(row_grad, 0, n_out * sizeof(floating))
+        for q in range(starts[j], starts[j + 1]):
+            value = entry_values[q]
+            d = &delta[entry_rows[q] * n_out]
+            for i in range(n_out):
+                row_grad[i] = row_grad[i] + value * d[i]
+        _update_range(config, params + j * n_out, row_grad,
+                      first + j * n_out if first != NULL else NULL,
+                      second + j * n_out if second != NULL else NULL, 0, n_out, True, alpha,
+                      denominator, adam_rate)
+    if config.has_bias:
+        memset(row_grad, 0, n_out * sizeof(floating))
+        _add_column_sums(delta, row_grad, m, n_out)
+        j = n_in * n_out
+        _update_range(config, params + j, row_grad, first + j if first != NULL else NULL,
+                      second + j if second != NULL else NULL, 0, n_out, False, alpha,
+                      denominator, adam_rate)
+
+
 cdef double _general_step(_Config* config, floating* params, floating* state,
                           const floating* x, const floating* y, const floating* weight,
                           Py_ssize_t m, const _Workspace* work, floating* grad_out,
-                          double* abs_error) noexcept nogil:
+                          double* abs_error, const _SparseRows* sparse) noexcept nogil:
     """One forward/backward pass on m rows; returns the batch loss (nnfast._plan, "Losses").
 
     With grad_out NULL, applies the optimizer to params (and state, and the counters);
     otherwise writes the gradient G in the params layout to grad_out and changes nothing.
     weight is NULL for unit weights. abs_error receives sum |y - a| (for "original").
     Networks whose every layer is skinny take _blocked_step, the same step by row blocks.
+    sparse: the batch's rows of a CSR X (x is then unused), or NULL for dense x.
     """
     cdef Py_ssize_t k, n_in, n_out, n_params = 0, n_layer, offset
     cdef Py_ssize_t n_layers = config.n_layers
@@ -1324,8 +1552,14 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     cdef floating* delta_next
     cdef double weight_sum, penalty_denominator, loss, adam_rate = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
+    cdef floating* layer_grad
+    # Sparse rows in training, serial, with the transposed-batch buffers: the first layer's
+    # update row by row (_sparse_layer_update), and a gradient buffer for layers 1.. only.
+    cdef bint row_update = (sparse != NULL and grad_out == NULL and work.column_starts != NULL
+                            and config.n_threads <= 1)
+    cdef Py_ssize_t grad_skipped = work.gradient_skipped if row_update else 0
 
-    if _all_skinny(config):
+    if sparse == NULL and _all_skinny(config):
         return _blocked_step(config, params, state, x, y, weight, m, work, grad_out, abs_error)
 
     for k in range(n_layers):
@@ -1335,11 +1569,17 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     for k in range(n_layers):
         n_in = config.sizes[k]
         n_out = config.sizes[k + 1]
-        _general_forward(layer_in, weights,
-                         weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
-                         n_in, n_out,
-                         config.activations[k] if k + 1 < n_layers else ACT_IDENTITY,
-                         transposed, config.n_threads)
+        if k == 0 and sparse != NULL:
+            _sparse_forward(sparse, weights, weights + n_in * n_out if config.has_bias else NULL,
+                            layer_out, m, n_out,
+                            config.activations[k] if k + 1 < n_layers else ACT_IDENTITY,
+                            config.n_threads)
+        else:
+            _general_forward(layer_in, weights,
+                             weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
+                             n_in, n_out,
+                             config.activations[k] if k + 1 < n_layers else ACT_IDENTITY,
+                             transposed, config.n_threads)
         layer_in = layer_out
         weights += _layer_params(config.sizes, k, config.has_bias)
         if k + 1 < n_layers:
@@ -1378,10 +1618,22 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
         else:
             layer_in = x
         # The layer's gradient = layer_in.T @ delta_next, bias part = its column sums.
-        _general_gradient(grad + offset, layer_in, delta_next, config.has_bias, bias_sums,
-                          transposed, m, n_in, n_out, config.n_threads)
-        _finish_layer(config, params, state, grad, offset, k, n_params, alpha, denominator,
-                      adam_rate, grad_out == NULL)
+        if k == 0 and row_update:
+            # Training on sparse rows: each row of W0 gets its gradient and its update in
+            # one pass, without a gradient of W0's size.
+            _sparse_layer_update(config, params, state, n_params, sparse, delta_next, m, n_in,
+                                 n_out, alpha, denominator, adam_rate, work)
+            continue
+        # The gradient buffer starts at layer 1 when row_update (work.gradient_skipped).
+        layer_grad = grad + (offset - grad_skipped)
+        if k == 0 and sparse != NULL:
+            _sparse_gradient(layer_grad, sparse, delta_next, config.has_bias, m, n_in, n_out,
+                             config.n_threads)
+        else:
+            _general_gradient(layer_grad, layer_in, delta_next, config.has_bias, bias_sums,
+                              transposed, m, n_in, n_out, config.n_threads)
+        _finish_layer(config, params, state, layer_grad, offset, k, n_params, alpha,
+                      denominator, adam_rate, grad_out == NULL)
     return loss
 
 
@@ -1535,8 +1787,8 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
         n_out = config.sizes[k + 1]
         if n_in > _SKINNY_DIM:
             _transpose(transposed_grad + offset, grad + offset, n_out, n_in)
-        _finish_layer(config, params, state, grad, offset, k, n_params, alpha, denominator,
-                      adam_rate, grad_out == NULL)
+        _finish_layer(config, params, state, grad + offset, offset, k, n_params, alpha,
+                      denominator, adam_rate, grad_out == NULL)
         offset += _layer_params(config.sizes, k, config.has_bias)
     return loss
 
@@ -1582,7 +1834,7 @@ cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
                 batch_target = &y[start * n_out]
                 batch_weight = &weight[start] if weight != NULL else NULL
             batch_loss = _general_step(config, params, state, batch_in, batch_target,
-                                       batch_weight, m, work, NULL, &abs_error)
+                                       batch_weight, m, work, NULL, &abs_error, NULL)
             # The original reports mean |y - a| over the epoch; the others scikit-learn's
             # accumulated loss, each batch's loss weighted by its rows.
             epoch_loss += abs_error if config.output == OUT_ORIGINAL else batch_loss * m
@@ -1604,6 +1856,64 @@ cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
         epochs_done[0] = epoch + 1
     return 0
 
+
+
+cdef int _sparse_fit_loop(_Config* config, floating* params, floating* state,
+                          const _SparseRows* x, const floating* y, const floating* weight,
+                          Py_ssize_t n_rows, const Py_ssize_t* order, Py_ssize_t n_epochs,
+                          const _Workspace* work, double* epoch_losses,
+                          Py_ssize_t* epochs_done) except -1 nogil:
+    """_general_fit_loop for a CSR x: each batch reads its rows of x where they are (through
+    the epoch's order), and only its targets and weights are gathered."""
+    cdef Py_ssize_t epoch, start, m, r, row
+    cdef Py_ssize_t n_out = config.sizes[config.n_layers]
+    cdef Py_ssize_t until_check = config.check_every  # batches
+    cdef double next_poll = 0.0
+    cdef double epoch_loss, abs_error, batch_loss
+    cdef floating* batch_y = <floating*>work.batch_y
+    cdef floating* batch_w = <floating*>work.batch_w
+    cdef const floating* batch_target
+    cdef const floating* batch_weight
+    cdef _SparseRows batch = x[0]
+
+    for epoch in range(n_epochs):
+        epoch_loss = 0.0
+        start = 0
+        while start < n_rows:
+            m = min(config.batch_size, n_rows - start)
+            if order != NULL:
+                batch.rows = &order[epoch * n_rows + start]
+                for r in range(m):
+                    row = batch.rows[r]
+                    memcpy(&batch_y[r * n_out], &y[row * n_out], n_out * sizeof(floating))
+                    if weight != NULL:
+                        batch_w[r] = weight[row]
+                batch_target = batch_y
+                batch_weight = batch_w if weight != NULL else NULL
+            else:
+                batch.rows = NULL
+                batch.start = start
+                batch_target = &y[start * n_out]
+                batch_weight = &weight[start] if weight != NULL else NULL
+            batch_loss = _general_step(config, params, state, NULL, batch_target, batch_weight,
+                                       m, work, NULL, &abs_error, &batch)
+            epoch_loss += abs_error if config.output == OUT_ORIGINAL else batch_loss * m
+            start += m
+            until_check -= 1
+            if until_check == 0:
+                until_check = config.check_every
+                _poll_signals(&next_poll)
+        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUT_ORIGINAL
+                                            else n_rows)
+        config.samples_seen += n_rows
+        if config.optimizer == OPT_SGD and config.schedule == SCHEDULE_INVSCALING:
+            config.learning_rate = (config.learning_rate_init
+                                    / pow(config.samples_seen + 1.0, config.power_t))
+        if not isfinite(epoch_losses[epoch]):
+            epochs_done[0] = epoch
+            return 1
+        epochs_done[0] = epoch + 1
+    return 0
 
 # --------------------------------------------------------------------------------------------
 # Size checks of the Python entry points: O(layers) (the order check is O(entries), cheaper
@@ -2150,29 +2460,46 @@ cdef void* _workspace_pointer(dict workspace, str name, Py_ssize_t needed,
 
 cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, bint training,
                           bint gathered, bint weighted, const floating[::1] params,
-                          _Workspace* work):
+                          _Workspace* work, bint sparse_input=False,
+                          Py_ssize_t gradient_skipped=0):
     """Checks the workspace buffers for batches of `rows` rows and points work at them;
-    returns the arrays, for the caller to hold while the kernel runs."""
-    cdef Py_ssize_t k, hidden_values = 0, widest = 0
+    returns the arrays, for the caller to hold while the kernel runs. sparse_input: x is
+    CSR (no gathered rows of x; the transposes serve the dense layers 1.. only, through the
+    step's whole-batch path, which uses one layer's at a time)."""
+    cdef Py_ssize_t k, hidden_values = 0, widest = 0, dense_layer = 0
     cdef Py_ssize_t n_params = config.n_params
     cdef const _Config* c = &config.c
     cdef list keep = []
     for k in range(c.n_layers):
         hidden_values += c.sizes[k + 1]
         widest = max(widest, c.sizes[k + 1])
+        if k > 0:
+            dense_layer = max(dense_layer, c.sizes[k] * c.sizes[k + 1])
     work.activations = _workspace_pointer(workspace, "activations", rows * hidden_values,
                                           params, keep)
     work.deltas = _workspace_pointer(workspace, "deltas", rows * hidden_values, params, keep)
     work.bias_sums = _workspace_pointer(workspace, "bias_sums", widest, params, keep)
-    work.transposed = _workspace_pointer(workspace, "transposed", n_params, params, keep)
-    work.transposed_gradient = _workspace_pointer(workspace, "transposed_gradient", n_params,
-                                                  params, keep)
     work.gradient = work.batch_x = work.batch_y = work.batch_w = NULL
-    if training:
-        work.gradient = _workspace_pointer(workspace, "gradient", n_params, params, keep)
-    if gathered:
+    work.transposed = work.transposed_gradient = NULL
+    work.column_starts = work.column_rows = NULL
+    work.column_values = NULL
+    work.column_capacity = 0
+    work.gradient_skipped = 0
+    if not sparse_input:
+        work.transposed = _workspace_pointer(workspace, "transposed", n_params, params, keep)
+        work.transposed_gradient = _workspace_pointer(workspace, "transposed_gradient",
+                                                      n_params, params, keep)
+    elif dense_layer > 0:
+        work.transposed = _workspace_pointer(workspace, "transposed", dense_layer, params,
+                                             keep)
+    work.gradient_skipped = gradient_skipped
+    if training and n_params > gradient_skipped:
+        work.gradient = _workspace_pointer(workspace, "gradient", n_params - gradient_skipped,
+                                           params, keep)
+    if gathered and not sparse_input:
         work.batch_x = _workspace_pointer(workspace, "batch_x", rows * c.sizes[0], params,
                                           keep)
+    if gathered:
         work.batch_y = _workspace_pointer(workspace, "batch_y", rows * c.sizes[c.n_layers],
                                           params, keep)
         if weighted:
@@ -2278,5 +2605,209 @@ def loss_gradient(TrainConfig config,
         # step function's signature.
         loss = _general_step(&config.c, <floating*>&params[0], NULL, &x[0, 0], &y[0, 0],
                              &sample_weight[0] if weighted else NULL, x.shape[0], &work,
-                             &grad_out[0], &abs_error)
+                             &grad_out[0], &abs_error, NULL)
+    return loss
+
+
+# --------------------------------------------------------------------------------------------
+# The general path's entry points for a CSR x (see "Sparse inputs"). The structure of the
+# matrix is checked here, O(rows + non-zeros) without the GIL, so that the kernel never reads
+# outside its arrays or params whatever it is given: row starts from 0, non-decreasing, within
+# the arrays; every column index within the input layer.
+# --------------------------------------------------------------------------------------------
+
+cdef Py_ssize_t _csr_fault(const index_t* indptr, const index_t* indices, Py_ssize_t n_rows,
+                           Py_ssize_t n_values, Py_ssize_t n_columns) noexcept nogil:
+    """0 for a well-formed CSR structure; else 1 (row starts) or 2 (a column index)."""
+    cdef Py_ssize_t r, p
+    if indptr[0] != 0 or indptr[n_rows] > n_values:
+        return 1
+    for r in range(n_rows):
+        if indptr[r + 1] < indptr[r]:
+            return 1
+    for p in range(<Py_ssize_t>indptr[n_rows]):
+        if indices[p] < 0 or indices[p] >= n_columns:
+            return 2
+    return 0
+
+
+cdef Py_ssize_t _bind_csr(object indptr, object indices, Py_ssize_t n_values,
+                          Py_ssize_t n_columns, _SparseRows* out,
+                          Py_ssize_t* widest_row=NULL) except -1:
+    """Points out at a CSR structure (indptr, indices: contiguous 1-D arrays, both int32 or
+    both int64, as scipy makes them) after checking it; n_values: the length of the data."""
+    cdef const int32_t[::1] indptr32, indices32
+    cdef const int64_t[::1] indptr64, indices64
+    cdef Py_ssize_t n_rows, fault, r, widest
+    try:
+        indptr32 = indptr
+        indices32 = indices
+        out.wide_index = False
+    except (TypeError, ValueError):
+        try:
+            indptr64 = indptr
+            indices64 = indices
+            out.wide_index = True
+        except (TypeError, ValueError):
+            raise TypeError("indptr and indices must be contiguous 1-D arrays, both int32 or "
+                            "both int64") from None
+    if out.wide_index:
+        n_rows = indptr64.shape[0] - 1
+        n_values = min(n_values, indices64.shape[0])
+    else:
+        n_rows = indptr32.shape[0] - 1
+        n_values = min(n_values, indices32.shape[0])
+    if n_rows < 1:
+        raise ValueError("x has no rows")
+    with nogil:
+        if out.wide_index:
+            fault = _csr_fault(&indptr64[0], &indices64[0] if n_values > 0 else NULL, n_rows,
+                               n_values, n_columns)
+        else:
+            fault = _csr_fault(&indptr32[0], &indices32[0] if n_values > 0 else NULL, n_rows,
+                               n_values, n_columns)
+    if fault == 1:
+        raise ValueError(f"indptr is not a CSR matrix's row starts for {n_values} values: "
+                         "0 first, non-decreasing, the last at most the values' count")
+    if fault == 2:
+        raise ValueError(f"indices holds a column index outside [0, {n_columns})")
+    if widest_row != NULL:
+        # The most non-zeros in a row (after the checks: the row starts are monotone).
+        widest = 0
+        with nogil:
+            for r in range(n_rows):
+                if out.wide_index:
+                    widest = max(widest, <Py_ssize_t>(indptr64[r + 1] - indptr64[r]))
+                else:
+                    widest = max(widest, <Py_ssize_t>(indptr32[r + 1] - indptr32[r]))
+        widest_row[0] = widest
+    if out.wide_index:
+        out.indptr = &indptr64[0]
+        out.indices = &indices64[0] if n_values > 0 else NULL
+    else:
+        out.indptr = &indptr32[0]
+        out.indices = &indices32[0] if n_values > 0 else NULL
+    out.rows = NULL
+    out.start = 0
+    return n_rows
+
+
+cdef int _check_sparse_data(TrainConfig config, Py_ssize_t n_params, Py_ssize_t n_rows,
+                            const floating[:, ::1] y,
+                            const floating[::1] sample_weight) except -1:
+    _require_length(n_params, config.n_params, "params", at_least=False)
+    if n_rows > INT_MAX:
+        raise ValueError(f"x has {n_rows} rows; at most {INT_MAX} (BLAS's largest dimension)")
+    _require_shape(y.shape[0], y.shape[1], n_rows, config._sizes[config.c.n_layers], "y")
+    if not (sample_weight.shape[0] == 0 or sample_weight.shape[0] == n_rows):
+        raise ValueError(f"sample_weight has {sample_weight.shape[0]} values; 0 (none) or "
+                         f"{n_rows} are needed")
+    return 0
+
+
+cdef int _fill_column_buffers(TrainConfig config, dict workspace, Py_ssize_t entries,
+                              const floating[::1] params, _Workspace* work,
+                              list keep) except -1:
+    """Points work at the transposed-batch buffers of the workspace (column_starts: s0 + 1
+    intp; column_rows, intp, and column_values, the params' dtype: at least `entries`, the
+    most non-zeros a batch can hold). Without them (or with threads) the kernel takes the
+    scatter path (work's pointers stay NULL)."""
+    cdef Py_ssize_t[::1] starts, rows
+    try:
+        starts = workspace["column_starts"]
+        rows = workspace["column_rows"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"workspace's column_starts and column_rows must be writable "
+                         f"contiguous intp arrays: {exc}") from None
+    _require_length(starts.shape[0], config._sizes[0] + 1, "workspace['column_starts']")
+    _require_length(rows.shape[0], entries, "workspace['column_rows']")
+    work.column_values = (_workspace_pointer(workspace, "column_values", entries, params, keep)
+                          if entries > 0 else NULL)
+    keep.append(workspace["column_starts"])
+    keep.append(workspace["column_rows"])
+    work.column_starts = &starts[0]
+    work.column_rows = &rows[0] if rows.shape[0] > 0 else NULL
+    work.column_capacity = rows.shape[0]
+    return 0
+
+
+def fit_general_sparse(TrainConfig config,
+                       floating[::1] params,               # INOUT all weights and biases, flat
+                       floating[::1] state,                # INOUT optimizer state
+                       const floating[::1] data,           # IN x's non-zero values (CSR)
+                       indptr,                             # IN (n_rows + 1,) int32 or int64
+                       indices,                            # IN x's column indices, as indptr
+                       const floating[:, ::1] y,           # IN (n_rows, sL)
+                       const floating[::1] sample_weight,  # IN (n_rows,), or (0,) for none
+                       const Py_ssize_t[:, ::1] order,     # IN (>= n_epochs, n_rows), or (0, 0)
+                       dict workspace,                     # scratch (nnfast._layout, sparse)
+                       double[::1] epoch_losses):          # OUT (n_epochs,)
+    """:func:`fit_general` for x a CSR matrix of sizes[0] columns (data, indptr, indices;
+    scipy's arrays of a canonical matrix, used as given). The workspace is
+    ``nnfast._layout.allocate_general_workspace(..., sparse=True)``'s: no gathered rows of
+    x and small transposes. Returns (epochs_done, diverged) as fit_general."""
+    cdef _SparseRows sparse
+    cdef Py_ssize_t widest_row = 0
+    cdef Py_ssize_t n_rows = _bind_csr(indptr, indices, data.shape[0], config._sizes[0],
+                                       &sparse, &widest_row)
+    cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
+    cdef Py_ssize_t epochs_done = 0
+    cdef bint gathered = order.shape[0] > 0 or order.shape[1] > 0
+    cdef bint weighted = sample_weight.shape[0] > 0
+    cdef _Workspace work
+    cdef list keep
+    cdef int status
+    sparse.data = &data[0] if data.shape[0] > 0 else NULL
+    _check_sparse_data(config, params.shape[0], n_rows, y, sample_weight)
+    _require_length(state.shape[0], config.state_size, "state", at_least=False)
+    _check_order(order, n_epochs, n_rows)
+    # The first layer's row-by-row update runs serially, given the transposed-batch buffers;
+    # the gradient buffer then holds the layers behind it only.
+    cdef bint row_update = config.c.n_threads <= 1 and "column_starts" in workspace
+    keep = _fill_workspace(config, workspace, min(config.c.batch_size, n_rows), True,
+                           gathered, weighted, params, &work, True,
+                           _layer_params(config._sizes, 0, config.c.has_bias) if row_update
+                           else 0)
+    if row_update:
+        _fill_column_buffers(config, workspace,
+                             min(min(config.c.batch_size, n_rows) * widest_row, data.shape[0]),
+                             params, &work, keep)
+    if n_epochs == 0:
+        return 0, False
+    with nogil:
+        status = _sparse_fit_loop(&config.c, &params[0],
+                                  &state[0] if state.shape[0] > 0 else NULL, &sparse,
+                                  &y[0, 0], &sample_weight[0] if weighted else NULL, n_rows,
+                                  &order[0, 0] if gathered else NULL, n_epochs, &work,
+                                  &epoch_losses[0], &epochs_done)
+    return epochs_done, status == 1
+
+
+def loss_gradient_sparse(TrainConfig config,
+                         const floating[::1] params,           # IN all weights and biases
+                         const floating[::1] data,             # IN x's non-zero values (CSR)
+                         indptr,                               # IN (n_rows + 1,) int32/int64
+                         indices,                              # IN column indices, as indptr
+                         const floating[:, ::1] y,             # IN (n_rows, sL)
+                         const floating[::1] sample_weight,    # IN (n_rows,), or (0,)
+                         dict workspace,                       # scratch for n_rows rows
+                         floating[::1] grad_out):              # OUT like params
+    """:func:`loss_gradient` for x a CSR matrix (as :func:`fit_general_sparse`); the
+    workspace is ``allocate_general_workspace(..., training=False, sparse=True)``'s."""
+    cdef _SparseRows sparse
+    cdef Py_ssize_t n_rows = _bind_csr(indptr, indices, data.shape[0], config._sizes[0],
+                                       &sparse)
+    cdef _Workspace work
+    cdef list keep
+    cdef bint weighted = sample_weight.shape[0] > 0
+    cdef double loss, abs_error
+    sparse.data = &data[0] if data.shape[0] > 0 else NULL
+    _check_sparse_data(config, params.shape[0], n_rows, y, sample_weight)
+    _require_length(grad_out.shape[0], params.shape[0], "grad_out", at_least=False)
+    keep = _fill_workspace(config, workspace, n_rows, False, False, weighted, params, &work,
+                           True)
+    with nogil:
+        loss = _general_step(&config.c, <floating*>&params[0], NULL, NULL, &y[0, 0],
+                             &sample_weight[0] if weighted else NULL, n_rows, &work,
+                             &grad_out[0], &abs_error, &sparse)
     return loss

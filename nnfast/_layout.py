@@ -104,7 +104,7 @@ class PackedLayout:
 
 
 def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, weighted=False,
-                               training=True):
+                               training=True, sparse=False, batch_entries=None):
     """Scratch buffers for ``nnfast._kernels.fit_general`` (training) or ``loss_gradient``.
 
     For batches of up to batch_size rows: activations and deltas of layers 1..L, as for the
@@ -114,9 +114,37 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
     transposed_gradient (P values each, at each layer's params offset: its weight matrix and
     its gradient transposed, for the skinny products); and, for shuffled fits, the gathered
     rows of a batch (batch_x, batch_y, batch_w when sample weights are given).
+
+    sparse: for a CSR X (``fit_general_sparse`` / ``loss_gradient_sparse``), which reads a
+    batch's rows of X where they are (no batch_x) and transposes only the dense layers' weights
+    behind the first, one layer at a time (no transposed_gradient). With batch_entries (the
+    most non-zeros a batch holds; serial training), the kernel updates the first layer row by
+    row from the batch transposed (column_starts, column_rows: intp; column_values), and the
+    gradient holds the layers behind the first only.
     """
     activations = batch_size * sum(sizes[1:])
     n_params = param_count(sizes, bias)
+    if sparse:
+        dense_layer = max((a * b for a, b in zip(sizes[1:], sizes[2:])), default=0)
+        row_update = training and batch_entries is not None
+        first_layer = param_count(sizes[:2], bias)
+        buffers = {} if not row_update else {
+            "column_starts": np.empty(sizes[0] + 1, dtype=np.intp),
+            "column_rows": np.empty(batch_entries, dtype=np.intp),
+            "column_values": np.empty(batch_entries, dtype=dtype),
+        }
+        return buffers | {
+            "activations": np.empty(activations, dtype=dtype),
+            "deltas": np.empty(activations, dtype=dtype),
+            "bias_sums": np.empty(max(sizes[1:]), dtype=dtype),
+            "gradient": np.empty((n_params - first_layer if row_update else n_params)
+                                 if training else 0, dtype=dtype),
+            "transposed": np.empty(dense_layer, dtype=dtype),
+            "transposed_gradient": np.empty(0, dtype=dtype),
+            "batch_x": np.empty(0, dtype=dtype),
+            "batch_y": np.empty(batch_size * sizes[-1] if shuffled else 0, dtype=dtype),
+            "batch_w": np.empty(batch_size if shuffled and weighted else 0, dtype=dtype),
+        }
     return {
         "activations": np.empty(activations, dtype=dtype),
         "deltas": np.empty(activations, dtype=dtype),

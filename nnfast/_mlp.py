@@ -28,12 +28,15 @@ from ._mlp_params import (CLASSIFIER_CONSTRAINTS, REGRESSOR_CONSTRAINTS, STOCHAS
                           check_params, validate_params)
 from ._plan import OptimizerState
 from ._layout import param_count, param_views
+from ._sparse import as_csr, is_sparse
 from ._validation import as_matrix, check_finite_real
 from .network import Network, TrainingDivergedError
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _FLOAT_DTYPES = (np.float64, np.float32)
+# Sparse X as scikit-learn's MLP takes it (other formats are converted to the first).
+_SPARSE_FORMATS = ("csr", "csc")
 # Which Network backend trains the estimators. The compiled one for users; the test suite
 # switches to "numpy" (nnfast.reference) to check the estimators' logic against scikit-learn
 # independently of the kernel.
@@ -307,7 +310,11 @@ class _BaseMLP(BaseEstimator):
                                                            first_pass, classes)
         # The network trains on C-contiguous arrays of its dtype; they are made here, and the
         # network takes them as they are (Network._general_fit).
-        if first_pass:
+        if is_sparse(X):
+            # Sparse X (CSR or CSC, as scikit-learn accepts) trains as a canonical CSR matrix,
+            # never densified; later fits convert it to the model's dtype.
+            X = as_csr(X, "X", X.dtype if first_pass else self._network.dtype)
+        elif first_pass:
             X = np.ascontiguousarray(X)
         else:
             # The model's dtype was set by its first fit; later inputs are converted to it
@@ -482,7 +489,12 @@ class _BaseMLP(BaseEstimator):
         if arrays is not None:
             return arrays
         return validate_data(self, X, y, multi_output=True, y_numeric=numeric_targets,
-                             dtype=_FLOAT_DTYPES, reset=reset)
+                             dtype=_FLOAT_DTYPES, reset=reset, accept_sparse=_SPARSE_FORMATS)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # CSR / CSC X, as scikit-learn's MLP
+        return tags
 
     # ---------------------------------------------------------------------------- prediction
 
@@ -490,7 +502,8 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "coefs_")
         checked = _mlp_input.prediction_array(self, X)
         X = (checked if checked is not None
-             else validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES))
+             else validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES,
+                                accept_sparse=_SPARSE_FORMATS))
         return _forward(self.coefs_, self.intercepts_, X, self.activation, self.out_activation_)
 
 

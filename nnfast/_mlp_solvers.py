@@ -35,6 +35,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from ._layout import PackedLayout
+from ._sparse import as_csr, is_sparse
 from ._threads import blas_thread_cap
 from .optimizers import SGD, Adam
 
@@ -174,6 +175,9 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
                 random_state=random_state, test_size=params.validation_fraction,
                 stratify=estimator._stratify_early_stopping(Y))
         X_train, X_val, Y_train, Y_val = split[:4]
+        if is_sparse(X_train):
+            # The split's rows of a CSR matrix, brought back to the kernel's form.
+            X_train = as_csr(X_train, "X", X_train.dtype)
         sw_train, sw_val = (split[4], split[5]) if sample_weight is not None else (None, None)
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "

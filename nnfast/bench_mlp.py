@@ -10,6 +10,7 @@ weights are. Runs are interleaved and each follows a short untimed warm-up, as i
 """
 
 import time
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -52,7 +53,7 @@ def _torch(workload, dtype, n_threads, max_iter):
     """The same network, loss (cross-entropy plus scikit-learn's L2 term) and optimizer in
     PyTorch, trained in a plain mini-batch loop over shuffled rows. None for "lbfgs", whose
     PyTorch optimizer is a different algorithm."""
-    if workload.solver == "lbfgs":
+    if workload.solver == "lbfgs" or workload.sparse:
         return None
     import torch
 
@@ -86,6 +87,19 @@ def _torch(workload, dtype, n_threads, max_iter):
             optimizer.step()
     elapsed = time.perf_counter() - start
     return elapsed, [model[0].weight.detach().numpy().T, model[2].weight.detach().numpy().T]
+
+
+def peak_memory(function, workload, dtype, n_threads, max_iter):
+    """Peak bytes that NumPy / SciPy / Python allocate during one fit beyond what existed
+    before it (tracemalloc; the data are made before it starts), for the sparse workloads'
+    memory column. Untimed: tracing slows allocation."""
+    workload.data(dtype)  # any caching of the data happens before the trace
+    tracemalloc.start()
+    try:
+        function(workload, dtype, n_threads, max_iter)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def _torch_available():
@@ -134,7 +148,17 @@ def run(names, dtypes, repeats=3, n_threads=None, with_torch=True, settle=None,
                 times[impl].append(result[0])
                 final[impl] = result[1]
         seconds = {impl: float(np.median(t)) for impl, t in times.items() if t}
+        peaks = None
+        if workload.sparse:
+            # Peak memory of one more fit of each, traced (the data made outside the trace).
+            peaks = {}
+            for impl in ("sklearn", "nnfast"):
+                if settle is not None:
+                    settle()
+                peaks[impl] = peak_memory(implementations[impl], workload, np.dtype(dtype),
+                                          n_threads, workload.max_iter)
         rows.append({
+            "peak_bytes": peaks,
             "workload": name,
             "dtype": dtype,
             "threads": check_n_threads(n_threads),
@@ -157,6 +181,9 @@ def format_table(rows):
               "speedup"]
     if has_torch:
         header += ["PyTorch ms/fit", "vs PyTorch"]
+    has_peaks = any(r.get("peak_bytes") for r in rows)
+    if has_peaks:
+        header += ["scikit-learn peak MiB", "nnfast peak MiB"]
     header.append("max |W_nnfast - W_sklearn|")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -166,6 +193,10 @@ def format_table(rows):
         if has_torch:
             cells += [f"{1e3 * s['torch']:,.1f}" if "torch" in s else "-",
                       f"{r['speedup_vs_torch']:,.1f}x" if r["speedup_vs_torch"] else "-"]
+        if has_peaks:
+            peaks = r.get("peak_bytes") or {}
+            cells += [f"{peaks[impl] / 2**20:,.0f}" if impl in peaks else "-"
+                      for impl in ("sklearn", "nnfast")]
         cells.append(f"{r['max_weight_difference']:.1e}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from ._objective import FullBatchObjective
 from ._plan import (HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState,
                     is_original_model, optimizer_name)
 from ._random import legacy_random_state
+from ._sparse import check_sparse_inputs, is_sparse
 from ._threads import blas_thread_cap
 from ._validation import (
     available_cores,
@@ -269,7 +270,10 @@ class Network:
 
         Parameters
         ----------
-        X : array_like (n_rows, sizes[0])
+        X : array_like or scipy sparse matrix (n_rows, sizes[0])
+            Sparse X (CSR, CSC or any scipy format, matrix or array) is never densified: the
+            kernel computes the first layer from each batch's non-zeros (a canonical CSR
+            copy is made only when X is not one already).
         y : array_like (n_rows, sizes[-1]), or (n_rows,) for one output unit
             For output ``"logistic"`` values in [0, 1]; for ``"softmax"`` rows of class
             probabilities (one-hot); for ``"exp"`` values >= 0.
@@ -329,7 +333,7 @@ class Network:
             so it is after any exception, including ``KeyboardInterrupt``.
         """
         self._check_model_options()
-        X = check_inputs(X, self.sizes, self.dtype)
+        X = _check_any_inputs(X, self.sizes, self.dtype)
         y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
                                self.output)
         iterations = check_int(iterations, "iterations", minimum=0)
@@ -369,7 +373,9 @@ class Network:
         with fit_lock:
             try:
                 random_state, fill_orders = self._order_source(shuffled, orders)
-                if plan.is_original:
+                # The original's fused kernel reads dense rows; sparse X takes the general
+                # path, whose kernel computes the same model from the non-zeros.
+                if plan.is_original and not is_sparse(X):
                     return self._train(X, y, iterations, plan.learning_rate, batch_size,
                                        fill_orders, random_state, verbose, callback, bar,
                                        state_lock, report_every)
@@ -594,29 +600,37 @@ class Network:
                 break
         return done
 
-    def _kernel_threads(self, batch_rows):
+    def _kernel_threads(self, batch_rows, row_inputs=None):
         """Threads the kernel should use for batches of batch_rows rows.
 
         More than one only when the build has OpenMP and the largest product is big enough
         to repay a fork; small networks run on the calling thread, which is faster.
+        row_inputs: the first layer's inputs a row really multiplies (``_row_inputs``).
         """
         requested = min(check_n_threads(self.n_threads), available_cores())
         if self.backend != "cython" or requested == 1 or not _kernels.OPENMP:
             return 1
-        return requested if self._largest_product(batch_rows) >= _PARALLEL_MIN_FLOPS else 1
+        return (requested if self._largest_product(batch_rows, row_inputs) >= _PARALLEL_MIN_FLOPS
+                else 1)
 
-    def _largest_product(self, batch_rows):
-        """Multiply-adds of the largest matrix product of a step on batch_rows rows."""
-        return batch_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+    def _largest_product(self, batch_rows, row_inputs=None):
+        """Multiply-adds of the largest matrix product of a step on batch_rows rows; the
+        first layer's with row_inputs inputs per row when given (sparse X: its non-zeros,
+        not its width, are the work)."""
+        widths = list(self.sizes)
+        if row_inputs is not None:
+            widths[0] = row_inputs
+        return batch_rows * max(a * b for a, b in zip(widths, widths[1:]))
 
-    def _blas_limit(self, kernel_threads, batch_rows):
+    def _blas_limit(self, kernel_threads, batch_rows, row_inputs=None):
         """While the kernel runs its own threads, BLAS gets one per call (two pools on the
         same cores would take turns spinning); otherwise BLAS keeps its own default, or
         n_threads when the caller set it and the products are big enough for BLAS to thread
         them. The cap is process-wide (``nnfast._threads``), so it is only taken when needed."""
         if kernel_threads > 1:
             return blas_thread_cap(1)
-        if self.n_threads is not None and self._largest_product(batch_rows) >= _BLAS_THREADED_FLOPS:
+        if (self.n_threads is not None
+                and self._largest_product(batch_rows, row_inputs) >= _BLAS_THREADED_FLOPS):
             return blas_thread_cap(min(self.n_threads, available_cores()))
         return blas_thread_cap(None)
 
@@ -667,7 +681,9 @@ class Network:
         bias_gradients : list of ndarray shaped like ``biases``, or None without biases
         """
         self._check_model_options()
-        if not self._is_original_model():
+        if not self._is_original_model() or is_sparse(X):
+            # The original's G is minus its loss gradient too (its delta has the descent
+            # sign); sparse X takes the general path's kernel.
             _, weight_gradients, bias_gradients = self.loss_gradient(X, y)
             return ([-g for g in weight_gradients],
                     None if bias_gradients is None else [-g for g in bias_gradients])
@@ -708,7 +724,7 @@ class Network:
         bias_gradients : list of ndarray shaped like ``biases``, or None without biases
         """
         self._check_model_options()
-        X = check_inputs(X, self.sizes, self.dtype)
+        X = _check_any_inputs(X, self.sizes, self.dtype)
         y = check_target_range(check_targets(y, X.shape[0], self.sizes, self.dtype),
                                self.output)
         objective = self._objective(X, y, sample_weight)
@@ -748,11 +764,12 @@ class Network:
                        reduction=self.reduction, alpha=self.alpha, optimizer=self.optimizer,
                        learning_rate=self.optimizer.learning_rate, batch_size=n_rows,
                        shuffled=False, weighted=sample_weight is not None)
-        n_threads = self._kernel_threads(n_rows)
+        row_inputs = _row_inputs(X)
+        n_threads = self._kernel_threads(n_rows, row_inputs)
         evaluate = self._general_backend().make_loss_gradient(plan, X, y, sample_weight,
                                                               n_threads)
         return FullBatchObjective(evaluate, self._snapshot(),
-                                  self._blas_limit(n_threads, n_rows))
+                                  self._blas_limit(n_threads, n_rows, row_inputs))
 
     def _snapshot(self):
         """A copy of the parameters, never taken halfway through a fit's write-back."""
@@ -792,9 +809,10 @@ class Network:
         ``"softmax"`` (rows sum to 1); unbounded for ``"identity"``; positive for ``"exp"``.
         """
         self._check_model_options()
-        X = check_inputs(X, self.sizes, self.dtype)
+        X = _check_any_inputs(X, self.sizes, self.dtype)
         weights, biases = param_views(self._snapshot(), self.sizes, self.bias)
-        if not self._all_sigmoid():
+        if not self._all_sigmoid() or is_sparse(X):
+            # Sparse X: scipy's sparse x dense product for the first layer, then NumPy's.
             # The kernel's forward_layer is the sigmoid layer only; the other activations are
             # elementwise passes after NumPy's (BLAS) products, as scikit-learn predicts.
             return reference.predict_model(weights, biases, X, self.activations, self.output)
@@ -858,7 +876,8 @@ class _GeneralRun:
             network.dtype.itemsize * (3 * plan.batch_size * sum(network.sizes[1:])
                                       + 4 * network._params.size + plan.state_size),
             f"training on batches of {plan.batch_size} rows")
-        self.kernel_threads = network._kernel_threads(plan.batch_size)
+        self._row_inputs = _row_inputs(X)
+        self.kernel_threads = network._kernel_threads(plan.batch_size, self._row_inputs)
         self._run = network._general_backend().make_runner(
             plan, X, y, sample_weight, self.kernel_threads,
             network._check_every(plan.batch_size))
@@ -872,7 +891,8 @@ class _GeneralRun:
 
     def blas_limit(self):
         """The BLAS thread cap to hold while the run trains (``Network._blas_limit``)."""
-        return self.network._blas_limit(self.kernel_threads, self.plan.batch_size)
+        return self.network._blas_limit(self.kernel_threads, self.plan.batch_size,
+                                        self._row_inputs)
 
     def run(self, n_epochs, through_nonfinite=False):
         """Trains the next n_epochs (1 to ``max_chunk``) epochs in one backend call; returns
@@ -918,6 +938,22 @@ class _GeneralRun:
 # seed -> RandomState(seed), never drawn from: the random state of networks built from given
 # parameters (Network._from_params).
 _UNDRAWN = {}
+
+
+def _check_any_inputs(X, sizes, dtype):
+    """X for a network of these sizes: a dense array (``check_inputs``) or a sparse matrix
+    (``nnfast._sparse.check_sparse_inputs``: canonical CSR, never densified)."""
+    if is_sparse(X):
+        return check_sparse_inputs(X, sizes, dtype)
+    return check_inputs(X, sizes, dtype)
+
+
+def _row_inputs(X):
+    """The first layer's inputs per row that a step multiplies: None (all of them) for dense
+    X, the mean count of non-zeros per row (at least 1) for sparse X."""
+    if not is_sparse(X):
+        return None
+    return max(1, -(-X.nnz // X.shape[0]))
 
 
 def _undrawn_random_state(seed):

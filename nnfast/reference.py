@@ -445,7 +445,8 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
     Parameters
     ----------
     weights, biases : lists of ndarray (biases may be None)
-    x, y : 2-D arrays of the batch
+    x, y : 2-D arrays of the batch (x may be a scipy sparse matrix: ``x.dot(W)`` and
+        ``x.T.dot(delta)`` are then scipy's products and return dense arrays)
     sample_weight : 1-D array of the batch, or None
     activations : tuple of str, one per hidden layer
     output : str
@@ -599,7 +600,10 @@ def make_runner(plan, X, y, sample_weight, n_threads=1, check_every=0):
     Parameters
     ----------
     plan : FitPlan
-    X, y : 2-D C-contiguous arrays of plan.dtype
+    X, y : 2-D C-contiguous arrays of plan.dtype; X may be a scipy CSR matrix instead
+        (``nnfast._sparse.as_csr``): a batch is its rows (``X[rows]``) and the first layer's
+        products are scipy's sparse x dense ones (``forward_model``, ``backprop``), as in
+        scikit-learn's MLP.
     sample_weight : 1-D array of plan.dtype or None
     n_threads, check_every : ignored (NumPy's own threads; Ctrl-C between NumPy calls).
 

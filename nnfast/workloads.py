@@ -6,6 +6,7 @@ network's seed 1. The learning rates keep activations clear of saturation and su
 numbers, so the benchmarks time the code, not the CPU's slow path.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,11 +74,19 @@ class MLPWorkload:
     classes: int
     solver: str
     max_iter: int = 50
+    # Sparse X: "tfidf" (per_row distinct terms per row, Zipf-distributed, TF-IDF weights,
+    # rows of unit norm) or "onehot" (per_row categorical columns one-hot encoded into
+    # features / per_row categories each); "" for dense.
+    sparse: str = ""
+    per_row: int = 0
 
     def data(self, dtype=np.float64):
         """(X, y): standardised inputs of dtype and integer labels. "iris-*" and "digits-*"
         are scikit-learn's datasets (bundled with it); the others a fixed random problem
-        whose labels are the largest of ``classes`` noisy linear scores."""
+        whose labels are the largest of ``classes`` noisy linear scores (sparse workloads:
+        a CSR matrix, see ``sparse``)."""
+        if self.sparse:
+            return self._sparse_data(dtype)
         if self.name.startswith(("iris", "digits")):
             from sklearn.datasets import load_digits, load_iris
             load = load_iris if self.name.startswith("iris") else load_digits
@@ -93,11 +102,48 @@ class MLPWorkload:
         X = (X - X.mean(axis=0)) / np.where(std > 0, std, 1)
         return np.ascontiguousarray(X, dtype=dtype), y
 
+    def _sparse_data(self, dtype):
+        X, y = _sparse_problem(self.rows, self.features, self.classes, self.sparse,
+                               self.per_row, np.dtype(dtype).name)
+        return X, y.copy()
+
     def params(self, **overrides):
         """The estimator parameters, shared by every implementation."""
         return {"hidden_layer_sizes": (100,), "solver": self.solver, "max_iter": self.max_iter,
                 "tol": 0.0, "n_iter_no_change": self.max_iter + 1, "random_state": 0,
                 **overrides}
+
+
+@functools.lru_cache(maxsize=4)
+def _sparse_problem(n, m, classes, kind, k, dtype):
+    """The CSR matrix and labels of a sparse workload (made once per process: the same
+    matrix object for every fit, which only reads it)."""
+    import scipy.sparse as sp
+
+    random_state = np.random.RandomState(0)
+    indptr = np.arange(0, n * k + 1, k)
+    if kind == "tfidf":
+        # k term draws per row by a Zipf-like law over the vocabulary; repeats count as the
+        # term frequency (so about k distinct terms a row); TF-IDF weights with smoothed idf,
+        # rows scaled to unit norm (TfidfVectorizer's defaults).
+        cumulative = np.cumsum(1.0 / np.arange(10, m + 10))
+        columns = np.minimum(np.searchsorted(cumulative, random_state.uniform(
+            0, cumulative[-1], n * k)), m - 1)
+        X = sp.csr_matrix((np.ones(n * k), columns, indptr), shape=(n, m))
+        X.sum_duplicates()
+        idf = np.log((1 + n) / (1 + np.bincount(X.indices, minlength=m))) + 1
+        X.data *= idf[X.indices]
+        norms = np.sqrt(np.add.reduceat(X.data ** 2, X.indptr[:-1]))
+        X.data /= np.repeat(norms, np.diff(X.indptr))
+    else:
+        # k categorical columns of m // k categories each, one-hot encoded.
+        categories = m // k
+        columns = (random_state.randint(0, categories, size=(n, k))
+                   + categories * np.arange(k)).ravel()
+        X = sp.csr_matrix((np.ones(n * k), columns, indptr), shape=(n, m))
+    scores = (X @ random_state.normal(size=(m, classes))
+              + 0.1 * random_state.normal(size=(n, classes)))
+    return X.astype(dtype), scores.argmax(axis=1)
 
 
 MLP_WORKLOADS = {
@@ -108,5 +154,9 @@ MLP_WORKLOADS = {
         MLPWorkload("digits-sgd", 1_797, 64, 10, "sgd"),
         MLPWorkload("20000x40-adam", 20_000, 40, 4, "adam"),
         MLPWorkload("digits-lbfgs", 1_797, 64, 10, "lbfgs", max_iter=100),
+        MLPWorkload("tfidf-sparse-adam", 10_000, 20_000, 4, "adam", max_iter=10,
+                    sparse="tfidf", per_row=50),
+        MLPWorkload("onehot-sparse-adam", 10_000, 20_000, 4, "adam", max_iter=10,
+                    sparse="onehot", per_row=20),
     )
 }

@@ -56,6 +56,9 @@ Which file holds what (one home per subject; add a line for a new file):
 - test_sklearn.py: the scikit-learn estimators of ``nnfast.sklearn``: scikit-learn's
   estimator checks for all of them, pickling and validation of the MLP estimators, the
   ``NetworkClassifier`` / ``NetworkRegressor`` behaviour.
+- test_sparse.py: sparse X (CSR / CSC, matrices and arrays) in the kernel, ``Network`` and the
+  MLP estimators, against scikit-learn's sparse fit, nnfast's dense fit and
+  ``nnfast.reference``; bad sparse input; the memory of a large sparse fit.
 - test_threads.py: concurrent fits from Python threads.
 - test_training_options.py: fit's options (mini-batches, bias, reporting, callbacks, progress,
   sample weights, resume, report_every), gradient(), loss_gradient() and the full-batch

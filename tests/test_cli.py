@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from nnfast import __main__ as cli
@@ -63,6 +64,34 @@ def test_bench_times_the_mlp_against_scikit_learn_on_the_same_fit(capsys):
     # Same initial weights, row orders and arithmetic: the same fit, to rounding.
     assert float(cells[-1]) < 1e-9
     assert not any(line.startswith("| tutorial") for line in out.splitlines())
+
+
+@pytest.mark.parametrize("name", ["tfidf-sparse-adam", "onehot-sparse-adam"])
+def test_bench_sparse_rows_time_and_measure_both_on_the_same_sparse_fit(name, capsys,
+                                                                       monkeypatch):
+    """The sparse MLP rows (shrunk here: 400 x 1,000, 2 epochs): a CSR matrix of about
+    per_row non-zeros a row, the same fit in both (float64), and each one's peak memory."""
+    import dataclasses
+
+    import scipy.sparse as sp
+
+    from nnfast import workloads
+
+    small = dataclasses.replace(workloads.MLP_WORKLOADS[name], rows=400, features=1_000,
+                                max_iter=2)
+    monkeypatch.setitem(workloads.MLP_WORKLOADS, name, small)
+    X, y = small.data(np.float32)
+    assert sp.issparse(X) and X.format == "csr" and X.dtype == np.float32
+    assert 0.6 * small.per_row <= X.nnz / X.shape[0] <= small.per_row
+    assert cli.main(["bench", "--workload", name, "--dtype", "float64", "--repeats", "1",
+                     "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert "peak MiB" in out
+    rows = [line for line in out.splitlines() if line.startswith(f"| {name} |")]
+    assert len(rows) == 1
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    assert float(cells[6]) > 0 and float(cells[7]) > 0  # peak MiB, scikit-learn's and ours
+    assert float(cells[-1]) < 1e-9
 
 
 def test_bench_mlp_table_format_lists_every_row():

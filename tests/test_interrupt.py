@@ -25,8 +25,9 @@ The latency bound is 0.5 s. The workloads:
 
 Both workloads run the original's model (the fused kernel) and, on the compiled backend, a
 model of the general path as well (``general``: ReLU hidden layers, identity output, Adam;
-``_kernels.fit_general`` polls for signals as the fused loop does); for it the optimizer
-state must be the pre-fit one too.
+``_kernels.fit_general`` polls for signals as the fused loop does), also on sparse X
+(``sparse``: the same model on a CSR matrix, ``_kernels.fit_general_sparse``); for them the
+optimizer state must be the pre-fit one too.
 """
 
 import subprocess
@@ -56,9 +57,13 @@ rs = np.random.RandomState(0)
 X = rs.uniform(-1, 1, (rows, 64))
 y = rs.uniform(0, 1, (rows, 1))
 options = {}
-if model == "general":
+if model in ("general", "sparse"):
     from nnfast.optimizers import Adam
     options = dict(activation="relu", output="identity", optimizer=Adam(learning_rate=1e-3))
+if model == "sparse":
+    # A tenth of the inputs non-zero, as CSR: the general kernel's sparse first layer.
+    import scipy.sparse as sp
+    X = sp.csr_matrix(np.where(rs.uniform(size=X.shape) < 0.1, X, 0))
 net = nnfast.Network([64, 256, 256, 1], backend=backend, bias=True, **options)
 # A trained state with a history and a used random state, so "unchanged" means something.
 net.fit(X[:256], y[:256], iterations=3, learning_rate=0.01, batch_size=64,
@@ -136,7 +141,7 @@ def _latency(out):
 
 @pytest.mark.parametrize("workload", ["full-batch", "long-epoch"])
 @pytest.mark.parametrize("backend, model", [("cython", "original"), ("numpy", "original"),
-                                            ("cython", "general")])
+                                            ("cython", "general"), ("cython", "sparse")])
 def test_ctrl_c_interrupts_fit_promptly_and_keeps_weights(backend, model, workload, tmp_path):
     returncode, out, err = _interrupt_child(backend, workload, model, tmp_path)
     assert "fitting" in out, err
