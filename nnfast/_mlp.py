@@ -321,6 +321,9 @@ class _BaseMLP(BaseEstimator):
             # (and so are weights assigned to coefs_ / intercepts_ in between); as_matrix
             # refuses values that overflow it.
             X = as_matrix(X, "X", self._continued_dtype(X))
+        # The targets as validated, which early stopping scores against: scikit-learn
+        # scores a float32 regressor's predictions against float64 targets in float64.
+        targets = Y
         # order="C": a 2-D target comes in any layout (a DataFrame's, Fortran order, a
         # meta-estimator's indicator matrix); the copy is made anyway.
         Y = (as_matrix(Y, "y", X.dtype) if Y.dtype.kind == "f" and Y.dtype != X.dtype
@@ -363,7 +366,8 @@ class _BaseMLP(BaseEstimator):
                 record = _mlp_solvers.fit_stochastic(
                     self, trainer, X, Y, sample_weight, params, incremental, random_state,
                     resume, shared_random_state=not isinstance(self.random_state,
-                                                               numbers.Integral))
+                                                               numbers.Integral),
+                    targets=targets)
             else:
                 n_iter, loss = _mlp_solvers.fit_lbfgs(trainer, X, Y, sample_weight, params)
         except TrainingDivergedError as exc:

@@ -155,13 +155,14 @@ class StochasticRecord:
 
 
 def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental, random_state,
-                   resume, shared_random_state=True):
+                   resume, shared_random_state=True, targets=None):
     """scikit-learn's ``_fit_stochastic`` on a network: trains ``trainer``'s network in place
     and returns the ``StochasticRecord`` (with the best weights when early stopping).
 
     ``shared_random_state``: whether random_state outlives the fit (NumPy's global one, or
     the caller's instance), so that it must end where scikit-learn's ends; a fit's own
-    (from an integer seed) draws only what the fit uses."""
+    (from an integer seed) draws only what the fit uses. ``targets``: Y as validated, before
+    its conversion to the network's dtype (None: Y), which early stopping scores against."""
     early_stopping = params.early_stopping
     record = StochasticRecord(estimator, params, early_stopping)
     if early_stopping:
@@ -169,20 +170,24 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
         # it (its _fit_context skips nested validation): validation_fraction=0 then fails
         # with scikit-learn's error (a ValueError from the split), not with one naming
         # train_test_split's test_size as an InvalidParameterError.
+        # The split's row draw depends only on the row count, so splitting the validated
+        # targets beside Y takes the same rows.
+        targets = Y if targets is None else targets
         with config_context(skip_parameter_validation=True):
             split = train_test_split(
-                *((X, Y) if sample_weight is None else (X, Y, sample_weight)),
+                *((X, Y, targets) if sample_weight is None
+                  else (X, Y, targets, sample_weight)),
                 random_state=random_state, test_size=params.validation_fraction,
                 stratify=estimator._stratify_early_stopping(Y))
-        X_train, X_val, Y_train, Y_val = split[:4]
+        X_train, X_val, Y_train, _, _, targets_val = split[:6]
         if is_sparse(X_train):
             # The split's rows of a CSR matrix, brought back to the kernel's form.
             X_train = as_csr(X_train, "X", X_train.dtype)
-        sw_train, sw_val = (split[4], split[5]) if sample_weight is not None else (None, None)
+        sw_train, sw_val = (split[6], split[7]) if sample_weight is not None else (None, None)
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "
                              "'validation_fraction' or the size of your dataset.")
-        y_val = estimator._decode_targets(Y_val)
+        y_val = estimator._decode_targets(targets_val)
     else:
         X_train, Y_train, sw_train = X, Y, sample_weight
     n_rows = X_train.shape[0]

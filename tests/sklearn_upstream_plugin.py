@@ -6,13 +6,11 @@ collects (imports) a test module, so the test modules' ``from sklearn.neural_net
 MLPClassifier`` and scikit-learn's estimator registry (``all_estimators``, the instance
 generator's per-class parameters) see nnfast's classes.
 
-The lists of tests it treats specially come in the JSON file named by the environment
-variable ``NNFAST_UPSTREAM_LISTS``: ``{"deselect": {test id: reason}, "xfail": {test id:
-reason}}``, test ids relative to scikit-learn's package directory
-(``neural_network/tests/test_mlp.py::test_lbfgs_classification``; a parametrized test's
-bare name covers all its parameters). ``deselect`` tests are not run; ``xfail`` tests run
-as strict expected failures, so one that passes fails the run. An entry that matches no
-collected test is an error, so the lists cannot go stale silently.
+The tests it leaves out come in the JSON file named by the environment variable
+``NNFAST_UPSTREAM_LISTS``: ``{"deselect": {test id: reason}}``, test ids relative to
+scikit-learn's package directory (``neural_network/tests/test_mlp.py::test_gradient``; a
+parametrized test's bare name covers all its parameters). An entry that matches no collected
+test is an error, so the list cannot go stale silently.
 """
 
 import json
@@ -58,16 +56,12 @@ def pytest_collection_modifyitems(config, items):
             used.add(entry)
             deselected.append(item)
             continue
-        entry = _match(item_id, _LISTS["xfail"])
-        if entry is not None:
-            used.add(entry)
-            item.add_marker(pytest.mark.xfail(reason=_LISTS["xfail"][entry], strict=True))
         kept.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
-    stale = (set(_LISTS["deselect"]) | set(_LISTS["xfail"])) - used
+    stale = set(_LISTS["deselect"]) - used
     if stale:
         raise pytest.UsageError(
-            "entries of test_sklearn_upstream.py's lists that match no collected test "
+            "entries of test_sklearn_upstream.py's DESELECTED that match no collected test "
             f"(renamed or removed upstream?): {sorted(stale)}")

@@ -18,9 +18,8 @@ and discrete records (``n_iter_``, warnings) that one of the noisy runs also sho
 rounding.
 
 Documented deliberate differences (README, "Differences from scikit-learn") are skipped by
-rule in ``_deliberate``, each rule naming its difference. Differences that the parallel work on
-issue 15 removes are tolerated by the temporary ``PENDING`` rules (``NNFAST_DIFF_STRICT=1``
-fails on them too) and tallied in the test's output. Anything else fails.
+rule in ``_deliberate_rules``, each rule naming its difference and tallied in the test's
+output. Anything else fails.
 
 ``NNFAST_DIFF_CASES`` (default ``DEFAULT_CASES``) and ``NNFAST_DIFF_SEED`` (default 15) set
 the number of cases and the seed; the seed, the case count and the failing cases' seeds are
@@ -48,7 +47,6 @@ from nnfast.sklearn import MLPClassifier, MLPRegressor
 DEFAULT_CASES = 400
 SEED = int(os.environ.get("NNFAST_DIFF_SEED", "15"))
 N_CASES = int(os.environ.get("NNFAST_DIFF_CASES", str(DEFAULT_CASES)))
-STRICT = os.environ.get("NNFAST_DIFF_STRICT", "0") == "1"
 
 # Agreement of two fits of the same configuration, relative to each array's largest
 # magnitude: the summation orders differ (BLAS against loops), over at most ~15 epochs;
@@ -384,7 +382,7 @@ def _differences(ours, theirs, rtol):
         if k >= len(ours) or k >= len(theirs):
             found[(k, "steps")] = (len(ours), len(theirs), np.inf)
             break
-        (step, a), (_, b) = ours[k], theirs[k]
+        (_, a), (_, b) = ours[k], theirs[k]
         for name in sorted(set(a) | set(b)):
             if name not in a or name not in b:
                 found[(k, name)] = (a.get(name, "<missing>"), b.get(name, "<missing>"), np.inf)
@@ -452,7 +450,7 @@ def compare(case):
     return ours, theirs, kept
 
 
-# ------------------------------------------------------- documented and pending differences
+# ------------------------------------------------------------------ documented differences
 
 def _first_error(records):
     for _, record in records:
@@ -484,7 +482,7 @@ def _numpy_warnings(case, ours, theirs, found):
 # Documented deliberate differences (README, "Differences from scikit-learn": where
 # scikit-learn crashes, fails on its own state or leaves inconsistent state, nnfast does
 # better and stays so). Each rule: (name, claim(case, ours, theirs, found) -> the keys of
-# ``found`` it explains). Run before the pending rules; they never fail a case.
+# ``found`` it explains).
 def _deliberate_rules():
     def hidden_sizes_changed(case, ours, theirs, found):
         # Warm start after hidden_layer_sizes changed: scikit-learn crashes the process with
@@ -563,19 +561,6 @@ def _error(records, step):
     return records[step][1].get("exception") if records else None
 
 
-# TEMPORARY: differences that the parallel branches of issue 15 remove (the issue's item in
-# brackets). Empty this after they merge; NNFAST_DIFF_STRICT=1 ignores it.
-def _pending_rules():
-    everything = lambda found: set(found)  # noqa: E731
-
-    def sparse(case, ours, theirs, found):
-        error = _first_error(ours)
-        return (everything(found) if case.x_kind in ("csr", "csc") and error is not None
-                and error[1].startswith("Sparse data was passed") else set())
-
-    return [("sparse X refused [item 2]", sparse)]
-
-
 def classify(case):
     """(the list of rule names that explain the case's differences, "agree" when there are
     none, or "DIFFERENT" first when some difference is left unexplained; details)."""
@@ -589,8 +574,6 @@ def classify(case):
         return ["agree"], ""
     left, outcome = dict(found), []
     rules = [("deliberate", r) for r in _deliberate_rules()]
-    if not STRICT:
-        rules += [("pending", r) for r in _pending_rules()]
     for kind, (name, rule) in rules:
         claimed = rule(case, ours, theirs, left) & set(left)
         if claimed:
@@ -636,7 +619,7 @@ def test_random_configurations_agree_with_scikit_learn():
             failures.append(f"NNFAST_DIFF_CASE={seed} {case!r}\n{details}")
     for outcome, count in sorted(tally.items()):
         print(f"{count:6d}  {outcome}")
-        if outcome.startswith("pending") or outcome == "DIFFERENT":
+        if outcome == "DIFFERENT":
             case, details = examples[outcome]
             print(f"        e.g. NNFAST_DIFF_CASE={case.seed} {case!r}\n{details}")
     assert not failures, (f"{len(failures)} of {len(seeds)} cases differ from scikit-learn "

@@ -8,12 +8,9 @@ pandas column names, in-place writeability, all-zero sample weights), with
 (``sklearn_upstream_plugin.py``). A child process, because the patch must precede the test
 modules' imports and must not leak into this suite's own comparisons with scikit-learn.
 
-Every upstream test must pass except the two lists below. ``DESELECTED`` is the documented,
-permanent gap: tests that read scikit-learn's private internals, which nnfast's estimators do
-not have; each entry names them. ``PENDING`` is TEMPORARY: tests failing today for reasons
-the parallel branches of issue 15 fix; they run as strict expected failures, so one that
-starts passing fails this test until its entry is removed (empty the list after merging).
-An entry that matches no upstream test fails the run too.
+Every upstream test must pass except those in ``DESELECTED``, the documented gap: tests
+that read scikit-learn's private internals, which nnfast's estimators do not have; each entry
+names them. An entry that matches no upstream test fails the run too.
 """
 
 import json
@@ -39,11 +36,6 @@ DESELECTED = {
         "reads _optimizer.learning_rate",
 }
 
-PENDING = {
-    "neural_network/tests/test_mlp.py::test_sparse_matrices":
-        "sparse X refused (issue 15 item 2, sparse input)",
-}
-
 SUITES = {
     "test_mlp": ["neural_network/tests/test_mlp.py"],
     "test_common": ["tests/test_common.py", "-k", "MLP"],
@@ -53,7 +45,7 @@ SUITES = {
 def _lists_for(suite):
     prefix = SUITES[suite][0] + "::"
     pick = lambda entries: {k: v for k, v in entries.items() if k.startswith(prefix)}  # noqa: E731
-    return {"deselect": pick(DESELECTED), "xfail": pick(PENDING)}
+    return {"deselect": pick(DESELECTED)}
 
 
 @pytest.mark.parametrize("suite", list(SUITES))
