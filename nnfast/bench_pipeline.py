@@ -390,7 +390,7 @@ def format_end_to_end_table(rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         s = r["seconds"]
-        cells = [r["workload"], r["description"], f"{s['sklearn']:,.3f}", f"{s['nnfast']:,.3f}",
+        cells = [r["workload"], r["description"], f"{s['sklearn']:,.4f}", f"{s['nnfast']:,.4f}",
                  f"{r['speedup']:.2f}x", f"{r['scores']['sklearn'].mean():.4f}",
                  f"{r['scores']['nnfast'].mean():.4f}", f"{r['max_score_difference']:.1e}"]
         lines.append("| " + " | ".join(cells) + " |")
