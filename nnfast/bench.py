@@ -286,7 +286,7 @@ def main(argv=None):
     mlp_workloads = [name for name in chosen if name in MLP_WORKLOADS]
     end_to_end = [name for name in chosen if name in bench_pipeline.END_TO_END]
     dtypes = args.dtype or list(DTYPES)
-    print(f"dtypes: {', '.join(dtypes)}; {args.repeats} interleaved runs each, medians")
+    print(f"dtypes: {', '.join(dtypes)}; runs interleaved, {args.repeats} of each, medians")
     if (mlp_workloads or end_to_end) and not bench_mlp.sklearn_available():
         print("MLP and end-to-end workloads skipped: they need scikit-learn (pip install "
               "'nnfast[sklearn]')")

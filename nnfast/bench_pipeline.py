@@ -434,8 +434,8 @@ def describe_environment(with_torch=True, with_jax=True):
     lines = [f"CPU flags: {cpu_flags()}", "Versions: " + (", ".join(versions) or "-")]
     try:
         from threadpoolctl import threadpool_info
-        pools = [f"{p['internal_api']} {p.get('version') or ''} ({p['num_threads']} threads, "
-                 f"{p['filepath'].rsplit('/', 1)[-1]})".replace(" (", " (", 1)
+        pools = [" ".join(filter(None, (p["internal_api"], p.get("version"))))
+                 + f" ({p['num_threads']} threads, {p['filepath'].rsplit('/', 1)[-1]})"
                  for p in threadpool_info()]
         lines.append("Thread pools: " + "; ".join(pools))
     except ImportError:

@@ -243,6 +243,7 @@ def test_end_to_end_scores_are_each_librarys_own_and_agree(shrunk_bench):
     assert stream_scores[-1] > stream_scores[0]  # the stream's model learns as it goes
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("solver_workload", ["iris-adam", "digits-sgd"])
 def test_jax_peer_model_run_on_numpy_is_scikit_learns_fit(solver_workload, shrunk_bench,
                                                           dtype):
@@ -278,6 +279,7 @@ def test_jax_peer_skips_models_it_does_not_have():
 
 # The one test that needs JAX itself (not a CI dependency: `pip install jax jaxlib`).
 @pytest.mark.skipif(not _jax_importable(), reason="needs jax (pip install jax jaxlib)")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_jax_peer_compiles_once_and_makes_scikit_learns_fit(shrunk_bench, dtype):
     from sklearn.neural_network import MLPClassifier
 
