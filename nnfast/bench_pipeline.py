@@ -143,8 +143,10 @@ def run_row(kind, name, dtype, repeats=3, with_torch=True, with_jax=True,
     compile_seconds = {}
     for runner in runners:
         if runner.name == "jax":
-            # Compiles the loop for the timed runs' shapes, once, before any of them.
+            # Compiles the loop for the timed runs' and the warm-up's shapes, once, before
+            # any timed run (a compile would otherwise fall between a condition and a run).
             runner.fit()
+            runner.warm_up()
             compile_seconds["jax"] = bench_jax.compile_seconds(workload, dtype,
                                                                workload.max_iter)
     times = {(r.name, c): [] for r in runners for c in r.conditions}
