@@ -74,7 +74,7 @@ def _torch(workload, dtype, n_threads):
     return time.perf_counter() - start, [w.numpy() for w in weights]
 
 
-def _settle():
+def settle():
     """Waits for the previous implementation's BLAS and OpenMP workers, which spin for a
     while after their last task, to go idle, so that they do not take the cores from the next
     timing. It waits busy rather than asleep: an idle CPU clocks down, and a short fit timed
@@ -84,7 +84,7 @@ def _settle():
         pass
 
 
-def _shortened(workload):
+def shortened(workload):
     """The workload cut to a few iterations: a warm-up that runs the same code on the same
     data as the timed run."""
     return dataclasses.replace(workload, iterations=min(workload.iterations, _WARMUP_ITERATIONS))
@@ -107,27 +107,34 @@ def _blas_threads():
     return max(counts) if counts else None
 
 
+def implementations(with_torch=True):
+    """{name: function(workload, dtype, n_threads) -> (seconds, final weights)}: the NumPy
+    original, nnfast and, if asked for and importable, PyTorch."""
+    functions = {"numpy": _numpy_original, "nnfast": _nnfast}
+    if with_torch and _torch_available():
+        functions["torch"] = _torch
+    return functions
+
+
 def run(workloads, dtypes, repeats=3, n_threads=None, with_torch=True, progress=sys.stderr):
     """Times every implementation on every (workload, dtype); returns a list of result rows."""
     # nnfast gets None (its default: every core) unless a count was asked for, so that the
     # benchmark times what a user gets; PyTorch needs the number.
     threads_used = check_n_threads(n_threads)
-    implementations = {"numpy": _numpy_original, "nnfast": _nnfast}
-    if with_torch and _torch_available():
-        implementations["torch"] = _torch
+    functions = implementations(with_torch)
     rows = []
     cases = [(w, d) for w in workloads for d in dtypes]
     for index, (name, dtype) in enumerate(cases, 1):
         workload = WORKLOADS[name]
-        times = {impl: [] for impl in implementations}
+        times = {impl: [] for impl in functions}
         final = {}
         for repeat in range(repeats):
-            for impl, function in implementations.items():
+            for impl, function in functions.items():
                 if progress is not None:
                     print(f"\r[{index}/{len(cases)}] {name:<9} {dtype:<7} {impl:<6} run "
                           f"{repeat + 1}/{repeats}   ", end="", file=progress, flush=True)
-                _settle()
-                function(_shortened(workload), np.dtype(dtype), n_threads)
+                settle()
+                function(shortened(workload), np.dtype(dtype), n_threads)
                 elapsed, weights = function(workload, np.dtype(dtype), n_threads)
                 times[impl].append(elapsed)
                 final[impl] = weights
@@ -222,46 +229,96 @@ def plot(rows, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m nnfast bench", description=__doc__)
+    from . import bench_pipeline
+
+    parser = argparse.ArgumentParser(
+        prog="python -m nnfast bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="--pipeline: " + bench_pipeline.__doc__.split("\n\n", 1)[1])
     parser.add_argument("--workload", action="append",
-                        choices=list(WORKLOADS) + list(MLP_WORKLOADS),
-                        help="workload to run (repeatable; default: all); the MLP ones "
-                             f"({', '.join(MLP_WORKLOADS)}) time nnfast.sklearn.MLPClassifier "
-                             "against scikit-learn's")
+                        choices=(list(WORKLOADS) + list(MLP_WORKLOADS)
+                                 + list(bench_pipeline.END_TO_END)),
+                        help="workload to run (repeatable; default: all of the Network and "
+                             "MLP ones, and with --pipeline the end-to-end ones too); the MLP "
+                             f"ones ({', '.join(MLP_WORKLOADS)}) time "
+                             "nnfast.sklearn.MLPClassifier against scikit-learn's, the "
+                             f"end-to-end ones ({', '.join(bench_pipeline.END_TO_END)}) whole "
+                             "scikit-learn workflows with either library's MLPClassifier")
     parser.add_argument("--dtype", action="append", choices=DTYPES,
                         help="dtype to run (repeatable; default: both)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per implementation")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for nnfast and PyTorch (default: all cores)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--no-jax", action="store_true",
+                        help="skip the JAX peer of the MLP rows even if JAX is installed")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="time every row as in a user's process: quiet, right after other "
+                             "BLAS work and (MLP rows) right after a scikit-learn fit, at "
+                             "nnfast's default thread count and at n_threads=1, with no "
+                             "warm-up in between; then the end-to-end workflows")
+    parser.add_argument("--blas-seconds", type=float, default=None,
+                        help="with --pipeline: seconds of NumPy matrix products before each "
+                             f"'after BLAS' run (default {bench_pipeline.BLAS_SECONDS})")
     parser.add_argument("--plot", metavar="FILE.png", help="write a chart of the speedups")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.pipeline and args.threads is not None:
+        parser.error("--threads does not apply to --pipeline, whose rows run at nnfast's "
+                     "default thread count and at n_threads=1")
+    if args.pipeline and args.plot:
+        parser.error("--plot charts the steady-state table; it does not apply to --pipeline")
+    if args.blas_seconds is not None and not args.pipeline:
+        parser.error("--blas-seconds applies only to --pipeline")
+    if args.blas_seconds is not None and not 0 < args.blas_seconds <= 10:
+        parser.error("--blas-seconds must be above 0 and at most 10")
 
     print(describe_machine())
-    chosen = args.workload or list(WORKLOADS) + list(MLP_WORKLOADS)
+    with_torch, with_jax = not args.no_torch, not args.no_jax
+    for line in bench_pipeline.describe_environment(with_torch, with_jax):
+        print(line)
+    chosen = args.workload or (list(WORKLOADS) + list(MLP_WORKLOADS)
+                               + (list(bench_pipeline.END_TO_END) if args.pipeline else []))
     network_workloads = [name for name in chosen if name in WORKLOADS]
     mlp_workloads = [name for name in chosen if name in MLP_WORKLOADS]
+    end_to_end = [name for name in chosen if name in bench_pipeline.END_TO_END]
     dtypes = args.dtype or list(DTYPES)
-    if network_workloads:
-        rows = run(network_workloads, dtypes, args.repeats, args.threads,
-                   with_torch=not args.no_torch)
-        print(format_table(rows))
-        if args.plot:
-            plot(rows, args.plot)
-            print(f"chart written to {args.plot}")
-    if mlp_workloads:
-        if not bench_mlp.sklearn_available():
-            print("MLP workloads skipped: they need scikit-learn (pip install "
-                  "'nnfast[sklearn]')")
-            return 0
-        import sklearn
-        print(f"scikit-learn {sklearn.__version__}")
-        mlp_rows = bench_mlp.run(mlp_workloads, dtypes, args.repeats, args.threads,
-                                 with_torch=not args.no_torch, settle=_settle,
-                                 progress=sys.stderr)
-        print(bench_mlp.format_table(mlp_rows))
+    print(f"dtypes: {', '.join(dtypes)}; runs interleaved, {args.repeats} of each, medians")
+    if (mlp_workloads or end_to_end) and not bench_mlp.sklearn_available():
+        print("MLP and end-to-end workloads skipped: they need scikit-learn (pip install "
+              "'nnfast[sklearn]')")
+        mlp_workloads = end_to_end = []
+    if args.pipeline:
+        rows = bench_pipeline.run(
+            network_workloads, mlp_workloads, dtypes, args.repeats, with_torch=with_torch,
+            with_jax=with_jax, blas_seconds=args.blas_seconds or bench_pipeline.BLAS_SECONDS,
+            settle=settle, progress=sys.stderr)
+        for kind, title in (("network", "Network"), ("mlp", "MLPClassifier")):
+            kind_rows = [r for r in rows if r["kind"] == kind]
+            if kind_rows:
+                print(f"\nnnfast {title}, ms per fit: quiet, after other work, 1 thread")
+                print(bench_pipeline.format_nnfast_table(kind_rows))
+                print(f"\nPeers of the {title} rows in the same runs")
+                print(bench_pipeline.format_peer_table(kind_rows))
+    else:
+        if network_workloads:
+            rows = run(network_workloads, dtypes, args.repeats, args.threads,
+                       with_torch=with_torch)
+            print(format_table(rows))
+            if args.plot:
+                plot(rows, args.plot)
+                print(f"chart written to {args.plot}")
+        if mlp_workloads:
+            mlp_rows = bench_mlp.run(mlp_workloads, dtypes, args.repeats, args.threads,
+                                     with_torch=with_torch, settle=settle,
+                                     progress=sys.stderr, with_jax=with_jax)
+            print(bench_mlp.format_table(mlp_rows))
+    if end_to_end:
+        end_rows = bench_pipeline.run_end_to_end_rows(end_to_end, args.repeats, settle=settle,
+                                                      progress=sys.stderr)
+        print("\nEnd to end, seconds per workflow (float64)")
+        print(bench_pipeline.format_end_to_end_table(end_rows))
     return 0

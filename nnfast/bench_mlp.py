@@ -1,6 +1,7 @@
 """The MLP rows of ``python -m nnfast bench``: ``nnfast.sklearn.MLPClassifier`` against
 scikit-learn's ``MLPClassifier`` (and the same model and optimizer written in PyTorch, when it
-is installed) on ``nnfast.workloads.MLP_WORKLOADS``.
+is installed, and in JAX with the whole loop compiled, ``nnfast.bench_jax``, when JAX is)
+on ``nnfast.workloads.MLP_WORKLOADS``.
 
 Every implementation fits the same data with the same hyperparameters for the same number of
 epochs; nnfast and scikit-learn also start from the same weights and visit the rows in the
@@ -16,9 +17,10 @@ import warnings
 import numpy as np
 
 from ._validation import check_n_threads
+from . import bench_jax
 from .workloads import MLP_WORKLOADS
 
-_WARMUP_EPOCHS = 2
+WARMUP_EPOCHS = 2
 
 
 def _quietly(fit):
@@ -118,30 +120,40 @@ def sklearn_available():
     return True
 
 
+def implementations(with_torch=True, with_jax=True):
+    """{name: function(workload, dtype, n_threads, max_iter) -> (seconds, coefs) or None}:
+    scikit-learn, nnfast and, if asked for and importable, PyTorch and JAX (None where a
+    peer has no such model)."""
+    functions = {"sklearn": _sklearn, "nnfast": _nnfast}
+    if with_torch and _torch_available():
+        functions["torch"] = _torch
+    if with_jax and bench_jax.jax_available():
+        functions["jax"] = bench_jax.fit
+    return functions
+
+
 def run(names, dtypes, repeats=3, n_threads=None, with_torch=True, settle=None,
-        progress=None):
+        progress=None, with_jax=True):
     """Times every implementation on every (MLP workload, dtype); returns result rows.
 
     ``settle``: a function called before every run (``nnfast.bench`` passes its wait for
     idle worker threads).
     """
-    implementations = {"sklearn": _sklearn, "nnfast": _nnfast}
-    if with_torch and _torch_available():
-        implementations["torch"] = _torch
+    functions = implementations(with_torch, with_jax)
     rows = []
     cases = [(name, dtype) for name in names for dtype in dtypes]
     for index, (name, dtype) in enumerate(cases, 1):
         workload = MLP_WORKLOADS[name]
-        times = {impl: [] for impl in implementations}
+        times = {impl: [] for impl in functions}
         final = {}
         for repeat in range(repeats):
-            for impl, function in implementations.items():
+            for impl, function in functions.items():
                 if progress is not None:
                     print(f"\r[{index}/{len(cases)}] {name:<13} {dtype:<7} {impl:<7} run "
                           f"{repeat + 1}/{repeats}   ", end="", file=progress, flush=True)
                 if settle is not None:
                     settle()
-                function(workload, np.dtype(dtype), n_threads, _WARMUP_EPOCHS)
+                function(workload, np.dtype(dtype), n_threads, WARMUP_EPOCHS)
                 result = function(workload, np.dtype(dtype), n_threads, workload.max_iter)
                 if result is None:
                     continue
@@ -155,7 +167,7 @@ def run(names, dtypes, repeats=3, n_threads=None, with_torch=True, settle=None,
             for impl in ("sklearn", "nnfast"):
                 if settle is not None:
                     settle()
-                peaks[impl] = peak_memory(implementations[impl], workload, np.dtype(dtype),
+                peaks[impl] = peak_memory(functions[impl], workload, np.dtype(dtype),
                                           n_threads, workload.max_iter)
         rows.append({
             "peak_bytes": peaks,
@@ -166,6 +178,10 @@ def run(names, dtypes, repeats=3, n_threads=None, with_torch=True, settle=None,
             "speedup": seconds["sklearn"] / seconds["nnfast"],
             "speedup_vs_torch": (seconds["torch"] / seconds["nnfast"] if "torch" in seconds
                                  else None),
+            "speedup_vs_jax": (seconds["jax"] / seconds["nnfast"] if "jax" in seconds
+                               else None),
+            "jax_compile_seconds": bench_jax.compile_seconds(workload, np.dtype(dtype),
+                                                             workload.max_iter),
             "max_weight_difference": max(float(np.abs(a - b).max())
                                          for a, b in zip(final["nnfast"], final["sklearn"])),
         })
@@ -181,6 +197,9 @@ def format_table(rows):
               "speedup"]
     if has_torch:
         header += ["PyTorch ms/fit", "vs PyTorch"]
+    has_jax = any(r.get("speedup_vs_jax") is not None for r in rows)
+    if has_jax:
+        header += ["JAX ms/fit", "vs JAX", "JAX compile s"]
     has_peaks = any(r.get("peak_bytes") for r in rows)
     if has_peaks:
         header += ["scikit-learn peak MiB", "nnfast peak MiB"]
@@ -193,6 +212,11 @@ def format_table(rows):
         if has_torch:
             cells += [f"{1e3 * s['torch']:,.1f}" if "torch" in s else "-",
                       f"{r['speedup_vs_torch']:,.1f}x" if r["speedup_vs_torch"] else "-"]
+        if has_jax:
+            compile_s = r.get("jax_compile_seconds")
+            cells += [f"{1e3 * s['jax']:,.1f}" if "jax" in s else "-",
+                      f"{r['speedup_vs_jax']:,.1f}x" if r.get("speedup_vs_jax") else "-",
+                      f"{compile_s:.2f}" if "jax" in s and compile_s is not None else "-"]
         if has_peaks:
             peaks = r.get("peak_bytes") or {}
             cells += [f"{peaks[impl] / 2**20:,.0f}" if impl in peaks else "-"

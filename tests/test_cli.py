@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -35,6 +36,10 @@ def test_bench_prints_a_table_and_writes_a_chart(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["bench", "--workload", "nope"], ["bench", "--repeats", "0"],
+                                  ["bench", "--pipeline", "--threads", "2"],
+                                  ["bench", "--pipeline", "--plot", "x.png"],
+                                  ["bench", "--blas-seconds", "0.1"],
+                                  ["bench", "--pipeline", "--blas-seconds", "0"],
                                   ["frobnicate"]])
 def test_bad_command_lines_fail_with_a_message(argv):
     result = subprocess.run([sys.executable, "-m", "nnfast", *argv], capture_output=True,
@@ -107,3 +112,222 @@ def test_bench_mlp_table_format_lists_every_row():
     assert "| digits-adam | float32 | 2 | 1,500.0 | 250.00 | 6.0x | 750.0 | 3.0x | 2.0e-08 |" \
         in table
     assert "| digits-lbfgs | float32 | 2 | 1,000.0 | 500.00 | 2.0x | - | - | 1.0e-08 |" in table
+
+
+# --- python -m nnfast bench --pipeline (nnfast/bench_pipeline.py, nnfast/bench_jax.py) ---------
+
+def _table_rows(out, first_cell):
+    """The cells of every Markdown table line whose first cell is first_cell."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in out.splitlines() if line.startswith(f"| {first_cell} |")]
+
+
+@pytest.fixture
+def shrunk_bench(monkeypatch):
+    """The bench's workloads and pauses cut down so that its modes run in seconds: the settle
+    pause to 10 ms, "small" to 50 iterations, iris-adam to 3 epochs, digits-sgd to 300 rows
+    (a full batch of 200 and a partial one of 100) and 3 epochs, the end-to-end workflows to
+    240 digits, 3 epochs, 3 folds and a stream of 10 batches."""
+    import dataclasses
+
+    from nnfast import bench_pipeline, workloads
+
+    monkeypatch.setattr(bench, "_SETTLE_SECONDS", 0.01)
+    monkeypatch.setitem(workloads.WORKLOADS, "small",
+                        dataclasses.replace(workloads.WORKLOADS["small"], iterations=50))
+    monkeypatch.setitem(workloads.MLP_WORKLOADS, "iris-adam",
+                        dataclasses.replace(workloads.MLP_WORKLOADS["iris-adam"], max_iter=3))
+    monkeypatch.setitem(workloads.MLP_WORKLOADS, "digits-sgd",
+                        dataclasses.replace(workloads.MLP_WORKLOADS["digits-sgd"], rows=300,
+                                            max_iter=3))
+    for name, case in list(bench_pipeline.END_TO_END.items()):
+        monkeypatch.setitem(bench_pipeline.END_TO_END, name,
+                            dataclasses.replace(case, rows=240, max_iter=3, cv=3, batches=10,
+                                                batch_rows=20))
+    return workloads
+
+
+def _jax_importable():
+    from nnfast import bench_jax
+    return bench_jax.jax_available()
+
+
+def test_bench_pipeline_times_every_row_quiet_after_blas_and_at_one_thread(shrunk_bench,
+                                                                          capsys):
+    assert cli.main(["bench", "--pipeline", "--workload", "small", "--workload", "iris-adam",
+                     "--dtype", "float64", "--repeats", "1", "--no-torch",
+                     "--blas-seconds", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU flags:" in out and "Versions:" in out and "Thread pools:" in out
+    assert "dtypes: float64" in out
+    network, mlp = _table_rows(out, "small"), _table_rows(out, "iris-adam")
+    # nnfast's table, then its peers' (the NumPy original / scikit-learn, JAX if importable).
+    assert len(network) == 2
+    assert len(mlp) == 2 + _jax_importable()
+    for cells in (network[0], mlp[0]):
+        quiet, after_blas, ratio = float(cells[3]), float(cells[4]), float(cells[5][:-1])
+        assert ratio == pytest.approx(after_blas / quiet, rel=0.02, abs=0.01)
+        one_thread_after_blas = float(cells[7])
+        assert float(cells[9][:-1]) == pytest.approx(after_blas / one_thread_after_blas,
+                                                     rel=0.02, abs=0.01)
+        assert float(cells[-1]) < 1e-9  # the same fit as the reference
+    assert float(mlp[0][10]) > 0  # after a scikit-learn fit
+    peers = {cells[2]: cells for cells in network[1:] + mlp[1:]}
+    assert peers["NumPy original"][-1] == "reference"
+    assert peers["scikit-learn"][-1] == "reference"
+    assert peers["scikit-learn"][5] == "-"  # scikit-learn is not timed after itself
+    if _jax_importable():
+        assert float(peers["JAX (jit loop)"][9]) > 0  # compile seconds
+        assert float(peers["JAX (jit loop)"][-1]) < 1e-9
+
+
+def test_bench_pipeline_row_has_every_runner_and_condition_and_the_same_fits(shrunk_bench):
+    """run_row's result: a median per (runner, condition), nnfast at both thread counts and
+    JAX (where importable) the same fit as scikit-learn's, a partial batch included."""
+    from nnfast import bench_pipeline as bp
+
+    row = bp.run_row("mlp", "digits-sgd", np.float64, repeats=1, with_torch=False,
+                     blas_seconds=0.01)
+    every = {bp.QUIET, bp.AFTER_BLAS, bp.AFTER_SKLEARN}
+    assert set(row["seconds"][bp.NNFAST]) == every
+    assert set(row["seconds"][bp.NNFAST_1]) == every
+    assert set(row["seconds"]["sklearn"]) == {bp.QUIET, bp.AFTER_BLAS}
+    assert all(t > 0 for times in row["seconds"].values() for t in times.values())
+    expected = {bp.NNFAST, bp.NNFAST_1} | ({"jax"} if _jax_importable() else set())
+    assert set(row["max_weight_difference"]) == expected
+    assert max(row["max_weight_difference"].values()) < 1e-9
+    assert ("jax" in row["compile_seconds"]) == _jax_importable()
+
+
+def test_other_blas_work_runs_for_about_the_time_asked():
+    from nnfast import bench_pipeline
+
+    bench_pipeline.other_blas_work(0.001)  # the operands are made on the first call
+    start = time.perf_counter()
+    bench_pipeline.other_blas_work(0.05)
+    assert time.perf_counter() - start >= 0.05
+
+
+def test_bench_end_to_end_rows_run_both_libraries_to_the_same_scores(shrunk_bench, capsys):
+    from nnfast import bench_pipeline
+
+    # grid-digits-jobs1 is the next test's (the same search as jobs2's, in this process).
+    names = [name for name in bench_pipeline.END_TO_END if name != "grid-digits-jobs1"]
+    argv = ["bench", "--repeats", "1"]
+    for name in names:
+        argv += ["--workload", name]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    for name in names:
+        (cells,) = _table_rows(out, name)
+        sklearn_s, nnfast_s, speedup = float(cells[2]), float(cells[3]), float(cells[4][:-1])
+        assert speedup == pytest.approx(sklearn_s / nnfast_s, rel=0.05, abs=0.01)
+        assert cells[5] == cells[6]  # mean scores
+        assert float(cells[7]) <= 1e-12
+
+
+def test_end_to_end_scores_are_each_librarys_own_and_agree(shrunk_bench):
+    """The scores the table compares come from each library's estimator (grid: one mean test
+    score per candidate; stream: one accuracy per tenth of its batches)."""
+    from nnfast import bench_pipeline
+
+    case = bench_pipeline.END_TO_END["grid-digits-jobs1"]
+    _, sklearn_scores = bench_pipeline.run_end_to_end(case, "sklearn")
+    _, nnfast_scores = bench_pipeline.run_end_to_end(case, "nnfast")
+    assert sklearn_scores.shape == (4,) and ((0 <= sklearn_scores) & (sklearn_scores <= 1)).all()
+    assert len(set(sklearn_scores)) > 1  # one score per candidate, not one repeated
+    np.testing.assert_allclose(nnfast_scores, sklearn_scores, rtol=0, atol=1e-12)
+    stream = bench_pipeline.END_TO_END["partial-fit-digits"]
+    _, stream_scores = bench_pipeline.run_end_to_end(stream, "nnfast")
+    assert stream_scores.shape == (10,)
+    assert stream_scores[-1] > stream_scores[0]  # the stream's model learns as it goes
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver_workload", ["iris-adam", "digits-sgd"])
+def test_jax_peer_model_run_on_numpy_is_scikit_learns_fit(solver_workload, shrunk_bench,
+                                                          dtype):
+    """The JAX peer's model and whole-loop structure (make_train: fori_loop over epochs, scan
+    over full batches, then the partial one) run on NumPy with Python loops, without JAX,
+    against scikit-learn's fit from the same seed: the same weights to rounding (float32: to
+    scikit-learn's float64 Adam step size)."""
+    from sklearn.neural_network import MLPClassifier
+
+    from nnfast import bench_jax
+
+    workload = shrunk_bench.MLP_WORKLOADS[solver_workload]
+    assert bench_jax.supports(workload)
+    coefs, intercepts = bench_jax.fit_numpy(workload, dtype, workload.max_iter)
+    X, y = workload.data(dtype)
+    reference = MLPClassifier(**workload.params()).fit(X, y)
+    tolerance = {np.float32: 1e-6, np.float64: 1e-12}[dtype]
+    for ours, theirs in zip(coefs + intercepts, reference.coefs_ + reference.intercepts_):
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=tolerance)
+
+
+def test_jax_peer_skips_models_it_does_not_have():
+    from nnfast import bench_jax
+    from nnfast.workloads import MLP_WORKLOADS
+
+    assert not bench_jax.supports(MLP_WORKLOADS["digits-lbfgs"])
+    assert not bench_jax.supports(MLP_WORKLOADS["tfidf-sparse-adam"])
+    assert bench_jax.fit(MLP_WORKLOADS["digits-lbfgs"], np.float64, None, 1) is None
+    assert bench_jax.batch_layout(1797) == (200, 8, 197)
+    assert bench_jax.batch_layout(150) == (150, 1, 0)
+
+
+# The one test that needs JAX itself (not a CI dependency: `pip install jax jaxlib`).
+@pytest.mark.skipif(not _jax_importable(), reason="needs jax (pip install jax jaxlib)")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_jax_peer_compiles_once_and_makes_scikit_learns_fit(shrunk_bench, dtype):
+    from sklearn.neural_network import MLPClassifier
+
+    from nnfast import bench_jax
+
+    workload = shrunk_bench.MLP_WORKLOADS["digits-sgd"]
+    seconds, coefs = bench_jax.fit(workload, np.dtype(dtype), None, workload.max_iter)
+    compiled = bench_jax.compile_seconds(workload, np.dtype(dtype), workload.max_iter)
+    assert seconds > 0 and compiled > 0
+    bench_jax.fit(workload, np.dtype(dtype), None, workload.max_iter)
+    assert bench_jax.compile_seconds(workload, np.dtype(dtype), workload.max_iter) == compiled
+    X, y = workload.data(dtype)
+    reference = MLPClassifier(**workload.params()).fit(X, y)
+    tolerance = {np.float32: 1e-6, np.float64: 1e-12}[dtype]
+    for ours, theirs in zip(coefs, reference.coefs_):
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=tolerance)
+
+
+def test_bench_pipeline_tables_format_every_row():
+    from nnfast import bench_pipeline as bp
+
+    seconds = {bp.NNFAST: {bp.QUIET: 0.010, bp.AFTER_BLAS: 0.020, bp.AFTER_SKLEARN: 0.030},
+               bp.NNFAST_1: {bp.QUIET: 0.016, bp.AFTER_BLAS: 0.016, bp.AFTER_SKLEARN: 0.016},
+               "sklearn": {bp.QUIET: 0.100, bp.AFTER_BLAS: 0.120},
+               "jax": {bp.QUIET: 0.040, bp.AFTER_BLAS: 0.050, bp.AFTER_SKLEARN: 0.060}}
+    row = {"kind": "mlp", "workload": "digits-adam", "dtype": "float32", "threads": 2,
+           "reference": "sklearn", "seconds": seconds, "compile_seconds": {"jax": 0.5},
+           "max_weight_difference": {bp.NNFAST: 1e-8, bp.NNFAST_1: 1e-8, "jax": 2e-8}}
+    table = bp.format_nnfast_table([row])
+    assert ("| digits-adam | float32 | 2 | 10.00 | 20.00 | 2.00x | 16.00 | 16.00 | 0.62x | "
+            "1.25x | 30.00 | 3.00x | 16.00 | 1.0e-08 |") in table
+    peers = bp.format_peer_table([row])
+    assert ("| digits-adam | float32 | scikit-learn | 100.00 | 120.00 | - | 10.00x | 6.00x | - "
+            "| - | reference |") in peers
+    assert ("| digits-adam | float32 | JAX (jit loop) | 40.00 | 50.00 | 60.00 | 4.00x | 2.50x "
+            "| 2.00x | 0.50 | 2.0e-08 |") in peers
+
+
+def test_cpu_flags_name_what_proc_cpuinfo_lists():
+    from nnfast import bench_pipeline
+
+    flags = bench_pipeline.cpu_flags()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            text = handle.read()
+    except OSError:
+        assert flags == "unknown"
+        return
+    assert ("AVX2" in flags) == (" avx2 " in text.replace("\n", " "))
+    assert ("AVX-512F" in flags) == (" avx512f " in text.replace("\n", " "))
