@@ -277,28 +277,6 @@ def test_jax_peer_skips_models_it_does_not_have():
     assert bench_jax.batch_layout(150) == (150, 1, 0)
 
 
-# The one test that needs JAX itself (not a CI dependency: `pip install jax jaxlib`).
-@pytest.mark.skipif(not _jax_importable(), reason="needs jax (pip install jax jaxlib)")
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_jax_peer_compiles_once_and_makes_scikit_learns_fit(shrunk_bench, dtype):
-    from sklearn.neural_network import MLPClassifier
-
-    from nnfast import bench_jax
-
-    workload = shrunk_bench.MLP_WORKLOADS["digits-sgd"]
-    seconds, coefs = bench_jax.fit(workload, np.dtype(dtype), None, workload.max_iter)
-    compiled = bench_jax.compile_seconds(workload, np.dtype(dtype), workload.max_iter)
-    assert seconds > 0 and compiled > 0
-    bench_jax.fit(workload, np.dtype(dtype), None, workload.max_iter)
-    assert bench_jax.compile_seconds(workload, np.dtype(dtype), workload.max_iter) == compiled
-    X, y = workload.data(dtype)
-    reference = MLPClassifier(**workload.params()).fit(X, y)
-    tolerance = {np.float32: 1e-6, np.float64: 1e-12}[dtype]
-    for ours, theirs in zip(coefs, reference.coefs_):
-        assert ours.dtype == theirs.dtype
-        np.testing.assert_allclose(ours, theirs, rtol=0, atol=tolerance)
-
-
 def test_bench_pipeline_tables_format_every_row():
     from nnfast import bench_pipeline as bp
 
