@@ -12,7 +12,7 @@ changed: whatever needs converting or canonicalising is a copy.
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import MAX_DIMENSION
+from ._validation import MAX_DIMENSION, check_input_width
 
 __all__ = ["is_sparse", "as_csr", "check_sparse_inputs"]
 
@@ -83,8 +83,4 @@ def as_csr(X, name, dtype):
 
 def check_sparse_inputs(X, sizes, dtype):
     """A sparse X for a network of these sizes: (n_rows, sizes[0]), as ``as_csr`` makes it."""
-    X = as_csr(X, "X", dtype)
-    if X.shape[1] != sizes[0]:
-        raise ValueError(f"X has {X.shape[1]} columns but the network's input layer has "
-                         f"{sizes[0]} units")
-    return X
+    return check_input_width(as_csr(X, "X", dtype), sizes)

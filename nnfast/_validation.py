@@ -146,7 +146,11 @@ def as_matrix(data, name, dtype):
 
 def check_inputs(X, sizes, dtype):
     """X for a network of these sizes: (n_rows, sizes[0]), finite, C-contiguous, dtype."""
-    X = as_matrix(X, "X", dtype)
+    return check_input_width(as_matrix(X, "X", dtype), sizes)
+
+
+def check_input_width(X, sizes):
+    """X (dense or sparse) itself, when it has as many columns as the input layer has units."""
     if X.shape[1] != sizes[0]:
         raise ValueError(f"X has {X.shape[1]} columns but the network's input layer has "
                          f"{sizes[0]} units")
