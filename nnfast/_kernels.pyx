@@ -56,9 +56,14 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 cdef extern from *:
     """
     #ifdef _OPENMP
+    #include <omp.h>
     #define NNFAST_OPENMP 1
+    static int nnfast_team_threads(void) { return omp_get_max_threads(); }
+    static void nnfast_set_team_threads(int n) { omp_set_num_threads(n); }
     #else
     #define NNFAST_OPENMP 0
+    static int nnfast_team_threads(void) { return 1; }
+    static void nnfast_set_team_threads(int n) { (void)n; }
     #endif
     #ifndef NNFAST_DEBUG_BUILD
     #define NNFAST_DEBUG_BUILD 0
@@ -86,6 +91,8 @@ cdef extern from *:
     #endif
     """
     const int NNFAST_OPENMP
+    int nnfast_team_threads() noexcept nogil
+    void nnfast_set_team_threads(int n) noexcept nogil
     const int NNFAST_DEBUG_BUILD
     const char* NNFAST_ISA
     int nnfast_cpu_runs(int level) noexcept nogil
@@ -107,6 +114,23 @@ def set_blas_min_flops(Py_ssize_t value):
     _BLAS_MIN_FLOPS = value
 
 OPENMP = bool(NNFAST_OPENMP)
+
+
+def team_threads():
+    """Threads the calling thread's parallel regions run with (OpenMP's nthreads setting of
+    this thread: OMP_NUM_THREADS, a threadpoolctl limit, or the last set_team_threads); 1
+    without OpenMP."""
+    return nnfast_team_threads()
+
+
+def set_team_threads(int n):
+    """Sets how many threads run the calling thread's parallel regions (OpenMP's setting is
+    per thread: fits in other Python threads keep theirs). The blocks a product is cut into
+    are the kernel functions' n_threads argument and fix the arithmetic; this only decides
+    how many threads share them, so any value gives the same results."""
+    if n < 1:
+        raise ValueError(f"team threads = {n}; at least 1 is needed")
+    nnfast_set_team_threads(n)
 # Built with NNFAST_DEBUG=1: bounds checks on, no optimisation.
 DEBUG_BUILD = bool(NNFAST_DEBUG_BUILD)
 # The instruction set this build was compiled for: "baseline", "x86-64-v3" or "x86-64-v4".
@@ -299,10 +323,15 @@ cdef void _gemm(_Operand read_a, _Operand read_b, int m, int n, int k, floating 
 
 # Threads. With n_threads > 1 (the caller asks for it only when the products are large, and
 # caps BLAS at one thread meanwhile, so the two thread pools never compete for the cores),
-# each layer's work is split into one block per thread inside a single parallel region: a
-# block of rows for the forward pass and the deltas, elementwise work included; a block of
-# weight rows (or columns) for the update, so no two threads write the same memory and no
-# reduction is needed. Each block's product is one single-threaded BLAS call.
+# each layer's work is split into n_threads blocks inside a single parallel region: a block
+# of rows for the forward pass and the deltas, elementwise work included; a block of weight
+# rows (or columns) for the update, so no two threads write the same memory and no reduction
+# is needed. Each block's product is one single-threaded BLAS call.
+#
+# n_threads fixes the blocks, and with them every rounding; how many threads share the blocks
+# is the calling thread's OpenMP setting (set_team_threads), which the caller lowers while
+# other threads hold cores (nnfast._threads). One thread running both blocks computes what
+# two would, bit for bit.
 
 cdef inline Py_ssize_t _block_start(Py_ssize_t n, int n_blocks, int t) noexcept nogil:
     """Start of block t of n_blocks near-equal blocks of range(n)."""
@@ -333,7 +362,7 @@ cdef inline void _forward_layer(const floating* inputs, const floating* weights,
                 outputs[i * n_out + j] = acc
         _sigmoid_range(outputs, 0, m * n_out)
     elif n_threads > 1:
-        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        for t in prange(n_threads, schedule="static"):
             _forward_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
                           _block_start(m, n_threads, t + 1), n_in, n_out)
     else:
@@ -383,7 +412,7 @@ cdef inline void _hidden_delta(const floating* delta_next, const floating* weigh
                 # vector loads).
                 delta[i * n_in + p] = acc * _sigmoid_slope(activations[i * n_in + p])
     elif n_threads > 1:
-        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        for t in prange(n_threads, schedule="static"):
             _hidden_rows(delta_next, weights, activations, delta,
                          _block_start(m, n_threads, t), _block_start(m, n_threads, t + 1),
                          n_in, n_out)
@@ -425,12 +454,12 @@ cdef inline void _apply_gradient(floating* weights, floating* bias, const floati
                 weights[p * n_out + j] = (scale * acc
                                           + (weights[p * n_out + j] if accumulate else 0))
     elif n_threads > 1 and n_in >= n_out:
-        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        for t in prange(n_threads, schedule="static"):
             _gradient_block(weights, inputs, delta, scale, accumulate, m, n_in, n_out,
                             _block_start(n_in, n_threads, t),
                             _block_start(n_in, n_threads, t + 1), 0, n_out)
     elif n_threads > 1:
-        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        for t in prange(n_threads, schedule="static"):
             _gradient_block(weights, inputs, delta, scale, accumulate, m, n_in, n_out, 0, n_in,
                             _block_start(n_out, n_threads, t),
                             _block_start(n_out, n_threads, t + 1))
@@ -989,7 +1018,7 @@ cdef void _general_forward(const floating* inputs, const floating* weights,
             _activate_range(outputs, 0, m * n_out, activation)
     elif n_threads > 1:
         # Each thread's block of rows, elementwise work included (see "Threads" above).
-        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        for t in prange(n_threads, schedule="static"):
             _linear_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
                          _block_start(m, n_threads, t + 1), n_in, n_out, activation)
     else:
@@ -1153,7 +1182,7 @@ cdef void _general_hidden_delta(const floating* delta_next, const floating* weig
             _skinny_dots(delta_next, weights, NULL, delta, m, n_out, n_in)
             _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
     elif n_threads > 1:
-        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        for t in prange(n_threads, schedule="static"):
             _general_hidden_rows(delta_next, weights, activations, delta,
                                  _block_start(m, n_threads, t),
                                  _block_start(m, n_threads, t + 1), n_in, n_out, activation)
@@ -1422,7 +1451,7 @@ cdef void _sparse_forward(const _SparseRows* sparse, const floating* weights,
     """outputs = activation(X[batch] @ weights [+ bias]); threads take blocks of rows."""
     cdef int t
     if n_threads > 1:
-        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        for t in prange(n_threads, schedule="static"):
             _sparse_forward_block(sparse, weights, bias, outputs, _block_start(m, n_threads, t),
                                   _block_start(m, n_threads, t + 1), n_out, activation)
     else:
@@ -1437,7 +1466,7 @@ cdef void _sparse_gradient(floating* grad, const _SparseRows* sparse, const floa
     cdef int t
     memset(grad, 0, n_in * n_out * sizeof(floating))
     if n_threads > 1:
-        for t in prange(n_threads, schedule="static", num_threads=n_threads):
+        for t in prange(n_threads, schedule="static"):
             _sparse_gradient_block(sparse, delta, grad, m, n_out,
                                    _block_start(n_out, n_threads, t),
                                    _block_start(n_out, n_threads, t + 1))

@@ -33,22 +33,24 @@ class FullBatchObjective:
         The gradient G of the last evaluation (minus the plain step's direction).
     """
 
-    def __init__(self, evaluate, params, blas_limit):
+    def __init__(self, evaluate, params, threads):
         self._evaluate = evaluate
-        self._blas_limit = blas_limit
+        self._threads = threads
         self.params = params
         self.grad = np.empty_like(params)
 
     def __call__(self):
         """Evaluates at ``params``: returns the loss (float) and writes the gradient to
         ``grad``. A loss or gradient that is not finite is returned as such."""
+        self._threads.refresh()
         return self._evaluate(self.params, self.grad)
 
     def thread_limits(self):
-        """A context manager that holds the BLAS thread cap the evaluations run under
-        (``Network._blas_limit``: one BLAS thread while the kernel runs its own).
+        """A context manager that holds the threads the evaluations run with
+        (``Network._fit_threads``: one BLAS thread while the kernel runs its own, and the
+        kernel's team, re-decided before each evaluation).
 
         Taken once around all of an optimizer's evaluations rather than per evaluation:
         applying and restoring BLAS's thread count costs tens of microseconds each time.
         """
-        return self._blas_limit
+        return self._threads

@@ -18,7 +18,7 @@ from ._plan import (HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerS
                     is_original_model, optimizer_name)
 from ._random import legacy_random_state
 from ._sparse import check_sparse_inputs, is_sparse
-from ._threads import blas_thread_cap
+from ._threads import FitThreads, KernelTeam, blas_thread_cap
 from ._validation import (
     available_cores,
     check_activations,
@@ -51,6 +51,9 @@ _BLAS_THREADED_FLOPS = 1 << 16
 _MAX_ORDER_ENTRIES = 1 << 16
 # A layer product of at least this many multiply-adds per batch makes the kernel use threads.
 _PARALLEL_MIN_FLOPS = 1 << 20
+# A threaded fit calls the kernel for about this many multiply-adds at a time (a few ms on
+# two cores), re-deciding its team between calls (nnfast._threads.KernelTeam).
+_TEAM_CHECK_WORK = 1e8
 # Epochs the general path runs per backend call at most: bounds the per-call epoch-loss buffer
 # so that a fit's memory does not depend on its length.
 _MAX_CHUNK_EPOCHS = 1 << 16
@@ -456,10 +459,10 @@ class Network:
             params = self._params.copy()
         history = []
         done = 0
-        with self._blas_limit(kernel_threads, batch_size):
+        with self._fit_threads(kernel_threads, batch_size) as threads:
             done = self._run_chunks(run_chunk, params, fill_orders, iterations, n_rows,
                                     report_every, learning_rate, reporting, verbose,
-                                    callback, bar, history)
+                                    callback, bar, history, threads)
         if not np.isfinite(params).all():
             raise TrainingDivergedError(
                 f"training diverged: weights became infinite (learning_rate={learning_rate} too "
@@ -567,18 +570,21 @@ class Network:
                 if threading.current_thread() is threading.main_thread() else 0)
 
     def _run_chunks(self, run_chunk, params, fill_orders, iterations, n_rows, report_every,
-                    learning_rate, reporting, verbose, callback, bar, history):
-        """Runs the backend chunk by chunk between reports; returns the iterations run."""
+                    learning_rate, reporting, verbose, callback, bar, history, threads):
+        """Runs the backend chunk by chunk between reports (and, with kernel threads, often
+        enough for the team to follow the free cores); returns the iterations run."""
         done = 0
         shuffled = fill_orders is not None
         order_buffer = (np.empty((_order_rows(iterations, n_rows), n_rows), dtype=np.intp)
                         if shuffled else None)
+        most_epochs = self._epochs_between_team_checks(threads.team.blocks, n_rows)
         while done < iterations:
             next_report = (done // report_every + 1) * report_every
-            n_epochs = min(iterations, next_report) - done
+            n_epochs = min(iterations, next_report, done + most_epochs) - done
             if shuffled:
                 n_epochs = min(n_epochs, order_buffer.shape[0])
             orders = fill_orders(order_buffer[:n_epochs]) if shuffled else None
+            threads.refresh()
             first_error, diverged_at = run_chunk(params, n_epochs, orders)
             if diverged_at is not None:
                 raise TrainingDivergedError(
@@ -601,17 +607,35 @@ class Network:
         return done
 
     def _kernel_threads(self, batch_rows, row_inputs=None):
-        """Threads the kernel should use for batches of batch_rows rows.
+        """The blocks the kernel cuts each large product into for batches of batch_rows rows
+        (its n_threads argument), which fix its arithmetic: the threads that share them are
+        decided as the fit runs (``nnfast._threads.KernelTeam``).
 
         More than one only when the build has OpenMP and the largest product is big enough
-        to repay a fork; small networks run on the calling thread, which is faster.
+        to repay a fork; small networks run on the calling thread, which is faster. By
+        default one per core, at most the calling thread's OpenMP setting (OMP_NUM_THREADS,
+        a threadpoolctl limit); an explicit n_threads is taken as given (up to the cores).
         row_inputs: the first layer's inputs a row really multiplies (``_row_inputs``).
         """
         requested = min(check_n_threads(self.n_threads), available_cores())
+        if self.n_threads is None and self.backend == "cython":
+            requested = min(requested, max(1, _kernels.team_threads()))
         if self.backend != "cython" or requested == 1 or not _kernels.OPENMP:
             return 1
         return (requested if self._largest_product(batch_rows, row_inputs) >= _PARALLEL_MIN_FLOPS
                 else 1)
+
+    def _epochs_between_team_checks(self, blocks, n_rows, row_inputs=None):
+        """Epochs per kernel call at most, so that a threaded fit re-decides its team every
+        few milliseconds (another pool's spinning ends, another fit starts); unbounded for
+        one block, where there is no team."""
+        if blocks <= 1:
+            return _MAX_CHUNK_EPOCHS
+        widths = list(self.sizes)
+        if row_inputs is not None:
+            widths[0] = row_inputs
+        work_per_epoch = 3 * n_rows * sum(a * b for a, b in zip(widths, widths[1:]))
+        return max(1, min(_MAX_CHUNK_EPOCHS, int(_TEAM_CHECK_WORK // work_per_epoch)))
 
     def _largest_product(self, batch_rows, row_inputs=None):
         """Multiply-adds of the largest matrix product of a step on batch_rows rows; the
@@ -622,17 +646,21 @@ class Network:
             widths[0] = row_inputs
         return batch_rows * max(a * b for a, b in zip(widths, widths[1:]))
 
-    def _blas_limit(self, kernel_threads, batch_rows, row_inputs=None):
-        """While the kernel runs its own threads, BLAS gets one per call (two pools on the
-        same cores would take turns spinning); otherwise BLAS keeps its own default, or
-        n_threads when the caller set it and the products are big enough for BLAS to thread
-        them. The cap is process-wide (``nnfast._threads``), so it is only taken when needed."""
+    def _fit_threads(self, kernel_threads, batch_rows, row_inputs=None):
+        """The threads a fit holds (``nnfast._threads.FitThreads``): the kernel's team for
+        kernel_threads blocks, and BLAS's cap. While the kernel runs its own threads, BLAS
+        gets one per call (two pools on the same cores would take turns spinning); otherwise
+        BLAS keeps its own default, or n_threads when the caller set it and the products are
+        big enough for BLAS to thread them. The cap is process-wide (``nnfast._threads``), so
+        it is only taken when needed."""
         if kernel_threads > 1:
-            return blas_thread_cap(1)
-        if (self.n_threads is not None
+            cap = blas_thread_cap(1)
+        elif (self.n_threads is not None
                 and self._largest_product(batch_rows, row_inputs) >= _BLAS_THREADED_FLOPS):
-            return blas_thread_cap(min(self.n_threads, available_cores()))
-        return blas_thread_cap(None)
+            cap = blas_thread_cap(min(self.n_threads, available_cores()))
+        else:
+            cap = blas_thread_cap(None)
+        return FitThreads(cap, KernelTeam(_kernels, kernel_threads))
 
     def _chunk_runner(self, X, y, learning_rate, batch_size, shuffled, n_threads):
         """A function (params, n_epochs, orders) -> (first epoch's error, diverged epoch or
@@ -697,7 +725,7 @@ class Network:
         workspace = allocate_workspace(self.sizes, X.shape[0], self.dtype, shuffled=False)
         result = np.empty_like(params)
         n_threads = self._kernel_threads(X.shape[0])
-        with self._blas_limit(n_threads, X.shape[0]):
+        with self._fit_threads(n_threads, X.shape[0]):
             _kernels.gradient(params, np.asarray(self.sizes, dtype=np.intp), self.bias, X, y,
                               workspace["activations"], workspace["deltas"], workspace["grad"],
                               result, n_threads)
@@ -769,7 +797,7 @@ class Network:
         evaluate = self._general_backend().make_loss_gradient(plan, X, y, sample_weight,
                                                               n_threads)
         return FullBatchObjective(evaluate, self._snapshot(),
-                                  self._blas_limit(n_threads, n_rows, row_inputs))
+                                  self._fit_threads(n_threads, n_rows, row_inputs))
 
     def _snapshot(self):
         """A copy of the parameters, never taken halfway through a fit's write-back."""
@@ -878,6 +906,8 @@ class _GeneralRun:
             f"training on batches of {plan.batch_size} rows")
         self._row_inputs = _row_inputs(X)
         self.kernel_threads = network._kernel_threads(plan.batch_size, self._row_inputs)
+        self.threads = network._fit_threads(self.kernel_threads, plan.batch_size,
+                                            self._row_inputs)
         self._run = network._general_backend().make_runner(
             plan, X, y, sample_weight, self.kernel_threads,
             network._check_every(plan.batch_size))
@@ -885,14 +915,15 @@ class _GeneralRun:
             self.params = network._params.copy()
         self._order_buffer = (np.empty((_order_rows(max_epochs, n_rows), n_rows),
                                        dtype=np.intp) if plan.shuffled else None)
-        self.max_chunk = (_MAX_CHUNK_EPOCHS if self._order_buffer is None
-                          else min(_MAX_CHUNK_EPOCHS, self._order_buffer.shape[0]))
+        self.max_chunk = min(
+            network._epochs_between_team_checks(self.kernel_threads, n_rows, self._row_inputs),
+            _MAX_CHUNK_EPOCHS if self._order_buffer is None else self._order_buffer.shape[0])
         self.done = 0
 
     def blas_limit(self):
-        """The BLAS thread cap to hold while the run trains (``Network._blas_limit``)."""
-        return self.network._blas_limit(self.kernel_threads, self.plan.batch_size,
-                                        self._row_inputs)
+        """The threads to hold while the run trains (``Network._fit_threads``), refreshed
+        before each of its backend calls."""
+        return self.threads
 
     def run(self, n_epochs, through_nonfinite=False):
         """Trains the next n_epochs (1 to ``max_chunk``) epochs in one backend call; returns
@@ -902,9 +933,11 @@ class _GeneralRun:
         rest)."""
         orders = (self._fill_orders(self._order_buffer[:n_epochs]) if self.plan.shuffled
                   else None)
+        self.threads.refresh()
         losses, epochs_done, diverged = self._run(self.params, self.state, n_epochs, orders)
         while through_nonfinite and diverged and epochs_done + 1 < n_epochs:
             start = epochs_done + 1
+            self.threads.refresh()
             rest, done, diverged = self._run(self.params, self.state, n_epochs - start,
                                              None if orders is None else orders[start:])
             losses[start:] = rest

@@ -533,7 +533,7 @@ def _fit_property(kernels, case):
                       else min(case["batch_size"], case["rows"]))
         # Under the BLAS thread cap the network's fit ran with: OpenBLAS's sgemm sums in
         # another order on two threads than on one (NumPy 2.2's, AVX-512 kernels).
-        with np.errstate(all="ignore"), ref._blas_limit(1, batch_rows):
+        with np.errstate(all="ignore"), ref._fit_threads(1, batch_rows):
             reference.fit(weights, biases, X, y, iterations, case["learning_rate"],
                           batch_rows, orders)
         assert_array_equal(replay, ref._params)
