@@ -49,8 +49,13 @@ _BLAS_THREADED_FLOPS = 1 << 16
 # Shuffled mini-batches: at most this many row indices of epoch orders are drawn at once.
 # Kept small so that a fit's memory does not depend on its length (one buffer per fit).
 _MAX_ORDER_ENTRIES = 1 << 16
-# A layer product of at least this many multiply-adds per batch makes the kernel use threads.
-_PARALLEL_MIN_FLOPS = 1 << 20
+# A layer product of at least this many multiply-adds per batch makes the kernel cut its
+# products into blocks for threads. Measured on 2 cores (AMD EPYC, AVX-512; MLPClassifier,
+# adam, batches of 200 and 1,000, quiet process): two threads first gained 17% at 1.3M (float64)
+# and 24% at 6.4M (float32, whose single-thread products, skinny ones included, run about
+# twice as fast); below these the gain, where any, is smaller than what blocks on one thread
+# lose while another pool holds a core (nnfast._threads), 15-20% on digits.
+_PARALLEL_MIN_FLOPS = {np.dtype(np.float64): 1 << 21, np.dtype(np.float32): 6_000_000}
 # A threaded fit calls the kernel for about this many multiply-adds at a time (a few ms on
 # two cores), re-deciding its team between calls (nnfast._threads.KernelTeam).
 _TEAM_CHECK_WORK = 1e8
@@ -622,7 +627,8 @@ class Network:
             requested = min(requested, max(1, _kernels.team_threads()))
         if self.backend != "cython" or requested == 1 or not _kernels.OPENMP:
             return 1
-        return (requested if self._largest_product(batch_rows, row_inputs) >= _PARALLEL_MIN_FLOPS
+        return (requested
+                if self._largest_product(batch_rows, row_inputs) >= _PARALLEL_MIN_FLOPS[self.dtype]
                 else 1)
 
     def _epochs_between_team_checks(self, blocks, n_rows, row_inputs=None):

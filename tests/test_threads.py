@@ -14,6 +14,9 @@ alone; fits of one network are serialised; reads see whole states only.
 (e) scikit-learn estimators seeded by an integer, fitted in several threads at once (each
     fit drawing its weights, split and row orders from its thread's re-seeded random state),
     give bitwise the fits alone.
+(f) The kernel's team (nnfast._threads.KernelTeam): how many threads share a fit's blocks
+    follows the free cores and never changes a result; the caller's OpenMP setting caps the
+    default blocks and is restored after every fit.
 """
 
 import copy
@@ -23,12 +26,14 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
 import nnfast
+from conftest import ATOL, RTOL
 
 BACKENDS = ["cython", "numpy"]
 DTYPES = [np.float32, np.float64]
@@ -424,3 +429,166 @@ def test_concurrent_estimator_fits_match_fits_alone():
             for a, b in zip(coefs, expected_coefs):
                 assert_array_equal(a, b)
     assert not np.array_equal(alone[0][0][0], alone[1][0][0])
+
+
+# --------------------------------------------------------------------------------------------
+# (f) the kernel's team
+# --------------------------------------------------------------------------------------------
+
+needs_openmp = pytest.mark.skipif(not nnfast.network._kernels.OPENMP,
+                                  reason="a build without OpenMP has no team")
+
+
+def _fake_loadavg(tmp_path, monkeypatch, runnable):
+    """/proc/loadavg as it reads with `runnable` threads running or ready, on 2 cores."""
+    from nnfast import _threads
+
+    path = tmp_path / "loadavg"
+    path.write_text(f"0.50 0.40 0.30 {runnable}/321 4242\n")
+    monkeypatch.setattr(_threads, "_LOADAVG", str(path))
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(_threads, "REFRESH_SECONDS", 0.0)
+
+
+@pytest.mark.parametrize("runnable, own_workers, free", [
+    (1, 0, 2),   # only the caller: both cores
+    (2, 0, 1),   # another library's spinning worker
+    (2, 1, 2),   # the caller's own worker, still spinning from its last call
+    (5, 1, 1),   # a busy machine: never fewer than the caller's own core
+])
+def test_free_cores_counts_other_runnable_threads(tmp_path, monkeypatch, runnable,
+                                                  own_workers, free):
+    from nnfast import _threads
+
+    _fake_loadavg(tmp_path, monkeypatch, runnable)
+    assert _threads.free_cores(own_workers) == free
+
+
+def test_free_cores_without_a_load_count_is_every_core(tmp_path, monkeypatch):
+    from nnfast import _threads
+
+    monkeypatch.setattr(_threads, "_LOADAVG", str(tmp_path / "missing"))
+    assert _threads.runnable_threads() is None
+    assert _threads.free_cores() == _threads.available_cores()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's run-queue count")
+def test_a_busy_thread_takes_a_core_from_the_count():
+    """A thread running NumPy products without the GIL (as OpenBLAS's spinning workers do)
+    shows in the count: on this machine at most cores - 1 are free while it runs (other
+    processes' load can only lower it)."""
+    from nnfast import _threads
+
+    a = np.random.RandomState(0).random_sample((128, 128))
+    stop, started = threading.Event(), threading.Event()
+
+    def busy():
+        started.set()
+        while not stop.is_set():
+            a @ a
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        assert started.wait(30)
+        time.sleep(0.05)
+        counts = [_threads.free_cores() for _ in range(20)]
+    finally:
+        stop.set()
+        thread.join()
+    cores = _threads.available_cores()
+    assert min(counts) <= max(1, cores - 1), counts
+
+
+@needs_openmp
+def test_team_follows_free_cores_and_restores_the_callers_setting(tmp_path, monkeypatch):
+    from nnfast import _threads
+
+    kernels = nnfast.network._kernels
+    before = kernels.team_threads()
+    _fake_loadavg(tmp_path, monkeypatch, 2)  # one other thread running
+    with _threads.KernelTeam(kernels, 2) as team:
+        assert team.threads == kernels.team_threads() == 1
+        _fake_loadavg(tmp_path, monkeypatch, 1)
+        team.refresh()
+        assert team.threads == kernels.team_threads() == 2
+    assert kernels.team_threads() == before
+    with pytest.raises(RuntimeError), _threads.KernelTeam(kernels, 2):
+        raise RuntimeError("a failed fit")
+    assert kernels.team_threads() == before
+    with _threads.KernelTeam(kernels, 1) as team:  # one block: nothing to decide
+        assert team.threads == 1 and kernels.team_threads() == before
+
+
+def _fits_with_team(monkeypatch, team, fits):
+    """Each of fits() run with the kernel's team held at `team` threads."""
+    from nnfast import _threads
+
+    monkeypatch.setattr(_threads, "free_cores", lambda own_workers=0: team)
+    return fits()
+
+
+@needs_openmp
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_teams_size_never_changes_a_result(monkeypatch, dtype):
+    """Blocks fixed by n_threads, shared by one thread or two: bitwise the same fits (the
+    original's, a general model's, scikit-learn's adam and L-BFGS), and each equal to the
+    NumPy reference's within the suite's tolerances."""
+    pytest.importorskip("sklearn")
+    from nnfast.sklearn import MLPClassifier
+
+    X, y = _data(512, 64, 10, 7)
+    X, y = X.astype(dtype), y.astype(dtype)
+    labels = y.argmax(axis=1)
+
+    kernels = nnfast.network._kernels
+    teams_seen = []
+
+    def fits():
+        original = nnfast.Network([64, 256, 10], dtype=dtype, n_threads=2)
+        # The team the kernel's parallel regions take (OpenMP's setting of this thread).
+        original.fit(X, y, iterations=5, learning_rate=0.01, report_every=1,
+                     callback=lambda *_: teams_seen.append(kernels.team_threads()))
+        general = nnfast.Network([64, 256, 10], dtype=dtype, n_threads=2, activation="relu",
+                                 output="softmax")
+        general.fit(X, y / y.sum(axis=1, keepdims=True), iterations=5, learning_rate=0.01,
+                    batch_size=512)
+        adam = MLPClassifier((256,), max_iter=3, batch_size=512, random_state=0, n_threads=2)
+        lbfgs = MLPClassifier((256,), solver="lbfgs", max_iter=5, random_state=0, n_threads=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            adam.fit(X, labels)
+            lbfgs.fit(X, labels)
+        return [original.weights, general.weights, adam.coefs_, lbfgs.coefs_]
+
+    assert nnfast.Network([64, 256, 10], dtype=dtype, n_threads=2)._kernel_threads(512) == 2
+    alone = _fits_with_team(monkeypatch, 1, fits)
+    assert set(teams_seen) == {1}
+    teams_seen.clear()
+    shared = _fits_with_team(monkeypatch, 2, fits)
+    assert set(teams_seen) == {2}
+    for one, two in zip(alone, shared):
+        for a, b in zip(one, two):
+            assert_array_equal(a, b)
+    reference = nnfast.Network([64, 256, 10], dtype=dtype, backend="numpy")
+    reference.fit(X, y, iterations=5, learning_rate=0.01)
+    for a, b in zip(alone[0], reference.weights):
+        np.testing.assert_allclose(a, b, rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
+@needs_openmp
+def test_openmp_limit_caps_the_default_blocks_and_survives_fits():
+    """A threadpoolctl OpenMP limit (or OMP_NUM_THREADS) caps nnfast's default threads, an
+    explicit n_threads is taken as given, and a fit leaves the limit as it found it."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    kernels = nnfast.network._kernels
+    X, y = _data(1024, 64, 10, 3)
+    default = nnfast.Network([64, 128, 10])
+    explicit = nnfast.Network([64, 128, 10], n_threads=2)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert kernels.team_threads() == 1
+        assert default._kernel_threads(len(X)) == 1
+        assert explicit._kernel_threads(len(X)) == min(2, nnfast._validation.available_cores())
+        explicit.fit(X, y, iterations=2)
+        default.fit(X, y, iterations=2)
+        assert kernels.team_threads() == 1
