@@ -961,9 +961,10 @@ cdef inline void _skinny_dots(const floating* a, const floating* bt, const float
 
 
 cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
-    """Whether a layer's products run as skinny loops (serial fits only: threaded fits are
-    for large layers)."""
-    return n_threads <= 1 and (n_in <= _SKINNY_DIM or n_out <= _SKINNY_DIM)
+    """Whether a layer's products run as skinny loops. In a fit cut into blocks too: its
+    skinny layers (digits' 100 -> 10 output, say) run on the calling thread, faster than
+    blocks of a BLAS call would, while its wide layers are shared by the team."""
+    return n_in <= _SKINNY_DIM or n_out <= _SKINNY_DIM
 
 
 cdef void _general_gradient(floating* grad, const floating* inputs, const floating* delta,
@@ -1674,6 +1675,8 @@ cdef Py_ssize_t _BLOCK_BYTES = 16384
 cdef inline bint _all_skinny(const _Config* config) noexcept nogil:
     """Whether every product of a step is a skinny loop (see "Skinny products")."""
     cdef Py_ssize_t k
+    if config.n_threads > 1:
+        return False  # a fit cut into blocks has a wide layer for its team
     for k in range(config.n_layers):
         if not _skinny(config.sizes[k], config.sizes[k + 1], config.n_threads):
             return False

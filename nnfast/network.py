@@ -51,11 +51,12 @@ _BLAS_THREADED_FLOPS = 1 << 16
 _MAX_ORDER_ENTRIES = 1 << 16
 # A layer product of at least this many multiply-adds per batch makes the kernel cut its
 # products into blocks for threads. Measured on 2 cores (AMD EPYC, AVX-512; MLPClassifier,
-# adam, batches of 200 and 1,000, quiet process): two threads first gained 17% at 1.3M (float64)
-# and 24% at 6.4M (float32, whose single-thread products, skinny ones included, run about
-# twice as fast); below these the gain, where any, is smaller than what blocks on one thread
-# lose while another pool holds a core (nnfast._threads), 15-20% on digits.
-_PARALLEL_MIN_FLOPS = {np.dtype(np.float64): 1 << 21, np.dtype(np.float32): 6_000_000}
+# adam, (100,) or (256,) units, batches of 200 and 1,000): in a quiet process two threads
+# gained 6-15% at 1.3M multiply-adds (digits), 16-47% from 2.6M to 65M, in float32 and
+# float64; two blocks on one thread (another pool holding the other core) lost 9% to one
+# block at 1.3M, 3-8% from 2.6M on. Digits' size stays on one block: the loss there is the
+# gain's size, and a user's process is seldom quiet.
+_PARALLEL_MIN_FLOPS = 1 << 21
 # A threaded fit calls the kernel for about this many multiply-adds at a time (a few ms on
 # two cores), re-deciding its team between calls (nnfast._threads.KernelTeam).
 _TEAM_CHECK_WORK = 1e8
@@ -628,7 +629,7 @@ class Network:
         if self.backend != "cython" or requested == 1 or not _kernels.OPENMP:
             return 1
         return (requested
-                if self._largest_product(batch_rows, row_inputs) >= _PARALLEL_MIN_FLOPS[self.dtype]
+                if self._largest_product(batch_rows, row_inputs) >= _PARALLEL_MIN_FLOPS
                 else 1)
 
     def _epochs_between_team_checks(self, blocks, n_rows, row_inputs=None):
@@ -654,12 +655,17 @@ class Network:
 
     def _fit_threads(self, kernel_threads, batch_rows, row_inputs=None):
         """The threads a fit holds (``nnfast._threads.FitThreads``): the kernel's team for
-        kernel_threads blocks, and BLAS's cap. While the kernel runs its own threads, BLAS
-        gets one per call (two pools on the same cores would take turns spinning); otherwise
-        BLAS keeps its own default, or n_threads when the caller set it and the products are
-        big enough for BLAS to thread them. The cap is process-wide (``nnfast._threads``), so
-        it is only taken when needed."""
-        if kernel_threads > 1:
+        kernel_threads blocks, and BLAS's cap. The compiled kernel's BLAS calls get one
+        thread each (two pools on the same cores would take turns spinning; the kernel's
+        blocks are its threads). The NumPy backend's BLAS keeps its own default, or n_threads
+        when the caller set it. The cap is process-wide (``nnfast._threads``), so it is only
+        taken when the products are big enough for BLAS to thread them."""
+        if kernel_threads > 1 or (
+                self.backend == "cython"
+                and self._largest_product(batch_rows, row_inputs) >= _BLAS_THREADED_FLOPS):
+            # The kernel owns the threading: below its blocks' size BLAS's own threads gained
+            # 20% on digits in a quiet process, and lost 1.4-1.8x right after other libraries'
+            # BLAS work, whose spinning threads hold the core they need.
             cap = blas_thread_cap(1)
         elif (self.n_threads is not None
                 and self._largest_product(batch_rows, row_inputs) >= _BLAS_THREADED_FLOPS):
