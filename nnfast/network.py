@@ -657,11 +657,12 @@ class Network:
         """The threads a fit holds (``nnfast._threads.FitThreads``): the kernel's team for
         kernel_threads blocks, and BLAS's cap. The compiled kernel's BLAS calls get one
         thread each (two pools on the same cores would take turns spinning; the kernel's
-        blocks are its threads). The NumPy backend's BLAS keeps its own default, or n_threads
+        blocks are its threads), except in a build without OpenMP, where BLAS's threads are
+        the only ones. The NumPy backend's BLAS keeps its own default, or n_threads
         when the caller set it. The cap is process-wide (``nnfast._threads``), so it is only
         taken when the products are big enough for BLAS to thread them."""
         if kernel_threads > 1 or (
-                self.backend == "cython"
+                self.backend == "cython" and _kernels.OPENMP
                 and self._largest_product(batch_rows, row_inputs) >= _BLAS_THREADED_FLOPS):
             # The kernel owns the threading: below its blocks' size BLAS's own threads gained
             # 20% on digits in a quiet process, and lost 1.4-1.8x right after other libraries'
