@@ -57,9 +57,10 @@ _MAX_ORDER_ENTRIES = 1 << 16
 # block at 1.3M, 3-8% from 2.6M on. Digits' size stays on one block: the loss there is the
 # gain's size, and a user's process is seldom quiet.
 _PARALLEL_MIN_FLOPS = 1 << 21
-# A threaded fit calls the kernel for about this many multiply-adds at a time (a few ms on
-# two cores), re-deciding its team between calls (nnfast._threads.KernelTeam).
-_TEAM_CHECK_WORK = 1e8
+# A threaded fit calls the kernel for about this many multiply-adds at a time (5-15 ms on
+# two cores: a call's Python around it stays under 1%; another pool spins for about 100 ms),
+# re-deciding its team between calls (nnfast._threads.KernelTeam).
+_TEAM_CHECK_WORK = 3e8
 # Epochs the general path runs per backend call at most: bounds the per-call epoch-loss buffer
 # so that a fit's memory does not depend on its length.
 _MAX_CHUNK_EPOCHS = 1 << 16
@@ -638,19 +639,19 @@ class Network:
         one block, where there is no team."""
         if blocks <= 1:
             return _MAX_CHUNK_EPOCHS
-        widths = list(self.sizes)
-        if row_inputs is not None:
-            widths[0] = row_inputs
+        widths = self._row_widths(row_inputs)
         work_per_epoch = 3 * n_rows * sum(a * b for a, b in zip(widths, widths[1:]))
         return max(1, min(_MAX_CHUNK_EPOCHS, int(_TEAM_CHECK_WORK // work_per_epoch)))
 
+    def _row_widths(self, row_inputs=None):
+        """The layer widths a row's products multiply: the first layer's row_inputs when
+        given (sparse X: its non-zeros, not its width, are the work)."""
+        return self.sizes if row_inputs is None else [row_inputs, *self.sizes[1:]]
+
     def _largest_product(self, batch_rows, row_inputs=None):
         """Multiply-adds of the largest matrix product of a step on batch_rows rows; the
-        first layer's with row_inputs inputs per row when given (sparse X: its non-zeros,
-        not its width, are the work)."""
-        widths = list(self.sizes)
-        if row_inputs is not None:
-            widths[0] = row_inputs
+        first layer's with row_inputs inputs per row when given (``_row_widths``)."""
+        widths = self._row_widths(row_inputs)
         return batch_rows * max(a * b for a, b in zip(widths, widths[1:]))
 
     def _fit_threads(self, kernel_threads, batch_rows, row_inputs=None):
