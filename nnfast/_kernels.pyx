@@ -114,6 +114,10 @@ def set_blas_min_flops(Py_ssize_t value):
     _BLAS_MIN_FLOPS = value
 
 OPENMP = bool(NNFAST_OPENMP)
+# Built with NNFAST_DEBUG=1: bounds checks on, no optimisation.
+DEBUG_BUILD = bool(NNFAST_DEBUG_BUILD)
+# The instruction set this build was compiled for: "baseline", "x86-64-v3" or "x86-64-v4".
+ISA = NNFAST_ISA.decode()
 
 
 def team_threads():
@@ -131,10 +135,6 @@ def set_team_threads(int n):
     if n < 1:
         raise ValueError(f"team threads = {n}; at least 1 is needed")
     nnfast_set_team_threads(n)
-# Built with NNFAST_DEBUG=1: bounds checks on, no optimisation.
-DEBUG_BUILD = bool(NNFAST_DEBUG_BUILD)
-# The instruction set this build was compiled for: "baseline", "x86-64-v3" or "x86-64-v4".
-ISA = NNFAST_ISA.decode()
 
 
 def cpu_runs(int level):
@@ -960,7 +960,7 @@ cdef inline void _skinny_dots(const floating* a, const floating* bt, const float
         _skinny_dots_f(a, bt, bias, c, m, k, n)
 
 
-cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
+cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
     """Whether a layer's products run as skinny loops. In a fit cut into blocks too: its
     skinny layers (digits' 100 -> 10 output, say) run on the calling thread, faster than
     blocks of a BLAS call would, while its wide layers are shared by the team."""
@@ -972,7 +972,7 @@ cdef void _general_gradient(floating* grad, const floating* inputs, const floati
                             Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
                             int n_threads) noexcept nogil:
     """grad[:n_in * n_out] = inputs.T @ delta; grad's bias part (has_bias) = delta.sum(0)."""
-    if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out, n_threads):
+    if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out):
         _apply_gradient(grad, grad + n_in * n_out if has_bias else NULL, inputs, delta, 1,
                         False, bias_sums, m, n_in, n_out, n_threads)
         return
@@ -1007,7 +1007,7 @@ cdef void _general_forward(const floating* inputs, const floating* weights,
                     acc = _madd(inputs[i * n_in + p], weights[p * n_out + j], acc)
                 outputs[i * n_out + j] = acc
         _activate_range(outputs, 0, m * n_out, activation)
-    elif _skinny(n_in, n_out, n_threads):
+    elif _skinny(n_in, n_out):
         if n_in <= _SKINNY_DIM:
             _skinny_inner(inputs, weights, bias, outputs, m, n_in, n_out,
                           NNFAST_RELU if activation == ACT_RELU else NNFAST_LINEAR)
@@ -1171,7 +1171,7 @@ cdef void _general_hidden_delta(const floating* delta_next, const floating* weig
                     acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
                 delta[i * n_in + p] = acc
         _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
-    elif _skinny(n_in, n_out, n_threads):
+    elif _skinny(n_in, n_out):
         if n_out <= _SKINNY_DIM:
             _transpose(weights, transposed, n_in, n_out)
             _skinny_inner(delta_next, transposed, NULL, delta, m, n_out, n_in,
@@ -1678,7 +1678,7 @@ cdef inline bint _all_skinny(const _Config* config) noexcept nogil:
     if config.n_threads > 1:
         return False  # a fit cut into blocks has a wide layer for its team
     for k in range(config.n_layers):
-        if not _skinny(config.sizes[k], config.sizes[k + 1], config.n_threads):
+        if not _skinny(config.sizes[k], config.sizes[k + 1]):
             return False
     return True
 
