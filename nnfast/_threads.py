@@ -12,8 +12,9 @@ scikit-learn's OpenMP workers briefly, a joblib worker's fit all the time. A ker
 that shares a core with one of them holds up every barrier of the fit (measured: a digits
 fit on two threads right after NumPy's matrix products ran 2.0x its quiet time, 4.4x after
 SciPy's). So the team takes only the cores no other thread is running on, as the kernel's
-run queue counts them (``/proc/loadavg``'s runnable entities), re-read at most every
-``REFRESH_SECONDS``; the results are the same bit for bit whatever the team's size.
+run queue counts them (``/proc/loadavg``'s runnable entities, or this process's running
+threads when it may use only some of the machine's cores: ``free_cores``), re-read at most
+every ``REFRESH_SECONDS``; the results are the same bit for bit whatever the team's size.
 
 The BLAS libraries are looked up again only when modules were imported since the last
 lookup (``_blas_controller``): threadpoolctl finds them by reading the process's memory map,
@@ -22,6 +23,7 @@ otherwise pay that twice per call (an L-BFGS fit makes hundreds of such calls). 
 arrives later comes with an import (PyTorch's, say), which the count of modules shows.
 """
 
+import os
 import sys
 import threading
 import time
@@ -32,6 +34,7 @@ from ._validation import available_cores
 # about 10 us; an OpenBLAS pool spins for about 0.1 s).
 REFRESH_SECONDS = 0.002
 _LOADAVG = "/proc/loadavg"
+_TASKS = "/proc/self/task"
 
 _guard = threading.Lock()
 _active = 0
@@ -119,12 +122,39 @@ def runnable_threads():
         return None
 
 
+def runnable_threads_of_this_process():
+    """This process's threads that are running or ready to run (state R in
+    /proc/self/task/*/stat), the caller included; None where that is not available."""
+    try:
+        tasks = os.listdir(_TASKS)
+    except OSError:
+        return None
+    running = 0
+    for task in tasks:
+        try:
+            with open(os.path.join(_TASKS, task, "stat"), "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        # "pid (name) state ...": the name may hold spaces and parentheses.
+        if stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"R":
+            running += 1
+    return running
+
+
 def free_cores(own_workers=0):
     """Cores no other thread is running on, the caller's counted as free. own_workers: the
     caller's kernel threads besides itself that may still be spinning from its last call
-    (not someone else's)."""
+    (not someone else's).
+
+    On a machine whose every core this process may use, every runnable thread counts (the
+    machine's run queue). Confined to some of its cores (a container's cpuset, taskset), the
+    machine's count says nothing about those cores, so only this process's threads count
+    (other libraries' spinning pools, fits in other Python threads).
+    """
     cores = available_cores()
-    running = runnable_threads()
+    whole_machine = cores >= (os.cpu_count() or cores)
+    running = runnable_threads() if whole_machine else runnable_threads_of_this_process()
     if running is None:
         return cores
     others = max(0, running - 1 - own_workers)

@@ -447,6 +447,7 @@ def _fake_loadavg(tmp_path, monkeypatch, runnable):
     path.write_text(f"0.50 0.40 0.30 {runnable}/321 4242\n")
     monkeypatch.setattr(_threads, "_LOADAVG", str(path))
     monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 2)  # every core of the machine
     monkeypatch.setattr(_threads, "REFRESH_SECONDS", 0.0)
 
 
@@ -464,6 +465,32 @@ def test_free_cores_counts_other_runnable_threads(tmp_path, monkeypatch, runnabl
     assert _threads.free_cores(own_workers) == free
 
 
+def test_confined_to_some_cores_only_this_processs_threads_count(tmp_path, monkeypatch):
+    """In a cpuset or under taskset the machine's run queue (here 40 runnable threads of
+    other tenants) says nothing about this process's cores: its own running threads count,
+    whatever their names hold."""
+    from nnfast import _threads
+
+    _fake_loadavg(tmp_path, monkeypatch, 40)
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 64)  # 2 of 64 cores allowed
+    tasks = tmp_path / "task"
+    states = {"101": "101 (python) R 1 101", "102": "102 (OpenBLAS) worker) S 1 101",
+              "103": "103 (spin (x) R) S 1 101"}
+    for task, stat in states.items():
+        (tasks / task).mkdir(parents=True)
+        (tasks / task / "stat").write_text(stat + " 0 0 0\n")
+    monkeypatch.setattr(_threads, "_TASKS", str(tasks))
+    assert _threads.runnable_threads_of_this_process() == 1
+    assert _threads.free_cores() == 2  # only the caller runs
+    (tasks / "104").mkdir()
+    (tasks / "104" / "stat").write_text("104 (a spinning pool) R 1 101 0 0 0\n")
+    assert _threads.runnable_threads_of_this_process() == 2
+    assert _threads.free_cores() == 1
+    assert _threads.free_cores(own_workers=1) == 2
+    monkeypatch.setattr(_threads, "_TASKS", str(tmp_path / "missing"))
+    assert _threads.free_cores() == 2  # nothing to count: every core
+
+
 def test_free_cores_without_a_load_count_is_every_core(tmp_path, monkeypatch):
     from nnfast import _threads
 
@@ -475,8 +502,8 @@ def test_free_cores_without_a_load_count_is_every_core(tmp_path, monkeypatch):
 @pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's run-queue count")
 def test_a_busy_thread_takes_a_core_from_the_count():
     """A thread running NumPy products without the GIL (as OpenBLAS's spinning workers do)
-    shows in the count: on this machine at most cores - 1 are free while it runs (other
-    processes' load can only lower it)."""
+    shows in both counts: on this machine at most cores - 1 are free while it runs (other
+    processes' load can only lower it), and it is among this process's running threads."""
     from nnfast import _threads
 
     a = np.random.RandomState(0).random_sample((128, 128))
@@ -493,11 +520,13 @@ def test_a_busy_thread_takes_a_core_from_the_count():
         assert started.wait(30)
         time.sleep(0.05)
         counts = [_threads.free_cores() for _ in range(20)]
+        own = [_threads.runnable_threads_of_this_process() for _ in range(20)]
     finally:
         stop.set()
         thread.join()
     cores = _threads.available_cores()
     assert min(counts) <= max(1, cores - 1), counts
+    assert max(own) >= 2, own  # the caller and the busy thread, seen among this process's
 
 
 @needs_openmp
