@@ -7,10 +7,11 @@ NNFAST_OPENMP=0|1   force OpenMP off or on; by default it is used when the compi
 NNFAST_NATIVE=1     add -march=native to every variant (off by default: wheels must run on
                     any x86-64 machine).
 
-On x86-64 the kernel is compiled three times from one source: ``nnfast._kernels`` for the
-baseline ISA every x86-64 CPU has (SSE2), ``nnfast._kernels_avx2`` for x86-64-v3 (AVX2 + FMA)
-and ``nnfast._kernels_avx512`` for x86-64-v4 (AVX-512, 512-bit vectors); nnfast imports the
-best one the CPU runs (``nnfast._dispatch``). Elsewhere only the baseline module is built.
+On x86-64 the kernel body (``nnfast/_kernels/_kernels.pyx``) is compiled three times:
+``nnfast._kernels.baseline`` for the baseline ISA every x86-64 CPU has (SSE2),
+``nnfast._kernels.avx2`` for x86-64-v3 (AVX2 + FMA) and ``nnfast._kernels.avx512`` for
+x86-64-v4 (AVX-512, 512-bit vectors); nnfast imports the best one the CPU runs
+(``nnfast._kernels``). Elsewhere only the baseline module is built.
 """
 
 import os
@@ -114,10 +115,10 @@ class BuildExt(build_ext):
 # The x86-64 variants and their flags. Each variant's .pyx is one line that includes
 # _kernels.pyx, so all of them share one source.
 ISA_FLAGS = {
-    "nnfast._kernels_avx2": ["-march=x86-64-v3"],
+    "nnfast._kernels.avx2": ["-march=x86-64-v3"],
     # GCC keeps to 256-bit vectors for x86-64-v4 unless told; 512-bit ones measured ~15%
     # faster on the sigmoid-bound small workload (bench/).
-    "nnfast._kernels_avx512": ["-march=x86-64-v4", "-mprefer-vector-width=512"],
+    "nnfast._kernels.avx512": ["-march=x86-64-v4", "-mprefer-vector-width=512"],
 }
 
 # The platform the wheel is for, which is not the build machine's when cross-compiling
@@ -129,8 +130,10 @@ TARGET = sysconfig.get_platform()
 X86_64 = TARGET.endswith("x86_64") and sys.platform != "win32"
 
 # Every variant compiles _kernels.pyx and the C loops it includes: a change to either rebuilds.
-DEPENDS = ["nnfast/_kernels.pyx", "nnfast/_skinny.h", "nnfast/_clock.h"]
-extensions = [Extension("nnfast._kernels", ["nnfast/_kernels.pyx"], depends=DEPENDS)]
+DEPENDS = ["nnfast/_kernels/_kernels.pyx", "nnfast/_kernels/_skinny.h",
+           "nnfast/_kernels/_clock.h"]
+extensions = [Extension("nnfast._kernels.baseline", ["nnfast/_kernels/baseline.pyx"],
+                        depends=DEPENDS)]
 if X86_64:
     extensions += [Extension(name, [name.replace(".", "/") + ".pyx"], depends=DEPENDS)
                    for name in ISA_FLAGS]

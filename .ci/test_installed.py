@@ -24,7 +24,7 @@ LEFT_OUT = {".git", "build", "dist", "wheelhouse", ".venv", ".ci-venv", ".ci-wor
 
 # Version, location, and the kernel build chosen at import, one per line.
 DESCRIBE = """\
-import nnfast, nnfast._dispatch as d
+import nnfast, nnfast._kernels as d
 print(nnfast.__version__)
 print(nnfast.__file__)
 print(d.kernels.__name__, d.kernels.ISA, "with OpenMP" if d.kernels.OPENMP else "without OpenMP")

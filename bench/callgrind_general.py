@@ -26,7 +26,7 @@ import numpy as np
 
 import nnfast
 from nnfast.optimizers import SGD, Adam
-from nnfast.workloads import MLP_WORKLOADS
+from nnfast.cli.bench.workloads import MLP_WORKLOADS
 
 # name: (MLP workload whose data it uses, hidden activation, solver, batch size)
 CASES = {
@@ -67,7 +67,7 @@ def network(case, dtype):
 def main(argv):
     if "NNFAST_SKINNY_DIM" in os.environ:
         # 0 sends every product to BLAS, as before the skinny loops (for before/after counts).
-        nnfast._dispatch.kernels.set_skinny_dim(int(os.environ["NNFAST_SKINNY_DIM"]))
+        nnfast._kernels.kernels.set_skinny_dim(int(os.environ["NNFAST_SKINNY_DIM"]))
     case = argv[1]
     epochs = int(argv[2]) if len(argv) > 2 else 200
     dtype = np.dtype(argv[3]) if len(argv) > 3 else np.dtype(np.float64)
@@ -76,7 +76,7 @@ def main(argv):
     net.fit(X, Y, iterations=epochs, batch_size=batch_size, shuffle=True)
     elapsed = time.perf_counter() - start
     print(f"{case} {dtype}: {epochs} epochs, {elapsed / epochs * 1e6:.1f} us/epoch "
-          f"(wall, includes per-fit setup), kernel {nnfast._dispatch.kernels.ISA}")
+          f"(wall, includes per-fit setup), kernel {nnfast._kernels.kernels.ISA}")
 
 
 if __name__ == "__main__":

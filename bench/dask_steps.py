@@ -38,10 +38,10 @@ import numpy as np
 
 import nnfast
 import nnfast.dask
-from nnfast._layout import param_count
+from nnfast._training.layout import param_count
 from nnfast._validation import available_cores
 
-# name: (rows, sizes, dtype, learning rate). "large" is nnfast.workloads' network and rows,
+# name: (rows, sizes, dtype, learning rate). "large" is nnfast.cli.bench.workloads' network and rows,
 # the network of the scaling model; "2m" is the issue's size where each worker's gradient
 # takes well over 50 ms.
 WORKLOADS = {

@@ -11,8 +11,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from nnfast import bench_jax
-from nnfast.workloads import MLP_WORKLOADS
+from nnfast.cli.bench import jax as bench_jax
+from nnfast.cli.bench.workloads import MLP_WORKLOADS
 
 pytest.importorskip("jax")
 

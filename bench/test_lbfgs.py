@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from nnfast import _mlp_solvers
-from nnfast._layout import PackedLayout, pack_params
-from nnfast._threads import blas_thread_cap
-from nnfast.workloads import MLP_WORKLOADS
+from nnfast.sklearn import _solvers as _mlp_solvers
+from nnfast._training.layout import PackedLayout, pack_params
+from nnfast._training.threads import blas_thread_cap
+from nnfast.cli.bench.workloads import MLP_WORKLOADS
 
 pytest.importorskip("sklearn")
 

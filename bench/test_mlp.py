@@ -1,5 +1,5 @@
 """scikit-learn's MLPClassifier against nnfast on issue 9's MLP workloads
-(``nnfast.workloads.MLP_WORKLOADS``): whole fits of ``max_iter`` epochs, no early stop.
+(``nnfast.cli.bench.workloads.MLP_WORKLOADS``): whole fits of ``max_iter`` epochs, no early stop.
 
 Implementations: scikit-learn's estimator; nnfast's ``nnfast.sklearn.MLPClassifier`` (what a
 user of the estimator gets); the same model on a bare ``Network`` (the kernel alone, drawing
@@ -13,8 +13,8 @@ comparison as a table.
 import numpy as np
 import pytest
 
-from nnfast import bench_mlp
-from nnfast.workloads import MLP_WORKLOADS
+from nnfast.cli.bench import mlp as bench_mlp
+from nnfast.cli.bench.workloads import MLP_WORKLOADS
 
 pytest.importorskip("sklearn")
 

@@ -9,8 +9,8 @@ use ``python -m nnfast bench``, which prints that table directly.
 import numpy as np
 import pytest
 
-from nnfast import bench
-from nnfast.workloads import WORKLOADS
+from nnfast.cli import bench
+from nnfast.cli.bench.workloads import WORKLOADS
 
 IMPLEMENTATIONS = {"numpy": bench._numpy_original, "nnfast": bench._nnfast}
 if bench._torch_available():

@@ -9,7 +9,7 @@ the curve's points.
 import sys
 
 import nnfast
-from nnfast.workloads import TUTORIAL3_Y, TUTORIAL_X
+from nnfast.cli.bench.workloads import TUTORIAL3_Y, TUTORIAL_X
 
 
 def main(path="loss_curve.png"):

@@ -5,9 +5,11 @@
 >>> net = nnfast.Network([3, 4, 1], seed=1).fit(X, [0, 1, 1, 0], iterations=60000)
 """
 
-from . import optimizers, reference
+from . import _legacy, optimizers, reference
 from .activation import nonlin
 from .network import Network, TrainingDivergedError
+
+_legacy.install()
 
 __version__ = "0.1.0"
 __all__ = ["Network", "TrainingDivergedError", "nonlin", "optimizers", "reference", "__version__"]

@@ -6,7 +6,7 @@ import sys
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "bench":
-        from .bench import main as bench_main
+        from .cli.bench import main as bench_main
         return bench_main(argv[1:])
     if argv and argv[0] in ("-h", "--help"):
         print("usage: python -m nnfast            train the tutorial's networks with both backends\n"
@@ -15,7 +15,7 @@ def main(argv=None):
     if argv:
         print(f"unknown command {argv[0]!r}; try python -m nnfast --help", file=sys.stderr)
         return 2
-    from .demo import main as demo_main
+    from .cli.demo import main as demo_main
     return demo_main()
 
 

@@ -25,7 +25,7 @@ it and no Python object is ever unpickled. Scalars are 0-d arrays. Entries:
 ``params`` : float32 or float64 (as ``dtype``), shape (param_count,)
     All weights and biases back to back in the order W0, b0, W1, b1, ... (b only with
     ``bias``); Wk is ``(sizes[k], sizes[k+1])`` in row-major order, bk is ``(sizes[k+1],)``.
-    See ``nnfast._layout``.
+    See ``nnfast._training.layout``.
 ``random_state_key`` : uint32, shape (624,)
 ``random_state_pos`` : int64
 ``random_state_has_gauss`` : int64, 0 or 1
@@ -58,10 +58,10 @@ Every entry of version 1, with ``format_version`` 2, plus the model options and 
 ``has_optimizer_state`` : bool
 ``optimizer_state_values`` : float32 or float64 (as ``dtype``), shape (state size,)
     SGD: the velocities; Adam: the first then the second moments; each block in the params
-    layout (``nnfast._layout.optimizer_state_size``). Empty without a state.
+    layout (``nnfast._training.layout.optimizer_state_size``). Empty without a state.
 ``optimizer_state_step``, ``optimizer_state_samples_seen`` : int64
 ``optimizer_state_learning_rate`` : float64
-    The counters of ``nnfast._plan.OptimizerState``.
+    The counters of ``nnfast._training.plan.OptimizerState``.
 
 A network that version 1 can represent (the original's model options and no optimizer state)
 is written as version 1, so that older nnfast versions keep reading it.
@@ -74,6 +74,7 @@ state, goes on training identically, shuffled mini-batches included.
 """
 
 import contextlib
+import dataclasses
 import math
 import os
 import struct
@@ -81,14 +82,18 @@ import tempfile
 import zipfile
 import zlib
 
-import dataclasses
-
 import numpy as np
 
 from . import optimizers
-from ._layout import optimizer_state_size, param_count
-from ._plan import (HIDDEN_ACTIVATIONS, OPTIMIZERS, OUTPUTS, REDUCTIONS, OptimizerState,
-                    is_original_model)
+from ._training.layout import optimizer_state_size, param_count
+from ._training.plan import (
+    HIDDEN_ACTIVATIONS,
+    OPTIMIZERS,
+    OUTPUTS,
+    REDUCTIONS,
+    OptimizerState,
+    is_original_model,
+)
 from ._validation import MAX_THREADS, check_backend, check_sizes
 
 FORMAT = "nnfast-model"

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._dispatch import kernels as _kernels
+from ._kernels import kernels as _kernels
 from ._validation import _as_array
 
 

@@ -11,22 +11,29 @@ import weakref
 import numpy as np
 
 from . import reference
-from ._dispatch import kernels as _kernels
-from ._layout import allocate_workspace, pack_params, param_count, param_views
-from ._objective import FullBatchObjective
-from ._plan import (HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState,
-                    is_original_model, optimizer_name)
-from ._random import legacy_random_state
-from ._sparse import check_sparse_inputs, is_sparse
-from ._threads import FitThreads, KernelTeam, blas_thread_cap
+from ._kernels import kernels as _kernels
+from ._training.layout import allocate_workspace, pack_params, param_count, param_views
+from ._training.objective import FullBatchObjective
+from ._training.plan import (
+    HIDDEN_ACTIVATIONS,
+    OUTPUTS,
+    REDUCTIONS,
+    FitPlan,
+    OptimizerState,
+    is_original_model,
+    optimizer_name,
+)
+from ._training.random import legacy_random_state
+from ._training.sparse import check_sparse_inputs, is_sparse
+from ._training.threads import FitThreads, KernelTeam, blas_thread_cap
 from ._validation import (
     available_cores,
     check_activations,
     check_alpha,
     check_backend,
     check_choice,
-    check_fits_in_memory,
     check_dtype,
+    check_fits_in_memory,
     check_inputs,
     check_int,
     check_learning_rate,
@@ -59,7 +66,7 @@ _MAX_ORDER_ENTRIES = 1 << 16
 _PARALLEL_MIN_FLOPS = 1 << 21
 # A threaded fit calls the kernel for about this many multiply-adds at a time (5-15 ms on
 # two cores: a call's Python around it stays under 1%; another pool spins for about 100 ms),
-# re-deciding its team between calls (nnfast._threads.KernelTeam).
+# re-deciding its team between calls (nnfast._training.threads.KernelTeam).
 _TEAM_CHECK_WORK = 3e8
 # Epochs the general path runs per backend call at most: bounds the per-call epoch-loss buffer
 # so that a fit's memory does not depend on its length.
@@ -168,7 +175,7 @@ class Network:
     @classmethod
     def _from_params(cls, params, sizes, *, seed, dtype, backend, bias, n_threads, activation,
                      output, optimizer, alpha, reduction):
-        """A network holding ``params`` (flat, ``nnfast._layout``, of the network's dtype;
+        """A network holding ``params`` (flat, ``nnfast._training.layout``, of the network's dtype;
         kept, not copied) instead of weights drawn from the seed.
 
         For callers that set every weight themselves (scikit-learn's estimators, which draw
@@ -521,7 +528,7 @@ class Network:
     @contextlib.contextmanager
     def _general_fit(self, X, y, sample_weight, *, batch_size, max_epochs, resume, orders):
         """A ``_GeneralRun`` for nnfast's scikit-learn estimators, which validate their input
-        themselves (``nnfast._mlp``): ``fit``'s general path without its checks and reports.
+        themselves (``nnfast.sklearn._mlp``): ``fit``'s general path without its checks and reports.
 
         X, y : C-contiguous 2-D arrays of the network's dtype, finite, y in the output's
             range (what ``fit`` would make of them).
@@ -559,7 +566,7 @@ class Network:
         if self.backend == "numpy":
             return reference
         try:
-            from . import _compiled
+            from ._kernels import runner as _compiled
         except ImportError as exc:
             raise NotImplementedError(
                 "the compiled kernel for this model (activation, output, optimizer, alpha or "
@@ -616,7 +623,7 @@ class Network:
     def _kernel_threads(self, batch_rows, row_inputs=None):
         """The blocks the kernel cuts each large product into for batches of batch_rows rows
         (its n_threads argument), which fix its arithmetic: the threads that share them are
-        decided as the fit runs (``nnfast._threads.KernelTeam``).
+        decided as the fit runs (``nnfast._training.threads.KernelTeam``).
 
         More than one only when the build has OpenMP and the largest product is big enough
         to repay a fork; small networks run on the calling thread, which is faster. By
@@ -655,12 +662,12 @@ class Network:
         return batch_rows * max(a * b for a, b in zip(widths, widths[1:]))
 
     def _fit_threads(self, kernel_threads, batch_rows, row_inputs=None):
-        """The threads a fit holds (``nnfast._threads.FitThreads``): the kernel's team for
+        """The threads a fit holds (``nnfast._training.threads.FitThreads``): the kernel's team for
         kernel_threads blocks, and BLAS's cap. The compiled kernel's BLAS calls get one
         thread each (two pools on the same cores would take turns spinning; the kernel's
         blocks are its threads), except in a build without OpenMP, where BLAS's threads are
         the only ones. The NumPy backend's BLAS keeps its own default, or n_threads
-        when the caller set it. The cap is process-wide (``nnfast._threads``), so it is only
+        when the caller set it. The cap is process-wide (``nnfast._training.threads``), so it is only
         taken when the products are big enough for BLAS to thread them."""
         if kernel_threads > 1 or (
                 self.backend == "cython" and _kernels.OPENMP
@@ -894,7 +901,7 @@ class _GeneralRun:
     Attributes
     ----------
     params : ndarray
-        The parameters being trained (flat, ``nnfast._layout``).
+        The parameters being trained (flat, ``nnfast._training.layout``).
     state : OptimizerState
         The optimizer state being trained; its ``learning_rate`` may be set between chunks
         (scikit-learn's "adaptive" schedule).
@@ -913,7 +920,7 @@ class _GeneralRun:
         self._state_lock = state_lock
         n_rows = X.shape[0]
         # Activations, deltas and gathered rows per batch; the params copy, the workspace's
-        # gradient and two transposes (nnfast._layout), and the optimizer state.
+        # gradient and two transposes (nnfast._training.layout), and the optimizer state.
         check_fits_in_memory(
             network.dtype.itemsize * (3 * plan.batch_size * sum(network.sizes[1:])
                                       + 4 * network._params.size + plan.state_size),
@@ -989,7 +996,7 @@ _UNDRAWN = {}
 
 def _check_any_inputs(X, sizes, dtype):
     """X for a network of these sizes: a dense array (``check_inputs``) or a sparse matrix
-    (``nnfast._sparse.check_sparse_inputs``: canonical CSR, never densified)."""
+    (``nnfast._training.sparse.check_sparse_inputs``: canonical CSR, never densified)."""
     if is_sparse(X):
         return check_sparse_inputs(X, sizes, dtype)
     return check_inputs(X, sizes, dtype)

@@ -19,13 +19,13 @@ losses, L2, sample weights, the plain / SGD / Adam optimizers), shaped like scik
 ``_stochastic_optimizers.py`` (optimizer objects with ``update_params`` /
 ``iteration_ends``), with the same operations in the same order, so that it reproduces
 scikit-learn's MLP to rounding. ``make_runner``, ``make_loss_gradient`` and ``loss_gradient``
-are its side of the runner contract (``nnfast._plan``).
+are its side of the runner contract (``nnfast._training.plan``).
 """
 
 import numpy as np
 from scipy.special import xlogy
 
-from ._layout import optimizer_state_views, param_views
+from ._training.layout import optimizer_state_views, param_views
 
 __all__ = [
     "nonlin",
@@ -595,13 +595,13 @@ def make_optimizer(plan, state):
 # ----------------------------------------------------------------------- the runner contract
 
 def make_runner(plan, X, y, sample_weight, n_threads=1, check_every=0):
-    """The numpy backend's runner for ``Network``'s general path (see ``nnfast._plan``).
+    """The numpy backend's runner for ``Network``'s general path (see ``nnfast._training.plan``).
 
     Parameters
     ----------
     plan : FitPlan
     X, y : 2-D C-contiguous arrays of plan.dtype; X may be a scipy CSR matrix instead
-        (``nnfast._sparse.as_csr``): a batch is its rows (``X[rows]``) and the first layer's
+        (``nnfast._training.sparse.as_csr``): a batch is its rows (``X[rows]``) and the first layer's
         products are scipy's sparse x dense ones (``forward_model``, ``backprop``), as in
         scikit-learn's MLP.
     sample_weight : 1-D array of plan.dtype or None
@@ -648,13 +648,13 @@ def make_runner(plan, X, y, sample_weight, n_threads=1, check_every=0):
 
 
 def make_loss_gradient(plan, X, y, sample_weight=None, n_threads=1):
-    """The numpy backend's full-batch evaluator (see ``nnfast._plan``).
+    """The numpy backend's full-batch evaluator (see ``nnfast._training.plan``).
 
     Returns
     -------
     evaluate(params, grad) -> loss
         The loss (float) of ``plan``'s model at params (only read), and its gradient G
-        written to grad, both flat in the params layout (``nnfast._layout``).
+        written to grad, both flat in the params layout (``nnfast._training.layout``).
     """
     def evaluate(params, grad):
         weights, biases = param_views(params, plan.sizes, plan.bias)
@@ -676,7 +676,7 @@ def loss_gradient(plan, params, X, y, sample_weight=None, n_threads=1):
     Returns
     -------
     loss : float
-    grad : ndarray in the params layout (``nnfast._layout``)
+    grad : ndarray in the params layout (``nnfast._training.layout``)
     """
     grads = np.empty_like(params)
     loss = make_loss_gradient(plan, X, y, sample_weight, n_threads)(params, grads)

@@ -12,7 +12,7 @@ Which file holds what (one home per subject; add a line for a new file):
   option and sample weights, ``sync_every`` rounds against local shard fits, its faults and
   inputs, model search on a Dask cluster).
 - test_fit.py: the fused kernel fit (cython) against the NumPy reference (numpy).
-- test_general_kernel.py: the compiled general path (``nnfast._compiled`` over
+- test_general_kernel.py: the compiled general path (``nnfast._kernels.runner`` over
   ``_kernels.fit_general`` / ``loss_gradient``) against ``nnfast.reference``'s runner for
   every activation, output, optimizer, reduction, alpha, sample weights, batching, dtype and
   kernel build; its size checks, integer codes and tanh.
@@ -22,12 +22,12 @@ Which file holds what (one home per subject; add a line for a new file):
   ``nnfast.reference``, and the size checks of those entry points.
 - test_memory.py: a fit allocates once, up front.
 - test_mlp_input.py: the MLP estimators' fit- and predict-time input checks for plain NumPy
-  arrays (``nnfast._mlp_input``, ``nnfast._random``): the same fits, predictions, classes,
+  arrays (``nnfast.sklearn._input``, ``nnfast._training.random``): the same fits, predictions, classes,
   errors and warnings as scikit-learn's own validation; early stopping's decoded
   predictions, accuracy and R^2 against scikit-learn's functions; every container and
   memory order of X and y (DataFrames, Fortran order, strided, read-only, lists,
   meta-estimators' targets) against scikit-learn's fits.
-- test_mlp_params.py: the MLP estimators' parameter validation (``nnfast._mlp_params``):
+- test_mlp_params.py: the MLP estimators' parameter validation (``nnfast.sklearn._params``):
   ``_parameter_constraints``, exception class and message for invalid values of every
   parameter at fit / partial_fit, valid edge values, skipped validation and the fit-time
   parameter rules, all against the installed scikit-learn's; its ``check_param_validation``.
@@ -40,7 +40,7 @@ Which file holds what (one home per subject; add a line for a new file):
 - test_mlp_equivalence.py: ``nnfast.sklearn.MLPClassifier`` / ``MLPRegressor`` against the
   installed scikit-learn's (the same fits, predictions, stopping, class_weight as sample
   weights, default-parameter cross-validated scores), on both backends; scikit-learn's packed
-  parameter vector (``nnfast._layout.PackedLayout``, L-BFGS's) against its ``_pack``; the
+  parameter vector (``nnfast._training.layout.PackedLayout``, L-BFGS's) against its ``_pack``; the
   edges against scikit-learn's outcomes (errors and warnings, divergence and non-finite
   losses, sample weights summing to zero, weights assigned by hand) and the README's
   "Differences from scikit-learn".
@@ -82,7 +82,7 @@ import pytest  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 
-# The model families of Network / nnfast.reference (names as nnfast._plan defines them).
+# The model families of Network / nnfast.reference (names as nnfast._training.plan defines them).
 HIDDEN_ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
 OUTPUTS = ["original", "identity", "logistic", "softmax", "exp"]
 
@@ -116,10 +116,10 @@ OPTIMIZER_CASES = list(optimizer_cases())
 
 def general_backends():
     """Backends that run Network's general path (every model but the original's): the NumPy
-    reference, and the compiled kernel once ``nnfast._compiled`` exists in this tree."""
+    reference, and the compiled kernel once ``nnfast._kernels.runner`` exists in this tree."""
     import importlib.util
 
-    return ["numpy"] + (["cython"] if importlib.util.find_spec("nnfast._compiled") else [])
+    return ["numpy"] + (["cython"] if importlib.util.find_spec("nnfast._kernels.runner") else [])
 
 
 GENERAL_BACKENDS = general_backends()
@@ -168,13 +168,13 @@ def kernel_builds():
     """Every build of the compiled kernels importable and runnable on this machine.
 
     ``nnfast._kernels`` always; where the package dispatches between several builds of the
-    same source (e.g. a baseline and an AVX2 one, ``nnfast._dispatch``), each of them, since
+    same source (e.g. a baseline and an AVX2 one, ``nnfast._kernels``), each of them, since
     ``Network`` may run any of them.
     """
-    from nnfast import _kernels
+    from nnfast._kernels import baseline as _kernels
 
     try:
-        from nnfast import _dispatch
+        import nnfast._kernels as _dispatch
     except ImportError:
         return [_kernels]
     builds = list(getattr(_dispatch, "available", lambda: [_kernels])())
@@ -201,8 +201,9 @@ def kernels(request):
 @contextlib.contextmanager
 def kernel_build(kernels):
     """Runs Network's compiled backend on this build of the kernels (None: nnfast's choice):
-    the original's fused path (nnfast.network) and the general one (nnfast._compiled)."""
-    from nnfast import _compiled, network
+    the original's fused path (nnfast.network) and the general one (nnfast._kernels.runner)."""
+    from nnfast import network
+    from nnfast._kernels import runner as _compiled
 
     chosen, chosen_general = network._kernels, _compiled._kernels
     network._kernels = chosen if kernels is None else kernels
@@ -235,7 +236,7 @@ REFERENCE_SKLEARN_ATOL = {np.float64: 1e-12, np.float32: 1e-5}
 @pytest.fixture(params=MLP_BACKENDS)
 def mlp_backend(request, monkeypatch):
     """Trains nnfast's MLP estimators on each Network backend for the test's duration."""
-    from nnfast import _mlp
+    from nnfast.sklearn import _mlp
 
     monkeypatch.setattr(_mlp, "BACKEND", request.param)
     return request.param

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nnfast import __main__ as cli
-from nnfast import bench
+from nnfast.cli import bench
 
 
 def test_main_job_shows_both_programs_with_both_backends_agreeing(capsys):
@@ -80,7 +80,7 @@ def test_bench_sparse_rows_time_and_measure_both_on_the_same_sparse_fit(name, ca
 
     import scipy.sparse as sp
 
-    from nnfast import workloads
+    from nnfast.cli.bench import workloads
 
     small = dataclasses.replace(workloads.MLP_WORKLOADS[name], rows=400, features=1_000,
                                 max_iter=2)
@@ -100,7 +100,7 @@ def test_bench_sparse_rows_time_and_measure_both_on_the_same_sparse_fit(name, ca
 
 
 def test_bench_mlp_table_format_lists_every_row():
-    from nnfast import bench_mlp
+    from nnfast.cli.bench import mlp as bench_mlp
 
     rows = [{"workload": "digits-adam", "dtype": "float32", "threads": 2,
              "seconds_per_fit": {"sklearn": 1.5, "nnfast": 0.25, "torch": 0.75},
@@ -130,7 +130,7 @@ def shrunk_bench(monkeypatch):
     240 digits, 3 epochs, 3 folds and a stream of 10 batches."""
     import dataclasses
 
-    from nnfast import bench_pipeline, workloads
+    from nnfast.cli.bench import pipeline as bench_pipeline, workloads
 
     monkeypatch.setattr(bench, "_SETTLE_SECONDS", 0.01)
     monkeypatch.setitem(workloads.WORKLOADS, "small",
@@ -148,7 +148,7 @@ def shrunk_bench(monkeypatch):
 
 
 def _jax_importable():
-    from nnfast import bench_jax
+    from nnfast.cli.bench import jax as bench_jax
     return bench_jax.jax_available()
 
 
@@ -192,7 +192,7 @@ def test_bench_pipeline_times_every_row_quiet_after_blas_and_at_one_thread(shrun
 def test_bench_pipeline_row_has_every_runner_and_condition_and_the_same_fits(shrunk_bench):
     """run_row's result: a median per (runner, condition), nnfast at both thread counts and
     JAX (where importable) the same fit as scikit-learn's, a partial batch included."""
-    from nnfast import bench_pipeline as bp
+    from nnfast.cli.bench import pipeline as bp
 
     row = bp.run_row("mlp", "digits-sgd", np.float64, repeats=1, with_torch=False,
                      blas_seconds=0.01)
@@ -208,7 +208,7 @@ def test_bench_pipeline_row_has_every_runner_and_condition_and_the_same_fits(shr
 
 
 def test_other_blas_work_runs_for_about_the_time_asked():
-    from nnfast import bench_pipeline
+    from nnfast.cli.bench import pipeline as bench_pipeline
 
     bench_pipeline.other_blas_work(0.001)  # the operands are made on the first call
     start = time.perf_counter()
@@ -217,7 +217,7 @@ def test_other_blas_work_runs_for_about_the_time_asked():
 
 
 def test_bench_end_to_end_rows_run_both_libraries_to_the_same_scores(shrunk_bench, capsys):
-    from nnfast import bench_pipeline
+    from nnfast.cli.bench import pipeline as bench_pipeline
 
     # grid-digits-jobs1 is the next test's (the same search as jobs2's, in this process).
     names = [name for name in bench_pipeline.END_TO_END if name != "grid-digits-jobs1"]
@@ -237,7 +237,7 @@ def test_bench_end_to_end_rows_run_both_libraries_to_the_same_scores(shrunk_benc
 def test_end_to_end_scores_are_each_librarys_own_and_agree(shrunk_bench):
     """The scores the table compares come from each library's estimator (grid: one mean test
     score per candidate; stream: one accuracy per tenth of its batches)."""
-    from nnfast import bench_pipeline
+    from nnfast.cli.bench import pipeline as bench_pipeline
 
     case = bench_pipeline.END_TO_END["grid-digits-jobs1"]
     _, sklearn_scores = bench_pipeline.run_end_to_end(case, "sklearn")
@@ -261,7 +261,7 @@ def test_jax_peer_model_run_on_numpy_is_scikit_learns_fit(solver_workload, shrun
     scikit-learn's float64 Adam step size)."""
     from sklearn.neural_network import MLPClassifier
 
-    from nnfast import bench_jax
+    from nnfast.cli.bench import jax as bench_jax
 
     workload = shrunk_bench.MLP_WORKLOADS[solver_workload]
     assert bench_jax.supports(workload)
@@ -275,8 +275,8 @@ def test_jax_peer_model_run_on_numpy_is_scikit_learns_fit(solver_workload, shrun
 
 
 def test_jax_peer_skips_models_it_does_not_have():
-    from nnfast import bench_jax
-    from nnfast.workloads import MLP_WORKLOADS
+    from nnfast.cli.bench import jax as bench_jax
+    from nnfast.cli.bench.workloads import MLP_WORKLOADS
 
     assert not bench_jax.supports(MLP_WORKLOADS["digits-lbfgs"])
     assert not bench_jax.supports(MLP_WORKLOADS["tfidf-sparse-adam"])
@@ -286,7 +286,7 @@ def test_jax_peer_skips_models_it_does_not_have():
 
 
 def test_bench_pipeline_tables_format_every_row():
-    from nnfast import bench_pipeline as bp
+    from nnfast.cli.bench import pipeline as bp
 
     seconds = {bp.NNFAST: {bp.QUIET: 0.010, bp.AFTER_BLAS: 0.020, bp.AFTER_SKLEARN: 0.030},
                bp.NNFAST_1: {bp.QUIET: 0.016, bp.AFTER_BLAS: 0.016, bp.AFTER_SKLEARN: 0.016},
@@ -306,7 +306,7 @@ def test_bench_pipeline_tables_format_every_row():
 
 
 def test_cpu_flags_name_what_proc_cpuinfo_lists():
-    from nnfast import bench_pipeline
+    from nnfast.cli.bench import pipeline as bench_pipeline
 
     flags = bench_pipeline.cpu_flags()
     try:

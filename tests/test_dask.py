@@ -20,7 +20,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import nnfast
 import nnfast.dask
-import nnfast._plan
+import nnfast._training.plan
 import nnfast.optimizers
 from nnfast._validation import available_cores
 
@@ -327,7 +327,7 @@ def test_bad_sample_weight_gets_network_fits_error(client, case, source, monkeyp
     net = nnfast.Network([3, 2, 1])
     before = _state(net)
     steps = []
-    monkeypatch.setattr("nnfast.dask._Trainer._round", lambda self, *a: steps.append(1))
+    monkeypatch.setattr("nnfast.dask._fit._Trainer._round", lambda self, *a: steps.append(1))
     with pytest.raises(type(local.value)) as info:
         nnfast.dask.fit(net, X, y, iterations=1, sample_weight=weights, client=client)
     assert str(info.value).startswith(str(local.value))
@@ -404,7 +404,7 @@ def test_sync_every_is_the_documented_weighted_average_of_the_shards(client, opt
     shards = [(X[a:b], y[a:b], ones[a:b]) for a, b in zip(bounds, bounds[1:])]
     start_net = nnfast.Network(sizes, bias=True, **options)
     blocks = {nnfast.optimizers.Adam: 2, nnfast.optimizers.SGD: 1}
-    fresh = None if not options else nnfast._plan.OptimizerState(
+    fresh = None if not options else nnfast._training.plan.OptimizerState(
         np.zeros(blocks[type(options["optimizer"])] * start_net._params.size), 0, 0,
         options["optimizer"].learning_rate)
     start = ([w.copy() for w in start_net.weights], [b.copy() for b in start_net.biases], fresh)
@@ -499,7 +499,7 @@ def test_sync_every_with_adam_and_softmax_converges_on_digits(client):
 
 def test_client_none_uses_the_current_client(client, monkeypatch):
     started = []
-    monkeypatch.setattr("nnfast._dask_cluster.local_cluster",
+    monkeypatch.setattr("nnfast.dask._cluster.local_cluster",
                         lambda *a, **k: started.append(1))
     X, y = _data(100, [3, 2, 1])
     with client.as_current():
@@ -511,7 +511,7 @@ def test_client_none_uses_the_current_client(client, monkeypatch):
 def test_client_none_without_a_client_embeds_a_loopback_cluster_and_closes_it(monkeypatch):
     from distributed.client import default_client
 
-    from nnfast import _dask_cluster
+    from nnfast.dask import _cluster as _dask_cluster
 
     clusters = []
     make = _dask_cluster.local_cluster
@@ -613,7 +613,7 @@ def test_bad_dask_input_is_found_before_any_step(client, case, monkeypatch):
     net = nnfast.Network([3, 2, 1], dtype=dtype)
     before = _state(net)
     steps = []
-    monkeypatch.setattr("nnfast.dask._Trainer._round",
+    monkeypatch.setattr("nnfast.dask._fit._Trainer._round",
                         lambda self, *a: steps.append(1))  # no step may start
     with pytest.raises(error, match=re.escape(message)):
         nnfast.dask.fit(net, X, y, iterations=1, client=client)

@@ -297,7 +297,7 @@ def test_fitting_twice_continues_training(backend, dtype, X, y3):
 def test_threaded_fit_matches_reference(n_threads, with_bias):
     """A network big enough for the kernel's threaded path (row and weight blocks, BLAS
     capped at one thread) agrees with the reference, for any thread count."""
-    from nnfast.workloads import WORKLOADS
+    from nnfast.cli.bench.workloads import WORKLOADS
 
     X, y = WORKLOADS["medium"].data(np.float64)
     X, y = X[:600], y[:600]
@@ -319,7 +319,7 @@ def test_threaded_fit_matches_reference(n_threads, with_bias):
 
 @pytest.mark.parametrize("name", ["tutorial2", "tutorial3", "small", "large"])
 def test_workload_matches_reference_after_its_full_iteration_count(name):
-    from nnfast.workloads import WORKLOADS
+    from nnfast.cli.bench.workloads import WORKLOADS
 
     workload = WORKLOADS[name]
     X, y = workload.data(np.float64)
@@ -334,7 +334,7 @@ def test_medium_workload_agrees_until_its_chaos_takes_over():
     """The medium workload amplifies rounding: a 1e-15 change to one initial weight moves the
     reference's own final weights by O(1). nnfast agrees with it while the dynamics are
     still tame, and the divergence at the full count is the reference's own sensitivity."""
-    from nnfast.workloads import WORKLOADS
+    from nnfast.cli.bench.workloads import WORKLOADS
 
     workload = WORKLOADS["medium"]
     X, y = workload.data(np.float64)

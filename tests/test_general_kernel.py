@@ -1,6 +1,6 @@
 """The compiled general path against ``nnfast.reference``'s runner.
 
-``nnfast._compiled`` (the runner contract of ``nnfast._plan`` over ``_kernels.fit_general``
+``nnfast._kernels.runner`` (the runner contract of ``nnfast._training.plan`` over ``_kernels.fit_general``
 and ``_kernels.loss_gradient``) and ``nnfast.reference.make_runner`` / ``loss_gradient`` are
 given the same plan, data, initial parameters, optimizer state and row orders; after a few
 epochs their parameters, optimizer state, counters and epoch losses must agree to the
@@ -15,7 +15,7 @@ shapes put some products below the BLAS threshold (plain loops) and some above i
 test uses larger shapes and kernel threads. The kernel runs in two chunks against the
 reference's one, so the optimizer's counters must carry over between calls.
 
-Also here: the entry points' size checks, the integer codes against nnfast._plan's, and the
+Also here: the entry points' size checks, the integer codes against nnfast._training.plan's, and the
 accuracy of the general path's branch-free tanh.
 """
 
@@ -26,9 +26,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from nnfast import _compiled, _kernels, _plan, reference
-from nnfast._layout import allocate_general_workspace, pack_params
-from nnfast._plan import FitPlan, OptimizerState
+from nnfast import reference
+from nnfast._kernels import baseline as _kernels, runner as _compiled
+from nnfast._training import plan as _plan
+from nnfast._training.layout import allocate_general_workspace, pack_params
+from nnfast._training.plan import FitPlan, OptimizerState
 from nnfast.optimizers import GradientStep
 from conftest import (GENERAL_ATOL, GENERAL_RTOL, OUTPUTS, HIDDEN_ACTIVATIONS, kernel_build,
                       kernel_builds, optimizer_cases)
@@ -113,7 +115,7 @@ def _fit_reference(plan, X, y, weights, params, n_epochs, orders):
 
 
 def _fit_kernel(kernels, plan, X, y, weights, params, n_epochs, orders, n_threads=1):
-    """The same from nnfast._compiled on one kernel build, its epochs run in two calls."""
+    """The same from nnfast._kernels.runner on one kernel build, its epochs run in two calls."""
     state = OptimizerState.fresh(plan)
     params = params.copy()
     with kernel_build(kernels):
@@ -299,7 +301,7 @@ def test_loss_gradient_matches_reference(kernels, dtype, output):
 
 
 def test_codes_agree_with_the_plan():
-    """The kernel's cdef enums number things as nnfast._plan, their one owner."""
+    """The kernel's cdef enums number things as nnfast._training.plan, their one owner."""
     for kernels in BUILDS:
         for name, code in kernels.CODES.items():
             assert getattr(_plan, name) == code, name

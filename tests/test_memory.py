@@ -61,9 +61,9 @@ def test_fit_peak_memory_is_below_the_numpy_originals():
 def test_general_kernel_allocates_nothing_per_epoch(kernels, optimizer, shuffled):
     """``_kernels.fit_general`` works in the buffers it is given: 2000 epochs of mini-batches
     allocate no more than one (a few hundred bytes: the call's own Python objects)."""
-    from nnfast import _compiled
-    from nnfast._layout import allocate_general_workspace
-    from nnfast._plan import FitPlan
+    from nnfast._kernels import runner as _compiled
+    from nnfast._training.layout import allocate_general_workspace
+    from nnfast._training.plan import FitPlan
     from nnfast.optimizers import SGD, Adam
     from conftest import kernel_build
 

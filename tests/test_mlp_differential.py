@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from sklearn.neural_network._multilayer_perceptron import (MLPClassifier as SkMLPClassifier,
                                                            MLPRegressor as SkMLPRegressor)
 
-import nnfast._mlp as nnfast_mlp
+import nnfast.sklearn._mlp as nnfast_mlp
 from nnfast.sklearn import MLPClassifier, MLPRegressor
 
 # ~30 ms a case on one core of the development machine (most agree at once; a difference

@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from conftest import MLP_RTOL, assert_same_mlp
 from nnfast import Network
-from nnfast._layout import PackedLayout, param_views
+from nnfast._training.layout import PackedLayout, param_views
 from nnfast.sklearn import MLPClassifier, MLPRegressor
 
 # Ten epochs, stored row order, a small two-hidden-layer network: every case below starts

@@ -1,5 +1,5 @@
 """The MLP estimators' fit- and predict-time input checks for plain NumPy arrays
-(``nnfast._mlp_input``, ``nnfast._random``) against scikit-learn's own validation, and early
+(``nnfast.sklearn._input``, ``nnfast._training.random``) against scikit-learn's own validation, and early
 stopping's per-epoch predictions, accuracy and R^2 against scikit-learn's functions.
 
 For X and y plain ndarrays the estimators check them, find the classes and seed the random
@@ -20,9 +20,9 @@ from sklearn import neural_network
 from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.utils import check_random_state as sklearn_check_random_state
 
-from nnfast import _mlp_input
-from nnfast._plan import OptimizerState
-from nnfast._random import legacy_random_state
+from nnfast.sklearn import _input as _mlp_input
+from nnfast._training.plan import OptimizerState
+from nnfast._training.random import legacy_random_state
 from nnfast.sklearn import MLPClassifier, MLPRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -461,7 +461,7 @@ def test_decoded_predictions_and_accuracy_are_scikit_learns(label_case, weighted
     # and accuracy_score, exactly, on outputs with ties and values at the threshold.
     from sklearn.metrics import accuracy_score
 
-    from nnfast._mlp import _accuracy, _decode
+    from nnfast.sklearn._mlp import _accuracy, _decode
 
     X, labels = _data()
     y = (np.eye(3, dtype=int)[labels] | (X[:, :3] > 1) if label_case == "multilabel"
@@ -512,7 +512,7 @@ def test_r2_is_scikit_learns(case, dtype, weighted, n_rows):
     # The regressor's early-stopping score, every epoch, against r2_score exactly.
     from sklearn.metrics import r2_score
 
-    from nnfast._mlp import _r2
+    from nnfast.sklearn._mlp import _r2
 
     rng = np.random.RandomState(n_rows)
     y_true, y_pred = (a.astype(dtype) for a in R2_CASES[case](rng, n_rows))
@@ -537,7 +537,7 @@ def test_r2_is_scikit_learns(case, dtype, weighted, n_rows):
 def test_r2_of_other_inputs_is_r2_score(y_true, y_pred, weights):
     from sklearn.metrics import r2_score
 
-    from nnfast._mlp import _r2
+    from nnfast.sklearn._mlp import _r2
 
     assert _r2(y_true, y_pred, sample_weight=weights) == r2_score(y_true, y_pred,
                                                                   sample_weight=weights)
@@ -546,7 +546,7 @@ def test_r2_of_other_inputs_is_r2_score(y_true, y_pred, weights):
 def test_r2_of_one_row_warns_as_r2_score():
     from sklearn.exceptions import UndefinedMetricWarning
 
-    from nnfast._mlp import _r2
+    from nnfast.sklearn._mlp import _r2
 
     with pytest.warns(UndefinedMetricWarning):
         assert np.isnan(_r2(np.array([1.0]), np.array([2.0])))

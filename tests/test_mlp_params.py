@@ -1,4 +1,4 @@
-"""The MLP estimators' parameter validation (``nnfast._mlp_params``) against the installed
+"""The MLP estimators' parameter validation (``nnfast.sklearn._params``) against the installed
 scikit-learn's: the same ``_parameter_constraints``; for every parameter and a pool of
 invalid values and types, the same exception class and message from ``fit`` and
 ``partial_fit`` as scikit-learn's ``MLPClassifier`` / ``MLPRegressor`` raise; valid edge
@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 from sklearn.utils.estimator_checks import check_param_validation
 
-from nnfast import _mlp_params
+from nnfast.sklearn import _params as _mlp_params
 from nnfast.sklearn import MLPClassifier, MLPRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning",

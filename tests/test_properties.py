@@ -81,7 +81,7 @@ from numpy.testing import assert_array_equal
 
 import nnfast
 from nnfast import reference
-from nnfast._layout import param_views
+from nnfast._training.layout import param_views
 from conftest import kernel_build, kernel_builds
 
 settings.register_profile(
@@ -408,7 +408,7 @@ KERNEL_PROPERTIES = {
 def test_every_def_kernel_has_a_property():
     """The kernels covered above are the def kernels of the dispatched build (fit and
     gradient are covered through Network below)."""
-    from nnfast import _dispatch
+    import nnfast._kernels as _dispatch
     public = {name for name in ("forward_layer", "output_delta", "hidden_delta",
                                 "apply_gradient", "sigmoid_inplace", "sigmoid_derivative")
               if callable(getattr(_dispatch.kernels, name, None))}

@@ -20,8 +20,8 @@ from conftest import (GENERAL_BACKENDS, HIDDEN_ACTIVATIONS, OPTIMIZER_CASES,
 
 import nnfast
 from nnfast import reference
-from nnfast._layout import optimizer_state_views, pack_params, param_views
-from nnfast._plan import FitPlan, OptimizerState
+from nnfast._training.layout import optimizer_state_views, pack_params, param_views
+from nnfast._training.plan import FitPlan, OptimizerState
 from nnfast.optimizers import SGD, Adam, GradientStep
 
 sklearn_nn = pytest.importorskip("sklearn.neural_network")
@@ -363,7 +363,7 @@ def test_original_loss_gradient_is_the_originals_gradient(X, y3):
                    weighted=False)
     loss, grad = reference.loss_gradient(plan, pack_params(weights, None), x, y)
     outputs = reference.predict(weights, None, x)
-    # The data loss is a mean over rows, whatever the reduction (nnfast._plan).
+    # The data loss is a mean over rows, whatever the reduction (nnfast._training.plan).
     assert loss == pytest.approx(0.5 * ((y - outputs) ** 2).mean(axis=0).sum(), rel=1e-14)
     for ours, theirs in zip(param_views(grad, plan.sizes, False)[0], expected):
         assert_allclose(ours, -theirs, rtol=1e-12)

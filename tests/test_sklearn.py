@@ -230,7 +230,7 @@ def test_mlp_lbfgs_interrupted_mid_fit_leaves_the_estimator_and_blas_as_they_wer
         monkeypatch, mlp_backend):
     from threadpoolctl import threadpool_info
 
-    from nnfast._objective import FullBatchObjective
+    from nnfast._training.objective import FullBatchObjective
 
     def blas_threads():
         return [info["num_threads"] for info in threadpool_info()
@@ -621,7 +621,7 @@ def test_nnfast_imports_without_scikit_learn():
 def test_mlp_target_encoding_is_label_binarizers(fitted_on, y):
     from sklearn.preprocessing import LabelBinarizer
 
-    from nnfast._mlp import _binarize
+    from nnfast.sklearn._mlp import _binarize
     binarizer = LabelBinarizer().fit(np.asarray(fitted_on))
     y = np.asarray(y)
     ours = _binarize(binarizer, y)

@@ -103,7 +103,7 @@ def test_patched_estimators_repr_clone_and_pickle_as_nnfasts(unpatched):
     with pytest.warns(Warning):  # ConvergenceWarning after 5 epochs
         model.fit(X, y)
     blob = pickle.dumps(model)
-    assert b"nnfast._mlp" in blob and b"sklearn.neural_network" not in blob
+    assert b"nnfast.sklearn._mlp" in blob and b"sklearn.neural_network" not in blob
     unpatch_sklearn()
     # The pickle names nnfast's class, so it loads (as nnfast's) without patching.
     loaded = pickle.loads(blob)
@@ -174,7 +174,7 @@ def script_dir(tmp_path):
 def test_cli_runs_a_script_patched_as_python_would(script_dir):
     result = _run(["-m", "nnfast.sklearn", "scripts/script.py", "7", "--flag"], script_dir)
     assert result.returncode == 7, result.stderr
-    assert result.stdout.split(" ", 2)[:2] == ["nnfast._mlp", "nnfast._mlp"]
+    assert result.stdout.split(" ", 2)[:2] == ["nnfast.sklearn._mlp", "nnfast.sklearn._mlp"]
     assert "['scripts/script.py', '7', '--flag'] 42" in result.stdout
     # The same script unpatched, for comparison: only the classes differ.
     plain = _run(["scripts/script.py", "7", "--flag"], script_dir)
@@ -194,7 +194,7 @@ def test_cli_reports_an_uncaught_exception_from_the_script_with_status_1(script_
 def test_cli_runs_a_module_with_dash_m(script_dir):
     result = _run(["-m", "nnfast.sklearn", "-m", "pkg.tool", "a", "b"], script_dir)
     assert result.returncode == 3, result.stderr
-    assert result.stdout.strip() == "nnfast._mlp ['a', 'b']"
+    assert result.stdout.strip() == "nnfast.sklearn._mlp ['a', 'b']"
 
 
 def test_cli_usage_errors(script_dir):

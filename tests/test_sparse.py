@@ -247,8 +247,9 @@ def test_threads_give_the_same_fit(kernels):
 
 def _kernel_call(kernels, X, y, net, sparse=True):
     """(config, workspace, grad) for one full-batch loss_gradient[_sparse] call of net on X."""
-    from nnfast import _compiled, _plan
-    from nnfast._layout import allocate_general_workspace
+    from nnfast._kernels import runner as _compiled
+    from nnfast._training import plan as _plan
+    from nnfast._training.layout import allocate_general_workspace
 
     plan = _plan.FitPlan(sizes=net.sizes, bias=True, dtype=np.dtype(np.float64),
                          activations=net.activations, output="softmax", reduction="mean",

@@ -14,7 +14,7 @@ alone; fits of one network are serialised; reads see whole states only.
 (e) scikit-learn estimators seeded by an integer, fitted in several threads at once (each
     fit drawing its weights, split and row orders from its thread's re-seeded random state),
     give bitwise the fits alone.
-(f) The kernel's team (nnfast._threads.KernelTeam): how many threads share a fit's blocks
+(f) The kernel's team (nnfast._training.threads.KernelTeam): how many threads share a fit's blocks
     follows the free cores and never changes a result; the caller's OpenMP setting caps the
     default blocks and is restored after every fit.
 """
@@ -441,7 +441,7 @@ needs_openmp = pytest.mark.skipif(not nnfast.network._kernels.OPENMP,
 
 def _fake_loadavg(tmp_path, monkeypatch, runnable):
     """/proc/loadavg as it reads with `runnable` threads running or ready, on 2 cores."""
-    from nnfast import _threads
+    from nnfast._training import threads as _threads
 
     path = tmp_path / "loadavg"
     path.write_text(f"0.50 0.40 0.30 {runnable}/321 4242\n")
@@ -459,7 +459,7 @@ def _fake_loadavg(tmp_path, monkeypatch, runnable):
 ])
 def test_free_cores_counts_other_runnable_threads(tmp_path, monkeypatch, runnable,
                                                   own_workers, free):
-    from nnfast import _threads
+    from nnfast._training import threads as _threads
 
     _fake_loadavg(tmp_path, monkeypatch, runnable)
     assert _threads.free_cores(own_workers) == free
@@ -469,7 +469,7 @@ def test_confined_to_some_cores_only_this_processs_threads_count(tmp_path, monke
     """In a cpuset or under taskset the machine's run queue (here 40 runnable threads of
     other tenants) says nothing about this process's cores: its own running threads count,
     whatever their names hold."""
-    from nnfast import _threads
+    from nnfast._training import threads as _threads
 
     _fake_loadavg(tmp_path, monkeypatch, 40)
     monkeypatch.setattr(_threads.os, "cpu_count", lambda: 64)  # 2 of 64 cores allowed
@@ -492,7 +492,7 @@ def test_confined_to_some_cores_only_this_processs_threads_count(tmp_path, monke
 
 
 def test_free_cores_without_a_load_count_is_every_core(tmp_path, monkeypatch):
-    from nnfast import _threads
+    from nnfast._training import threads as _threads
 
     monkeypatch.setattr(_threads, "_LOADAVG", str(tmp_path / "missing"))
     assert _threads.runnable_threads() is None
@@ -504,7 +504,7 @@ def test_a_busy_thread_takes_a_core_from_the_count():
     """A thread running NumPy products without the GIL (as OpenBLAS's spinning workers do)
     shows in both counts: on this machine at most cores - 1 are free while it runs (other
     processes' load can only lower it), and it is among this process's running threads."""
-    from nnfast import _threads
+    from nnfast._training import threads as _threads
 
     a = np.random.RandomState(0).random_sample((128, 128))
     stop, started = threading.Event(), threading.Event()
@@ -531,7 +531,7 @@ def test_a_busy_thread_takes_a_core_from_the_count():
 
 @needs_openmp
 def test_team_follows_free_cores_and_restores_the_callers_setting(tmp_path, monkeypatch):
-    from nnfast import _threads
+    from nnfast._training import threads as _threads
 
     kernels = nnfast.network._kernels
     before = kernels.team_threads()
@@ -551,7 +551,7 @@ def test_team_follows_free_cores_and_restores_the_callers_setting(tmp_path, monk
 
 def _fits_with_team(monkeypatch, team, fits):
     """Each of fits() run with the kernel's team held at `team` threads."""
-    from nnfast import _threads
+    from nnfast._training import threads as _threads
 
     monkeypatch.setattr(_threads, "free_cores", lambda own_workers=0: team)
     return fits()

@@ -17,10 +17,10 @@ import nnfast
 from conftest import (ATOL, DTYPES, GENERAL_ATOL, GENERAL_BACKENDS, GENERAL_RTOL,
                       HIDDEN_ACTIVATIONS, OUTPUTS, RTOL)
 from nnfast import reference
-from nnfast._layout import pack_params, param_views
-from nnfast._plan import FitPlan, OptimizerState
+from nnfast._training.layout import pack_params, param_views
+from nnfast._training.plan import FitPlan, OptimizerState
 from nnfast.optimizers import SGD, Adam, GradientStep
-from nnfast.workloads import TUTORIAL3_Y, TUTORIAL_X
+from nnfast.cli.bench.workloads import TUTORIAL3_Y, TUTORIAL_X
 
 BACKENDS = ["cython", "numpy"]
 

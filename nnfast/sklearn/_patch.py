@@ -7,7 +7,7 @@ runs. Patching rebinds that attribute, in the public package and in the private 
 defines the class (``sklearn.neural_network._multilayer_perceptron``, which some libraries
 import from), to nnfast's class; unpatching binds back the very objects found there before.
 Nothing else changes: scikit-learn's classes are not modified, and nnfast's keep their own
-``__module__`` (``nnfast._mlp``), so ``repr``, ``clone`` and ``pickle`` behave as for an
+``__module__`` (``nnfast.sklearn._mlp``), so ``repr``, ``clone`` and ``pickle`` behave as for an
 estimator imported from ``nnfast.sklearn``, and a pickle made while patched loads without
 patching.
 
@@ -39,7 +39,7 @@ _originals = None
 
 
 def _replacements():
-    from .._mlp import MLPClassifier, MLPRegressor
+    from ._mlp import MLPClassifier, MLPRegressor
 
     return {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}
 

@@ -4,10 +4,10 @@ import time
 
 import numpy as np
 
-from . import reference
-from ._dispatch import kernels
-from .network import Network
-from .workloads import TUTORIAL2_Y, TUTORIAL3_Y, TUTORIAL_X
+from .. import reference
+from .._kernels import kernels
+from ..network import Network
+from .bench.workloads import TUTORIAL2_Y, TUTORIAL3_Y, TUTORIAL_X
 
 PROGRAMS = (
     ("2-layer network [3, 1], 10,000 iterations", (3, 1), 10_000, TUTORIAL2_Y),

@@ -1,7 +1,7 @@
 """The MLP rows of ``python -m nnfast bench``: ``nnfast.sklearn.MLPClassifier`` against
 scikit-learn's ``MLPClassifier`` (and the same model and optimizer written in PyTorch, when it
-is installed, and in JAX with the whole loop compiled, ``nnfast.bench_jax``, when JAX is)
-on ``nnfast.workloads.MLP_WORKLOADS``.
+is installed, and in JAX with the whole loop compiled, ``nnfast.cli.bench.jax``, when JAX is)
+on ``nnfast.cli.bench.workloads.MLP_WORKLOADS``.
 
 Every implementation fits the same data with the same hyperparameters for the same number of
 epochs; nnfast and scikit-learn also start from the same weights and visit the rows in the
@@ -16,8 +16,8 @@ import warnings
 
 import numpy as np
 
-from ._validation import check_n_threads
-from . import bench_jax
+from ..._validation import check_n_threads
+from . import jax as bench_jax
 from .workloads import MLP_WORKLOADS
 
 WARMUP_EPOCHS = 2
@@ -47,7 +47,7 @@ def _sklearn(workload, dtype, n_threads, max_iter):
 
 
 def _nnfast(workload, dtype, n_threads, max_iter):
-    from .sklearn import MLPClassifier
+    from ...sklearn import MLPClassifier
     return _fit_estimator(MLPClassifier, workload, dtype, max_iter, n_threads=n_threads)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state as _sklearn_check_random_state
 
-from ._random import legacy_random_state
+from .._training.random import legacy_random_state
 
 # The dtypes scikit-learn's validate_data keeps (dtype=(float64, float32)); any other
 # numbers are converted to the first.
@@ -37,7 +37,7 @@ def check_random_state(seed):
     in the state of ``RandomState(seed)``, others scikit-learn's answer.
 
     scikit-learn makes a new RandomState for an integer; here each thread re-seeds one of
-    its own (a new one costs as much as an epoch of a small fit, ``nnfast._random``). That
+    its own (a new one costs as much as an epoch of a small fit, ``nnfast._training.random``). That
     is the same for the fit, which is the only user of the state (it is made at the start
     of the fit and dropped at its end; a thread runs one fit at a time); the caller must
     not keep it beyond the fit.

@@ -2,7 +2,7 @@
 
 import contextlib
 
-from ._validation import available_cores
+from .._validation import available_cores
 
 
 def local_cluster(n_workers=None, **options):

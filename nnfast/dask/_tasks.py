@@ -3,7 +3,7 @@
 Nothing here imports Dask, so a worker needs only nnfast to run it. A shard is one chunk of
 rows held in a worker's memory as ``(x, y, w)``, already validated and converted to the
 network's dtype (``prepare_shard``); w is the rows' sample weights, or None. Every task
-returns a ``Partial``: a flat vector in the parameter layout of ``nnfast._layout`` (for
+returns a ``Partial``: a flat vector in the parameter layout of ``nnfast._training.layout`` (for
 ``sync_every`` rounds of a general model, followed by the optimizer state's values), the
 shard's part of the error or loss, and whether the shard's training diverged.
 ``add_partials`` sums partials; the client builds a tree of it.
@@ -20,10 +20,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import reference
-from ._layout import allocate_general_workspace, allocate_workspace, param_views
-from ._plan import OptimizerState
-from ._validation import check_inputs, check_sample_weight, check_target_range, check_targets
+from .. import reference
+from .._training.layout import (
+    allocate_general_workspace,
+    allocate_workspace,
+    param_views,
+)
+from .._training.plan import OptimizerState
+from .._validation import (
+    check_inputs,
+    check_sample_weight,
+    check_target_range,
+    check_targets,
+)
 
 Partial = namedtuple("Partial", ["vector", "abs_error_sum", "diverged"])
 
@@ -117,7 +126,7 @@ def _general_workspace(spec):
 
 def _kernels():
     # The build the worker's own CPU runs best, chosen when nnfast is imported there.
-    from .network import _kernels as kernels
+    from ..network import _kernels as kernels
     return kernels
 
 
@@ -193,7 +202,7 @@ def _backend(spec):
     """The general path's backend module of the network (``Network._general_backend``)."""
     if spec.backend == "numpy":
         return reference
-    from . import _compiled
+    from .._kernels import runner as _compiled
     return _compiled
 
 
@@ -224,14 +233,14 @@ def shard_loss_gradient(spec, params, shard):
                 weight_grads, bias_grads, need_loss=total > 0 and not original)
         output = layers[-1]
     else:
-        from . import _compiled
-        from .network import _kernels as kernels
+        from .._kernels import runner as _compiled
+        from ..network import _kernels as kernels
         workspace = _general_workspace(spec)
         loss = kernels.loss_gradient(_compiled._config(plan, n_rows, 1, 0), params, x, y,
                                      np.empty(0, dtype=params.dtype) if w is None else w,
                                      workspace, grad)
         # The forward pass stays in the activations buffer: layers 1..L, n_rows rows each,
-        # in order (nnfast._layout), so the output layer is the last block.
+        # in order (nnfast._training.layout), so the output layer is the last block.
         before = n_rows * sum(plan.sizes[1:-1])
         output = workspace["activations"][before:before + y.size].reshape(y.shape)
     if original:

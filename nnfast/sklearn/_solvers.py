@@ -34,10 +34,10 @@ from sklearn import config_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from ._layout import PackedLayout
-from ._sparse import as_csr, is_sparse
-from ._threads import blas_thread_cap
-from .optimizers import SGD, Adam
+from .._training.layout import PackedLayout
+from .._training.sparse import as_csr, is_sparse
+from .._training.threads import blas_thread_cap
+from ..optimizers import SGD, Adam
 
 # scikit-learn's "adaptive" schedule divides the rate by this when progress stalls, and stops
 # instead once the rate is at most _ADAPTIVE_MIN_RATE.

@@ -1,7 +1,7 @@
 """``python -m nnfast bench --pipeline``: the bench's rows timed as in a user's process, and
 end-to-end scikit-learn workflows with nnfast's MLP against scikit-learn's.
 
-The steady-state tables (``nnfast.bench``, ``nnfast.bench_mlp``) time each fit after a settle
+The steady-state tables (``nnfast.bench``, ``nnfast.cli.bench.mlp``) time each fit after a settle
 pause and an untimed warm-up of the same implementation. A user's process is not like that:
 NumPy, SciPy and scikit-learn do BLAS and OpenMP work between fits, and the process's other
 thread pools (NumPy's and SciPy's bundled OpenBLAS, scikit-learn's libgomp) keep spinning for
@@ -32,8 +32,10 @@ import warnings
 
 import numpy as np
 
-from . import bench, bench_jax, bench_mlp
-from ._validation import check_n_threads
+from ..._validation import check_n_threads
+from .. import bench
+from . import jax as bench_jax
+from . import mlp as bench_mlp
 from .workloads import MLP_WORKLOADS, WORKLOADS
 
 QUIET, AFTER_BLAS, AFTER_SKLEARN = "quiet", "after BLAS", "after scikit-learn"
@@ -298,7 +300,7 @@ END_TO_END = {
 def _mlp_classes():
     from sklearn.neural_network import MLPClassifier as SklearnMLP
 
-    from .sklearn import MLPClassifier as NnfastMLP
+    from ...sklearn import MLPClassifier as NnfastMLP
     return {"sklearn": SklearnMLP, "nnfast": NnfastMLP}
 
 

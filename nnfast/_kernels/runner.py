@@ -1,30 +1,30 @@
 """The compiled backend of the general path: the runner contract over ``nnfast._kernels``.
 
 ``Network`` drives every backend of the general path (any model but the original's, which
-keeps its own fused kernel) through the functions of the contract in ``nnfast._plan``:
+keeps its own fused kernel) through the functions of the contract in ``nnfast._training.plan``:
 ``make_runner``, ``make_loss_gradient`` and ``loss_gradient``. Here they translate a
 ``FitPlan`` into the kernel's ``TrainConfig`` (the plan's integer codes), allocate the
-workspace once per fit (``nnfast._layout``) and hand whole chunks of epochs to
+workspace once per fit (``nnfast._training.layout``) and hand whole chunks of epochs to
 ``_kernels.fit_general``, or whole-batch evaluations to ``_kernels.loss_gradient``, which run
 without the GIL. ``nnfast.reference`` is the NumPy backend with the same contract.
 """
 
 import numpy as np
 
-from . import _plan
-from ._dispatch import kernels as _kernels
-from ._layout import allocate_general_workspace
-from ._sparse import is_sparse
+from .._training import plan as _plan
+from .._training.layout import allocate_general_workspace
+from .._training.sparse import is_sparse
+from . import kernels as _kernels
 
 __all__ = ["make_runner", "make_loss_gradient", "loss_gradient"]
 
 
 def _check_codes(kernels):
-    """The kernel's cdef enums must number things as nnfast._plan does (their one owner)."""
+    """The kernel's cdef enums must number things as nnfast._training.plan does (their one owner)."""
     mismatched = {name: (code, getattr(_plan, name)) for name, code in kernels.CODES.items()
                   if getattr(_plan, name, None) != code}
     if mismatched:
-        raise ImportError(f"nnfast._kernels and nnfast._plan disagree on codes "
+        raise ImportError(f"nnfast._kernels and nnfast._training.plan disagree on codes "
                           f"(kernel, plan): {mismatched}; rebuild the kernels")
 
 
@@ -64,9 +64,9 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
 
     Parameters
     ----------
-    plan : nnfast._plan.FitPlan
+    plan : nnfast._training.plan.FitPlan
     X, y : C-contiguous arrays of the plan's dtype, (n_rows, sizes[0]) and (n_rows, sizes[-1]);
-        X may instead be a canonical CSR matrix of the plan's dtype (``nnfast._sparse.as_csr``),
+        X may instead be a canonical CSR matrix of the plan's dtype (``nnfast._training.sparse.as_csr``),
         which trains through ``fit_general_sparse``.
     sample_weight : (n_rows,) array of the plan's dtype, or None.
     n_threads : int
@@ -78,7 +78,7 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     -------
     run : callable
         ``run(params, state, n_epochs, orders) -> (epoch_losses, epochs_done, diverged)``;
-        params and state (``nnfast._plan.OptimizerState``) are updated in place, also when
+        params and state (``nnfast._training.plan.OptimizerState``) are updated in place, also when
         the fit stops early (divergence, Ctrl-C): Network passes copies.
     """
     kernels = _kernels  # looked up per call: tests swap in each build of the kernels
@@ -135,7 +135,7 @@ def make_loss_gradient(plan, X, y, sample_weight, n_threads):
 
     Parameters
     ----------
-    plan : nnfast._plan.FitPlan
+    plan : nnfast._training.plan.FitPlan
     X, y, sample_weight : as for ``make_runner``; kept, not copied.
     n_threads : int
 
@@ -171,8 +171,8 @@ def loss_gradient(plan, params, X, y, sample_weight, n_threads):
 
     Parameters
     ----------
-    plan : nnfast._plan.FitPlan
-    params : flat parameters (``nnfast._layout``), only read.
+    plan : nnfast._training.plan.FitPlan
+    params : flat parameters (``nnfast._training.layout``), only read.
     X, y, sample_weight : as for ``make_runner``.
     n_threads : int
 

@@ -7,10 +7,10 @@ set-up: validating and converting the inputs, the plan, a copy of the parameters
 backend's config and workspace, the thread count and BLAS cap. ``Network._objective`` does
 that set-up (on validated inputs) once and returns this object, so that each evaluation is
 the backend's computation alone (``make_loss_gradient`` of the runner contract,
-``nnfast._plan``).
+``nnfast._training.plan``).
 
-The point lives in ``params`` (the params layout of ``nnfast._layout``, the network's dtype)
-and the gradient lands in ``grad``; ``nnfast._layout.PackedLayout`` moves them to and from
+The point lives in ``params`` (the params layout of ``nnfast._training.layout``, the network's dtype)
+and the gradient lands in ``grad``; ``nnfast._training.layout.PackedLayout`` moves them to and from
 scikit-learn's packed float64 vector.
 """
 

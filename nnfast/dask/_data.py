@@ -19,8 +19,13 @@ import numbers
 
 import numpy as np
 
-from ._dask_tasks import prepare_shard, weight_sum
-from ._validation import check_inputs, check_sample_weight, check_target_range, check_targets
+from .._validation import (
+    check_inputs,
+    check_sample_weight,
+    check_target_range,
+    check_targets,
+)
+from ._tasks import prepare_shard, weight_sum
 
 # check_sample_weight's message for weights that are all zero, raised here when the chunks'
 # weights are checked one by one on the workers and only their sum shows it.

@@ -1,19 +1,20 @@
-"""Chooses which build of the compiled kernels to use on this CPU.
+"""The compiled kernels, and the choice of which build of them to use on this CPU.
 
-``_kernels`` is compiled for the baseline instruction set of the platform; on x86-64 two more
-builds of the same source target x86-64-v3 (``_kernels_avx2``: AVX2 + FMA, where the sigmoid
-and the small products run about twice as fast) and x86-64-v4 (``_kernels_avx512``). The
-best one the CPU runs is used. ``NNFAST_KERNEL=baseline``, ``=avx2`` or ``=avx512`` forces
+The body, ``_kernels.pyx``, is compiled as ``baseline`` for the baseline instruction set of
+the platform; on x86-64 two more builds of the same source target x86-64-v3 (``avx2``: AVX2
++ FMA, where the sigmoid and the small products run about twice as fast) and x86-64-v4
+(``avx512``). ``kernels`` is the one this process uses: the best one the CPU runs.
+``NNFAST_KERNEL=baseline``, ``=avx2`` or ``=avx512`` forces
 one (``auto`` is the default).
 """
 
 import importlib
 import os
 
-from . import _kernels as _baseline
+from . import baseline as _baseline
 
 # Best first: (NNFAST_KERNEL name, module, x86-64 level the CPU must run).
-_VARIANTS = (("avx512", "_kernels_avx512", 4), ("avx2", "_kernels_avx2", 3))
+_VARIANTS = (("avx512", "avx512", 4), ("avx2", "avx2", 3))
 _CHOICES = ("auto", "baseline") + tuple(name for name, _, _ in _VARIANTS)
 
 

@@ -1,6 +1,6 @@
-# Type stub for the compiled kernels (nnfast/_kernels.pyx; nnfast/_kernels_avx2 is the same
-# source built for x86-64-v3). Each argument's Cython type is in the comment beside it; every
-# array argument is float32 or float64, one dtype per call ("floating"), C-contiguous.
+# Type stub of the compiled kernels (the body nnfast/_kernels/_kernels.pyx, built as
+# nnfast._kernels.baseline, .avx2 and .avx512). Each argument's Cython type is in the comment
+# beside it; every array argument is float32 or float64, one dtype per call ("floating"), C-contiguous.
 
 from collections.abc import Sequence
 
@@ -86,8 +86,8 @@ def fit(
     n_threads: int = 1,  # int
 ) -> tuple[int, float, bool]: ...
 
-# The general path (nnfast._compiled drives it; codes from nnfast._plan).
-CODES: dict[str, int]  # the kernel's cdef enum values, by nnfast._plan's names
+# The general path (nnfast._kernels.runner drives it; codes from nnfast._training.plan).
+CODES: dict[str, int]  # the kernel's cdef enum values, by nnfast._training.plan's names
 
 class TrainConfig:
     # Keyword-only; each becomes a field of a cdef struct (_Config) the kernel reads.
@@ -134,7 +134,7 @@ def fit_general(
     y: _Array,  # const floating[:, ::1] (n_rows, sL)
     sample_weight: _Array,  # const floating[::1] (n_rows,) or (0,)
     order: npt.NDArray[np.intp],  # const Py_ssize_t[:, ::1] (>= n_epochs, n_rows) or (0, 0)
-    workspace: dict[str, _Array],  # dict of floating[::1] scratch (nnfast._layout)
+    workspace: dict[str, _Array],  # dict of floating[::1] scratch (nnfast._training.layout)
     epoch_losses: npt.NDArray[np.float64],  # double[::1] OUT (n_epochs,)
 ) -> tuple[int, bool]: ...
 def loss_gradient(
@@ -156,7 +156,7 @@ def fit_general_sparse(
     y: _Array,  # const floating[:, ::1] (n_rows, sL)
     sample_weight: _Array,  # const floating[::1] (n_rows,) or (0,)
     order: npt.NDArray[np.intp],  # const Py_ssize_t[:, ::1] (>= n_epochs, n_rows) or (0, 0)
-    workspace: dict[str, _Array],  # nnfast._layout.allocate_general_workspace(sparse=True)
+    workspace: dict[str, _Array],  # nnfast._training.layout.allocate_general_workspace(sparse=True)
     epoch_losses: npt.NDArray[np.float64],  # double[::1] OUT (n_epochs,)
 ) -> tuple[int, bool]: ...
 def loss_gradient_sparse(

@@ -20,17 +20,33 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.multiclass import (
+    check_classification_targets,
+    type_of_target,
+    unique_labels,
+)
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
-from . import _mlp_input, _mlp_params, _mlp_solvers, reference
-from ._mlp_params import (CLASSIFIER_CONSTRAINTS, REGRESSOR_CONSTRAINTS, STOCHASTIC_SOLVERS,
-                          check_params, validate_params)
-from ._plan import OptimizerState
-from ._layout import param_count, param_views
-from ._sparse import as_csr, is_sparse
-from ._validation import as_matrix, check_finite_real
-from .network import Network, TrainingDivergedError
+from .. import reference
+from .._training.layout import param_count, param_views
+from .._training.plan import OptimizerState
+from .._training.sparse import as_csr, is_sparse
+from .._validation import as_matrix, check_finite_real
+from ..network import Network, TrainingDivergedError
+from . import _input as _mlp_input
+from . import _params as _mlp_params
+from . import _solvers as _mlp_solvers
+from ._params import (
+    CLASSIFIER_CONSTRAINTS,
+    REGRESSOR_CONSTRAINTS,
+    STOCHASTIC_SOLVERS,
+    check_params,
+    validate_params,
+)
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -487,7 +503,7 @@ class _BaseMLP(BaseEstimator):
 
     def _validate_arrays(self, X, y, reset, numeric_targets=False):
         """scikit-learn's ``validate_data`` of fit's X and y: directly for plain NumPy arrays
-        (``nnfast._mlp_input``), by scikit-learn for anything else and for any input that
+        (``nnfast.sklearn._input``), by scikit-learn for anything else and for any input that
         fails a check, so that the errors and warnings are scikit-learn's."""
         arrays = _mlp_input.training_arrays(self, X, y, reset, numeric_targets)
         if arrays is not None:

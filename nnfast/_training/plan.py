@@ -2,7 +2,7 @@
 
 ``Network.fit`` turns the network's model options and the fit's arguments into one frozen
 ``FitPlan`` and hands it to a backend's ``make_runner`` (``nnfast.reference`` for
-``backend="numpy"``, ``nnfast._compiled`` for the kernel). The integer codes below are the
+``backend="numpy"``, ``nnfast._kernels.runner`` for the kernel). The integer codes below are the
 only definition of how activations, outputs, optimizers, schedules and reductions are
 numbered; the kernel receives them from here.
 
@@ -11,7 +11,7 @@ The runner contract
 ``make_runner(plan, X, y, sample_weight, n_threads, check_every)`` returns
 ``run(params, state, n_epochs, orders) -> (epoch_losses, epochs_done, diverged)``:
 
-- ``params`` (flat, ``nnfast._layout``) and ``state`` (``OptimizerState``) are updated in
+- ``params`` (flat, ``nnfast._training.layout``) and ``state`` (``OptimizerState``) are updated in
   place; ``Network`` passes copies and keeps them only when the fit succeeds.
 - ``orders`` is None (rows as stored) or an ``(n_epochs, n_rows)`` intp array of row orders.
 - ``epoch_losses`` (float64, n_epochs): the first ``epochs_done`` are valid; when
@@ -47,8 +47,8 @@ import dataclasses
 
 import numpy as np
 
-from ._layout import optimizer_state_size, param_count
-from .optimizers import SCHEDULES, Adam, GradientStep, SGD
+from ..optimizers import SCHEDULES, SGD, Adam, GradientStep
+from .layout import optimizer_state_size, param_count
 
 # ---------------------------------------------------------------------------------- codes
 # Names in code order: the code of a name is its index. The kernel's `cdef enum`s must match.
@@ -144,7 +144,7 @@ class FitPlan:
 
     @property
     def state_size(self):
-        """Values of the optimizer state array (``nnfast._layout.optimizer_state_size``)."""
+        """Values of the optimizer state array (``nnfast._training.layout.optimizer_state_size``)."""
         return optimizer_state_size(self.optimizer_name, self.n_params)
 
     # Codes for the kernel.
@@ -180,7 +180,7 @@ class OptimizerState:
     ----------
     values : ndarray, the network's dtype
         SGD: the P velocities; Adam: the P first moments then the P second moments; plain:
-        empty. Params layout (``nnfast._layout``) within each block.
+        empty. Params layout (``nnfast._training.layout``) within each block.
     step : int
         Adam's update count t.
     samples_seen : int

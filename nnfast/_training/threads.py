@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-from ._validation import available_cores
+from .._validation import available_cores
 
 # How often a fit looks again at how many cores are free (a read of /proc/loadavg costs
 # about 10 us; an OpenBLAS pool spins for about 0.1 s).

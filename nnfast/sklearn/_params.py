@@ -28,7 +28,7 @@ from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _is_fitted
 
-from ._validation import MAX_THREADS, check_n_threads
+from .._validation import MAX_THREADS, check_n_threads
 
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 SOLVERS = ("lbfgs", "sgd", "adam")

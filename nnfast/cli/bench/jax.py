@@ -225,7 +225,7 @@ def compile_seconds(workload, dtype, max_iter):
 
 
 def fit(workload, dtype, n_threads, max_iter):
-    """One timed JAX fit, as ``nnfast.bench_mlp``'s implementations: (seconds, coefs), None
+    """One timed JAX fit, as ``nnfast.cli.bench.mlp``'s implementations: (seconds, coefs), None
     for a workload the peer does not have. The first call for a shape compiles, untimed."""
     if not supports(workload):
         return None

@@ -1,24 +1,7 @@
-"""Data-parallel training of a ``Network`` on a Dask cluster: ``nnfast.dask.fit``.
-
-The rows are split into shards that live in the workers' memory for the whole fit. Each step
-the current parameters reach every worker once (a binary tree of copy tasks), each worker
-computes its
-shards' gradients with the compiled kernel (``Network.gradient``'s computation), the partial
-sums are added in a tree on the workers, and the client applies the one summed update: the
-same algorithm as ``Network.fit`` with full batches, only the order of the gradient's sum
-differs. ``sync_every=K`` trades that exactness for K times fewer round trips: each shard
-takes K local steps of the network's optimizer, then the shards are averaged by weight.
-
-Needs ``pip install "nnfast[dask]"`` (``dask[array]`` and ``distributed``); ``import nnfast``
-works without them.
+"""``nnfast.dask.fit``: places the shards, runs the rounds of a fit on the cluster and
+commits the result (the package docstring says how).
 """
 
-try:
-    import dask.array  # noqa: F401  (the dask package, not this module: imports are absolute)
-    import distributed
-except ImportError as exc:
-    raise ImportError("nnfast.dask needs dask and distributed: pip install 'nnfast[dask]' "
-                      f"(or pip install 'dask[array]' distributed); {exc}") from exc
 
 import signal
 import threading
@@ -26,21 +9,39 @@ import time
 import uuid
 
 import dask
+import distributed
 import numpy as np
 
-from . import reference
-from ._dask_cluster import client_for_fit, local_cluster
-from ._dask_data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
-from ._dask_tasks import (ShardSpec, add_partials, release_workspaces, same, shard_gradient,
-                          shard_local_fit, shard_local_steps, shard_loss_gradient)
-from ._layout import param_views
-from ._validation import (check_inputs, check_int, check_learning_rate, check_sample_weight,
-                          check_target_range, check_targets)
-from .network import (Network, TrainingDivergedError, _locks_of, _progress_bar,
-                      report_line)
-from .optimizers import GradientStep
-
-__all__ = ["fit", "local_cluster", "WorkerLostError"]
+from .. import reference
+from .._training.layout import param_views
+from .._validation import (
+    check_inputs,
+    check_int,
+    check_learning_rate,
+    check_sample_weight,
+    check_target_range,
+    check_targets,
+)
+from ..network import (
+    Network,
+    TrainingDivergedError,
+    _locks_of,
+    _progress_bar,
+    report_line,
+)
+from ..optimizers import GradientStep
+from ._cluster import client_for_fit
+from ._data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
+from ._tasks import (
+    ShardSpec,
+    add_partials,
+    release_workspaces,
+    same,
+    shard_gradient,
+    shard_local_fit,
+    shard_local_steps,
+    shard_loss_gradient,
+)
 
 # Partial sums are added pairwise: a tree of depth log2(shards), each node on the worker that
 # holds the larger share of its inputs (Dask's placement), so same-worker pairs move nothing.

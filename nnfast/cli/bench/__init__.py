@@ -20,11 +20,11 @@ import time
 
 import numpy as np
 
-from . import reference
-from ._dispatch import kernels
-from ._validation import check_n_threads
-from .network import Network
-from . import bench_mlp
+from ... import reference
+from ..._kernels import kernels
+from ..._validation import check_n_threads
+from ...network import Network
+from . import mlp as bench_mlp
 from .workloads import MLP_WORKLOADS, WORKLOADS
 
 DTYPES = ("float64", "float32")
@@ -189,7 +189,7 @@ def describe_machine():
         pass
     import scipy
 
-    from . import __version__
+    from ... import __version__
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     blas = _blas_threads()
     return (f"nnfast {__version__} ({kernels.ISA} kernel, OpenMP {'on' if kernels.OPENMP else 'off'}), "
@@ -229,7 +229,7 @@ def plot(rows, path):
 
 
 def main(argv=None):
-    from . import bench_pipeline
+    from . import pipeline as bench_pipeline
 
     parser = argparse.ArgumentParser(
         prog="python -m nnfast bench", description=__doc__,

@@ -5,20 +5,20 @@ layers, squared error, plain summed update), kept exactly as it was so that the 
 workloads pay nothing for the rest; and the general step (:func:`fit_general`,
 :func:`loss_gradient`: any hidden activation per layer, scikit-learn's outputs and losses,
 sample weights, L2, mean or summed gradients, plain / SGD / Adam), described in its own
-section below. Python chooses between them once per fit (``nnfast._plan.FitPlan``).
+section below. Python chooses between them once per fit (``nnfast._training.plan.FitPlan``).
 
 How Python and the kernel split the work
 ----------------------------------------
 ``nnfast.network`` validates and coerces every input once, allocates every buffer a fit
-needs (``nnfast._layout``), and calls :func:`fit` once per reporting chunk (the general path:
-``nnfast._compiled`` calls :func:`fit_general`, with its settings in one ``TrainConfig``).
+needs (``nnfast._training.layout``), and calls :func:`fit` once per reporting chunk (the general path:
+``nnfast._kernels.runner`` calls :func:`fit_general`, with its settings in one ``TrainConfig``).
 Every ``def`` entry point checks the sizes of the buffers it is given before it releases the
 GIL. This module
 assumes valid, C-contiguous input of a single floating dtype, allocates nothing, and runs its
 loops without the GIL; it takes the GIL back only to poll for signals (Ctrl-C), at most every
 20 ms (see "Ctrl-C" below). Compiler directives are set in one place, ``setup.py``.
 
-Memory layout (shared with ``nnfast._layout``)
+Memory layout (shared with ``nnfast._training.layout``)
 -----------------------------------------------
 params       every layer's weights, and bias when present, back to back in one flat buffer:
              W0 (s0 x s1, row-major), b0 (s1), W1 (s1 x s2), b1 (s2), ...
@@ -330,7 +330,7 @@ cdef void _gemm(_Operand read_a, _Operand read_b, int m, int n, int k, floating 
 #
 # n_threads fixes the blocks, and with them every rounding; how many threads share the blocks
 # is the calling thread's OpenMP setting (set_team_threads), which the caller lowers while
-# other threads hold cores (nnfast._threads). One thread running both blocks computes what
+# other threads hold cores (nnfast._training.threads). One thread running both blocks computes what
 # two would, bit for bit.
 
 cdef inline Py_ssize_t _block_start(Py_ssize_t n, int n_blocks, int t) noexcept nogil:
@@ -624,7 +624,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
 # The general step: any hidden activation per layer, any output and loss, sample weights,
 # L2, mean or summed gradients, and the optimizers, beside the original's fused step above
 # (which stays as it is, so the original's path pays nothing for the generality). Python
-# chooses one of the two once per fit (nnfast._plan.FitPlan.is_original).
+# chooses one of the two once per fit (nnfast._training.plan.FitPlan.is_original).
 #
 # Semantics are scikit-learn's MLP (sklearn/neural_network/_multilayer_perceptron.py
 # _backprop, _base.py, _stochastic_optimizers.py), restated in nnfast/_plan.py and
@@ -639,7 +639,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
 # params-layout output instead.
 # --------------------------------------------------------------------------------------------
 
-# The integer codes of nnfast._plan (its one definition; nnfast._compiled checks at import
+# The integer codes of nnfast._training.plan (its one definition; nnfast._kernels.runner checks at import
 # that these agree with it, and tests/test_general_kernel.py does too).
 cdef enum:
     ACT_IDENTITY = 0
@@ -706,7 +706,7 @@ cdef struct _Config:
     Py_ssize_t batch_size
     Py_ssize_t check_every
     int n_threads
-    # The optimizer's counters, updated by the kernel as it trains (nnfast._plan's
+    # The optimizer's counters, updated by the kernel as it trains (nnfast._training.plan's
     # OptimizerState.step / samples_seen / learning_rate).
     int64_t step
     int64_t samples_seen
@@ -714,7 +714,7 @@ cdef struct _Config:
 
 
 cdef struct _Workspace:
-    # Scratch of one fit, allocated by nnfast._layout.allocate_general_workspace. void*, as a
+    # Scratch of one fit, allocated by nnfast._training.layout.allocate_general_workspace. void*, as a
     # struct cannot be fused; each user casts to its floating type.
     void* activations   # batch rows x sum(s1..sL)
     void* deltas        # the same
@@ -1065,7 +1065,7 @@ cdef double _output_loss_and_delta(int output, const floating* y, const floating
                                    floating* delta, const floating* weight, Py_ssize_t m,
                                    Py_ssize_t n_out) noexcept nogil:
     """delta = (a - y) [* a * (1 - a) for "original"] [* weight per row]; returns the rows'
-    summed data loss, which _scaled_loss turns into the batch's (nnfast._plan, "Losses").
+    summed data loss, which _scaled_loss turns into the batch's (nnfast._training.plan, "Losses").
 
     weight is NULL for unit weights. Losses are summed in float64 from
     the dtype's clipped probabilities; log and exp by libm (O(m * n_out), never the bottleneck).
@@ -1559,7 +1559,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
                           const floating* x, const floating* y, const floating* weight,
                           Py_ssize_t m, const _Workspace* work, floating* grad_out,
                           double* abs_error, const _SparseRows* sparse) noexcept nogil:
-    """One forward/backward pass on m rows; returns the batch loss (nnfast._plan, "Losses").
+    """One forward/backward pass on m rows; returns the batch loss (nnfast._training.plan, "Losses").
 
     With grad_out NULL, applies the optimizer to params (and state, and the counters);
     otherwise writes the gradient G in the params layout to grad_out and changes nothing.
@@ -2291,7 +2291,7 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
 
 cdef class TrainConfig:
     """Everything the general step needs besides the buffers: one object, not a dozen
-    positional arguments. Built from an nnfast._plan.FitPlan by nnfast._compiled.
+    positional arguments. Built from an nnfast._training.plan.FitPlan by nnfast._kernels.runner.
 
     Parameters (keyword-only)
     -------------------------
@@ -2299,9 +2299,9 @@ cdef class TrainConfig:
         Layer widths s0..sL, at least two, each >= 1.
     bias : bool
     activations : sequence of int
-        Hidden activation code (nnfast._plan) of each of the L - 1 hidden layers.
+        Hidden activation code (nnfast._training.plan) of each of the L - 1 hidden layers.
     output, reduction, optimizer, schedule : int
-        nnfast._plan codes.
+        nnfast._training.plan codes.
     alpha : float
         L2 penalty.
     learning_rate_init : float
@@ -2316,7 +2316,7 @@ cdef class TrainConfig:
     n_threads : int >= 1
         Kernel threads, for networks whose products are large.
     step, samples_seen, learning_rate :
-        The optimizer's counters at the start (nnfast._plan.OptimizerState); fit_general
+        The optimizer's counters at the start (nnfast._training.plan.OptimizerState); fit_general
         updates them as it trains, and they are readable and writable attributes.
     """
 
@@ -2413,7 +2413,7 @@ cdef class TrainConfig:
 
     @property
     def n_params(self):
-        """Length of the flat params buffer these sizes imply (nnfast._layout)."""
+        """Length of the flat params buffer these sizes imply (nnfast._training.layout)."""
         cdef Py_ssize_t k, total = 0
         for k in range(self.c.n_layers):
             total += _layer_params(self._sizes, k, self.c.has_bias)
@@ -2546,7 +2546,7 @@ def fit_general(TrainConfig config,
                 const floating[:, ::1] y,             # IN (n_rows, sL)
                 const floating[::1] sample_weight,    # IN (n_rows,), or (0,) for none
                 const Py_ssize_t[:, ::1] order,       # IN (>= n_epochs, n_rows), or (0, 0)
-                dict workspace,                       # scratch (nnfast._layout)
+                dict workspace,                       # scratch (nnfast._training.layout)
                 double[::1] epoch_losses):            # OUT (n_epochs,)
     """Trains len(epoch_losses) epochs of the general step in one call, without the GIL.
 
@@ -2554,17 +2554,17 @@ def fit_general(TrainConfig config,
     ----------
     config : TrainConfig
         The model, the fit's hyperparameters and the optimizer's counters (updated).
-    params : flat weights and biases (nnfast._layout), updated in place.
+    params : flat weights and biases (nnfast._training.layout), updated in place.
     state : the optimizer's state: P velocities (SGD), P first then P second moments
         (Adam), or nothing (plain step), each in the params layout; updated in place.
     x, y : inputs and targets, one row per sample.
     sample_weight : a weight per row, or an empty array for unit weights.
     order : each epoch's row order for shuffled mini-batches, or (0, 0) for stored order.
     workspace : dict of scratch arrays of the params' dtype, from
-        ``nnfast._layout.allocate_general_workspace`` (activations, deltas, bias_sums,
+        ``nnfast._training.layout.allocate_general_workspace`` (activations, deltas, bias_sums,
         gradient, transposed, transposed_gradient; batch_x, batch_y and batch_w when order
         is given).
-    epoch_losses : receives each epoch's loss (nnfast._plan, "Losses").
+    epoch_losses : receives each epoch's loss (nnfast._training.plan, "Losses").
 
     Returns
     -------
@@ -2622,7 +2622,7 @@ def loss_gradient(TrainConfig config,
     Returns
     -------
     float
-        The loss: the data loss plus the L2 penalty (nnfast._plan, "Losses").
+        The loss: the data loss plus the L2 penalty (nnfast._training.plan, "Losses").
     """
     cdef _Workspace work
     cdef list keep
@@ -2772,11 +2772,11 @@ def fit_general_sparse(TrainConfig config,
                        const floating[:, ::1] y,           # IN (n_rows, sL)
                        const floating[::1] sample_weight,  # IN (n_rows,), or (0,) for none
                        const Py_ssize_t[:, ::1] order,     # IN (>= n_epochs, n_rows), or (0, 0)
-                       dict workspace,                     # scratch (nnfast._layout, sparse)
+                       dict workspace,                     # scratch (nnfast._training.layout, sparse)
                        double[::1] epoch_losses):          # OUT (n_epochs,)
     """:func:`fit_general` for x a CSR matrix of sizes[0] columns (data, indptr, indices;
     scipy's arrays of a canonical matrix, used as given). The workspace is
-    ``nnfast._layout.allocate_general_workspace(..., sparse=True)``'s: no gathered rows of
+    ``nnfast._training.layout.allocate_general_workspace(..., sparse=True)``'s: no gathered rows of
     x and small transposes. Returns (epochs_done, diverged) as fit_general."""
     cdef _SparseRows sparse
     cdef Py_ssize_t widest_row = 0

@@ -12,7 +12,7 @@ changed: whatever needs converting or canonicalising is a copy.
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import MAX_DIMENSION, check_input_width
+from .._validation import MAX_DIMENSION, check_input_width
 
 __all__ = ["is_sparse", "as_csr", "check_sparse_inputs"]
 

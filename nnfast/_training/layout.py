@@ -173,7 +173,7 @@ def allocate_workspace(sizes, batch_size, dtype, shuffled):
 # Optimizer state: blocks of P values (P = param_count), each in the params layout above.
 # SGD keeps its velocities; Adam its first moments (m) then its second moments (v); the plain
 # step keeps nothing. Counters (Adam's step, samples seen, current rate) live beside the array
-# in ``nnfast._plan.OptimizerState``.
+# in ``nnfast._training.plan.OptimizerState``.
 _STATE_BLOCKS = {"plain": (), "sgd": ("velocity",), "adam": ("m", "v")}
 
 
