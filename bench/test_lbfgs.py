@@ -27,6 +27,7 @@ import scipy.optimize
 
 from nnfast.sklearn import _solvers as _mlp_solvers
 from nnfast._training.layout import PackedLayout, pack_params
+from nnfast._training.objective import full_batch_objective
 from nnfast._training.threads import blas_thread_cap
 from nnfast.cli.bench.workloads import MLP_WORKLOADS
 
@@ -81,7 +82,7 @@ def _nnfast_network(X, y):
 
 def _nnfast_objective(X, y):
     network, Y, packing = _nnfast_network(X, y)
-    objective = network._objective(X, Y)
+    objective = full_batch_objective(network, X, Y)
     return (_mlp_solvers.packed_loss_gradient(objective, packing),
             packing.pack(objective.params), objective.thread_limits())
 
@@ -90,11 +91,11 @@ def _nnfast_loss_gradient(X, y):
     network, Y, packing = _nnfast_network(X, y)
 
     def evaluate(p):
-        network._params[...] = pack_params(*packing.split(p))
+        network.params[...] = pack_params(*packing.split(p))
         loss, weight_grads, bias_grads = network.loss_gradient(X, Y)
         return loss, packing.pack(pack_params(weight_grads, bias_grads))
 
-    return evaluate, packing.pack(network._params), contextlib.nullcontext()
+    return evaluate, packing.pack(network.params), contextlib.nullcontext()
 
 
 IMPLEMENTATIONS = {"sklearn": _sklearn, "nnfast-objective": _nnfast_objective,

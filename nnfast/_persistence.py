@@ -168,7 +168,7 @@ def save_network(net, path):
 
 def _entries(net):
     """The arrays the file holds for ``net``."""
-    name, key, pos, has_gauss, cached_gaussian = net._random_state.get_state()
+    name, key, pos, has_gauss, cached_gaussian = net.random_state.get_state()
     if name != "MT19937":  # RandomState has only ever used MT19937
         raise ValueError(f"cannot save a random state of bit generator {name!r}")
     history = np.array([(float(i), float(e)) for i, e in net.history],
@@ -183,7 +183,7 @@ def _entries(net):
         "backend": np.array(str(net.backend)),
         "seed": np.array(net.seed, dtype=np.int64),
         "n_threads": np.array(-1 if net.n_threads is None else net.n_threads, dtype=np.int64),
-        "params": np.ascontiguousarray(net._params),
+        "params": np.ascontiguousarray(net.params),
         "random_state_key": np.asarray(key, dtype=np.uint32),
         "random_state_pos": np.array(pos, dtype=np.int64),
         "random_state_has_gauss": np.array(has_gauss, dtype=np.int64),
@@ -290,8 +290,9 @@ def load_network(cls, path):
     Parameters
     ----------
     cls : type
-        ``Network`` or a subclass; the result is ``cls.__new__(cls)`` with the attributes
-        ``Network.__init__`` sets.
+        ``Network`` or a subclass; the result is built by ``cls.from_params`` (the file's
+        parameters, no fresh draw) with what its last fit left (random state, history,
+        iterations run, optimizer state).
     path : str or os.PathLike
 
     Returns
@@ -460,20 +461,19 @@ def _build(cls, arrays):
                  "optimizer": optimizers.GradientStep(), "alpha": 0.0, "reduction": "sum",
                  "optimizer_state": None}
 
-    # The attributes Network.__init__ sets, without drawing fresh initial weights.
-    net = cls.__new__(cls)
-    net.sizes = sizes
-    net.seed = seed
-    net.dtype = dtype
-    net.backend = backend
-    net.bias = bias
-    net.n_threads = None if n_threads == -1 else n_threads
+    # The network's one construction from given parameters, then what a fit leaves.
+    try:
+        net = cls.from_params(params, sizes, seed=seed, dtype=dtype, backend=backend, bias=bias,
+                              n_threads=None if n_threads == -1 else n_threads,
+                              activation=model["activations"], output=model["output"],
+                              optimizer=model["optimizer"], alpha=model["alpha"],
+                              reduction=model["reduction"])
+    except (TypeError, ValueError) as exc:
+        raise _Refusal(f"its model options are not a network's: {exc}") from exc
+    net.random_state = random_state
     net.history = [(int(i), float(e)) for i, e in history]
     net.iterations_run = iterations_run
-    net._random_state = random_state
-    net._params = params
-    for name, value in model.items():
-        setattr(net, name, value)
+    net.optimizer_state = model["optimizer_state"]
     return net
 
 

@@ -198,20 +198,31 @@ def kernels(request):
     return request.param
 
 
+def kernel_blocks(network, batch_rows):
+    """The blocks (the kernel's n_threads) a fit of network on batches of batch_rows rows
+    cuts its products into (nnfast._training.threads.kernel_blocks)."""
+    from nnfast._training import threads
+    from nnfast._training.backends import backend_named
+
+    return threads.kernel_blocks(network, backend_named(network.backend), batch_rows)
+
+
 @contextlib.contextmanager
 def kernel_build(kernels):
     """Runs Network's compiled backend on this build of the kernels (None: nnfast's choice):
-    the original's fused path (nnfast.network) and the general one (nnfast._kernels.runner)."""
-    from nnfast import network
+    the original's fused path (the compiled backend object) and the general one
+    (nnfast._kernels.runner)."""
     from nnfast._kernels import runner as _compiled
+    from nnfast._training.backends import backend_named
 
-    chosen, chosen_general = network._kernels, _compiled._kernels
-    network._kernels = chosen if kernels is None else kernels
+    compiled = backend_named("cython")
+    chosen, chosen_general = compiled.kernels, _compiled._kernels
+    compiled.kernels = chosen if kernels is None else kernels
     _compiled._kernels = chosen_general if kernels is None else kernels
     try:
         yield
     finally:
-        network._kernels = chosen
+        compiled.kernels = chosen
         _compiled._kernels = chosen_general
 
 

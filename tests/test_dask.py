@@ -405,7 +405,7 @@ def test_sync_every_is_the_documented_weighted_average_of_the_shards(client, opt
     start_net = nnfast.Network(sizes, bias=True, **options)
     blocks = {nnfast.optimizers.Adam: 2, nnfast.optimizers.SGD: 1}
     fresh = None if not options else nnfast._training.plan.OptimizerState(
-        np.zeros(blocks[type(options["optimizer"])] * start_net._params.size), 0, 0,
+        np.zeros(blocks[type(options["optimizer"])] * start_net.params.size), 0, 0,
         options["optimizer"].learning_rate)
     start = ([w.copy() for w in start_net.weights], [b.copy() for b in start_net.biases], fresh)
     for n_steps in (3, 2):

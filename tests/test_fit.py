@@ -24,7 +24,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import nnfast
 from nnfast import network, reference
-from conftest import ATOL, RTOL, kernel_build
+from conftest import ATOL, RTOL, kernel_blocks, kernel_build
 
 FIT_ATOL = {np.float32: 5e-4, np.float64: 1e-9}
 
@@ -305,8 +305,8 @@ def test_threaded_fit_matches_reference(n_threads, with_bias):
     from nnfast._validation import available_cores
 
     # A build without OpenMP (NNFAST_OPENMP=0; the macOS and Windows wheels) runs serially.
-    threads = min(n_threads, available_cores()) if network._kernels.OPENMP else 1
-    assert fast._kernel_threads(len(X)) == threads
+    threads = min(n_threads, available_cores()) if nnfast._kernels.kernels.OPENMP else 1
+    assert kernel_blocks(fast, len(X)) == threads
     fast.fit(X, y, iterations=15, learning_rate=0.01)
     slow = nnfast.Network([64, 128, 10], bias=with_bias, backend="numpy")
     slow.fit(X, y, iterations=15, learning_rate=0.01)

@@ -88,20 +88,20 @@ def test_degenerate_shapes_match_reference(case_id, sizes, rows, batch_size, bia
     X, y = _shape_data(sizes, rows, dtype)
     cy = nnfast.Network(sizes, seed=3, dtype=dtype, bias=bias)
     ref = nnfast.Network(sizes, seed=3, dtype=dtype, bias=bias, backend="numpy")
-    start = ref._params.copy()
+    start = ref.params.copy()
     kwargs = dict(iterations=30, learning_rate=0.5, batch_size=batch_size, shuffle=shuffle)
     with kernel_build(kernels):
         cy.fit(X, y, **kwargs)
     ref.fit(X, y, **kwargs)
     # Some of these fits amplify rounding differences (see _tolerance); measured per case.
-    tolerance = _tolerance(sizes, X, y, dtype, bias, kwargs, ref._params)
-    assert _max_difference(cy._params, ref._params) <= tolerance
-    assert _max_difference(ref._params, start) > 1e-3  # it trained
-    assert_array_equal(cy._random_state.get_state()[1], ref._random_state.get_state()[1])
+    tolerance = _tolerance(sizes, X, y, dtype, bias, kwargs, ref.params)
+    assert _max_difference(cy.params, ref.params) <= tolerance
+    assert _max_difference(ref.params, start) > 1e-3  # it trained
+    assert_array_equal(cy.random_state.get_state()[1], ref.random_state.get_state()[1])
 
     # One pass on the same (trained) weights: a single rounding difference per sum.
     twin = nnfast.Network(sizes, dtype=dtype, bias=bias, backend="numpy")
-    twin._params[...] = cy._params
+    twin.params[...] = cy.params
     with kernel_build(kernels):
         prediction = cy.predict(X)
         gradient_w, gradient_b = cy.gradient(X, y)
@@ -214,12 +214,12 @@ def test_buffers_beyond_memory_are_refused_promptly():
     X, y = np.zeros((10**6, 1)), np.zeros(10**6)
     for backend in ("cython", "numpy"):
         net = nnfast.Network([1, 50000, 1], backend=backend)
-        before = net._params.copy()
+        before = net.params.copy()
         attempt(f"{backend} fit", lambda: net.fit(X, y, iterations=1))
         attempt(f"{backend} fit batches", lambda: net.fit(X, y, iterations=1, batch_size=10**5))
         attempt(f"{backend} gradient", lambda: net.gradient(X, y))
         attempt(f"{backend} predict", lambda: net.predict(X))
-        assert np.array_equal(net._params, before), "a failed fit changed the weights"
+        assert np.array_equal(net.params, before), "a failed fit changed the weights"
         net.fit(X[:50], y[:50], iterations=2)
         assert net.iterations_run == 2 and np.isfinite(net.predict(X[:50])).all()
         print(f"{backend} still usable", flush=True)
@@ -281,12 +281,12 @@ FIT_BAD_OPTIONS = [
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fit_bad_options_leave_the_network(kwargs, error, match, backend, capsys):
     net = nnfast.Network([3, 4, 1], backend=backend, bias=True).fit(_X, _Y, iterations=5)
-    before = net._params.copy()
-    state = net._random_state.get_state()
+    before = net.params.copy()
+    state = net.random_state.get_state()
     with pytest.raises(error, match=match):
         net.fit(_X, _Y, iterations=5, **kwargs)
-    assert_array_equal(net._params, before)
-    assert_array_equal(net._random_state.get_state()[1], state[1])
+    assert_array_equal(net.params, before)
+    assert_array_equal(net.random_state.get_state()[1], state[1])
     assert capsys.readouterr().err == ""  # no progress bar was started
 
 
@@ -310,10 +310,10 @@ GRADIENT_BAD = [
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gradient_bad_inputs(X_bad, y_bad, error, match, backend):
     net = nnfast.Network([3, 4, 1], backend=backend)
-    before = net._params.copy()
+    before = net.params.copy()
     with pytest.raises(error, match=match):
         net.gradient(X_bad, y_bad)
-    assert_array_equal(net._params, before)
+    assert_array_equal(net.params, before)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -518,7 +518,7 @@ def test_load_of_a_compressed_file_works_and_a_damaged_one_is_refused(tmp_path):
     with open(path, "wb") as file:
         np.savez_compressed(file, **entries)
     loaded = nnfast.Network.load(path)
-    assert_array_equal(loaded._params, nnfast.Network.load(valid)._params)
+    assert_array_equal(loaded.params, nnfast.Network.load(valid).params)
     contents = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo("params.npy")
@@ -541,10 +541,10 @@ def _tolerance(sizes, X, y, dtype, bias, kwargs, expected):
     """How far rounding alone can move this fit: 16 times the change a 1-ulp change of every
     initial weight makes to the reference's result, or 256 ulp of the largest weight."""
     net = nnfast.Network(sizes, seed=3, dtype=dtype, bias=bias, backend="numpy")
-    signs = np.random.RandomState(0).choice([-1.0, 1.0], net._params.shape)
-    net._params[...] = net._params * (1 + signs * np.finfo(dtype).eps)
+    signs = np.random.RandomState(0).choice([-1.0, 1.0], net.params.shape)
+    net.params[...] = net.params * (1 + signs * np.finfo(dtype).eps)
     net.fit(X, y, **kwargs)
-    sensitivity = _max_difference(net._params, expected)
+    sensitivity = _max_difference(net.params, expected)
     magnitude = max(1.0, float(np.abs(expected).max()))
     return max(16 * sensitivity, 256 * np.finfo(dtype).eps * magnitude)
 
@@ -564,11 +564,11 @@ def _fit_both(sizes, X, y, dtype, bias, kwargs, kernels):
 def _check_agreement(sizes, X, y, dtype, bias, kwargs, kernels):
     cy, ref, errors = _fit_both(sizes, X, y, dtype, bias, kwargs, kernels)
     for name, net in (("cython", cy), ("numpy", ref)):
-        assert np.isfinite(net._params).all(), name
+        assert np.isfinite(net.params).all(), name
         assert np.isfinite(errors[name]).all(), name
         assert np.isfinite(net.predict(X)).all(), name
-    tolerance = _tolerance(sizes, X, y, dtype, bias, kwargs, ref._params)
-    assert _max_difference(cy._params, ref._params) <= tolerance
+    tolerance = _tolerance(sizes, X, y, dtype, bias, kwargs, ref.params)
+    assert _max_difference(cy.params, ref.params) <= tolerance
     return cy, ref
 
 

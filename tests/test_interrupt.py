@@ -70,7 +70,7 @@ net.fit(X[:256], y[:256], iterations=3, learning_rate=0.01, batch_size=64,
         callback=lambda i, e: False)
 weights = [w.copy() for w in net.weights]
 biases = [b.copy() for b in net.biases]
-state = net._random_state.get_state()
+state = net.random_state.get_state()
 history, iterations_run = list(net.history), net.iterations_run
 assert history and iterations_run == 3
 optimizer_state = None if net.optimizer_state is None else net.optimizer_state.copy()
@@ -90,7 +90,7 @@ else:
 
 assert all(np.array_equal(a, b) for a, b in zip(net.weights, weights)), "weights changed"
 assert all(np.array_equal(a, b) for a, b in zip(net.biases, biases)), "biases changed"
-now = net._random_state.get_state()
+now = net.random_state.get_state()
 assert np.array_equal(now[1], state[1]) and now[2:] == state[2:], "random state changed"
 assert net.history == history and net.iterations_run == iterations_run, "history changed"
 assert net.optimizer_state == optimizer_state, "optimizer state changed"

@@ -376,13 +376,13 @@ def test_packed_layout_is_scikit_learns_pack(hidden, bias, dtype):
     sizes = [3, *hidden, 2]
     net = Network(sizes, dtype=dtype, bias=bias, seed=3)
     layout = PackedLayout(sizes, bias)
-    packed = layout.pack(net._params)
-    assert packed.dtype == np.float64 and layout.size == net._params.size
+    packed = layout.pack(net.params)
+    assert packed.dtype == np.float64 and layout.size == net.params.size
     assert_array_equal(packed, _pack(net.weights, net.biases if bias else []))
     # And back: unpack writes each block where param_views reads it; split gives views of
     # the packed vector shaped as scikit-learn's coefs_ and intercepts_.
     moved = np.random.RandomState(0).normal(size=layout.size)
-    params = np.empty_like(net._params)
+    params = np.empty_like(net.params)
     layout.unpack(moved, params)
     weights, biases = layout.split(moved)
     assert_array_equal(_pack(weights, biases if bias else []), moved)

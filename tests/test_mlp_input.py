@@ -75,7 +75,7 @@ def _fitted_state(model):
     if hasattr(model, "_label_binarizer"):
         state["_label_binarizer"] = dict(vars(model._label_binarizer))
     network = model._network
-    state["_network"] = (network._params, network.dtype, network.optimizer_state.values,
+    state["_network"] = (network.params, network.dtype, network.optimizer_state.values,
                          network.optimizer_state.step, network.optimizer_state.samples_seen,
                          network.optimizer_state.learning_rate)
     return state
@@ -445,8 +445,8 @@ def test_estimator_networks_random_state_stays_undrawn():
     Y = np.eye(3)[labels]
     a._network.fit(X, Y, iterations=2, batch_size=8, shuffle=True)
     fresh = np.random.RandomState(1).get_state()
-    assert not np.array_equal(a._network._random_state.get_state()[1], fresh[1])
-    for x, y in zip(b._network._random_state.get_state(), fresh):
+    assert not np.array_equal(a._network.random_state.get_state()[1], fresh[1])
+    for x, y in zip(b._network.random_state.get_state(), fresh):
         assert_array_equal(x, y)
 
 

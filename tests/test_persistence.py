@@ -72,9 +72,9 @@ def _assert_same_network(a, b):
     assert a.bias == b.bias
     assert a.n_threads == b.n_threads
     assert a.history == b.history
-    assert a._params.dtype == b._params.dtype
-    assert_array_equal(a._params, b._params)
-    state_a, state_b = a._random_state.get_state(), b._random_state.get_state()
+    assert a.params.dtype == b.params.dtype
+    assert_array_equal(a.params, b.params)
+    state_a, state_b = a.random_state.get_state(), b.random_state.get_state()
     assert state_a[0] == state_b[0]
     assert_array_equal(state_a[1], state_b[1])
     assert state_a[2:] == state_b[2:]
@@ -86,10 +86,10 @@ def _assert_trains_like(original, twin, data):
     X, _ = data
     assert_array_equal(twin.predict(X), original.predict(X))
     reseeded = copy.deepcopy(twin)
-    reseeded._random_state = np.random.RandomState(12345)
-    expected = _train_more(original, data)._params
-    assert_array_equal(_train_more(twin, data)._params, expected)
-    assert not np.array_equal(_train_more(reseeded, data)._params, expected)
+    reseeded.random_state = np.random.RandomState(12345)
+    expected = _train_more(original, data).params
+    assert_array_equal(_train_more(twin, data).params, expected)
+    assert not np.array_equal(_train_more(reseeded, data).params, expected)
     assert_array_equal(twin.predict(X), original.predict(X))
 
 
@@ -128,7 +128,7 @@ def test_save_load_round_trip(tmp_path, data, dtype, backend, bias):
     _assert_same_network(loaded, net)
     assert loaded.history and all(type(i) is int and type(e) is float
                                   for i, e in loaded.history)
-    assert loaded._params.flags.c_contiguous and loaded._params.flags.writeable
+    assert loaded.params.flags.c_contiguous and loaded.params.flags.writeable
     _assert_trains_like(net, loaded, data)
 
 
@@ -184,12 +184,12 @@ def test_file_is_a_plain_documented_npz(tmp_path, data, dtype):
     assert str(entries["backend"]) == "cython"
     assert int(entries["seed"]) == 7
     assert entries["params"].dtype == np.dtype(dtype)
-    assert_array_equal(entries["params"], net._params)
+    assert_array_equal(entries["params"], net.params)
     # The documented layout: W0, b0, W1, b1 back to back, each W row-major.
     weights, biases = net.weights, net.biases
     assert_array_equal(entries["params"], np.concatenate(
         [weights[0].ravel(), biases[0], weights[1].ravel(), biases[1]]))
-    name, key, pos, has_gauss, cached = net._random_state.get_state()
+    name, key, pos, has_gauss, cached = net.random_state.get_state()
     assert entries["random_state_key"].dtype == np.uint32
     assert_array_equal(entries["random_state_key"], key)
     assert int(entries["random_state_pos"]) == pos
@@ -202,12 +202,12 @@ def test_file_is_a_plain_documented_npz(tmp_path, data, dtype):
 
 def test_random_state_with_cached_gaussian_round_trips(tmp_path, data):
     net = _trained(data)
-    net._random_state.standard_normal()  # leaves has_gauss = 1 and a cached value
-    assert net._random_state.get_state()[3] == 1
+    net.random_state.standard_normal()  # leaves has_gauss = 1 and a cached value
+    assert net.random_state.get_state()[3] == 1
     net.save(tmp_path / "m.npz")
     loaded = nnfast.Network.load(tmp_path / "m.npz")
     _assert_same_network(loaded, net)
-    assert loaded._random_state.standard_normal() == net._random_state.standard_normal()
+    assert loaded.random_state.standard_normal() == net.random_state.standard_normal()
 
 
 def test_path_is_used_exactly_as_given(tmp_path, data):
@@ -475,21 +475,21 @@ def test_deepcopy_round_trip(data, dtype, backend, bias):
     net = _trained(data, dtype=dtype, backend=backend, bias=bias)
     clone = copy.deepcopy(net)
     _assert_same_network(clone, net)
-    assert clone._params is not net._params
-    assert clone._random_state is not net._random_state
+    assert clone.params is not net.params
+    assert clone.random_state is not net.random_state
     _assert_trains_like(net, clone, data)
 
 
 def test_copies_are_independent(data):
     net = _trained(data)
-    before = net._params.copy()
-    state = net._random_state.get_state()
+    before = net.params.copy()
+    state = net.random_state.get_state()
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
         _train_more(clone, data)
-        assert not np.array_equal(clone._params, before)
-    assert_array_equal(net._params, before)
-    assert_array_equal(net._random_state.get_state()[1], state[1])
-    assert net._random_state.get_state()[2] == state[2]
+        assert not np.array_equal(clone.params, before)
+    assert_array_equal(net.params, before)
+    assert_array_equal(net.random_state.get_state()[1], state[1])
+    assert net.random_state.get_state()[2] == state[2]
 
 
 def test_pickle_of_loaded_network_round_trips(tmp_path, data):
@@ -543,7 +543,7 @@ def _assert_resumes_like(original, twin, data):
     X, y = data
     expected = original.fit(X, y, 4, batch_size=BATCH_SIZE, resume=True)
     got = twin.fit(X, y, 4, batch_size=BATCH_SIZE, resume=True)
-    assert_array_equal(got._params, expected._params)
+    assert_array_equal(got.params, expected.params)
     assert got.optimizer_state == expected.optimizer_state
 
 
@@ -576,7 +576,7 @@ def test_version_2_entries_are_as_documented(tmp_path):
     assert bool(entries["has_optimizer_state"])
     assert entries["optimizer_state_values"].dtype == np.float64
     assert_array_equal(entries["optimizer_state_values"], state.values)
-    assert entries["optimizer_state_values"].size == 2 * net._params.size  # m then v
+    assert entries["optimizer_state_values"].size == 2 * net.params.size  # m then v
     assert int(entries["optimizer_state_step"]) == state.step == 6 * 4  # 4 batches an epoch
     assert int(entries["optimizer_state_samples_seen"]) == state.samples_seen == 60
     assert float(entries["optimizer_state_learning_rate"]) == state.learning_rate

@@ -81,6 +81,8 @@ from numpy.testing import assert_array_equal
 
 import nnfast
 from nnfast import reference
+from nnfast._training import threads as thread_policy
+from nnfast._training.backends import backend_named
 from nnfast._training.layout import param_views
 from conftest import kernel_build, kernel_builds
 
@@ -497,12 +499,12 @@ def _fit_property(kernels, case):
     X, y, _ = _case_data(case)
     dtype, iterations = case["dtype"], case["iterations"]
     cy, ref = _networks(case)
-    start = ref._params.copy()
-    assert_array_equal(cy._params, start)
+    start = ref.params.copy()
+    assert_array_equal(cy.params, start)
     # The row orders the fits draw: the network's random state as it stands.
     shuffled = (case["shuffle"] and case["batch_size"] is not None
                 and case["batch_size"] < case["rows"])
-    orders = _row_orders(ref._random_state, case["rows"], iterations) if shuffled else None
+    orders = _row_orders(ref.random_state, case["rows"], iterations) if shuffled else None
     kwargs = dict(learning_rate=case["learning_rate"], batch_size=case["batch_size"],
                   shuffle=case["shuffle"])
 
@@ -518,7 +520,7 @@ def _fit_property(kernels, case):
             diverged_at = e
             break
         assert net.iterations_run == e
-        trajectory.append(net._params.copy())
+        trajectory.append(net.params.copy())
         last = net
 
     # The numpy backend draws the same orders (replayed bitwise by the reference with them).
@@ -533,15 +535,16 @@ def _fit_property(kernels, case):
                       else min(case["batch_size"], case["rows"]))
         # Under the BLAS thread cap the network's fit ran with: OpenBLAS's sgemm sums in
         # another order on two threads than on one (NumPy 2.2's, AVX-512 kernels).
-        with np.errstate(all="ignore"), ref._fit_threads(1, batch_rows):
+        with np.errstate(all="ignore"), thread_policy.fit_threads(
+                ref, backend_named(ref.backend), 1, batch_rows):
             reference.fit(weights, biases, X, y, iterations, case["learning_rate"],
                           batch_rows, orders)
-        assert_array_equal(replay, ref._params)
+        assert_array_equal(replay, ref.params)
         if diverged_at is None:
             # The same row orders were drawn: the random states moved in step.
-            assert_array_equal(last._random_state.get_state()[1],
-                               ref._random_state.get_state()[1])
-            assert last._random_state.get_state()[2] == ref._random_state.get_state()[2]
+            assert_array_equal(last.random_state.get_state()[1],
+                               ref.random_state.get_state()[1])
+            assert last.random_state.get_state()[2] == ref.random_state.get_state()[2]
 
     # Epoch by epoch, the kernel's epoch e is the reference's epoch e from the same weights.
     signs = np.random.RandomState(case["seed"]).choice([-1.0, 1.0], start.shape)
@@ -592,9 +595,9 @@ def test_fit_backends_agree(kernels, request):
 def _random_parameters(case, rs):
     """Weights (and biases) of the case's magnitude, for both networks."""
     cy, ref = _networks(case)
-    params = _values(rs, cy._params.shape, dtype=case["dtype"], **case["w_range"])
-    cy._params[...] = params
-    ref._params[...] = params
+    params = _values(rs, cy.params.shape, dtype=case["dtype"], **case["w_range"])
+    cy.params[...] = params
+    ref.params[...] = params
     return cy, ref
 
 
@@ -675,7 +678,7 @@ def _predict_property(kernels, case):
     expected = ref.predict(X)
     assert got.dtype == expected.dtype == case["dtype"]
     assert got.shape == (case["rows"], case["sizes"][-1])
-    weights, biases = param_views(ref._params, case["sizes"], case["bias"])
+    weights, biases = param_views(ref.params, case["sizes"], case["bias"])
     _, bound, *_ = _pass_bounds(weights, biases, X, y, case["dtype"])
     _assert_within(got, expected, 2 * (2 * bound), "predict")
 
@@ -692,12 +695,12 @@ def _gradient_property(kernels, case):
     note(repr(case))
     X, y, rs = _case_data(case)
     cy, ref = _random_parameters(case, rs)
-    before = cy._params.copy()
+    before = cy.params.copy()
     with kernel_build(kernels):
         got_w, got_b = cy.gradient(X, y)
     expected_w, expected_b = ref.gradient(X, y)
-    assert_array_equal(cy._params, before)  # gradient() does not train
-    weights, biases = param_views(ref._params, case["sizes"], case["bias"])
+    assert_array_equal(cy.params, before)  # gradient() does not train
+    weights, biases = param_views(ref.params, case["sizes"], case["bias"])
     *_, grad_bounds, _, bias_bounds = _pass_bounds(weights, biases, X, y, case["dtype"])
     assert len(got_w) == len(expected_w) == len(weights)
     for k, (g, e) in enumerate(zip(got_w, expected_w)):

@@ -296,7 +296,7 @@ def _assert_network_is(net, est, losses):
                    output=net.output, reduction=net.reduction, alpha=net.alpha,
                    optimizer=net.optimizer, learning_rate=net.optimizer.learning_rate,
                    batch_size=1, shuffled=False, weighted=False)
-    _assert_same_model(est, plan, net._params, net.optimizer_state, np.asarray(losses),
+    _assert_same_model(est, plan, net.params, net.optimizer_state, np.asarray(losses),
                        np.float64)
 
 

@@ -217,8 +217,8 @@ def test_mlp_interrupted_fit_leaves_the_estimator_as_it_was(monkeypatch, mlp_bac
         calls.append(1)
         raise KeyboardInterrupt
 
-    # Where the estimators' epochs run (Network._general_fit's run).
-    monkeypatch.setattr(nnfast.network._GeneralRun, "run", interrupt)
+    # Where the estimators' epochs run (nnfast._training.run.training_run's run).
+    monkeypatch.setattr(nnfast._training.run.TrainingRun, "run", interrupt)
     for attempt in (lambda: model.fit(X[:30], y[:30]), lambda: model.partial_fit(X, y)):
         with pytest.raises(KeyboardInterrupt):
             attempt()

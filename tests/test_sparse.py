@@ -230,7 +230,7 @@ def test_loss_gradient_and_predict_equal_reference(kernels, dtype, output):
                         atol=GENERAL_ATOL[dtype])
 
 
-def test_threads_give_the_same_fit(kernels):
+def test_threads_give_the_same_fit(kernels, monkeypatch):
     """The kernel's threads (row blocks forward, column blocks for the gradient): the weights
     of the serial fit."""
     X, labels = sparse_data("multiclass", n_rows=100)
@@ -239,7 +239,9 @@ def test_threads_give_the_same_fit(kernels):
     with kernel_build(kernels):
         for threads in (1, 2):
             net = _network("cython", n_threads=threads)
-            net._kernel_threads = lambda rows, t=threads: t  # force the threaded kernel
+            # Force the threaded kernel.
+            monkeypatch.setattr("nnfast._training.threads.kernel_blocks",
+                                lambda *args, t=threads, **kwargs: t)
             fits.append(net.fit(X, y, 5, batch_size=32).weights)
     for a, b in zip(*fits):
         assert_allclose(a, b, rtol=1e-13, atol=1e-15)
@@ -259,7 +261,7 @@ def _kernel_call(kernels, X, y, net, sparse=True):
         config = _compiled._config(plan, X.shape[0], 1, 0)
     workspace = allocate_general_workspace(net.sizes, True, X.shape[0], np.float64,
                                            training=False, sparse=sparse)
-    return config, workspace, np.empty_like(net._params)
+    return config, workspace, np.empty_like(net.params)
 
 
 def test_int64_indices_give_the_same_gradient(kernels):
@@ -273,13 +275,13 @@ def test_int64_indices_give_the_same_gradient(kernels):
     results = []
     for index_dtype in (np.int32, np.int64):
         config, workspace, grad = _kernel_call(kernels, X, y, net)
-        loss = kernels.loss_gradient_sparse(config, net._params, X.data,
+        loss = kernels.loss_gradient_sparse(config, net.params, X.data,
                                             X.indptr.astype(index_dtype),
                                             X.indices.astype(index_dtype), y, none,
                                             workspace, grad)
         results.append((loss, grad))
     config, workspace, grad = _kernel_call(kernels, X, y, net, sparse=False)
-    results.append((kernels.loss_gradient(config, net._params, X.toarray(), y, none,
+    results.append((kernels.loss_gradient(config, net.params, X.toarray(), y, none,
                                           workspace, grad), grad))
     assert results[0][0] == results[1][0]
     assert_array_equal(results[0][1], results[1][1])
@@ -362,17 +364,17 @@ def test_kernel_refuses_a_broken_structure(kernels):
     indices = X.indices.copy()
     indices[7] = 40
     with pytest.raises(ValueError, match="column index"):
-        kernels.loss_gradient_sparse(config, net._params, X.data, X.indptr, indices, y, none,
+        kernels.loss_gradient_sparse(config, net.params, X.data, X.indptr, indices, y, none,
                                      workspace, grad)
     indptr = X.indptr.copy()
     indptr[-1] += 1
     with pytest.raises(ValueError, match="row starts"):
-        kernels.loss_gradient_sparse(config, net._params, X.data, indptr, X.indices, y, none,
+        kernels.loss_gradient_sparse(config, net.params, X.data, indptr, X.indices, y, none,
                                      workspace, grad)
     with pytest.raises(TypeError, match="int32 or"):
-        kernels.loss_gradient_sparse(config, net._params, X.data, X.indptr,
+        kernels.loss_gradient_sparse(config, net.params, X.data, X.indptr,
                                      X.indices.astype(np.int64), y, none, workspace, grad)
-    loss = kernels.loss_gradient_sparse(config, net._params, X.data, X.indptr, X.indices, y,
+    loss = kernels.loss_gradient_sparse(config, net.params, X.data, X.indptr, X.indices, y,
                                         none, workspace, grad)
     assert np.isfinite(loss)
 

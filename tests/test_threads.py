@@ -33,7 +33,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import nnfast
-from conftest import ATOL, RTOL
+from conftest import ATOL, RTOL, kernel_blocks
 
 BACKENDS = ["cython", "numpy"]
 DTYPES = [np.float32, np.float64]
@@ -135,12 +135,12 @@ def test_concurrent_fits_match_fits_alone(n_python_threads, swap_dtypes):
     ends = [end for _, _, end in outcomes]
     assert max(starts) < min(ends), "the fits did not overlap in time"
     for (net, _, _, _), twin in zip(jobs, alone):
-        assert_array_equal(net._params, twin._params)
+        assert_array_equal(net.params, twin.params)
         assert net.history == twin.history
-        assert_array_equal(net._random_state.get_state()[1], twin._random_state.get_state()[1])
+        assert_array_equal(net.random_state.get_state()[1], twin.random_state.get_state()[1])
         # The fit trained (so the comparison is not between untouched copies).
         untouched = nnfast.Network(net.sizes, seed=net.seed, dtype=net.dtype, bias=net.bias)
-        assert not np.array_equal(net._params, untouched._params)
+        assert not np.array_equal(net.params, untouched.params)
 
 
 def _count_for(seconds):
@@ -205,16 +205,16 @@ def test_fits_of_one_network_are_serialised(backend, dtype):
 
     a_then_b = copy.deepcopy(initial).fit(XA, yA, **a).fit(XB, yB, **b)
     b_then_a = copy.deepcopy(initial).fit(XB, yB, **b).fit(XA, yA, **a)
-    assert not np.array_equal(a_then_b._params, b_then_a._params)
+    assert not np.array_equal(a_then_b.params, b_then_a.params)
 
     orders_seen = set()
     for _ in range(3):
         net = copy.deepcopy(initial)
         outcomes = _run_threads([lambda: net.fit(XA, yA, **a), lambda: net.fit(XB, yB, **b)])
         (_, start_a, end_a), (_, start_b, end_b) = outcomes
-        if np.array_equal(net._params, a_then_b._params):
+        if np.array_equal(net.params, a_then_b.params):
             expected, order = a_then_b, "AB"
-        elif np.array_equal(net._params, b_then_a._params):
+        elif np.array_equal(net.params, b_then_a.params):
             expected, order = b_then_a, "BA"
         else:
             pytest.fail("the two fits of one network interleaved: the weights match neither "
@@ -223,9 +223,9 @@ def test_fits_of_one_network_are_serialised(backend, dtype):
         # The rest of the state is that same order's: iterations, history, random state.
         assert net.iterations_run == expected.iterations_run
         assert net.history == expected.history
-        assert_array_equal(net._random_state.get_state()[1],
-                           expected._random_state.get_state()[1])
-        assert net._random_state.get_state()[2] == expected._random_state.get_state()[2]
+        assert_array_equal(net.random_state.get_state()[1],
+                           expected.random_state.get_state()[1])
+        assert net.random_state.get_state()[2] == expected.random_state.get_state()[2]
     assert orders_seen
 
 
@@ -435,7 +435,7 @@ def test_concurrent_estimator_fits_match_fits_alone():
 # (f) the kernel's team
 # --------------------------------------------------------------------------------------------
 
-needs_openmp = pytest.mark.skipif(not nnfast.network._kernels.OPENMP,
+needs_openmp = pytest.mark.skipif(not nnfast._kernels.kernels.OPENMP,
                                   reason="a build without OpenMP has no team")
 
 
@@ -533,7 +533,7 @@ def test_a_busy_thread_takes_a_core_from_the_count():
 def test_team_follows_free_cores_and_restores_the_callers_setting(tmp_path, monkeypatch):
     from nnfast._training import threads as _threads
 
-    kernels = nnfast.network._kernels
+    kernels = nnfast._kernels.kernels
     before = kernels.team_threads()
     _fake_loadavg(tmp_path, monkeypatch, 2)  # one other thread running
     with _threads.KernelTeam(kernels, 2) as team:
@@ -570,7 +570,7 @@ def test_the_teams_size_never_changes_a_result(monkeypatch, dtype):
     X, y = X.astype(dtype), y.astype(dtype)
     labels = y.argmax(axis=1)
 
-    kernels = nnfast.network._kernels
+    kernels = nnfast._kernels.kernels
     teams_seen = []
 
     def fits():
@@ -590,7 +590,7 @@ def test_the_teams_size_never_changes_a_result(monkeypatch, dtype):
             lbfgs.fit(X, labels)
         return [original.weights, general.weights, adam.coefs_, lbfgs.coefs_]
 
-    assert nnfast.Network([64, 256, 10], dtype=dtype, n_threads=2)._kernel_threads(512) == 2
+    assert kernel_blocks(nnfast.Network([64, 256, 10], dtype=dtype, n_threads=2), 512) == 2
     alone = _fits_with_team(monkeypatch, 1, fits)
     assert set(teams_seen) == {1}
     teams_seen.clear()
@@ -610,14 +610,14 @@ def test_openmp_limit_caps_the_default_blocks_and_survives_fits():
     """A threadpoolctl OpenMP limit (or OMP_NUM_THREADS) caps nnfast's default threads, an
     explicit n_threads is taken as given, and a fit leaves the limit as it found it."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    kernels = nnfast.network._kernels
+    kernels = nnfast._kernels.kernels
     X, y = _data(1024, 64, 10, 3)
     default = nnfast.Network([64, 128, 10])
     explicit = nnfast.Network([64, 128, 10], n_threads=2)
     with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
         assert kernels.team_threads() == 1
-        assert default._kernel_threads(len(X)) == 1
-        assert explicit._kernel_threads(len(X)) == min(2, nnfast._validation.available_cores())
+        assert kernel_blocks(default, len(X)) == 1
+        assert kernel_blocks(explicit, len(X)) == min(2, nnfast._validation.available_cores())
         explicit.fit(X, y, iterations=2)
         default.fit(X, y, iterations=2)
         assert kernels.team_threads() == 1

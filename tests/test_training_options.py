@@ -17,6 +17,7 @@ import nnfast
 from conftest import (ATOL, DTYPES, GENERAL_ATOL, GENERAL_BACKENDS, GENERAL_RTOL,
                       HIDDEN_ACTIVATIONS, OUTPUTS, RTOL)
 from nnfast import reference
+from nnfast._training.objective import full_batch_objective
 from nnfast._training.layout import pack_params, param_views
 from nnfast._training.plan import FitPlan, OptimizerState
 from nnfast.optimizers import SGD, Adam, GradientStep
@@ -210,12 +211,12 @@ def test_gradients_of_shards_sum_to_the_full_gradient():
 def test_gradient_backends_agree_and_leave_the_network_alone():
     X, y = _batch_data()
     fast = nnfast.Network([5, 4, 2], bias=True)
-    before = fast._params.copy()
+    before = fast.params.copy()
     ours = fast.gradient(X, y)
     theirs = nnfast.Network([5, 4, 2], bias=True, backend="numpy").gradient(X, y)
     for a, b in zip(ours[0] + ours[1], theirs[0] + theirs[1]):
         assert_allclose(a, b, rtol=1e-12, atol=1e-15)
-    assert_array_equal(fast._params, before)
+    assert_array_equal(fast.params, before)
 
 
 def test_loss_curve_example_writes_a_png(tmp_path):
@@ -339,7 +340,7 @@ def test_model_fit_is_the_reference_runner(backend, model, batch_size, shuffle, 
     params, state, losses = _by_hand(sizes, options, X, y, 12, batch_size, shuffle,
                                      sample_weight)
     tolerance = {"rtol": GENERAL_RTOL[np.float64], "atol": GENERAL_ATOL[np.float64]}
-    assert_allclose(net._params, params, **tolerance)
+    assert_allclose(net.params, params, **tolerance)
     assert [i for i, _ in net.history] == list(range(12))
     assert_allclose([e for _, e in net.history], losses, **tolerance)
     assert net.iterations_run == 12
@@ -351,7 +352,7 @@ def test_model_fit_is_the_reference_runner(backend, model, batch_size, shuffle, 
         assert net.optimizer_state.learning_rate == pytest.approx(state.learning_rate)
         assert_allclose(net.optimizer_state.values, state.values, **tolerance)
     if backend == "numpy":
-        assert_array_equal(net._params, params)
+        assert_array_equal(net.params, params)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -362,8 +363,8 @@ def test_model_fit_in_float32_and_float64(backend, dtype):
     net = nnfast.Network([4, 6, 3], backend=backend, dtype=dtype, **options)
     net.fit(X, y, 8, batch_size=6, shuffle=True)
     params, state, _ = _by_hand([4, 6, 3], options, X, y, 8, 6, True, dtype=dtype)
-    assert net._params.dtype == net.optimizer_state.values.dtype == np.dtype(dtype)
-    assert_allclose(net._params, params, rtol=GENERAL_RTOL[dtype], atol=GENERAL_ATOL[dtype])
+    assert net.params.dtype == net.optimizer_state.values.dtype == np.dtype(dtype)
+    assert_allclose(net.params, params, rtol=GENERAL_RTOL[dtype], atol=GENERAL_ATOL[dtype])
 
 
 @pytest.mark.parametrize("model", ["relu_softmax_adam", "logistic_nesterov_invscaling",
@@ -378,12 +379,12 @@ def test_resume_continues_the_optimizer_and_the_row_order(backend, model):
     straight.fit(X, y, 12, batch_size=5)
     resumed = nnfast.Network([4, 6, 5, 3], backend=backend, **options)
     resumed.fit(X, y, 7, batch_size=5).fit(X, y, 5, batch_size=5, resume=True)
-    assert_allclose(resumed._params, straight._params, rtol=1e-12, atol=1e-14)
+    assert_allclose(resumed.params, straight.params, rtol=1e-12, atol=1e-14)
     assert resumed.optimizer_state.samples_seen == straight.optimizer_state.samples_seen
     assert resumed.optimizer_state.step == straight.optimizer_state.step
     restarted = nnfast.Network([4, 6, 5, 3], backend=backend, **options)
     restarted.fit(X, y, 7, batch_size=5).fit(X, y, 5, batch_size=5, resume=False)
-    assert not np.allclose(restarted._params, straight._params, rtol=1e-6, atol=0)
+    assert not np.allclose(restarted.params, straight.params, rtol=1e-6, atol=0)
     assert restarted.optimizer_state.samples_seen == 5 * len(X)
 
 
@@ -392,7 +393,7 @@ def test_resume_without_a_previous_state_starts_fresh():
     options = MODELS["relu_softmax_adam"]
     fresh = nnfast.Network([4, 6, 5, 3], backend="numpy", **options).fit(X, y, 3)
     resumed = nnfast.Network([4, 6, 5, 3], backend="numpy", **options).fit(X, y, 3, resume=True)
-    assert_array_equal(resumed._params, fresh._params)
+    assert_array_equal(resumed.params, fresh.params)
 
 
 def test_learning_rate_on_resume_replaces_sgds_current_rate():
@@ -418,7 +419,7 @@ def test_learning_rate_on_resume_replaces_sgds_current_rate():
     assert by_hand == state
     by_hand.learning_rate = 0.01
     run(params, by_hand, 3, None)
-    assert_array_equal(net._params, params)
+    assert_array_equal(net.params, params)
     assert net.optimizer_state == by_hand and by_hand.learning_rate == 0.01
 
 
@@ -436,7 +437,7 @@ def test_sample_weights_are_repeated_rows():
         weighted.fit(X, y, 6, sample_weight=weights, report_every=1)
         plain = nnfast.Network([4, 5, 3], backend="numpy", **options)
         plain.fit(X[repeated], y[repeated], 6, report_every=1)
-        assert_allclose(weighted._params, plain._params, rtol=1e-9, atol=1e-12)
+        assert_allclose(weighted.params, plain.params, rtol=1e-9, atol=1e-12)
         if output != "original":  # the original's error is mean |y - a|, unweighted
             assert_allclose([e for _, e in weighted.history], [e for _, e in plain.history],
                             rtol=1e-11)
@@ -459,7 +460,7 @@ def test_history_callback_and_verbose_report_the_epoch_loss(backend, capsys):
     stopped.fit(X, y, 20, report_every=5, callback=lambda i, e: i >= 5)
     assert stopped.iterations_run == 10  # the chunk up to the next report had run
     straight = nnfast.Network([4, 6, 3], backend=backend, **options).fit(X, y, 10)
-    assert_array_equal(stopped._params, straight._params)
+    assert_array_equal(stopped.params, straight.params)
 
 
 def test_report_every_without_a_callback_fills_history_in_one_run():
@@ -469,7 +470,7 @@ def test_report_every_without_a_callback_fills_history_in_one_run():
     assert [i for i, _ in net.history] == [0, 4, 8]
     silent = nnfast.Network([4, 6, 3], backend="numpy", output="identity", bias=True)
     assert silent.fit(X, y, 9).history == []
-    assert_array_equal(silent._params, net._params)
+    assert_array_equal(silent.params, net.params)
 
 
 @pytest.mark.parametrize("backend", GENERAL_BACKENDS)
@@ -483,16 +484,16 @@ def test_report_every_applies_to_the_original_model(backend):
 
 def _snapshot(net):
     state = net.optimizer_state
-    return (net._params.copy(), net._random_state.get_state()[1].copy(),
-            net._random_state.get_state()[2], list(net.history), net.iterations_run,
+    return (net.params.copy(), net.random_state.get_state()[1].copy(),
+            net.random_state.get_state()[2], list(net.history), net.iterations_run,
             None if state is None else state.copy())
 
 
 def _assert_untouched(net, snapshot):
     params, key, pos, history, iterations_run, state = snapshot
-    assert_array_equal(net._params, params)
-    assert_array_equal(net._random_state.get_state()[1], key)
-    assert net._random_state.get_state()[2] == pos
+    assert_array_equal(net.params, params)
+    assert_array_equal(net.random_state.get_state()[1], key)
+    assert net.random_state.get_state()[2] == pos
     assert net.history == history and net.iterations_run == iterations_run
     assert net.optimizer_state == state
 
@@ -542,14 +543,14 @@ def test_loss_gradient_is_the_references_and_the_plain_step(backend, model):
                    activations=net.activations, output=net.output, reduction=net.reduction,
                    alpha=net.alpha, optimizer=net.optimizer, learning_rate=0.1,
                    batch_size=len(X), shuffled=False, weighted=True)
-    expected_loss, expected = reference.loss_gradient(plan, net._params, X, y, sample_weight)
+    expected_loss, expected = reference.loss_gradient(plan, net.params, X, y, sample_weight)
     assert loss == pytest.approx(expected_loss, rel=1e-12)
     ours = pack_params(weight_grads, bias_grads)
     assert_allclose(ours, expected, rtol=1e-10, atol=1e-14)
     # The plain step subtracts learning_rate * G.
-    before = net._params.copy()
+    before = net.params.copy()
     net.fit(X, y, 1, sample_weight=sample_weight)
-    assert_allclose(net._params, before - 0.1 * ours, rtol=1e-12, atol=1e-14)
+    assert_allclose(net.params, before - 0.1 * ours, rtol=1e-12, atol=1e-14)
     # gradient() is the update direction: minus G for any model.
     minus = net.gradient(X, y)
     again = net.loss_gradient(X, y)
@@ -583,8 +584,8 @@ def test_objective_is_the_references_loss_gradient_at_each_point(backend, activa
         sample_weight = rng.uniform(0.5, 1.5, len(X)).astype(dtype) if weighted else None
         net = nnfast.Network([4, 6, 5, 3], backend=backend, dtype=dtype, activation=activation,
                              output=output, alpha=0.01, bias=bias)
-        before = net._params.copy()
-        objective = net._objective(X, y, sample_weight)
+        before = net.params.copy()
+        objective = full_batch_objective(net, X, y, sample_weight)
         assert_array_equal(objective.params, before)
         plan = FitPlan(sizes=net.sizes, bias=bias, dtype=net.dtype,
                        activations=net.activations, output=output, reduction=net.reduction,
@@ -604,7 +605,7 @@ def test_objective_is_the_references_loss_gradient_at_each_point(backend, activa
             results.append((loss, objective.grad.copy()))
         assert results[-1][0] == results[0][0]
         assert_array_equal(results[-1][1], results[0][1])
-        assert_array_equal(net._params, before)
+        assert_array_equal(net.params, before)
 
 
 def test_objective_checks_sample_weight_and_leaves_the_network_alone():
@@ -613,22 +614,22 @@ def test_objective_checks_sample_weight_and_leaves_the_network_alone():
     X, y = _model_data("softmax")
     net = nnfast.Network([4, 6, 3], activation="relu", output="softmax", bias=True)
     with pytest.raises(ValueError, match="sample_weight has 24"):
-        net._objective(X, y, np.ones(len(X) + 1))
+        full_batch_objective(net, X, y, np.ones(len(X) + 1))
     with pytest.raises(ValueError, match="sample_weight must be >= 0"):
-        net._objective(X, y, -np.ones(len(X)))
-    before = net._params.copy()
-    objective = net._objective(X, y, np.ones(len(X)))
+        full_batch_objective(net, X, y, -np.ones(len(X)))
+    before = net.params.copy()
+    objective = full_batch_objective(net, X, y, np.ones(len(X)))
     objective.params[...] = 0.25
     loss = objective()
     moved = nnfast.Network([4, 6, 3], activation="relu", output="softmax", bias=True)
-    moved._params[...] = 0.25
+    moved.params[...] = 0.25
     # loss_gradient converts lists before its objective sees them.
     expected_loss, expected_weights, expected_biases = moved.loss_gradient(X.tolist(),
                                                                            y.tolist())
     assert loss == pytest.approx(expected_loss, rel=1e-12)
     assert_allclose(objective.grad, pack_params(expected_weights, expected_biases),
                     rtol=1e-12, atol=1e-15)
-    assert_array_equal(net._params, before)
+    assert_array_equal(net.params, before)
 
 
 # ------------------------------------------------------------------------------ predictions
@@ -682,9 +683,9 @@ def test_default_network_is_the_original():
 
 @pytest.mark.parametrize("batch_size", [None, 5])
 def test_chunking_a_long_fit_changes_nothing(monkeypatch, batch_size):
-    """The general path runs at most _MAX_CHUNK_EPOCHS epochs per backend call (bounded
+    """The general path runs at most MAX_CHUNK_EPOCHS epochs per backend call (bounded
     memory); chunk boundaries change neither the arithmetic nor the history."""
-    from nnfast import network
+    from nnfast._training import threads
 
     X, y = _model_data("softmax")
     options = MODELS["relu_softmax_adam"]
@@ -701,12 +702,12 @@ def test_chunking_a_long_fit_changes_nothing(monkeypatch, batch_size):
             return run(params, state, n_epochs, orders)
         return counted
 
-    monkeypatch.setattr(network, "_MAX_CHUNK_EPOCHS", 4)
+    monkeypatch.setattr(threads, "MAX_CHUNK_EPOCHS", 4)
     monkeypatch.setattr(reference, "make_runner", counting_runner)
     chunked = nnfast.Network([4, 6, 3], backend="numpy", **options)
     chunked.fit(X, y, 11, batch_size=batch_size, report_every=3)
     assert calls == [4, 4, 3]
-    assert_array_equal(chunked._params, whole._params)
+    assert_array_equal(chunked.params, whole.params)
     assert chunked.history == whole.history and [i for i, _ in whole.history] == [0, 3, 6, 9]
     assert chunked.optimizer_state == whole.optimizer_state
 
@@ -716,9 +717,9 @@ def test_only_the_originals_options_take_the_original_path(backend, monkeypatch)
     """FitPlan.is_original picks the original's fit (the fused kernel on cython); any other
     option (even the original's sigmoid with sample weights or alpha) takes the general path."""
     used = []
-    real = nnfast.Network._general_backend
-    monkeypatch.setattr(nnfast.Network, "_general_backend",
-                        lambda self: used.append(True) or real(self))
+    real = nnfast.network.TrainingRun
+    monkeypatch.setattr(nnfast.network, "TrainingRun",
+                        lambda *args: used.append(True) or real(*args))
     X, y = _model_data("original")
     nnfast.Network([4, 5, 3], backend=backend).fit(X, y, 2, 0.5, batch_size=5)
     nnfast.Network([4, 5, 3], backend=backend, bias=True).fit(X, y, 2)
@@ -760,7 +761,7 @@ def test_caller_orders_are_the_reference_with_those_orders(backend, model, live)
     X, y = _model_data(options["output"])
     script, orders, asked = _scripted_orders(10, len(X))
     net = nnfast.Network([4, 6, 5, 3], backend=backend, **options)
-    untouched_stream = net._random_state.get_state()
+    untouched_stream = net.random_state.get_state()
     # A history alone runs one chunk; a callback every 3 epochs splits it there.
     report_every = 3 if live else 1
     callback = (lambda iteration, loss: None) if live else None
@@ -768,13 +769,13 @@ def test_caller_orders_are_the_reference_with_those_orders(backend, model, live)
             report_every=report_every)
     params, state, losses = _by_hand([4, 6, 5, 3], options, X, y, 10, 7, True, orders=script)
     tolerance = {"rtol": GENERAL_RTOL[np.float64], "atol": GENERAL_ATOL[np.float64]}
-    assert_allclose(net._params, params, **tolerance)
+    assert_allclose(net.params, params, **tolerance)
     assert_allclose(net.optimizer_state.values, state.values, **tolerance)
     assert asked == ([3, 3, 3, 1] if live else [10])
     assert [i for i, _ in net.history] == list(range(0, 10, report_every))
     assert_allclose([loss for _, loss in net.history], losses[::report_every], **tolerance)
-    assert_array_equal(net._random_state.get_state()[1], untouched_stream[1])
-    assert net._random_state.get_state()[2] == untouched_stream[2]
+    assert_array_equal(net.random_state.get_state()[1], untouched_stream[1])
+    assert net.random_state.get_state()[2] == untouched_stream[2]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -799,7 +800,7 @@ def test_caller_orders_are_not_asked_for_unshuffled_fits(batch_size, shuffle):
     plain = nnfast.Network([4, 6, 5, 3], **options).fit(X, y, 4, batch_size=batch_size,
                                                         shuffle=shuffle)
     assert asked == []
-    assert_array_equal(net._params, plain._params)
+    assert_array_equal(net.params, plain.params)
 
 
 def _repeat_first_row(out):

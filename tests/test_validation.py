@@ -581,12 +581,12 @@ _MODEL_X = np.random.RandomState(0).normal(size=(6, 3))
 def test_targets_outside_the_losss_domain(output, y, match, backend):
     n_out = np.asarray(y).shape[1]
     net = nnfast.Network([3, 4, n_out], output=output, backend=backend)
-    before = net._params.copy()
+    before = net.params.copy()
     with pytest.raises(ValueError, match=match):
         net.fit(_MODEL_X, y, 3)
     with pytest.raises(ValueError, match=match):
         net.loss_gradient(_MODEL_X, y)
-    assert_array_equal(net._params, before)
+    assert_array_equal(net.params, before)
 
 
 def test_targets_any_real_for_identity_and_original():
@@ -611,10 +611,10 @@ def test_targets_any_real_for_identity_and_original():
 ])
 def test_bad_sample_weight(sample_weight, error, match, backend):
     net = nnfast.Network([3, 4, 1], output="identity", backend=backend)
-    before = net._params.copy()
+    before = net.params.copy()
     with pytest.raises(error, match=match):
         net.fit(_MODEL_X, np.ones(6), 3, sample_weight=sample_weight)
-    assert_array_equal(net._params, before)
+    assert_array_equal(net.params, before)
 
 
 def test_sample_weight_beyond_float32_is_refused():

@@ -185,3 +185,15 @@ def loss_gradient(plan, params, X, y, sample_weight, n_threads):
     grad = np.empty_like(params)
     loss = make_loss_gradient(plan, X, y, sample_weight, n_threads)(params, grad)
     return loss, grad
+
+
+def loss_gradient_into(plan, params, X, y, sample_weight, workspace, grad):
+    """One full-batch loss and gradient of the plan's model on the calling thread, in a
+    caller's workspace (``allocate_general_workspace`` for at least X's rows, no training
+    buffers), writing the gradient to ``grad``; returns the loss. The workspace's activations
+    keep the forward pass: layers 1..L, n_rows rows each, in order (``nnfast._training.layout``).
+    For callers that evaluate many small batches in reused buffers (``nnfast.dask``'s shards).
+    """
+    weights = np.empty(0, dtype=params.dtype) if sample_weight is None else sample_weight
+    return _kernels.loss_gradient(_config(plan, X.shape[0], 1, 0), params, X, y, weights,
+                                  workspace, grad)

@@ -23,12 +23,37 @@ otherwise pay that twice per call (an L-BFGS fit makes hundreds of such calls). 
 arrives later comes with an import (PyTorch's, say), which the count of modules shows.
 """
 
+import math
 import os
 import sys
 import threading
 import time
 
-from .._validation import available_cores
+from .._validation import available_cores, check_n_threads
+
+# A layer product of at least this many multiply-adds per batch makes the kernel cut its
+# products into blocks for threads. Measured on 2 cores (AMD EPYC, AVX-512; MLPClassifier,
+# adam, (100,) or (256,) units, batches of 200 and 1,000): in a quiet process two threads
+# gained 6-15% at 1.3M multiply-adds (digits), 16-47% from 2.6M to 65M, in float32 and
+# float64; two blocks on one thread (another pool holding the other core) lost 9% to one
+# block at 1.3M, 3-8% from 2.6M on. Digits' size stays on one block: the loss there is the
+# gain's size, and a user's process is seldom quiet.
+PARALLEL_MIN_FLOPS = 1 << 21
+# Without kernel threads, an explicit n_threads caps BLAS only from this product size on;
+# below it BLAS runs single-threaded anyway and the cap would cost more than the fit.
+BLAS_THREADED_FLOPS = 1 << 16
+# A threaded fit calls the kernel for about this many multiply-adds at a time (5-15 ms on
+# two cores: a call's Python around it stays under 1%; another pool spins for about 100 ms),
+# re-deciding its team between calls (KernelTeam).
+TEAM_CHECK_WORK = 3e8
+# Epochs per kernel call at most: bounds the per-call epoch-loss buffer, so that a fit's
+# memory does not depend on its length.
+MAX_CHUNK_EPOCHS = 1 << 16
+# The kernel looks at the clock about every this much work (a fraction of a millisecond
+# optimised, a few in a debug build) and polls for Ctrl-C when 20 ms have passed; work is
+# counted in multiply-adds, a parameter's update per batch as UPDATE_WORK of them (Adam's).
+CLOCK_LOOK_WORK = 1e6
+UPDATE_WORK = 10
 
 # How often a fit looks again at how many cores are free (a read of /proc/loadavg costs
 # about 10 us; an OpenBLAS pool spins for about 0.1 s).
@@ -232,3 +257,85 @@ class FitThreads:
         finally:
             self._blas_cap.__exit__(*exc_info)
         return False
+
+
+# ------------------------------------------------------------------ a fit's thread policy
+
+
+def row_widths(sizes, row_inputs=None):
+    """The layer widths a row's products multiply: the first layer's row_inputs when given
+    (sparse X: its non-zeros, not its width, are the work)."""
+    return list(sizes) if row_inputs is None else [row_inputs, *sizes[1:]]
+
+
+def largest_product(sizes, batch_rows, row_inputs=None):
+    """Multiply-adds of the largest matrix product of a step on batch_rows rows."""
+    widths = row_widths(sizes, row_inputs)
+    return batch_rows * max(a * b for a, b in zip(widths, widths[1:]))
+
+
+def kernel_blocks(network, backend, batch_rows, row_inputs=None):
+    """The blocks the kernel cuts each large product into for batches of batch_rows rows
+    (its n_threads argument), which fix its arithmetic: the threads that share them are
+    decided as the fit runs (``KernelTeam``).
+
+    More than one only when the backend threads (the compiled kernel with OpenMP) and the
+    largest product is big enough to repay a fork; small networks run on the calling thread,
+    which is faster. By default one per core, at most the calling thread's OpenMP setting
+    (OMP_NUM_THREADS, a threadpoolctl limit); an explicit n_threads is taken as given (up to
+    the cores). row_inputs: the first layer's inputs a row really multiplies (sparse X).
+    """
+    requested = min(check_n_threads(network.n_threads), available_cores())
+    if not backend.threaded:
+        return 1
+    if network.n_threads is None:
+        requested = min(requested, max(1, backend.team_threads()))
+    if requested == 1:
+        return 1
+    return (requested
+            if largest_product(network.sizes, batch_rows, row_inputs) >= PARALLEL_MIN_FLOPS
+            else 1)
+
+
+def epochs_between_team_checks(sizes, blocks, n_rows, row_inputs=None):
+    """Epochs per kernel call at most, so that a threaded fit re-decides its team every few
+    milliseconds (another pool's spinning ends, another fit starts); MAX_CHUNK_EPOCHS for
+    one block, where there is no team."""
+    if blocks <= 1:
+        return MAX_CHUNK_EPOCHS
+    widths = row_widths(sizes, row_inputs)
+    work_per_epoch = 3 * n_rows * sum(a * b for a, b in zip(widths, widths[1:]))
+    return max(1, min(MAX_CHUNK_EPOCHS, int(TEAM_CHECK_WORK // work_per_epoch)))
+
+
+def fit_threads(network, backend, blocks, batch_rows, row_inputs=None):
+    """The threads a fit holds: the kernel's team for ``blocks`` blocks, and BLAS's cap.
+
+    The compiled kernel's BLAS calls get one thread each (two pools on the same cores would
+    take turns spinning; the kernel's blocks are its threads), except in a build without
+    OpenMP, where BLAS's threads are the only ones. The NumPy backend's BLAS keeps its own
+    default, or n_threads when the caller set it. The cap is process-wide, so it is only
+    taken when the products are big enough for BLAS to thread them.
+    """
+    product = largest_product(network.sizes, batch_rows, row_inputs)
+    if blocks > 1 or (backend.threaded and product >= BLAS_THREADED_FLOPS):
+        # The kernel owns the threading: below its blocks' size BLAS's own threads gained
+        # 20% on digits in a quiet process, and lost 1.4-1.8x right after other libraries'
+        # BLAS work, whose spinning threads hold the core they need.
+        cap = blas_thread_cap(1)
+    elif network.n_threads is not None and product >= BLAS_THREADED_FLOPS:
+        cap = blas_thread_cap(min(network.n_threads, available_cores()))
+    else:
+        cap = blas_thread_cap(None)
+    return FitThreads(cap, KernelTeam(getattr(backend, "kernels", None), blocks))
+
+
+def check_every(sizes, batch_size):
+    """Batches between the kernel's looks at the clock for a Ctrl-C poll (0: never, off the
+    main thread, where a poll would only take the GIL: only the main thread handles
+    signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        return 0
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    work_per_batch = 3 * batch_size * weights + UPDATE_WORK * weights
+    return max(1, math.ceil(CLOCK_LOOK_WORK / work_per_batch))

@@ -3,6 +3,7 @@ commits the result (the package docstring says how).
 """
 
 
+import dataclasses
 import signal
 import threading
 import time
@@ -13,23 +14,14 @@ import distributed
 import numpy as np
 
 from .. import reference
+from .._training.backends import backend_named
+from .._training.driver import Reports, drive, progress_bar
 from .._training.layout import param_views
-from .._validation import (
-    check_inputs,
-    check_int,
-    check_learning_rate,
-    check_sample_weight,
-    check_target_range,
-    check_targets,
-)
-from ..network import (
-    Network,
-    TrainingDivergedError,
-    _locks_of,
-    _progress_bar,
-    report_line,
-)
-from ..optimizers import GradientStep
+from .._training.options import check_fit_arguments, check_model_options, fit_plan
+from .._training.transaction import FitTransaction, TrainingDivergedError
+from .._validation import (check_inputs, check_int, check_sample_weight, check_target_range,
+                           check_targets)
+from ..network import Network
 from ._cluster import client_for_fit
 from ._data import check_dask_data, is_dask_array, shards_from_dask, shards_from_numpy
 from ._tasks import (
@@ -201,23 +193,11 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
     """
     if not isinstance(network, Network):
         raise TypeError(f"network must be an nnfast.Network, got {type(network).__name__}")
-    network._check_model_options()
-    iterations = check_int(iterations, "iterations", minimum=0)
-    if learning_rate is not None:
-        learning_rate = check_learning_rate(learning_rate, network.dtype)
-        if not isinstance(network.optimizer, GradientStep) and learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0 for {type(network.optimizer).__name__}"
-                             f", got {learning_rate}")
+    check_model_options(network)
+    arguments = check_fit_arguments(
+        network, iterations=iterations, learning_rate=learning_rate, verbose=verbose,
+        callback=callback, progress=progress, resume=resume, report_every=report_every)
     sync_every = check_int(sync_every, "sync_every", minimum=1)
-    verbose = check_int(verbose, "verbose", minimum=0)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
-    if not isinstance(resume, (bool, np.bool_)):
-        raise TypeError(f"resume must be True or False, got {resume!r}")
-    if report_every is not None:
-        report_every = check_int(report_every, "report_every", minimum=1)
     # Everything the client can check is checked before a cluster is started or reached.
     if any(is_dask_array(a) for a in (X, y, sample_weight)):
         X, y, sample_weight = check_dask_data(X, y, network.sizes, network.dtype,
@@ -230,35 +210,38 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X.shape[0], network.dtype)
         make_shards = shards_from_numpy
-    plan = network._plan(learning_rate, bool(resume), X.shape[0], False,
-                         sample_weight is not None)
+    plan = fit_plan(network, arguments.learning_rate, arguments.resume, X.shape[0], False,
+                    sample_weight is not None)
     if not plan.is_original:
-        network._general_backend()  # the compiled model must exist here as on the workers
+        # The compiled model must exist here as on the workers.
+        backend_named(network.backend).require_general()
 
-    fit_lock, state_lock = _locks_of(network)
-    bar = _progress_bar(iterations) if progress else None
+    iterations = arguments.iterations
+    bar = progress_bar(iterations) if arguments.progress else None
+    reports = Reports.of_fit(iterations, verbose=arguments.verbose,
+                             callback=arguments.callback, bar=bar,
+                             report_every=arguments.report_every, output=network.output,
+                             dtype=network.dtype)
+    if sync_every > 1:  # reports only at round starts
+        reports = dataclasses.replace(
+            reports, every=-(-reports.every // sync_every) * sync_every)
     try:
-        with client_for_fit(client) as active, fit_lock:
-            # Under the fit lock: the optimizer state of the fit before, not of one running.
-            state = (None if plan.is_original
-                     else network._start_state(plan, bool(resume), learning_rate))
+        with client_for_fit(client) as active, FitTransaction(
+                network, plan, resume=arguments.resume,
+                learning_rate=arguments.learning_rate) as transaction:
+            state = None if plan.is_original else transaction.optimizer_state
             trainer = _Trainer(active, network, plan, state, sync_every)
             try:
                 trainer.place(make_shards, X, y, sample_weight)
-                params, history, done = trainer.run(iterations, verbose, callback, bar,
-                                                    report_every)
+                done, history = trainer.run(transaction.params, iterations, reports)
                 trainer.release()
             finally:
                 trainer.close()
+            transaction.commit(history, done,
+                               hint=f" (learning_rate={trainer.learning_rate} too large?)")
     finally:
         if bar is not None:
             bar.close()
-    with state_lock:
-        network._params[...] = params
-        network.history = history
-        network.iterations_run = done
-        if state is not None and plan.state_size:
-            network.optimizer_state = state
     return network
 
 
@@ -294,49 +277,13 @@ class _Trainer:
                               n_rows=self.n_rows, total_weight=self.total_weight)
         self._locate_shards()
 
-    def run(self, iterations, verbose, callback, bar, report_every_given):
-        """The step loop of ``Network.fit`` (chunks between reports), with steps on the
-        cluster. Returns (params, history, iterations done)."""
-        net = self.network
-        params = net._snapshot()
-        reporting, report_every = net._report_period(iterations, verbose, callback, bar,
-                                                     report_every_given)
-        if self.sync_every > 1:  # reports only at round starts
-            report_every = -(-report_every // self.sync_every) * self.sync_every
-        history = []
-        done = 0
+    def run(self, params, iterations, reports):
+        """``Network.fit``'s loop (chunks between reports, ``nnfast._training.driver``), with
+        steps on the cluster, training params in place. Returns (iterations done, history)."""
         with _InterruptLatch() as interrupt:
-            done = self._run_reports(params, iterations, report_every, reporting, verbose,
-                                     callback, bar, history, interrupt)
-        if not np.isfinite(params).all():
-            raise TrainingDivergedError(
-                f"training diverged: weights became infinite (learning_rate="
-                f"{self.learning_rate} too large?); the weights are left as they were before "
-                "this fit")
-        return params, history, done
-
-    def _run_reports(self, params, iterations, report_every, reporting, verbose, callback,
-                     bar, history, interrupt):
-        """The steps between reports, and the reports; returns the iterations done."""
-        net = self.network
-        done = 0
-        while done < iterations:
-            next_report = (done // report_every + 1) * report_every
-            n_steps = min(iterations, next_report) - done
-            first_error = self._run_steps(params, n_steps, done, interrupt)
-            stop = False
-            if reporting and done % report_every == 0:
-                history.append((done, first_error))
-                if verbose:
-                    print(report_line(net.output, net.dtype, done, first_error), flush=True)
-                if callback is not None:
-                    stop = bool(callback(done, first_error))
-            done += n_steps
-            if bar is not None:
-                bar.update(n_steps)
-            if stop:
-                break
-        return done
+            return drive(
+                lambda start, n_steps: (self._run_steps(params, n_steps, start, interrupt),),
+                iterations, reports, max_chunk=max(1, iterations), every_epoch_loss=False)
 
     def _run_steps(self, params, n_steps, done, interrupt):
         """n_steps iterations from iteration ``done``, updating params in place; returns the

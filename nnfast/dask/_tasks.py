@@ -1,6 +1,6 @@
 """The work ``nnfast.dask.fit`` sends to Dask workers: one shard's part of a step.
 
-Nothing here imports Dask, so a worker needs only nnfast to run it. A shard is one chunk of
+Nothing here calls Dask: these are plain functions of NumPy arrays. A shard is one chunk of
 rows held in a worker's memory as ``(x, y, w)``, already validated and converted to the
 network's dtype (``prepare_shard``); w is the rows' sample weights, or None. Every task
 returns a ``Partial``: a flat vector in the parameter layout of ``nnfast._training.layout`` (for
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import reference
+from .._training.backends import backend_named
 from .._training.layout import (
     allocate_general_workspace,
     allocate_workspace,
@@ -112,22 +113,21 @@ def release_workspaces(fit_id):
 
 
 def _scratch(spec, n_rows):
-    """Exactly-sized views of this thread's activations and deltas for n_rows rows."""
+    """This thread's original-path workspace for n_rows rows: exactly-sized views of its
+    activations and deltas (the kernel takes them so), no gathered-row buffers (the shard's
+    rows are one full batch in stored order)."""
     workspace = _workspace(spec)
     used = n_rows * sum(spec.sizes[1:])
-    return workspace["activations"][:used], workspace["deltas"][:used], workspace["grad"]
+    no_rows = np.empty(0, dtype=workspace["grad"].dtype)
+    return {"activations": workspace["activations"][:used],
+            "deltas": workspace["deltas"][:used], "grad": workspace["grad"],
+            "batch_x": no_rows, "batch_y": no_rows}
 
 
 def _general_workspace(spec):
     """This thread's buffers for ``_kernels.loss_gradient`` (the general path) for this fit;
     they hold up to spec.max_rows rows, and the kernel takes buffers at least that large."""
     return _workspace(spec, general=True)
-
-
-def _kernels():
-    # The build the worker's own CPU runs best, chosen when nnfast is imported there.
-    from ..network import _kernels as kernels
-    return kernels
 
 
 def shard_gradient(spec, params, shard):
@@ -140,20 +140,9 @@ def shard_gradient(spec, params, shard):
         of the same forward pass.
     """
     x, y, _ = shard
-    if spec.backend == "numpy":
-        weights, biases = param_views(params, spec.sizes, spec.bias)
-        with np.errstate(over="ignore"):  # exp overflowing to inf: the exact sigmoid 0
-            weight_grads, bias_grads = reference.gradient(weights, biases, x, y)
-            abs_error_sum = float(np.abs(y - reference.predict(weights, biases, x)).sum())
-        vector = np.concatenate([g.ravel() for pair in zip(
-            weight_grads, bias_grads if spec.bias else [None] * len(weight_grads))
-            for g in pair if g is not None])
-        return Partial(vector, abs_error_sum, not np.isfinite(abs_error_sum))
-    activations, deltas, grad = _scratch(spec, x.shape[0])
-    vector = np.empty_like(params)
-    abs_error_sum = _kernels().gradient(
-        params, np.asarray(spec.sizes, dtype=np.intp), spec.bias, x, y, activations, deltas,
-        grad, vector, 1)
+    vector, abs_error_sum = backend_named(spec.backend).original_gradient(
+        params, spec.sizes, spec.bias, x, y, 1, with_error=True,
+        workspace=_scratch(spec, x.shape[0]))
     return Partial(vector, abs_error_sum, not np.isfinite(abs_error_sum))
 
 
@@ -175,18 +164,11 @@ def shard_local_steps(spec, params, shard, n_steps, learning_rate):
     share = x.shape[0] / spec.n_rows
     learning_rate = learning_rate / share
     local = params.copy()
-    if spec.backend == "numpy":
-        weights, biases = param_views(local, spec.sizes, spec.bias)
-        with np.errstate(all="ignore"):
-            errors = reference.fit(weights, biases, x, y, n_steps, learning_rate)
-        first_error, diverged = float(errors[0]), not np.isfinite(errors).all()
-    else:
-        activations, deltas, grad = _scratch(spec, x.shape[0])
-        no_rows = np.empty(0, dtype=local.dtype)
-        _, first_error, diverged = _kernels().fit(
-            local, np.asarray(spec.sizes, dtype=np.intp), spec.bias, x, y,
-            np.empty((0, 0), dtype=np.intp), x.shape[0], n_steps, learning_rate, activations,
-            deltas, grad, no_rows, no_rows, 0, 1)
+    run = backend_named(spec.backend).original_run(
+        spec.sizes, spec.bias, x, y, learning_rate, x.shape[0], False, 1, 0,
+        workspace=_scratch(spec, x.shape[0]))
+    first_error, diverged_at = run(local, n_steps, None)
+    first_error, diverged = float(first_error), diverged_at is not None
     local -= params
     local *= local.dtype.type(share)
     # The kernel reports the mean over the shard's outputs; the client wants sums to add up.
@@ -198,18 +180,10 @@ def same(value):
     return value
 
 
-def _backend(spec):
-    """The general path's backend module of the network (``Network._general_backend``)."""
-    if spec.backend == "numpy":
-        return reference
-    from .._kernels import runner as _compiled
-    return _compiled
-
-
 def shard_loss_gradient(spec, params, shard):
     """The shard's part of the full-batch loss and gradient of a model other than the
-    original's, with the compiled kernel (``_kernels.loss_gradient``, as
-    ``Network.loss_gradient``) or the reference for ``backend="numpy"``.
+    original's, with the network's backend (``loss_gradient_into``, as
+    ``Network.loss_gradient``).
 
     The shard's rows are summed, unpenalised: the gradient ``a.T @ d`` (``reduction="sum"``,
     ``alpha=0``, each row's delta times its sample weight) and the data loss times the
@@ -224,25 +198,10 @@ def shard_loss_gradient(spec, params, shard):
                                shuffled=False, weighted=w is not None)
     original = plan.output == "original"
     grad = np.empty_like(params)
-    if spec.backend == "numpy":
-        weights, biases = param_views(params, plan.sizes, plan.bias)
-        weight_grads, bias_grads = param_views(grad, plan.sizes, plan.bias)
-        with np.errstate(all="ignore"):  # a non-finite loss is reported by the client
-            loss, layers = reference.backprop(
-                weights, biases, x, y, w, plan.activations, plan.output, 0.0, "sum",
-                weight_grads, bias_grads, need_loss=total > 0 and not original)
-        output = layers[-1]
-    else:
-        from .._kernels import runner as _compiled
-        from ..network import _kernels as kernels
-        workspace = _general_workspace(spec)
-        loss = kernels.loss_gradient(_compiled._config(plan, n_rows, 1, 0), params, x, y,
-                                     np.empty(0, dtype=params.dtype) if w is None else w,
-                                     workspace, grad)
-        # The forward pass stays in the activations buffer: layers 1..L, n_rows rows each,
-        # in order (nnfast._training.layout), so the output layer is the last block.
-        before = n_rows * sum(plan.sizes[1:-1])
-        output = workspace["activations"][before:before + y.size].reshape(y.shape)
+    backend = backend_named(spec.backend)
+    with np.errstate(all="ignore"):  # a non-finite loss is reported by the client
+        loss, output = backend.loss_gradient_into(plan, params, x, y, w, grad,
+                                                  workspace=_general_workspace(spec))
     if original:
         with np.errstate(all="ignore"):
             value = float(np.abs(y - output).sum())
@@ -285,7 +244,7 @@ def shard_local_fit(spec, start, shard, n_steps, counters):
     share = total / spec.total_weight
     scaled = (np.ones(n_rows, dtype=start.dtype) if w is None else w) / start.dtype.type(share)
     plan = dataclasses.replace(plan, batch_size=n_rows, shuffled=False, weighted=True)
-    run = _backend(spec).make_runner(plan, x, y, scaled, 1, 0)
+    run = backend_named(spec.backend).make_runner(plan, x, y, scaled, 1, 0)
     params = start[:plan.n_params].copy()
     step, samples_seen, learning_rate = counters
     state = OptimizerState(start[plan.n_params:].copy(), step, samples_seen, learning_rate)

@@ -36,6 +36,7 @@ from .._training.layout import param_count, param_views
 from .._training.plan import OptimizerState
 from .._training.sparse import as_csr, is_sparse
 from .._validation import as_matrix, check_finite_real
+from .._training.run import training_run
 from ..network import Network, TrainingDivergedError
 from . import _input as _mlp_input
 from . import _params as _mlp_params
@@ -175,7 +176,7 @@ class _NetworkTrainer:
         self.network = network
         # The parameters the weights are read from: the network's, or while ``training``
         # the copy that the run trains (the network gets it when the run ends).
-        self._params = network._params
+        self.params = network.params
 
     def set_weights(self, coefs, intercepts):
         for view, value in zip(self.network.weights, coefs):
@@ -185,7 +186,7 @@ class _NetworkTrainer:
 
     def weights(self):
         """(weight matrices, bias vectors) of the current parameters, as views."""
-        return param_views(self._params, self.network.sizes, True)
+        return param_views(self.params, self.network.sizes, True)
 
     def load(self, coefs, intercepts):
         """Sets the current parameters (the run's, while ``training``)."""
@@ -200,18 +201,17 @@ class _NetworkTrainer:
 
     @contextlib.contextmanager
     def training(self, X, Y, sample_weight, batch_size, max_epochs, resume, orders):
-        """A run of the network's training (``Network._general_fit``: X, Y and sample_weight
+        """A run of the network's training (``nnfast._training.run.training_run``: X, Y and sample_weight
         as the estimator validated them) that trains chunks of epochs, in the row orders
         ``orders`` gives or stored order when it is None; the network keeps what it trained
         when the block ends without an exception."""
-        with self.network._general_fit(X, Y, sample_weight, batch_size=batch_size,
-                                       max_epochs=max_epochs, resume=resume,
-                                       orders=orders) as run:
-            self._params = run.params
+        with training_run(self.network, X, Y, sample_weight, batch_size=batch_size,
+                          max_epochs=max_epochs, resume=resume, orders=orders) as run:
+            self.params = run.params
             try:
                 yield run
             finally:
-                self._params = self.network._params
+                self.params = self.network.params
 
     def learning_rate(self):
         """The network's current (SGD) learning rate."""
@@ -325,7 +325,7 @@ class _BaseMLP(BaseEstimator):
         X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
                                                            first_pass, classes)
         # The network trains on C-contiguous arrays of its dtype; they are made here, and the
-        # network takes them as they are (Network._general_fit).
+        # network takes them as they are (nnfast._training.run.training_run).
         if is_sparse(X):
             # Sparse X (CSR or CSC, as scikit-learn accepts) trains as a canonical CSR matrix,
             # never densified; later fits convert it to the model's dtype.
@@ -473,7 +473,7 @@ class _BaseMLP(BaseEstimator):
         optimizer = (resumed.optimizer if resumed is not None
                      else _mlp_solvers.optimizer_for(params) if stochastic else None)
         # Its weights are coefs_ and intercepts_, set at once (_fit): none are drawn.
-        network = Network._from_params(
+        network = Network.from_params(
             np.empty(param_count(layer_units, True), dtype=dtype), layer_units, seed=1,
             dtype=dtype, backend=BACKEND, bias=True, n_threads=params.n_threads,
             activation=params.activation, output=self.out_activation_, optimizer=optimizer,

@@ -6,7 +6,7 @@ stopping), divides the rate by 5 ("adaptive") or stops. That bookkeeping is Pyth
 is there; the epochs themselves run in the network's backend, as many per call as the rules
 allow:
 
-* a fit opens one run of the network's training (``Network._general_fit``: its workspace,
+* a fit opens one run of the network's training (``nnfast._training.run.training_run``: its workspace,
   parameter copies and row-order buffer made once) and hands it chunks of epochs: as many as
   cannot trigger the stopping rule, whatever their losses (from a count of c epochs without
   progress, the next ``n_iter_no_change - c``, then the one that may stop), so that the
@@ -20,7 +20,7 @@ allow:
 ``lbfgs`` hands SciPy's L-BFGS-B the network's full-batch loss and gradient, with the
 parameters packed in scikit-learn's order (every weight matrix, then every bias vector), so
 that the optimizer walks the same path. The loss and gradient come from one
-``FullBatchObjective`` per fit (``Network._objective``): the kernel's buffers and threads are
+``FullBatchObjective`` per fit (``nnfast._training.objective.full_batch_objective``): the kernel's buffers and threads are
 set up once rather than at each of the hundreds of evaluations, on the estimator's validated
 arrays.
 """
@@ -35,6 +35,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from .._training.layout import PackedLayout
+from .._training.objective import full_batch_objective
 from .._training.sparse import as_csr, is_sparse
 from .._training.threads import blas_thread_cap
 from ..optimizers import SGD, Adam
@@ -302,7 +303,7 @@ def fit_lbfgs(trainer, X, Y, sample_weight, params):
     network = trainer.network
     # Buffers and thread count once for all of the minimizer's evaluations (X and Y as the
     # estimator validated them).
-    objective = network._objective(X, Y, sample_weight, weights_checked=True)
+    objective = full_batch_objective(network, X, Y, sample_weight, weights_checked=True)
     packing = PackedLayout(network.sizes, network.bias)
     options = {"maxfun": params.max_fun, "maxiter": params.max_iter, "gtol": params.tol}
     if _SCIPY_HAS_IPRINT:
