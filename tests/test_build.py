@@ -9,7 +9,6 @@ import os
 import pytest
 
 import nnfast
-from nnfast import network
 from nnfast._training.backends import backend_named
 from conftest import blas_min_flops, kernel_builds
 

@@ -23,7 +23,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import nnfast
-from nnfast import network, reference
+from nnfast import reference
 from conftest import ATOL, RTOL, kernel_blocks, kernel_build
 
 FIT_ATOL = {np.float32: 5e-4, np.float64: 1e-9}

@@ -18,7 +18,7 @@ from conftest import (ATOL, DTYPES, GENERAL_ATOL, GENERAL_BACKENDS, GENERAL_RTOL
                       HIDDEN_ACTIVATIONS, OUTPUTS, RTOL)
 from nnfast import reference
 from nnfast._training.objective import full_batch_objective
-from nnfast._training.layout import pack_params, param_views
+from nnfast._training.layout import pack_params
 from nnfast._training.plan import FitPlan, OptimizerState
 from nnfast.optimizers import SGD, Adam, GradientStep
 from nnfast.cli.bench.workloads import TUTORIAL3_Y, TUTORIAL_X

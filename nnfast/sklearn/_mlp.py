@@ -379,8 +379,10 @@ class _BaseMLP(BaseEstimator):
         try:
             if stochastic:
                 # An integer random_state seeds a RandomState that only this fit sees.
+                hooks = _mlp_solvers.EarlyStopping(
+                    self._stratify_early_stopping, self._decode_targets, self._validation_score)
                 record = _mlp_solvers.fit_stochastic(
-                    self, trainer, X, Y, sample_weight, params, incremental, random_state,
+                    self, hooks, trainer, X, Y, sample_weight, params, incremental, random_state,
                     resume, shared_random_state=not isinstance(self.random_state,
                                                                numbers.Integral),
                     targets=targets)

@@ -25,6 +25,7 @@ set up once rather than at each of the hundreds of evaluations, on the estimator
 arrays.
 """
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -155,10 +156,23 @@ class StochasticRecord:
         estimator.best_validation_score_ = self.best_validation_score
 
 
-def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental, random_state,
-                   resume, shared_random_state=True, targets=None):
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """What early stopping asks of the estimator: ``stratify(Y)`` (the split's strata, or
+    None), ``decode(Y)`` (targets as the user's labels) and ``score(trainer, X, y,
+    sample_weight)`` (the current weights' accuracy or R^2 on held-out rows)."""
+
+    stratify: object
+    decode: object
+    score: object
+
+
+def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight, params,
+                   incremental, random_state, resume, shared_random_state=True, targets=None):
     """scikit-learn's ``_fit_stochastic`` on a network: trains ``trainer``'s network in place
     and returns the ``StochasticRecord`` (with the best weights when early stopping).
+    ``estimator``'s fitted attributes are where a continued fit starts from;
+    ``early_stopping_hooks`` (``EarlyStopping``) are its part in early stopping.
 
     ``shared_random_state``: whether random_state outlives the fit (NumPy's global one, or
     the caller's instance), so that it must end where scikit-learn's ends; a fit's own
@@ -179,7 +193,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
                 *((X, Y, targets) if sample_weight is None
                   else (X, Y, targets, sample_weight)),
                 random_state=random_state, test_size=params.validation_fraction,
-                stratify=estimator._stratify_early_stopping(Y))
+                stratify=early_stopping_hooks.stratify(Y))
         X_train, X_val, Y_train, _, _, targets_val = split[:6]
         if is_sparse(X_train):
             # The split's rows of a CSR matrix, brought back to the kernel's form.
@@ -188,7 +202,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "
                              "'validation_fraction' or the size of your dataset.")
-        y_val = estimator._decode_targets(targets_val)
+        y_val = early_stopping_hooks.decode(targets_val)
     else:
         X_train, Y_train, sw_train = X, Y, sample_weight
     n_rows = X_train.shape[0]
@@ -242,7 +256,7 @@ def fit_stochastic(estimator, trainer, X, Y, sample_weight, params, incremental,
                 # The held-out score needs the weights after every epoch: one epoch per call.
                 losses = run.run(1, through_nonfinite=True)
                 check_nonfinite(losses)
-                decide(losses[0], estimator._validation_score(trainer, X_val, y_val, sw_val))
+                decide(losses[0], early_stopping_hooks.score(trainer, X_val, y_val, sw_val))
                 continue
             n_epochs = min(_undecided_epochs(record, params, epochs_left), run.max_chunk)
             losses = run.run(n_epochs, through_nonfinite=True)
