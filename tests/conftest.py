@@ -4,66 +4,12 @@ The data are the original tutorial's ("a neural network in 11 lines of Python"):
 samples of three binary inputs, the last always 1, with two target columns
 (y2: the first input copied; y3: XOR of the first two inputs).
 
-Which file holds what (one home per subject; add a line for a new file):
-
-- test_build.py: the kernel modules are compiled extensions.
-- test_cli.py: ``python -m nnfast`` and its bench command.
-- test_dask.py: ``nnfast.dask`` (distributed training against local fits for every model
-  option and sample weights, ``sync_every`` rounds against local shard fits, its faults and
-  inputs, model search on a Dask cluster).
-- test_fit.py: the fused kernel fit (cython) against the NumPy reference (numpy).
-- test_general_kernel.py: the compiled general path (``nnfast._kernels.runner`` over
-  ``_kernels.fit_general`` / ``loss_gradient``) against ``nnfast.reference``'s runner for
-  every activation, output, optimizer, reduction, alpha, sample weights, batching, dtype and
-  kernel build; its size checks, integer codes and tanh.
-- test_hostile.py: hostile shapes, sizes and values.
-- test_interrupt.py: Ctrl-C during a fit.
-- test_kernels.py: each ``def`` kernel of the original's path against its counterpart in
-  ``nnfast.reference``, and the size checks of those entry points.
-- test_memory.py: a fit allocates once, up front.
-- test_mlp_input.py: the MLP estimators' fit- and predict-time input checks for plain NumPy
-  arrays (``nnfast.sklearn._input``, ``nnfast._training.random``): the same fits, predictions, classes,
-  errors and warnings as scikit-learn's own validation; early stopping's decoded
-  predictions, accuracy and R^2 against scikit-learn's functions; every container and
-  memory order of X and y (DataFrames, Fortran order, strided, read-only, lists,
-  meta-estimators' targets) against scikit-learn's fits.
-- test_mlp_params.py: the MLP estimators' parameter validation (``nnfast.sklearn._params``):
-  ``_parameter_constraints``, exception class and message for invalid values of every
-  parameter at fit / partial_fit, valid edge values, skipped validation and the fit-time
-  parameter rules, all against the installed scikit-learn's; its ``check_param_validation``.
-- test_persistence.py: save / load (format versions 1 and 2), pickle, deepcopy.
-- test_properties.py: property-based kernel / reference equivalence (hypothesis).
-- test_readme.py: the README's commands and examples.
-- test_reference_sklearn.py: ``nnfast.reference``'s model families (activations, outputs,
-  losses, alpha, sample weights, SGD / Nesterov / Adam, schedules) against the installed
-  scikit-learn's MLP, and the general path with the original's options against the original.
-- test_mlp_equivalence.py: ``nnfast.sklearn.MLPClassifier`` / ``MLPRegressor`` against the
-  installed scikit-learn's (the same fits, predictions, stopping, class_weight as sample
-  weights, default-parameter cross-validated scores), on both backends; scikit-learn's packed
-  parameter vector (``nnfast._training.layout.PackedLayout``, L-BFGS's) against its ``_pack``; the
-  edges against scikit-learn's outcomes (errors and warnings, divergence and non-finite
-  losses, sample weights summing to zero, weights assigned by hand) and the README's
-  "Differences from scikit-learn".
-- test_mlp_differential.py: the MLP estimators against scikit-learn's over random
-  configurations, containers, warm starts, partial_fit sequences and bad inputs
-  (``NNFAST_DIFF_CASES`` / ``NNFAST_DIFF_SEED`` / ``NNFAST_DIFF_CASE``), with the documented
-  differences and today's pending ones as rules.
-- test_sklearn_patch.py: ``patch_sklearn`` / ``unpatch_sklearn`` / ``is_patched`` and
-  ``python -m nnfast.sklearn`` (``nnfast/sklearn/_patch.py``, ``__main__.py``).
-- test_sklearn_upstream.py: scikit-learn's own ``test_mlp.py`` and ``test_common.py -k MLP``
-  run against nnfast's estimators in a child pytest (plugin: sklearn_upstream_plugin.py),
-  with the deselect list of tests reading scikit-learn's private internals.
-- test_sklearn.py: the scikit-learn estimators of ``nnfast.sklearn``: scikit-learn's
-  estimator checks for all of them, pickling and validation of the MLP estimators, the
-  ``NetworkClassifier`` / ``NetworkRegressor`` behaviour.
-- test_sparse.py: sparse X (CSR / CSC, matrices and arrays) in the kernel, ``Network`` and the
-  MLP estimators, against scikit-learn's sparse fit, nnfast's dense fit and
-  ``nnfast.reference``; bad sparse input; the memory of a large sparse fit.
-- test_threads.py: concurrent fits from Python threads.
-- test_training_options.py: fit's options (mini-batches, bias, reporting, callbacks, progress,
-  sample weights, resume, report_every), gradient(), loss_gradient() and the full-batch
-  objective L-BFGS evaluates (``Network._objective``), the model options through ``Network``.
-- test_validation.py: every validation rule of the public API, no side effects on bad input.
+The tests mirror the package: ``kernels/`` (the compiled builds, their entry points and the
+compiled runner), ``training/`` (what a fit is made of: threads, memory, Ctrl-C, sparse
+input), ``sklearn/`` (the estimators against scikit-learn, its own tests, the patch),
+``dask/`` and ``cli/``; at the top, the public ``Network`` (fit, options, validation, hostile
+input, properties against the reference), ``reference`` against scikit-learn, persistence
+and the files of earlier releases, and the README.
 """
 
 import contextlib

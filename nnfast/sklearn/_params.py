@@ -12,7 +12,7 @@ the signature; each constraint is built and tested), so ``validate_params`` firs
 cheap test that accepts only plainly valid values (exact built-in types inside the bounds)
 and hands everything else to scikit-learn's ``_validate_params``, which either raises its
 error or accepts the value (a NumPy scalar, a bool where a number is expected). The cheap
-test never accepts a value scikit-learn refuses; tests/test_mlp_params.py holds it to that.
+test never accepts a value scikit-learn refuses; tests/sklearn/test_mlp_params.py holds it to that.
 ``check_params`` then converts the accepted values for the fit.
 """
 
@@ -40,7 +40,7 @@ REGRESSION_LOSSES = ("squared_error", "poisson")
 # MLPRegressor's those and "loss"), reused rather than written out again: a
 # StrOptions message lists the options in its set's iteration order, which depends on how
 # the set was built (a set literal in scikit-learn's source), so only scikit-learn's objects
-# give its messages to the letter on every run. tests/test_mlp_params.py holds them to the
+# give its messages to the letter on every run. tests/sklearn/test_mlp_params.py holds them to the
 # installed scikit-learn's estimators and the quick test below to them.
 # nnfast's own: the kernel's thread count (check_n_threads's range; None: all cores), and
 # the classifier's class weights, declared as scikit-learn's LogisticRegression declares them.

@@ -237,7 +237,7 @@ def test_float32_early_stopping_scores_float64_targets_as_scikit_learn(task, mlp
     # float32 X, float64 y: scikit-learn's held-out R^2 compares the float32 predictions
     # with the float64 targets in float64. Scored in float32 instead, epochs whose scores
     # differ beyond float32's digits tie and another epoch's weights are kept (seen in
-    # tests/test_mlp_differential.py, case 15000169, which fails without float64 scores).
+    # tests/sklearn/test_mlp_differential.py, case 15000169, which fails without float64 scores).
     ours, theirs = _fit_both(task, np.float32, early_stopping=True, max_iter=15, tol=0.0,
                              n_iter_no_change=15, validation_fraction=0.2)
     # Scored as scikit-learn scores, in float64: equal to float32 training's rounding.

@@ -523,7 +523,7 @@ def _deliberate_rules():
 
     def kernel_ulps(case, ours, theirs, found):
         # The compiled kernel's logistic and tanh are within a few ulps of NumPy's, not
-        # correctly rounded (tests/test_kernels.py); a chaotic fit amplifies those ulps
+        # correctly rounded (tests/kernels/test_kernels.py); a chaotic fit amplifies those ulps
         # where X's noise leaves scikit-learn's own spread narrow. The same scenario on
         # nnfast's NumPy backend (nnfast.reference: the same algorithm with NumPy's
         # functions) must then agree with scikit-learn outright, so that only the kernel's
