@@ -596,7 +596,7 @@ _ATTRIBUTES = """\
         ``intercepts_[k]``, shape (units of layer k + 1,), the biases of layer k + 1.
     n_features_in_ : int
         Number of features seen by ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Feature names seen by ``fit``, when X has string column names.
     n_iter_ : int
         Epochs (or "lbfgs" iterations) run by the last fit.
