@@ -61,7 +61,6 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "min_reported_time": 1,
     "show_memory": False,
-    "write_computation_times": False,
 }
 
 # ----------------------------------------------------------------------------------- doctests
