@@ -44,8 +44,10 @@ for ax, (name, classifier) in zip(axes.flat, models.items()):
         # A few hundred epochs may stop short of the stopping rule; the plot shows the fit.
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X, y)
+    accuracy = model.score(X, y)
+    print(f"{name:<24} training accuracy {accuracy:.3f}")
     probability = model.predict_proba(grid)[:, 1].reshape(xx.shape)
     ax.contourf(xx, yy, probability, levels=np.linspace(0, 1, 11), cmap="RdBu", alpha=0.8)
     ax.scatter(X[:, 0], X[:, 1], c=y, cmap="RdBu", edgecolors="black", linewidths=0.5, s=15)
-    ax.set_title(f"{name}\ntraining accuracy {model.score(X, y):.2f}", fontsize=10)
+    ax.set_title(f"{name}\ntraining accuracy {accuracy:.2f}", fontsize=10)
 figure.tight_layout()

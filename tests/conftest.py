@@ -33,7 +33,9 @@ Which file holds what (one home per subject; add a line for a new file):
   parameter rules, all against the installed scikit-learn's; its ``check_param_validation``.
 - test_persistence.py: save / load (format versions 1 and 2), pickle, deepcopy.
 - test_properties.py: property-based kernel / reference equivalence (hypothesis).
-- test_readme.py: the README's commands and examples.
+- test_readme.py: the README's commands and example.
+- test_docs.py: the documentation's examples (its doctest groups, the gallery's scripts), its
+  build commands against CI's and the README's, and the files and sections it links.
 - test_reference_sklearn.py: ``nnfast.reference``'s model families (activations, outputs,
   losses, alpha, sample weights, SGD / Nesterov / Adam, schedules) against the installed
   scikit-learn's MLP, and the general path with the original's options against the original.
@@ -42,8 +44,8 @@ Which file holds what (one home per subject; add a line for a new file):
   weights, default-parameter cross-validated scores), on both backends; scikit-learn's packed
   parameter vector (``nnfast._layout.PackedLayout``, L-BFGS's) against its ``_pack``; the
   edges against scikit-learn's outcomes (errors and warnings, divergence and non-finite
-  losses, sample weights summing to zero, weights assigned by hand) and the README's
-  "Differences from scikit-learn".
+  losses, sample weights summing to zero, weights assigned by hand) and the documented
+  "Differences from scikit-learn" (docs/user_guide/sklearn.rst).
 - test_mlp_differential.py: the MLP estimators against scikit-learn's over random
   configurations, containers, warm starts, partial_fit sequences and bad inputs
   (``NNFAST_DIFF_CASES`` / ``NNFAST_DIFF_SEED`` / ``NNFAST_DIFF_CASE``), with the documented
