@@ -4,15 +4,15 @@ Speed, measured while these pages were built
 
 Times a few small fits side by side with ``time.perf_counter``: the tutorial's 3-layer
 network by the original NumPy program (the loop of :doc:`/user_guide/original`) and by
-nnfast's compiled kernel, and scikit-learn's ``MLPClassifier``
-against nnfast's on scikit-learn's digits (10 epochs of Adam, the same fit on both sides).
-The runs are interleaved and each bar is the median of five.
+nnfast's compiled kernel, and scikit-learn's ``MLPClassifier`` against nnfast's on
+scikit-learn's digits (10 epochs of Adam, the same fit on both sides). The runs are
+interleaved, and each bar is the median of five.
 
 **These numbers were measured on the machine that built this documentation**, whatever it
 was doing at the time, and they change from build to build. The fits are kept short so that
-the build stays quick, which favours no side: each fit's fixed costs are included. The
-user guide's :doc:`/user_guide/performance` page has the project's benchmarks, measured
-on a quiet machine with longer runs.
+the build stays quick, and each time includes the fit's fixed costs. The
+:doc:`/user_guide/performance` page has the project's benchmarks: longer runs, and the
+machines they were measured on.
 """
 
 import os
