@@ -51,3 +51,4 @@ for ax, (name, classifier) in zip(axes.flat, models.items()):
     ax.scatter(X[:, 0], X[:, 1], c=y, cmap="RdBu", edgecolors="black", linewidths=0.5, s=15)
     ax.set_title(f"{name}\ntraining accuracy {accuracy:.2f}", fontsize=10)
 figure.tight_layout()
+plt.show()

@@ -127,3 +127,4 @@ for panel, (workload, fits) in zip(panels, workloads.items()):
 figure.suptitle(f"Measured on the machine that built these docs: {cpu_name()}, "
                 f"{os.cpu_count()} logical cores", fontsize=9)
 figure.tight_layout()
+plt.show()

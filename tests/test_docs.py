@@ -296,6 +296,8 @@ def test_every_gallery_example_runs_as_a_script(script, tmp_path, monkeypatch, c
     import matplotlib.pyplot as plt
 
     monkeypatch.chdir(tmp_path)  # loss_curve.py writes its PNG to the working directory
+    # The scripts end with plt.show(), which off screen would only warn that it cannot.
+    monkeypatch.setattr(plt, "show", lambda *args, **kwargs: None)
     monkeypatch.setattr(sys, "argv", [str(EXAMPLES / script)])
     runpy.run_path(str(EXAMPLES / script), run_name="__main__")
     try:
