@@ -2,7 +2,7 @@
 
 JAX is not a dependency of nnfast or of its test suite (CI does not install it); this runs on
 demand where it is installed: ``pip install jax jaxlib`` then
-``python -m pytest bench/test_jax_peer.py``. tests/test_cli.py checks the same model code on
+``python -m pytest bench/test_jax_peer.py``. tests/cli/test_cli.py checks the same model code on
 NumPy without JAX.
 """
 

@@ -4,7 +4,7 @@ Each is a description, not a running optimizer: the state an optimizer accumulat
 (velocities, moments, step count, current learning rate) belongs to the network
 (``Network.optimizer_state``) so that it can be resumed, copied, saved and pickled with it.
 The arithmetic is scikit-learn's (``sklearn/neural_network/_stochastic_optimizers.py``) and
-is written out in ``nnfast.reference``.
+is written out in ``nnfast.reference``::
 
     GradientStep:  param -= learning_rate * G                         (the original's step)
     SGD:           v = momentum * v - lr * G

@@ -1,7 +1,7 @@
 """The pure-NumPy reference: the original "neural network in 11 lines", generalised.
 
 This module is the oracle the compiled kernel is tested against and the ``backend="numpy"``
-of :class:`nnfast.Network`. Its arithmetic is the original's, operation for operation:
+of :class:`nnfast.Network`. Its arithmetic is the original's, operation for operation::
 
     l[k+1]      = nonlin(l[k] @ W[k])
     delta_last  = (y - l_last) * nonlin(l_last, deriv=True)
@@ -200,13 +200,13 @@ def fit(weights, biases, x, y, iterations, learning_rate=1.0, batch_size=None, o
     orders : ndarray (iterations, n_rows) or None
         Row order of each epoch (shuffled mini-batches); None takes the rows as stored.
     track_errors : bool
-        Whether to compute each epoch's mean |y - output| (the benchmarks turn it off, so the
+        Whether to compute each epoch's ``mean |y - output|`` (the benchmarks turn it off, so the
         baseline they time is the original loop and nothing more).
 
     Returns
     -------
     list of float
-        Mean |y - output| of each epoch, over its batches' forward passes (empty when
+        ``mean |y - output|`` of each epoch, over its batches' forward passes (empty when
         ``track_errors`` is false).
     """
     n_rows = x.shape[0]

@@ -9,7 +9,7 @@ compiled runner), ``training/`` (what a fit is made of: threads, memory, Ctrl-C,
 input), ``sklearn/`` (the estimators against scikit-learn, its own tests, the patch),
 ``dask/`` and ``cli/``; at the top, the public ``Network`` (fit, options, validation, hostile
 input, properties against the reference), ``reference`` against scikit-learn, persistence
-and the files of earlier releases, and the README.
+and the files of earlier releases, the README and the documentation (``test_docs.py``).
 """
 
 import contextlib

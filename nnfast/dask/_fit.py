@@ -155,7 +155,7 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         shard's step is ``W_s <- W_s + (learning_rate / p_s) * G_s(W_s)``. Reports
         (``verbose``, ``callback``, ``progress``, ``history``) fall on round starts: their
         spacing is rounded up to a multiple of K, and the error reported is that of all rows
-        at W (mean |y - output| for output ``"original"``, else the loss).
+        at W (``mean |y - output|`` for output ``"original"``, else the loss).
     verbose : int
         If K > 0, print the error at iterations 0, K, 2K, ..., as ``Network.fit`` prints it
         (``Error:<mean |y - output|>`` for output ``"original"``, else the loss).

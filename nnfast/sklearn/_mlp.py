@@ -532,10 +532,10 @@ class _BaseMLP(BaseEstimator):
 _PARAMETERS = """\
     hidden_layer_sizes : array-like of int or int, default=(100,)
         Widths of the hidden layers, input side first.
-    activation : {{"identity", "logistic", "tanh", "relu"}}, default="relu"
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Activation of every hidden unit: ``x``, ``1 / (1 + exp(-x))``, ``tanh(x)`` or
         ``max(0, x)``.
-    solver : {{"lbfgs", "sgd", "adam"}}, default="adam"
+    solver : {"lbfgs", "sgd", "adam"}, default="adam"
         "adam": Adam on mini-batches; "sgd": mini-batch gradient descent with (Nesterov)
         momentum; "lbfgs": SciPy's L-BFGS-B on the full batch, often the best choice for a
         few thousand rows or fewer.
@@ -545,7 +545,7 @@ _PARAMETERS = """\
     batch_size : int or "auto", default="auto"
         Rows per mini-batch for "sgd" and "adam"; "auto" is ``min(200, n_samples)``. A size
         above the row count is clipped to it, with a warning.
-    learning_rate : {{"constant", "invscaling", "adaptive"}}, default="constant"
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
         Schedule of the "sgd" step size: constant ``learning_rate_init``; "invscaling":
         ``learning_rate_init / (t + 1) ** power_t`` after each epoch, t the rows seen so far;
         "adaptive": divided by 5 each time ``n_iter_no_change`` epochs in a row fail to make
@@ -614,7 +614,7 @@ _ATTRIBUTES = """\
         ``intercepts_[k]``, shape (units of layer k + 1,), the biases of layer k + 1.
     n_features_in_ : int
         Number of features seen by ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Feature names seen by ``fit``, when X has string column names.
     n_iter_ : int
         Epochs (or "lbfgs" iterations) run by the last fit.

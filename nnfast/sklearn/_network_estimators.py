@@ -275,7 +275,7 @@ _COMMON_PARAMETERS = """\
 _COMMON_ATTRIBUTES = """\
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Feature names seen during fit, when X has string column names.
     n_outputs_ : int
         Units of the output layer.

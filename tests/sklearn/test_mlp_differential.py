@@ -17,7 +17,7 @@ few ulps of noise (``_perturbed``); a difference no larger than (a multiple of) 
 and discrete records (``n_iter_``, warnings) that one of the noisy runs also shows, count as
 rounding.
 
-Documented deliberate differences (README, "Differences from scikit-learn") are skipped by
+Documented deliberate differences (docs, "Differences from scikit-learn") are skipped by
 rule in ``_deliberate_rules``, each rule naming its difference and tallied in the test's
 output. Anything else fails.
 
@@ -322,7 +322,7 @@ def run_side(Estimator, case, X_values, max_steps=None):
         if record["exception"] is not None:
             # A failed step ends the scenario: nnfast's fits are transactional (the estimator
             # is left as it was), scikit-learn's are not, so later steps would start from
-            # different states by design (README, "Differences from scikit-learn").
+            # different states by design (docs, "Differences from scikit-learn").
             break
     return records
 
@@ -408,7 +408,7 @@ def _spread(case, theirs):
 def _sklearn_crashes(case):
     """scikit-learn's L-BFGS-B corrupts the heap (the process dies) when a warm-started lbfgs
     fit meets weights of another shape (hidden_layer_sizes changed between fits); nnfast
-    refuses the stored weights with a ValueError (README, "Differences from scikit-learn").
+    refuses the stored weights with a ValueError (docs, "Differences from scikit-learn").
     scikit-learn is not run on such a case."""
     steps = _steps(case)
     return (case.scenario == "warm_start" and case.params["solver"] == "lbfgs"
@@ -479,7 +479,7 @@ def _numpy_warnings(case, ours, theirs, found):
     return claimed
 
 
-# Documented deliberate differences (README, "Differences from scikit-learn": where
+# Documented deliberate differences (docs, "Differences from scikit-learn": where
 # scikit-learn crashes, fails on its own state or leaves inconsistent state, nnfast does
 # better and stays so). Each rule: (name, claim(case, ours, theirs, found) -> the keys of
 # ``found`` it explains).
@@ -515,7 +515,7 @@ def _deliberate_rules():
 
     def float32_lbfgs(case, ours, theirs, found):
         # float32 with lbfgs: nnfast trains in float32 throughout, scikit-learn's L-BFGS-B
-        # in float64 after its first step (README, "Differences from scikit-learn"), so the
+        # in float64 after its first step (docs, "Differences from scikit-learn"), so the
         # two agree only for the first iterations; the errors raised stay compared.
         if case.dtype is not np.float32 or case.params["solver"] != "lbfgs":
             return set()

@@ -540,7 +540,7 @@ def _assert_same_outcome(function):
 
 def _losses_not_finite_as_nan(model):
     """The model's attributes, with its losses that are not finite NaN: a loss that
-    overflows may be inf in one and NaN in the other (README, "Differences from
+    overflows may be inf in one and NaN in the other (docs, "Differences from
     scikit-learn"); which epochs it is, is compared."""
     attributes = dict(vars(model))
     if attributes.get("loss_curve_") is not None:
@@ -752,7 +752,7 @@ def test_training_starts_from_weights_assigned_by_hand(task, solver, how, dtype,
 
 
 def test_a_failed_fit_changes_nothing_where_scikit_learn_keeps_partial_state(mlp_backend):
-    # README, "Differences from scikit-learn": nnfast's failed fits leave the estimator and a
+    # docs, "Differences from scikit-learn": nnfast's failed fits leave the estimator and a
     # RandomState given as random_state as they were; scikit-learn's keep what they set up
     # and drew before the error (here its ZeroDivisionError, raised by both).
     X, y = _regression()
@@ -777,7 +777,7 @@ def test_a_failed_fit_changes_nothing_where_scikit_learn_keeps_partial_state(mlp
     ("adam-early-stopping", {"early_stopping": False}, TypeError),
 ])
 def test_warm_started_switches_continue_where_scikit_learn_raises(switch, mlp_backend):
-    # README, "Differences from scikit-learn": scikit-learn's records of the other solver or
+    # docs, "Differences from scikit-learn": scikit-learn's records of the other solver or
     # stopping mode are missing, and it raises; nnfast continues from the weights.
     first, change, error = switch
     X, y = _edge_data()
@@ -808,7 +808,7 @@ def test_warm_start_with_other_layer_sizes_is_a_value_error(mlp_backend):
 
 
 def test_missing_records_of_hand_assigned_weights_start_empty(mlp_backend):
-    # README, "Differences from scikit-learn": with only the weights and the output set,
+    # docs, "Differences from scikit-learn": with only the weights and the output set,
     # scikit-learn's partial_fit raises AttributeError for the records it reads; nnfast's
     # starts them, and trains as scikit-learn does once they are set.
     X, y = _data("regression")

@@ -317,8 +317,8 @@ def test_partial_fit_on_a_fitted_estimator_skips_validation_as_scikit_learns(kin
     ({"hidden_layer_sizes": [0]}, "fit", "nan"),
     ({"hidden_layer_sizes": [3.5]}, "fit", "good"),
     ({"hidden_layer_sizes": ["a"]}, "fit", "good"),
-    # scikit-learn fails later on a bool width, with another TypeError (the README's one
-    # listed difference).
+    # scikit-learn fails later on a bool width, with another TypeError (the one exception
+    # the docs list under the estimators' parameter validation).
     ({"hidden_layer_sizes": True}, "fit", "good"),
     ({"hidden_layer_sizes": [4, True]}, "fit", "good"),
     ({"early_stopping": True}, "partial_fit", "good"),
