@@ -210,7 +210,7 @@ def test_the_docs_build_commands_are_the_readmes_and_cis():
 
 
 def test_every_project_file_the_docs_name_exists():
-    """Paths such as ``tests/test_mlp_equivalence.py`` or ``bench/dask_steps.py``: the
+    """Paths such as ``tests/sklearn/test_mlp_equivalence.py`` or ``bench/dask_steps.py``: the
     claims they back are only as good as the files being there."""
     named = set()
     for path in SOURCES + [ROOT / "README.md"]:
@@ -219,7 +219,7 @@ def test_every_project_file_the_docs_name_exists():
             path.read_text()))
     named -= {"docs/_build/html", "docs/_build/doctest", "docs/_build/html/index.html",
               "docs/_build", "docs/api/generated", "docs/auto_examples"}
-    assert "tests/test_mlp_equivalence.py" in named and "bench/dask_steps.py" in named
+    assert "tests/sklearn/test_mlp_equivalence.py" in named and "bench/dask_steps.py" in named
     # Run against an installed wheel (.ci/test_installed.py) the tree is an sdist's without
     # the package, which is then the installed one; the sdist leaves .github/ out.
     package_root = pathlib.Path(nnfast.__file__).resolve().parent.parent
@@ -269,8 +269,8 @@ def test_the_readme_points_at_openblas_thread_timeout_in_one_line():
 
 
 def test_the_differences_from_scikit_learn_are_documented_in_full():
-    """Each deliberate difference that tests/test_mlp_equivalence.py and
-    tests/test_mlp_differential.py rely on has its item under the section's heading."""
+    """Each deliberate difference that tests/sklearn/test_mlp_equivalence.py and
+    tests/sklearn/test_mlp_differential.py rely on has its item under the section's heading."""
     text = (DOCS / "user_guide/sklearn.rst").read_text()
     section = text.split("Differences from scikit-learn\n=============================\n")[1]
     section = section.split("\n=====")[0]
