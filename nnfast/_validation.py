@@ -33,6 +33,13 @@ def check_int(value, name, minimum=None):
     return value
 
 
+
+def check_bool(value, name):
+    """value as a bool: True or False (Python's or NumPy's), else a TypeError naming it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
 def check_finite_real(value, name):
     """value as a Python float; must be a finite real number."""
     if type(value) is not float and (isinstance(value, (bool, np.bool_))

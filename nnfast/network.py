@@ -21,6 +21,7 @@ from ._training.sparse import check_sparse_inputs, is_sparse
 from ._training.transaction import FitTransaction, TrainingDivergedError, snapshot
 from ._validation import (
     check_backend,
+    check_bool,
     check_dtype,
     check_fits_in_memory,
     check_inputs,
@@ -153,9 +154,7 @@ class Network:
         self.seed = check_int(seed, "seed", minimum=0)
         self.dtype = check_dtype(dtype)
         self.backend = check_backend(backend)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
-        self.bias = bool(bias)
+        self.bias = check_bool(bias, "bias")
         self.n_threads = None if n_threads is None else check_n_threads(n_threads)
         self.activations = activation
         self.output = output
@@ -296,9 +295,7 @@ class Network:
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size", minimum=1)
         batch_size = n_rows if batch_size is None else min(batch_size, n_rows)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        shuffled = bool(shuffle) and batch_size < n_rows
+        shuffled = check_bool(shuffle, "shuffle") and batch_size < n_rows
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, n_rows, self.dtype)
         if orders is not None and not callable(orders):

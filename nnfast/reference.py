@@ -601,8 +601,8 @@ def make_runner(plan, X, y, sample_weight, n_threads=1, check_every=0):
     ----------
     plan : FitPlan
     X, y : 2-D C-contiguous arrays of plan.dtype; X may be a scipy CSR matrix instead
-        (``nnfast._training.sparse.as_csr``): a batch is its rows (``X[rows]``) and the first layer's
-        products are scipy's sparse x dense ones (``forward_model``, ``backprop``), as in
+        (``nnfast._training.sparse.as_csr``): a batch is its rows (``X[rows]``) and the first
+        layer's products are scipy's sparse x dense ones (``forward_model``, ``backprop``), as in
         scikit-learn's MLP.
     sample_weight : 1-D array of plan.dtype or None
     n_threads, check_every : ignored (NumPy's own threads; Ctrl-C between NumPy calls).

@@ -9,9 +9,9 @@ that set-up (on validated inputs) once and returns this object, so that each eva
 the backend's computation alone (``make_loss_gradient`` of the runner contract,
 ``nnfast._training.plan``).
 
-The point lives in ``params`` (the params layout of ``nnfast._training.layout``, the network's dtype)
-and the gradient lands in ``grad``; ``nnfast._training.layout.PackedLayout`` moves them to and from
-scikit-learn's packed float64 vector.
+The point lives in ``params`` (the params layout of ``nnfast._training.layout``, the
+network's dtype) and the gradient lands in ``grad``; ``nnfast._training.layout.PackedLayout``
+moves them to and from scikit-learn's packed float64 vector.
 """
 
 import numpy as np
@@ -84,8 +84,8 @@ class FullBatchObjective:
 
     def thread_limits(self):
         """A context manager that holds the threads the evaluations run with
-        (``nnfast._training.threads.fit_threads``: one BLAS thread while the kernel runs its own, and the
-        kernel's team, re-decided before each evaluation).
+        (``nnfast._training.threads.fit_threads``: one BLAS thread while the kernel runs its
+        own, and the kernel's team, re-decided before each evaluation).
 
         Taken once around all of an optimizer's evaluations rather than per evaluation:
         applying and restoring BLAS's thread count costs tens of microseconds each time.

@@ -8,9 +8,8 @@ point checks them again before it uses them.
 
 import dataclasses
 
-import numpy as np
 
-from .._validation import (check_activations, check_alpha, check_choice, check_int,
+from .._validation import (check_activations, check_alpha, check_bool, check_choice, check_int,
                            check_learning_rate)
 from ..optimizers import SGD, GradientStep
 from .plan import HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState, optimizer_name
@@ -82,11 +81,9 @@ def check_fit_arguments(network, *, iterations, learning_rate, verbose, callback
     verbose = check_int(verbose, "verbose", minimum=0)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
-    if not isinstance(resume, (bool, np.bool_)):
-        raise TypeError(f"resume must be True or False, got {resume!r}")
+    progress = check_bool(progress, "progress")
+    resume = check_bool(resume, "resume")
     if report_every is not None:
         report_every = check_int(report_every, "report_every", minimum=1)
-    return FitArguments(iterations, learning_rate, verbose, callback, bool(progress),
-                        bool(resume), report_every)
+    return FitArguments(iterations, learning_rate, verbose, callback, progress, resume,
+                        report_every)

@@ -24,7 +24,8 @@ def local_cluster(n_workers=None, **options):
 
 @contextlib.contextmanager
 def client_for_fit(client):
-    """The client to use: ``client``; else the current one; else a LocalCluster's, closed at exit."""
+    """The client to use: ``client``; else the current one; else a LocalCluster's, closed at
+    exit."""
     from distributed import Client
     from distributed.client import default_client
 

@@ -201,10 +201,10 @@ class _NetworkTrainer:
 
     @contextlib.contextmanager
     def training(self, X, Y, sample_weight, batch_size, max_epochs, resume, orders):
-        """A run of the network's training (``nnfast._training.run.training_run``: X, Y and sample_weight
-        as the estimator validated them) that trains chunks of epochs, in the row orders
-        ``orders`` gives or stored order when it is None; the network keeps what it trained
-        when the block ends without an exception."""
+        """A run of the network's training (``nnfast._training.run.training_run``: X, Y and
+        sample_weight as the estimator validated them) that trains chunks of epochs, in the
+        row orders ``orders`` gives or stored order when it is None; the network keeps what it
+        trained when the block ends without an exception."""
         with training_run(self.network, X, Y, sample_weight, batch_size=batch_size,
                           max_epochs=max_epochs, resume=resume, orders=orders) as run:
             self.params = run.params

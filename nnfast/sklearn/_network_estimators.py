@@ -1,6 +1,7 @@
 """``NetworkClassifier`` and ``NetworkRegressor`` are the original's sigmoid network as
-estimators. They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` in parameters and
-fitted attributes, so they drop into pipelines, grid searches and cross-validation::
+estimators. They follow ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` in
+parameters and fitted attributes, so they drop into pipelines, grid searches and
+cross-validation::
 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -38,7 +39,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._validation import check_dtype, check_finite_real, check_int
+from .._validation import check_bool, check_dtype, check_finite_real, check_int
 from ..network import Network, TrainingDivergedError
 
 # Input dtypes kept as they are; anything else (ints, bools, float16) becomes float64.
@@ -110,8 +111,7 @@ class _BaseNetwork(BaseEstimator):
         if check_finite_real(self.tol, "tol") < 0:
             raise ValueError(f"tol must be >= 0, got {self.tol}")
         check_int(self.n_iter_no_change, "n_iter_no_change", minimum=1)
-        if not isinstance(self.early_stopping, (bool, np.bool_)):
-            raise TypeError(f"early_stopping must be True or False, got {self.early_stopping!r}")
+        check_bool(self.early_stopping, "early_stopping")
         fraction = check_finite_real(self.validation_fraction, "validation_fraction")
         if self.early_stopping and not 0 < fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}")

@@ -6,11 +6,11 @@ stopping), divides the rate by 5 ("adaptive") or stops. That bookkeeping is Pyth
 is there; the epochs themselves run in the network's backend, as many per call as the rules
 allow:
 
-* a fit opens one run of the network's training (``nnfast._training.run.training_run``: its workspace,
-  parameter copies and row-order buffer made once) and hands it chunks of epochs: as many as
-  cannot trigger the stopping rule, whatever their losses (from a count of c epochs without
-  progress, the next ``n_iter_no_change - c``, then the one that may stop), so that the
-  rule sees every epoch's loss and stops where scikit-learn stops; "adaptive" sets the
+* a fit opens one run of the network's training (``nnfast._training.run.training_run``: its
+  workspace, parameter copies and row-order buffer made once) and hands it chunks of
+  epochs: as many as cannot trigger the stopping rule, whatever their losses (from a count
+  of c epochs without progress, the next ``n_iter_no_change - c``, then the one that may
+  stop), so that the rule sees every epoch's loss and stops where scikit-learn stops; "adaptive" sets the
   divided rate before the next chunk. Shuffled epochs run in scikit-learn's row orders,
   which the run asks for chunk by chunk (drawn from the estimator's random state and
   composed epoch after epoch, as scikit-learn composes them);
@@ -20,9 +20,9 @@ allow:
 ``lbfgs`` hands SciPy's L-BFGS-B the network's full-batch loss and gradient, with the
 parameters packed in scikit-learn's order (every weight matrix, then every bias vector), so
 that the optimizer walks the same path. The loss and gradient come from one
-``FullBatchObjective`` per fit (``nnfast._training.objective.full_batch_objective``): the kernel's buffers and threads are
-set up once rather than at each of the hundreds of evaluations, on the estimator's validated
-arrays.
+``FullBatchObjective`` per fit (``nnfast._training.objective.full_batch_objective``): the
+kernel's buffers and threads are set up once rather than at each of the hundreds of
+evaluations, on the estimator's validated arrays.
 """
 
 import dataclasses

@@ -1,6 +1,7 @@
 """The MLP estimators' fit- and predict-time input checks for plain NumPy arrays
-(``nnfast.sklearn._input``, ``nnfast._training.random``) against scikit-learn's own validation, and early
-stopping's per-epoch predictions, accuracy and R^2 against scikit-learn's functions.
+(``nnfast.sklearn._input``, ``nnfast._training.random``) against scikit-learn's own
+validation, and early stopping's per-epoch predictions, accuracy and R^2 against
+scikit-learn's functions.
 
 For X and y plain ndarrays the estimators check them, find the classes and seed the random
 state directly instead of through scikit-learn's ``validate_data``, label functions and

@@ -192,7 +192,8 @@ def describe_machine():
     from ... import __version__
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     blas = _blas_threads()
-    return (f"nnfast {__version__} ({kernels.ISA} kernel, OpenMP {'on' if kernels.OPENMP else 'off'}), "
+    openmp = "on" if kernels.OPENMP else "off"
+    return (f"nnfast {__version__} ({kernels.ISA} kernel, OpenMP {openmp}), "
             f"NumPy {np.__version__}, SciPy {scipy.__version__}, Python "
             f"{sys.version.split()[0]}; {cpu}, {cores} cores"
             + (f", BLAS threads {blas}" if blas else ""))
