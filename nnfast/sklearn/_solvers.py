@@ -7,12 +7,12 @@ is there; the epochs themselves run in the network's backend, as many per call a
 allow:
 
 * a fit opens one run of the network's training (``nnfast._training.run.training_run``: its
-  workspace, parameter copies and row-order buffer made once) and hands it chunks of
-  epochs: as many as cannot trigger the stopping rule, whatever their losses (from a count
-  of c epochs without progress, the next ``n_iter_no_change - c``, then the one that may
-  stop), so that the rule sees every epoch's loss and stops where scikit-learn stops; "adaptive" sets the
-  divided rate before the next chunk. Shuffled epochs run in scikit-learn's row orders,
-  which the run asks for chunk by chunk (drawn from the estimator's random state and
+  workspace, parameter copies and row-order buffer made once) and hands it chunks of epochs:
+  as many as cannot trigger the stopping rule, whatever their losses (from a count of c
+  epochs without progress, the next ``n_iter_no_change - c``, then the one that may stop),
+  so that the rule sees every epoch's loss and stops where scikit-learn stops; "adaptive"
+  sets the divided rate before the next chunk. Shuffled epochs run in scikit-learn's row
+  orders, which the run asks for chunk by chunk (drawn from the estimator's random state and
   composed epoch after epoch, as scikit-learn composes them);
 * early stopping and verbose fits run one epoch per call: the held-out score needs the
   weights after every epoch, and a verbose fit prints each epoch as it ends.

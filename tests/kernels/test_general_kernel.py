@@ -3,9 +3,10 @@
 ``nnfast._kernels.runner`` (the runner contract of ``nnfast._training.plan`` over
 ``_kernels.fit_general`` and ``_kernels.loss_gradient``) and
 ``nnfast.reference.make_runner`` / ``loss_gradient`` are given the same plan, data, initial
-parameters, optimizer state and row orders; after a few epochs their parameters, optimizer state, counters and epoch losses must agree to the
-per-dtype tolerances of conftest. The reference is the oracle: it is itself tested against
-the installed scikit-learn (tests/test_reference_sklearn.py).
+parameters, optimizer state and row orders; after a few epochs their parameters, optimizer
+state, counters and epoch losses must agree to the per-dtype tolerances of conftest. The
+reference is the oracle: it is itself tested against the installed scikit-learn
+(tests/test_reference_sklearn.py).
 
 Every combination runs: each hidden activation (two hidden layers, so each activation is
 met before another and before the output), each output, each optimizer and schedule, both
