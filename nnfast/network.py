@@ -470,10 +470,6 @@ class Network:
             return reference.predict_model(weights, biases, X, self.activations, self.output)
         return backend_named(self.backend).predict_sigmoid(weights, biases, X)
 
-    def _check_model_options(self):
-        """``check_model_options`` of this network (kept for subclasses and old callers)."""
-        check_model_options(self)
-
     def _is_original_model(self):
         """Whether the model options are the original's (the optimizer aside)."""
         return is_original_model(self.activations, self.output, self.reduction, self.alpha)
