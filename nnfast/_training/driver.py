@@ -88,13 +88,16 @@ def drive(run_chunk, iterations, reports, *, max_chunk, every_epoch_loss):
     their losses: every epoch's when ``every_epoch_loss`` (a report may then fall anywhere
     in a chunk), else only the first epoch's, at index 0 (the original's fused kernel and
     Dask's rounds: a chunk then ends at each report, so that a report is a chunk's first
-    epoch). A callback returning True ends the fit after the chunk of its report.
+    epoch). ``max_chunk`` is an int, or a function of the epochs done that says how many the
+    next chunk may take (the estimators' stopping rule cannot fire inside that many). A
+    callback returning True ends the fit after the chunk of its report.
     """
     history = []
     done = 0
     split_at_reports = reports.live or not every_epoch_loss
     while done < iterations:
-        n_epochs = min(iterations - done, max_chunk)
+        most = max_chunk(done) if callable(max_chunk) else max_chunk
+        n_epochs = min(iterations - done, most)
         if split_at_reports:
             next_report = (done // reports.every + 1) * reports.every
             n_epochs = min(n_epochs, next_report - done)

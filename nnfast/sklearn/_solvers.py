@@ -35,6 +35,7 @@ from sklearn import config_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from .._training.driver import Reports, drive
 from .._training.layout import PackedLayout
 from .._training.objective import full_batch_objective
 from .._training.sparse import as_csr, is_sparse
@@ -249,24 +250,40 @@ def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight
 
     with trainer.training(X_train, Y_train, sw_train, batch, epochs_left, resume,
                           orders) as run:
-        while epochs_left > 0:
+        validation_score = None
+        chunk_last = None
+
+        def run_chunk(start, n_epochs):
+            nonlocal rate, validation_score, chunk_last
             if rate is not None:
                 run.state.learning_rate, rate = rate, None
-            if early_stopping:
-                # The held-out score needs the weights after every epoch: one epoch per call.
-                losses = run.run(1, through_nonfinite=True)
-                check_nonfinite(losses)
-                decide(losses[0], early_stopping_hooks.score(trainer, X_val, y_val, sw_val))
-                continue
-            n_epochs = min(_undecided_epochs(record, params, epochs_left), run.max_chunk)
             losses = run.run(n_epochs, through_nonfinite=True)
             check_nonfinite(losses)
-            losses = losses.tolist()
-            for loss in losses[:-1]:
-                if decide(loss):
-                    raise AssertionError("the stopping rule fired inside a chunk of epochs "
-                                         "that cannot stop it")
-            decide(losses[-1])
+            if early_stopping:  # one epoch per chunk (max_epochs)
+                validation_score = early_stopping_hooks.score(trainer, X_val, y_val, sw_val)
+            chunk_last = start + n_epochs - 1
+            return losses.tolist()
+
+        def max_epochs(done):
+            # The held-out score needs the weights after every epoch: one epoch per call.
+            # Otherwise as many as cannot stop the fit or change its rate, so that a
+            # decision only ever falls on a chunk's last epoch.
+            if early_stopping:
+                return 1
+            return min(_undecided_epochs(record, params, epochs_left), run.max_chunk)
+
+        def after_epoch(epoch, loss):
+            """The stopping rule's decision on an epoch's loss; True ends the fit."""
+            if decide(loss, validation_score) and epoch != chunk_last:
+                raise AssertionError("the stopping rule fired inside a chunk of epochs that "
+                                     "cannot stop it")
+            return record.converged
+
+        # Every epoch is a report to after_epoch, read from its chunk's losses (not live:
+        # chunks end where max_epochs says, not at each report).
+        reports = Reports(every=1, active=True, live=False, verbose=0, callback=after_epoch,
+                          bar=None, output="", dtype=None)
+        drive(run_chunk, epochs_left, reports, max_chunk=max_epochs, every_epoch_loss=True)
         if rate is not None:
             # A cut on the last epoch is kept for the next partial_fit, which goes on with
             # this optimizer (scikit-learn divides its optimizer's rate in place).
