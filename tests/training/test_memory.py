@@ -89,7 +89,10 @@ def test_general_kernel_allocates_nothing_per_epoch(kernels, optimizer, shuffled
                             losses[:epochs])
 
     fit(1)  # warm-up: first-call caches
-    one, many = (_peak_and_total_allocated(lambda: fit(1)),
-                 _peak_and_total_allocated(lambda: fit(n_epochs)))
+    # tracemalloc also sees other threads' allocations (a Dask test's event loop lives on),
+    # which the kernel, running without the GIL, lets run: the least of three runs. An
+    # allocation of the kernel's own, per epoch or per batch, shows in every run.
+    one, many = (min(_peak_and_total_allocated(lambda: fit(1)) for _ in range(3)),
+                 min(_peak_and_total_allocated(lambda: fit(n_epochs)) for _ in range(3)))
     assert many <= one + 256, (one, many)
     assert np.isfinite(losses).all()
