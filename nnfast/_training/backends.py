@@ -22,6 +22,7 @@ class Reference:
 
     name = "numpy"
     threaded = False  # threads only through NumPy's BLAS
+    kernels = None  # no compiled kernels, so no kernel team to size
 
     def team_threads(self):
         return 1

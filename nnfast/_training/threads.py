@@ -327,7 +327,7 @@ def fit_threads(network, backend, blocks, batch_rows, row_inputs=None):
         cap = blas_thread_cap(min(network.n_threads, available_cores()))
     else:
         cap = blas_thread_cap(None)
-    return FitThreads(cap, KernelTeam(getattr(backend, "kernels", None), blocks))
+    return FitThreads(cap, KernelTeam(backend.kernels, blocks))
 
 
 def check_every(sizes, batch_size):
