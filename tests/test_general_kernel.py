@@ -15,8 +15,8 @@ shapes put some products below the BLAS threshold (plain loops) and some above i
 test uses larger shapes and kernel threads. The kernel runs in two chunks against the
 reference's one, so the optimizer's counters must carry over between calls.
 
-Also here: the entry points' size checks, the integer codes against nnfast._training.plan's, and the
-accuracy of the general path's branch-free tanh.
+Also here: the entry points' size checks, the integer codes (one definition, the same names in
+the plan, the reference and every build), and the accuracy of the general path's branch-free tanh.
 """
 
 import itertools
@@ -31,7 +31,7 @@ from nnfast._kernels import baseline as _kernels, runner as _compiled
 from nnfast._training import plan as _plan
 from nnfast._training.layout import allocate_general_workspace, pack_params
 from nnfast._training.plan import FitPlan, OptimizerState
-from nnfast.optimizers import GradientStep
+from nnfast.optimizers import SCHEDULES, GradientStep
 from conftest import (GENERAL_ATOL, GENERAL_RTOL, OUTPUTS, HIDDEN_ACTIVATIONS, kernel_build,
                       kernel_builds, optimizer_cases)
 
@@ -300,17 +300,63 @@ def test_loss_gradient_matches_reference(kernels, dtype, output):
         assert_array_equal(params, before)
 
 
-def test_codes_agree_with_the_plan():
-    """The kernel's cdef enums number things as nnfast._training.plan, their one owner."""
-    for kernels in BUILDS:
-        for name, code in kernels.CODES.items():
-            assert getattr(_plan, name) == code, name
-    assert {name.split("_", 1)[1].lower() for name in _kernels.CODES
-            if name.startswith("ACTIVATION_")} == set(_plan.HIDDEN_ACTIVATIONS)
-    assert {name.split("_", 1)[1].lower() for name in _kernels.CODES
-            if name.startswith("OUTPUT_")} == set(_plan.OUTPUTS)
-    assert {name.split("_", 1)[1].lower() for name in _kernels.CODES
-            if name.startswith("OPTIMIZER_")} == set(_plan.OPTIMIZERS)
+def test_codes_are_defined_once_and_named_alike_everywhere():
+    """The codes have one definition (nnfast/_kernels/codes.pxd, cimported by every build and
+    exported as the enums of nnfast._kernels.codes). The plan's names are read from it, in
+    code order; name for name the NumPy reference implements what the kernel implements; and
+    this suite's own lists of names cover every code."""
+    from nnfast._kernels import codes
+
+    tables = {codes.Activation: _plan.HIDDEN_ACTIVATIONS, codes.Output: _plan.OUTPUTS,
+              codes.Optimizer: _plan.OPTIMIZERS, codes.Reduction: _plan.REDUCTIONS,
+              codes.Schedule: SCHEDULES}
+    for enum, names in tables.items():
+        assert [int(code) for code in enum] == list(range(len(enum))), enum
+        assert names == tuple(code.name.split("_", 1)[1].lower() for code in enum), enum
+    # The reference has a function for each name, and the tests parametrize over all of them.
+    assert set(_plan.HIDDEN_ACTIVATIONS) == set(reference.DERIVATIVES)
+    assert set(_plan.HIDDEN_ACTIVATIONS) <= set(reference.ACTIVATIONS)
+    assert set(_plan.OUTPUTS) == set(reference.OUTPUT_ACTIVATIONS) == set(reference.OUTPUT_LOSSES)
+    assert set(HIDDEN_ACTIVATIONS) == set(_plan.HIDDEN_ACTIVATIONS)
+    assert set(OUTPUTS) == set(_plan.OUTPUTS)
+    # A plan passes each option as the code of its name.
+    for name, (_, optimizer) in dict(optimizer_cases(), plain=(None, GradientStep())).items():
+        plan = _plan_for((3, 4, 2), ("tanh",), "softmax", optimizer, "mean", 0.0, None, False,
+                         False, np.float64, 5)
+        state = OptimizerState.fresh(plan)
+        reference.make_optimizer(plan, state)  # the reference knows every optimizer name
+        assert plan.optimizer_code == codes.Optimizer["OPTIMIZER_" + plan.optimizer_name.upper()]
+        assert plan.schedule_code == codes.Schedule[
+            "SCHEDULE_" + getattr(optimizer, "schedule", "constant").upper()]
+    for output, reduction in itertools.product(_plan.OUTPUTS, _plan.REDUCTIONS):
+        plan = _plan_for((3, 4, 2), ("relu",), output, GradientStep(), reduction, 0.0, None,
+                         False, False, np.float64, 5)
+        assert plan.output_code == codes.Output["OUTPUT_" + output.upper()]
+        assert plan.reduction_code == codes.Reduction["REDUCTION_" + reduction.upper()]
+    for activation in _plan.HIDDEN_ACTIVATIONS:
+        plan = _plan_for((3, 4, 2), (activation,), "identity", GradientStep(), "sum", 0.0,
+                         None, False, False, np.float64, 5)
+        assert list(plan.activation_codes) == [
+            codes.Activation["ACTIVATION_" + activation.upper()]]
+
+
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_each_build_accepts_exactly_the_defined_codes(kernels):
+    """Every build's TrainConfig takes each code of each enum and refuses the next number."""
+    from nnfast._kernels import codes
+
+    fields = {"output": codes.Output, "reduction": codes.Reduction,
+              "optimizer": codes.Optimizer, "schedule": codes.Schedule}
+    for field, enum in fields.items():
+        for code in enum:
+            kernels.TrainConfig(**dict(_valid_config_settings(), **{field: int(code)}))
+        with pytest.raises(ValueError, match=f"{field} = {len(enum)} is not a code of "
+                                             f"{enum.__name__}"):
+            kernels.TrainConfig(**dict(_valid_config_settings(), **{field: len(enum)}))
+    for code in codes.Activation:
+        kernels.TrainConfig(**dict(_valid_config_settings(), activations=(int(code),)))
+    with pytest.raises(ValueError, match=r"activations\[0\] = 4 is not a code of Activation"):
+        kernels.TrainConfig(**dict(_valid_config_settings(), activations=(len(codes.Activation),)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,6 +53,15 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
+# The general path's integer codes: defined once, in codes.pxd (compile-time constants here;
+# Python reads the same enums from nnfast._kernels.codes, which checks codes passed in).
+from nnfast._kernels.codes cimport (ACTIVATION_IDENTITY, ACTIVATION_LOGISTIC, ACTIVATION_RELU,
+                                    ACTIVATION_TANH, OPTIMIZER_ADAM, OPTIMIZER_PLAIN,
+                                    OPTIMIZER_SGD, OUTPUT_EXP, OUTPUT_IDENTITY, OUTPUT_LOGISTIC,
+                                    OUTPUT_ORIGINAL, OUTPUT_SOFTMAX, REDUCTION_MEAN,
+                                    SCHEDULE_INVSCALING)
+from nnfast._kernels import codes as _codes
+
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -343,7 +352,7 @@ cdef void _forward_rows(const floating* inputs, const floating* weights,
                         Py_ssize_t row_stop, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
     """outputs[rows] = sigmoid(inputs[rows] @ weights [+ bias]) through BLAS."""
     _linear_rows(inputs, weights, bias, outputs, row_start, row_stop, n_in, n_out,
-                 ACT_LOGISTIC)
+                 ACTIVATION_LOGISTIC)
 
 
 cdef inline void _forward_layer(const floating* inputs, const floating* weights,
@@ -639,52 +648,6 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
 # params-layout output instead.
 # --------------------------------------------------------------------------------------------
 
-# The integer codes of nnfast._training.plan (its one definition; nnfast._kernels.runner checks at import
-# that these agree with it, and tests/test_general_kernel.py does too).
-cdef enum:
-    ACT_IDENTITY = 0
-    ACT_LOGISTIC = 1
-    ACT_TANH = 2
-    ACT_RELU = 3
-    N_ACTIVATIONS = 4
-
-cdef enum:
-    OUT_ORIGINAL = 0
-    OUT_IDENTITY = 1
-    OUT_LOGISTIC = 2
-    OUT_SOFTMAX = 3
-    OUT_EXP = 4
-    N_OUTPUTS = 5
-
-cdef enum:
-    OPT_PLAIN = 0
-    OPT_SGD = 1
-    OPT_ADAM = 2
-    N_OPTIMIZERS = 3
-
-cdef enum:
-    SCHEDULE_CONSTANT = 0
-    SCHEDULE_INVSCALING = 1
-    SCHEDULE_ADAPTIVE = 2
-    N_SCHEDULES = 3
-
-cdef enum:
-    REDUCTION_SUM = 0
-    REDUCTION_MEAN = 1
-    N_REDUCTIONS = 2
-
-CODES = {
-    "ACTIVATION_IDENTITY": ACT_IDENTITY, "ACTIVATION_LOGISTIC": ACT_LOGISTIC,
-    "ACTIVATION_TANH": ACT_TANH, "ACTIVATION_RELU": ACT_RELU,
-    "OUTPUT_ORIGINAL": OUT_ORIGINAL, "OUTPUT_IDENTITY": OUT_IDENTITY,
-    "OUTPUT_LOGISTIC": OUT_LOGISTIC, "OUTPUT_SOFTMAX": OUT_SOFTMAX, "OUTPUT_EXP": OUT_EXP,
-    "OPTIMIZER_PLAIN": OPT_PLAIN, "OPTIMIZER_SGD": OPT_SGD, "OPTIMIZER_ADAM": OPT_ADAM,
-    "SCHEDULE_CONSTANT": SCHEDULE_CONSTANT, "SCHEDULE_INVSCALING": SCHEDULE_INVSCALING,
-    "SCHEDULE_ADAPTIVE": SCHEDULE_ADAPTIVE,
-    "REDUCTION_SUM": REDUCTION_SUM, "REDUCTION_MEAN": REDUCTION_MEAN,
-}
-
-
 cdef struct _Config:
     # The model and the fit, fixed for a fit (read only by the kernel).
     Py_ssize_t n_layers
@@ -807,12 +770,12 @@ cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
                                  Py_ssize_t activation) noexcept nogil:
     """z[start:stop] = activation(z[start:stop]) for a hidden activation code."""
     cdef Py_ssize_t i
-    if activation == ACT_LOGISTIC:
+    if activation == ACTIVATION_LOGISTIC:
         _sigmoid_range(z, start, stop)
-    elif activation == ACT_TANH:
+    elif activation == ACTIVATION_TANH:
         for i in range(start, stop):
             z[i] = _tanh(z[i])
-    elif activation == ACT_RELU:
+    elif activation == ACTIVATION_RELU:
         # Written so that NaN passes through (as numpy.maximum(z, 0)), for divergence checks.
         for i in range(start, stop):
             z[i] = 0 if z[i] < 0 else z[i]
@@ -823,14 +786,14 @@ cdef inline void _scale_by_derivative_range(floating* delta, const floating* a,
                                             Py_ssize_t activation) noexcept nogil:
     """delta[start:stop] *= activation'(.) written in terms of the activation's output a."""
     cdef Py_ssize_t i
-    if activation == ACT_LOGISTIC:
+    if activation == ACTIVATION_LOGISTIC:
         # scikit-learn's order: delta *= a, then delta *= 1 - a.
         for i in range(start, stop):
             delta[i] = (delta[i] * a[i]) * (<floating>1 - a[i])
-    elif activation == ACT_TANH:
+    elif activation == ACTIVATION_TANH:
         for i in range(start, stop):
             delta[i] = delta[i] * (<floating>1 - a[i] * a[i])
-    elif activation == ACT_RELU:
+    elif activation == ACTIVATION_RELU:
         for i in range(start, stop):
             delta[i] = 0 if a[i] == 0 else delta[i]
 
@@ -1010,8 +973,8 @@ cdef void _general_forward(const floating* inputs, const floating* weights,
     elif _skinny(n_in, n_out):
         if n_in <= _SKINNY_DIM:
             _skinny_inner(inputs, weights, bias, outputs, m, n_in, n_out,
-                          NNFAST_RELU if activation == ACT_RELU else NNFAST_LINEAR)
-            if activation != ACT_RELU:
+                          NNFAST_RELU if activation == ACTIVATION_RELU else NNFAST_LINEAR)
+            if activation != ACTIVATION_RELU:
                 _activate_range(outputs, 0, m * n_out, activation)
         else:
             _transpose(weights, transposed, n_in, n_out)
@@ -1032,12 +995,12 @@ cdef void _output_activation(floating* z, Py_ssize_t m, Py_ssize_t n_out,
     cdef Py_ssize_t i, j
     cdef floating* row
     cdef floating largest, total
-    if output == OUT_ORIGINAL or output == OUT_LOGISTIC:
+    if output == OUTPUT_ORIGINAL or output == OUTPUT_LOGISTIC:
         _sigmoid_range(z, 0, m * n_out)
-    elif output == OUT_EXP:
+    elif output == OUTPUT_EXP:
         for i in range(m * n_out):
             z[i] = _libm_exp(z[i])
-    elif output == OUT_SOFTMAX:
+    elif output == OUTPUT_SOFTMAX:
         # exp(z - max) <= 1: no overflow. nnfast's _exp returns 0 rather than a subnormal
         # below exp(-707) (float32: exp(-86)); probabilities that small are clipped to eps
         # before any log, and their contribution to a delta is below any rounding.
@@ -1075,7 +1038,7 @@ cdef double _output_loss_and_delta(int output, const floating* y, const floating
     cdef floating row_weight = 1
     cdef double row_sum, total = 0.0
     eps = _EPS64 if floating is double else _EPS32
-    if output == OUT_SOFTMAX and n_out > 1 and weight == NULL:
+    if output == OUTPUT_SOFTMAX and n_out > 1 and weight == NULL:
         # The classifiers' case on its own: the delta as one vectorised pass, and the loss
         # (the same sums as below) only where y is not 0 (elsewhere xlogy adds exactly 0,
         # unless a is NaN, which the divergence check then sees in the row's total).
@@ -1097,22 +1060,22 @@ cdef double _output_loss_and_delta(int output, const floating* y, const floating
         for j in range(n_out):
             at = i * n_out + j
             difference = a[at] - y[at]
-            if output == OUT_ORIGINAL:
+            if output == OUTPUT_ORIGINAL:
                 # The original's delta with the descent sign: the gradient of its squared
                 # error through the sigmoid.
                 delta[at] = difference * _sigmoid_slope(a[at])
                 row_sum += <double>difference * difference
             else:
                 delta[at] = difference
-                if output == OUT_IDENTITY:
+                if output == OUTPUT_IDENTITY:
                     row_sum += <double>difference * difference
-                elif output == OUT_LOGISTIC or (output == OUT_SOFTMAX and n_out == 1):
+                elif output == OUTPUT_LOGISTIC or (output == OUTPUT_SOFTMAX and n_out == 1):
                     p = min(max(a[at], eps), <floating>1 - eps)
                     row_sum -= _xlogy(y[at], p) + _xlogy(<floating>1 - y[at], <floating>1 - p)
-                elif output == OUT_SOFTMAX:
+                elif output == OUTPUT_SOFTMAX:
                     p = min(max(a[at], eps), <floating>1 - eps)
                     row_sum -= _xlogy(y[at], p)
-                else:  # OUT_EXP: half the Poisson deviance, y log(y / a) - y + a
+                else:  # OUTPUT_EXP: half the Poisson deviance, y log(y / a) - y + a
                     row_sum += _xlogy(y[at], y[at] / a[at]) - y[at] + a[at]
             if weight != NULL:
                 delta[at] = delta[at] * row_weight
@@ -1124,9 +1087,9 @@ cdef inline double _scaled_loss(int output, double total, double weight_sum,
                                 Py_ssize_t n_out) noexcept nogil:
     """The batch's data loss from _output_loss_and_delta's sum: the weighted average over
     rows (weight_sum: m for unit weights) of the output's loss."""
-    if output == OUT_IDENTITY:
+    if output == OUTPUT_IDENTITY:
         return 0.5 * total / (weight_sum * n_out)
-    if output == OUT_ORIGINAL:
+    if output == OUTPUT_ORIGINAL:
         return 0.5 * total / weight_sum
     return total / weight_sum
 
@@ -1175,9 +1138,9 @@ cdef void _general_hidden_delta(const floating* delta_next, const floating* weig
         if n_out <= _SKINNY_DIM:
             _transpose(weights, transposed, n_in, n_out)
             _skinny_inner(delta_next, transposed, NULL, delta, m, n_out, n_in,
-                          NNFAST_RELU_GATE if activation == ACT_RELU else NNFAST_LINEAR,
+                          NNFAST_RELU_GATE if activation == ACTIVATION_RELU else NNFAST_LINEAR,
                           activations)
-            if activation != ACT_RELU:
+            if activation != ACTIVATION_RELU:
                 _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
         else:
             _skinny_dots(delta_next, weights, NULL, delta, m, n_out, n_in)
@@ -1236,17 +1199,17 @@ cdef inline void _update_range(const _Config* config, floating* params, const fl
     cdef floating one_minus_beta_2 = <floating>(1.0 - config.beta_2)
     cdef floating epsilon = <floating>config.epsilon
     cdef floating step_rate = <floating>adam_rate
-    if config.optimizer == OPT_PLAIN:
+    if config.optimizer == OPTIMIZER_PLAIN:
         for i in range(start, stop):
             g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
             params[i] = params[i] - rate * g
-    elif config.optimizer == OPT_SGD and config.nesterov:
+    elif config.optimizer == OPTIMIZER_SGD and config.nesterov:
         for i in range(start, stop):
             g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
             velocity = momentum * first[i] - rate * g
             first[i] = velocity
             params[i] = params[i] + (momentum * velocity - rate * g)
-    elif config.optimizer == OPT_SGD:
+    elif config.optimizer == OPTIMIZER_SGD:
         for i in range(start, stop):
             g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
             velocity = momentum * first[i] - rate * g
@@ -1330,8 +1293,8 @@ cdef inline void _finish_layer(const _Config* config, floating* params, floating
                          n_layer - n_in * n_out, alpha, denominator)
     else:
         _optimizer_update(config, params + offset, layer_grad,
-                          state + offset if config.optimizer != OPT_PLAIN else NULL,
-                          state + n_params + offset if config.optimizer == OPT_ADAM else NULL,
+                          state + offset if config.optimizer != OPTIMIZER_PLAIN else NULL,
+                          state + n_params + offset if config.optimizer == OPTIMIZER_ADAM else NULL,
                           n_in * n_out, n_layer - n_in * n_out, alpha, denominator, adam_rate)
 
 
@@ -1525,8 +1488,8 @@ cdef void _sparse_layer_update(const _Config* config, floating* params, floating
     cdef Py_ssize_t* starts = work.column_starts
     cdef Py_ssize_t* entry_rows = work.column_rows
     cdef floating* entry_values = <floating*>work.column_values
-    cdef floating* first = state if config.optimizer != OPT_PLAIN else NULL
-    cdef floating* second = state + n_params if config.optimizer == OPT_ADAM else NULL
+    cdef floating* first = state if config.optimizer != OPTIMIZER_PLAIN else NULL
+    cdef floating* second = state + n_params if config.optimizer == OPTIMIZER_ADAM else NULL
     if sparse.wide_index:
         _transpose_batch(<const int64_t*>sparse.indptr, <const int64_t*>sparse.indices,
                          <const floating*>sparse.data, sparse, m, n_in, starts, entry_rows,
@@ -1602,13 +1565,13 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
         if k == 0 and sparse != NULL:
             _sparse_forward(sparse, weights, weights + n_in * n_out if config.has_bias else NULL,
                             layer_out, m, n_out,
-                            config.activations[k] if k + 1 < n_layers else ACT_IDENTITY,
+                            config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
                             config.n_threads)
         else:
             _general_forward(layer_in, weights,
                              weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
                              n_in, n_out,
-                             config.activations[k] if k + 1 < n_layers else ACT_IDENTITY,
+                             config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
                              transposed, config.n_threads)
         layer_in = layer_out
         weights += _layer_params(config.sizes, k, config.has_bias)
@@ -1619,7 +1582,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
 
     # Loss and output delta; the penalty from the weights before this step's update.
     weight_sum = _weight_sum(weight, m)
-    abs_error[0] = (_abs_error_sum(y, layer_out, m * n_last) if config.output == OUT_ORIGINAL
+    abs_error[0] = (_abs_error_sum(y, layer_out, m * n_last) if config.output == OUTPUT_ORIGINAL
                     else 0.0)
     loss = _scaled_loss(config.output,
                         _output_loss_and_delta(config.output, y, layer_out, delta, weight, m,
@@ -1628,7 +1591,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
     denominator = <floating>penalty_denominator
     loss = _penalised_loss(config, params, loss, penalty_denominator)
-    if grad_out == NULL and config.optimizer == OPT_ADAM:
+    if grad_out == NULL and config.optimizer == OPTIMIZER_ADAM:
         adam_rate = _next_adam_rate(config)
 
     # Backward: layer by layer from the output; see the section notes for the update order.
@@ -1749,13 +1712,13 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
             n_in = config.sizes[k]
             n_out = config.sizes[k + 1]
             layer_out = activations + m * units + r0 * n_out
-            activation = config.activations[k] if k + 1 < n_layers else ACT_IDENTITY
+            activation = config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY
             if n_in <= _SKINNY_DIM:
                 _skinny_inner(layer_in, weights,
                               weights + n_in * n_out if config.has_bias else NULL, layer_out,
                               rows, n_in, n_out,
-                              NNFAST_RELU if activation == ACT_RELU else NNFAST_LINEAR)
-                if activation != ACT_RELU:
+                              NNFAST_RELU if activation == ACTIVATION_RELU else NNFAST_LINEAR)
+                if activation != ACTIVATION_RELU:
                     _activate_range(layer_out, 0, rows * n_out, activation)
             else:
                 _skinny_dots(layer_in, transposed + (weights - params),
@@ -1767,7 +1730,7 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
             units += n_out
         _output_activation(layer_out, rows, n_last, config.output)
         delta = deltas + (layer_out - activations)
-        if config.output == OUT_ORIGINAL:
+        if config.output == OUTPUT_ORIGINAL:
             abs_sum += _abs_error_sum(y + r0 * n_last, layer_out, rows * n_last)
         loss_sum += _output_loss_and_delta(config.output, y + r0 * n_last, layer_out, delta,
                                            weight + r0 if weight != NULL else NULL, rows,
@@ -1795,9 +1758,9 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
                 if n_out <= _SKINNY_DIM:
                     _skinny_inner(delta_next, transposed + offset, NULL, delta, rows, n_out,
                                   n_in,
-                                  NNFAST_RELU_GATE if activation == ACT_RELU else NNFAST_LINEAR,
+                                  NNFAST_RELU_GATE if activation == ACTIVATION_RELU else NNFAST_LINEAR,
                                   layer_in)
-                    if activation != ACT_RELU:
+                    if activation != ACTIVATION_RELU:
                         _scale_by_derivative_range(delta, layer_in, 0, rows * n_in,
                                                    activation)
                 else:
@@ -1811,7 +1774,7 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
     penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
     denominator = <floating>penalty_denominator
     loss = _penalised_loss(config, params, loss, penalty_denominator)
-    if grad_out == NULL and config.optimizer == OPT_ADAM:
+    if grad_out == NULL and config.optimizer == OPTIMIZER_ADAM:
         adam_rate = _next_adam_rate(config)
     offset = 0
     for k in range(n_layers):
@@ -1869,17 +1832,17 @@ cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
                                        batch_weight, m, work, NULL, &abs_error, NULL)
             # The original reports mean |y - a| over the epoch; the others scikit-learn's
             # accumulated loss, each batch's loss weighted by its rows.
-            epoch_loss += abs_error if config.output == OUT_ORIGINAL else batch_loss * m
+            epoch_loss += abs_error if config.output == OUTPUT_ORIGINAL else batch_loss * m
             start += m
             until_check -= 1
             if until_check == 0:
                 until_check = config.check_every
                 _poll_signals(&next_poll)
-        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUT_ORIGINAL
+        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUTPUT_ORIGINAL
                                             else n_rows)
         # The epoch's end, as scikit-learn's: rows seen, then the schedule.
         config.samples_seen += n_rows
-        if config.optimizer == OPT_SGD and config.schedule == SCHEDULE_INVSCALING:
+        if config.optimizer == OPTIMIZER_SGD and config.schedule == SCHEDULE_INVSCALING:
             config.learning_rate = (config.learning_rate_init
                                     / pow(config.samples_seen + 1.0, config.power_t))
         if not isfinite(epoch_losses[epoch]):
@@ -1929,16 +1892,16 @@ cdef int _sparse_fit_loop(_Config* config, floating* params, floating* state,
                 batch_weight = &weight[start] if weight != NULL else NULL
             batch_loss = _general_step(config, params, state, NULL, batch_target, batch_weight,
                                        m, work, NULL, &abs_error, &batch)
-            epoch_loss += abs_error if config.output == OUT_ORIGINAL else batch_loss * m
+            epoch_loss += abs_error if config.output == OUTPUT_ORIGINAL else batch_loss * m
             start += m
             until_check -= 1
             if until_check == 0:
                 until_check = config.check_every
                 _poll_signals(&next_poll)
-        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUT_ORIGINAL
+        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUTPUT_ORIGINAL
                                             else n_rows)
         config.samples_seen += n_rows
-        if config.optimizer == OPT_SGD and config.schedule == SCHEDULE_INVSCALING:
+        if config.optimizer == OPTIMIZER_SGD and config.schedule == SCHEDULE_INVSCALING:
             config.learning_rate = (config.learning_rate_init
                                     / pow(config.samples_seen + 1.0, config.power_t))
         if not isfinite(epoch_losses[epoch]):
@@ -2289,6 +2252,15 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
 # The general path's entry points
 # --------------------------------------------------------------------------------------------
 
+cdef int _check_code(object codes, object value, str name) except -1:
+    """ValueError unless value is one of the codes of an enum of nnfast._kernels.codes (asked
+    of its members: Cython's enums convert any int, as a C enum holds one)."""
+    if value not in [int(code) for code in codes]:
+        raise ValueError(f"{name} = {value} is not a code of {codes.__name__} "
+                         f"({', '.join(f'{code.name}={int(code)}' for code in codes)})")
+    return 0
+
+
 cdef class TrainConfig:
     """Everything the general step needs besides the buffers: one object, not a dozen
     positional arguments. Built from an nnfast._training.plan.FitPlan by nnfast._kernels.runner.
@@ -2355,16 +2327,11 @@ cdef class TrainConfig:
             raise ValueError(f"{len(activations)} hidden activation codes for "
                              f"{len(sizes) - 2} hidden layers")
         for k, code in enumerate(activations):
-            if not (0 <= code < N_ACTIVATIONS):
-                raise ValueError(f"activations[{k}] = {code} is not a code")
-        if not (0 <= output < N_OUTPUTS):
-            raise ValueError(f"output = {output} is not a code")
-        if not (0 <= reduction < N_REDUCTIONS):
-            raise ValueError(f"reduction = {reduction} is not a code")
-        if not (0 <= optimizer < N_OPTIMIZERS):
-            raise ValueError(f"optimizer = {optimizer} is not a code")
-        if not (0 <= schedule < N_SCHEDULES):
-            raise ValueError(f"schedule = {schedule} is not a code")
+            _check_code(_codes.Activation, code, f"activations[{k}]")
+        _check_code(_codes.Output, output, "output")
+        _check_code(_codes.Reduction, reduction, "reduction")
+        _check_code(_codes.Optimizer, optimizer, "optimizer")
+        _check_code(_codes.Schedule, schedule, "schedule")
         if not (1 <= batch_size <= INT_MAX):
             raise ValueError(f"batch_size = {batch_size}; 1 to {INT_MAX} (BLAS's largest "
                              "dimension) is needed")
@@ -2422,8 +2389,8 @@ cdef class TrainConfig:
     @property
     def state_size(self):
         """Length of the optimizer state buffer: 0 (plain), P (SGD), 2P (Adam)."""
-        return self.n_params * (0 if self.c.optimizer == OPT_PLAIN
-                                else 1 if self.c.optimizer == OPT_SGD else 2)
+        return self.n_params * (0 if self.c.optimizer == OPTIMIZER_PLAIN
+                                else 1 if self.c.optimizer == OPTIMIZER_SGD else 2)
 
     @property
     def step(self):

@@ -86,8 +86,8 @@ def fit(
     n_threads: int = 1,  # int
 ) -> tuple[int, float, bool]: ...
 
-# The general path (nnfast._kernels.runner drives it; codes from nnfast._training.plan).
-CODES: dict[str, int]  # the kernel's cdef enum values, by nnfast._training.plan's names
+# The general path (nnfast._kernels.runner drives it; its integer codes are the enums of
+# nnfast._kernels.codes, defined once in codes.pxd).
 
 class TrainConfig:
     # Keyword-only; each becomes a field of a cdef struct (_Config) the kernel reads.

@@ -3,32 +3,19 @@
 ``Network`` drives every backend of the general path (any model but the original's, which
 keeps its own fused kernel) through the functions of the contract in ``nnfast._training.plan``:
 ``make_runner``, ``make_loss_gradient`` and ``loss_gradient``. Here they translate a
-``FitPlan`` into the kernel's ``TrainConfig`` (the plan's integer codes), allocate the
-workspace once per fit (``nnfast._training.layout``) and hand whole chunks of epochs to
+``FitPlan`` into the kernel's ``TrainConfig`` (the plan's integer codes, defined once in
+``codes.pxd``), allocate the workspace once per fit (``nnfast._training.layout``) and hand whole chunks of epochs to
 ``_kernels.fit_general``, or whole-batch evaluations to ``_kernels.loss_gradient``, which run
 without the GIL. ``nnfast.reference`` is the NumPy backend with the same contract.
 """
 
 import numpy as np
 
-from .._training import plan as _plan
 from .._training.layout import allocate_general_workspace
 from .._training.sparse import is_sparse
 from . import kernels as _kernels
 
 __all__ = ["make_runner", "make_loss_gradient", "loss_gradient"]
-
-
-def _check_codes(kernels):
-    """The kernel's cdef enums must number things as nnfast._training.plan does (their one owner)."""
-    mismatched = {name: (code, getattr(_plan, name)) for name, code in kernels.CODES.items()
-                  if getattr(_plan, name, None) != code}
-    if mismatched:
-        raise ImportError(f"nnfast._kernels and nnfast._training.plan disagree on codes "
-                          f"(kernel, plan): {mismatched}; rebuild the kernels")
-
-
-_check_codes(_kernels)
 
 
 def _config(plan, batch_size, n_threads, check_every, state=None):
