@@ -7,6 +7,17 @@ workloads pay nothing for the rest; and the general step (:func:`fit_general`,
 sample weights, L2, mean or summed gradients, plain / SGD / Adam), described in its own
 section below. Python chooses between them once per fit (``nnfast._training.plan.FitPlan``).
 
+Names: the general path owns the plain names (``_step``, ``_fit_loop``, ``_forward``,
+``_hidden_delta``); the original's fused path, which stays beside it, says so
+(``_original_step``, ``_original_fit_loop``, ``_original_forward``, ...). What both paths do
+the same way is written once and used by both: the batch of rows a step sees
+(``_batch_rows``), the Ctrl-C polls (``_count_batch``), the products too small for BLAS
+(``_small_forward``, ``_small_backward``, ``_apply_gradient``'s loop) and the BLAS calls.
+The general path's integer codes (activations, outputs, optimizers, schedules, reductions)
+are defined once, in ``codes.pxd``, cimported here and exported to Python by
+``nnfast._kernels.codes``. Its settings are one ``_Config``, fixed for a fit (const in every
+function); the optimizer's counters that change as it trains are a ``_Counters`` beside it.
+
 How Python and the kernel split the work
 ----------------------------------------
 ``nnfast.network`` validates and coerces every input once, allocates every buffer a fit
@@ -347,39 +358,65 @@ cdef inline Py_ssize_t _block_start(Py_ssize_t n, int n_blocks, int t) noexcept 
     return n * t // n_blocks
 
 
-cdef void _forward_rows(const floating* inputs, const floating* weights,
-                        const floating* bias, floating* outputs, Py_ssize_t row_start,
-                        Py_ssize_t row_stop, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
-    """outputs[rows] = sigmoid(inputs[rows] @ weights [+ bias]) through BLAS."""
-    _linear_rows(inputs, weights, bias, outputs, row_start, row_stop, n_in, n_out,
-                 ACTIVATION_LOGISTIC)
-
-
-cdef inline void _forward_layer(const floating* inputs, const floating* weights,
+cdef inline void _small_forward(const floating* inputs, const floating* weights,
                                 const floating* bias, floating* outputs, Py_ssize_t m,
-                                Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
-    """outputs = sigmoid(inputs @ weights [+ bias]); bias may be NULL."""
+                                Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """outputs = inputs @ weights [+ bias] as plain loops, for products under _BLAS_MIN_FLOPS
+    (both paths; each applies its activation after): each output a dot product kept in a
+    register, started from the bias as BLAS's beta = 1 would be."""
     cdef Py_ssize_t i, p, j
-    cdef int t
     cdef floating acc
-    if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        for i in range(m):
+    for i in range(m):
+        for j in range(n_out):
+            acc = 0 if bias == NULL else bias[j]
+            for p in range(n_in):
+                acc = _madd(inputs[i * n_in + p], weights[p * n_out + j], acc)
+            outputs[i * n_out + j] = acc
+
+
+cdef inline void _small_backward(const floating* delta_next, const floating* weights,
+                                 const floating* sigmoid_outputs, floating* delta,
+                                 Py_ssize_t m, Py_ssize_t n_in,
+                                 Py_ssize_t n_out) noexcept nogil:
+    """delta = delta_next @ weights.T as plain loops, for products under _BLAS_MIN_FLOPS;
+    weights is (n_in x n_out). With sigmoid_outputs (the original's step), each value is
+    scaled by a * (1 - a) as it is stored, rather than in a second pass: on so few values
+    the pass would wait for these stores to reach memory (they cannot be forwarded to its
+    vector loads). NULL (the general step) leaves the scaling to the caller, which applies
+    the layer's derivative in scikit-learn's order. Callers pass the pointer or NULL as such,
+    so the branch folds away once inlined."""
+    cdef Py_ssize_t i, p, j
+    cdef floating acc
+    for i in range(m):
+        for p in range(n_in):
+            acc = 0
             for j in range(n_out):
-                acc = 0 if bias == NULL else bias[j]
-                for p in range(n_in):
-                    acc = _madd(inputs[i * n_in + p], weights[p * n_out + j], acc)
-                outputs[i * n_out + j] = acc
+                acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
+            if sigmoid_outputs != NULL:
+                delta[i * n_in + p] = acc * _sigmoid_slope(sigmoid_outputs[i * n_in + p])
+            else:
+                delta[i * n_in + p] = acc
+
+
+cdef inline void _original_forward(const floating* inputs, const floating* weights,
+                                   const floating* bias, floating* outputs, Py_ssize_t m,
+                                   Py_ssize_t n_in, Py_ssize_t n_out,
+                                   int n_threads) noexcept nogil:
+    """outputs = sigmoid(inputs @ weights [+ bias]); bias may be NULL."""
+    cdef int t
+    if m * n_in * n_out < _BLAS_MIN_FLOPS:
+        _small_forward(inputs, weights, bias, outputs, m, n_in, n_out)
         _sigmoid_range(outputs, 0, m * n_out)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static"):
-            _forward_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
-                          _block_start(m, n_threads, t + 1), n_in, n_out)
+            _linear_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
+                         _block_start(m, n_threads, t + 1), n_in, n_out, ACTIVATION_LOGISTIC)
     else:
-        _forward_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out)
+        _linear_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out, ACTIVATION_LOGISTIC)
 
 
-cdef inline double _output_delta(const floating* targets, const floating* outputs, floating* delta,
-                                 Py_ssize_t n) noexcept nogil:
+cdef inline double _original_output_delta(const floating* targets, const floating* outputs,
+                                          floating* delta, Py_ssize_t n) noexcept nogil:
     """delta = (y - a) * (a * (1 - a)); returns sum |y - a|."""
     cdef Py_ssize_t i
     cdef floating error
@@ -391,9 +428,10 @@ cdef inline double _output_delta(const floating* targets, const floating* output
     return abs_error_sum
 
 
-cdef void _hidden_rows(const floating* delta_next, const floating* weights,
-                       const floating* activations, floating* delta, Py_ssize_t row_start,
-                       Py_ssize_t row_stop, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+cdef void _original_hidden_rows(const floating* delta_next, const floating* weights,
+                                const floating* activations, floating* delta,
+                                Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_in,
+                                Py_ssize_t n_out) noexcept nogil:
     """delta[rows] = (delta_next[rows] @ weights.T) * (a * (1 - a)) through BLAS."""
     if row_stop <= row_start:
         return
@@ -403,30 +441,21 @@ cdef void _hidden_rows(const floating* delta_next, const floating* weights,
     _scale_by_slope_range(delta, activations, row_start * n_in, row_stop * n_in)
 
 
-cdef inline void _hidden_delta(const floating* delta_next, const floating* weights,
-                               const floating* activations, floating* delta, Py_ssize_t m,
-                               Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
+cdef inline void _original_hidden_delta(const floating* delta_next, const floating* weights,
+                                        const floating* activations, floating* delta,
+                                        Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                                        int n_threads) noexcept nogil:
     """delta = (delta_next @ weights.T) * (a * (1 - a)); weights is (n_in x n_out)."""
-    cdef Py_ssize_t i, p, j
     cdef int t
-    cdef floating acc
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        for i in range(m):
-            for p in range(n_in):
-                acc = 0
-                for j in range(n_out):
-                    acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
-                # Scaled here rather than in a second pass: on so few values the pass would
-                # wait for these stores to reach memory (they cannot be forwarded to its
-                # vector loads).
-                delta[i * n_in + p] = acc * _sigmoid_slope(activations[i * n_in + p])
+        _small_backward(delta_next, weights, activations, delta, m, n_in, n_out)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static"):
-            _hidden_rows(delta_next, weights, activations, delta,
-                         _block_start(m, n_threads, t), _block_start(m, n_threads, t + 1),
-                         n_in, n_out)
+            _original_hidden_rows(delta_next, weights, activations, delta,
+                                  _block_start(m, n_threads, t), _block_start(m, n_threads, t + 1),
+                                  n_in, n_out)
     else:
-        _hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out)
+        _original_hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out)
 
 
 cdef void _gradient_block(floating* weights, const floating* inputs, const floating* delta,
@@ -496,10 +525,10 @@ cdef inline Py_ssize_t _layer_params(const Py_ssize_t* sizes, Py_ssize_t k,
     return sizes[k] * sizes[k + 1] + (sizes[k + 1] if has_bias else 0)
 
 
-cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
-                        bint has_bias, const floating* x, const floating* y, Py_ssize_t m,
-                        floating learning_rate, floating* activations, floating* deltas,
-                        floating* grad, floating* gradient_out, int n_threads) noexcept nogil:
+cdef double _original_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
+                           bint has_bias, const floating* x, const floating* y, Py_ssize_t m,
+                           floating learning_rate, floating* activations, floating* deltas,
+                           floating* grad, floating* gradient_out, int n_threads) noexcept nogil:
     """One forward/backward pass on m rows; returns sum |y - output|.
 
     Updates params, or, when gradient_out is not NULL, leaves them alone and writes the
@@ -517,8 +546,8 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
     for k in range(n_layers):
         n_in = sizes[k]
         n_out = sizes[k + 1]
-        _forward_layer(layer_in, weights, weights + n_in * n_out if has_bias else NULL,
-                       layer_out, m, n_in, n_out, n_threads)
+        _original_forward(layer_in, weights, weights + n_in * n_out if has_bias else NULL,
+                          layer_out, m, n_in, n_out, n_threads)
         layer_in = layer_out
         weights += _layer_params(sizes, k, has_bias)
         if k + 1 < n_layers:
@@ -526,7 +555,7 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
             delta += m * n_out
 
     # layer_out, delta: the output layer's activations and delta; weights: one past the end.
-    abs_error_sum = _output_delta(y, layer_out, delta, m * sizes[n_layers])
+    abs_error_sum = _original_output_delta(y, layer_out, delta, m * sizes[n_layers])
 
     # Each W_k is read for delta_k before it is updated, as in the original, where every delta
     # is computed before any weight changes: delta_k needs only W_k, which nothing updates
@@ -540,7 +569,8 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
         if k > 0:
             layer_out -= m * n_in
             delta -= m * n_in
-            _hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out, n_threads)
+            _original_hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
+                                   n_threads)
             layer_in = layer_out
         else:
             layer_in = x
@@ -576,48 +606,65 @@ cdef int _poll_signals(double* next_poll) except -1 nogil:
     return 0
 
 
-cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
-                   bint has_bias, const floating* x, const floating* y, Py_ssize_t n_rows,
-                   const Py_ssize_t* order, Py_ssize_t batch_size, Py_ssize_t n_epochs,
-                   floating learning_rate, floating* activations, floating* deltas,
-                   floating* grad, floating* batch_x, floating* batch_y,
-                   Py_ssize_t check_every, int n_threads, double* first_error,
-                   Py_ssize_t* epochs_done) except -1 nogil:
-    """Runs n_epochs epochs; returns 0, or 1 when the error stopped being finite."""
-    cdef Py_ssize_t epoch, start, m, r, row
+cdef inline const floating* _batch_rows(const floating* values, Py_ssize_t width,
+                                        const Py_ssize_t* rows, Py_ssize_t start, Py_ssize_t m,
+                                        floating* gathered) noexcept nogil:
+    """A batch's m rows of values (row-major, width per row): where they are (rows NULL:
+    rows start, start + 1, ...), or gathered in the order rows gives into `gathered`, so that
+    every product sees contiguous data. NULL values (no sample weights) stay NULL."""
+    cdef Py_ssize_t r
+    if values == NULL:
+        return NULL
+    if rows == NULL:
+        return &values[start * width]
+    for r in range(m):
+        memcpy(&gathered[r * width], &values[rows[r] * width], width * sizeof(floating))
+    return gathered
+
+
+cdef inline int _count_batch(Py_ssize_t* until_check, Py_ssize_t check_every,
+                             double* next_poll) except -1 nogil:
+    """Counts a finished batch; every check_every batches (0: never) looks at the clock,
+    and polls for signals when it is time (_poll_signals). Between batches, not epochs: an
+    epoch of many mini-batches can be long."""
+    until_check[0] -= 1
+    if until_check[0] == 0:
+        until_check[0] = check_every
+        _poll_signals(next_poll)
+    return 0
+
+
+cdef int _original_fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
+                            bint has_bias, const floating* x, const floating* y, Py_ssize_t n_rows,
+                            const Py_ssize_t* order, Py_ssize_t batch_size, Py_ssize_t n_epochs,
+                            floating learning_rate, floating* activations, floating* deltas,
+                            floating* grad, floating* batch_x, floating* batch_y,
+                            Py_ssize_t check_every, int n_threads, double* first_error,
+                            Py_ssize_t* epochs_done) except -1 nogil:
+    """The original's loop (_fit_loop's, for the original's fused step: the same batches and
+    polls, without the general step's losses and counters). Runs n_epochs epochs; returns 0,
+    or 1 when the error stopped being finite."""
+    cdef Py_ssize_t epoch, start, m
     cdef Py_ssize_t n_in = sizes[0]
     cdef Py_ssize_t n_out = sizes[n_layers]
     cdef Py_ssize_t until_check = check_every  # batches
     cdef double next_poll = 0.0
     cdef double epoch_error
-    cdef const floating* batch_in
-    cdef const floating* batch_target
+    cdef const Py_ssize_t* rows
 
     for epoch in range(n_epochs):
         epoch_error = 0.0
         start = 0
         while start < n_rows:
             m = min(batch_size, n_rows - start)
-            if order != NULL:
-                # Shuffled mini-batch: gather its rows so every product sees contiguous data.
-                for r in range(m):
-                    row = order[epoch * n_rows + start + r]
-                    memcpy(&batch_x[r * n_in], &x[row * n_in], n_in * sizeof(floating))
-                    memcpy(&batch_y[r * n_out], &y[row * n_out], n_out * sizeof(floating))
-                batch_in = batch_x
-                batch_target = batch_y
-            else:
-                batch_in = &x[start * n_in]
-                batch_target = &y[start * n_out]
-            epoch_error += _train_step(params, sizes, n_layers, has_bias, batch_in,
-                                       batch_target, m, learning_rate, activations, deltas,
-                                       grad, NULL, n_threads)
+            rows = &order[epoch * n_rows + start] if order != NULL else NULL
+            epoch_error += _original_step(params, sizes, n_layers, has_bias,
+                                          _batch_rows(x, n_in, rows, start, m, batch_x),
+                                          _batch_rows(y, n_out, rows, start, m, batch_y), m,
+                                          learning_rate, activations, deltas, grad, NULL,
+                                          n_threads)
             start += m
-            # Polled between batches, not epochs: an epoch of many mini-batches can be long.
-            until_check -= 1
-            if until_check == 0:
-                until_check = check_every
-                _poll_signals(&next_poll)
+            _count_batch(&until_check, check_every, &next_poll)
         if epoch == 0:
             first_error[0] = epoch_error / (n_rows * n_out)
         # A sum of |y - a| is finite exactly when every term is: one test per epoch catches
@@ -636,7 +683,7 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
 # chooses one of the two once per fit (nnfast._training.plan.FitPlan.is_original).
 #
 # Semantics are scikit-learn's MLP (sklearn/neural_network/_multilayer_perceptron.py
-# _backprop, _base.py, _stochastic_optimizers.py), restated in nnfast/_plan.py and
+# _backprop, _base.py, _stochastic_optimizers.py), restated in nnfast/_training/plan.py and
 # mirrored by nnfast/reference.py, the oracle of tests/test_general_kernel.py.
 #
 # Gradients go to one scratch buffer of the largest layer's parameter count, not a full
@@ -669,16 +716,20 @@ cdef struct _Config:
     Py_ssize_t batch_size
     Py_ssize_t check_every
     int n_threads
-    # The optimizer's counters, updated by the kernel as it trains (nnfast._training.plan's
-    # OptimizerState.step / samples_seen / learning_rate).
+
+
+cdef struct _Counters:
+    # The optimizer's counters (nnfast._training.plan's OptimizerState.step / samples_seen /
+    # learning_rate): what changes as a fit trains, besides params and the optimizer state.
+    # The step functions and the loop update them; the fit's settings (_Config) stay const.
     int64_t step
     int64_t samples_seen
-    double learning_rate
+    double learning_rate   # SGD's current rate (after its schedule), the plain step's
 
 
 cdef struct _Workspace:
-    # Scratch of one fit, allocated by nnfast._training.layout.allocate_general_workspace. void*, as a
-    # struct cannot be fused; each user casts to its floating type.
+    # Scratch of one fit, allocated by nnfast._training.layout.allocate_general_workspace.
+    # void*, as a struct cannot be fused; each user casts to its floating type.
     void* activations   # batch rows x sum(s1..sL)
     void* deltas        # the same
     void* bias_sums     # max(s1..sL)
@@ -930,10 +981,10 @@ cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
     return n_in <= _SKINNY_DIM or n_out <= _SKINNY_DIM
 
 
-cdef void _general_gradient(floating* grad, const floating* inputs, const floating* delta,
-                            bint has_bias, floating* bias_sums, floating* transposed,
-                            Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
-                            int n_threads) noexcept nogil:
+cdef void _layer_gradient(floating* grad, const floating* inputs, const floating* delta,
+                          bint has_bias, floating* bias_sums, floating* transposed,
+                          Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                          int n_threads) noexcept nogil:
     """grad[:n_in * n_out] = inputs.T @ delta; grad's bias part (has_bias) = delta.sum(0)."""
     if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out):
         _apply_gradient(grad, grad + n_in * n_out if has_bias else NULL, inputs, delta, 1,
@@ -952,23 +1003,16 @@ cdef void _general_gradient(floating* grad, const floating* inputs, const floati
         _add_column_sums(delta, grad + n_in * n_out, m, n_out)
 
 
-cdef void _general_forward(const floating* inputs, const floating* weights,
-                           const floating* bias, floating* outputs, Py_ssize_t m,
-                           Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
-                           floating* transposed, int n_threads) noexcept nogil:
+cdef void _forward(const floating* inputs, const floating* weights,
+                   const floating* bias, floating* outputs, Py_ssize_t m,
+                   Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
+                   floating* transposed, int n_threads) noexcept nogil:
     """outputs = activation(inputs @ weights [+ bias]); the output layer passes identity and
     applies its own function afterwards (softmax works on whole rows). transposed: scratch
     of n_in * n_out values."""
-    cdef Py_ssize_t i, p, j
     cdef int t
-    cdef floating acc
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        for i in range(m):
-            for j in range(n_out):
-                acc = 0 if bias == NULL else bias[j]
-                for p in range(n_in):
-                    acc = _madd(inputs[i * n_in + p], weights[p * n_out + j], acc)
-                outputs[i * n_out + j] = acc
+        _small_forward(inputs, weights, bias, outputs, m, n_in, n_out)
         _activate_range(outputs, 0, m * n_out, activation)
     elif _skinny(n_in, n_out):
         if n_in <= _SKINNY_DIM:
@@ -1103,10 +1147,10 @@ cdef double _abs_error_sum(const floating* y, const floating* a, Py_ssize_t n) n
     return total
 
 
-cdef void _general_hidden_rows(const floating* delta_next, const floating* weights,
-                               const floating* activations, floating* delta,
-                               Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_in,
-                               Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
+cdef void _hidden_rows(const floating* delta_next, const floating* weights,
+                       const floating* activations, floating* delta,
+                       Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_in,
+                       Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
     """delta[rows] = (delta_next[rows] @ weights.T) * activation'(a[rows]) through BLAS."""
     if row_stop <= row_start:
         return
@@ -1117,22 +1161,15 @@ cdef void _general_hidden_rows(const floating* delta_next, const floating* weigh
                                activation)
 
 
-cdef void _general_hidden_delta(const floating* delta_next, const floating* weights,
-                                const floating* activations, floating* delta, Py_ssize_t m,
-                                Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
-                                floating* transposed, int n_threads) noexcept nogil:
+cdef void _hidden_delta(const floating* delta_next, const floating* weights,
+                        const floating* activations, floating* delta, Py_ssize_t m,
+                        Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
+                        floating* transposed, int n_threads) noexcept nogil:
     """delta = (delta_next @ weights.T) * activation'(activations); weights is n_in x n_out,
     transposed scratch of as many values."""
-    cdef Py_ssize_t i, p, j
     cdef int t
-    cdef floating acc
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        for i in range(m):
-            for p in range(n_in):
-                acc = 0
-                for j in range(n_out):
-                    acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
-                delta[i * n_in + p] = acc
+        _small_backward(delta_next, weights, <const floating*>NULL, delta, m, n_in, n_out)
         _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
     elif _skinny(n_in, n_out):
         if n_out <= _SKINNY_DIM:
@@ -1147,12 +1184,12 @@ cdef void _general_hidden_delta(const floating* delta_next, const floating* weig
             _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static"):
-            _general_hidden_rows(delta_next, weights, activations, delta,
-                                 _block_start(m, n_threads, t),
-                                 _block_start(m, n_threads, t + 1), n_in, n_out, activation)
+            _hidden_rows(delta_next, weights, activations, delta,
+                         _block_start(m, n_threads, t),
+                         _block_start(m, n_threads, t + 1), n_in, n_out, activation)
     else:
-        _general_hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out,
-                             activation)
+        _hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out,
+                     activation)
 
 
 cdef inline void _finish_gradient(floating* grad, const floating* weights, Py_ssize_t n_weights,
@@ -1178,27 +1215,27 @@ cdef inline void _finish_gradient(floating* grad, const floating* weights, Py_ss
 cdef inline void _update_range(const _Config* config, floating* params, const floating* grad,
                                floating* first, floating* second, Py_ssize_t start,
                                Py_ssize_t stop, bint penalised, floating alpha,
-                               floating denominator, double adam_rate) noexcept nogil:
+                               floating denominator, double step_rate) noexcept nogil:
     """Finishes the gradient of params[start:stop] and applies the optimizer to them.
 
     g = (grad + alpha * W) / denominator for weights (penalised), grad / denominator for
     biases: scikit-learn's order of operations (_compute_loss_grad), in the same pass as the
     update, so the layer's gradient is read once. first/second: this slice of the optimizer
-    state (SGD: velocities in first; Adam: m, v); adam_rate is Adam's bias-corrected rate of
-    this step. Constants are cast to the dtype first, as NumPy does with Python floats, so
-    float32 fits compute in float32 as scikit-learn's. Plain loops: they vectorise (sqrt
+    state (SGD: velocities in first; Adam: m, v); step_rate is this step's rate (_step_rate:
+    the current learning rate, or Adam's bias-corrected one). Constants are cast to the
+    dtype first, as NumPy does with Python floats, so float32 fits compute in float32 as
+    scikit-learn's. Plain loops: they vectorise (sqrt
     and division included, see setup.py's -fno-math-errno).
     """
     cdef Py_ssize_t i
     cdef floating g, velocity
-    cdef floating rate = <floating>config.learning_rate
+    cdef floating rate = <floating>step_rate
     cdef floating momentum = <floating>config.momentum
     cdef floating beta_1 = <floating>config.beta_1
     cdef floating beta_2 = <floating>config.beta_2
     cdef floating one_minus_beta_1 = <floating>(1.0 - config.beta_1)
     cdef floating one_minus_beta_2 = <floating>(1.0 - config.beta_2)
     cdef floating epsilon = <floating>config.epsilon
-    cdef floating step_rate = <floating>adam_rate
     if config.optimizer == OPTIMIZER_PLAIN:
         for i in range(start, stop):
             g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
@@ -1220,18 +1257,18 @@ cdef inline void _update_range(const _Config* config, floating* params, const fl
             g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
             first[i] = beta_1 * first[i] + one_minus_beta_1 * g
             second[i] = beta_2 * second[i] + one_minus_beta_2 * (g * g)
-            params[i] = params[i] + (-step_rate * first[i]) / (_sqrt(second[i]) + epsilon)
+            params[i] = params[i] + (-rate * first[i]) / (_sqrt(second[i]) + epsilon)
 
 
 cdef inline void _optimizer_update(const _Config* config, floating* params,
                                    const floating* grad, floating* first, floating* second,
                                    Py_ssize_t n_weights, Py_ssize_t n_bias, floating alpha,
-                                   floating denominator, double adam_rate) noexcept nogil:
+                                   floating denominator, double step_rate) noexcept nogil:
     """One layer's update: its weights (L2-penalised) then its biases (not penalised)."""
     _update_range(config, params, grad, first, second, 0, n_weights, True, alpha, denominator,
-                  adam_rate)
+                  step_rate)
     _update_range(config, params, grad, first, second, n_weights, n_weights + n_bias, False,
-                  alpha, denominator, adam_rate)
+                  alpha, denominator, step_rate)
 
 
 cdef double _squared_weights(const _Config* config, const floating* params) noexcept nogil:
@@ -1272,17 +1309,20 @@ cdef inline double _penalised_loss(const _Config* config, const floating* params
     return data_loss + 0.5 * config.alpha * _squared_weights(config, params) / penalty_denominator
 
 
-cdef inline double _next_adam_rate(_Config* config) noexcept nogil:
-    """Counts a step of Adam and returns its bias-corrected rate."""
-    config.step += 1
-    return (config.learning_rate_init * sqrt(1.0 - pow(config.beta_2, config.step))
-            / (1.0 - pow(config.beta_1, config.step)))
+cdef inline double _step_rate(const _Config* config, _Counters* counters) noexcept nogil:
+    """The rate of a training step: SGD's and the plain step's current learning rate; for
+    Adam, counts the step and returns its bias-corrected rate."""
+    if config.optimizer != OPTIMIZER_ADAM:
+        return counters.learning_rate
+    counters.step += 1
+    return (config.learning_rate_init * sqrt(1.0 - pow(config.beta_2, counters.step))
+            / (1.0 - pow(config.beta_1, counters.step)))
 
 
 cdef inline void _finish_layer(const _Config* config, floating* params, floating* state,
                                floating* layer_grad, Py_ssize_t offset, Py_ssize_t k,
                                Py_ssize_t n_params, floating alpha, floating denominator,
-                               double adam_rate, bint training) noexcept nogil:
+                               double step_rate, bint training) noexcept nogil:
     """Layer k's summed gradient layer_grad (the layer's part of a gradient in the params
     layout; the layer's params start at offset) becomes G (loss_gradient) or moves the
     layer's weights (training: the optimizer's update)."""
@@ -1295,7 +1335,7 @@ cdef inline void _finish_layer(const _Config* config, floating* params, floating
         _optimizer_update(config, params + offset, layer_grad,
                           state + offset if config.optimizer != OPTIMIZER_PLAIN else NULL,
                           state + n_params + offset if config.optimizer == OPTIMIZER_ADAM else NULL,
-                          n_in * n_out, n_layer - n_in * n_out, alpha, denominator, adam_rate)
+                          n_in * n_out, n_layer - n_in * n_out, alpha, denominator, step_rate)
 
 
 
@@ -1309,7 +1349,7 @@ cdef inline void _finish_layer(const _Config* config, floating* params, floating
 # copy of X, no scratch beyond the dense path's O(batch x hidden). Every other part of the
 # step (the hidden layers, the loss, the optimizer's dense update of every parameter, as
 # scikit-learn's) is the dense path's code. Chosen once per step, at layer 0
-# (_general_step's `sparse` argument; NULL for dense X). Summation order: each output the
+# (_step's `sparse` argument; NULL for dense X). Summation order: each output the
 # row's non-zeros in stored order from 0, then the bias, as scipy's CSR product and
 # scikit-learn's forward pass; the gradient sums the batch's rows in order per column.
 # Indices are int32 or int64 (scipy's choice, used as given: no copy of the indices).
@@ -1474,7 +1514,7 @@ cdef void _sparse_layer_update(const _Config* config, floating* params, floating
                                Py_ssize_t n_params, const _SparseRows* sparse,
                                const floating* delta, Py_ssize_t m, Py_ssize_t n_in,
                                Py_ssize_t n_out, floating alpha, floating denominator,
-                               double adam_rate, const _Workspace* work) noexcept nogil:
+                               double step_rate, const _Workspace* work) noexcept nogil:
     """The first layer's training update for a sparse batch, row by row of W0: row j's
     gradient (X[batch].T @ delta)[j] is summed from column j's entries of the transposed
     batch into one row of scratch and the optimizer steps that row at once. The same sums in
@@ -1508,24 +1548,25 @@ cdef void _sparse_layer_update(const _Config* config, floating* params, floating
         _update_range(config, params + j * n_out, row_grad,
                       first + j * n_out if first != NULL else NULL,
                       second + j * n_out if second != NULL else NULL, 0, n_out, True, alpha,
-                      denominator, adam_rate)
+                      denominator, step_rate)
     if config.has_bias:
         memset(row_grad, 0, n_out * sizeof(floating))
         _add_column_sums(delta, row_grad, m, n_out)
         j = n_in * n_out
         _update_range(config, params + j, row_grad, first + j if first != NULL else NULL,
                       second + j if second != NULL else NULL, 0, n_out, False, alpha,
-                      denominator, adam_rate)
+                      denominator, step_rate)
 
 
-cdef double _general_step(_Config* config, floating* params, floating* state,
-                          const floating* x, const floating* y, const floating* weight,
-                          Py_ssize_t m, const _Workspace* work, floating* grad_out,
-                          double* abs_error, const _SparseRows* sparse) noexcept nogil:
+cdef double _step(const _Config* config, _Counters* counters, floating* params,
+                  floating* state, const floating* x, const floating* y, const floating* weight,
+                  Py_ssize_t m, const _Workspace* work, floating* grad_out, double* abs_error,
+                  const _SparseRows* sparse) noexcept nogil:
     """One forward/backward pass on m rows; returns the batch loss (nnfast._training.plan, "Losses").
 
-    With grad_out NULL, applies the optimizer to params (and state, and the counters);
-    otherwise writes the gradient G in the params layout to grad_out and changes nothing.
+    With grad_out NULL, applies the optimizer to params (and state, and counters);
+    otherwise writes the gradient G in the params layout to grad_out and changes nothing
+    (counters may then be NULL).
     weight is NULL for unit weights. abs_error receives sum |y - a| (for "original").
     Networks whose every layer is skinny take _blocked_step, the same step by row blocks.
     sparse: the batch's rows of a CSR X (x is then unused), or NULL for dense x.
@@ -1543,7 +1584,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     cdef floating* layer_out = activations
     cdef floating* delta = deltas
     cdef floating* delta_next
-    cdef double weight_sum, penalty_denominator, loss, adam_rate = 0.0
+    cdef double weight_sum, penalty_denominator, loss, step_rate = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
     cdef floating* layer_grad
     # Sparse rows in training, serial, with the transposed-batch buffers: the first layer's
@@ -1553,7 +1594,8 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     cdef Py_ssize_t grad_skipped = work.gradient_skipped if row_update else 0
 
     if sparse == NULL and _all_skinny(config):
-        return _blocked_step(config, params, state, x, y, weight, m, work, grad_out, abs_error)
+        return _blocked_step(config, counters, params, state, x, y, weight, m, work, grad_out,
+                             abs_error)
 
     for k in range(n_layers):
         n_params += _layer_params(config.sizes, k, config.has_bias)
@@ -1568,11 +1610,11 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
                             config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
                             config.n_threads)
         else:
-            _general_forward(layer_in, weights,
-                             weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
-                             n_in, n_out,
-                             config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
-                             transposed, config.n_threads)
+            _forward(layer_in, weights,
+                     weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
+                     n_in, n_out,
+                     config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
+                     transposed, config.n_threads)
         layer_in = layer_out
         weights += _layer_params(config.sizes, k, config.has_bias)
         if k + 1 < n_layers:
@@ -1591,8 +1633,8 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
     denominator = <floating>penalty_denominator
     loss = _penalised_loss(config, params, loss, penalty_denominator)
-    if grad_out == NULL and config.optimizer == OPTIMIZER_ADAM:
-        adam_rate = _next_adam_rate(config)
+    if grad_out == NULL:
+        step_rate = _step_rate(config, counters)
 
     # Backward: layer by layer from the output; see the section notes for the update order.
     for k in range(n_layers - 1, -1, -1):
@@ -1605,8 +1647,8 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
         if k > 0:
             layer_out -= m * n_in
             delta -= m * n_in
-            _general_hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
-                                  config.activations[k - 1], transposed, config.n_threads)
+            _hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
+                          config.activations[k - 1], transposed, config.n_threads)
             layer_in = layer_out
         else:
             layer_in = x
@@ -1615,7 +1657,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
             # Training on sparse rows: each row of W0 gets its gradient and its update in
             # one pass, without a gradient of W0's size.
             _sparse_layer_update(config, params, state, n_params, sparse, delta_next, m, n_in,
-                                 n_out, alpha, denominator, adam_rate, work)
+                                 n_out, alpha, denominator, step_rate, work)
             continue
         # The gradient buffer starts at layer 1 when row_update (work.gradient_skipped).
         layer_grad = grad + (offset - grad_skipped)
@@ -1623,10 +1665,10 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
             _sparse_gradient(layer_grad, sparse, delta_next, config.has_bias, m, n_in, n_out,
                              config.n_threads)
         else:
-            _general_gradient(layer_grad, layer_in, delta_next, config.has_bias, bias_sums,
-                              transposed, m, n_in, n_out, config.n_threads)
+            _layer_gradient(layer_grad, layer_in, delta_next, config.has_bias, bias_sums,
+                            transposed, m, n_in, n_out, config.n_threads)
         _finish_layer(config, params, state, layer_grad, offset, k, n_params, alpha,
-                      denominator, adam_rate, grad_out == NULL)
+                      denominator, step_rate, grad_out == NULL)
     return loss
 
 
@@ -1655,11 +1697,11 @@ cdef inline void _add_column_sums(const floating* values, floating* sums, Py_ssi
         _column_sums_f(values, sums, rows, columns)
 
 
-cdef double _blocked_step(_Config* config, floating* params, floating* state,
-                          const floating* x, const floating* y, const floating* weight,
-                          Py_ssize_t m, const _Workspace* work, floating* grad_out,
-                          double* abs_error) noexcept nogil:
-    """_general_step for networks whose every layer is skinny, a block of rows at a time:
+cdef double _blocked_step(const _Config* config, _Counters* counters, floating* params,
+                          floating* state, const floating* x, const floating* y,
+                          const floating* weight, Py_ssize_t m, const _Workspace* work,
+                          floating* grad_out, double* abs_error) noexcept nogil:
+    """_step for networks whose every layer is skinny, a block of rows at a time:
     each block runs forward and back through every layer while it is in the L1 cache and
     adds its share to every layer's gradient; the gradient (and so the update) is the whole
     batch's, up to the rounding of its sums. Layers with a wide input sum their gradient
@@ -1680,7 +1722,7 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
     cdef floating* delta
     cdef floating* delta_next
     cdef const floating* layer_in
-    cdef double weight_sum, penalty_denominator, loss, adam_rate = 0.0
+    cdef double weight_sum, penalty_denominator, loss, step_rate = 0.0
     cdef double loss_sum = 0.0, abs_sum = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
 
@@ -1774,8 +1816,8 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
     penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
     denominator = <floating>penalty_denominator
     loss = _penalised_loss(config, params, loss, penalty_denominator)
-    if grad_out == NULL and config.optimizer == OPTIMIZER_ADAM:
-        adam_rate = _next_adam_rate(config)
+    if grad_out == NULL:
+        step_rate = _step_rate(config, counters)
     offset = 0
     for k in range(n_layers):
         n_in = config.sizes[k]
@@ -1783,132 +1825,63 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
         if n_in > _SKINNY_DIM:
             _transpose(transposed_grad + offset, grad + offset, n_out, n_in)
         _finish_layer(config, params, state, grad + offset, offset, k, n_params, alpha,
-                      denominator, adam_rate, grad_out == NULL)
+                      denominator, step_rate, grad_out == NULL)
         offset += _layer_params(config.sizes, k, config.has_bias)
     return loss
 
 
-cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
-                           const floating* x, const floating* y, const floating* weight,
-                           Py_ssize_t n_rows, const Py_ssize_t* order, Py_ssize_t n_epochs,
-                           const _Workspace* work, double* epoch_losses,
-                           Py_ssize_t* epochs_done) except -1 nogil:
+cdef int _fit_loop(const _Config* config, _Counters* counters, floating* params,
+                   floating* state, const floating* x, const _SparseRows* sparse,
+                   const floating* y, const floating* weight, Py_ssize_t n_rows,
+                   const Py_ssize_t* order, Py_ssize_t n_epochs, const _Workspace* work,
+                   double* epoch_losses, Py_ssize_t* epochs_done) except -1 nogil:
     """Runs n_epochs epochs of the general step; returns 0, or 1 when an epoch's loss was
-    not finite (epochs_done then indexes that epoch)."""
-    cdef Py_ssize_t epoch, start, m, r, row
+    not finite (epochs_done then indexes that epoch). x is dense rows, or NULL for a CSR x
+    (sparse, else NULL), whose batches are read where they are, through the epoch's order;
+    only the dense arrays of a shuffled batch are gathered."""
+    cdef Py_ssize_t epoch, start, m
     cdef Py_ssize_t n_in = config.sizes[0]
     cdef Py_ssize_t n_out = config.sizes[config.n_layers]
     cdef Py_ssize_t until_check = config.check_every  # batches
     cdef double next_poll = 0.0
     cdef double epoch_loss, abs_error, batch_loss
-    cdef floating* batch_x = <floating*>work.batch_x
-    cdef floating* batch_y = <floating*>work.batch_y
-    cdef floating* batch_w = <floating*>work.batch_w
-    cdef const floating* batch_in
-    cdef const floating* batch_target
-    cdef const floating* batch_weight
+    cdef const Py_ssize_t* rows
+    cdef _SparseRows batch
+    if sparse != NULL:
+        batch = sparse[0]
 
     for epoch in range(n_epochs):
         epoch_loss = 0.0
         start = 0
         while start < n_rows:
             m = min(config.batch_size, n_rows - start)
-            if order != NULL:
-                # Shuffled mini-batch: gather its rows so every product sees contiguous data.
-                for r in range(m):
-                    row = order[epoch * n_rows + start + r]
-                    memcpy(&batch_x[r * n_in], &x[row * n_in], n_in * sizeof(floating))
-                    memcpy(&batch_y[r * n_out], &y[row * n_out], n_out * sizeof(floating))
-                    if weight != NULL:
-                        batch_w[r] = weight[row]
-                batch_in = batch_x
-                batch_target = batch_y
-                batch_weight = batch_w if weight != NULL else NULL
-            else:
-                batch_in = &x[start * n_in]
-                batch_target = &y[start * n_out]
-                batch_weight = &weight[start] if weight != NULL else NULL
-            batch_loss = _general_step(config, params, state, batch_in, batch_target,
-                                       batch_weight, m, work, NULL, &abs_error, NULL)
+            rows = &order[epoch * n_rows + start] if order != NULL else NULL
+            if sparse != NULL:
+                batch.rows = rows
+                batch.start = start
+            batch_loss = _step(config, counters, params, state,
+                               _batch_rows(x, n_in, rows, start, m, <floating*>work.batch_x),
+                               _batch_rows(y, n_out, rows, start, m, <floating*>work.batch_y),
+                               _batch_rows(weight, 1, rows, start, m, <floating*>work.batch_w),
+                               m, work, NULL, &abs_error, &batch if sparse != NULL else NULL)
             # The original reports mean |y - a| over the epoch; the others scikit-learn's
             # accumulated loss, each batch's loss weighted by its rows.
             epoch_loss += abs_error if config.output == OUTPUT_ORIGINAL else batch_loss * m
             start += m
-            until_check -= 1
-            if until_check == 0:
-                until_check = config.check_every
-                _poll_signals(&next_poll)
+            _count_batch(&until_check, config.check_every, &next_poll)
         epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUTPUT_ORIGINAL
                                             else n_rows)
         # The epoch's end, as scikit-learn's: rows seen, then the schedule.
-        config.samples_seen += n_rows
+        counters.samples_seen += n_rows
         if config.optimizer == OPTIMIZER_SGD and config.schedule == SCHEDULE_INVSCALING:
-            config.learning_rate = (config.learning_rate_init
-                                    / pow(config.samples_seen + 1.0, config.power_t))
+            counters.learning_rate = (config.learning_rate_init
+                                      / pow(counters.samples_seen + 1.0, config.power_t))
         if not isfinite(epoch_losses[epoch]):
             epochs_done[0] = epoch
             return 1
         epochs_done[0] = epoch + 1
     return 0
 
-
-
-cdef int _sparse_fit_loop(_Config* config, floating* params, floating* state,
-                          const _SparseRows* x, const floating* y, const floating* weight,
-                          Py_ssize_t n_rows, const Py_ssize_t* order, Py_ssize_t n_epochs,
-                          const _Workspace* work, double* epoch_losses,
-                          Py_ssize_t* epochs_done) except -1 nogil:
-    """_general_fit_loop for a CSR x: each batch reads its rows of x where they are (through
-    the epoch's order), and only its targets and weights are gathered."""
-    cdef Py_ssize_t epoch, start, m, r, row
-    cdef Py_ssize_t n_out = config.sizes[config.n_layers]
-    cdef Py_ssize_t until_check = config.check_every  # batches
-    cdef double next_poll = 0.0
-    cdef double epoch_loss, abs_error, batch_loss
-    cdef floating* batch_y = <floating*>work.batch_y
-    cdef floating* batch_w = <floating*>work.batch_w
-    cdef const floating* batch_target
-    cdef const floating* batch_weight
-    cdef _SparseRows batch = x[0]
-
-    for epoch in range(n_epochs):
-        epoch_loss = 0.0
-        start = 0
-        while start < n_rows:
-            m = min(config.batch_size, n_rows - start)
-            if order != NULL:
-                batch.rows = &order[epoch * n_rows + start]
-                for r in range(m):
-                    row = batch.rows[r]
-                    memcpy(&batch_y[r * n_out], &y[row * n_out], n_out * sizeof(floating))
-                    if weight != NULL:
-                        batch_w[r] = weight[row]
-                batch_target = batch_y
-                batch_weight = batch_w if weight != NULL else NULL
-            else:
-                batch.rows = NULL
-                batch.start = start
-                batch_target = &y[start * n_out]
-                batch_weight = &weight[start] if weight != NULL else NULL
-            batch_loss = _general_step(config, params, state, NULL, batch_target, batch_weight,
-                                       m, work, NULL, &abs_error, &batch)
-            epoch_loss += abs_error if config.output == OUTPUT_ORIGINAL else batch_loss * m
-            start += m
-            until_check -= 1
-            if until_check == 0:
-                until_check = config.check_every
-                _poll_signals(&next_poll)
-        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUTPUT_ORIGINAL
-                                            else n_rows)
-        config.samples_seen += n_rows
-        if config.optimizer == OPTIMIZER_SGD and config.schedule == SCHEDULE_INVSCALING:
-            config.learning_rate = (config.learning_rate_init
-                                    / pow(config.samples_seen + 1.0, config.power_t))
-        if not isfinite(epoch_losses[epoch]):
-            epochs_done[0] = epoch
-            return 1
-        epochs_done[0] = epoch + 1
-    return 0
 
 # --------------------------------------------------------------------------------------------
 # Size checks of the Python entry points: O(layers) (the order check is O(entries), cheaper
@@ -2060,9 +2033,9 @@ def forward_layer(const floating[:, ::1] inputs,   # IN (m, n_in)
     if m == 0:
         return
     with nogil:
-        _forward_layer(&inputs[0, 0], &weights[0, 0],
-                       &bias[0] if bias.shape[0] > 0 else NULL, &outputs[0, 0],
-                       inputs.shape[0], inputs.shape[1], weights.shape[1], n_threads)
+        _original_forward(&inputs[0, 0], &weights[0, 0],
+                          &bias[0] if bias.shape[0] > 0 else NULL, &outputs[0, 0],
+                          inputs.shape[0], inputs.shape[1], weights.shape[1], n_threads)
 
 
 def output_delta(const floating[:, ::1] targets,  # IN (m, n_out)
@@ -2082,8 +2055,8 @@ def output_delta(const floating[:, ::1] targets,  # IN (m, n_out)
     if targets.shape[0] == 0 or targets.shape[1] == 0:
         return 0.0
     with nogil:
-        abs_error_sum = _output_delta(&targets[0, 0], &outputs[0, 0], &delta[0, 0],
-                                      targets.shape[0] * targets.shape[1])
+        abs_error_sum = _original_output_delta(&targets[0, 0], &outputs[0, 0], &delta[0, 0],
+                                               targets.shape[0] * targets.shape[1])
     return abs_error_sum
 
 
@@ -2105,8 +2078,8 @@ def hidden_delta(const floating[:, ::1] delta_next,   # IN (m, n_out)
     if m == 0:
         return
     with nogil:
-        _hidden_delta(&delta_next[0, 0], &weights[0, 0], &activations[0, 0], &delta[0, 0],
-                      delta_next.shape[0], weights.shape[0], weights.shape[1], n_threads)
+        _original_hidden_delta(&delta_next[0, 0], &weights[0, 0], &activations[0, 0], &delta[0, 0],
+                               delta_next.shape[0], weights.shape[0], weights.shape[1], n_threads)
 
 
 def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
@@ -2163,10 +2136,10 @@ def gradient(const floating[::1] params,          # IN all weights and biases, f
     with nogil:
         # params is only read when gradient_out is given; the cast drops const for the
         # shared step function's signature.
-        abs_error_sum = _train_step(<floating*>&params[0], &sizes[0], sizes.shape[0] - 1,
-                                    has_bias, &x[0, 0], &y[0, 0], x.shape[0], 1,
-                                    &activations[0], &deltas[0], &grad[0], &gradient_out[0],
-                                    n_threads)
+        abs_error_sum = _original_step(<floating*>&params[0], &sizes[0], sizes.shape[0] - 1,
+                                       has_bias, &x[0, 0], &y[0, 0], x.shape[0], 1,
+                                       &activations[0], &deltas[0], &grad[0], &gradient_out[0],
+                                       n_threads)
     return abs_error_sum
 
 
@@ -2237,14 +2210,14 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
     if n_epochs == 0:
         return 0, first_error, False
     with nogil:
-        status = _fit_loop(&params[0], &sizes[0], sizes.shape[0] - 1, has_bias,
-                           &x[0, 0], &y[0, 0], x.shape[0],
-                           &order[0, 0] if order.shape[0] > 0 else NULL,
-                           batch_size, n_epochs, learning_rate,
-                           &activations[0], &deltas[0], &grad[0],
-                           &batch_x[0] if batch_x.shape[0] > 0 else NULL,
-                           &batch_y[0] if batch_y.shape[0] > 0 else NULL,
-                           check_every, n_threads, &first_error, &epochs_done)
+        status = _original_fit_loop(&params[0], &sizes[0], sizes.shape[0] - 1, has_bias,
+                                    &x[0, 0], &y[0, 0], x.shape[0],
+                                    &order[0, 0] if order.shape[0] > 0 else NULL,
+                                    batch_size, n_epochs, learning_rate,
+                                    &activations[0], &deltas[0], &grad[0],
+                                    &batch_x[0] if batch_x.shape[0] > 0 else NULL,
+                                    &batch_y[0] if batch_y.shape[0] > 0 else NULL,
+                                    check_every, n_threads, &first_error, &epochs_done)
     return epochs_done, first_error, status == 1
 
 
@@ -2293,6 +2266,7 @@ cdef class TrainConfig:
     """
 
     cdef _Config c
+    cdef _Counters counters
     cdef Py_ssize_t* _sizes
     cdef Py_ssize_t* _activations
 
@@ -2369,9 +2343,10 @@ cdef class TrainConfig:
         self.c.batch_size = batch_size
         self.c.check_every = check_every
         self.c.n_threads = n_threads
-        self.c.step = step
-        self.c.samples_seen = samples_seen
-        self.c.learning_rate = learning_rate_init if learning_rate is None else learning_rate
+        self.counters.step = step
+        self.counters.samples_seen = samples_seen
+        self.counters.learning_rate = (learning_rate_init if learning_rate is None
+                                       else learning_rate)
 
     @property
     def sizes(self):
@@ -2395,29 +2370,29 @@ cdef class TrainConfig:
     @property
     def step(self):
         """Adam's update count t."""
-        return self.c.step
+        return self.counters.step
 
     @step.setter
     def step(self, int64_t value):
-        self.c.step = value
+        self.counters.step = value
 
     @property
     def samples_seen(self):
         """Rows trained on over all epochs (scikit-learn's t_)."""
-        return self.c.samples_seen
+        return self.counters.samples_seen
 
     @samples_seen.setter
     def samples_seen(self, int64_t value):
-        self.c.samples_seen = value
+        self.counters.samples_seen = value
 
     @property
     def learning_rate(self):
         """The current rate of SGD and the plain step."""
-        return self.c.learning_rate
+        return self.counters.learning_rate
 
     @learning_rate.setter
     def learning_rate(self, double value):
-        self.c.learning_rate = value
+        self.counters.learning_rate = value
 
 
 cdef int _check_general_data(TrainConfig config, Py_ssize_t n_params,
@@ -2558,12 +2533,11 @@ def fit_general(TrainConfig config,
     if n_epochs == 0:
         return 0, False
     with nogil:
-        status = _general_fit_loop(&config.c, &params[0],
-                                   &state[0] if state.shape[0] > 0 else NULL,
-                                   &x[0, 0], &y[0, 0],
-                                   &sample_weight[0] if weighted else NULL, n_rows,
-                                   &order[0, 0] if gathered else NULL, n_epochs, &work,
-                                   &epoch_losses[0], &epochs_done)
+        status = _fit_loop(&config.c, &config.counters, &params[0],
+                           &state[0] if state.shape[0] > 0 else NULL, &x[0, 0], NULL,
+                           &y[0, 0], &sample_weight[0] if weighted else NULL, n_rows,
+                           &order[0, 0] if gathered else NULL, n_epochs, &work,
+                           &epoch_losses[0], &epochs_done)
     return epochs_done, status == 1
 
 
@@ -2602,9 +2576,9 @@ def loss_gradient(TrainConfig config,
     with nogil:
         # params is only read when grad_out is given; the cast drops const for the shared
         # step function's signature.
-        loss = _general_step(&config.c, <floating*>&params[0], NULL, &x[0, 0], &y[0, 0],
-                             &sample_weight[0] if weighted else NULL, x.shape[0], &work,
-                             &grad_out[0], &abs_error, NULL)
+        loss = _step(&config.c, NULL, <floating*>&params[0], NULL, &x[0, 0], &y[0, 0],
+                     &sample_weight[0] if weighted else NULL, x.shape[0], &work,
+                     &grad_out[0], &abs_error, NULL)
     return loss
 
 
@@ -2774,11 +2748,11 @@ def fit_general_sparse(TrainConfig config,
     if n_epochs == 0:
         return 0, False
     with nogil:
-        status = _sparse_fit_loop(&config.c, &params[0],
-                                  &state[0] if state.shape[0] > 0 else NULL, &sparse,
-                                  &y[0, 0], &sample_weight[0] if weighted else NULL, n_rows,
-                                  &order[0, 0] if gathered else NULL, n_epochs, &work,
-                                  &epoch_losses[0], &epochs_done)
+        status = _fit_loop(&config.c, &config.counters, &params[0],
+                           &state[0] if state.shape[0] > 0 else NULL, NULL, &sparse,
+                           &y[0, 0], &sample_weight[0] if weighted else NULL, n_rows,
+                           &order[0, 0] if gathered else NULL, n_epochs, &work,
+                           &epoch_losses[0], &epochs_done)
     return epochs_done, status == 1
 
 
@@ -2806,7 +2780,7 @@ def loss_gradient_sparse(TrainConfig config,
     keep = _fill_workspace(config, workspace, n_rows, False, False, weighted, params, &work,
                            True)
     with nogil:
-        loss = _general_step(&config.c, <floating*>&params[0], NULL, NULL, &y[0, 0],
-                             &sample_weight[0] if weighted else NULL, n_rows, &work,
-                             &grad_out[0], &abs_error, &sparse)
+        loss = _step(&config.c, NULL, <floating*>&params[0], NULL, NULL, &y[0, 0],
+                     &sample_weight[0] if weighted else NULL, n_rows, &work,
+                     &grad_out[0], &abs_error, &sparse)
     return loss
