@@ -375,16 +375,16 @@ cdef inline void _small_forward(const floating* inputs, const floating* weights,
 
 
 cdef inline void _small_backward(const floating* delta_next, const floating* weights,
-                                 const floating* sigmoid_outputs, floating* delta,
-                                 Py_ssize_t m, Py_ssize_t n_in,
-                                 Py_ssize_t n_out) noexcept nogil:
+                                 const floating* activations, floating* delta,
+                                 Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                                 bint sigmoid_slope) noexcept nogil:
     """delta = delta_next @ weights.T as plain loops, for products under _BLAS_MIN_FLOPS;
-    weights is (n_in x n_out). With sigmoid_outputs (the original's step), each value is
-    scaled by a * (1 - a) as it is stored, rather than in a second pass: on so few values
-    the pass would wait for these stores to reach memory (they cannot be forwarded to its
-    vector loads). NULL (the general step) leaves the scaling to the caller, which applies
-    the layer's derivative in scikit-learn's order. Callers pass the pointer or NULL as such,
-    so the branch folds away once inlined."""
+    weights is (n_in x n_out). With sigmoid_slope (the original's step), each value is
+    scaled by a * (1 - a), a = activations, as it is stored, rather than in a second pass:
+    on so few values the pass would wait for these stores to reach memory (they cannot be
+    forwarded to its vector loads). Without (the general step), the caller applies the
+    layer's derivative after, in scikit-learn's order. Callers pass sigmoid_slope as a
+    constant, so the choice folds away once inlined."""
     cdef Py_ssize_t i, p, j
     cdef floating acc
     for i in range(m):
@@ -392,8 +392,8 @@ cdef inline void _small_backward(const floating* delta_next, const floating* wei
             acc = 0
             for j in range(n_out):
                 acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
-            if sigmoid_outputs != NULL:
-                delta[i * n_in + p] = acc * _sigmoid_slope(sigmoid_outputs[i * n_in + p])
+            if sigmoid_slope:
+                delta[i * n_in + p] = acc * _sigmoid_slope(activations[i * n_in + p])
             else:
                 delta[i * n_in + p] = acc
 
@@ -448,7 +448,7 @@ cdef inline void _original_hidden_delta(const floating* delta_next, const floati
     """delta = (delta_next @ weights.T) * (a * (1 - a)); weights is (n_in x n_out)."""
     cdef int t
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        _small_backward(delta_next, weights, activations, delta, m, n_in, n_out)
+        _small_backward(delta_next, weights, activations, delta, m, n_in, n_out, True)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static"):
             _original_hidden_rows(delta_next, weights, activations, delta,
@@ -611,10 +611,8 @@ cdef inline const floating* _batch_rows(const floating* values, Py_ssize_t width
                                         floating* gathered) noexcept nogil:
     """A batch's m rows of values (row-major, width per row): where they are (rows NULL:
     rows start, start + 1, ...), or gathered in the order rows gives into `gathered`, so that
-    every product sees contiguous data. NULL values (no sample weights) stay NULL."""
+    every product sees contiguous data."""
     cdef Py_ssize_t r
-    if values == NULL:
-        return NULL
     if rows == NULL:
         return &values[start * width]
     for r in range(m):
@@ -1169,7 +1167,7 @@ cdef void _hidden_delta(const floating* delta_next, const floating* weights,
     transposed scratch of as many values."""
     cdef int t
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        _small_backward(delta_next, weights, <const floating*>NULL, delta, m, n_in, n_out)
+        _small_backward(delta_next, weights, activations, delta, m, n_in, n_out, False)
         _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
     elif _skinny(n_in, n_out):
         if n_out <= _SKINNY_DIM:
@@ -1859,10 +1857,13 @@ cdef int _fit_loop(const _Config* config, _Counters* counters, floating* params,
             if sparse != NULL:
                 batch.rows = rows
                 batch.start = start
+            # A CSR x (x NULL) is read where it is; unit weights are no weights (NULL).
             batch_loss = _step(config, counters, params, state,
-                               _batch_rows(x, n_in, rows, start, m, <floating*>work.batch_x),
+                               _batch_rows(x, n_in, rows, start, m, <floating*>work.batch_x)
+                               if x != NULL else NULL,
                                _batch_rows(y, n_out, rows, start, m, <floating*>work.batch_y),
-                               _batch_rows(weight, 1, rows, start, m, <floating*>work.batch_w),
+                               _batch_rows(weight, 1, rows, start, m, <floating*>work.batch_w)
+                               if weight != NULL else NULL,
                                m, work, NULL, &abs_error, &batch if sparse != NULL else NULL)
             # The original reports mean |y - a| over the epoch; the others scikit-learn's
             # accumulated loss, each batch's loss weighted by its rows.
