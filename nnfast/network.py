@@ -703,7 +703,7 @@ class Network:
         stored_order = np.empty((0, 0), dtype=np.intp)
 
         def run_kernel(params, n_epochs, orders):
-            done, first_error, diverged = _kernels.fit(
+            done, first_error, diverged = _kernels.original_fit(
                 params, sizes, self.bias, X, y, stored_order if orders is None else orders,
                 batch_size, n_epochs, learning_rate, workspace["activations"],
                 workspace["deltas"], workspace["grad"], workspace["batch_x"],
@@ -747,9 +747,9 @@ class Network:
         result = np.empty_like(params)
         n_threads = self._kernel_threads(X.shape[0])
         with self._fit_threads(n_threads, X.shape[0]):
-            _kernels.gradient(params, np.asarray(self.sizes, dtype=np.intp), self.bias, X, y,
-                              workspace["activations"], workspace["deltas"], workspace["grad"],
-                              result, n_threads)
+            _kernels.original_gradient(params, np.asarray(self.sizes, dtype=np.intp), self.bias,
+                                       X, y, workspace["activations"], workspace["deltas"],
+                                       workspace["grad"], result, n_threads)
         return param_views(result, self.sizes, self.bias)
 
     def loss_gradient(self, X, y, sample_weight=None):

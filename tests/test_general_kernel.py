@@ -1,6 +1,6 @@
 """The compiled general path against ``nnfast.reference``'s runner.
 
-``nnfast._kernels.runner`` (the runner contract of ``nnfast._training.plan`` over ``_kernels.fit_general``
+``nnfast._kernels.runner`` (the runner contract of ``nnfast._training.plan`` over ``_kernels.fit``
 and ``_kernels.loss_gradient``) and ``nnfast.reference.make_runner`` / ``loss_gradient`` are
 given the same plan, data, initial parameters, optimizer state and row orders; after a few
 epochs their parameters, optimizer state, counters and epoch losses must agree to the
@@ -364,7 +364,7 @@ def test_each_build_accepts_exactly_the_defined_codes(kernels):
 # --------------------------------------------------------------------------------------------
 
 def _general_call(kernels, dtype, optimizer="adam", shuffled=True, weighted=True):
-    """Valid arguments of fit_general for a small model, as a dict to spoil one at a time."""
+    """Valid arguments of fit for a small model, as a dict to spoil one at a time."""
     sizes, n_rows, batch = (4, 5, 3), 9, 4
     opt = OPTIMIZERS["adam" if optimizer == "adam" else "plain"]
     plan = _plan_for(sizes, ("relu",), "softmax", opt, "mean", 0.0, batch, shuffled,
@@ -373,17 +373,17 @@ def _general_call(kernels, dtype, optimizer="adam", shuffled=True, weighted=True
         config = _compiled._config(plan, batch, 1, 0)
     X, y, weights, params = _problem(sizes, n_rows, "softmax", dtype, weighted)
     return config, dict(
-        params=params, state=np.zeros(plan.state_size, dtype=dtype), x=X, y=y,
+        params=params, state=OptimizerState.fresh(plan), x=X, y=y,
         sample_weight=np.empty(0, dtype=dtype) if weights is None else weights,
         order=(_orders(True, 2, n_rows) if shuffled else np.empty((0, 0), dtype=np.intp)),
         workspace=allocate_general_workspace(sizes, True, batch, dtype, shuffled, weighted),
         epoch_losses=np.empty(2))
 
 
-def _fit_general(kernels, config, args):
-    return kernels.fit_general(config, args["params"], args["state"], args["x"], args["y"],
-                               args["sample_weight"], args["order"], args["workspace"],
-                               args["epoch_losses"])
+def _fit(kernels, config, args):
+    return kernels.fit(config, args["params"], args["state"], args["x"], args["y"],
+                       args["sample_weight"], args["order"], args["workspace"],
+                       args["epoch_losses"])
 
 
 def _set(key, make):
@@ -399,9 +399,12 @@ def _set_workspace(key, length, dtype=None):
 
 
 # (id, change to the valid arguments of _general_call, text the ValueError must contain).
-SPOILT_FIT_GENERAL = [
+SPOILT_FIT = [
     ("params-short", _set("params", lambda a: a["params"][:-1].copy()), "params"),
-    ("state-short", _set("state", lambda a: a["state"][:-1].copy()), "state"),
+    ("state-short", _set("state", lambda a: OptimizerState(a["state"].values[:-1].copy())),
+     "state.values"),
+    ("state-dtype", _set("state", lambda a: OptimizerState(a["state"].values.astype(
+        np.float32 if a["params"].dtype == np.float64 else np.float64))), "state.values"),
     ("x-columns", _set("x", lambda a: np.ascontiguousarray(a["x"][:, :3])), "x"),
     ("y-rows", _set("y", lambda a: np.ascontiguousarray(a["y"][:-1])), "y"),
     ("y-columns", _set("y", lambda a: np.ascontiguousarray(a["y"][:, :2])), "y"),
@@ -427,29 +430,29 @@ SPOILT_FIT_GENERAL = [
 ]
 
 
-@pytest.mark.parametrize("name, spoil, message", SPOILT_FIT_GENERAL,
-                         ids=[case[0] for case in SPOILT_FIT_GENERAL])
+@pytest.mark.parametrize("name, spoil, message", SPOILT_FIT,
+                         ids=[case[0] for case in SPOILT_FIT])
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
-def test_fit_general_checks_every_buffer(kernels, dtype, name, spoil, message):
+def test_fit_checks_every_buffer(kernels, dtype, name, spoil, message):
     config, args = _general_call(kernels, dtype)
     params_before = args["params"].copy()
     spoil(args)
     with pytest.raises(ValueError, match=re.escape(message)):
-        _fit_general(kernels, config, args)
+        _fit(kernels, config, args)
     if name != "params-short":
         assert_array_equal(args["params"], params_before)
-    assert (config.step, config.samples_seen) == (0, 0)
+    assert (args["state"].step, args["state"].samples_seen) == (0, 0)
 
 
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
-def test_fit_general_valid_call_runs(kernels, dtype):
+def test_fit_valid_call_runs(kernels, dtype):
     """The unspoilt arguments of the size-check tests are valid (so each check is what fails)."""
     for shuffled, weighted in itertools.product([True, False], repeat=2):
         config, args = _general_call(kernels, dtype, shuffled=shuffled, weighted=weighted)
-        done, diverged = _fit_general(kernels, config, args)
+        done, diverged = _fit(kernels, config, args)
         assert (done, diverged) == (2, False)
-        assert config.step == 2 * 3  # batches of 4 rows out of 9: three steps per epoch
-        assert config.samples_seen == 2 * 9
+        assert args["state"].step == 2 * 3  # batches of 4 rows of 9: three steps an epoch
+        assert args["state"].samples_seen == 2 * 9
 
 
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)

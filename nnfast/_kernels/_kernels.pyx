@@ -1,11 +1,12 @@
 """Compiled kernels of nnfast: forward pass, sigmoid, deltas, weight updates, fused fit.
 
-Two training paths share this module: the original's fused step (:func:`fit`: sigmoid
-layers, squared error, plain summed update), kept exactly as it was so that the tutorial
-workloads pay nothing for the rest; and the general step (:func:`fit_general`,
-:func:`loss_gradient`: any hidden activation per layer, scikit-learn's outputs and losses,
-sample weights, L2, mean or summed gradients, plain / SGD / Adam), described in its own
-section below. Python chooses between them once per fit (``nnfast._training.plan.FitPlan``).
+Two training paths share this module: the original's fused step (:func:`original_fit`,
+:func:`original_gradient`: sigmoid layers, squared error, plain summed update), kept exactly
+as it was so that the tutorial workloads pay nothing for the rest; and the general step
+(:func:`fit`, :func:`fit_sparse`, :func:`loss_gradient`: any hidden activation per layer,
+scikit-learn's outputs and losses, sample weights, L2, mean or summed gradients, plain / SGD /
+Adam), described in its own section below. Python chooses between them once per fit
+(``nnfast._training.plan.FitPlan``).
 
 Names: the general path owns the plain names (``_step``, ``_fit_loop``, ``_forward``,
 ``_hidden_delta``); the original's fused path, which stays beside it, says so
@@ -21,10 +22,10 @@ function); the optimizer's counters that change as it trains are a ``_Counters``
 How Python and the kernel split the work
 ----------------------------------------
 ``nnfast.network`` validates and coerces every input once, allocates every buffer a fit
-needs (``nnfast._training.layout``), and calls :func:`fit` once per reporting chunk (the general path:
-``nnfast._kernels.runner`` calls :func:`fit_general`, with its settings in one ``TrainConfig``).
-Every ``def`` entry point checks the sizes of the buffers it is given before it releases the
-GIL. This module
+needs (``nnfast._training.layout``), and calls :func:`original_fit` once per reporting chunk
+(the general path: ``nnfast._kernels.runner`` calls :func:`fit`, with the fit's settings in
+one ``TrainConfig`` and the optimizer's state in an ``OptimizerState``). Every ``def`` entry
+point checks the sizes of the buffers it is given before it releases the GIL. This module
 assumes valid, C-contiguous input of a single floating dtype, allocates nothing, and runs its
 loops without the GIL; it takes the GIL back only to poll for signals (Ctrl-C), at most every
 20 ms (see "Ctrl-C" below). Compiler directives are set in one place, ``setup.py``.
@@ -2110,16 +2111,16 @@ def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
                         inputs.shape[0], weights.shape[0], weights.shape[1], n_threads)
 
 
-def gradient(const floating[::1] params,          # IN all weights and biases, flat
-             const Py_ssize_t[::1] sizes,         # IN layer sizes s0..sL
-             bint has_bias,
-             const floating[:, ::1] x,            # IN (m, s0)
-             const floating[:, ::1] y,            # IN (m, sL)
-             floating[::1] activations,           # scratch, m * sum(s1..sL)
-             floating[::1] deltas,                # scratch, same size as activations
-             floating[::1] grad,                  # scratch, max(s1..sL)
-             floating[::1] gradient_out,          # OUT, same layout and size as params
-             int n_threads=1):
+def original_gradient(const floating[::1] params,   # IN all weights and biases, flat
+                      const Py_ssize_t[::1] sizes,  # IN layer sizes s0..sL
+                      bint has_bias,
+                      const floating[:, ::1] x,     # IN (m, s0)
+                      const floating[:, ::1] y,     # IN (m, sL)
+                      floating[::1] activations,    # scratch, m * sum(s1..sL)
+                      floating[::1] deltas,         # scratch, same size as activations
+                      floating[::1] grad,           # scratch, max(s1..sL)
+                      floating[::1] gradient_out,   # OUT, same layout and size as params
+                      int n_threads=1):
     """The update direction of one full-batch step, without applying it.
 
     Returns
@@ -2144,22 +2145,22 @@ def gradient(const floating[::1] params,          # IN all weights and biases, f
     return abs_error_sum
 
 
-def fit(floating[::1] params,              # INOUT all weights and biases, flat
-        const Py_ssize_t[::1] sizes,       # IN layer sizes s0..sL
-        bint has_bias,
-        const floating[:, ::1] x,          # IN (n_rows, s0)
-        const floating[:, ::1] y,          # IN (n_rows, sL)
-        const Py_ssize_t[:, ::1] order,    # IN (n_epochs, n_rows) row order, or (0, 0)
-        Py_ssize_t batch_size,
-        Py_ssize_t n_epochs,
-        floating learning_rate,
-        floating[::1] activations,         # scratch, batch_size * sum(s1..sL)
-        floating[::1] deltas,              # scratch, same size as activations
-        floating[::1] grad,                # scratch, max(s1..sL)
-        floating[::1] batch_x,             # scratch, batch_size * s0 when order is given
-        floating[::1] batch_y,             # scratch, batch_size * sL when order is given
-        Py_ssize_t check_every,            # batches between looks at the clock; 0: never
-        int n_threads=1):
+def original_fit(floating[::1] params,            # INOUT all weights and biases, flat
+                 const Py_ssize_t[::1] sizes,     # IN layer sizes s0..sL
+                 bint has_bias,
+                 const floating[:, ::1] x,        # IN (n_rows, s0)
+                 const floating[:, ::1] y,        # IN (n_rows, sL)
+                 const Py_ssize_t[:, ::1] order,  # IN (n_epochs, n_rows) row order, or (0, 0)
+                 Py_ssize_t batch_size,
+                 Py_ssize_t n_epochs,
+                 floating learning_rate,
+                 floating[::1] activations,       # scratch, batch_size * sum(s1..sL)
+                 floating[::1] deltas,            # scratch, same size as activations
+                 floating[::1] grad,              # scratch, max(s1..sL)
+                 floating[::1] batch_x,           # scratch, batch_size * s0 when order is given
+                 floating[::1] batch_y,           # scratch, batch_size * sL when order is given
+                 Py_ssize_t check_every,          # batches between looks at the clock; 0: never
+                 int n_threads=1):
     """Trains for n_epochs epochs in one call, without the GIL.
 
     Parameters
@@ -2255,19 +2256,18 @@ cdef class TrainConfig:
     momentum, nesterov, power_t : SGD's.
     beta_1, beta_2, epsilon : Adam's.
     batch_size : int >= 1
-        Rows per step of fit_general (loss_gradient takes all rows).
+        Rows per step of fit (loss_gradient takes all rows).
     check_every : int >= 0
         Batches between looks at the clock for a Ctrl-C poll (at most one per 20 ms); 0
         never polls.
     n_threads : int >= 1
         Kernel threads, for networks whose products are large.
-    step, samples_seen, learning_rate :
-        The optimizer's counters at the start (nnfast._training.plan.OptimizerState); fit_general
-        updates them as it trains, and they are readable and writable attributes.
+    The optimizer's counters (step, samples_seen, learning_rate) are not settings: they
+    change as a fit trains, and :func:`fit` reads and updates them on the optimizer state
+    it is given (nnfast._training.plan.OptimizerState), so a TrainConfig is fixed once built.
     """
 
     cdef _Config c
-    cdef _Counters counters
     cdef Py_ssize_t* _sizes
     cdef Py_ssize_t* _activations
 
@@ -2282,11 +2282,11 @@ cdef class TrainConfig:
     def __init__(self, *, sizes, bint bias, activations, int output, int reduction,
                  double alpha, int optimizer, int schedule, double learning_rate_init,
                  double momentum, bint nesterov, double power_t, double beta_1, double beta_2,
-                 double epsilon, Py_ssize_t batch_size, Py_ssize_t check_every, int n_threads,
-                 step=0, samples_seen=0, learning_rate=None):
+                 double epsilon, Py_ssize_t batch_size, Py_ssize_t check_every,
+                 int n_threads):
         cdef Py_ssize_t k
         if self._sizes != NULL:
-            # fit_general may be reading the sizes without the GIL in another thread.
+            # fit may be reading the sizes without the GIL in another thread.
             raise TypeError("a TrainConfig is fixed once built; make a new one")
         sizes = [int(s) for s in sizes]
         activations = [int(a) for a in activations]
@@ -2344,10 +2344,6 @@ cdef class TrainConfig:
         self.c.batch_size = batch_size
         self.c.check_every = check_every
         self.c.n_threads = n_threads
-        self.counters.step = step
-        self.counters.samples_seen = samples_seen
-        self.counters.learning_rate = (learning_rate_init if learning_rate is None
-                                       else learning_rate)
 
     @property
     def sizes(self):
@@ -2368,32 +2364,32 @@ cdef class TrainConfig:
         return self.n_params * (0 if self.c.optimizer == OPTIMIZER_PLAIN
                                 else 1 if self.c.optimizer == OPTIMIZER_SGD else 2)
 
-    @property
-    def step(self):
-        """Adam's update count t."""
-        return self.counters.step
 
-    @step.setter
-    def step(self, int64_t value):
-        self.counters.step = value
+cdef int _read_counters(object state, _Counters* counters) except -1:
+    """counters = the optimizer state's step, samples_seen and learning_rate."""
+    counters.step = state.step
+    counters.samples_seen = state.samples_seen
+    counters.learning_rate = state.learning_rate
+    return 0
 
-    @property
-    def samples_seen(self):
-        """Rows trained on over all epochs (scikit-learn's t_)."""
-        return self.counters.samples_seen
 
-    @samples_seen.setter
-    def samples_seen(self, int64_t value):
-        self.counters.samples_seen = value
+cdef int _write_counters(const _Counters* counters, object state) except -1:
+    """The optimizer state's step, samples_seen and learning_rate = counters."""
+    state.step = counters.step
+    state.samples_seen = counters.samples_seen
+    state.learning_rate = counters.learning_rate
+    return 0
 
-    @property
-    def learning_rate(self):
-        """The current rate of SGD and the plain step."""
-        return self.counters.learning_rate
 
-    @learning_rate.setter
-    def learning_rate(self, double value):
-        self.counters.learning_rate = value
+cdef floating[::1] _state_values(object state, const floating[::1] params):
+    """The optimizer state's values, a writable contiguous array of the params' dtype."""
+    cdef floating[::1] values
+    try:
+        values = state.values
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"state.values must be a writable contiguous 1-D array of the "
+                         f"params' dtype: {exc}") from None
+    return values
 
 
 cdef int _check_general_data(TrainConfig config, Py_ssize_t n_params,
@@ -2482,24 +2478,56 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
     return keep
 
 
-def fit_general(TrainConfig config,
-                floating[::1] params,                 # INOUT all weights and biases, flat
-                floating[::1] state,                  # INOUT optimizer state (config.state_size)
-                const floating[:, ::1] x,             # IN (n_rows, s0)
-                const floating[:, ::1] y,             # IN (n_rows, sL)
-                const floating[::1] sample_weight,    # IN (n_rows,), or (0,) for none
-                const Py_ssize_t[:, ::1] order,       # IN (>= n_epochs, n_rows), or (0, 0)
-                dict workspace,                       # scratch (nnfast._training.layout)
-                double[::1] epoch_losses):            # OUT (n_epochs,)
+cdef tuple _train(TrainConfig config, floating[::1] params, object state,
+                  floating[::1] values, const floating* x, const _SparseRows* sparse,
+                  const floating[:, ::1] y, const floating[::1] sample_weight,
+                  const Py_ssize_t[:, ::1] order, const _Workspace* work,
+                  double[::1] epoch_losses):
+    """What fit and fit_sparse share once their buffers are checked: _fit_loop without the
+    GIL, on the optimizer state's values and counters, whose new values are written back to
+    state also when the loop raises (Ctrl-C). Returns (epochs_done, diverged)."""
+    cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
+    cdef Py_ssize_t epochs_done = 0
+    cdef _Counters counters
+    cdef int status
+    if n_epochs == 0:
+        return 0, False
+    _read_counters(state, &counters)
+    try:
+        with nogil:
+            # order is (0, 0) or has n_epochs rows and more (_check_order).
+            status = _fit_loop(&config.c, &counters, &params[0],
+                               &values[0] if values.shape[0] > 0 else NULL, x, sparse,
+                               &y[0, 0],
+                               &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
+                               y.shape[0], &order[0, 0] if order.shape[0] > 0 else NULL,
+                               n_epochs, work, &epoch_losses[0], &epochs_done)
+    finally:
+        _write_counters(&counters, state)
+    return epochs_done, status == 1
+
+
+def fit(TrainConfig config,
+        floating[::1] params,                 # INOUT all weights and biases, flat
+        state,                                # INOUT OptimizerState (values: floating[::1])
+        const floating[:, ::1] x,             # IN (n_rows, s0)
+        const floating[:, ::1] y,             # IN (n_rows, sL)
+        const floating[::1] sample_weight,    # IN (n_rows,), or (0,) for none
+        const Py_ssize_t[:, ::1] order,       # IN (>= n_epochs, n_rows), or (0, 0)
+        dict workspace,                       # scratch (nnfast._training.layout)
+        double[::1] epoch_losses):            # OUT (n_epochs,)
     """Trains len(epoch_losses) epochs of the general step in one call, without the GIL.
 
     Parameters
     ----------
     config : TrainConfig
-        The model, the fit's hyperparameters and the optimizer's counters (updated).
+        The model and the fit's hyperparameters (fixed).
     params : flat weights and biases (nnfast._training.layout), updated in place.
-    state : the optimizer's state: P velocities (SGD), P first then P second moments
-        (Adam), or nothing (plain step), each in the params layout; updated in place.
+    state : nnfast._training.plan.OptimizerState, updated in place: its values (P
+        velocities for SGD, P first then P second moments for Adam, nothing for the plain
+        step, each in the params layout, of the params' dtype) and its counters (step,
+        samples_seen, learning_rate), which move with params batch by batch and are written
+        back also when the fit stops early (divergence, Ctrl-C).
     x, y : inputs and targets, one row per sample.
     sample_weight : a weight per row, or an empty array for unit weights.
     order : each epoch's row order for shuffled mini-batches, or (0, 0) for stored order.
@@ -2518,28 +2546,18 @@ def fit_general(TrainConfig config,
         Whether an epoch's loss was not finite.
     """
     cdef Py_ssize_t n_rows = x.shape[0]
-    cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
-    cdef Py_ssize_t epochs_done = 0
     cdef bint gathered = order.shape[0] > 0 or order.shape[1] > 0
-    cdef bint weighted = sample_weight.shape[0] > 0
+    cdef floating[::1] values = _state_values(state, params)
     cdef _Workspace work
     cdef list keep
-    cdef int status
 
     _check_general_data(config, params.shape[0], x, y, sample_weight)
-    _require_length(state.shape[0], config.state_size, "state", at_least=False)
-    _check_order(order, n_epochs, n_rows)
+    _require_length(values.shape[0], config.state_size, "state.values", at_least=False)
+    _check_order(order, epoch_losses.shape[0], n_rows)
     keep = _fill_workspace(config, workspace, min(config.c.batch_size, n_rows), True,
-                           gathered, weighted, params, &work)
-    if n_epochs == 0:
-        return 0, False
-    with nogil:
-        status = _fit_loop(&config.c, &config.counters, &params[0],
-                           &state[0] if state.shape[0] > 0 else NULL, &x[0, 0], NULL,
-                           &y[0, 0], &sample_weight[0] if weighted else NULL, n_rows,
-                           &order[0, 0] if gathered else NULL, n_epochs, &work,
-                           &epoch_losses[0], &epochs_done)
-    return epochs_done, status == 1
+                           gathered, sample_weight.shape[0] > 0, params, &work)
+    return _train(config, params, state, values, &x[0, 0], NULL, y, sample_weight, order,
+                  &work, epoch_losses)
 
 
 def loss_gradient(TrainConfig config,
@@ -2555,7 +2573,7 @@ def loss_gradient(TrainConfig config,
     ----------
     config : TrainConfig
         The model; its optimizer settings, batch size and counters are not used.
-    params, x, y, sample_weight : as for fit_general (params is only read).
+    params, x, y, sample_weight : as for fit (params is only read).
     workspace : activations, deltas, bias_sums, transposed and transposed_gradient for all
         n_rows rows (no gradient: grad_out is written instead).
     grad_out : receives the gradient G (reduction "mean": divided by the weight sum; alpha
@@ -2705,36 +2723,35 @@ cdef int _fill_column_buffers(TrainConfig config, dict workspace, Py_ssize_t ent
     return 0
 
 
-def fit_general_sparse(TrainConfig config,
-                       floating[::1] params,               # INOUT all weights and biases, flat
-                       floating[::1] state,                # INOUT optimizer state
-                       const floating[::1] data,           # IN x's non-zero values (CSR)
-                       indptr,                             # IN (n_rows + 1,) int32 or int64
-                       indices,                            # IN x's column indices, as indptr
-                       const floating[:, ::1] y,           # IN (n_rows, sL)
-                       const floating[::1] sample_weight,  # IN (n_rows,), or (0,) for none
-                       const Py_ssize_t[:, ::1] order,     # IN (>= n_epochs, n_rows), or (0, 0)
-                       dict workspace,                     # scratch (nnfast._training.layout, sparse)
-                       double[::1] epoch_losses):          # OUT (n_epochs,)
-    """:func:`fit_general` for x a CSR matrix of sizes[0] columns (data, indptr, indices;
-    scipy's arrays of a canonical matrix, used as given). The workspace is
-    ``nnfast._training.layout.allocate_general_workspace(..., sparse=True)``'s: no gathered rows of
-    x and small transposes. Returns (epochs_done, diverged) as fit_general."""
+def fit_sparse(TrainConfig config,
+               floating[::1] params,               # INOUT all weights and biases, flat
+               state,                              # INOUT OptimizerState, as for fit
+               const floating[::1] data,           # IN x's non-zero values (CSR)
+               indptr,                             # IN (n_rows + 1,) int32 or int64
+               indices,                            # IN x's column indices, as indptr
+               const floating[:, ::1] y,           # IN (n_rows, sL)
+               const floating[::1] sample_weight,  # IN (n_rows,), or (0,) for none
+               const Py_ssize_t[:, ::1] order,     # IN (>= n_epochs, n_rows), or (0, 0)
+               dict workspace,                     # scratch (layout, sparse=True)
+               double[::1] epoch_losses):          # OUT (n_epochs,)
+    """:func:`fit` for x a CSR matrix of sizes[0] columns (data, indptr, indices; scipy's
+    arrays of a canonical matrix, used as given); the same loop, which reads each batch's
+    rows of x where they are. The workspace is
+    ``nnfast._training.layout.allocate_general_workspace(..., sparse=True)``'s: no gathered
+    rows of x and small transposes. Returns (epochs_done, diverged) as fit."""
     cdef _SparseRows sparse
     cdef Py_ssize_t widest_row = 0
     cdef Py_ssize_t n_rows = _bind_csr(indptr, indices, data.shape[0], config._sizes[0],
                                        &sparse, &widest_row)
-    cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
-    cdef Py_ssize_t epochs_done = 0
     cdef bint gathered = order.shape[0] > 0 or order.shape[1] > 0
     cdef bint weighted = sample_weight.shape[0] > 0
+    cdef floating[::1] values = _state_values(state, params)
     cdef _Workspace work
     cdef list keep
-    cdef int status
     sparse.data = &data[0] if data.shape[0] > 0 else NULL
     _check_sparse_data(config, params.shape[0], n_rows, y, sample_weight)
-    _require_length(state.shape[0], config.state_size, "state", at_least=False)
-    _check_order(order, n_epochs, n_rows)
+    _require_length(values.shape[0], config.state_size, "state.values", at_least=False)
+    _check_order(order, epoch_losses.shape[0], n_rows)
     # The first layer's row-by-row update runs serially, given the transposed-batch buffers;
     # the gradient buffer then holds the layers behind it only.
     cdef bint row_update = config.c.n_threads <= 1 and "column_starts" in workspace
@@ -2746,15 +2763,8 @@ def fit_general_sparse(TrainConfig config,
         _fill_column_buffers(config, workspace,
                              min(min(config.c.batch_size, n_rows) * widest_row, data.shape[0]),
                              params, &work, keep)
-    if n_epochs == 0:
-        return 0, False
-    with nogil:
-        status = _fit_loop(&config.c, &config.counters, &params[0],
-                           &state[0] if state.shape[0] > 0 else NULL, NULL, &sparse,
-                           &y[0, 0], &sample_weight[0] if weighted else NULL, n_rows,
-                           &order[0, 0] if gathered else NULL, n_epochs, &work,
-                           &epoch_losses[0], &epochs_done)
-    return epochs_done, status == 1
+    return _train(config, params, state, values, NULL, &sparse, y, sample_weight, order, &work,
+                  epoch_losses)
 
 
 def loss_gradient_sparse(TrainConfig config,
@@ -2766,7 +2776,7 @@ def loss_gradient_sparse(TrainConfig config,
                          const floating[::1] sample_weight,    # IN (n_rows,), or (0,)
                          dict workspace,                       # scratch for n_rows rows
                          floating[::1] grad_out):              # OUT like params
-    """:func:`loss_gradient` for x a CSR matrix (as :func:`fit_general_sparse`); the
+    """:func:`loss_gradient` for x a CSR matrix (as :func:`fit_sparse`); the
     workspace is ``allocate_general_workspace(..., training=False, sparse=True)``'s."""
     cdef _SparseRows sparse
     cdef Py_ssize_t n_rows = _bind_csr(indptr, indices, data.shape[0], config._sizes[0],

@@ -151,7 +151,7 @@ def shard_gradient(spec, params, shard):
         return Partial(vector, abs_error_sum, not np.isfinite(abs_error_sum))
     activations, deltas, grad = _scratch(spec, x.shape[0])
     vector = np.empty_like(params)
-    abs_error_sum = _kernels().gradient(
+    abs_error_sum = _kernels().original_gradient(
         params, np.asarray(spec.sizes, dtype=np.intp), spec.bias, x, y, activations, deltas,
         grad, vector, 1)
     return Partial(vector, abs_error_sum, not np.isfinite(abs_error_sum))
@@ -183,7 +183,7 @@ def shard_local_steps(spec, params, shard, n_steps, learning_rate):
     else:
         activations, deltas, grad = _scratch(spec, x.shape[0])
         no_rows = np.empty(0, dtype=local.dtype)
-        _, first_error, diverged = _kernels().fit(
+        _, first_error, diverged = _kernels().original_fit(
             local, np.asarray(spec.sizes, dtype=np.intp), spec.bias, x, y,
             np.empty((0, 0), dtype=np.intp), x.shape[0], n_steps, learning_rate, activations,
             deltas, grad, no_rows, no_rows, 0, 1)
