@@ -131,8 +131,12 @@ X86_64 = TARGET.endswith("x86_64") and sys.platform != "win32"
 
 # Every variant compiles _kernels.pyx and the C loops it includes: a change to either rebuilds.
 DEPENDS = ["nnfast/_kernels/_kernels.pyx", "nnfast/_kernels/_skinny.h",
-           "nnfast/_kernels/_clock.h"]
-extensions = [Extension("nnfast._kernels.baseline", ["nnfast/_kernels/baseline.pyx"],
+           "nnfast/_kernels/_clock.h", "nnfast/_kernels/codes.pxd"]
+# nnfast._kernels.codes: the general path's integer codes (codes.pxd) as Python enums; the
+# builds cimport the same file, so it is compiled once, for no particular instruction set.
+extensions = [Extension("nnfast._kernels.codes", ["nnfast/_kernels/codes.pyx"],
+                        depends=["nnfast/_kernels/codes.pxd"]),
+              Extension("nnfast._kernels.baseline", ["nnfast/_kernels/baseline.pyx"],
                         depends=DEPENDS)]
 if X86_64:
     extensions += [Extension(name, [name.replace(".", "/") + ".pyx"], depends=DEPENDS)

@@ -2,12 +2,12 @@
 
 Wall time on a shared machine is noise; callgrind's instruction count (Ir) is deterministic.
 This script trains one of the workloads below on a bare ``Network`` (the kernel's
-``fit_general`` loop, one thread); run it under callgrind with collection limited to the
+``fit`` loop, one thread); run it under callgrind with collection limited to the
 loop, and divide the total Ir by the epochs (fuse_1 is float64, fuse_0 float32; the loop itself is
 inlined into the entry point)::
 
     OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind --collect-atstart=no \\
-        --toggle-collect='__pyx_fuse_1__pyx_pw_*fit_general' --callgrind-out-file=out.%p \\
+        --toggle-collect='__pyx_fuse_1__pyx_pw_*fit' --callgrind-out-file=out.%p \\
         python bench/callgrind_general.py iris-relu 200
     callgrind_annotate out.<pid> | head -30
 

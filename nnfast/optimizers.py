@@ -20,10 +20,13 @@ import numbers
 
 import numpy as np
 
+from ._kernels.codes import Schedule, names
+
 __all__ = ["GradientStep", "SGD", "Adam", "SCHEDULES"]
 
-# SGD learning-rate schedules, scikit-learn's names (its ``learning_rate`` parameter).
-SCHEDULES = ("constant", "invscaling", "adaptive")
+# SGD learning-rate schedules, scikit-learn's names (its ``learning_rate`` parameter), in the
+# order of their codes (defined once, in nnfast/_kernels/codes.pxd).
+SCHEDULES = names(Schedule)
 
 
 def _real(owner, name, value):

@@ -5,7 +5,8 @@ the platform; on x86-64 two more builds of the same source target x86-64-v3 (``a
 + FMA, where the sigmoid and the small products run about twice as fast) and x86-64-v4
 (``avx512``). ``kernels`` is the one this process uses: the best one the CPU runs.
 ``NNFAST_KERNEL=baseline``, ``=avx2`` or ``=avx512`` forces
-one (``auto`` is the default).
+one (``auto`` is the default). ``codes``, compiled once, exports the general path's integer
+codes, which every build cimports from their one definition, ``codes.pxd``.
 """
 
 import importlib

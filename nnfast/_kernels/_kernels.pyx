@@ -1,19 +1,31 @@
 """Compiled kernels of nnfast: forward pass, sigmoid, deltas, weight updates, fused fit.
 
-Two training paths share this module: the original's fused step (:func:`fit`: sigmoid
-layers, squared error, plain summed update), kept exactly as it was so that the tutorial
-workloads pay nothing for the rest; and the general step (:func:`fit_general`,
-:func:`loss_gradient`: any hidden activation per layer, scikit-learn's outputs and losses,
-sample weights, L2, mean or summed gradients, plain / SGD / Adam), described in its own
-section below. Python chooses between them once per fit (``nnfast._training.plan.FitPlan``).
+Two training paths share this module: the original's fused step (:func:`original_fit`,
+:func:`original_gradient`: sigmoid layers, squared error, plain summed update), kept exactly
+as it was so that the tutorial workloads pay nothing for the rest; and the general step
+(:func:`fit`, :func:`fit_sparse`, :func:`loss_gradient`: any hidden activation per layer,
+scikit-learn's outputs and losses, sample weights, L2, mean or summed gradients, plain / SGD /
+Adam), described in its own section below. Python chooses between them once per fit
+(``nnfast._training.plan.FitPlan``).
+
+Names: the general path owns the plain names (``_step``, ``_fit_loop``, ``_forward``,
+``_hidden_delta``); the original's fused path, which stays beside it, says so
+(``_original_step``, ``_original_fit_loop``, ``_original_forward``, ...). What both paths do
+the same way is written once and used by both: the batch of rows a step sees
+(``_batch_rows``), the Ctrl-C polls (``_count_batch``), the products too small for BLAS
+(``_small_forward``, ``_small_backward``, ``_apply_gradient``'s loop) and the BLAS calls.
+The general path's integer codes (activations, outputs, optimizers, schedules, reductions)
+are defined once, in ``codes.pxd``, cimported here and exported to Python by
+``nnfast._kernels.codes``. Its settings are one ``_Config``, fixed for a fit (const in every
+function); the optimizer's counters that change as it trains are a ``_Counters`` beside it.
 
 How Python and the kernel split the work
 ----------------------------------------
 ``nnfast.network`` validates and coerces every input once, allocates every buffer a fit
-needs (``nnfast._training.layout``), and calls :func:`fit` once per reporting chunk (the general path:
-``nnfast._kernels.runner`` calls :func:`fit_general`, with its settings in one ``TrainConfig``).
-Every ``def`` entry point checks the sizes of the buffers it is given before it releases the
-GIL. This module
+needs (``nnfast._training.layout``), and calls :func:`original_fit` once per reporting chunk
+(the general path: ``nnfast._kernels.runner`` calls :func:`fit`, with the fit's settings in
+one ``TrainConfig`` and the optimizer's state in an ``OptimizerState``). Every ``def`` entry
+point checks the sizes of the buffers it is given before it releases the GIL. This module
 assumes valid, C-contiguous input of a single floating dtype, allocates nothing, and runs its
 loops without the GIL; it takes the GIL back only to poll for signals (Ctrl-C), at most every
 20 ms (see "Ctrl-C" below). Compiler directives are set in one place, ``setup.py``.
@@ -52,6 +64,15 @@ from libc.string cimport memcpy, memset
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+# The general path's integer codes: defined once, in codes.pxd (compile-time constants here;
+# Python reads the same enums from nnfast._kernels.codes, which checks codes passed in).
+from nnfast._kernels.codes cimport (ACTIVATION_IDENTITY, ACTIVATION_LOGISTIC, ACTIVATION_RELU,
+                                    ACTIVATION_TANH, OPTIMIZER_ADAM, OPTIMIZER_PLAIN,
+                                    OPTIMIZER_SGD, OUTPUT_EXP, OUTPUT_IDENTITY, OUTPUT_LOGISTIC,
+                                    OUTPUT_ORIGINAL, OUTPUT_SOFTMAX, REDUCTION_MEAN,
+                                    SCHEDULE_INVSCALING)
+from nnfast._kernels import codes as _codes
 
 cdef extern from *:
     """
@@ -152,7 +173,7 @@ def cpu_runs(int level):
 # |r| <= ln(2) / 2, with ln 2 split in two (Cody-Waite) so n * ln2_hi is exact; exp(r) is its
 # Taylor polynomial to degree 13 (float64) or 7 (float32), whose truncation error is below
 # half an ulp on that interval, evaluated by Estrin's scheme. The sigmoid built on it is within
-# 3 ulp of NumPy's 1 / (1 + exp(-x)) (tests/test_kernels.py). Overflow gives +inf and NaN
+# 3 ulp of NumPy's 1 / (1 + exp(-x)) (tests/kernels/test_kernels.py). Overflow gives +inf and NaN
 # propagates. _exp serves the sigmoid only: below x = -707 (float32: -86) it returns 0 instead
 # of a subnormal number, which leaves 1 + exp(x) == 1 exactly as the true value would.
 # --------------------------------------------------------------------------------------------
@@ -338,39 +359,65 @@ cdef inline Py_ssize_t _block_start(Py_ssize_t n, int n_blocks, int t) noexcept 
     return n * t // n_blocks
 
 
-cdef void _forward_rows(const floating* inputs, const floating* weights,
-                        const floating* bias, floating* outputs, Py_ssize_t row_start,
-                        Py_ssize_t row_stop, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
-    """outputs[rows] = sigmoid(inputs[rows] @ weights [+ bias]) through BLAS."""
-    _linear_rows(inputs, weights, bias, outputs, row_start, row_stop, n_in, n_out,
-                 ACT_LOGISTIC)
-
-
-cdef inline void _forward_layer(const floating* inputs, const floating* weights,
+cdef inline void _small_forward(const floating* inputs, const floating* weights,
                                 const floating* bias, floating* outputs, Py_ssize_t m,
-                                Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
-    """outputs = sigmoid(inputs @ weights [+ bias]); bias may be NULL."""
+                                Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """outputs = inputs @ weights [+ bias] as plain loops, for products under _BLAS_MIN_FLOPS
+    (both paths; each applies its activation after): each output a dot product kept in a
+    register, started from the bias as BLAS's beta = 1 would be."""
     cdef Py_ssize_t i, p, j
-    cdef int t
     cdef floating acc
-    if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        for i in range(m):
+    for i in range(m):
+        for j in range(n_out):
+            acc = 0 if bias == NULL else bias[j]
+            for p in range(n_in):
+                acc = _madd(inputs[i * n_in + p], weights[p * n_out + j], acc)
+            outputs[i * n_out + j] = acc
+
+
+cdef inline void _small_backward(const floating* delta_next, const floating* weights,
+                                 const floating* activations, floating* delta,
+                                 Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                                 bint sigmoid_slope) noexcept nogil:
+    """delta = delta_next @ weights.T as plain loops, for products under _BLAS_MIN_FLOPS;
+    weights is (n_in x n_out). With sigmoid_slope (the original's step), each value is
+    scaled by a * (1 - a), a = activations, as it is stored, rather than in a second pass:
+    on so few values the pass would wait for these stores to reach memory (they cannot be
+    forwarded to its vector loads). Without (the general step), the caller applies the
+    layer's derivative after, in scikit-learn's order. Callers pass sigmoid_slope as a
+    constant, so the choice folds away once inlined."""
+    cdef Py_ssize_t i, p, j
+    cdef floating acc
+    for i in range(m):
+        for p in range(n_in):
+            acc = 0
             for j in range(n_out):
-                acc = 0 if bias == NULL else bias[j]
-                for p in range(n_in):
-                    acc = _madd(inputs[i * n_in + p], weights[p * n_out + j], acc)
-                outputs[i * n_out + j] = acc
+                acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
+            if sigmoid_slope:
+                delta[i * n_in + p] = acc * _sigmoid_slope(activations[i * n_in + p])
+            else:
+                delta[i * n_in + p] = acc
+
+
+cdef inline void _original_forward(const floating* inputs, const floating* weights,
+                                   const floating* bias, floating* outputs, Py_ssize_t m,
+                                   Py_ssize_t n_in, Py_ssize_t n_out,
+                                   int n_threads) noexcept nogil:
+    """outputs = sigmoid(inputs @ weights [+ bias]); bias may be NULL."""
+    cdef int t
+    if m * n_in * n_out < _BLAS_MIN_FLOPS:
+        _small_forward(inputs, weights, bias, outputs, m, n_in, n_out)
         _sigmoid_range(outputs, 0, m * n_out)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static"):
-            _forward_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
-                          _block_start(m, n_threads, t + 1), n_in, n_out)
+            _linear_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
+                         _block_start(m, n_threads, t + 1), n_in, n_out, ACTIVATION_LOGISTIC)
     else:
-        _forward_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out)
+        _linear_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out, ACTIVATION_LOGISTIC)
 
 
-cdef inline double _output_delta(const floating* targets, const floating* outputs, floating* delta,
-                                 Py_ssize_t n) noexcept nogil:
+cdef inline double _original_output_delta(const floating* targets, const floating* outputs,
+                                          floating* delta, Py_ssize_t n) noexcept nogil:
     """delta = (y - a) * (a * (1 - a)); returns sum |y - a|."""
     cdef Py_ssize_t i
     cdef floating error
@@ -382,9 +429,10 @@ cdef inline double _output_delta(const floating* targets, const floating* output
     return abs_error_sum
 
 
-cdef void _hidden_rows(const floating* delta_next, const floating* weights,
-                       const floating* activations, floating* delta, Py_ssize_t row_start,
-                       Py_ssize_t row_stop, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+cdef void _original_hidden_rows(const floating* delta_next, const floating* weights,
+                                const floating* activations, floating* delta,
+                                Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_in,
+                                Py_ssize_t n_out) noexcept nogil:
     """delta[rows] = (delta_next[rows] @ weights.T) * (a * (1 - a)) through BLAS."""
     if row_stop <= row_start:
         return
@@ -394,30 +442,21 @@ cdef void _hidden_rows(const floating* delta_next, const floating* weights,
     _scale_by_slope_range(delta, activations, row_start * n_in, row_stop * n_in)
 
 
-cdef inline void _hidden_delta(const floating* delta_next, const floating* weights,
-                               const floating* activations, floating* delta, Py_ssize_t m,
-                               Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
+cdef inline void _original_hidden_delta(const floating* delta_next, const floating* weights,
+                                        const floating* activations, floating* delta,
+                                        Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                                        int n_threads) noexcept nogil:
     """delta = (delta_next @ weights.T) * (a * (1 - a)); weights is (n_in x n_out)."""
-    cdef Py_ssize_t i, p, j
     cdef int t
-    cdef floating acc
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        for i in range(m):
-            for p in range(n_in):
-                acc = 0
-                for j in range(n_out):
-                    acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
-                # Scaled here rather than in a second pass: on so few values the pass would
-                # wait for these stores to reach memory (they cannot be forwarded to its
-                # vector loads).
-                delta[i * n_in + p] = acc * _sigmoid_slope(activations[i * n_in + p])
+        _small_backward(delta_next, weights, activations, delta, m, n_in, n_out, True)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static"):
-            _hidden_rows(delta_next, weights, activations, delta,
-                         _block_start(m, n_threads, t), _block_start(m, n_threads, t + 1),
-                         n_in, n_out)
+            _original_hidden_rows(delta_next, weights, activations, delta,
+                                  _block_start(m, n_threads, t), _block_start(m, n_threads, t + 1),
+                                  n_in, n_out)
     else:
-        _hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out)
+        _original_hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out)
 
 
 cdef void _gradient_block(floating* weights, const floating* inputs, const floating* delta,
@@ -487,10 +526,10 @@ cdef inline Py_ssize_t _layer_params(const Py_ssize_t* sizes, Py_ssize_t k,
     return sizes[k] * sizes[k + 1] + (sizes[k + 1] if has_bias else 0)
 
 
-cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
-                        bint has_bias, const floating* x, const floating* y, Py_ssize_t m,
-                        floating learning_rate, floating* activations, floating* deltas,
-                        floating* grad, floating* gradient_out, int n_threads) noexcept nogil:
+cdef double _original_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
+                           bint has_bias, const floating* x, const floating* y, Py_ssize_t m,
+                           floating learning_rate, floating* activations, floating* deltas,
+                           floating* grad, floating* gradient_out, int n_threads) noexcept nogil:
     """One forward/backward pass on m rows; returns sum |y - output|.
 
     Updates params, or, when gradient_out is not NULL, leaves them alone and writes the
@@ -508,8 +547,8 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
     for k in range(n_layers):
         n_in = sizes[k]
         n_out = sizes[k + 1]
-        _forward_layer(layer_in, weights, weights + n_in * n_out if has_bias else NULL,
-                       layer_out, m, n_in, n_out, n_threads)
+        _original_forward(layer_in, weights, weights + n_in * n_out if has_bias else NULL,
+                          layer_out, m, n_in, n_out, n_threads)
         layer_in = layer_out
         weights += _layer_params(sizes, k, has_bias)
         if k + 1 < n_layers:
@@ -517,7 +556,7 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
             delta += m * n_out
 
     # layer_out, delta: the output layer's activations and delta; weights: one past the end.
-    abs_error_sum = _output_delta(y, layer_out, delta, m * sizes[n_layers])
+    abs_error_sum = _original_output_delta(y, layer_out, delta, m * sizes[n_layers])
 
     # Each W_k is read for delta_k before it is updated, as in the original, where every delta
     # is computed before any weight changes: delta_k needs only W_k, which nothing updates
@@ -531,7 +570,8 @@ cdef double _train_step(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_
         if k > 0:
             layer_out -= m * n_in
             delta -= m * n_in
-            _hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out, n_threads)
+            _original_hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
+                                   n_threads)
             layer_in = layer_out
         else:
             layer_in = x
@@ -567,48 +607,63 @@ cdef int _poll_signals(double* next_poll) except -1 nogil:
     return 0
 
 
-cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
-                   bint has_bias, const floating* x, const floating* y, Py_ssize_t n_rows,
-                   const Py_ssize_t* order, Py_ssize_t batch_size, Py_ssize_t n_epochs,
-                   floating learning_rate, floating* activations, floating* deltas,
-                   floating* grad, floating* batch_x, floating* batch_y,
-                   Py_ssize_t check_every, int n_threads, double* first_error,
-                   Py_ssize_t* epochs_done) except -1 nogil:
-    """Runs n_epochs epochs; returns 0, or 1 when the error stopped being finite."""
-    cdef Py_ssize_t epoch, start, m, r, row
+cdef inline const floating* _batch_rows(const floating* values, Py_ssize_t width,
+                                        const Py_ssize_t* rows, Py_ssize_t start, Py_ssize_t m,
+                                        floating* gathered) noexcept nogil:
+    """A batch's m rows of values (row-major, width per row): where they are (rows NULL:
+    rows start, start + 1, ...), or gathered in the order rows gives into `gathered`, so that
+    every product sees contiguous data."""
+    cdef Py_ssize_t r
+    if rows == NULL:
+        return &values[start * width]
+    for r in range(m):
+        memcpy(&gathered[r * width], &values[rows[r] * width], width * sizeof(floating))
+    return gathered
+
+
+cdef inline int _count_batch(Py_ssize_t* until_check, Py_ssize_t check_every,
+                             double* next_poll) except -1 nogil:
+    """Counts a finished batch; every check_every batches (0: never) looks at the clock,
+    and polls for signals when it is time (_poll_signals). Between batches, not epochs: an
+    epoch of many mini-batches can be long."""
+    until_check[0] -= 1
+    if until_check[0] == 0:
+        until_check[0] = check_every
+        _poll_signals(next_poll)
+    return 0
+
+
+cdef int _original_fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layers,
+                            bint has_bias, const floating* x, const floating* y, Py_ssize_t n_rows,
+                            const Py_ssize_t* order, Py_ssize_t batch_size, Py_ssize_t n_epochs,
+                            floating learning_rate, floating* activations, floating* deltas,
+                            floating* grad, floating* batch_x, floating* batch_y,
+                            Py_ssize_t check_every, int n_threads, double* first_error,
+                            Py_ssize_t* epochs_done) except -1 nogil:
+    """The original's loop (_fit_loop's, for the original's fused step: the same batches and
+    polls, without the general step's losses and counters). Runs n_epochs epochs; returns 0,
+    or 1 when the error stopped being finite."""
+    cdef Py_ssize_t epoch, start, m
     cdef Py_ssize_t n_in = sizes[0]
     cdef Py_ssize_t n_out = sizes[n_layers]
     cdef Py_ssize_t until_check = check_every  # batches
     cdef double next_poll = 0.0
     cdef double epoch_error
-    cdef const floating* batch_in
-    cdef const floating* batch_target
+    cdef const Py_ssize_t* rows
 
     for epoch in range(n_epochs):
         epoch_error = 0.0
         start = 0
         while start < n_rows:
             m = min(batch_size, n_rows - start)
-            if order != NULL:
-                # Shuffled mini-batch: gather its rows so every product sees contiguous data.
-                for r in range(m):
-                    row = order[epoch * n_rows + start + r]
-                    memcpy(&batch_x[r * n_in], &x[row * n_in], n_in * sizeof(floating))
-                    memcpy(&batch_y[r * n_out], &y[row * n_out], n_out * sizeof(floating))
-                batch_in = batch_x
-                batch_target = batch_y
-            else:
-                batch_in = &x[start * n_in]
-                batch_target = &y[start * n_out]
-            epoch_error += _train_step(params, sizes, n_layers, has_bias, batch_in,
-                                       batch_target, m, learning_rate, activations, deltas,
-                                       grad, NULL, n_threads)
+            rows = &order[epoch * n_rows + start] if order != NULL else NULL
+            epoch_error += _original_step(params, sizes, n_layers, has_bias,
+                                          _batch_rows(x, n_in, rows, start, m, batch_x),
+                                          _batch_rows(y, n_out, rows, start, m, batch_y), m,
+                                          learning_rate, activations, deltas, grad, NULL,
+                                          n_threads)
             start += m
-            # Polled between batches, not epochs: an epoch of many mini-batches can be long.
-            until_check -= 1
-            if until_check == 0:
-                until_check = check_every
-                _poll_signals(&next_poll)
+            _count_batch(&until_check, check_every, &next_poll)
         if epoch == 0:
             first_error[0] = epoch_error / (n_rows * n_out)
         # A sum of |y - a| is finite exactly when every term is: one test per epoch catches
@@ -627,8 +682,8 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
 # chooses one of the two once per fit (nnfast._training.plan.FitPlan.is_original).
 #
 # Semantics are scikit-learn's MLP (sklearn/neural_network/_multilayer_perceptron.py
-# _backprop, _base.py, _stochastic_optimizers.py), restated in nnfast/_plan.py and
-# mirrored by nnfast/reference.py, the oracle of tests/test_general_kernel.py.
+# _backprop, _base.py, _stochastic_optimizers.py), restated in nnfast/_training/plan.py and
+# mirrored by nnfast/reference.py, the oracle of tests/kernels/test_general_kernel.py.
 #
 # Gradients go to one scratch buffer of the largest layer's parameter count, not a full
 # params-sized one: walking back from the output, layer k's gradient is formed once delta_k
@@ -638,52 +693,6 @@ cdef int _fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_t n_layer
 # last reader of W_k. loss_gradient writes the gradient of each layer straight into its
 # params-layout output instead.
 # --------------------------------------------------------------------------------------------
-
-# The integer codes of nnfast._training.plan (its one definition; nnfast._kernels.runner checks at import
-# that these agree with it, and tests/test_general_kernel.py does too).
-cdef enum:
-    ACT_IDENTITY = 0
-    ACT_LOGISTIC = 1
-    ACT_TANH = 2
-    ACT_RELU = 3
-    N_ACTIVATIONS = 4
-
-cdef enum:
-    OUT_ORIGINAL = 0
-    OUT_IDENTITY = 1
-    OUT_LOGISTIC = 2
-    OUT_SOFTMAX = 3
-    OUT_EXP = 4
-    N_OUTPUTS = 5
-
-cdef enum:
-    OPT_PLAIN = 0
-    OPT_SGD = 1
-    OPT_ADAM = 2
-    N_OPTIMIZERS = 3
-
-cdef enum:
-    SCHEDULE_CONSTANT = 0
-    SCHEDULE_INVSCALING = 1
-    SCHEDULE_ADAPTIVE = 2
-    N_SCHEDULES = 3
-
-cdef enum:
-    REDUCTION_SUM = 0
-    REDUCTION_MEAN = 1
-    N_REDUCTIONS = 2
-
-CODES = {
-    "ACTIVATION_IDENTITY": ACT_IDENTITY, "ACTIVATION_LOGISTIC": ACT_LOGISTIC,
-    "ACTIVATION_TANH": ACT_TANH, "ACTIVATION_RELU": ACT_RELU,
-    "OUTPUT_ORIGINAL": OUT_ORIGINAL, "OUTPUT_IDENTITY": OUT_IDENTITY,
-    "OUTPUT_LOGISTIC": OUT_LOGISTIC, "OUTPUT_SOFTMAX": OUT_SOFTMAX, "OUTPUT_EXP": OUT_EXP,
-    "OPTIMIZER_PLAIN": OPT_PLAIN, "OPTIMIZER_SGD": OPT_SGD, "OPTIMIZER_ADAM": OPT_ADAM,
-    "SCHEDULE_CONSTANT": SCHEDULE_CONSTANT, "SCHEDULE_INVSCALING": SCHEDULE_INVSCALING,
-    "SCHEDULE_ADAPTIVE": SCHEDULE_ADAPTIVE,
-    "REDUCTION_SUM": REDUCTION_SUM, "REDUCTION_MEAN": REDUCTION_MEAN,
-}
-
 
 cdef struct _Config:
     # The model and the fit, fixed for a fit (read only by the kernel).
@@ -706,16 +715,20 @@ cdef struct _Config:
     Py_ssize_t batch_size
     Py_ssize_t check_every
     int n_threads
-    # The optimizer's counters, updated by the kernel as it trains (nnfast._training.plan's
-    # OptimizerState.step / samples_seen / learning_rate).
+
+
+cdef struct _Counters:
+    # The optimizer's counters (nnfast._training.plan's OptimizerState.step / samples_seen /
+    # learning_rate): what changes as a fit trains, besides params and the optimizer state.
+    # The step functions and the loop update them; the fit's settings (_Config) stay const.
     int64_t step
     int64_t samples_seen
-    double learning_rate
+    double learning_rate   # SGD's current rate (after its schedule), the plain step's
 
 
 cdef struct _Workspace:
-    # Scratch of one fit, allocated by nnfast._training.layout.allocate_general_workspace. void*, as a
-    # struct cannot be fused; each user casts to its floating type.
+    # Scratch of one fit, allocated by nnfast._training.layout.allocate_general_workspace.
+    # void*, as a struct cannot be fused; each user casts to its floating type.
     void* activations   # batch rows x sum(s1..sL)
     void* deltas        # the same
     void* bias_sums     # max(s1..sL)
@@ -754,7 +767,7 @@ cdef inline floating _tanh(floating x) noexcept nogil:
     formula would cancel badly: |x| + |x| * u * P(u), u = x^2, P the near-minimax
     (Chebyshev-economised) polynomial of (tanh(x) / x - 1) / u on u in [0, 1/4], of degree 9
     (float64; error 1e-17 relative) or 4 (float32; 1e-9), computed with mpmath.
-    tests/test_general_kernel.py checks the result against NumPy's tanh over the whole range,
+    tests/kernels/test_general_kernel.py checks the result against NumPy's tanh over the whole range,
     signed zeros, infinities and NaN included.
     """
     cdef floating a = fabs(x)
@@ -807,12 +820,12 @@ cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
                                  Py_ssize_t activation) noexcept nogil:
     """z[start:stop] = activation(z[start:stop]) for a hidden activation code."""
     cdef Py_ssize_t i
-    if activation == ACT_LOGISTIC:
+    if activation == ACTIVATION_LOGISTIC:
         _sigmoid_range(z, start, stop)
-    elif activation == ACT_TANH:
+    elif activation == ACTIVATION_TANH:
         for i in range(start, stop):
             z[i] = _tanh(z[i])
-    elif activation == ACT_RELU:
+    elif activation == ACTIVATION_RELU:
         # Written so that NaN passes through (as numpy.maximum(z, 0)), for divergence checks.
         for i in range(start, stop):
             z[i] = 0 if z[i] < 0 else z[i]
@@ -823,14 +836,14 @@ cdef inline void _scale_by_derivative_range(floating* delta, const floating* a,
                                             Py_ssize_t activation) noexcept nogil:
     """delta[start:stop] *= activation'(.) written in terms of the activation's output a."""
     cdef Py_ssize_t i
-    if activation == ACT_LOGISTIC:
+    if activation == ACTIVATION_LOGISTIC:
         # scikit-learn's order: delta *= a, then delta *= 1 - a.
         for i in range(start, stop):
             delta[i] = (delta[i] * a[i]) * (<floating>1 - a[i])
-    elif activation == ACT_TANH:
+    elif activation == ACTIVATION_TANH:
         for i in range(start, stop):
             delta[i] = delta[i] * (<floating>1 - a[i] * a[i])
-    elif activation == ACT_RELU:
+    elif activation == ACTIVATION_RELU:
         for i in range(start, stop):
             delta[i] = 0 if a[i] == 0 else delta[i]
 
@@ -967,10 +980,10 @@ cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
     return n_in <= _SKINNY_DIM or n_out <= _SKINNY_DIM
 
 
-cdef void _general_gradient(floating* grad, const floating* inputs, const floating* delta,
-                            bint has_bias, floating* bias_sums, floating* transposed,
-                            Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
-                            int n_threads) noexcept nogil:
+cdef void _layer_gradient(floating* grad, const floating* inputs, const floating* delta,
+                          bint has_bias, floating* bias_sums, floating* transposed,
+                          Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                          int n_threads) noexcept nogil:
     """grad[:n_in * n_out] = inputs.T @ delta; grad's bias part (has_bias) = delta.sum(0)."""
     if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out):
         _apply_gradient(grad, grad + n_in * n_out if has_bias else NULL, inputs, delta, 1,
@@ -989,29 +1002,22 @@ cdef void _general_gradient(floating* grad, const floating* inputs, const floati
         _add_column_sums(delta, grad + n_in * n_out, m, n_out)
 
 
-cdef void _general_forward(const floating* inputs, const floating* weights,
-                           const floating* bias, floating* outputs, Py_ssize_t m,
-                           Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
-                           floating* transposed, int n_threads) noexcept nogil:
+cdef void _forward(const floating* inputs, const floating* weights,
+                   const floating* bias, floating* outputs, Py_ssize_t m,
+                   Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
+                   floating* transposed, int n_threads) noexcept nogil:
     """outputs = activation(inputs @ weights [+ bias]); the output layer passes identity and
     applies its own function afterwards (softmax works on whole rows). transposed: scratch
     of n_in * n_out values."""
-    cdef Py_ssize_t i, p, j
     cdef int t
-    cdef floating acc
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        for i in range(m):
-            for j in range(n_out):
-                acc = 0 if bias == NULL else bias[j]
-                for p in range(n_in):
-                    acc = _madd(inputs[i * n_in + p], weights[p * n_out + j], acc)
-                outputs[i * n_out + j] = acc
+        _small_forward(inputs, weights, bias, outputs, m, n_in, n_out)
         _activate_range(outputs, 0, m * n_out, activation)
     elif _skinny(n_in, n_out):
         if n_in <= _SKINNY_DIM:
             _skinny_inner(inputs, weights, bias, outputs, m, n_in, n_out,
-                          NNFAST_RELU if activation == ACT_RELU else NNFAST_LINEAR)
-            if activation != ACT_RELU:
+                          NNFAST_RELU if activation == ACTIVATION_RELU else NNFAST_LINEAR)
+            if activation != ACTIVATION_RELU:
                 _activate_range(outputs, 0, m * n_out, activation)
         else:
             _transpose(weights, transposed, n_in, n_out)
@@ -1032,12 +1038,12 @@ cdef void _output_activation(floating* z, Py_ssize_t m, Py_ssize_t n_out,
     cdef Py_ssize_t i, j
     cdef floating* row
     cdef floating largest, total
-    if output == OUT_ORIGINAL or output == OUT_LOGISTIC:
+    if output == OUTPUT_ORIGINAL or output == OUTPUT_LOGISTIC:
         _sigmoid_range(z, 0, m * n_out)
-    elif output == OUT_EXP:
+    elif output == OUTPUT_EXP:
         for i in range(m * n_out):
             z[i] = _libm_exp(z[i])
-    elif output == OUT_SOFTMAX:
+    elif output == OUTPUT_SOFTMAX:
         # exp(z - max) <= 1: no overflow. nnfast's _exp returns 0 rather than a subnormal
         # below exp(-707) (float32: exp(-86)); probabilities that small are clipped to eps
         # before any log, and their contribution to a delta is below any rounding.
@@ -1075,7 +1081,7 @@ cdef double _output_loss_and_delta(int output, const floating* y, const floating
     cdef floating row_weight = 1
     cdef double row_sum, total = 0.0
     eps = _EPS64 if floating is double else _EPS32
-    if output == OUT_SOFTMAX and n_out > 1 and weight == NULL:
+    if output == OUTPUT_SOFTMAX and n_out > 1 and weight == NULL:
         # The classifiers' case on its own: the delta as one vectorised pass, and the loss
         # (the same sums as below) only where y is not 0 (elsewhere xlogy adds exactly 0,
         # unless a is NaN, which the divergence check then sees in the row's total).
@@ -1097,22 +1103,22 @@ cdef double _output_loss_and_delta(int output, const floating* y, const floating
         for j in range(n_out):
             at = i * n_out + j
             difference = a[at] - y[at]
-            if output == OUT_ORIGINAL:
+            if output == OUTPUT_ORIGINAL:
                 # The original's delta with the descent sign: the gradient of its squared
                 # error through the sigmoid.
                 delta[at] = difference * _sigmoid_slope(a[at])
                 row_sum += <double>difference * difference
             else:
                 delta[at] = difference
-                if output == OUT_IDENTITY:
+                if output == OUTPUT_IDENTITY:
                     row_sum += <double>difference * difference
-                elif output == OUT_LOGISTIC or (output == OUT_SOFTMAX and n_out == 1):
+                elif output == OUTPUT_LOGISTIC or (output == OUTPUT_SOFTMAX and n_out == 1):
                     p = min(max(a[at], eps), <floating>1 - eps)
                     row_sum -= _xlogy(y[at], p) + _xlogy(<floating>1 - y[at], <floating>1 - p)
-                elif output == OUT_SOFTMAX:
+                elif output == OUTPUT_SOFTMAX:
                     p = min(max(a[at], eps), <floating>1 - eps)
                     row_sum -= _xlogy(y[at], p)
-                else:  # OUT_EXP: half the Poisson deviance, y log(y / a) - y + a
+                else:  # OUTPUT_EXP: half the Poisson deviance, y log(y / a) - y + a
                     row_sum += _xlogy(y[at], y[at] / a[at]) - y[at] + a[at]
             if weight != NULL:
                 delta[at] = delta[at] * row_weight
@@ -1124,9 +1130,9 @@ cdef inline double _scaled_loss(int output, double total, double weight_sum,
                                 Py_ssize_t n_out) noexcept nogil:
     """The batch's data loss from _output_loss_and_delta's sum: the weighted average over
     rows (weight_sum: m for unit weights) of the output's loss."""
-    if output == OUT_IDENTITY:
+    if output == OUTPUT_IDENTITY:
         return 0.5 * total / (weight_sum * n_out)
-    if output == OUT_ORIGINAL:
+    if output == OUTPUT_ORIGINAL:
         return 0.5 * total / weight_sum
     return total / weight_sum
 
@@ -1140,10 +1146,10 @@ cdef double _abs_error_sum(const floating* y, const floating* a, Py_ssize_t n) n
     return total
 
 
-cdef void _general_hidden_rows(const floating* delta_next, const floating* weights,
-                               const floating* activations, floating* delta,
-                               Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_in,
-                               Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
+cdef void _hidden_rows(const floating* delta_next, const floating* weights,
+                       const floating* activations, floating* delta,
+                       Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_in,
+                       Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
     """delta[rows] = (delta_next[rows] @ weights.T) * activation'(a[rows]) through BLAS."""
     if row_stop <= row_start:
         return
@@ -1154,42 +1160,35 @@ cdef void _general_hidden_rows(const floating* delta_next, const floating* weigh
                                activation)
 
 
-cdef void _general_hidden_delta(const floating* delta_next, const floating* weights,
-                                const floating* activations, floating* delta, Py_ssize_t m,
-                                Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
-                                floating* transposed, int n_threads) noexcept nogil:
+cdef void _hidden_delta(const floating* delta_next, const floating* weights,
+                        const floating* activations, floating* delta, Py_ssize_t m,
+                        Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
+                        floating* transposed, int n_threads) noexcept nogil:
     """delta = (delta_next @ weights.T) * activation'(activations); weights is n_in x n_out,
     transposed scratch of as many values."""
-    cdef Py_ssize_t i, p, j
     cdef int t
-    cdef floating acc
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
-        for i in range(m):
-            for p in range(n_in):
-                acc = 0
-                for j in range(n_out):
-                    acc = _madd(delta_next[i * n_out + j], weights[p * n_out + j], acc)
-                delta[i * n_in + p] = acc
+        _small_backward(delta_next, weights, activations, delta, m, n_in, n_out, False)
         _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
     elif _skinny(n_in, n_out):
         if n_out <= _SKINNY_DIM:
             _transpose(weights, transposed, n_in, n_out)
             _skinny_inner(delta_next, transposed, NULL, delta, m, n_out, n_in,
-                          NNFAST_RELU_GATE if activation == ACT_RELU else NNFAST_LINEAR,
+                          NNFAST_RELU_GATE if activation == ACTIVATION_RELU else NNFAST_LINEAR,
                           activations)
-            if activation != ACT_RELU:
+            if activation != ACTIVATION_RELU:
                 _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
         else:
             _skinny_dots(delta_next, weights, NULL, delta, m, n_out, n_in)
             _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static"):
-            _general_hidden_rows(delta_next, weights, activations, delta,
-                                 _block_start(m, n_threads, t),
-                                 _block_start(m, n_threads, t + 1), n_in, n_out, activation)
+            _hidden_rows(delta_next, weights, activations, delta,
+                         _block_start(m, n_threads, t),
+                         _block_start(m, n_threads, t + 1), n_in, n_out, activation)
     else:
-        _general_hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out,
-                             activation)
+        _hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out,
+                     activation)
 
 
 cdef inline void _finish_gradient(floating* grad, const floating* weights, Py_ssize_t n_weights,
@@ -1215,38 +1214,38 @@ cdef inline void _finish_gradient(floating* grad, const floating* weights, Py_ss
 cdef inline void _update_range(const _Config* config, floating* params, const floating* grad,
                                floating* first, floating* second, Py_ssize_t start,
                                Py_ssize_t stop, bint penalised, floating alpha,
-                               floating denominator, double adam_rate) noexcept nogil:
+                               floating denominator, double step_rate) noexcept nogil:
     """Finishes the gradient of params[start:stop] and applies the optimizer to them.
 
     g = (grad + alpha * W) / denominator for weights (penalised), grad / denominator for
     biases: scikit-learn's order of operations (_compute_loss_grad), in the same pass as the
     update, so the layer's gradient is read once. first/second: this slice of the optimizer
-    state (SGD: velocities in first; Adam: m, v); adam_rate is Adam's bias-corrected rate of
-    this step. Constants are cast to the dtype first, as NumPy does with Python floats, so
-    float32 fits compute in float32 as scikit-learn's. Plain loops: they vectorise (sqrt
+    state (SGD: velocities in first; Adam: m, v); step_rate is this step's rate (_step_rate:
+    the current learning rate, or Adam's bias-corrected one). Constants are cast to the
+    dtype first, as NumPy does with Python floats, so float32 fits compute in float32 as
+    scikit-learn's. Plain loops: they vectorise (sqrt
     and division included, see setup.py's -fno-math-errno).
     """
     cdef Py_ssize_t i
     cdef floating g, velocity
-    cdef floating rate = <floating>config.learning_rate
+    cdef floating rate = <floating>step_rate
     cdef floating momentum = <floating>config.momentum
     cdef floating beta_1 = <floating>config.beta_1
     cdef floating beta_2 = <floating>config.beta_2
     cdef floating one_minus_beta_1 = <floating>(1.0 - config.beta_1)
     cdef floating one_minus_beta_2 = <floating>(1.0 - config.beta_2)
     cdef floating epsilon = <floating>config.epsilon
-    cdef floating step_rate = <floating>adam_rate
-    if config.optimizer == OPT_PLAIN:
+    if config.optimizer == OPTIMIZER_PLAIN:
         for i in range(start, stop):
             g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
             params[i] = params[i] - rate * g
-    elif config.optimizer == OPT_SGD and config.nesterov:
+    elif config.optimizer == OPTIMIZER_SGD and config.nesterov:
         for i in range(start, stop):
             g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
             velocity = momentum * first[i] - rate * g
             first[i] = velocity
             params[i] = params[i] + (momentum * velocity - rate * g)
-    elif config.optimizer == OPT_SGD:
+    elif config.optimizer == OPTIMIZER_SGD:
         for i in range(start, stop):
             g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
             velocity = momentum * first[i] - rate * g
@@ -1257,18 +1256,18 @@ cdef inline void _update_range(const _Config* config, floating* params, const fl
             g = ((grad[i] + alpha * params[i]) if penalised else grad[i]) / denominator
             first[i] = beta_1 * first[i] + one_minus_beta_1 * g
             second[i] = beta_2 * second[i] + one_minus_beta_2 * (g * g)
-            params[i] = params[i] + (-step_rate * first[i]) / (_sqrt(second[i]) + epsilon)
+            params[i] = params[i] + (-rate * first[i]) / (_sqrt(second[i]) + epsilon)
 
 
 cdef inline void _optimizer_update(const _Config* config, floating* params,
                                    const floating* grad, floating* first, floating* second,
                                    Py_ssize_t n_weights, Py_ssize_t n_bias, floating alpha,
-                                   floating denominator, double adam_rate) noexcept nogil:
+                                   floating denominator, double step_rate) noexcept nogil:
     """One layer's update: its weights (L2-penalised) then its biases (not penalised)."""
     _update_range(config, params, grad, first, second, 0, n_weights, True, alpha, denominator,
-                  adam_rate)
+                  step_rate)
     _update_range(config, params, grad, first, second, n_weights, n_weights + n_bias, False,
-                  alpha, denominator, adam_rate)
+                  alpha, denominator, step_rate)
 
 
 cdef double _squared_weights(const _Config* config, const floating* params) noexcept nogil:
@@ -1309,17 +1308,20 @@ cdef inline double _penalised_loss(const _Config* config, const floating* params
     return data_loss + 0.5 * config.alpha * _squared_weights(config, params) / penalty_denominator
 
 
-cdef inline double _next_adam_rate(_Config* config) noexcept nogil:
-    """Counts a step of Adam and returns its bias-corrected rate."""
-    config.step += 1
-    return (config.learning_rate_init * sqrt(1.0 - pow(config.beta_2, config.step))
-            / (1.0 - pow(config.beta_1, config.step)))
+cdef inline double _step_rate(const _Config* config, _Counters* counters) noexcept nogil:
+    """The rate of a training step: SGD's and the plain step's current learning rate; for
+    Adam, counts the step and returns its bias-corrected rate."""
+    if config.optimizer != OPTIMIZER_ADAM:
+        return counters.learning_rate
+    counters.step += 1
+    return (config.learning_rate_init * sqrt(1.0 - pow(config.beta_2, counters.step))
+            / (1.0 - pow(config.beta_1, counters.step)))
 
 
 cdef inline void _finish_layer(const _Config* config, floating* params, floating* state,
                                floating* layer_grad, Py_ssize_t offset, Py_ssize_t k,
                                Py_ssize_t n_params, floating alpha, floating denominator,
-                               double adam_rate, bint training) noexcept nogil:
+                               double step_rate, bint training) noexcept nogil:
     """Layer k's summed gradient layer_grad (the layer's part of a gradient in the params
     layout; the layer's params start at offset) becomes G (loss_gradient) or moves the
     layer's weights (training: the optimizer's update)."""
@@ -1330,9 +1332,9 @@ cdef inline void _finish_layer(const _Config* config, floating* params, floating
                          n_layer - n_in * n_out, alpha, denominator)
     else:
         _optimizer_update(config, params + offset, layer_grad,
-                          state + offset if config.optimizer != OPT_PLAIN else NULL,
-                          state + n_params + offset if config.optimizer == OPT_ADAM else NULL,
-                          n_in * n_out, n_layer - n_in * n_out, alpha, denominator, adam_rate)
+                          state + offset if config.optimizer != OPTIMIZER_PLAIN else NULL,
+                          state + n_params + offset if config.optimizer == OPTIMIZER_ADAM else NULL,
+                          n_in * n_out, n_layer - n_in * n_out, alpha, denominator, step_rate)
 
 
 
@@ -1346,7 +1348,7 @@ cdef inline void _finish_layer(const _Config* config, floating* params, floating
 # copy of X, no scratch beyond the dense path's O(batch x hidden). Every other part of the
 # step (the hidden layers, the loss, the optimizer's dense update of every parameter, as
 # scikit-learn's) is the dense path's code. Chosen once per step, at layer 0
-# (_general_step's `sparse` argument; NULL for dense X). Summation order: each output the
+# (_step's `sparse` argument; NULL for dense X). Summation order: each output the
 # row's non-zeros in stored order from 0, then the bias, as scipy's CSR product and
 # scikit-learn's forward pass; the gradient sums the batch's rows in order per column.
 # Indices are int32 or int64 (scipy's choice, used as given: no copy of the indices).
@@ -1511,7 +1513,7 @@ cdef void _sparse_layer_update(const _Config* config, floating* params, floating
                                Py_ssize_t n_params, const _SparseRows* sparse,
                                const floating* delta, Py_ssize_t m, Py_ssize_t n_in,
                                Py_ssize_t n_out, floating alpha, floating denominator,
-                               double adam_rate, const _Workspace* work) noexcept nogil:
+                               double step_rate, const _Workspace* work) noexcept nogil:
     """The first layer's training update for a sparse batch, row by row of W0: row j's
     gradient (X[batch].T @ delta)[j] is summed from column j's entries of the transposed
     batch into one row of scratch and the optimizer steps that row at once. The same sums in
@@ -1525,8 +1527,8 @@ cdef void _sparse_layer_update(const _Config* config, floating* params, floating
     cdef Py_ssize_t* starts = work.column_starts
     cdef Py_ssize_t* entry_rows = work.column_rows
     cdef floating* entry_values = <floating*>work.column_values
-    cdef floating* first = state if config.optimizer != OPT_PLAIN else NULL
-    cdef floating* second = state + n_params if config.optimizer == OPT_ADAM else NULL
+    cdef floating* first = state if config.optimizer != OPTIMIZER_PLAIN else NULL
+    cdef floating* second = state + n_params if config.optimizer == OPTIMIZER_ADAM else NULL
     if sparse.wide_index:
         _transpose_batch(<const int64_t*>sparse.indptr, <const int64_t*>sparse.indices,
                          <const floating*>sparse.data, sparse, m, n_in, starts, entry_rows,
@@ -1545,24 +1547,25 @@ cdef void _sparse_layer_update(const _Config* config, floating* params, floating
         _update_range(config, params + j * n_out, row_grad,
                       first + j * n_out if first != NULL else NULL,
                       second + j * n_out if second != NULL else NULL, 0, n_out, True, alpha,
-                      denominator, adam_rate)
+                      denominator, step_rate)
     if config.has_bias:
         memset(row_grad, 0, n_out * sizeof(floating))
         _add_column_sums(delta, row_grad, m, n_out)
         j = n_in * n_out
         _update_range(config, params + j, row_grad, first + j if first != NULL else NULL,
                       second + j if second != NULL else NULL, 0, n_out, False, alpha,
-                      denominator, adam_rate)
+                      denominator, step_rate)
 
 
-cdef double _general_step(_Config* config, floating* params, floating* state,
-                          const floating* x, const floating* y, const floating* weight,
-                          Py_ssize_t m, const _Workspace* work, floating* grad_out,
-                          double* abs_error, const _SparseRows* sparse) noexcept nogil:
+cdef double _step(const _Config* config, _Counters* counters, floating* params,
+                  floating* state, const floating* x, const floating* y, const floating* weight,
+                  Py_ssize_t m, const _Workspace* work, floating* grad_out, double* abs_error,
+                  const _SparseRows* sparse) noexcept nogil:
     """One forward/backward pass on m rows; returns the batch loss (nnfast._training.plan, "Losses").
 
-    With grad_out NULL, applies the optimizer to params (and state, and the counters);
-    otherwise writes the gradient G in the params layout to grad_out and changes nothing.
+    With grad_out NULL, applies the optimizer to params (and state, and counters);
+    otherwise writes the gradient G in the params layout to grad_out and changes nothing
+    (counters may then be NULL).
     weight is NULL for unit weights. abs_error receives sum |y - a| (for "original").
     Networks whose every layer is skinny take _blocked_step, the same step by row blocks.
     sparse: the batch's rows of a CSR X (x is then unused), or NULL for dense x.
@@ -1580,7 +1583,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     cdef floating* layer_out = activations
     cdef floating* delta = deltas
     cdef floating* delta_next
-    cdef double weight_sum, penalty_denominator, loss, adam_rate = 0.0
+    cdef double weight_sum, penalty_denominator, loss, step_rate = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
     cdef floating* layer_grad
     # Sparse rows in training, serial, with the transposed-batch buffers: the first layer's
@@ -1590,7 +1593,8 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     cdef Py_ssize_t grad_skipped = work.gradient_skipped if row_update else 0
 
     if sparse == NULL and _all_skinny(config):
-        return _blocked_step(config, params, state, x, y, weight, m, work, grad_out, abs_error)
+        return _blocked_step(config, counters, params, state, x, y, weight, m, work, grad_out,
+                             abs_error)
 
     for k in range(n_layers):
         n_params += _layer_params(config.sizes, k, config.has_bias)
@@ -1602,14 +1606,14 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
         if k == 0 and sparse != NULL:
             _sparse_forward(sparse, weights, weights + n_in * n_out if config.has_bias else NULL,
                             layer_out, m, n_out,
-                            config.activations[k] if k + 1 < n_layers else ACT_IDENTITY,
+                            config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
                             config.n_threads)
         else:
-            _general_forward(layer_in, weights,
-                             weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
-                             n_in, n_out,
-                             config.activations[k] if k + 1 < n_layers else ACT_IDENTITY,
-                             transposed, config.n_threads)
+            _forward(layer_in, weights,
+                     weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
+                     n_in, n_out,
+                     config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
+                     transposed, config.n_threads)
         layer_in = layer_out
         weights += _layer_params(config.sizes, k, config.has_bias)
         if k + 1 < n_layers:
@@ -1619,7 +1623,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
 
     # Loss and output delta; the penalty from the weights before this step's update.
     weight_sum = _weight_sum(weight, m)
-    abs_error[0] = (_abs_error_sum(y, layer_out, m * n_last) if config.output == OUT_ORIGINAL
+    abs_error[0] = (_abs_error_sum(y, layer_out, m * n_last) if config.output == OUTPUT_ORIGINAL
                     else 0.0)
     loss = _scaled_loss(config.output,
                         _output_loss_and_delta(config.output, y, layer_out, delta, weight, m,
@@ -1628,8 +1632,8 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
     penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
     denominator = <floating>penalty_denominator
     loss = _penalised_loss(config, params, loss, penalty_denominator)
-    if grad_out == NULL and config.optimizer == OPT_ADAM:
-        adam_rate = _next_adam_rate(config)
+    if grad_out == NULL:
+        step_rate = _step_rate(config, counters)
 
     # Backward: layer by layer from the output; see the section notes for the update order.
     for k in range(n_layers - 1, -1, -1):
@@ -1642,8 +1646,8 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
         if k > 0:
             layer_out -= m * n_in
             delta -= m * n_in
-            _general_hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
-                                  config.activations[k - 1], transposed, config.n_threads)
+            _hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
+                          config.activations[k - 1], transposed, config.n_threads)
             layer_in = layer_out
         else:
             layer_in = x
@@ -1652,7 +1656,7 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
             # Training on sparse rows: each row of W0 gets its gradient and its update in
             # one pass, without a gradient of W0's size.
             _sparse_layer_update(config, params, state, n_params, sparse, delta_next, m, n_in,
-                                 n_out, alpha, denominator, adam_rate, work)
+                                 n_out, alpha, denominator, step_rate, work)
             continue
         # The gradient buffer starts at layer 1 when row_update (work.gradient_skipped).
         layer_grad = grad + (offset - grad_skipped)
@@ -1660,10 +1664,10 @@ cdef double _general_step(_Config* config, floating* params, floating* state,
             _sparse_gradient(layer_grad, sparse, delta_next, config.has_bias, m, n_in, n_out,
                              config.n_threads)
         else:
-            _general_gradient(layer_grad, layer_in, delta_next, config.has_bias, bias_sums,
-                              transposed, m, n_in, n_out, config.n_threads)
+            _layer_gradient(layer_grad, layer_in, delta_next, config.has_bias, bias_sums,
+                            transposed, m, n_in, n_out, config.n_threads)
         _finish_layer(config, params, state, layer_grad, offset, k, n_params, alpha,
-                      denominator, adam_rate, grad_out == NULL)
+                      denominator, step_rate, grad_out == NULL)
     return loss
 
 
@@ -1692,11 +1696,11 @@ cdef inline void _add_column_sums(const floating* values, floating* sums, Py_ssi
         _column_sums_f(values, sums, rows, columns)
 
 
-cdef double _blocked_step(_Config* config, floating* params, floating* state,
-                          const floating* x, const floating* y, const floating* weight,
-                          Py_ssize_t m, const _Workspace* work, floating* grad_out,
-                          double* abs_error) noexcept nogil:
-    """_general_step for networks whose every layer is skinny, a block of rows at a time:
+cdef double _blocked_step(const _Config* config, _Counters* counters, floating* params,
+                          floating* state, const floating* x, const floating* y,
+                          const floating* weight, Py_ssize_t m, const _Workspace* work,
+                          floating* grad_out, double* abs_error) noexcept nogil:
+    """_step for networks whose every layer is skinny, a block of rows at a time:
     each block runs forward and back through every layer while it is in the L1 cache and
     adds its share to every layer's gradient; the gradient (and so the update) is the whole
     batch's, up to the rounding of its sums. Layers with a wide input sum their gradient
@@ -1717,7 +1721,7 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
     cdef floating* delta
     cdef floating* delta_next
     cdef const floating* layer_in
-    cdef double weight_sum, penalty_denominator, loss, adam_rate = 0.0
+    cdef double weight_sum, penalty_denominator, loss, step_rate = 0.0
     cdef double loss_sum = 0.0, abs_sum = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
 
@@ -1749,13 +1753,13 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
             n_in = config.sizes[k]
             n_out = config.sizes[k + 1]
             layer_out = activations + m * units + r0 * n_out
-            activation = config.activations[k] if k + 1 < n_layers else ACT_IDENTITY
+            activation = config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY
             if n_in <= _SKINNY_DIM:
                 _skinny_inner(layer_in, weights,
                               weights + n_in * n_out if config.has_bias else NULL, layer_out,
                               rows, n_in, n_out,
-                              NNFAST_RELU if activation == ACT_RELU else NNFAST_LINEAR)
-                if activation != ACT_RELU:
+                              NNFAST_RELU if activation == ACTIVATION_RELU else NNFAST_LINEAR)
+                if activation != ACTIVATION_RELU:
                     _activate_range(layer_out, 0, rows * n_out, activation)
             else:
                 _skinny_dots(layer_in, transposed + (weights - params),
@@ -1767,7 +1771,7 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
             units += n_out
         _output_activation(layer_out, rows, n_last, config.output)
         delta = deltas + (layer_out - activations)
-        if config.output == OUT_ORIGINAL:
+        if config.output == OUTPUT_ORIGINAL:
             abs_sum += _abs_error_sum(y + r0 * n_last, layer_out, rows * n_last)
         loss_sum += _output_loss_and_delta(config.output, y + r0 * n_last, layer_out, delta,
                                            weight + r0 if weight != NULL else NULL, rows,
@@ -1795,9 +1799,9 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
                 if n_out <= _SKINNY_DIM:
                     _skinny_inner(delta_next, transposed + offset, NULL, delta, rows, n_out,
                                   n_in,
-                                  NNFAST_RELU_GATE if activation == ACT_RELU else NNFAST_LINEAR,
+                                  NNFAST_RELU_GATE if activation == ACTIVATION_RELU else NNFAST_LINEAR,
                                   layer_in)
-                    if activation != ACT_RELU:
+                    if activation != ACTIVATION_RELU:
                         _scale_by_derivative_range(delta, layer_in, 0, rows * n_in,
                                                    activation)
                 else:
@@ -1811,8 +1815,8 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
     penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
     denominator = <floating>penalty_denominator
     loss = _penalised_loss(config, params, loss, penalty_denominator)
-    if grad_out == NULL and config.optimizer == OPT_ADAM:
-        adam_rate = _next_adam_rate(config)
+    if grad_out == NULL:
+        step_rate = _step_rate(config, counters)
     offset = 0
     for k in range(n_layers):
         n_in = config.sizes[k]
@@ -1820,132 +1824,66 @@ cdef double _blocked_step(_Config* config, floating* params, floating* state,
         if n_in > _SKINNY_DIM:
             _transpose(transposed_grad + offset, grad + offset, n_out, n_in)
         _finish_layer(config, params, state, grad + offset, offset, k, n_params, alpha,
-                      denominator, adam_rate, grad_out == NULL)
+                      denominator, step_rate, grad_out == NULL)
         offset += _layer_params(config.sizes, k, config.has_bias)
     return loss
 
 
-cdef int _general_fit_loop(_Config* config, floating* params, floating* state,
-                           const floating* x, const floating* y, const floating* weight,
-                           Py_ssize_t n_rows, const Py_ssize_t* order, Py_ssize_t n_epochs,
-                           const _Workspace* work, double* epoch_losses,
-                           Py_ssize_t* epochs_done) except -1 nogil:
+cdef int _fit_loop(const _Config* config, _Counters* counters, floating* params,
+                   floating* state, const floating* x, const _SparseRows* sparse,
+                   const floating* y, const floating* weight, Py_ssize_t n_rows,
+                   const Py_ssize_t* order, Py_ssize_t n_epochs, const _Workspace* work,
+                   double* epoch_losses, Py_ssize_t* epochs_done) except -1 nogil:
     """Runs n_epochs epochs of the general step; returns 0, or 1 when an epoch's loss was
-    not finite (epochs_done then indexes that epoch)."""
-    cdef Py_ssize_t epoch, start, m, r, row
+    not finite (epochs_done then indexes that epoch). x is dense rows, or NULL for a CSR x
+    (sparse, else NULL), whose batches are read where they are, through the epoch's order;
+    only the dense arrays of a shuffled batch are gathered."""
+    cdef Py_ssize_t epoch, start, m
     cdef Py_ssize_t n_in = config.sizes[0]
     cdef Py_ssize_t n_out = config.sizes[config.n_layers]
     cdef Py_ssize_t until_check = config.check_every  # batches
     cdef double next_poll = 0.0
     cdef double epoch_loss, abs_error, batch_loss
-    cdef floating* batch_x = <floating*>work.batch_x
-    cdef floating* batch_y = <floating*>work.batch_y
-    cdef floating* batch_w = <floating*>work.batch_w
-    cdef const floating* batch_in
-    cdef const floating* batch_target
-    cdef const floating* batch_weight
+    cdef const Py_ssize_t* rows
+    cdef _SparseRows batch
+    if sparse != NULL:
+        batch = sparse[0]
 
     for epoch in range(n_epochs):
         epoch_loss = 0.0
         start = 0
         while start < n_rows:
             m = min(config.batch_size, n_rows - start)
-            if order != NULL:
-                # Shuffled mini-batch: gather its rows so every product sees contiguous data.
-                for r in range(m):
-                    row = order[epoch * n_rows + start + r]
-                    memcpy(&batch_x[r * n_in], &x[row * n_in], n_in * sizeof(floating))
-                    memcpy(&batch_y[r * n_out], &y[row * n_out], n_out * sizeof(floating))
-                    if weight != NULL:
-                        batch_w[r] = weight[row]
-                batch_in = batch_x
-                batch_target = batch_y
-                batch_weight = batch_w if weight != NULL else NULL
-            else:
-                batch_in = &x[start * n_in]
-                batch_target = &y[start * n_out]
-                batch_weight = &weight[start] if weight != NULL else NULL
-            batch_loss = _general_step(config, params, state, batch_in, batch_target,
-                                       batch_weight, m, work, NULL, &abs_error, NULL)
+            rows = &order[epoch * n_rows + start] if order != NULL else NULL
+            if sparse != NULL:
+                batch.rows = rows
+                batch.start = start
+            # A CSR x (x NULL) is read where it is; unit weights are no weights (NULL).
+            batch_loss = _step(config, counters, params, state,
+                               _batch_rows(x, n_in, rows, start, m, <floating*>work.batch_x)
+                               if x != NULL else NULL,
+                               _batch_rows(y, n_out, rows, start, m, <floating*>work.batch_y),
+                               _batch_rows(weight, 1, rows, start, m, <floating*>work.batch_w)
+                               if weight != NULL else NULL,
+                               m, work, NULL, &abs_error, &batch if sparse != NULL else NULL)
             # The original reports mean |y - a| over the epoch; the others scikit-learn's
             # accumulated loss, each batch's loss weighted by its rows.
-            epoch_loss += abs_error if config.output == OUT_ORIGINAL else batch_loss * m
+            epoch_loss += abs_error if config.output == OUTPUT_ORIGINAL else batch_loss * m
             start += m
-            until_check -= 1
-            if until_check == 0:
-                until_check = config.check_every
-                _poll_signals(&next_poll)
-        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUT_ORIGINAL
+            _count_batch(&until_check, config.check_every, &next_poll)
+        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUTPUT_ORIGINAL
                                             else n_rows)
         # The epoch's end, as scikit-learn's: rows seen, then the schedule.
-        config.samples_seen += n_rows
-        if config.optimizer == OPT_SGD and config.schedule == SCHEDULE_INVSCALING:
-            config.learning_rate = (config.learning_rate_init
-                                    / pow(config.samples_seen + 1.0, config.power_t))
+        counters.samples_seen += n_rows
+        if config.optimizer == OPTIMIZER_SGD and config.schedule == SCHEDULE_INVSCALING:
+            counters.learning_rate = (config.learning_rate_init
+                                      / pow(counters.samples_seen + 1.0, config.power_t))
         if not isfinite(epoch_losses[epoch]):
             epochs_done[0] = epoch
             return 1
         epochs_done[0] = epoch + 1
     return 0
 
-
-
-cdef int _sparse_fit_loop(_Config* config, floating* params, floating* state,
-                          const _SparseRows* x, const floating* y, const floating* weight,
-                          Py_ssize_t n_rows, const Py_ssize_t* order, Py_ssize_t n_epochs,
-                          const _Workspace* work, double* epoch_losses,
-                          Py_ssize_t* epochs_done) except -1 nogil:
-    """_general_fit_loop for a CSR x: each batch reads its rows of x where they are (through
-    the epoch's order), and only its targets and weights are gathered."""
-    cdef Py_ssize_t epoch, start, m, r, row
-    cdef Py_ssize_t n_out = config.sizes[config.n_layers]
-    cdef Py_ssize_t until_check = config.check_every  # batches
-    cdef double next_poll = 0.0
-    cdef double epoch_loss, abs_error, batch_loss
-    cdef floating* batch_y = <floating*>work.batch_y
-    cdef floating* batch_w = <floating*>work.batch_w
-    cdef const floating* batch_target
-    cdef const floating* batch_weight
-    cdef _SparseRows batch = x[0]
-
-    for epoch in range(n_epochs):
-        epoch_loss = 0.0
-        start = 0
-        while start < n_rows:
-            m = min(config.batch_size, n_rows - start)
-            if order != NULL:
-                batch.rows = &order[epoch * n_rows + start]
-                for r in range(m):
-                    row = batch.rows[r]
-                    memcpy(&batch_y[r * n_out], &y[row * n_out], n_out * sizeof(floating))
-                    if weight != NULL:
-                        batch_w[r] = weight[row]
-                batch_target = batch_y
-                batch_weight = batch_w if weight != NULL else NULL
-            else:
-                batch.rows = NULL
-                batch.start = start
-                batch_target = &y[start * n_out]
-                batch_weight = &weight[start] if weight != NULL else NULL
-            batch_loss = _general_step(config, params, state, NULL, batch_target, batch_weight,
-                                       m, work, NULL, &abs_error, &batch)
-            epoch_loss += abs_error if config.output == OUT_ORIGINAL else batch_loss * m
-            start += m
-            until_check -= 1
-            if until_check == 0:
-                until_check = config.check_every
-                _poll_signals(&next_poll)
-        epoch_losses[epoch] = epoch_loss / (n_rows * n_out if config.output == OUT_ORIGINAL
-                                            else n_rows)
-        config.samples_seen += n_rows
-        if config.optimizer == OPT_SGD and config.schedule == SCHEDULE_INVSCALING:
-            config.learning_rate = (config.learning_rate_init
-                                    / pow(config.samples_seen + 1.0, config.power_t))
-        if not isfinite(epoch_losses[epoch]):
-            epochs_done[0] = epoch
-            return 1
-        epochs_done[0] = epoch + 1
-    return 0
 
 # --------------------------------------------------------------------------------------------
 # Size checks of the Python entry points: O(layers) (the order check is O(entries), cheaper
@@ -2097,9 +2035,9 @@ def forward_layer(const floating[:, ::1] inputs,   # IN (m, n_in)
     if m == 0:
         return
     with nogil:
-        _forward_layer(&inputs[0, 0], &weights[0, 0],
-                       &bias[0] if bias.shape[0] > 0 else NULL, &outputs[0, 0],
-                       inputs.shape[0], inputs.shape[1], weights.shape[1], n_threads)
+        _original_forward(&inputs[0, 0], &weights[0, 0],
+                          &bias[0] if bias.shape[0] > 0 else NULL, &outputs[0, 0],
+                          inputs.shape[0], inputs.shape[1], weights.shape[1], n_threads)
 
 
 def output_delta(const floating[:, ::1] targets,  # IN (m, n_out)
@@ -2119,8 +2057,8 @@ def output_delta(const floating[:, ::1] targets,  # IN (m, n_out)
     if targets.shape[0] == 0 or targets.shape[1] == 0:
         return 0.0
     with nogil:
-        abs_error_sum = _output_delta(&targets[0, 0], &outputs[0, 0], &delta[0, 0],
-                                      targets.shape[0] * targets.shape[1])
+        abs_error_sum = _original_output_delta(&targets[0, 0], &outputs[0, 0], &delta[0, 0],
+                                               targets.shape[0] * targets.shape[1])
     return abs_error_sum
 
 
@@ -2142,8 +2080,8 @@ def hidden_delta(const floating[:, ::1] delta_next,   # IN (m, n_out)
     if m == 0:
         return
     with nogil:
-        _hidden_delta(&delta_next[0, 0], &weights[0, 0], &activations[0, 0], &delta[0, 0],
-                      delta_next.shape[0], weights.shape[0], weights.shape[1], n_threads)
+        _original_hidden_delta(&delta_next[0, 0], &weights[0, 0], &activations[0, 0], &delta[0, 0],
+                               delta_next.shape[0], weights.shape[0], weights.shape[1], n_threads)
 
 
 def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
@@ -2173,16 +2111,16 @@ def apply_gradient(floating[:, ::1] weights,        # INOUT (n_in, n_out)
                         inputs.shape[0], weights.shape[0], weights.shape[1], n_threads)
 
 
-def gradient(const floating[::1] params,          # IN all weights and biases, flat
-             const Py_ssize_t[::1] sizes,         # IN layer sizes s0..sL
-             bint has_bias,
-             const floating[:, ::1] x,            # IN (m, s0)
-             const floating[:, ::1] y,            # IN (m, sL)
-             floating[::1] activations,           # scratch, m * sum(s1..sL)
-             floating[::1] deltas,                # scratch, same size as activations
-             floating[::1] grad,                  # scratch, max(s1..sL)
-             floating[::1] gradient_out,          # OUT, same layout and size as params
-             int n_threads=1):
+def original_gradient(const floating[::1] params,   # IN all weights and biases, flat
+                      const Py_ssize_t[::1] sizes,  # IN layer sizes s0..sL
+                      bint has_bias,
+                      const floating[:, ::1] x,     # IN (m, s0)
+                      const floating[:, ::1] y,     # IN (m, sL)
+                      floating[::1] activations,    # scratch, m * sum(s1..sL)
+                      floating[::1] deltas,         # scratch, same size as activations
+                      floating[::1] grad,           # scratch, max(s1..sL)
+                      floating[::1] gradient_out,   # OUT, same layout and size as params
+                      int n_threads=1):
     """The update direction of one full-batch step, without applying it.
 
     Returns
@@ -2200,29 +2138,29 @@ def gradient(const floating[::1] params,          # IN all weights and biases, f
     with nogil:
         # params is only read when gradient_out is given; the cast drops const for the
         # shared step function's signature.
-        abs_error_sum = _train_step(<floating*>&params[0], &sizes[0], sizes.shape[0] - 1,
-                                    has_bias, &x[0, 0], &y[0, 0], x.shape[0], 1,
-                                    &activations[0], &deltas[0], &grad[0], &gradient_out[0],
-                                    n_threads)
+        abs_error_sum = _original_step(<floating*>&params[0], &sizes[0], sizes.shape[0] - 1,
+                                       has_bias, &x[0, 0], &y[0, 0], x.shape[0], 1,
+                                       &activations[0], &deltas[0], &grad[0], &gradient_out[0],
+                                       n_threads)
     return abs_error_sum
 
 
-def fit(floating[::1] params,              # INOUT all weights and biases, flat
-        const Py_ssize_t[::1] sizes,       # IN layer sizes s0..sL
-        bint has_bias,
-        const floating[:, ::1] x,          # IN (n_rows, s0)
-        const floating[:, ::1] y,          # IN (n_rows, sL)
-        const Py_ssize_t[:, ::1] order,    # IN (n_epochs, n_rows) row order, or (0, 0)
-        Py_ssize_t batch_size,
-        Py_ssize_t n_epochs,
-        floating learning_rate,
-        floating[::1] activations,         # scratch, batch_size * sum(s1..sL)
-        floating[::1] deltas,              # scratch, same size as activations
-        floating[::1] grad,                # scratch, max(s1..sL)
-        floating[::1] batch_x,             # scratch, batch_size * s0 when order is given
-        floating[::1] batch_y,             # scratch, batch_size * sL when order is given
-        Py_ssize_t check_every,            # batches between looks at the clock; 0: never
-        int n_threads=1):
+def original_fit(floating[::1] params,            # INOUT all weights and biases, flat
+                 const Py_ssize_t[::1] sizes,     # IN layer sizes s0..sL
+                 bint has_bias,
+                 const floating[:, ::1] x,        # IN (n_rows, s0)
+                 const floating[:, ::1] y,        # IN (n_rows, sL)
+                 const Py_ssize_t[:, ::1] order,  # IN (n_epochs, n_rows) row order, or (0, 0)
+                 Py_ssize_t batch_size,
+                 Py_ssize_t n_epochs,
+                 floating learning_rate,
+                 floating[::1] activations,       # scratch, batch_size * sum(s1..sL)
+                 floating[::1] deltas,            # scratch, same size as activations
+                 floating[::1] grad,              # scratch, max(s1..sL)
+                 floating[::1] batch_x,           # scratch, batch_size * s0 when order is given
+                 floating[::1] batch_y,           # scratch, batch_size * sL when order is given
+                 Py_ssize_t check_every,          # batches between looks at the clock; 0: never
+                 int n_threads=1):
     """Trains for n_epochs epochs in one call, without the GIL.
 
     Parameters
@@ -2274,20 +2212,29 @@ def fit(floating[::1] params,              # INOUT all weights and biases, flat
     if n_epochs == 0:
         return 0, first_error, False
     with nogil:
-        status = _fit_loop(&params[0], &sizes[0], sizes.shape[0] - 1, has_bias,
-                           &x[0, 0], &y[0, 0], x.shape[0],
-                           &order[0, 0] if order.shape[0] > 0 else NULL,
-                           batch_size, n_epochs, learning_rate,
-                           &activations[0], &deltas[0], &grad[0],
-                           &batch_x[0] if batch_x.shape[0] > 0 else NULL,
-                           &batch_y[0] if batch_y.shape[0] > 0 else NULL,
-                           check_every, n_threads, &first_error, &epochs_done)
+        status = _original_fit_loop(&params[0], &sizes[0], sizes.shape[0] - 1, has_bias,
+                                    &x[0, 0], &y[0, 0], x.shape[0],
+                                    &order[0, 0] if order.shape[0] > 0 else NULL,
+                                    batch_size, n_epochs, learning_rate,
+                                    &activations[0], &deltas[0], &grad[0],
+                                    &batch_x[0] if batch_x.shape[0] > 0 else NULL,
+                                    &batch_y[0] if batch_y.shape[0] > 0 else NULL,
+                                    check_every, n_threads, &first_error, &epochs_done)
     return epochs_done, first_error, status == 1
 
 
 # --------------------------------------------------------------------------------------------
 # The general path's entry points
 # --------------------------------------------------------------------------------------------
+
+cdef int _check_code(object codes, object value, str name) except -1:
+    """ValueError unless value is one of the codes of an enum of nnfast._kernels.codes (asked
+    of its members: Cython's enums convert any int, as a C enum holds one)."""
+    if value not in [int(code) for code in codes]:
+        raise ValueError(f"{name} = {value} is not a code of {codes.__name__} "
+                         f"({', '.join(f'{code.name}={int(code)}' for code in codes)})")
+    return 0
+
 
 cdef class TrainConfig:
     """Everything the general step needs besides the buffers: one object, not a dozen
@@ -2309,15 +2256,15 @@ cdef class TrainConfig:
     momentum, nesterov, power_t : SGD's.
     beta_1, beta_2, epsilon : Adam's.
     batch_size : int >= 1
-        Rows per step of fit_general (loss_gradient takes all rows).
+        Rows per step of fit (loss_gradient takes all rows).
     check_every : int >= 0
         Batches between looks at the clock for a Ctrl-C poll (at most one per 20 ms); 0
         never polls.
     n_threads : int >= 1
         Kernel threads, for networks whose products are large.
-    step, samples_seen, learning_rate :
-        The optimizer's counters at the start (nnfast._training.plan.OptimizerState); fit_general
-        updates them as it trains, and they are readable and writable attributes.
+    The optimizer's counters (step, samples_seen, learning_rate) are not settings: they
+    change as a fit trains, and :func:`fit` reads and updates them on the optimizer state
+    it is given (nnfast._training.plan.OptimizerState), so a TrainConfig is fixed once built.
     """
 
     cdef _Config c
@@ -2335,11 +2282,11 @@ cdef class TrainConfig:
     def __init__(self, *, sizes, bint bias, activations, int output, int reduction,
                  double alpha, int optimizer, int schedule, double learning_rate_init,
                  double momentum, bint nesterov, double power_t, double beta_1, double beta_2,
-                 double epsilon, Py_ssize_t batch_size, Py_ssize_t check_every, int n_threads,
-                 step=0, samples_seen=0, learning_rate=None):
+                 double epsilon, Py_ssize_t batch_size, Py_ssize_t check_every,
+                 int n_threads):
         cdef Py_ssize_t k
         if self._sizes != NULL:
-            # fit_general may be reading the sizes without the GIL in another thread.
+            # fit may be reading the sizes without the GIL in another thread.
             raise TypeError("a TrainConfig is fixed once built; make a new one")
         sizes = [int(s) for s in sizes]
         activations = [int(a) for a in activations]
@@ -2355,16 +2302,11 @@ cdef class TrainConfig:
             raise ValueError(f"{len(activations)} hidden activation codes for "
                              f"{len(sizes) - 2} hidden layers")
         for k, code in enumerate(activations):
-            if not (0 <= code < N_ACTIVATIONS):
-                raise ValueError(f"activations[{k}] = {code} is not a code")
-        if not (0 <= output < N_OUTPUTS):
-            raise ValueError(f"output = {output} is not a code")
-        if not (0 <= reduction < N_REDUCTIONS):
-            raise ValueError(f"reduction = {reduction} is not a code")
-        if not (0 <= optimizer < N_OPTIMIZERS):
-            raise ValueError(f"optimizer = {optimizer} is not a code")
-        if not (0 <= schedule < N_SCHEDULES):
-            raise ValueError(f"schedule = {schedule} is not a code")
+            _check_code(_codes.Activation, code, f"activations[{k}]")
+        _check_code(_codes.Output, output, "output")
+        _check_code(_codes.Reduction, reduction, "reduction")
+        _check_code(_codes.Optimizer, optimizer, "optimizer")
+        _check_code(_codes.Schedule, schedule, "schedule")
         if not (1 <= batch_size <= INT_MAX):
             raise ValueError(f"batch_size = {batch_size}; 1 to {INT_MAX} (BLAS's largest "
                              "dimension) is needed")
@@ -2402,9 +2344,6 @@ cdef class TrainConfig:
         self.c.batch_size = batch_size
         self.c.check_every = check_every
         self.c.n_threads = n_threads
-        self.c.step = step
-        self.c.samples_seen = samples_seen
-        self.c.learning_rate = learning_rate_init if learning_rate is None else learning_rate
 
     @property
     def sizes(self):
@@ -2422,35 +2361,35 @@ cdef class TrainConfig:
     @property
     def state_size(self):
         """Length of the optimizer state buffer: 0 (plain), P (SGD), 2P (Adam)."""
-        return self.n_params * (0 if self.c.optimizer == OPT_PLAIN
-                                else 1 if self.c.optimizer == OPT_SGD else 2)
+        return self.n_params * (0 if self.c.optimizer == OPTIMIZER_PLAIN
+                                else 1 if self.c.optimizer == OPTIMIZER_SGD else 2)
 
-    @property
-    def step(self):
-        """Adam's update count t."""
-        return self.c.step
 
-    @step.setter
-    def step(self, int64_t value):
-        self.c.step = value
+cdef int _read_counters(object state, _Counters* counters) except -1:
+    """counters = the optimizer state's step, samples_seen and learning_rate."""
+    counters.step = state.step
+    counters.samples_seen = state.samples_seen
+    counters.learning_rate = state.learning_rate
+    return 0
 
-    @property
-    def samples_seen(self):
-        """Rows trained on over all epochs (scikit-learn's t_)."""
-        return self.c.samples_seen
 
-    @samples_seen.setter
-    def samples_seen(self, int64_t value):
-        self.c.samples_seen = value
+cdef int _write_counters(const _Counters* counters, object state) except -1:
+    """The optimizer state's step, samples_seen and learning_rate = counters."""
+    state.step = counters.step
+    state.samples_seen = counters.samples_seen
+    state.learning_rate = counters.learning_rate
+    return 0
 
-    @property
-    def learning_rate(self):
-        """The current rate of SGD and the plain step."""
-        return self.c.learning_rate
 
-    @learning_rate.setter
-    def learning_rate(self, double value):
-        self.c.learning_rate = value
+cdef floating[::1] _state_values(object state, const floating[::1] params):
+    """The optimizer state's values, a writable contiguous array of the params' dtype."""
+    cdef floating[::1] values
+    try:
+        values = state.values
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"state.values must be a writable contiguous 1-D array of the "
+                         f"params' dtype: {exc}") from None
+    return values
 
 
 cdef int _check_general_data(TrainConfig config, Py_ssize_t n_params,
@@ -2539,24 +2478,56 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
     return keep
 
 
-def fit_general(TrainConfig config,
-                floating[::1] params,                 # INOUT all weights and biases, flat
-                floating[::1] state,                  # INOUT optimizer state (config.state_size)
-                const floating[:, ::1] x,             # IN (n_rows, s0)
-                const floating[:, ::1] y,             # IN (n_rows, sL)
-                const floating[::1] sample_weight,    # IN (n_rows,), or (0,) for none
-                const Py_ssize_t[:, ::1] order,       # IN (>= n_epochs, n_rows), or (0, 0)
-                dict workspace,                       # scratch (nnfast._training.layout)
-                double[::1] epoch_losses):            # OUT (n_epochs,)
+cdef tuple _train(TrainConfig config, floating[::1] params, object state,
+                  floating[::1] values, const floating* x, const _SparseRows* sparse,
+                  const floating[:, ::1] y, const floating[::1] sample_weight,
+                  const Py_ssize_t[:, ::1] order, const _Workspace* work,
+                  double[::1] epoch_losses):
+    """What fit and fit_sparse share once their buffers are checked: _fit_loop without the
+    GIL, on the optimizer state's values and counters, whose new values are written back to
+    state also when the loop raises (Ctrl-C). Returns (epochs_done, diverged)."""
+    cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
+    cdef Py_ssize_t epochs_done = 0
+    cdef _Counters counters
+    cdef int status
+    if n_epochs == 0:
+        return 0, False
+    _read_counters(state, &counters)
+    try:
+        with nogil:
+            # order is (0, 0) or has n_epochs rows and more (_check_order).
+            status = _fit_loop(&config.c, &counters, &params[0],
+                               &values[0] if values.shape[0] > 0 else NULL, x, sparse,
+                               &y[0, 0],
+                               &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
+                               y.shape[0], &order[0, 0] if order.shape[0] > 0 else NULL,
+                               n_epochs, work, &epoch_losses[0], &epochs_done)
+    finally:
+        _write_counters(&counters, state)
+    return epochs_done, status == 1
+
+
+def fit(TrainConfig config,
+        floating[::1] params,                 # INOUT all weights and biases, flat
+        state,                                # INOUT OptimizerState (values: floating[::1])
+        const floating[:, ::1] x,             # IN (n_rows, s0)
+        const floating[:, ::1] y,             # IN (n_rows, sL)
+        const floating[::1] sample_weight,    # IN (n_rows,), or (0,) for none
+        const Py_ssize_t[:, ::1] order,       # IN (>= n_epochs, n_rows), or (0, 0)
+        dict workspace,                       # scratch (nnfast._training.layout)
+        double[::1] epoch_losses):            # OUT (n_epochs,)
     """Trains len(epoch_losses) epochs of the general step in one call, without the GIL.
 
     Parameters
     ----------
     config : TrainConfig
-        The model, the fit's hyperparameters and the optimizer's counters (updated).
+        The model and the fit's hyperparameters (fixed).
     params : flat weights and biases (nnfast._training.layout), updated in place.
-    state : the optimizer's state: P velocities (SGD), P first then P second moments
-        (Adam), or nothing (plain step), each in the params layout; updated in place.
+    state : nnfast._training.plan.OptimizerState, updated in place: its values (P
+        velocities for SGD, P first then P second moments for Adam, nothing for the plain
+        step, each in the params layout, of the params' dtype) and its counters (step,
+        samples_seen, learning_rate), which move with params batch by batch and are written
+        back also when the fit stops early (divergence, Ctrl-C).
     x, y : inputs and targets, one row per sample.
     sample_weight : a weight per row, or an empty array for unit weights.
     order : each epoch's row order for shuffled mini-batches, or (0, 0) for stored order.
@@ -2575,29 +2546,18 @@ def fit_general(TrainConfig config,
         Whether an epoch's loss was not finite.
     """
     cdef Py_ssize_t n_rows = x.shape[0]
-    cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
-    cdef Py_ssize_t epochs_done = 0
     cdef bint gathered = order.shape[0] > 0 or order.shape[1] > 0
-    cdef bint weighted = sample_weight.shape[0] > 0
+    cdef floating[::1] values = _state_values(state, params)
     cdef _Workspace work
     cdef list keep
-    cdef int status
 
     _check_general_data(config, params.shape[0], x, y, sample_weight)
-    _require_length(state.shape[0], config.state_size, "state", at_least=False)
-    _check_order(order, n_epochs, n_rows)
+    _require_length(values.shape[0], config.state_size, "state.values", at_least=False)
+    _check_order(order, epoch_losses.shape[0], n_rows)
     keep = _fill_workspace(config, workspace, min(config.c.batch_size, n_rows), True,
-                           gathered, weighted, params, &work)
-    if n_epochs == 0:
-        return 0, False
-    with nogil:
-        status = _general_fit_loop(&config.c, &params[0],
-                                   &state[0] if state.shape[0] > 0 else NULL,
-                                   &x[0, 0], &y[0, 0],
-                                   &sample_weight[0] if weighted else NULL, n_rows,
-                                   &order[0, 0] if gathered else NULL, n_epochs, &work,
-                                   &epoch_losses[0], &epochs_done)
-    return epochs_done, status == 1
+                           gathered, sample_weight.shape[0] > 0, params, &work)
+    return _train(config, params, state, values, &x[0, 0], NULL, y, sample_weight, order,
+                  &work, epoch_losses)
 
 
 def loss_gradient(TrainConfig config,
@@ -2613,7 +2573,7 @@ def loss_gradient(TrainConfig config,
     ----------
     config : TrainConfig
         The model; its optimizer settings, batch size and counters are not used.
-    params, x, y, sample_weight : as for fit_general (params is only read).
+    params, x, y, sample_weight : as for fit (params is only read).
     workspace : activations, deltas, bias_sums, transposed and transposed_gradient for all
         n_rows rows (no gradient: grad_out is written instead).
     grad_out : receives the gradient G (reduction "mean": divided by the weight sum; alpha
@@ -2635,9 +2595,9 @@ def loss_gradient(TrainConfig config,
     with nogil:
         # params is only read when grad_out is given; the cast drops const for the shared
         # step function's signature.
-        loss = _general_step(&config.c, <floating*>&params[0], NULL, &x[0, 0], &y[0, 0],
-                             &sample_weight[0] if weighted else NULL, x.shape[0], &work,
-                             &grad_out[0], &abs_error, NULL)
+        loss = _step(&config.c, NULL, <floating*>&params[0], NULL, &x[0, 0], &y[0, 0],
+                     &sample_weight[0] if weighted else NULL, x.shape[0], &work,
+                     &grad_out[0], &abs_error, NULL)
     return loss
 
 
@@ -2763,36 +2723,35 @@ cdef int _fill_column_buffers(TrainConfig config, dict workspace, Py_ssize_t ent
     return 0
 
 
-def fit_general_sparse(TrainConfig config,
-                       floating[::1] params,               # INOUT all weights and biases, flat
-                       floating[::1] state,                # INOUT optimizer state
-                       const floating[::1] data,           # IN x's non-zero values (CSR)
-                       indptr,                             # IN (n_rows + 1,) int32 or int64
-                       indices,                            # IN x's column indices, as indptr
-                       const floating[:, ::1] y,           # IN (n_rows, sL)
-                       const floating[::1] sample_weight,  # IN (n_rows,), or (0,) for none
-                       const Py_ssize_t[:, ::1] order,     # IN (>= n_epochs, n_rows), or (0, 0)
-                       dict workspace,                     # scratch (nnfast._training.layout, sparse)
-                       double[::1] epoch_losses):          # OUT (n_epochs,)
-    """:func:`fit_general` for x a CSR matrix of sizes[0] columns (data, indptr, indices;
-    scipy's arrays of a canonical matrix, used as given). The workspace is
-    ``nnfast._training.layout.allocate_general_workspace(..., sparse=True)``'s: no gathered rows of
-    x and small transposes. Returns (epochs_done, diverged) as fit_general."""
+def fit_sparse(TrainConfig config,
+               floating[::1] params,               # INOUT all weights and biases, flat
+               state,                              # INOUT OptimizerState, as for fit
+               const floating[::1] data,           # IN x's non-zero values (CSR)
+               indptr,                             # IN (n_rows + 1,) int32 or int64
+               indices,                            # IN x's column indices, as indptr
+               const floating[:, ::1] y,           # IN (n_rows, sL)
+               const floating[::1] sample_weight,  # IN (n_rows,), or (0,) for none
+               const Py_ssize_t[:, ::1] order,     # IN (>= n_epochs, n_rows), or (0, 0)
+               dict workspace,                     # scratch (layout, sparse=True)
+               double[::1] epoch_losses):          # OUT (n_epochs,)
+    """:func:`fit` for x a CSR matrix of sizes[0] columns (data, indptr, indices; scipy's
+    arrays of a canonical matrix, used as given); the same loop, which reads each batch's
+    rows of x where they are. The workspace is
+    ``nnfast._training.layout.allocate_general_workspace(..., sparse=True)``'s: no gathered
+    rows of x and small transposes. Returns (epochs_done, diverged) as fit."""
     cdef _SparseRows sparse
     cdef Py_ssize_t widest_row = 0
     cdef Py_ssize_t n_rows = _bind_csr(indptr, indices, data.shape[0], config._sizes[0],
                                        &sparse, &widest_row)
-    cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
-    cdef Py_ssize_t epochs_done = 0
     cdef bint gathered = order.shape[0] > 0 or order.shape[1] > 0
     cdef bint weighted = sample_weight.shape[0] > 0
+    cdef floating[::1] values = _state_values(state, params)
     cdef _Workspace work
     cdef list keep
-    cdef int status
     sparse.data = &data[0] if data.shape[0] > 0 else NULL
     _check_sparse_data(config, params.shape[0], n_rows, y, sample_weight)
-    _require_length(state.shape[0], config.state_size, "state", at_least=False)
-    _check_order(order, n_epochs, n_rows)
+    _require_length(values.shape[0], config.state_size, "state.values", at_least=False)
+    _check_order(order, epoch_losses.shape[0], n_rows)
     # The first layer's row-by-row update runs serially, given the transposed-batch buffers;
     # the gradient buffer then holds the layers behind it only.
     cdef bint row_update = config.c.n_threads <= 1 and "column_starts" in workspace
@@ -2804,15 +2763,8 @@ def fit_general_sparse(TrainConfig config,
         _fill_column_buffers(config, workspace,
                              min(min(config.c.batch_size, n_rows) * widest_row, data.shape[0]),
                              params, &work, keep)
-    if n_epochs == 0:
-        return 0, False
-    with nogil:
-        status = _sparse_fit_loop(&config.c, &params[0],
-                                  &state[0] if state.shape[0] > 0 else NULL, &sparse,
-                                  &y[0, 0], &sample_weight[0] if weighted else NULL, n_rows,
-                                  &order[0, 0] if gathered else NULL, n_epochs, &work,
-                                  &epoch_losses[0], &epochs_done)
-    return epochs_done, status == 1
+    return _train(config, params, state, values, NULL, &sparse, y, sample_weight, order, &work,
+                  epoch_losses)
 
 
 def loss_gradient_sparse(TrainConfig config,
@@ -2824,7 +2776,7 @@ def loss_gradient_sparse(TrainConfig config,
                          const floating[::1] sample_weight,    # IN (n_rows,), or (0,)
                          dict workspace,                       # scratch for n_rows rows
                          floating[::1] grad_out):              # OUT like params
-    """:func:`loss_gradient` for x a CSR matrix (as :func:`fit_general_sparse`); the
+    """:func:`loss_gradient` for x a CSR matrix (as :func:`fit_sparse`); the
     workspace is ``allocate_general_workspace(..., training=False, sparse=True)``'s."""
     cdef _SparseRows sparse
     cdef Py_ssize_t n_rows = _bind_csr(indptr, indices, data.shape[0], config._sizes[0],
@@ -2839,7 +2791,7 @@ def loss_gradient_sparse(TrainConfig config,
     keep = _fill_workspace(config, workspace, n_rows, False, False, weighted, params, &work,
                            True)
     with nogil:
-        loss = _general_step(&config.c, <floating*>&params[0], NULL, NULL, &y[0, 0],
-                             &sample_weight[0] if weighted else NULL, n_rows, &work,
-                             &grad_out[0], &abs_error, &sparse)
+        loss = _step(&config.c, NULL, <floating*>&params[0], NULL, NULL, &y[0, 0],
+                     &sample_weight[0] if weighted else NULL, n_rows, &work,
+                     &grad_out[0], &abs_error, &sparse)
     return loss

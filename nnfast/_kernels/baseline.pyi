@@ -3,6 +3,7 @@
 # beside it; every array argument is float32 or float64, one dtype per call ("floating"), C-contiguous.
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -55,7 +56,7 @@ def apply_gradient(
     grad: _Array,  # floating[::1] scratch, >= n_out
     n_threads: int = 1,  # int
 ) -> None: ...
-def gradient(
+def original_gradient(
     params: _Array,  # const floating[::1]
     sizes: npt.NDArray[np.intp],  # const Py_ssize_t[::1]
     has_bias: bool,  # bint
@@ -67,7 +68,7 @@ def gradient(
     gradient_out: _Array,  # floating[::1] OUT, like params
     n_threads: int = 1,  # int
 ) -> float: ...
-def fit(
+def original_fit(
     params: _Array,  # floating[::1] INOUT
     sizes: npt.NDArray[np.intp],  # const Py_ssize_t[::1]
     has_bias: bool,  # bint
@@ -86,8 +87,8 @@ def fit(
     n_threads: int = 1,  # int
 ) -> tuple[int, float, bool]: ...
 
-# The general path (nnfast._kernels.runner drives it; codes from nnfast._training.plan).
-CODES: dict[str, int]  # the kernel's cdef enum values, by nnfast._training.plan's names
+# The general path (nnfast._kernels.runner drives it; its integer codes are the enums of
+# nnfast._kernels.codes, defined once in codes.pxd).
 
 class TrainConfig:
     # Keyword-only; each becomes a field of a cdef struct (_Config) the kernel reads.
@@ -112,9 +113,6 @@ class TrainConfig:
         batch_size: int,  # Py_ssize_t >= 1
         check_every: int,  # Py_ssize_t >= 0
         n_threads: int,  # int >= 1
-        step: int = 0,  # int64_t
-        samples_seen: int = 0,  # int64_t
-        learning_rate: float | None = None,  # double; None: learning_rate_init
     ) -> None: ...
     @property
     def sizes(self) -> tuple[int, ...]: ...
@@ -122,14 +120,18 @@ class TrainConfig:
     def n_params(self) -> int: ...
     @property
     def state_size(self) -> int: ...
-    step: int  # int64_t, updated by fit_general
-    samples_seen: int  # int64_t, updated by fit_general
-    learning_rate: float  # double, updated by fit_general
 
-def fit_general(
+class _OptimizerState(Protocol):
+    # nnfast._training.plan.OptimizerState: fit reads and writes these in place.
+    values: _Array  # floating[::1] INOUT (config.state_size)
+    step: int  # int64_t
+    samples_seen: int  # int64_t
+    learning_rate: float  # double
+
+def fit(
     config: TrainConfig,
     params: _Array,  # floating[::1] INOUT
-    state: _Array,  # floating[::1] INOUT (config.state_size)
+    state: _OptimizerState,  # INOUT: values and counters
     x: _Array,  # const floating[:, ::1] (n_rows, s0)
     y: _Array,  # const floating[:, ::1] (n_rows, sL)
     sample_weight: _Array,  # const floating[::1] (n_rows,) or (0,)
@@ -146,10 +148,10 @@ def loss_gradient(
     workspace: dict[str, _Array],  # dict of floating[::1] scratch for n_rows rows
     grad_out: _Array,  # floating[::1] OUT, like params
 ) -> float: ...
-def fit_general_sparse(
+def fit_sparse(
     config: TrainConfig,
     params: _Array,  # floating[::1] INOUT
-    state: _Array,  # floating[::1] INOUT (config.state_size)
+    state: _OptimizerState,  # INOUT: values and counters
     data: _Array,  # const floating[::1] x's non-zero values (canonical CSR)
     indptr: npt.NDArray[np.int32] | npt.NDArray[np.int64],  # (n_rows + 1,), as indices
     indices: npt.NDArray[np.int32] | npt.NDArray[np.int64],  # column indices < s0

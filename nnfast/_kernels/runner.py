@@ -3,15 +3,16 @@
 ``Network`` drives every backend of the general path (any model but the original's, which
 keeps its own fused kernel) through the functions of the contract in ``nnfast._training.plan``:
 ``make_runner``, ``make_loss_gradient`` and ``loss_gradient``. Here they translate a
-``FitPlan`` into the kernel's ``TrainConfig`` (the plan's integer codes), allocate the
-workspace once per fit (``nnfast._training.layout``) and hand whole chunks of epochs to
-``_kernels.fit_general``, or whole-batch evaluations to ``_kernels.loss_gradient``, which run
-without the GIL. ``nnfast.reference`` is the NumPy backend with the same contract.
+``FitPlan`` into the kernel's ``TrainConfig`` (the fit's fixed settings, with the plan's
+integer codes, defined once in ``codes.pxd``), allocate the workspace once per fit
+(``nnfast._training.layout``) and hand whole chunks of epochs to ``_kernels.fit``
+(``fit_sparse`` for a CSR X), with the network's ``OptimizerState``, whose values and counters
+the kernel updates in place, or whole-batch evaluations to ``_kernels.loss_gradient``, which
+run without the GIL. ``nnfast.reference`` is the NumPy backend with the same contract.
 """
 
 import numpy as np
 
-from .._training import plan as _plan
 from .._training.layout import allocate_general_workspace
 from .._training.sparse import is_sparse
 from . import kernels as _kernels
@@ -19,20 +20,9 @@ from . import kernels as _kernels
 __all__ = ["make_runner", "make_loss_gradient", "loss_gradient"]
 
 
-def _check_codes(kernels):
-    """The kernel's cdef enums must number things as nnfast._training.plan does (their one owner)."""
-    mismatched = {name: (code, getattr(_plan, name)) for name, code in kernels.CODES.items()
-                  if getattr(_plan, name, None) != code}
-    if mismatched:
-        raise ImportError(f"nnfast._kernels and nnfast._training.plan disagree on codes "
-                          f"(kernel, plan): {mismatched}; rebuild the kernels")
-
-
-_check_codes(_kernels)
-
-
-def _config(plan, batch_size, n_threads, check_every, state=None):
-    """The kernel's TrainConfig for a plan (and an optimizer state's counters)."""
+def _config(plan, batch_size, n_threads, check_every):
+    """The kernel's TrainConfig for a plan: the fit's fixed settings (the optimizer's counters
+    travel on the OptimizerState the kernel is given)."""
     optimizer = plan.optimizer
     return _kernels.TrainConfig(
         sizes=plan.sizes,
@@ -53,9 +43,6 @@ def _config(plan, batch_size, n_threads, check_every, state=None):
         batch_size=batch_size,
         check_every=check_every,
         n_threads=n_threads,
-        step=0 if state is None else state.step,
-        samples_seen=0 if state is None else state.samples_seen,
-        learning_rate=plan.learning_rate if state is None else state.learning_rate,
     )
 
 
@@ -67,7 +54,7 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     plan : nnfast._training.plan.FitPlan
     X, y : C-contiguous arrays of the plan's dtype, (n_rows, sizes[0]) and (n_rows, sizes[-1]);
         X may instead be a canonical CSR matrix of the plan's dtype (``nnfast._training.sparse.as_csr``),
-        which trains through ``fit_general_sparse``.
+        which trains through ``fit_sparse``.
     sample_weight : (n_rows,) array of the plan's dtype, or None.
     n_threads : int
         Kernel threads (Network decides: > 1 only for large products).
@@ -99,28 +86,19 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     config = _config(plan, batch_size, n_threads, check_every)
     if sparse:
         # The sparse entry point, chosen once per fit; X's arrays are read as they are.
-        def fit_chunk(params, state_values, order, losses):
-            return kernels.fit_general_sparse(config, params, state_values, X.data, X.indptr,
-                                              X.indices, y, weights, order, workspace,
-                                              losses)
+        def fit_chunk(params, state, order, losses):
+            return kernels.fit_sparse(config, params, state, X.data, X.indptr, X.indices, y,
+                                      weights, order, workspace, losses)
     else:
-        def fit_chunk(params, state_values, order, losses):
-            return kernels.fit_general(config, params, state_values, X, y, weights, order,
-                                       workspace, losses)
+        def fit_chunk(params, state, order, losses):
+            return kernels.fit(config, params, state, X, y, weights, order, workspace, losses)
 
     def run(params, state, n_epochs, orders):
-        config.step = state.step
-        config.samples_seen = state.samples_seen
-        config.learning_rate = state.learning_rate
+        # The kernel updates state's values and counters in place, step by step, and writes
+        # the counters back also when interrupted.
         losses = np.full(n_epochs, np.nan)
-        try:
-            epochs_done, diverged = fit_chunk(
-                params, state.values, stored_order if orders is None else orders, losses)
-        finally:
-            # The counters move with params and state, step by step, also when interrupted.
-            state.step = config.step
-            state.samples_seen = config.samples_seen
-            state.learning_rate = config.learning_rate
+        epochs_done, diverged = fit_chunk(params, state,
+                                          stored_order if orders is None else orders, losses)
         return losses, epochs_done, diverged
 
     return run

@@ -107,7 +107,7 @@ class Compiled:
         sizes = np.asarray(sizes, dtype=np.intp)
 
         def run(params, n_epochs, orders):
-            done, first_error, diverged = kernels.fit(
+            done, first_error, diverged = kernels.original_fit(
                 params, sizes, bias, X, y, _STORED_ORDER if orders is None else orders,
                 batch_size, n_epochs, learning_rate, workspace["activations"],
                 workspace["deltas"], workspace["grad"], workspace["batch_x"],
@@ -121,7 +121,7 @@ class Compiled:
         if workspace is None:
             workspace = allocate_workspace(sizes, X.shape[0], X.dtype, shuffled=False)
         result = np.empty_like(params)
-        abs_error_sum = self.kernels.gradient(
+        abs_error_sum = self.kernels.original_gradient(
             params, np.asarray(sizes, dtype=np.intp), bias, X, y, workspace["activations"],
             workspace["deltas"], workspace["grad"], result, n_threads)
         return result, abs_error_sum

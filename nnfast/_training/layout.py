@@ -105,7 +105,7 @@ class PackedLayout:
 
 def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, weighted=False,
                                training=True, sparse=False, batch_entries=None):
-    """Scratch buffers for ``nnfast._kernels.fit_general`` (training) or ``loss_gradient``.
+    """Scratch buffers for ``nnfast._kernels``' ``fit`` (training) or ``loss_gradient``.
 
     For batches of up to batch_size rows: activations and deltas of layers 1..L, as for the
     original's step; bias_sums (the widest layer: column sums of a delta); gradient (P =
@@ -115,7 +115,7 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
     its gradient transposed, for the skinny products); and, for shuffled fits, the gathered
     rows of a batch (batch_x, batch_y, batch_w when sample weights are given).
 
-    sparse: for a CSR X (``fit_general_sparse`` / ``loss_gradient_sparse``), which reads a
+    sparse: for a CSR X (``fit_sparse`` / ``loss_gradient_sparse``), which reads a
     batch's rows of X where they are (no batch_x) and transposes only the dense layers' weights
     behind the first, one layer at a time (no transposed_gradient). With batch_entries (the
     most non-zeros a batch holds; serial training), the kernel updates the first layer row by
@@ -159,7 +159,7 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
 
 
 def allocate_workspace(sizes, batch_size, dtype, shuffled):
-    """Scratch buffers for ``nnfast._kernels.fit`` with batches of up to batch_size rows."""
+    """Scratch buffers for the kernel's ``original_fit``, batches of up to batch_size rows."""
     activations = batch_size * sum(sizes[1:])
     return {
         "activations": np.empty(activations, dtype=dtype),

@@ -2,9 +2,10 @@
 
 ``Network.fit`` turns the network's model options and the fit's arguments into one frozen
 ``FitPlan`` and hands it to a backend's ``make_runner`` (``nnfast.reference`` for
-``backend="numpy"``, ``nnfast._kernels.runner`` for the kernel). The integer codes below are the
-only definition of how activations, outputs, optimizers, schedules and reductions are
-numbered; the kernel receives them from here.
+``backend="numpy"``, ``nnfast._kernels.runner`` for the kernel). The plan names each option
+by its code: the codes are defined once, in ``nnfast/_kernels/codes.pxd``, which the kernel
+builds cimport and ``nnfast._kernels.codes`` exports as enums; the names below are read from
+those enums.
 
 The runner contract
 -------------------
@@ -47,23 +48,19 @@ import dataclasses
 
 import numpy as np
 
+from .._kernels.codes import Activation, Optimizer, Output, Reduction, Schedule, names
 from ..optimizers import SCHEDULES, SGD, Adam, GradientStep
 from .layout import optimizer_state_size, param_count
 
 # ---------------------------------------------------------------------------------- codes
-# Names in code order: the code of a name is its index. The kernel's `cdef enum`s must match.
-HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
-OUTPUTS = ("original", "identity", "logistic", "softmax", "exp")
-OPTIMIZERS = ("plain", "sgd", "adam")
-REDUCTIONS = ("sum", "mean")
-
-ACTIVATION_IDENTITY, ACTIVATION_LOGISTIC, ACTIVATION_TANH, ACTIVATION_RELU = range(4)
-OUTPUT_ORIGINAL, OUTPUT_IDENTITY, OUTPUT_LOGISTIC, OUTPUT_SOFTMAX, OUTPUT_EXP = range(5)
-OPTIMIZER_PLAIN, OPTIMIZER_SGD, OPTIMIZER_ADAM = range(3)
-SCHEDULE_CONSTANT, SCHEDULE_INVSCALING, SCHEDULE_ADAPTIVE = range(3)
-REDUCTION_SUM, REDUCTION_MEAN = range(2)
-
-assert SCHEDULES == ("constant", "invscaling", "adaptive")
+# Option names in code order (the code of a name is its index), read from the enums of
+# nnfast._kernels.codes, whose one definition (codes.pxd) the kernel builds cimport.
+HIDDEN_ACTIVATIONS = names(Activation)
+OUTPUTS = names(Output)
+OPTIMIZERS = names(Optimizer)
+REDUCTIONS = names(Reduction)
+# SGD's schedules are named by nnfast.optimizers (from the same enum).
+assert SCHEDULES == names(Schedule)
 
 
 def is_original_model(activations, output, reduction, alpha):
@@ -155,22 +152,22 @@ class FitPlan:
 
     @property
     def output_code(self):
-        return OUTPUTS.index(self.output)
+        return Output(OUTPUTS.index(self.output))
 
     @property
     def reduction_code(self):
-        return REDUCTIONS.index(self.reduction)
+        return Reduction(REDUCTIONS.index(self.reduction))
 
     @property
     def optimizer_code(self):
-        return OPTIMIZERS.index(self.optimizer_name)
+        return Optimizer(OPTIMIZERS.index(self.optimizer_name))
 
     @property
     def schedule_code(self):
         """The SGD schedule's code (constant for the other optimizers)."""
         if isinstance(self.optimizer, SGD):
-            return SCHEDULES.index(self.optimizer.schedule)
-        return SCHEDULE_CONSTANT
+            return Schedule(SCHEDULES.index(self.optimizer.schedule))
+        return Schedule.SCHEDULE_CONSTANT
 
 
 class OptimizerState:

@@ -13,7 +13,8 @@ from nnfast._training.backends import backend_named
 from conftest import blas_min_flops, kernel_builds
 
 KERNELS = ["sigmoid_inplace", "sigmoid_derivative", "forward_layer", "output_delta",
-           "hidden_delta", "apply_gradient", "fit"]
+           "hidden_delta", "apply_gradient", "original_fit",
+           "original_gradient", "fit", "fit_sparse", "loss_gradient", "loss_gradient_sparse"]
 
 
 def test_kernels_module_is_an_extension(kernels):

@@ -1,12 +1,11 @@
 """The compiled general path against ``nnfast.reference``'s runner.
 
 ``nnfast._kernels.runner`` (the runner contract of ``nnfast._training.plan`` over
-``_kernels.fit_general`` and ``_kernels.loss_gradient``) and
-``nnfast.reference.make_runner`` / ``loss_gradient`` are given the same plan, data, initial
-parameters, optimizer state and row orders; after a few epochs their parameters, optimizer
-state, counters and epoch losses must agree to the per-dtype tolerances of conftest. The
-reference is the oracle: it is itself tested against the installed scikit-learn
-(tests/test_reference_sklearn.py).
+``_kernels.fit`` and ``_kernels.loss_gradient``) and ``nnfast.reference.make_runner`` /
+``loss_gradient`` are given the same plan, data, initial parameters, optimizer state and row
+orders; after a few epochs their parameters, optimizer state, counters and epoch losses must
+agree to the per-dtype tolerances of conftest. The reference is the oracle: it is itself
+tested against the installed scikit-learn (tests/test_reference_sklearn.py).
 
 Every combination runs: each hidden activation (two hidden layers, so each activation is
 met before another and before the output), each output, each optimizer and schedule, both
@@ -16,8 +15,8 @@ shapes put some products below the BLAS threshold (plain loops) and some above i
 test uses larger shapes and kernel threads. The kernel runs in two chunks against the
 reference's one, so the optimizer's counters must carry over between calls.
 
-Also here: the entry points' size checks, the integer codes against nnfast._training.plan's, and the
-accuracy of the general path's branch-free tanh.
+Also here: the entry points' size checks, the integer codes (one definition, the same names in
+the plan, the reference and every build), and the accuracy of the general path's branch-free tanh.
 """
 
 import itertools
@@ -32,7 +31,7 @@ from nnfast._kernels import baseline as _kernels, runner as _compiled
 from nnfast._training import plan as _plan
 from nnfast._training.layout import allocate_general_workspace, pack_params
 from nnfast._training.plan import FitPlan, OptimizerState
-from nnfast.optimizers import GradientStep
+from nnfast.optimizers import SCHEDULES, GradientStep
 from conftest import (GENERAL_ATOL, GENERAL_RTOL, OUTPUTS, HIDDEN_ACTIVATIONS, kernel_build,
                       kernel_builds, optimizer_cases)
 
@@ -301,17 +300,63 @@ def test_loss_gradient_matches_reference(kernels, dtype, output):
         assert_array_equal(params, before)
 
 
-def test_codes_agree_with_the_plan():
-    """The kernel's cdef enums number things as nnfast._training.plan, their one owner."""
-    for kernels in BUILDS:
-        for name, code in kernels.CODES.items():
-            assert getattr(_plan, name) == code, name
-    assert {name.split("_", 1)[1].lower() for name in _kernels.CODES
-            if name.startswith("ACTIVATION_")} == set(_plan.HIDDEN_ACTIVATIONS)
-    assert {name.split("_", 1)[1].lower() for name in _kernels.CODES
-            if name.startswith("OUTPUT_")} == set(_plan.OUTPUTS)
-    assert {name.split("_", 1)[1].lower() for name in _kernels.CODES
-            if name.startswith("OPTIMIZER_")} == set(_plan.OPTIMIZERS)
+def test_codes_are_defined_once_and_named_alike_everywhere():
+    """The codes have one definition (nnfast/_kernels/codes.pxd, cimported by every build and
+    exported as the enums of nnfast._kernels.codes). The plan's names are read from it, in
+    code order; name for name the NumPy reference implements what the kernel implements; and
+    this suite's own lists of names cover every code."""
+    from nnfast._kernels import codes
+
+    tables = {codes.Activation: _plan.HIDDEN_ACTIVATIONS, codes.Output: _plan.OUTPUTS,
+              codes.Optimizer: _plan.OPTIMIZERS, codes.Reduction: _plan.REDUCTIONS,
+              codes.Schedule: SCHEDULES}
+    for enum, names in tables.items():
+        assert [int(code) for code in enum] == list(range(len(enum))), enum
+        assert names == tuple(code.name.split("_", 1)[1].lower() for code in enum), enum
+    # The reference has a function for each name, and the tests parametrize over all of them.
+    assert set(_plan.HIDDEN_ACTIVATIONS) == set(reference.DERIVATIVES)
+    assert set(_plan.HIDDEN_ACTIVATIONS) <= set(reference.ACTIVATIONS)
+    assert set(_plan.OUTPUTS) == set(reference.OUTPUT_ACTIVATIONS) == set(reference.OUTPUT_LOSSES)
+    assert set(HIDDEN_ACTIVATIONS) == set(_plan.HIDDEN_ACTIVATIONS)
+    assert set(OUTPUTS) == set(_plan.OUTPUTS)
+    # A plan passes each option as the code of its name.
+    for name, (_, optimizer) in dict(optimizer_cases(), plain=(None, GradientStep())).items():
+        plan = _plan_for((3, 4, 2), ("tanh",), "softmax", optimizer, "mean", 0.0, None, False,
+                         False, np.float64, 5)
+        state = OptimizerState.fresh(plan)
+        reference.make_optimizer(plan, state)  # the reference knows every optimizer name
+        assert plan.optimizer_code == codes.Optimizer["OPTIMIZER_" + plan.optimizer_name.upper()]
+        assert plan.schedule_code == codes.Schedule[
+            "SCHEDULE_" + getattr(optimizer, "schedule", "constant").upper()]
+    for output, reduction in itertools.product(_plan.OUTPUTS, _plan.REDUCTIONS):
+        plan = _plan_for((3, 4, 2), ("relu",), output, GradientStep(), reduction, 0.0, None,
+                         False, False, np.float64, 5)
+        assert plan.output_code == codes.Output["OUTPUT_" + output.upper()]
+        assert plan.reduction_code == codes.Reduction["REDUCTION_" + reduction.upper()]
+    for activation in _plan.HIDDEN_ACTIVATIONS:
+        plan = _plan_for((3, 4, 2), (activation,), "identity", GradientStep(), "sum", 0.0,
+                         None, False, False, np.float64, 5)
+        assert list(plan.activation_codes) == [
+            codes.Activation["ACTIVATION_" + activation.upper()]]
+
+
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_each_build_accepts_exactly_the_defined_codes(kernels):
+    """Every build's TrainConfig takes each code of each enum and refuses the next number."""
+    from nnfast._kernels import codes
+
+    fields = {"output": codes.Output, "reduction": codes.Reduction,
+              "optimizer": codes.Optimizer, "schedule": codes.Schedule}
+    for field, enum in fields.items():
+        for code in enum:
+            kernels.TrainConfig(**dict(_valid_config_settings(), **{field: int(code)}))
+        with pytest.raises(ValueError, match=f"{field} = {len(enum)} is not a code of "
+                                             f"{enum.__name__}"):
+            kernels.TrainConfig(**dict(_valid_config_settings(), **{field: len(enum)}))
+    for code in codes.Activation:
+        kernels.TrainConfig(**dict(_valid_config_settings(), activations=(int(code),)))
+    with pytest.raises(ValueError, match=r"activations\[0\] = 4 is not a code of Activation"):
+        kernels.TrainConfig(**dict(_valid_config_settings(), activations=(len(codes.Activation),)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +364,7 @@ def test_codes_agree_with_the_plan():
 # --------------------------------------------------------------------------------------------
 
 def _general_call(kernels, dtype, optimizer="adam", shuffled=True, weighted=True):
-    """Valid arguments of fit_general for a small model, as a dict to spoil one at a time."""
+    """Valid arguments of fit for a small model, as a dict to spoil one at a time."""
     sizes, n_rows, batch = (4, 5, 3), 9, 4
     opt = OPTIMIZERS["adam" if optimizer == "adam" else "plain"]
     plan = _plan_for(sizes, ("relu",), "softmax", opt, "mean", 0.0, batch, shuffled,
@@ -328,17 +373,17 @@ def _general_call(kernels, dtype, optimizer="adam", shuffled=True, weighted=True
         config = _compiled._config(plan, batch, 1, 0)
     X, y, weights, params = _problem(sizes, n_rows, "softmax", dtype, weighted)
     return config, dict(
-        params=params, state=np.zeros(plan.state_size, dtype=dtype), x=X, y=y,
+        params=params, state=OptimizerState.fresh(plan), x=X, y=y,
         sample_weight=np.empty(0, dtype=dtype) if weights is None else weights,
         order=(_orders(True, 2, n_rows) if shuffled else np.empty((0, 0), dtype=np.intp)),
         workspace=allocate_general_workspace(sizes, True, batch, dtype, shuffled, weighted),
         epoch_losses=np.empty(2))
 
 
-def _fit_general(kernels, config, args):
-    return kernels.fit_general(config, args["params"], args["state"], args["x"], args["y"],
-                               args["sample_weight"], args["order"], args["workspace"],
-                               args["epoch_losses"])
+def _fit(kernels, config, args):
+    return kernels.fit(config, args["params"], args["state"], args["x"], args["y"],
+                       args["sample_weight"], args["order"], args["workspace"],
+                       args["epoch_losses"])
 
 
 def _set(key, make):
@@ -354,9 +399,12 @@ def _set_workspace(key, length, dtype=None):
 
 
 # (id, change to the valid arguments of _general_call, text the ValueError must contain).
-SPOILT_FIT_GENERAL = [
+SPOILT_FIT = [
     ("params-short", _set("params", lambda a: a["params"][:-1].copy()), "params"),
-    ("state-short", _set("state", lambda a: a["state"][:-1].copy()), "state"),
+    ("state-short", _set("state", lambda a: OptimizerState(a["state"].values[:-1].copy())),
+     "state.values"),
+    ("state-dtype", _set("state", lambda a: OptimizerState(a["state"].values.astype(
+        np.float32 if a["params"].dtype == np.float64 else np.float64))), "state.values"),
     ("x-columns", _set("x", lambda a: np.ascontiguousarray(a["x"][:, :3])), "x"),
     ("y-rows", _set("y", lambda a: np.ascontiguousarray(a["y"][:-1])), "y"),
     ("y-columns", _set("y", lambda a: np.ascontiguousarray(a["y"][:, :2])), "y"),
@@ -382,29 +430,29 @@ SPOILT_FIT_GENERAL = [
 ]
 
 
-@pytest.mark.parametrize("name, spoil, message", SPOILT_FIT_GENERAL,
-                         ids=[case[0] for case in SPOILT_FIT_GENERAL])
+@pytest.mark.parametrize("name, spoil, message", SPOILT_FIT,
+                         ids=[case[0] for case in SPOILT_FIT])
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
-def test_fit_general_checks_every_buffer(kernels, dtype, name, spoil, message):
+def test_fit_checks_every_buffer(kernels, dtype, name, spoil, message):
     config, args = _general_call(kernels, dtype)
     params_before = args["params"].copy()
     spoil(args)
     with pytest.raises(ValueError, match=re.escape(message)):
-        _fit_general(kernels, config, args)
+        _fit(kernels, config, args)
     if name != "params-short":
         assert_array_equal(args["params"], params_before)
-    assert (config.step, config.samples_seen) == (0, 0)
+    assert (args["state"].step, args["state"].samples_seen) == (0, 0)
 
 
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
-def test_fit_general_valid_call_runs(kernels, dtype):
+def test_fit_valid_call_runs(kernels, dtype):
     """The unspoilt arguments of the size-check tests are valid (so each check is what fails)."""
     for shuffled, weighted in itertools.product([True, False], repeat=2):
         config, args = _general_call(kernels, dtype, shuffled=shuffled, weighted=weighted)
-        done, diverged = _fit_general(kernels, config, args)
+        done, diverged = _fit(kernels, config, args)
         assert (done, diverged) == (2, False)
-        assert config.step == 2 * 3  # batches of 4 rows out of 9: three steps per epoch
-        assert config.samples_seen == 2 * 9
+        assert args["state"].step == 2 * 3  # batches of 4 rows of 9: three steps an epoch
+        assert args["state"].samples_seen == 2 * 9
 
 
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)

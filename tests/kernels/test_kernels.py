@@ -414,13 +414,13 @@ SPOILT_FIT = [
 def test_fit_checks_sizes(kernels, dtype, argument, make, message):
     args = _fit_args(dtype)
     before = args["params"].copy()
-    kernels.fit(*[args[name] for name in FIT_NAMES])  # valid as given
+    kernels.original_fit(*[args[name] for name in FIT_NAMES])  # valid as given
     assert not np.array_equal(args["params"], before)
     args = _fit_args(dtype)
     before = args["params"].copy()
     args[argument] = make(args)
     with pytest.raises(ValueError, match=re.escape(message)):
-        kernels.fit(*[args[name] for name in FIT_NAMES])
+        kernels.original_fit(*[args[name] for name in FIT_NAMES])
     if argument != "params":
         assert_array_equal(args["params"], before)
 
@@ -430,10 +430,10 @@ def test_fit_workspace_follows_the_batch_size(kernels, dtype):
     args = _fit_args(dtype, batch_size=100, shuffled=False)
     args.update(batch_x=np.empty(0, dtype), batch_y=np.empty(0, dtype),
                 activations=_nan(7 * 6, dtype), deltas=_nan(7 * 6, dtype))
-    kernels.fit(*[args[name] for name in FIT_NAMES])
+    kernels.original_fit(*[args[name] for name in FIT_NAMES])
     args["activations"] = _nan(7 * 6 - 1, dtype)
     with pytest.raises(ValueError, match="activations"):
-        kernels.fit(*[args[name] for name in FIT_NAMES])
+        kernels.original_fit(*[args[name] for name in FIT_NAMES])
 
 
 @pytest.mark.parametrize("argument, make, message", [
@@ -449,7 +449,7 @@ def test_fit_workspace_follows_the_batch_size(kernels, dtype):
 def test_gradient_checks_sizes(kernels, dtype, argument, make, message):
     args = _fit_args(dtype, batch_size=7)
     args["gradient_out"] = _nan(args["params"].size, dtype)
-    kernels.gradient(*[args[name] for name in GRADIENT_NAMES])  # valid as given
+    kernels.original_gradient(*[args[name] for name in GRADIENT_NAMES])  # valid as given
     args[argument] = make(args)
     with pytest.raises(ValueError, match=re.escape(message)):
-        kernels.gradient(*[args[name] for name in GRADIENT_NAMES])
+        kernels.original_gradient(*[args[name] for name in GRADIENT_NAMES])

@@ -25,8 +25,8 @@ The latency bound is 0.5 s. The workloads:
 
 Both workloads run the original's model (the fused kernel) and, on the compiled backend, a
 model of the general path as well (``general``: ReLU hidden layers, identity output, Adam;
-``_kernels.fit_general`` polls for signals as the fused loop does), also on sparse X
-(``sparse``: the same model on a CSR matrix, ``_kernels.fit_general_sparse``); for them the
+``_kernels.fit`` polls for signals as the fused loop does), also on sparse X
+(``sparse``: the same model on a CSR matrix, ``_kernels.fit_sparse``); for them the
 optimizer state must be the pre-fit one too.
 """
 

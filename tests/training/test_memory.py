@@ -59,11 +59,11 @@ def test_fit_peak_memory_is_below_the_numpy_originals():
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 @pytest.mark.parametrize("shuffled", [False, True])
 def test_general_kernel_allocates_nothing_per_epoch(kernels, optimizer, shuffled):
-    """``_kernels.fit_general`` works in the buffers it is given: 2000 epochs of mini-batches
+    """``_kernels.fit`` works in the buffers it is given: 2000 epochs of mini-batches
     allocate no more than one (a few hundred bytes: the call's own Python objects)."""
     from nnfast._kernels import runner as _compiled
     from nnfast._training.layout import allocate_general_workspace
-    from nnfast._training.plan import FitPlan
+    from nnfast._training.plan import FitPlan, OptimizerState
     from nnfast.optimizers import SGD, Adam
     from conftest import kernel_build
 
@@ -76,7 +76,7 @@ def test_general_kernel_allocates_nothing_per_epoch(kernels, optimizer, shuffled
     with kernel_build(kernels):
         config = _compiled._config(plan, 10, 1, 0)
     params = np.random.RandomState(0).uniform(-0.3, 0.3, plan.n_params)
-    state = np.zeros(plan.state_size)
+    state = OptimizerState(np.zeros(plan.state_size), learning_rate=plan.learning_rate)
     weights = np.ones(64)
     workspace = allocate_general_workspace(sizes, True, 10, np.float64, shuffled, True)
     n_epochs = 2000
@@ -85,8 +85,7 @@ def test_general_kernel_allocates_nothing_per_epoch(kernels, optimizer, shuffled
     losses = np.empty(n_epochs)
 
     def fit(epochs):
-        kernels.fit_general(config, params, state, X, y, weights, orders, workspace,
-                            losses[:epochs])
+        kernels.fit(config, params, state, X, y, weights, orders, workspace, losses[:epochs])
 
     fit(1)  # warm-up: first-call caches
     # tracemalloc also sees other threads' allocations (a Dask test's event loop lives on),
