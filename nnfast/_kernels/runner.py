@@ -53,8 +53,8 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     ----------
     plan : nnfast._training.plan.FitPlan
     X, y : C-contiguous arrays of the plan's dtype, (n_rows, sizes[0]) and (n_rows, sizes[-1]);
-        X may instead be a canonical CSR matrix of the plan's dtype (``nnfast._training.sparse.as_csr``),
-        which trains through ``fit_sparse``.
+        X may instead be a canonical CSR matrix of the plan's dtype
+        (``nnfast._training.sparse.as_csr``), which trains through ``fit_sparse``.
     sample_weight : (n_rows,) array of the plan's dtype, or None.
     n_threads : int
         Kernel threads (Network decides: > 1 only for large products).

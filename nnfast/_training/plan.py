@@ -141,7 +141,8 @@ class FitPlan:
 
     @property
     def state_size(self):
-        """Values of the optimizer state array (``nnfast._training.layout.optimizer_state_size``)."""
+        """Values of the optimizer state array
+        (``nnfast._training.layout.optimizer_state_size``)."""
         return optimizer_state_size(self.optimizer_name, self.n_params)
 
     # Codes for the kernel.
