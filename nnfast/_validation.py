@@ -250,6 +250,23 @@ def check_alpha(alpha):
     return alpha
 
 
+def check_loss_options(loss, huber_delta, quantile, output, losses):
+    """A network's regression loss (None, or one of ``losses`` for the identity output) and
+    its parameters: Huber's delta, a finite float > 0; the quantile, a float in (0, 1)."""
+    if loss is not None:
+        loss = check_choice(loss, "loss", losses)
+        if output != "identity":
+            raise ValueError(f"loss {loss!r} needs output='identity', got output={output!r} "
+                             "(the other outputs have their own loss)")
+    huber_delta = check_finite_real(huber_delta, "huber_delta")
+    if huber_delta <= 0:
+        raise ValueError(f"huber_delta must be > 0, got {huber_delta}")
+    quantile = check_finite_real(quantile, "quantile")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    return loss, huber_delta, quantile
+
+
 def check_sample_weight(sample_weight, n_rows, dtype):
     """Sample weights as a fresh C-contiguous (n_rows,) array of dtype: finite, >= 0, and
     not all zero (a weighted mean over no weight is undefined)."""

@@ -77,6 +77,18 @@ class Network:
         How a batch's gradient combines its rows: ``"sum"`` as the original, ``"mean"``
         (divided by the batch's rows, or sum of sample weights) as scikit-learn. None picks
         ``"sum"`` for output ``"original"`` and ``"mean"`` otherwise.
+    loss : {"absolute_error", "huber", "quantile"} or None
+        A robust regression loss for output ``"identity"`` instead of its squared error
+        (``nnfast.reference.REGRESSION_LOSSES``): per element of r = output - y, ``|r|``;
+        Huber's ``0.5 r**2`` where ``|r| <= huber_delta``, else ``huber_delta * (|r| -
+        huber_delta / 2)``; the pinball loss ``q (y - output)`` where y >= output, else
+        ``(1 - q) (output - y)``, q = ``quantile``. Averaged over rows (weighted) and
+        outputs as squared error is; the output delta is the per-element derivative. None is
+        the output's own loss.
+    huber_delta : float > 0
+        Where Huber's loss turns from quadratic to linear.
+    quantile : float in (0, 1)
+        The quantile the ``"quantile"`` loss estimates (0.5: the median).
 
     Attributes
     ----------
@@ -103,9 +115,9 @@ class Network:
 
     def __init__(self, sizes, *, seed=1, dtype=np.float64, backend="cython", bias=False,
                  n_threads=None, activation="logistic", output="original", optimizer=None,
-                 alpha=0.0, reduction=None):
+                 alpha=0.0, reduction=None, loss=None, huber_delta=1.0, quantile=0.5):
         self._configure(sizes, seed, dtype, backend, bias, n_threads, activation, output,
-                        optimizer, alpha, reduction)
+                        optimizer, alpha, reduction, loss, huber_delta, quantile)
         # The initial weights are drawn in float64 and then cast: two copies at the peak.
         check_fits_in_memory(2 * 8 * param_count(self.sizes, self.bias),
                              f"a network of sizes {list(self.sizes)}")
@@ -116,7 +128,8 @@ class Network:
     @classmethod
     def from_params(cls, params, sizes, *, seed=1, dtype=np.float64, backend="cython",
                     bias=False, n_threads=None, activation="logistic", output="original",
-                    optimizer=None, alpha=0.0, reduction=None):
+                    optimizer=None, alpha=0.0, reduction=None, loss=None, huber_delta=1.0,
+                    quantile=0.5):
         """A network holding ``params`` instead of weights drawn from the seed.
 
         For callers that set every weight themselves (nnfast's scikit-learn estimators,
@@ -132,12 +145,12 @@ class Network:
             Every weight and bias, flat (``params``' layout), C-contiguous, of ``dtype``;
             kept as the network's buffer, not copied.
         sizes, seed, dtype, backend, bias, n_threads, activation, output, optimizer, alpha,
-        reduction
+        reduction, loss, huber_delta, quantile
             As for the constructor.
         """
         network = cls.__new__(cls)
         network._configure(sizes, seed, dtype, backend, bias, n_threads, activation, output,
-                           optimizer, alpha, reduction)
+                           optimizer, alpha, reduction, loss, huber_delta, quantile)
         if not (isinstance(params, np.ndarray) and params.dtype == network.dtype
                 and params.shape == (param_count(network.sizes, network.bias),)
                 and params.flags.c_contiguous):
@@ -148,7 +161,7 @@ class Network:
         return network
 
     def _configure(self, sizes, seed, dtype, backend, bias, n_threads, activation, output,
-                   optimizer, alpha, reduction):
+                   optimizer, alpha, reduction, loss=None, huber_delta=1.0, quantile=0.5):
         """Checks and sets the constructor's options; no weights yet."""
         self.sizes = check_sizes(sizes)
         self.seed = check_int(seed, "seed", minimum=0)
@@ -161,6 +174,9 @@ class Network:
         self.optimizer = GradientStep() if optimizer is None else optimizer
         self.alpha = alpha
         self.reduction = reduction
+        self.loss = loss
+        self.huber_delta = huber_delta
+        self.quantile = quantile
         self.optimizer_state = None
         check_model_options(self)
         self.history = []
@@ -176,7 +192,8 @@ class Network:
         for name, value in (("activations", ("logistic",) * (len(self.sizes) - 2)),
                             ("output", "original"), ("optimizer", GradientStep()),
                             ("alpha", 0.0), ("reduction", "sum"), ("optimizer_state", None),
-                            ("iterations_run", 0)):
+                            ("iterations_run", 0), ("loss", None), ("huber_delta", 1.0),
+                            ("quantile", 0.5)):
             self.__dict__.setdefault(name, value)
 
     @property
@@ -206,6 +223,12 @@ class Network:
             options += f", alpha={self.alpha!r}"
         if self.reduction != ("sum" if self.output == "original" else "mean"):
             options += f", reduction={self.reduction!r}"
+        if self.loss is not None:
+            options += f", loss={self.loss!r}"
+        if self.huber_delta != 1.0:
+            options += f", huber_delta={self.huber_delta!r}"
+        if self.quantile != 0.5:
+            options += f", quantile={self.quantile!r}"
         return (f"Network({list(self.sizes)}, seed={self.seed}, dtype={self.dtype.name}, "
                 f"backend={self.backend!r}, bias={self.bias}{options})")
 

@@ -22,6 +22,8 @@ scikit-learn's MLP to rounding. ``make_runner``, ``make_loss_gradient`` and ``lo
 are its side of the runner contract (``nnfast._training.plan``).
 """
 
+import math
+
 import numpy as np
 from scipy.special import xlogy
 
@@ -44,6 +46,10 @@ __all__ = [
     "LOSS_FUNCTIONS",
     "OUTPUT_ACTIVATIONS",
     "OUTPUT_LOSSES",
+    "REGRESSION_LOSSES",
+    "REGRESSION_DERIVATIVES",
+    "clip_grad_norm",
+    "cosine_rate",
     "init_coefs",
     "forward_model",
     "predict_model",
@@ -377,6 +383,70 @@ OUTPUT_LOSSES = {
 }
 
 
+# The robust regression losses of an identity output (Network's ``loss=``, MLPRegressor's
+# ``loss=``), on squared_loss's conventions: a per-element loss of the residual
+# r = prediction - y, its weighted average over rows, then the mean over outputs; the output
+# delta is the per-element derivative, as squared error's delta is a - y (that mean over
+# outputs is not in the delta, as in scikit-learn's squared error). Each takes its parameter
+# (Huber's delta, the quantile q; absolute error ignores it).
+
+def absolute_loss(y_true, y_pred, sample_weight=None, parameter=None):
+    """mean over outputs of the (weighted) mean over rows of |a - y|."""
+    return np.average(np.abs(y_pred - y_true), weights=sample_weight, axis=0).mean()
+
+
+def huber_loss(y_true, y_pred, sample_weight=None, parameter=1.0):
+    """mean over outputs of the (weighted) mean over rows of 0.5 r**2 where |r| <= delta,
+    else delta * (|r| - delta / 2), r = a - y, delta = parameter."""
+    r = y_pred - y_true
+    size = np.abs(r)
+    elements = np.where(size <= parameter, 0.5 * r**2, parameter * (size - 0.5 * parameter))
+    return np.average(elements, weights=sample_weight, axis=0).mean()
+
+
+def quantile_loss(y_true, y_pred, sample_weight=None, parameter=0.5):
+    """The pinball loss of quantile q = parameter: mean over outputs of the (weighted) mean
+    over rows of q * (y - a) where y >= a, else (1 - q) * (a - y)."""
+    r = y_true - y_pred
+    elements = np.where(r >= 0, parameter * r, (parameter - 1) * r)
+    return np.average(elements, weights=sample_weight, axis=0).mean()
+
+
+def absolute_derivative(y, a, parameter=None):
+    """sign(a - y), 0 at equality."""
+    return np.sign(a - y)
+
+
+def huber_derivative(y, a, parameter=1.0):
+    """clip(a - y, -delta, delta)."""
+    return np.clip(a - y, -parameter, parameter)
+
+
+def quantile_derivative(y, a, parameter=0.5):
+    """-q where y > a, 1 - q where y < a, 0 at equality (in a's dtype)."""
+    r = a - y
+    return np.where(r > 0, 1 - parameter, np.where(r < 0, -parameter, 0.0)).astype(a.dtype)
+
+
+REGRESSION_LOSSES = {
+    "absolute_error": absolute_loss,
+    "huber": huber_loss,
+    "quantile": quantile_loss,
+}
+REGRESSION_DERIVATIVES = {
+    "absolute_error": absolute_derivative,
+    "huber": huber_derivative,
+    "quantile": quantile_derivative,
+}
+
+
+def _data_loss(output, y, a, sample_weight, loss, loss_parameter):
+    """The batch's data loss: the output's own, or a regression loss of an identity output."""
+    if loss is None:
+        return OUTPUT_LOSSES[output](y, a, sample_weight)
+    return REGRESSION_LOSSES[loss](y, a, sample_weight, loss_parameter)
+
+
 # ----------------------------------------------------------------------- forward, backward
 
 def init_coefs(sizes, random_state, activation="relu", dtype=np.float64):
@@ -429,17 +499,20 @@ def predict_model(weights, biases, x, activations, output):
         return forward_model(weights, biases, x, activations, output)[-1]
 
 
-def _output_delta(output, y, a):
+def _output_delta(output, y, a, loss=None, loss_parameter=None):
     """d_L, with the descent sign: a - y for scikit-learn's outputs (each output's loss is
     matched to its activation so that this is the gradient at the pre-activation), and the
-    original's (a - y) * a * (1 - a) for "original"."""
+    original's (a - y) * a * (1 - a) for "original"; a regression loss's derivative at
+    a - y (identity output)."""
+    if loss is not None:
+        return REGRESSION_DERIVATIVES[loss](y, a, loss_parameter)
     if output == "original":
         return (a - y) * nonlin(a, deriv=True)
     return a - y
 
 
 def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, reduction,
-             weight_grads, bias_grads, need_loss=True):
+             weight_grads, bias_grads, need_loss=True, loss=None, loss_parameter=None):
     """One batch's loss and gradients, as scikit-learn's ``_backprop``.
 
     Parameters
@@ -455,6 +528,10 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
     weight_grads, bias_grads : lists of ndarray, written (bias_grads None without biases)
     need_loss : bool
         False skips the data loss (returned as None).
+    loss : str or None
+        A key of ``REGRESSION_LOSSES`` (identity output), or None for the output's own loss.
+    loss_parameter : float or None
+        Its parameter: Huber's delta, or the quantile.
 
     Returns
     -------
@@ -464,15 +541,16 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
         The forward pass, [x, a_1, ..., a_L].
     """
     layers = forward_model(weights, biases, x, activations, output)
-    loss = OUTPUT_LOSSES[output](y, layers[-1], sample_weight) if need_loss else None
+    data_loss = (_data_loss(output, y, layers[-1], sample_weight, loss, loss_parameter)
+                 if need_loss else None)
     if reduction == "mean":
         denom = x.shape[0] if sample_weight is None else sample_weight.sum()
     else:
         denom = 1
     if need_loss:
-        loss += l2_penalty(weights, alpha, denom)
+        data_loss += l2_penalty(weights, alpha, denom)
     last = len(weights) - 1
-    delta = _output_delta(output, y, layers[-1])
+    delta = _output_delta(output, y, layers[-1], loss, loss_parameter)
     if sample_weight is not None:
         delta *= sample_weight.reshape(-1, 1)
     for k in range(last, -1, -1):
@@ -481,7 +559,7 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
         if k > 0:
             delta = delta.dot(weights[k].T)
             DERIVATIVES[activations[k - 1]](layers[k], delta)
-    return loss, layers
+    return data_loss, layers
 
 
 def _layer_gradient(k, denom, reduction, alpha, weights, layers, delta, weight_grads, bias_grads):
@@ -514,6 +592,55 @@ def l2_penalty(weights, alpha, denom):
 
 
 # ------------------------------------------------------------------------------- optimizers
+
+def cosine_rate(learning_rate, epoch, epochs, warmup_epochs=0):
+    """The ``"cosine"`` schedule's learning rate for the epoch at position ``epoch``.
+
+    With W = warmup_epochs and E = epochs, for epoch e = 0, 1, ...::
+
+        e < W:       learning_rate * (e + 1) / (W + 1)                    (linear warm-up)
+        W <= e < E:  learning_rate * 0.5 * (1 + cos(pi * (e - W) / (E - W)))
+        e >= E:      0                                      (the schedule is over)
+
+    The cosine part is PyTorch's ``CosineAnnealingLR(T_max=E - W, eta_min=0)`` stepped once
+    per epoch; with a warm-up, ``SequentialLR([LinearLR(start_factor=1 / (W + 1),
+    end_factor=1, total_iters=W), CosineAnnealingLR(T_max=E - W)], milestones=[W])``, whose
+    warm-up factors ``s + (1 - s) * e / W`` are ``(e + 1) / (W + 1)`` exactly for that start
+    factor (PyTorch's factors must be > 0, so its warm-up cannot start at 0 either). Past E
+    epochs the rate stays 0 (PyTorch's cosine would climb back): the weights no longer move.
+
+    Parameters
+    ----------
+    learning_rate : float
+        The initial (peak) rate.
+    epoch : int >= 0
+    epochs : int >= 1
+        E, the schedule's length, warm-up included.
+    warmup_epochs : int, 0 <= W < E
+
+    Returns
+    -------
+    float
+    """
+    if epoch < warmup_epochs:
+        return learning_rate * (epoch + 1.0) / (warmup_epochs + 1.0)
+    if epoch >= epochs:
+        return 0.0
+    return learning_rate * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs)
+                                                 / (epochs - warmup_epochs)))
+
+
+def clip_grad_norm(grads, max_norm):
+    """torch.nn.utils.clip_grad_norm_ on a step's flat gradient, in place: with
+    norm = ||grads||_2 (every weight's and bias's gradient, the L2 term included; summed in
+    float64), grads *= max_norm / (norm + 1e-6) when that factor is below 1. Returns norm."""
+    flat = grads.astype(np.float64)
+    norm = math.sqrt(float(np.dot(flat, flat)))
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1.0:
+        grads *= grads.dtype.type(scale)
+    return norm
+
 
 class GradientStepOptimizer:
     """The plain step: params -= learning_rate * grads (state.learning_rate)."""
@@ -560,7 +687,8 @@ class AdamOptimizer:
     """scikit-learn's Adam, on the flat params.
 
     t += 1; m = beta_1 * m + (1 - beta_1) * G; v = beta_2 * v + (1 - beta_2) * G**2;
-    lr_t = lr_init * sqrt(1 - beta_2**t) / (1 - beta_1**t) (float64);
+    lr_t = lr_init * sqrt(1 - beta_2**t) / (1 - beta_1**t) (float64; with "cosine" the
+    epoch's rate, state.learning_rate, instead of lr_init);
     params += -lr_t * m / (sqrt(v) + epsilon).
     """
 
@@ -577,7 +705,10 @@ class AdamOptimizer:
         t = self.state.step
         self.ms[...] = beta_1 * self.ms + (1 - beta_1) * grads
         self.vs[...] = beta_2 * self.vs + (1 - beta_2) * grads**2
-        learning_rate = (self.learning_rate_init * np.sqrt(1 - beta_2**t) / (1 - beta_1**t))
+        # "cosine" sets the epoch's rate on the state (make_runner); lr_t starts from it.
+        rate = (self.state.learning_rate if self.config.schedule == "cosine"
+                else self.learning_rate_init)
+        learning_rate = (rate * np.sqrt(1 - beta_2**t) / (1 - beta_1**t))
         params += -learning_rate * self.ms / (np.sqrt(self.vs) + self.config.epsilon)
 
     def iteration_ends(self, time_step):
@@ -620,10 +751,16 @@ def make_runner(plan, X, y, sample_weight, n_threads=1, check_every=0):
         weight_grads, bias_grads = param_views(grads, plan.sizes, plan.bias)
         optimizer = make_optimizer(plan, state)
         original = plan.output == "original"
+        cosine = plan.schedule == "cosine"
+        max_grad_norm = plan.max_grad_norm
         losses = np.zeros(n_epochs, dtype=np.float64)
         with np.errstate(all="ignore"):
             for epoch in range(n_epochs):
                 accumulated = 0.0
+                if cosine:
+                    state.learning_rate = cosine_rate(plan.learning_rate, state.epochs,
+                                                      plan.optimizer.epochs,
+                                                      plan.optimizer.warmup_epochs)
                 for start in range(0, n_rows, batch_size):
                     rows = (slice(start, start + batch_size) if orders is None
                             else orders[epoch, start:start + batch_size])
@@ -631,15 +768,20 @@ def make_runner(plan, X, y, sample_weight, n_threads=1, check_every=0):
                     batch_loss, layers = backprop(
                         weights, biases, X[rows], y[rows], weight_batch, plan.activations,
                         plan.output, plan.alpha, plan.reduction, weight_grads, bias_grads,
-                        need_loss=not original)
+                        need_loss=not original, loss=plan.loss,
+                        loss_parameter=plan.loss_parameter)
                     if original:
                         accumulated += float(np.abs(y[rows] - layers[-1]).sum())
                     else:
                         accumulated += batch_loss * layers[0].shape[0]
+                    if max_grad_norm is not None:
+                        clip_grad_norm(grads, max_grad_norm)
                     optimizer.update_params(params, grads)
                 losses[epoch] = accumulated / (y.size if original else n_rows)
                 state.samples_seen += n_rows
                 optimizer.iteration_ends(state.samples_seen)
+                if cosine:
+                    state.epochs += 1
                 if not np.isfinite(losses[epoch]):
                     return losses, epoch, True
         return losses, n_epochs, False
@@ -664,7 +806,8 @@ def make_loss_gradient(plan, X, y, sample_weight=None, n_threads=1):
         with np.errstate(all="ignore"):
             loss, _ = backprop(weights, biases, X, y, sample_weight, plan.activations,
                                plan.output, plan.alpha, plan.reduction, weight_grads,
-                               bias_grads)
+                               bias_grads, loss=plan.loss,
+                               loss_parameter=plan.loss_parameter)
         return float(loss)
 
     return evaluate

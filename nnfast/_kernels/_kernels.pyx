@@ -14,7 +14,8 @@ Names: the general path owns the plain names (``_step``, ``_fit_loop``, ``_forwa
 the same way is written once and used by both: the batch of rows a step sees
 (``_batch_rows``), the Ctrl-C polls (``_count_batch``), the products too small for BLAS
 (``_small_forward``, ``_small_backward``, ``_apply_gradient``'s loop) and the BLAS calls.
-The general path's integer codes (activations, outputs, optimizers, schedules, reductions)
+The general path's integer codes (activations, outputs, optimizers, schedules, reductions,
+regression losses)
 are defined once, in ``codes.pxd``, cimported here and exported to Python by
 ``nnfast._kernels.codes``. Its settings are one ``_Config``, fixed for a fit (const in every
 function); the optimizer's counters that change as it trains are a ``_Counters`` beside it.
@@ -55,8 +56,8 @@ BLAS capped at one thread by the caller so that the two thread pools never compe
 """
 
 from cython cimport floating
-from libc.math cimport (INFINITY, copysign, copysignf, exp, expf, fabs, isfinite, log, pow,
-                        sqrt, sqrtf)
+from libc.math cimport (INFINITY, M_PI, copysign, copysignf, cos, exp, expf, fabs, isfinite,
+                        log, pow, sqrt, sqrtf)
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from cython.parallel cimport prange
 from libc.limits cimport INT_MAX
@@ -71,7 +72,8 @@ from nnfast._kernels.codes cimport (ACTIVATION_IDENTITY, ACTIVATION_LOGISTIC, AC
                                     ACTIVATION_TANH, OPTIMIZER_ADAM, OPTIMIZER_PLAIN,
                                     OPTIMIZER_SGD, OUTPUT_EXP, OUTPUT_IDENTITY, OUTPUT_LOGISTIC,
                                     OUTPUT_ORIGINAL, OUTPUT_SOFTMAX, REDUCTION_MEAN,
-                                    SCHEDULE_INVSCALING)
+                                    SCHEDULE_INVSCALING, SCHEDULE_COSINE, LOSS_OUTPUT,
+                                    LOSS_ABSOLUTE_ERROR, LOSS_HUBER, LOSS_QUANTILE)
 from nnfast._kernels import codes as _codes
 
 cdef extern from *:
@@ -692,6 +694,11 @@ cdef int _original_fit_loop(floating* params, const Py_ssize_t* sizes, Py_ssize_
 # still comes from the weights before the step, as in scikit-learn, because delta_k is the
 # last reader of W_k. loss_gradient writes the gradient of each layer straight into its
 # params-layout output instead.
+#
+# Gradient clipping (max_grad_norm) needs the norm of the whole step's gradient before any
+# layer moves, so a clipped step finishes every layer's G in the params-sized gradient buffer
+# (as loss_gradient does), scales it once and then updates all parameters in one pass
+# (_clipped_update). The choice is made once per step; the unclipped step is unchanged.
 # --------------------------------------------------------------------------------------------
 
 cdef struct _Config:
@@ -715,6 +722,11 @@ cdef struct _Config:
     Py_ssize_t batch_size
     Py_ssize_t check_every
     int n_threads
+    int loss                       # LOSS_OUTPUT (the output's own) or a regression loss
+    double loss_parameter          # Huber's delta, or the quantile q
+    double max_grad_norm           # clip a step's gradient to this global L2 norm; 0: never
+    Py_ssize_t schedule_epochs     # "cosine": epochs from the initial rate to 0, warm-up too
+    Py_ssize_t warmup_epochs       # "cosine": the linear warm-up's epochs
 
 
 cdef struct _Counters:
@@ -723,7 +735,9 @@ cdef struct _Counters:
     # The step functions and the loop update them; the fit's settings (_Config) stay const.
     int64_t step
     int64_t samples_seen
-    double learning_rate   # SGD's current rate (after its schedule), the plain step's
+    double learning_rate   # SGD's current rate (after its schedule), the plain step's;
+                           # with "cosine", the epoch's rate for Adam too
+    int64_t epochs         # "cosine": the schedule's position, the epochs trained under it
 
 
 cdef struct _Workspace:
@@ -1137,6 +1151,72 @@ cdef inline double _scaled_loss(int output, double total, double weight_sum,
     return total / weight_sum
 
 
+cdef double _regression_loss_and_delta(int loss, double parameter, const floating* y,
+                                       const floating* a, floating* delta,
+                                       const floating* weight, Py_ssize_t m,
+                                       Py_ssize_t n_out) noexcept nogil:
+    """The robust regression losses of an identity output, per element of r = a - y, as
+    nnfast.reference's: delta = loss'(r) [* weight per row]; returns the rows' weighted sum
+    of the per-element losses (summed in float64).
+
+    huber (parameter d): 0.5 r^2 where |r| <= d, else d (|r| - d / 2); loss' = clip(r, -d, d).
+    absolute_error: |r|; loss' = sign(r) (0 at 0).
+    quantile (parameter q): q (y - a) where y >= a, else (1 - q) (a - y); loss' = -q where
+    y > a, 1 - q where y < a, 0 at equality. NaN residuals give a NaN loss.
+    """
+    cdef Py_ssize_t i, j, at
+    cdef floating r, g
+    cdef floating bound = <floating>parameter
+    cdef floating below = <floating>(-parameter)
+    cdef floating above = <floating>(1.0 - parameter)
+    cdef floating row_weight = 1
+    cdef double row_sum, total = 0.0
+    for i in range(m):
+        if weight != NULL:
+            row_weight = weight[i]
+        row_sum = 0.0
+        for j in range(n_out):
+            at = i * n_out + j
+            r = a[at] - y[at]
+            if loss == LOSS_HUBER:
+                if fabs(r) <= bound:
+                    row_sum += 0.5 * (<double>r * r)
+                else:
+                    row_sum += parameter * (fabs(<double>r) - 0.5 * parameter)
+                g = min(max(r, -bound), bound)
+            elif loss == LOSS_ABSOLUTE_ERROR:
+                row_sum += fabs(<double>r)
+                g = <floating>((r > 0) - (r < 0))
+            else:  # LOSS_QUANTILE
+                if r <= 0:
+                    row_sum += parameter * -(<double>r)
+                else:
+                    row_sum += (1.0 - parameter) * r
+                g = below if r < 0 else (above if r > 0 else 0)
+            delta[at] = g * row_weight if weight != NULL else g
+        total += row_weight * row_sum
+    return total
+
+
+cdef inline double _loss_and_delta(const _Config* config, const floating* y, const floating* a,
+                                   floating* delta, const floating* weight, Py_ssize_t m,
+                                   Py_ssize_t n_out) noexcept nogil:
+    """The output delta and summed data loss of the config's loss (_batch_loss scales it)."""
+    if config.loss == LOSS_OUTPUT:
+        return _output_loss_and_delta(config.output, y, a, delta, weight, m, n_out)
+    return _regression_loss_and_delta(config.loss, config.loss_parameter, y, a, delta, weight,
+                                      m, n_out)
+
+
+cdef inline double _batch_loss(const _Config* config, double total, double weight_sum,
+                               Py_ssize_t n_out) noexcept nogil:
+    """_scaled_loss for the config's loss: the regression losses average over rows (weighted)
+    and outputs, as squared error does, without its 1/2."""
+    if config.loss == LOSS_OUTPUT:
+        return _scaled_loss(config.output, total, weight_sum, n_out)
+    return total / (weight_sum * n_out)
+
+
 cdef double _abs_error_sum(const floating* y, const floating* a, Py_ssize_t n) noexcept nogil:
     """sum |y - a| (the original's reported error)."""
     cdef Py_ssize_t i
@@ -1310,12 +1390,50 @@ cdef inline double _penalised_loss(const _Config* config, const floating* params
 
 cdef inline double _step_rate(const _Config* config, _Counters* counters) noexcept nogil:
     """The rate of a training step: SGD's and the plain step's current learning rate; for
-    Adam, counts the step and returns its bias-corrected rate."""
+    Adam, counts the step and returns its bias-corrected rate (of the initial rate, or with
+    "cosine" of the epoch's)."""
     if config.optimizer != OPTIMIZER_ADAM:
         return counters.learning_rate
     counters.step += 1
-    return (config.learning_rate_init * sqrt(1.0 - pow(config.beta_2, counters.step))
+    return ((counters.learning_rate if config.schedule == SCHEDULE_COSINE
+             else config.learning_rate_init)
+            * sqrt(1.0 - pow(config.beta_2, counters.step))
             / (1.0 - pow(config.beta_1, counters.step)))
+
+
+cdef inline double _cosine_rate(const _Config* config, int64_t epoch) noexcept nogil:
+    """The "cosine" schedule's rate of the epoch at this position (nnfast.reference's
+    cosine_rate, operation for operation): lr * (epoch + 1) / (W + 1) over the W warm-up
+    epochs, then lr * 0.5 * (1 + cos(pi * (epoch - W) / (E - W))) up to the schedule's E
+    epochs, and 0 from there on."""
+    cdef double warmup = <double>config.warmup_epochs
+    if epoch < config.warmup_epochs:
+        return config.learning_rate_init * (epoch + 1.0) / (warmup + 1.0)
+    if epoch >= config.schedule_epochs:
+        return 0.0
+    return config.learning_rate_init * 0.5 * (
+        1.0 + cos(M_PI * (epoch - warmup) / (config.schedule_epochs - warmup)))
+
+
+cdef void _clipped_update(const _Config* config, floating* params, floating* state,
+                          floating* grad, Py_ssize_t n_params, double step_rate) noexcept nogil:
+    """A clipped step: the step's whole gradient G (params layout, finished) is scaled by
+    max_grad_norm / (||G|| + 1e-6) when that is below 1 (torch.nn.utils.clip_grad_norm_'s
+    rule; the norm summed in float64), then the optimizer updates every parameter."""
+    cdef Py_ssize_t i
+    cdef double total = 0.0, scale
+    cdef floating factor
+    for i in range(n_params):
+        total += <double>grad[i] * grad[i]
+    scale = config.max_grad_norm / (sqrt(total) + 1e-6)
+    if scale < 1.0:
+        factor = <floating>scale
+        for i in range(n_params):
+            grad[i] = grad[i] * factor
+    # G is finished: no penalty to add, nothing to divide (x / 1 is exact).
+    _update_range(config, params, grad, state if config.optimizer != OPTIMIZER_PLAIN else NULL,
+                  state + n_params if config.optimizer == OPTIMIZER_ADAM else NULL, 0,
+                  n_params, False, 0, 1, step_rate)
 
 
 cdef inline void _finish_layer(const _Config* config, floating* params, floating* state,
@@ -1588,8 +1706,9 @@ cdef double _step(const _Config* config, _Counters* counters, floating* params,
     cdef floating* layer_grad
     # Sparse rows in training, serial, with the transposed-batch buffers: the first layer's
     # update row by row (_sparse_layer_update), and a gradient buffer for layers 1.. only.
+    cdef bint clipping = grad_out == NULL and config.max_grad_norm > 0
     cdef bint row_update = (sparse != NULL and grad_out == NULL and work.column_starts != NULL
-                            and config.n_threads <= 1)
+                            and config.n_threads <= 1 and not clipping)
     cdef Py_ssize_t grad_skipped = work.gradient_skipped if row_update else 0
 
     if sparse == NULL and _all_skinny(config):
@@ -1625,10 +1744,8 @@ cdef double _step(const _Config* config, _Counters* counters, floating* params,
     weight_sum = _weight_sum(weight, m)
     abs_error[0] = (_abs_error_sum(y, layer_out, m * n_last) if config.output == OUTPUT_ORIGINAL
                     else 0.0)
-    loss = _scaled_loss(config.output,
-                        _output_loss_and_delta(config.output, y, layer_out, delta, weight, m,
-                                               n_last),
-                        weight_sum, n_last)
+    loss = _batch_loss(config, _loss_and_delta(config, y, layer_out, delta, weight, m, n_last),
+                       weight_sum, n_last)
     penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
     denominator = <floating>penalty_denominator
     loss = _penalised_loss(config, params, loss, penalty_denominator)
@@ -1667,7 +1784,9 @@ cdef double _step(const _Config* config, _Counters* counters, floating* params,
             _layer_gradient(layer_grad, layer_in, delta_next, config.has_bias, bias_sums,
                             transposed, m, n_in, n_out, config.n_threads)
         _finish_layer(config, params, state, layer_grad, offset, k, n_params, alpha,
-                      denominator, step_rate, grad_out == NULL)
+                      denominator, step_rate, grad_out == NULL and not clipping)
+    if clipping:
+        _clipped_update(config, params, state, grad, n_params, step_rate)
     return loss
 
 
@@ -1724,6 +1843,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
     cdef double weight_sum, penalty_denominator, loss, step_rate = 0.0
     cdef double loss_sum = 0.0, abs_sum = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
+    cdef bint clipping = grad_out == NULL and config.max_grad_norm > 0
 
     # The step's fixed parts: the transposed weights that the forward dot products (a wide
     # input) and the backward inner products (a short output, below the first layer) read,
@@ -1773,9 +1893,8 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
         delta = deltas + (layer_out - activations)
         if config.output == OUTPUT_ORIGINAL:
             abs_sum += _abs_error_sum(y + r0 * n_last, layer_out, rows * n_last)
-        loss_sum += _output_loss_and_delta(config.output, y + r0 * n_last, layer_out, delta,
-                                           weight + r0 if weight != NULL else NULL, rows,
-                                           n_last)
+        loss_sum += _loss_and_delta(config, y + r0 * n_last, layer_out, delta,
+                                    weight + r0 if weight != NULL else NULL, rows, n_last)
         # Backward, with the weights before this step's update.
         for k in range(n_layers - 1, -1, -1):
             n_in = config.sizes[k]
@@ -1811,7 +1930,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
 
     weight_sum = _weight_sum(weight, m)
     abs_error[0] = abs_sum
-    loss = _scaled_loss(config.output, loss_sum, weight_sum, n_last)
+    loss = _batch_loss(config, loss_sum, weight_sum, n_last)
     penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
     denominator = <floating>penalty_denominator
     loss = _penalised_loss(config, params, loss, penalty_denominator)
@@ -1824,8 +1943,10 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
         if n_in > _SKINNY_DIM:
             _transpose(transposed_grad + offset, grad + offset, n_out, n_in)
         _finish_layer(config, params, state, grad + offset, offset, k, n_params, alpha,
-                      denominator, step_rate, grad_out == NULL)
+                      denominator, step_rate, grad_out == NULL and not clipping)
         offset += _layer_params(config.sizes, k, config.has_bias)
+    if clipping:
+        _clipped_update(config, params, state, grad, n_params, step_rate)
     return loss
 
 
@@ -1852,6 +1973,8 @@ cdef int _fit_loop(const _Config* config, _Counters* counters, floating* params,
     for epoch in range(n_epochs):
         epoch_loss = 0.0
         start = 0
+        if config.schedule == SCHEDULE_COSINE:
+            counters.learning_rate = _cosine_rate(config, counters.epochs)
         while start < n_rows:
             m = min(config.batch_size, n_rows - start)
             rows = &order[epoch * n_rows + start] if order != NULL else NULL
@@ -1878,6 +2001,8 @@ cdef int _fit_loop(const _Config* config, _Counters* counters, floating* params,
         if config.optimizer == OPTIMIZER_SGD and config.schedule == SCHEDULE_INVSCALING:
             counters.learning_rate = (config.learning_rate_init
                                       / pow(counters.samples_seen + 1.0, config.power_t))
+        elif config.schedule == SCHEDULE_COSINE:
+            counters.epochs += 1
         if not isfinite(epoch_losses[epoch]):
             epochs_done[0] = epoch
             return 1
@@ -2262,6 +2387,15 @@ cdef class TrainConfig:
         never polls.
     n_threads : int >= 1
         Kernel threads, for networks whose products are large.
+    loss : int, default 0
+        A nnfast._training.plan loss code: 0 the output's own loss; the regression losses
+        need the identity output.
+    loss_parameter : float
+        Huber's delta (> 0) or the quantile (in (0, 1)) of those losses.
+    max_grad_norm : float >= 0, default 0
+        Clip each step's gradient to this global L2 norm; 0 never clips.
+    schedule_epochs, warmup_epochs : int
+        The "cosine" schedule's length (>= 1) and its warm-up (0 <= warmup < length).
     The optimizer's counters (step, samples_seen, learning_rate) are not settings: they
     change as a fit trains, and :func:`fit` reads and updates them on the optimizer state
     it is given (nnfast._training.plan.OptimizerState), so a TrainConfig is fixed once built.
@@ -2283,7 +2417,9 @@ cdef class TrainConfig:
                  double alpha, int optimizer, int schedule, double learning_rate_init,
                  double momentum, bint nesterov, double power_t, double beta_1, double beta_2,
                  double epsilon, Py_ssize_t batch_size, Py_ssize_t check_every,
-                 int n_threads):
+                 int n_threads, int loss=LOSS_OUTPUT, double loss_parameter=0.0,
+                 double max_grad_norm=0.0, Py_ssize_t schedule_epochs=0,
+                 Py_ssize_t warmup_epochs=0):
         cdef Py_ssize_t k
         if self._sizes != NULL:
             # fit may be reading the sizes without the GIL in another thread.
@@ -2314,6 +2450,22 @@ cdef class TrainConfig:
             raise ValueError(f"check_every = {check_every}; at least 0 is needed")
         if n_threads < 1:
             raise ValueError(f"n_threads = {n_threads}; at least 1 is needed")
+        _check_code(_codes.Loss, loss, "loss")
+        if loss != LOSS_OUTPUT and output != OUTPUT_IDENTITY:
+            raise ValueError(f"loss = {loss} needs the identity output ({OUTPUT_IDENTITY}), "
+                             f"got output = {output}")
+        if loss == LOSS_HUBER and not (0 < loss_parameter < INFINITY):
+            raise ValueError(f"loss_parameter = {loss_parameter}: Huber's delta must be > 0")
+        if loss == LOSS_QUANTILE and not (0 < loss_parameter < 1):
+            raise ValueError(f"loss_parameter = {loss_parameter}: the quantile must be in "
+                             "(0, 1)")
+        if not (0 <= max_grad_norm < INFINITY):
+            raise ValueError(f"max_grad_norm = {max_grad_norm}; a finite value >= 0 (0: no "
+                             "clipping) is needed")
+        if schedule == SCHEDULE_COSINE and not (0 <= warmup_epochs < schedule_epochs):
+            raise ValueError(f"schedule_epochs = {schedule_epochs}, warmup_epochs = "
+                             f"{warmup_epochs}: the cosine schedule needs 0 <= warmup_epochs "
+                             "< schedule_epochs")
 
         PyMem_Free(self._sizes)
         PyMem_Free(self._activations)
@@ -2344,6 +2496,11 @@ cdef class TrainConfig:
         self.c.batch_size = batch_size
         self.c.check_every = check_every
         self.c.n_threads = n_threads
+        self.c.loss = loss
+        self.c.loss_parameter = loss_parameter
+        self.c.max_grad_norm = max_grad_norm
+        self.c.schedule_epochs = schedule_epochs
+        self.c.warmup_epochs = warmup_epochs
 
     @property
     def sizes(self):
@@ -2366,18 +2523,20 @@ cdef class TrainConfig:
 
 
 cdef int _read_counters(object state, _Counters* counters) except -1:
-    """counters = the optimizer state's step, samples_seen and learning_rate."""
+    """counters = the optimizer state's step, samples_seen, learning_rate and epochs."""
     counters.step = state.step
     counters.samples_seen = state.samples_seen
     counters.learning_rate = state.learning_rate
+    counters.epochs = state.epochs
     return 0
 
 
 cdef int _write_counters(const _Counters* counters, object state) except -1:
-    """The optimizer state's step, samples_seen and learning_rate = counters."""
+    """The optimizer state's step, samples_seen, learning_rate and epochs = counters."""
     state.step = counters.step
     state.samples_seen = counters.samples_seen
     state.learning_rate = counters.learning_rate
+    state.epochs = counters.epochs
     return 0
 
 
@@ -2753,8 +2912,10 @@ def fit_sparse(TrainConfig config,
     _require_length(values.shape[0], config.state_size, "state.values", at_least=False)
     _check_order(order, epoch_losses.shape[0], n_rows)
     # The first layer's row-by-row update runs serially, given the transposed-batch buffers;
-    # the gradient buffer then holds the layers behind it only.
-    cdef bint row_update = config.c.n_threads <= 1 and "column_starts" in workspace
+    # the gradient buffer then holds the layers behind it only. A clipped step needs the
+    # whole gradient before any update (_clipped_update): no row-by-row update then.
+    cdef bint row_update = (config.c.n_threads <= 1 and config.c.max_grad_norm == 0
+                            and "column_starts" in workspace)
     keep = _fill_workspace(config, workspace, min(config.c.batch_size, n_rows), True,
                            gathered, weighted, params, &work, True,
                            _layer_params(config._sizes, 0, config.c.has_bias) if row_update

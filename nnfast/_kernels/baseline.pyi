@@ -113,6 +113,11 @@ class TrainConfig:
         batch_size: int,  # Py_ssize_t >= 1
         check_every: int,  # Py_ssize_t >= 0
         n_threads: int,  # int >= 1
+        loss: int = ...,  # int code (0: the output's own loss)
+        loss_parameter: float = ...,  # double: Huber's delta or the quantile
+        max_grad_norm: float = ...,  # double >= 0 (0: no clipping)
+        schedule_epochs: int = ...,  # Py_ssize_t: the cosine schedule's length
+        warmup_epochs: int = ...,  # Py_ssize_t: its warm-up
     ) -> None: ...
     @property
     def sizes(self) -> tuple[int, ...]: ...

@@ -1,6 +1,6 @@
 # The integer codes of the general path: how hidden activations, outputs, optimizers,
-# learning-rate schedules and gradient reductions are numbered. This file is their one
-# definition. The kernel builds cimport them (compile-time constants: no import at run time);
+# learning-rate schedules, gradient reductions and regression losses are numbered. This file
+# is their one definition. The kernel builds cimport them (compile-time constants: no import at run time);
 # the module nnfast._kernels.codes, compiled from codes.pyx beside this file, exports the
 # same enums to Python as IntEnum classes, from which nnfast._training.plan derives its names
 # (``OUTPUT_SOFTMAX`` is the code of the output "softmax"). A new member is added here, with
@@ -31,7 +31,17 @@ cpdef enum Schedule:
     SCHEDULE_CONSTANT = 0
     SCHEDULE_INVSCALING = 1
     SCHEDULE_ADAPTIVE = 2
+    SCHEDULE_COSINE = 3
 
 cpdef enum Reduction:
     REDUCTION_SUM = 0
     REDUCTION_MEAN = 1
+
+# The data loss of an identity output: LOSS_OUTPUT is the output's own loss (squared error
+# for "identity", and the only choice for the other outputs); the others are the robust
+# regression losses of nnfast.reference (absolute error, Huber, quantile / pinball).
+cpdef enum Loss:
+    LOSS_OUTPUT = 0
+    LOSS_ABSOLUTE_ERROR = 1
+    LOSS_HUBER = 2
+    LOSS_QUANTILE = 3

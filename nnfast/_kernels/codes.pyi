@@ -2,7 +2,7 @@
 # definition), exported by Cython as IntEnum classes.
 import enum
 
-__all__ = ["Activation", "Output", "Optimizer", "Schedule", "Reduction", "names"]
+__all__ = ["Activation", "Output", "Optimizer", "Schedule", "Reduction", "Loss", "names"]
 
 class Activation(enum.IntEnum):
     ACTIVATION_IDENTITY = 0
@@ -26,9 +26,16 @@ class Schedule(enum.IntEnum):
     SCHEDULE_CONSTANT = 0
     SCHEDULE_INVSCALING = 1
     SCHEDULE_ADAPTIVE = 2
+    SCHEDULE_COSINE = 3
 
 class Reduction(enum.IntEnum):
     REDUCTION_SUM = 0
     REDUCTION_MEAN = 1
+
+class Loss(enum.IntEnum):
+    LOSS_OUTPUT = 0
+    LOSS_ABSOLUTE_ERROR = 1
+    LOSS_HUBER = 2
+    LOSS_QUANTILE = 3
 
 def names(codes: type[enum.IntEnum]) -> tuple[str, ...]: ...

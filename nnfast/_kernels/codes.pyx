@@ -2,12 +2,12 @@
 
 Defined once, in ``codes.pxd`` beside this file: Cython exports that file's ``cpdef enum``
 declarations from this module (``Activation``, ``Output``, ``Optimizer``, ``Schedule``,
-``Reduction``), and every kernel build cimports the same declarations, so the numbers the
+``Reduction``, ``Loss``), and every kernel build cimports the same declarations, so the numbers the
 kernel switches on and the numbers Python passes it cannot differ.
 ``nnfast._training.plan`` names the codes from these enums.
 """
 
-__all__ = ["Activation", "Output", "Optimizer", "Schedule", "Reduction", "names"]
+__all__ = ["Activation", "Output", "Optimizer", "Schedule", "Reduction", "Loss", "names"]
 
 
 def names(codes):

@@ -43,6 +43,11 @@ def _config(plan, batch_size, n_threads, check_every):
         batch_size=batch_size,
         check_every=check_every,
         n_threads=n_threads,
+        loss=plan.loss_code,
+        loss_parameter=plan.loss_parameter or 0.0,
+        max_grad_norm=plan.max_grad_norm or 0.0,
+        schedule_epochs=getattr(optimizer, "epochs", None) or 0,
+        warmup_epochs=getattr(optimizer, "warmup_epochs", 0),
     )
 
 
@@ -74,9 +79,10 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     # Everything the kernel needs is allocated here, once per fit.
     sparse = is_sparse(X)
     # Serial sparse fits update the first layer row by row from each batch transposed, with
-    # room for the most non-zeros a batch can hold (rows x the widest row).
+    # room for the most non-zeros a batch can hold (rows x the widest row); not when they
+    # clip, which needs the whole gradient before any update.
     batch_entries = (min(batch_size * int(np.diff(X.indptr).max()), X.data.shape[0])
-                     if sparse and n_threads <= 1 else None)
+                     if sparse and n_threads <= 1 and plan.max_grad_norm is None else None)
     workspace = allocate_general_workspace(plan.sizes, plan.bias, batch_size, plan.dtype,
                                            shuffled=plan.shuffled,
                                            weighted=sample_weight is not None, sparse=sparse,

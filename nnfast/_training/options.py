@@ -2,7 +2,8 @@
 (``check_model_options``), and turned into the ``FitPlan`` of one fit (``fit_plan``).
 
 The options are public attributes that callers may assign between fits (``activations``,
-``output``, ``optimizer``, ``alpha``, ``reduction``, ``optimizer_state``), so every entry
+``output``, ``optimizer``, ``alpha``, ``reduction``, ``loss``, ``huber_delta``, ``quantile``,
+``optimizer_state``), so every entry
 point checks them again before it uses them.
 """
 
@@ -10,9 +11,10 @@ import dataclasses
 
 
 from .._validation import (check_activations, check_alpha, check_bool, check_choice, check_int,
-                           check_learning_rate)
+                           check_learning_rate, check_loss_options)
 from ..optimizers import SGD, GradientStep
-from .plan import HIDDEN_ACTIVATIONS, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState, optimizer_name
+from .plan import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState,
+                   optimizer_name)
 from .transaction import locks_of
 
 
@@ -34,9 +36,12 @@ def check_model_options(network):
     if state is not None and not isinstance(state, OptimizerState):
         raise TypeError(f"optimizer_state must be an OptimizerState or None, got "
                         f"{type(state).__name__}")
+    loss, huber_delta, quantile = check_loss_options(network.loss, network.huber_delta,
+                                                     network.quantile, output, LOSSES)
     with locks_of(network)[1]:
         network.activations, network.output = activations, output
         network.alpha, network.reduction = alpha, reduction
+        network.loss, network.huber_delta, network.quantile = loss, huber_delta, quantile
 
 
 def fit_plan(network, learning_rate, resume, batch_size, shuffled, weighted):
@@ -52,7 +57,9 @@ def fit_plan(network, learning_rate, resume, batch_size, shuffled, weighted):
                    activations=network.activations, output=network.output,
                    reduction=network.reduction, alpha=network.alpha,
                    optimizer=network.optimizer, learning_rate=initial_rate,
-                   batch_size=batch_size, shuffled=shuffled, weighted=weighted)
+                   batch_size=batch_size, shuffled=shuffled, weighted=weighted,
+                   loss=network.loss, huber_delta=network.huber_delta,
+                   quantile=network.quantile)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,13 @@ The runner contract
   ``state.learning_rate = plan.learning_rate / (samples_seen + 1) ** power_t``. SGD and the
   plain step use ``state.learning_rate`` as the current rate; Adam uses
   ``plan.learning_rate`` as its initial rate.
+- With the ``"cosine"`` schedule (SGD or Adam), each epoch starts with
+  ``state.learning_rate = cosine_rate(plan.learning_rate, state.epochs, E, W)``
+  (``nnfast.reference.cosine_rate``; E, W: the optimizer's ``epochs``, ``warmup_epochs``) and
+  ends with ``state.epochs += 1``; Adam's lr_t then starts from ``state.learning_rate``.
+  ``state.epochs`` moves only under that schedule.
+- With ``max_grad_norm`` (SGD or Adam), each step's whole gradient G is clipped
+  (``nnfast.reference.clip_grad_norm``) before the optimizer takes it.
 
 ``make_loss_gradient(plan, X, y, sample_weight, n_threads)`` returns
 ``evaluate(params, grad) -> loss``: the full-batch loss and gradient G at params, as
@@ -35,7 +42,9 @@ Losses
 ------
 The data loss of a batch is scikit-learn's loss of the output (squared_loss for
 ``"identity"``, binary_log_loss for ``"logistic"``, log_loss for ``"softmax"``,
-poisson_loss for ``"exp"``), a weighted average over rows. For ``"original"`` it is the
+poisson_loss for ``"exp"``), a weighted average over rows; with ``plan.loss`` (identity
+output) the regression loss of that name (``nnfast.reference.REGRESSION_LOSSES``:
+absolute_error, huber, quantile, on squared_loss's conventions without its 1/2). For ``"original"`` it is the
 squared error whose gradient the original's delta is,
 ``0.5 * np.average((y - a) ** 2, weights=w, axis=0).sum()``. The batch loss adds
 ``0.5 * alpha * sum_k ||W_k||^2 / denom`` (denom = sum of weights, or rows, for
@@ -48,7 +57,7 @@ import dataclasses
 
 import numpy as np
 
-from .._kernels.codes import Activation, Optimizer, Output, Reduction, Schedule, names
+from .._kernels.codes import Activation, Loss, Optimizer, Output, Reduction, Schedule, names
 from ..optimizers import SCHEDULES, SGD, Adam, GradientStep
 from .layout import optimizer_state_size, param_count
 
@@ -59,6 +68,9 @@ HIDDEN_ACTIVATIONS = names(Activation)
 OUTPUTS = names(Output)
 OPTIMIZERS = names(Optimizer)
 REDUCTIONS = names(Reduction)
+# The regression losses an identity output may take instead of its squared error (code 0,
+# "output", is the output's own loss: a network's loss=None).
+LOSSES = names(Loss)[1:]
 # SGD's schedules are named by nnfast.optimizers (from the same enum).
 assert SCHEDULES == names(Schedule)
 
@@ -110,6 +122,10 @@ class FitPlan:
         Whether each epoch visits the rows in a given order (``orders``).
     weighted : bool
         Whether sample weights are given.
+    loss : str or None
+        One of ``LOSSES`` (identity output), or None for the output's own loss.
+    huber_delta, quantile : float
+        The parameters of the losses "huber" and "quantile".
     """
 
     sizes: tuple
@@ -124,6 +140,9 @@ class FitPlan:
     batch_size: int
     shuffled: bool
     weighted: bool
+    loss: object = None
+    huber_delta: float = 1.0
+    quantile: float = 0.5
 
     @property
     def is_original(self):
@@ -134,6 +153,22 @@ class FitPlan:
     @property
     def n_params(self):
         return param_count(self.sizes, self.bias)
+
+    @property
+    def loss_parameter(self):
+        """The parameter of the plan's regression loss (Huber's delta, the quantile), or
+        None."""
+        return {"huber": self.huber_delta, "quantile": self.quantile}.get(self.loss)
+
+    @property
+    def schedule(self):
+        """The optimizer's learning-rate schedule ("constant" for the plain step)."""
+        return getattr(self.optimizer, "schedule", "constant")
+
+    @property
+    def max_grad_norm(self):
+        """The optimizer's gradient clipping norm, or None."""
+        return getattr(self.optimizer, "max_grad_norm", None)
 
     @property
     def optimizer_name(self):
@@ -165,10 +200,12 @@ class FitPlan:
 
     @property
     def schedule_code(self):
-        """The SGD schedule's code (constant for the other optimizers)."""
-        if isinstance(self.optimizer, SGD):
-            return Schedule(SCHEDULES.index(self.optimizer.schedule))
-        return Schedule.SCHEDULE_CONSTANT
+        """The SGD or Adam schedule's code (constant for the plain step)."""
+        return Schedule(SCHEDULES.index(self.schedule))
+
+    @property
+    def loss_code(self):
+        return Loss(0 if self.loss is None else LOSSES.index(self.loss) + 1)
 
 
 class OptimizerState:
@@ -184,16 +221,20 @@ class OptimizerState:
     samples_seen : int
         Rows trained on over the epochs so far (scikit-learn's ``t_``).
     learning_rate : float
-        The current learning rate (SGD's, after schedules; the plain step's).
+        The current learning rate (SGD's, after schedules; the plain step's; with
+        ``"cosine"`` the last epoch's, Adam's too).
+    epochs : int
+        The ``"cosine"`` schedule's position: the epochs trained under it (0 otherwise).
     """
 
-    __slots__ = ("values", "step", "samples_seen", "learning_rate")
+    __slots__ = ("values", "step", "samples_seen", "learning_rate", "epochs")
 
-    def __init__(self, values, step=0, samples_seen=0, learning_rate=0.0):
+    def __init__(self, values, step=0, samples_seen=0, learning_rate=0.0, epochs=0):
         self.values = values
         self.step = int(step)
         self.samples_seen = int(samples_seen)
         self.learning_rate = float(learning_rate)
+        self.epochs = int(epochs)
 
     @classmethod
     def fresh(cls, plan):
@@ -202,25 +243,28 @@ class OptimizerState:
 
     def copy(self):
         return OptimizerState(self.values.copy(), self.step, self.samples_seen,
-                              self.learning_rate)
+                              self.learning_rate, self.epochs)
 
     def __getstate__(self):
-        return (self.values, self.step, self.samples_seen, self.learning_rate)
+        return (self.values, self.step, self.samples_seen, self.learning_rate, self.epochs)
 
     def __setstate__(self, state):
-        self.values, self.step, self.samples_seen, self.learning_rate = state
+        # Pickles of nnfast before the cosine schedule hold four values.
+        self.values, self.step, self.samples_seen, self.learning_rate = state[:4]
+        self.epochs = state[4] if len(state) > 4 else 0
 
     def __eq__(self, other):
         if not isinstance(other, OptimizerState):
             return NotImplemented
         return (self.step == other.step and self.samples_seen == other.samples_seen
-                and self.learning_rate == other.learning_rate
+                and self.learning_rate == other.learning_rate and self.epochs == other.epochs
                 and self.values.dtype == other.values.dtype
                 and np.array_equal(self.values, other.values))
 
     __hash__ = None
 
     def __repr__(self):
+        epochs = f", epochs={self.epochs}" if self.epochs else ""
         return (f"OptimizerState(values={self.values.size} x {self.values.dtype}, "
                 f"step={self.step}, samples_seen={self.samples_seen}, "
-                f"learning_rate={self.learning_rate!r})")
+                f"learning_rate={self.learning_rate!r}{epochs})")

@@ -212,6 +212,12 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         make_shards = shards_from_numpy
     plan = fit_plan(network, arguments.learning_rate, arguments.resume, X.shape[0], False,
                     sample_weight is not None)
+    if plan.schedule == "cosine" or plan.max_grad_norm is not None:
+        # The rounds step the optimizer on averaged gradients and states, epoch counts
+        # apart: neither the schedule's position nor a step's whole gradient is defined there.
+        raise ValueError("nnfast.dask.fit does not support the 'cosine' schedule or "
+                         "max_grad_norm; train with Network.fit, or use an optimizer without "
+                         "them")
     if not plan.is_original:
         # The compiled model must exist here as on the workers.
         backend_named(network.backend).require_general()
