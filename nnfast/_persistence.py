@@ -63,8 +63,24 @@ Every entry of version 1, with ``format_version`` 2, plus the model options and 
 ``optimizer_state_learning_rate`` : float64
     The counters of ``nnfast._training.plan.OptimizerState``.
 
+File format (version 3)
+-----------------------
+Every entry of version 2, with ``format_version`` 3, plus (a version-2 reader refuses the
+file: it would train it with squared error, a constant rate and no clipping):
+
+``loss`` : str
+    ``"output"`` (the output's own loss), ``"absolute_error"``, ``"huber"`` or ``"quantile"``.
+``huber_delta``, ``quantile`` : float64
+    The parameters of the losses ``"huber"`` and ``"quantile"``.
+``optimizer_<field>`` of the fields version 2 did not have: ``schedule`` (Adam's, str),
+    ``epochs`` and ``warmup_epochs`` (int64), ``max_grad_norm`` (float64); a field whose
+    value is None (``epochs``, ``max_grad_norm``) has no entry.
+``optimizer_state_epochs`` : int64
+    The ``"cosine"`` schedule's position (``OptimizerState.epochs``).
+
 A network that version 1 can represent (the original's model options and no optimizer state)
-is written as version 1, so that older nnfast versions keep reading it.
+is written as version 1, and one that version 2 can represent (no regression loss, cosine
+schedule or clipping) as version 2, so that older nnfast versions keep reading them.
 
 Readers ignore entries they do not know, so optional entries can be added without a new
 version; a change to the meaning of an existing entry needs a new ``format_version``.
@@ -89,6 +105,7 @@ from ._training.layout import optimizer_state_size, param_count
 from ._training.plan import (
     HIDDEN_ACTIVATIONS,
     OPTIMIZERS,
+    LOSSES,
     OUTPUTS,
     REDUCTIONS,
     OptimizerState,
@@ -98,8 +115,8 @@ from ._validation import MAX_THREADS, check_backend, check_sizes
 
 FORMAT = "nnfast-model"
 # The newest version this module writes and reads; it reads every older one too.
-FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 
 _OPTIMIZER_CLASSES = {"plain": optimizers.GradientStep, "sgd": optimizers.SGD,
                       "adam": optimizers.Adam}
@@ -115,11 +132,16 @@ _REQUIRED = ("format", "format_version", "sizes", "dtype", "bias", "backend", "s
 _REQUIRED_V2 = ("activations", "output", "reduction", "alpha", "optimizer",
                 "has_optimizer_state", "optimizer_state_values", "optimizer_state_step",
                 "optimizer_state_samples_seen", "optimizer_state_learning_rate")
+_REQUIRED_V3 = ("loss", "huber_delta", "quantile", "optimizer_state_epochs")
 _OPTIMIZER_FIELDS = tuple(sorted({"optimizer_" + field.name
                                   for cls in _OPTIMIZER_CLASSES.values()
                                   for field in dataclasses.fields(cls)}))
+# The optimizer fields that version 3 added (the cosine schedule, clipping): absent from
+# older files, which mean their defaults.
+_V3_OPTIMIZER_FIELDS = {"plain": (), "sgd": ("epochs", "warmup_epochs", "max_grad_norm"),
+                        "adam": ("schedule", "epochs", "warmup_epochs", "max_grad_norm")}
 # Every entry a reader may look at (sizes are checked against claims before reading).
-_KNOWN = _REQUIRED + _OPTIONAL + _REQUIRED_V2 + _OPTIMIZER_FIELDS
+_KNOWN = _REQUIRED + _OPTIONAL + _REQUIRED_V2 + _REQUIRED_V3 + _OPTIMIZER_FIELDS
 
 # What reading a damaged or foreign file can raise, from zipfile, zlib (a compressed member)
 # and numpy's .npy parser. Anything else (MemoryError, KeyboardInterrupt) is not about the
@@ -173,7 +195,7 @@ def _entries(net):
         raise ValueError(f"cannot save a random state of bit generator {name!r}")
     history = np.array([(float(i), float(e)) for i, e in net.history],
                        dtype=np.float64).reshape(-1, 2)
-    version = 1 if _is_version_1(net) else FORMAT_VERSION
+    version = 1 if _is_version_1(net) else 2 if _is_version_2(net) else FORMAT_VERSION
     entries = {
         "format": np.array(FORMAT),
         "format_version": np.array(version, dtype=np.int64),
@@ -192,8 +214,25 @@ def _entries(net):
         "iterations_run": np.array(net.iterations_run, dtype=np.int64),
     }
     if version >= 2:
-        entries.update(_model_entries(net))
+        entries.update(_model_entries(net, version))
     return entries
+
+
+def _optimizer_kind(optimizer):
+    return {optimizers.GradientStep: "plain", optimizers.SGD: "sgd",
+            optimizers.Adam: "adam"}[type(optimizer)]
+
+
+def _is_version_2(net):
+    """Whether version 2 represents net: no regression loss, cosine schedule or clipping
+    (every field version 3 added at its default)."""
+    optimizer = net.optimizer
+    defaults = {field.name: field.default for field in dataclasses.fields(optimizer)}
+    return (net.loss is None and net.huber_delta == 1.0 and net.quantile == 0.5
+            and getattr(optimizer, "schedule", "constant") != "cosine"
+            and all(getattr(optimizer, name) == defaults[name]
+                    for name in _V3_OPTIMIZER_FIELDS[_optimizer_kind(optimizer)])
+            and (net.optimizer_state is None or net.optimizer_state.epochs == 0))
 
 
 def _is_version_1(net):
@@ -203,10 +242,10 @@ def _is_version_1(net):
             and net.optimizer.learning_rate == 1.0 and net.optimizer_state is None)
 
 
-def _model_entries(net):
-    """The version-2 entries: model options, optimizer configuration and state."""
-    kind = {optimizers.GradientStep: "plain", optimizers.SGD: "sgd",
-            optimizers.Adam: "adam"}[type(net.optimizer)]
+def _model_entries(net, version):
+    """The version-2 entries (model options, optimizer configuration and state), and
+    version 3's."""
+    kind = _optimizer_kind(net.optimizer)
     entries = {
         "activations": np.array(list(net.activations), dtype=str).reshape(-1),
         "output": np.array(net.output),
@@ -216,10 +255,21 @@ def _model_entries(net):
     }
     for field in dataclasses.fields(net.optimizer):
         value = getattr(net.optimizer, field.name)
+        if field.name in _V3_OPTIMIZER_FIELDS[kind] and (version < 3 or value is None):
+            continue
         entries["optimizer_" + field.name] = (
             np.array(value) if isinstance(value, (bool, str)) else
+            np.array(value, dtype=np.int64) if isinstance(value, int) else
             np.array(value, dtype=np.float64))
     state = net.optimizer_state
+    if version >= 3:
+        entries.update({
+            "loss": np.array("output" if net.loss is None else net.loss),
+            "huber_delta": np.array(net.huber_delta, dtype=np.float64),
+            "quantile": np.array(net.quantile, dtype=np.float64),
+            "optimizer_state_epochs": np.array(0 if state is None else state.epochs,
+                                               dtype=np.int64),
+        })
     entries.update({
         "has_optimizer_state": np.array(state is not None),
         "optimizer_state_values": (np.empty(0, dtype=net.dtype) if state is None
@@ -399,6 +449,7 @@ def _build(cls, arrays):
         raise _Refusal(f"unsupported format_version {version} (this nnfast reads versions "
                        f"{', '.join(map(str, _READABLE_VERSIONS))})")
     missing = [key for key in _REQUIRED + (_REQUIRED_V2 if version >= 2 else ())
+               + (_REQUIRED_V3 if version >= 3 else ())
                if key not in arrays]
     if missing:
         raise _Refusal(f"missing entries: {', '.join(missing)}")
@@ -455,11 +506,12 @@ def _build(cls, arrays):
         raise _Refusal(f"entry 'iterations_run' must be >= 0, got {iterations_run}")
 
     if version >= 2:
-        model = _model(arrays, sizes, dtype, n_params)
+        model = _model(arrays, sizes, dtype, n_params, version)
     else:  # a version-1 file is the original's model
         model = {"activations": ("logistic",) * (len(sizes) - 2), "output": "original",
                  "optimizer": optimizers.GradientStep(), "alpha": 0.0, "reduction": "sum",
                  "optimizer_state": None}
+    losses = _losses(arrays) if version >= 3 else {}
 
     # The network's one construction from given parameters, then what a fit leaves.
     try:
@@ -467,7 +519,7 @@ def _build(cls, arrays):
                               n_threads=None if n_threads == -1 else n_threads,
                               activation=model["activations"], output=model["output"],
                               optimizer=model["optimizer"], alpha=model["alpha"],
-                              reduction=model["reduction"])
+                              reduction=model["reduction"], **losses)
     except (TypeError, ValueError) as exc:
         raise _Refusal(f"its model options are not a network's: {exc}") from exc
     net.random_state = random_state
@@ -477,8 +529,20 @@ def _build(cls, arrays):
     return net
 
 
-def _model(arrays, sizes, dtype, n_params):
-    """The model options and optimizer of a version-2 file, checked."""
+def _losses(arrays):
+    """The regression loss options of a version-3 file (Network checks their values)."""
+    loss = _choice(arrays, "loss", ("output",) + LOSSES)
+    values = {}
+    for key in ("huber_delta", "quantile"):
+        value = arrays[key]
+        if value.shape != () or value.dtype.kind != "f":
+            raise _Refusal(f"entry {key!r} must be a float scalar, got {_describe(value)}")
+        values[key] = float(value)
+    return {"loss": None if loss == "output" else loss, **values}
+
+
+def _model(arrays, sizes, dtype, n_params, version):
+    """The model options and optimizer of a version-2 (or 3) file, checked."""
     activations = arrays["activations"]
     if activations.ndim != 1 or (activations.size and activations.dtype.kind != "U"):
         raise _Refusal(f"entry 'activations' must be a 1-D array of strings, got "
@@ -498,7 +562,7 @@ def _model(arrays, sizes, dtype, n_params):
     if alpha.shape != () or alpha.dtype.kind != "f" or not np.isfinite(alpha) or alpha < 0:
         raise _Refusal(f"entry 'alpha' must be a finite float >= 0, got {alpha!r}")
     kind = _choice(arrays, "optimizer", OPTIMIZERS)
-    optimizer = _optimizer(arrays, kind)
+    optimizer = _optimizer(arrays, kind, version)
 
     has_state = arrays["has_optimizer_state"]
     if has_state.shape != () or has_state.dtype != np.bool_:
@@ -520,7 +584,10 @@ def _model(arrays, sizes, dtype, n_params):
         if (learning_rate.shape != () or learning_rate.dtype.kind != "f"
                 or not np.isfinite(learning_rate)):
             raise _Refusal("entry 'optimizer_state_learning_rate' must be a finite float")
-        state = OptimizerState(values, step, samples_seen, float(learning_rate))
+        epochs = _integer(arrays, "optimizer_state_epochs") if version >= 3 else 0
+        if epochs < 0:
+            raise _Refusal("entry 'optimizer_state_epochs' must be >= 0")
+        state = OptimizerState(values, step, samples_seen, float(learning_rate), epochs)
     return {"activations": activations, "output": output, "optimizer": optimizer,
             "alpha": float(alpha), "reduction": reduction, "optimizer_state": state}
 
@@ -532,17 +599,19 @@ def _choice(arrays, key, choices):
     return value
 
 
-def _optimizer(arrays, kind):
+def _optimizer(arrays, kind, version):
     """The optimizer dataclass from its optimizer_<field> entries, validated by its own
     __post_init__."""
     cls = _OPTIMIZER_CLASSES[kind]
     fields = {}
     for field in dataclasses.fields(cls):
         key = "optimizer_" + field.name
+        if field.name in _V3_OPTIMIZER_FIELDS[kind] and (version < 3 or key not in arrays):
+            continue  # the field's default (None for an absent epochs or max_grad_norm)
         if key not in arrays:
             raise _Refusal(f"missing entries: {key}")
         value = arrays[key]
-        if value.shape != () or value.dtype.kind not in "fbU":
+        if value.shape != () or value.dtype.kind not in "fbUi":
             raise _Refusal(f"entry {key!r} must be a scalar, got {_describe(value)}")
         fields[field.name] = value.item()
     try:
