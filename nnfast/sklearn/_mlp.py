@@ -228,7 +228,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None):
+                 n_threads=None, warmup_fraction=0.0, max_grad_norm=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -253,6 +253,8 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.n_threads = n_threads
+        self.warmup_fraction = warmup_fraction
+        self.max_grad_norm = max_grad_norm
 
     # ------------------------------------------------------------------------------ fitting
 
@@ -366,13 +368,17 @@ class _BaseMLP(BaseEstimator):
         # Records missing (weights assigned by hand) start empty: t_ 0 here and in the
         # StochasticRecord (README, "Differences from scikit-learn").
         t = getattr(self, "t_", 0)
-        if stochastic and not resume and params.solver == "sgd" and t > 0:
+        # A warm start of a "cosine" fit goes on from the schedule's position (the epochs the
+        # earlier fits trained under it), as partial_fit does.
+        position = (old.optimizer_state.epochs if params.learning_rate == "cosine"
+                    and old is not None and old.optimizer_state is not None else 0)
+        if stochastic and not resume and ((params.solver == "sgd" and t > 0) or position > 0):
             # A warm start: a new optimizer, but "invscaling" goes on counting the rows seen
             # by earlier fits (scikit-learn's t_), so the state starts there.
+            n_params = param_count(layer_units, True)
             network.optimizer_state = OptimizerState(
-                np.zeros(sum(a * b + b for a, b in zip(layer_units, layer_units[1:])),
-                         dtype=X.dtype), samples_seen=t,
-                learning_rate=params.learning_rate_init)
+                np.zeros(n_params * (1 if params.solver == "sgd" else 2), dtype=X.dtype),
+                samples_seen=t, learning_rate=params.learning_rate_init, epochs=position)
             resume = True
         trainer = _NetworkTrainer(network)
         trainer.set_weights(self.coefs_, self.intercepts_)
@@ -479,7 +485,8 @@ class _BaseMLP(BaseEstimator):
             np.empty(param_count(layer_units, True), dtype=dtype), layer_units, seed=1,
             dtype=dtype, backend=BACKEND, bias=True, n_threads=params.n_threads,
             activation=params.activation, output=self.out_activation_, optimizer=optimizer,
-            alpha=params.alpha, reduction="mean")
+            alpha=params.alpha, reduction="mean", loss=self._network_loss(),
+            huber_delta=params.huber_delta, quantile=params.quantile)
         if resumed is not None:
             network.optimizer_state = resumed.optimizer_state.copy()
         return network
@@ -545,11 +552,17 @@ _PARAMETERS = """\
     batch_size : int or "auto", default="auto"
         Rows per mini-batch for "sgd" and "adam"; "auto" is ``min(200, n_samples)``. A size
         above the row count is clipped to it, with a warning.
-    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+    learning_rate : {"constant", "invscaling", "adaptive", "cosine"}, default="constant"
         Schedule of the "sgd" step size: constant ``learning_rate_init``; "invscaling":
         ``learning_rate_init / (t + 1) ** power_t`` after each epoch, t the rows seen so far;
         "adaptive": divided by 5 each time ``n_iter_no_change`` epochs in a row fail to make
-        progress by ``tol`` (training stops once it is at most 1e-6).
+        progress by ``tol`` (training stops once it is at most 1e-6). "cosine" (nnfast's,
+        for "adam" too, whose other schedules keep the rate): epoch e (counted over
+        ``partial_fit`` calls and warm starts) runs at ``learning_rate_init * (e + 1) / (W +
+        1)`` during a warm-up of ``W = round(warmup_fraction * max_iter)`` epochs, then at
+        ``learning_rate_init * 0.5 * (1 + cos(pi * (e - W) / (max_iter - W)))``: PyTorch's
+        ``CosineAnnealingLR`` (after ``LinearLR(start_factor=1 / (W + 1))``) stepped per
+        epoch; past ``max_iter`` epochs the rate stays 0 (``nnfast.reference.cosine_rate``).
     learning_rate_init : float > 0, default=0.001
         Initial step size of "sgd" and "adam".
     power_t : float >= 0, default=0.5
@@ -592,6 +605,14 @@ _PARAMETERS = """\
         Most loss evaluations for "lbfgs".
     n_threads : int or None, default=None
         Threads for nnfast's compiled kernel; None uses every core available to the process.
+    warmup_fraction : float in [0, 1), default=0.0
+        The share of ``max_iter`` that the "cosine" schedule warms up for (rounded half to
+        even to whole epochs, fewer than ``max_iter``).
+    max_grad_norm : float > 0 or None, default=None
+        Clip each step's gradient ("sgd", "adam") to this L2 norm over every weight and bias
+        (the L2 penalty's term included), as ``torch.nn.utils.clip_grad_norm_``: scaled by
+        ``max_grad_norm / (norm + 1e-6)`` when that is below 1. None never clips; "lbfgs"
+        ignores it, as it ignores the schedules.
 """
 
 _ATTRIBUTES = """\
@@ -676,7 +697,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, n_threads=None):
+                 class_weight=None, n_threads=None, warmup_fraction=0.0, max_grad_norm=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -685,7 +706,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            n_threads=n_threads)
+            n_threads=n_threads, warmup_fraction=warmup_fraction, max_grad_norm=max_grad_norm)
         self.class_weight = class_weight
 
     @available_if(_BaseMLP._can_partial_fit)
@@ -710,6 +731,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._transaction(self._fit, X, y, sample_weight, incremental=True,
                                  classes=classes)
+
+    def _network_loss(self):
+        return None
 
     def _output_activation(self):
         return ("softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic")
@@ -870,10 +894,22 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     Parameters
     ----------
-    loss : {{"squared_error", "poisson"}}, default="squared_error"
+    loss : {{"squared_error", "poisson", "absolute_error", "huber", "quantile"}}, \
+default="squared_error"
         "poisson" predicts ``exp`` of the last layer; its deviance is defined for targets
-        >= 0 (negative ones give a NaN loss, as in scikit-learn).
+        >= 0 (negative ones give a NaN loss, as in scikit-learn). nnfast's robust losses, of
+        the residual r = prediction - y of identity outputs, averaged over rows (weighted)
+        and outputs as "squared_error" is, without its 1/2: "absolute_error" ``|r|``;
+        "huber" ``0.5 r ** 2`` where ``|r| <= huber_delta``, else ``huber_delta * (|r| -
+        huber_delta / 2)``; "quantile" the pinball loss ``quantile * (y - prediction)``
+        where y >= prediction, else ``(1 - quantile) * (prediction - y)``. Early stopping
+        scores R^2 whatever the loss.
 {_PARAMETERS}
+    huber_delta : float > 0, default=1.0
+        Where the "huber" loss turns from quadratic to linear.
+    quantile : float in (0, 1), default=0.5
+        The quantile that the "quantile" loss estimates (0.5: the median).
+
     Attributes
     ----------
 {_ATTRIBUTES}
@@ -904,7 +940,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None):
+                 n_threads=None, warmup_fraction=0.0, max_grad_norm=None, huber_delta=1.0,
+                 quantile=0.5):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -913,8 +950,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            n_threads=n_threads)
+            n_threads=n_threads, warmup_fraction=warmup_fraction, max_grad_norm=max_grad_norm)
         self.loss = loss
+        self.huber_delta = huber_delta
+        self.quantile = quantile
 
     @available_if(_BaseMLP._can_partial_fit_regressor)
     def partial_fit(self, X, y, sample_weight=None):
@@ -938,6 +977,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"
+
+    def _network_loss(self):
+        """The network's loss= for this estimator's loss (None: its output's own)."""
+        return self.loss if self.loss in _mlp_params.ROBUST_LOSSES else None
 
     def _validate_training_data(self, X, y, sample_weight, incremental, first_pass, classes):
         X, y = self._validate_arrays(X, y, first_pass, numeric_targets=True)

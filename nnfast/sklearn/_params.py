@@ -5,7 +5,10 @@ so that ``clone`` and ``set_params`` keep them as given), from the declarative
 ``_parameter_constraints`` of each estimator; its ``InvalidParameterError`` (a ``ValueError``
 and a ``TypeError``) names the parameter, what it accepts and what it got. nnfast's estimators
 take scikit-learn's constraints and add their own parameters' (``n_threads``,
-``class_weight``), so that scikit-learn's machinery raises exactly its errors.
+``class_weight``, ``warmup_fraction``, ``max_grad_norm``, the regressor's ``huber_delta`` and
+``quantile``) and widen two of scikit-learn's (``learning_rate`` takes ``"cosine"``, the
+regressor's ``loss`` the robust losses), so that scikit-learn's machinery raises exactly its
+errors.
 
 That machinery costs more than a small fit's whole Python overhead (``get_params`` inspects
 the signature; each constraint is built and tested), so ``validate_params`` first runs a
@@ -33,8 +36,11 @@ from .._validation import MAX_THREADS, check_n_threads
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 SOLVERS = ("lbfgs", "sgd", "adam")
 STOCHASTIC_SOLVERS = ("sgd", "adam")
-SCHEDULES = ("constant", "invscaling", "adaptive")
-REGRESSION_LOSSES = ("squared_error", "poisson")
+SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
+REGRESSION_LOSSES = ("squared_error", "poisson", "absolute_error", "huber", "quantile")
+# The regressor's losses that nnfast's Network takes as its loss= (the others are outputs'
+# own losses: squared error of "identity", Poisson's of "exp").
+ROBUST_LOSSES = ("absolute_error", "huber", "quantile")
 
 # scikit-learn's MLP constraints, its own objects (MLPClassifier's are its base class's,
 # MLPRegressor's those and "loss"), reused rather than written out again: a
@@ -44,15 +50,28 @@ REGRESSION_LOSSES = ("squared_error", "poisson")
 # installed scikit-learn's estimators and the quick test below to them.
 # nnfast's own: the kernel's thread count (check_n_threads's range; None: all cores), and
 # the classifier's class weights, declared as scikit-learn's LogisticRegression declares them.
+# Beyond scikit-learn: the "cosine" schedule (learning_rate, warmup_fraction) and gradient
+# clipping for both; the robust losses for the regressor. The widened options are nnfast's
+# own StrOptions, whose messages list them in this set's order.
 _N_THREADS = [Interval(Integral, 1, MAX_THREADS, closed="both"), None]
+_OPTIMIZATION = {
+    "learning_rate": [StrOptions(set(SCHEDULES))],
+    "warmup_fraction": [Interval(Real, 0, 1, closed="left")],
+    "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+}
 CLASSIFIER_CONSTRAINTS = {
     **_SkMLPClassifier._parameter_constraints,
     "n_threads": _N_THREADS,
     "class_weight": [dict, StrOptions({"balanced"}), None],
+    **_OPTIMIZATION,
 }
 REGRESSOR_CONSTRAINTS = {
     **_SkMLPRegressor._parameter_constraints,
     "n_threads": _N_THREADS,
+    **_OPTIMIZATION,
+    "loss": [StrOptions(set(REGRESSION_LOSSES))],
+    "huber_delta": [Interval(Real, 0, None, closed="neither")],
+    "quantile": [Interval(Real, 0, 1, closed="neither")],
 }
 
 
@@ -118,6 +137,10 @@ _PLAIN_VALUE = {
     "class_weight": lambda v: v is None or type(v) is dict or (type(v) is str
                                                                and v == "balanced"),
     "loss": _choice(REGRESSION_LOSSES),
+    "warmup_fraction": _unit,
+    "max_grad_norm": lambda v: v is None or _positive(v),
+    "huber_delta": _positive,
+    "quantile": lambda v: type(v) in _REAL_TYPES and 0 < v < 1,
 }
 
 
@@ -163,6 +186,16 @@ class MLPParams:
     n_iter_no_change: float  # an int, or inf
     max_fun: int
     n_threads: object  # None or int
+    warmup_fraction: float = 0.0
+    max_grad_norm: object = None  # None or float
+    huber_delta: float = 1.0
+    quantile: float = 0.5
+
+    @property
+    def warmup_epochs(self):
+        """The cosine schedule's warm-up epochs: round(warmup_fraction * max_iter), Python's
+        round (half to even)."""
+        return round(self.warmup_fraction * self.max_iter)
 
 
 def check_hidden_layer_sizes(hidden):
@@ -191,7 +224,7 @@ def check_params(estimator):
     n_iter_no_change = e.n_iter_no_change
     n_iter_no_change = (math.inf if isinstance(n_iter_no_change, Real)
                         and n_iter_no_change == math.inf else operator.index(n_iter_no_change))
-    return MLPParams(
+    params = MLPParams(
         hidden_layer_sizes=check_hidden_layer_sizes(e.hidden_layer_sizes),
         activation=e.activation,
         solver=e.solver,
@@ -219,4 +252,15 @@ def check_params(estimator):
         # The kernel's safety: checked here even where the validation above is skipped.
         n_threads=(None if e.n_threads is None
                    else check_n_threads(operator.index(e.n_threads))),
+        warmup_fraction=float(e.warmup_fraction),
+        max_grad_norm=None if e.max_grad_norm is None else float(e.max_grad_norm),
+        # The classifier has no regression loss.
+        huber_delta=float(getattr(e, "huber_delta", 1.0)),
+        quantile=float(getattr(e, "quantile", 0.5)),
     )
+    if (params.learning_rate == "cosine" and params.solver in STOCHASTIC_SOLVERS
+            and params.warmup_epochs >= params.max_iter):
+        raise ValueError(f"warmup_fraction={e.warmup_fraction} warms up for all "
+                         f"{params.max_iter} epochs of max_iter (round(warmup_fraction * "
+                         "max_iter) epochs): the cosine schedule needs at least one more")
+    return params

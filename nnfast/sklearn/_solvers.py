@@ -53,13 +53,20 @@ _SCIPY_HAS_IPRINT = tuple(int(p) for p in scipy.__version__.split(".")[:2]) < (1
 
 
 def optimizer_for(params):
-    """The ``nnfast.optimizers`` configuration of a stochastic solver."""
+    """The ``nnfast.optimizers`` configuration of a stochastic solver. "cosine" anneals over
+    max_iter epochs (the first round(warmup_fraction * max_iter) of them a warm-up), for
+    Adam too (scikit-learn's Adam ignores learning_rate)."""
+    cosine = params.learning_rate == "cosine"
+    schedule = dict(epochs=params.max_iter if cosine else None,
+                    warmup_epochs=params.warmup_epochs if cosine else 0,
+                    max_grad_norm=params.max_grad_norm)
     if params.solver == "sgd":
         return SGD(learning_rate=params.learning_rate_init, momentum=params.momentum,
                    nesterov=params.nesterovs_momentum, schedule=params.learning_rate,
-                   power_t=params.power_t)
+                   power_t=params.power_t, **schedule)
     return Adam(learning_rate=params.learning_rate_init, beta_1=params.beta_1,
-                beta_2=params.beta_2, epsilon=params.epsilon)
+                beta_2=params.beta_2, epsilon=params.epsilon,
+                schedule="cosine" if cosine else "constant", **schedule)
 
 
 def batch_rows(batch_size, n_rows):
