@@ -24,14 +24,16 @@ import re
 
 import numpy as np
 import pytest
+import scipy.sparse
 from numpy.testing import assert_allclose, assert_array_equal
 
 from nnfast import reference
 from nnfast._kernels import baseline as _kernels, runner as _compiled
 from nnfast._training import plan as _plan
-from nnfast._training.layout import allocate_general_workspace, pack_params
+from nnfast._training.layout import allocate_general_workspace, pack_params, param_views
 from nnfast._training.plan import FitPlan, OptimizerState
-from nnfast.optimizers import SCHEDULES, GradientStep
+from nnfast._training.sparse import as_csr
+from nnfast.optimizers import SCHEDULES, SGD, Adam, GradientStep
 from conftest import (GENERAL_ATOL, GENERAL_RTOL, OUTPUTS, HIDDEN_ACTIVATIONS, kernel_build,
                       kernel_builds, optimizer_cases)
 
@@ -157,6 +159,7 @@ def _assert_same_fit(reference_result, kernel_result, dtype, case):
     assert (ker_state.step, ker_state.samples_seen) == (ref_state.step,
                                                         ref_state.samples_seen), case
     assert_allclose(ker_state.learning_rate, ref_state.learning_rate, rtol=1e-15)
+    assert ker_state.epochs == ref_state.epochs, case
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
@@ -309,7 +312,7 @@ def test_codes_are_defined_once_and_named_alike_everywhere():
 
     tables = {codes.Activation: _plan.HIDDEN_ACTIVATIONS, codes.Output: _plan.OUTPUTS,
               codes.Optimizer: _plan.OPTIMIZERS, codes.Reduction: _plan.REDUCTIONS,
-              codes.Schedule: SCHEDULES}
+              codes.Schedule: SCHEDULES, codes.Loss: ("output",) + _plan.LOSSES}
     for enum, names in tables.items():
         assert [int(code) for code in enum] == list(range(len(enum))), enum
         assert names == tuple(code.name.split("_", 1)[1].lower() for code in enum), enum
@@ -317,6 +320,8 @@ def test_codes_are_defined_once_and_named_alike_everywhere():
     assert set(_plan.HIDDEN_ACTIVATIONS) == set(reference.DERIVATIVES)
     assert set(_plan.HIDDEN_ACTIVATIONS) <= set(reference.ACTIVATIONS)
     assert set(_plan.OUTPUTS) == set(reference.OUTPUT_ACTIVATIONS) == set(reference.OUTPUT_LOSSES)
+    assert (set(_plan.LOSSES) == set(reference.REGRESSION_LOSSES)
+            == set(reference.REGRESSION_DERIVATIVES) == set(ROBUST_LOSSES))
     assert set(HIDDEN_ACTIVATIONS) == set(_plan.HIDDEN_ACTIVATIONS)
     assert set(OUTPUTS) == set(_plan.OUTPUTS)
     # A plan passes each option as the code of its name.
@@ -346,10 +351,16 @@ def test_each_build_accepts_exactly_the_defined_codes(kernels):
     from nnfast._kernels import codes
 
     fields = {"output": codes.Output, "reduction": codes.Reduction,
-              "optimizer": codes.Optimizer, "schedule": codes.Schedule}
+              "optimizer": codes.Optimizer, "schedule": codes.Schedule, "loss": codes.Loss}
+    # What some codes need besides: the cosine schedule a length, a regression loss the
+    # identity output and a parameter that each of them takes.
+    needs = {("schedule", codes.Schedule.SCHEDULE_COSINE): dict(schedule_epochs=1)}
+    needs.update({("loss", code): dict(output=int(codes.Output.OUTPUT_IDENTITY),
+                                       loss_parameter=0.5) for code in codes.Loss})
     for field, enum in fields.items():
         for code in enum:
-            kernels.TrainConfig(**dict(_valid_config_settings(), **{field: int(code)}))
+            kernels.TrainConfig(**dict(_valid_config_settings(), **{field: int(code)},
+                                       **needs.get((field, code), {})))
         with pytest.raises(ValueError, match=f"{field} = {len(enum)} is not a code of "
                                              f"{enum.__name__}"):
             kernels.TrainConfig(**dict(_valid_config_settings(), **{field: len(enum)}))
@@ -559,3 +570,172 @@ def test_tanh_special_values(kernels, dtype):
     assert np.isnan(out[4])
     assert_array_equal(out[5:], [1.0, -1.0, 1.0, -1.0])
     assert out.dtype == dtype
+
+
+# ------------------------------------------------ regression losses, cosine schedule, clipping
+
+ROBUST_LOSSES = {"absolute_error": None, "huber": 0.3, "quantile": 0.3}
+EXTENSION_OPTIMIZERS = {
+    "plain": GradientStep(learning_rate=0.1),
+    "sgd": SGD(learning_rate=0.05, momentum=0.9),
+    "adam": Adam(learning_rate=0.01),
+}
+
+
+def _extended_plan(sizes, optimizer, batch_size, shuffled, weighted, dtype, loss=None,
+                   activations=("tanh", "relu"), output="identity", alpha=0.01, **losses):
+    return FitPlan(sizes=tuple(sizes), bias=True, dtype=np.dtype(dtype),
+                   activations=activations, output=output, reduction="mean", alpha=alpha,
+                   optimizer=optimizer, learning_rate=optimizer.learning_rate,
+                   batch_size=batch_size, shuffled=shuffled, weighted=weighted, loss=loss,
+                   **losses)
+
+
+def _loss_options(loss):
+    return {} if ROBUST_LOSSES[loss] is None else {
+        "huber_delta" if loss == "huber" else "quantile": ROBUST_LOSSES[loss]}
+
+
+@pytest.mark.parametrize("optimizer", list(EXTENSION_OPTIMIZERS))
+@pytest.mark.parametrize("loss", list(ROBUST_LOSSES))
+def test_regression_losses_match_reference(dtype, loss, optimizer):
+    """absolute_error, huber (delta 0.3: residuals on both sides of it) and quantile (0.3):
+    fits with and without sample weights, full, uneven and shuffled batches, and the
+    full-batch loss and gradient, on every build."""
+    for weighted, batching in itertools.product([False, True], BATCHINGS):
+        batch_size, shuffled = BATCHINGS[batching]
+        X, y, weights, params = _problem(SIZES, N_ROWS, "identity", dtype, weighted)
+        y *= 2  # residuals beyond huber's delta as well as within it
+        plan = _extended_plan(SIZES, EXTENSION_OPTIMIZERS[optimizer],
+                              N_ROWS if batch_size is None else batch_size, shuffled, weighted,
+                              dtype, loss, **_loss_options(loss))
+        orders = _orders(shuffled, N_EPOCHS, N_ROWS)
+        expected = _fit_reference(plan, X, y, weights, params, N_EPOCHS, orders)
+        assert not np.array_equal(expected[0], params)
+        case = dict(loss=loss, weighted=weighted, batching=batching)
+        for kernels, build in zip(BUILDS, BUILD_IDS):
+            _assert_same_fit(expected,
+                             _fit_kernel(kernels, plan, X, y, weights, params, N_EPOCHS,
+                                         orders), dtype, dict(case, build=build))
+            _assert_same_loss_gradient(kernels, plan, params, X, y, weights, dtype, case)
+
+
+@pytest.mark.parametrize("loss", list(ROBUST_LOSSES))
+def test_regression_losses_at_zero_residual(dtype, loss):
+    """Rows whose targets are exactly the network's outputs (a last layer of zero weights
+    outputs its bias, exactly, in any summation order): the derivative there is 0, in the
+    kernel as in the reference; and the loss differs from squared error's (the loss code
+    reaches the kernel)."""
+    X, y, weights, params = _problem(SIZES, N_ROWS, "identity", dtype, True)
+    weight_list, bias_list = _views(params)
+    weight_list[-1][...] = 0
+    y[::2] = bias_list[-1]
+    y[1::2] *= 2
+    plan = _extended_plan(SIZES, Adam(), N_ROWS, False, True, dtype, loss,
+                          **_loss_options(loss))
+    for kernels in BUILDS:
+        _assert_same_loss_gradient(kernels, plan, params, X, y, weights, dtype, loss)
+    squared = reference.loss_gradient(_extended_plan(SIZES, Adam(), N_ROWS, False, True,
+                                                     dtype), params, X, y, weights)[0]
+    assert reference.loss_gradient(plan, params, X, y, weights)[0] != squared
+
+
+def _views(params):
+    return param_views(params, SIZES, True)
+
+
+def _cosine_optimizers():
+    return {
+        "sgd": SGD(learning_rate=0.05, momentum=0.9, schedule="cosine", epochs=5),
+        "sgd_warmup": SGD(learning_rate=0.05, momentum=0.0, nesterov=False,
+                          schedule="cosine", epochs=5, warmup_epochs=2),
+        "adam": Adam(learning_rate=0.01, schedule="cosine", epochs=5),
+        "adam_warmup": Adam(learning_rate=0.01, schedule="cosine", epochs=5, warmup_epochs=3),
+    }
+
+
+@pytest.mark.parametrize("optimizer", list(_cosine_optimizers()))
+def test_cosine_schedule_matches_reference(dtype, optimizer):
+    """Seven epochs of a five-epoch schedule (the last two at rate 0), in two kernel calls
+    against the reference's one: the same parameters, moments, rate and position."""
+    n_epochs = 7
+    plan = _extended_plan(SIZES, _cosine_optimizers()[optimizer], 7, True, False, dtype)
+    X, y, weights, params = _problem(SIZES, N_ROWS, "identity", dtype, False)
+    orders = _orders(True, n_epochs, N_ROWS)
+    expected = _fit_reference(plan, X, y, weights, params, n_epochs, orders)
+    assert expected[1].epochs == n_epochs and expected[1].learning_rate == 0.0
+    for kernels, build in zip(BUILDS, BUILD_IDS):
+        result = _fit_kernel(kernels, plan, X, y, weights, params, n_epochs, orders)
+        _assert_same_fit(expected, result, dtype, build)
+        assert result[1].epochs == n_epochs
+
+
+def _clipped_problem(sizes, n_rows, dtype, sparse):
+    X, y, weights, params = _problem(sizes, n_rows, "identity", dtype, True)
+    y *= 3
+    if sparse:
+        X[np.random.RandomState(2).uniform(size=X.shape) < 0.7] = 0
+        X = as_csr(scipy.sparse.csr_matrix(X), "X", dtype)
+    return X, y, weights, params
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_clipping_matches_reference(dtype, optimizer, sparse):
+    """max_grad_norm small enough to clip every step (and the same fit unclipped moves
+    elsewhere): skinny networks (the blocked step), BLAS-sized ones with and without kernel
+    threads, dense and sparse X (serial sparse fits give up their row-by-row update)."""
+    base = {"sgd": dict(learning_rate=0.05, momentum=0.9),
+            "adam": dict(learning_rate=0.01)}[optimizer]
+    Optimizer = SGD if optimizer == "sgd" else Adam
+    for (sizes, n_rows, batch), n_threads in [(((5, 6, 4, 3), N_ROWS, 7), 1),
+                                              (((20, 33, 17, 4), 61, 25), 1),
+                                              (((20, 33, 17, 4), 61, 25), 3)]:
+        X, y, weights, params = _clipped_problem(sizes, n_rows, dtype, sparse)
+        plan = _extended_plan(sizes, Optimizer(**base, max_grad_norm=0.05), batch, True, True,
+                              dtype)
+        unclipped = _extended_plan(sizes, Optimizer(**base), batch, True, True, dtype)
+        orders = _orders(True, N_EPOCHS, n_rows)
+        expected = _fit_reference(plan, X, y, weights, params, N_EPOCHS, orders)
+        free = _fit_reference(unclipped, X, y, weights, params, N_EPOCHS, orders)
+        assert np.abs(expected[0] - free[0]).max() > 1e-3
+        for kernels, build in zip(BUILDS, BUILD_IDS):
+            _assert_same_fit(expected,
+                             _fit_kernel(kernels, plan, X, y, weights, params, N_EPOCHS,
+                                         orders, n_threads),
+                             dtype, dict(sizes=sizes, n_threads=n_threads, build=build))
+
+
+def test_clipping_a_small_gradient_changes_nothing(dtype):
+    """A norm above every step's gradient norm: the clipped step's update path (all
+    gradients first, one update) gives the unclipped fit's numbers."""
+    X, y, weights, params = _problem(SIZES, N_ROWS, "identity", dtype, True)
+    clipped = _extended_plan(SIZES, Adam(learning_rate=0.01, max_grad_norm=1e6), 7, False,
+                             True, dtype)
+    plain = _extended_plan(SIZES, Adam(learning_rate=0.01), 7, False, True, dtype)
+    for kernels in BUILDS:
+        a = _fit_kernel(kernels, clipped, X, y, weights, params, N_EPOCHS, None)
+        b = _fit_kernel(kernels, plain, X, y, weights, params, N_EPOCHS, None)
+        rtol, atol = GENERAL_RTOL[dtype], GENERAL_ATOL[dtype]
+        assert_allclose(a[0], b[0], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_train_config_checks_the_new_settings(kernels):
+    plan = _extended_plan(SIZES, Adam(), 7, False, False, np.float64)
+    base = dict(sizes=SIZES, bias=True, activations=[2, 3], output=1, reduction=1, alpha=0.0,
+                optimizer=2, schedule=0, learning_rate_init=0.01, momentum=0.9,
+                nesterov=True, power_t=0.5, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                batch_size=7, check_every=0, n_threads=1)
+    assert plan.loss_code == 0
+    for change, message in [(dict(loss=4), "loss = 4 is not a code of Loss"),
+                            (dict(loss=2, output=2), "needs the identity output"),
+                            (dict(loss=2, loss_parameter=0.0), "Huber's delta must be > 0"),
+                            (dict(loss=3, loss_parameter=1.0), "quantile must be in"),
+                            (dict(max_grad_norm=-1.0), "max_grad_norm = -1.0"),
+                            (dict(max_grad_norm=np.inf), "max_grad_norm = inf"),
+                            (dict(schedule=3, schedule_epochs=0), "cosine schedule needs"),
+                            (dict(schedule=3, schedule_epochs=4, warmup_epochs=4),
+                             "cosine schedule needs")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            kernels.TrainConfig(**{**base, **change})
