@@ -1,6 +1,6 @@
 # The integer codes of the general path: how hidden activations, outputs, optimizers,
-# learning-rate schedules, gradient reductions and regression losses are numbered. This file
-# is their one definition. The kernel builds cimport them (compile-time constants: no import at run time);
+# learning-rate schedules and gradient reductions are numbered. This file is their one
+# definition. The kernel builds cimport them (compile-time constants: no import at run time);
 # the module nnfast._kernels.codes, compiled from codes.pyx beside this file, exports the
 # same enums to Python as IntEnum classes, from which nnfast._training.plan derives its names
 # (``OUTPUT_SOFTMAX`` is the code of the output "softmax"). A new member is added here, with

@@ -44,8 +44,9 @@ The data loss of a batch is scikit-learn's loss of the output (squared_loss for
 ``"identity"``, binary_log_loss for ``"logistic"``, log_loss for ``"softmax"``,
 poisson_loss for ``"exp"``), a weighted average over rows; with ``plan.loss`` (identity
 output) the regression loss of that name (``nnfast.reference.REGRESSION_LOSSES``:
-absolute_error, huber, quantile, on squared_loss's conventions without its 1/2). For ``"original"`` it is the
-squared error whose gradient the original's delta is,
+absolute_error, huber, quantile, on squared_loss's conventions without its 1/2; the output
+delta is each element's derivative, as squared error's is a - y). For ``"original"`` it is
+the squared error whose gradient the original's delta is,
 ``0.5 * np.average((y - a) ** 2, weights=w, axis=0).sum()``. The batch loss adds
 ``0.5 * alpha * sum_k ||W_k||^2 / denom`` (denom = sum of weights, or rows, for
 ``"mean"``; 1 for ``"sum"``). An epoch's loss is ``sum(batch_loss * batch_rows) / n_rows``
