@@ -77,6 +77,16 @@ def _count(owner, name, value, minimum):
     return value
 
 
+def _repr(instance, added):
+    """The dataclass repr, without the fields in ``added`` (nnfast's beyond scikit-learn's)
+    that are at their defaults: the reprs of scikit-learn's configurations stay as they
+    were."""
+    shown = [f"{field.name}={getattr(instance, field.name)!r}"
+             for field in dataclasses.fields(instance)
+             if field.name not in added or getattr(instance, field.name) != field.default]
+    return f"{type(instance).__name__}({', '.join(shown)})"
+
+
 def _check_extensions(instance, owner, schedules):
     """Checks and stores the cosine schedule's and the clipping's fields of SGD / Adam."""
     if not isinstance(instance.schedule, str):
@@ -130,7 +140,7 @@ class GradientStep:
         _set(self, "learning_rate", _real("GradientStep", "learning_rate", self.learning_rate))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class SGD:
     """Stochastic gradient descent with (Nesterov) momentum, as scikit-learn's ``sgd`` solver.
 
@@ -182,8 +192,11 @@ class SGD:
         _set(self, "nesterov", bool(self.nesterov))
         _set(self, "power_t", power_t)
 
+    def __repr__(self):
+        return _repr(self, ("epochs", "warmup_epochs", "max_grad_norm"))
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class Adam:
     """Adam with bias correction, as scikit-learn's ``adam`` solver.
 
@@ -225,3 +238,6 @@ class Adam:
         _set(self, "beta_1", beta_1)
         _set(self, "beta_2", beta_2)
         _set(self, "epsilon", epsilon)
+
+    def __repr__(self):
+        return _repr(self, ("schedule", "epochs", "warmup_epochs", "max_grad_norm"))
