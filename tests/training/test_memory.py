@@ -56,11 +56,13 @@ def test_fit_peak_memory_is_below_the_numpy_originals():
     assert fast_peak < slow_peak, (fast_peak, slow_peak)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adam_extended", "sgd_extended"])
 @pytest.mark.parametrize("shuffled", [False, True])
 def test_general_kernel_allocates_nothing_per_epoch(kernels, optimizer, shuffled):
     """``_kernels.fit`` works in the buffers it is given: 2000 epochs of mini-batches
-    allocate no more than one (a few hundred bytes: the call's own Python objects)."""
+    allocate no more than one (a few hundred bytes: the call's own Python objects). The
+    "extended" fits add a Huber loss, the cosine schedule and clipping, whose step gathers
+    the whole gradient in the workspace's buffer before it updates."""
     from nnfast._kernels import runner as _compiled
     from nnfast._training.layout import allocate_general_workspace
     from nnfast._training.plan import FitPlan, OptimizerState
@@ -69,10 +71,14 @@ def test_general_kernel_allocates_nothing_per_epoch(kernels, optimizer, shuffled
 
     X, y = _data(64, 8, 3)
     sizes = (8, 16, 3)
+    extended = (dict(schedule="cosine", epochs=1500, warmup_epochs=10, max_grad_norm=0.1)
+                if optimizer.endswith("_extended") else {})
     plan = FitPlan(sizes=sizes, bias=True, dtype=np.dtype(np.float64), activations=("relu",),
-                   output="softmax", reduction="mean", alpha=1e-4,
-                   optimizer=Adam() if optimizer == "adam" else SGD(), learning_rate=1e-3,
-                   batch_size=10, shuffled=shuffled, weighted=True)
+                   output="identity" if extended else "softmax", reduction="mean",
+                   alpha=1e-4,
+                   optimizer=(Adam if optimizer.startswith("adam") else SGD)(**extended),
+                   learning_rate=1e-3, batch_size=10, shuffled=shuffled, weighted=True,
+                   loss="huber" if extended else None)
     with kernel_build(kernels):
         config = _compiled._config(plan, 10, 1, 0)
     params = np.random.RandomState(0).uniform(-0.3, 0.3, plan.n_params)
