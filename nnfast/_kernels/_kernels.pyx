@@ -15,8 +15,7 @@ the same way is written once and used by both: the batch of rows a step sees
 (``_batch_rows``), the Ctrl-C polls (``_count_batch``), the products too small for BLAS
 (``_small_forward``, ``_small_backward``, ``_apply_gradient``'s loop) and the BLAS calls.
 The general path's integer codes (activations, outputs, optimizers, schedules, reductions,
-regression losses)
-are defined once, in ``codes.pxd``, cimported here and exported to Python by
+losses) are defined once, in ``codes.pxd``, cimported here and exported to Python by
 ``nnfast._kernels.codes``. Its settings are one ``_Config``, fixed for a fit (const in every
 function); the optimizer's counters that change as it trains are a ``_Counters`` beside it.
 
@@ -1165,35 +1164,42 @@ cdef double _regression_loss_and_delta(int loss, double parameter, const floatin
     y > a, 1 - q where y < a, 0 at equality. NaN residuals give a NaN loss.
     """
     cdef Py_ssize_t i, j, at
-    cdef floating r, g
+    cdef floating r
     cdef floating bound = <floating>parameter
     cdef floating below = <floating>(-parameter)
     cdef floating above = <floating>(1.0 - parameter)
     cdef floating row_weight = 1
     cdef double row_sum, total = 0.0
+    # The loss chosen around each row's loop, not per element.
     for i in range(m):
         if weight != NULL:
             row_weight = weight[i]
         row_sum = 0.0
-        for j in range(n_out):
-            at = i * n_out + j
-            r = a[at] - y[at]
-            if loss == LOSS_HUBER:
+        at = i * n_out
+        if loss == LOSS_HUBER:
+            for j in range(at, at + n_out):
+                r = a[j] - y[j]
                 if fabs(r) <= bound:
                     row_sum += 0.5 * (<double>r * r)
                 else:
                     row_sum += parameter * (fabs(<double>r) - 0.5 * parameter)
-                g = min(max(r, -bound), bound)
-            elif loss == LOSS_ABSOLUTE_ERROR:
+                delta[j] = min(max(r, -bound), bound)
+        elif loss == LOSS_ABSOLUTE_ERROR:
+            for j in range(at, at + n_out):
+                r = a[j] - y[j]
                 row_sum += fabs(<double>r)
-                g = <floating>((r > 0) - (r < 0))
-            else:  # LOSS_QUANTILE
+                delta[j] = <floating>((r > 0) - (r < 0))
+        else:  # LOSS_QUANTILE
+            for j in range(at, at + n_out):
+                r = a[j] - y[j]
                 if r <= 0:
                     row_sum += parameter * -(<double>r)
                 else:
                     row_sum += (1.0 - parameter) * r
-                g = below if r < 0 else (above if r > 0 else 0)
-            delta[at] = g * row_weight if weight != NULL else g
+                delta[j] = below if r < 0 else (above if r > 0 else 0)
+        if weight != NULL:
+            for j in range(at, at + n_out):
+                delta[j] = delta[j] * row_weight
         total += row_weight * row_sum
     return total
 

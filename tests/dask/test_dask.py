@@ -185,6 +185,13 @@ MODEL_CASES = {
     "numpy-adam-relu-identity-alpha": dict(
         backend="numpy", activation="relu", output="identity", alpha=1e-3,
         optimizer=nnfast.optimizers.Adam(learning_rate=0.01)),
+    # The regression losses, whose shard sums are the output delta's as any output's.
+    "adam-relu-identity-huber": dict(activation="relu", output="identity", loss="huber",
+                                     huber_delta=0.3,
+                                     optimizer=nnfast.optimizers.Adam(learning_rate=0.01)),
+    "numpy-nesterov-identity-quantile": dict(
+        backend="numpy", output="identity", loss="quantile", quantile=0.3,
+        optimizer=nnfast.optimizers.SGD(learning_rate=0.05, momentum=0.8)),
 }
 
 
@@ -220,6 +227,21 @@ def test_every_model_option_equals_a_local_fit(client, case):
                             local.optimizer_state.learning_rate, rtol=1e-15)
             assert_allclose(net.optimizer_state.values, local.optimizer_state.values,
                             rtol=rtol or 1e-9, atol=rtol or 1e-12)
+
+
+@pytest.mark.parametrize("optimizer", [
+    nnfast.optimizers.Adam(learning_rate=0.01, schedule="cosine", epochs=5),
+    nnfast.optimizers.SGD(learning_rate=0.05, max_grad_norm=1.0)], ids=["cosine", "clipping"])
+def test_cosine_schedule_and_clipping_are_refused(client, optimizer):
+    """The rounds step on averaged shard gradients, where neither a schedule's position nor
+    a step's whole gradient is defined: a clear refusal, the network unchanged."""
+    X, y = _data(60, [6, 5, 2])
+    net = nnfast.Network([6, 5, 2], bias=True, output="identity", optimizer=optimizer)
+    before = net.params.copy()
+    with pytest.raises(ValueError, match="does not support the 'cosine' schedule or "
+                                         "max_grad_norm"):
+        nnfast.dask.fit(net, X, y, iterations=2, client=client)
+    assert_array_equal(net.params, before)
 
 
 def test_workers_run_the_compiled_kernel_for_other_models(client):

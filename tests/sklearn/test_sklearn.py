@@ -102,7 +102,6 @@ def test_mlp_pickles_with_its_optimizer_state(Estimator, mlp_backend):
     {"alpha": -1.0},
     {"batch_size": 0},
     {"batch_size": "big"},
-    {"learning_rate": "fast"},
     {"learning_rate_init": 0.0},
     {"power_t": -0.5},
     {"max_iter": 0},
@@ -136,6 +135,11 @@ def test_mlp_bad_parameters_fail_at_fit_as_scikit_learns(params):
     ({"n_threads": 0}, "The 'n_threads' parameter of MLPClassifier must be"),
     ({"class_weight": "even"}, "The 'class_weight' parameter of MLPClassifier must be"),
     ({"class_weight": {7: 2.0}}, "class_weight has labels that are not classes"),
+    # learning_rate's options are scikit-learn's and nnfast's "cosine"
+    # (tests/sklearn/test_mlp_params.py holds the message to scikit-learn's validation).
+    ({"learning_rate": "fast"}, "The 'learning_rate' parameter of MLPClassifier must be"),
+    ({"warmup_fraction": 1.0}, "The 'warmup_fraction' parameter of MLPClassifier must be"),
+    ({"max_grad_norm": 0.0}, "The 'max_grad_norm' parameter of MLPClassifier must be"),
 ])
 def test_mlp_bad_nnfast_parameters_fail_at_fit_with_the_name(params, match):
     X, y = _blobs()
