@@ -2402,9 +2402,10 @@ cdef class TrainConfig:
         Clip each step's gradient to this global L2 norm; 0 never clips.
     schedule_epochs, warmup_epochs : int
         The "cosine" schedule's length (>= 1) and its warm-up (0 <= warmup < length).
-    The optimizer's counters (step, samples_seen, learning_rate) are not settings: they
-    change as a fit trains, and :func:`fit` reads and updates them on the optimizer state
-    it is given (nnfast._training.plan.OptimizerState), so a TrainConfig is fixed once built.
+    The optimizer's counters (step, samples_seen, learning_rate, epochs) are not settings:
+    they change as a fit trains, and :func:`fit` reads and updates them on the optimizer
+    state it is given (nnfast._training.plan.OptimizerState), so a TrainConfig is fixed once
+    built.
     """
 
     cdef _Config c
@@ -2691,8 +2692,8 @@ def fit(TrainConfig config,
     state : nnfast._training.plan.OptimizerState, updated in place: its values (P
         velocities for SGD, P first then P second moments for Adam, nothing for the plain
         step, each in the params layout, of the params' dtype) and its counters (step,
-        samples_seen, learning_rate), which move with params batch by batch and are written
-        back also when the fit stops early (divergence, Ctrl-C).
+        samples_seen, learning_rate, epochs), which move with params batch by batch and are
+        written back also when the fit stops early (divergence, Ctrl-C).
     x, y : inputs and targets, one row per sample.
     sample_weight : a weight per row, or an empty array for unit weights.
     order : each epoch's row order for shuffled mini-batches, or (0, 0) for stored order.
