@@ -73,7 +73,8 @@ class Reference:
             loss, layers = reference.backprop(
                 weights, biases, X, y, sample_weight, plan.activations, plan.output,
                 plan.alpha, plan.reduction, weight_grads, bias_grads,
-                need_loss=plan.output != "original")
+                need_loss=plan.output != "original", loss=plan.loss,
+                loss_parameter=plan.loss_parameter)
         return loss, layers[-1]
 
     def make_runner(self, plan, X, y, sample_weight, n_threads, check_every):

@@ -182,7 +182,7 @@ def test_mlp_takes_what_scikit_learn_takes():
 def test_mlp_regressor_checks_its_loss():
     X, _ = _blobs()
     with pytest.raises(ValueError, match="loss"):
-        MLPRegressor(loss="absolute_error").fit(X, X[:, 0])
+        MLPRegressor(loss="absolute").fit(X, X[:, 0])
 
 
 def test_mlp_partial_fit_rules():
