@@ -362,9 +362,9 @@ def inplace_gelu_derivative(Z, delta, P):
 
 
 def inplace_silu_derivative(Z, delta, P):
-    """delta *= s * (1 + P * (1 - s)), s = sigmoid(P)."""
-    s = expit(P)
-    delta *= s * (1 + P * (1 - s))
+    """delta *= s * (1 + P * (1 - s)), s = sigmoid(P), with 1 - s as sigmoid(-P) (no
+    cancellation where s is near 1)."""
+    delta *= expit(P) * (1 + P * expit(-P))
 
 
 def inplace_softplus_derivative(Z, delta, P):

@@ -986,7 +986,7 @@ cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
     silu also slopes[start:stop] = activation'(z) (slopes indexed as z)."""
     cdef Py_ssize_t i
     cdef double cdf, pdf
-    cdef floating value, gate
+    cdef floating value, gate, decay, complement
     if activation == ACTIVATION_LOGISTIC:
         _sigmoid_range(z, start, stop)
     elif activation == ACTIVATION_TANH:
@@ -1015,8 +1015,12 @@ cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
     elif activation == ACTIVATION_SILU:
         for i in range(start, stop):
             value = z[i]
-            gate = _sigmoid(value)
-            slopes[i] = gate * (<floating>1 + value * (<floating>1 - gate))
+            decay = _exp(-value)
+            gate = <floating>1 / (<floating>1 + decay)
+            # 1 - sigmoid(z) = exp(-z) sigmoid(z), without cancellation where sigmoid is near
+            # 1 (their product is inf * 0 far below 0, where 1 - sigmoid is exact instead).
+            complement = <floating>1 - gate if value < 0 else decay * gate
+            slopes[i] = gate * (<floating>1 + value * complement)
             z[i] = value * gate
 
 
@@ -2223,6 +2227,33 @@ def tanh_inplace(floating[::1] values):  # INOUT
     with nogil:
         for i in range(values.shape[0]):
             values[i] = _tanh(values[i])
+
+
+def activate(floating[::1] values,  # INOUT
+             int activation,
+             floating[::1] slopes):  # OUT
+    """values = activation(values) and slopes = activation'(values before), elementwise, by
+    the general path's loops for a hidden activation code (nnfast._kernels.codes.Activation):
+    the forward loop, then the backward one scaling ones (from the outputs, or the slopes the
+    forward loop kept).
+
+    Parameters
+    ----------
+    values : float32 or float64 contiguous 1-D array, overwritten.
+    activation : int
+    slopes : array of values' dtype and length, written.
+    """
+    _check_code(_codes.Activation, activation, "activation")
+    _require_length(slopes.shape[0], values.shape[0], "slopes", at_least=False)
+    cdef Py_ssize_t i, n = values.shape[0]
+    if n == 0:
+        return
+    with nogil:
+        _activate_range(&values[0], 0, n, activation, &slopes[0])
+        if not _keeps_slopes(activation):
+            for i in range(n):
+                slopes[i] = 1
+            _scale_by_derivative_range(&slopes[0], &values[0], 0, n, activation, NULL)
 
 
 def sigmoid_derivative(const floating[::1] activations,  # IN
