@@ -8,7 +8,10 @@ steps, so a fit gives scikit-learn's ``coefs_``, ``intercepts_`` and ``loss_curv
 rounding. What differs is where the epochs run (nnfast's compiled kernel) and what a failed
 or interrupted fit leaves behind: nothing (scikit-learn keeps the weights of the epochs it
 completed before a Ctrl-C; here the estimator is left exactly as it was before ``fit``).
-Beyond scikit-learn: ``class_weight`` for the classifier and ``n_threads``.
+Beyond scikit-learn: ``class_weight`` for the classifier, ``n_threads``, validation data
+(``fit``'s ``X_val`` / ``y_val``: per-epoch ``validation_scores_`` and
+``validation_loss_curve_``, early stopping on them), ``scoring`` for early stopping, and
+scikit-learn's callbacks (``set_callbacks``, ``nnfast.sklearn._callbacks``).
 """
 
 import contextlib
@@ -16,7 +19,8 @@ import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.metrics import accuracy_score, r2_score
+from sklearn.callback import CallbackSupportMixin
+from sklearn.metrics import accuracy_score, get_scorer, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
 from sklearn.utils.metaestimators import available_if
@@ -27,6 +31,8 @@ from sklearn.utils.multiclass import (
 )
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _check_y,
+    check_consistent_length,
     check_is_fitted,
     validate_data,
 )
@@ -38,6 +44,7 @@ from .._training.sparse import as_csr, is_sparse
 from .._validation import as_matrix, check_finite_real
 from .._training.run import training_run
 from ..network import Network, TrainingDivergedError
+from . import _callbacks as _mlp_callbacks
 from . import _input as _mlp_input
 from . import _params as _mlp_params
 from . import _solvers as _mlp_solvers
@@ -218,7 +225,44 @@ class _NetworkTrainer:
         return float(self.network.optimizer_state.learning_rate)
 
 
-class _BaseMLP(BaseEstimator):
+class _LbfgsIterations:
+    """What runs after each L-BFGS iteration: the validation data's score and loss
+    (``scores``, ``losses``) and scikit-learn's callbacks (an iteration's subtask ends, the
+    next begins, as ``LogisticRegression``'s L-BFGS bridge does). The iterates are float64
+    (SciPy's); they are evaluated in the network's dtype, as the fit's result is."""
+
+    def __init__(self, dtype, validation, evaluate, callbacks):
+        self.dtype = dtype
+        self.validation = validation
+        self.evaluate = evaluate
+        self.callbacks = callbacks
+        self.scores = []
+        self.losses = []
+        self.iteration = 0
+        if callbacks is not None:
+            # Before the first iteration, the callbacks see the initial weights (the
+            # network's); afterwards each iterate.
+            initial = callbacks.weights
+            self.current = tuple([w.copy() for w in part] for part in initial())
+            callbacks.weights = lambda: self.current
+            callbacks.begin(0)
+
+    def __call__(self, coefs, intercepts):
+        self.current = ([w.astype(self.dtype) for w in coefs],
+                        [b.astype(self.dtype) for b in intercepts])
+        if self.validation is not None:
+            score, loss = self.evaluate(self.current, self.validation)
+            self.scores.append(score)
+            self.losses.append(loss)
+        if self.callbacks is not None:
+            # scikit-learn's L-BFGS bridge does not stop on a callback's request either
+            # (SciPy honours StopIteration only from 1.11).
+            self.callbacks.end(self.iteration)
+            self.iteration += 1
+            self.callbacks.begin(self.iteration)
+
+
+class _BaseMLP(CallbackSupportMixin, BaseEstimator):
     """What the classifier and the regressor share: scikit-learn's ``_fit`` and its solvers."""
 
     # scikit-learn reads the parameters from the subclasses' __init__ signatures.
@@ -228,7 +272,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None):
+                 n_threads=None, scoring=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -253,10 +297,12 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.n_threads = n_threads
+        self.scoring = scoring
 
     # ------------------------------------------------------------------------------ fitting
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
         """Trains the network on X and y from scratch (or from the current weights with
         ``warm_start=True``).
 
@@ -270,13 +316,31 @@ class _BaseMLP(BaseEstimator):
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each row in the loss and its gradient (as scikit-learn, any finite
             values, not all zero).
+        X_val : array-like of shape (n_val, n_features), default=None
+            Validation inputs, converted as X is (DataFrames, sparse matrices, dtypes), with
+            X's features. Given with y_val: with ``early_stopping=True`` the stopping rule
+            scores them instead of a ``validation_fraction`` split off X (all of X trains);
+            otherwise training runs as without them and they are only scored. Either way
+            ``validation_scores_`` and ``validation_loss_curve_`` record every epoch ("sgd",
+            "adam") or L-BFGS iteration ("lbfgs").
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Validation targets (the classifier's: classes seen in y).
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation rows in their score and loss; needs X_val.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        return self._transaction(self._fit, X, y, sample_weight, incremental=False)
+        return self._transaction(self._managed_fit, X, y, sample_weight, incremental=False,
+                                 validation=(X_val, y_val, sample_weight_val))
+
+    def _managed_fit(self, *args, **kwargs):
+        # Inside the transaction: scikit-learn's teardown of the callbacks runs (and drops
+        # the fit's callback context) before a failed fit's attributes are put back.
+        with _mlp_callbacks.callback_management_context(self):
+            return self._fit(*args, **kwargs)
 
     def _can_partial_fit(self):
         if self.solver not in STOCHASTIC_SOLVERS:
@@ -312,7 +376,7 @@ class _BaseMLP(BaseEstimator):
                 random_state.set_state(drawn_from)
             raise
 
-    def _fit(self, X, y, sample_weight, incremental, classes=None):
+    def _fit(self, X, y, sample_weight, incremental, classes=None, validation=(None,) * 3):
         # scikit-learn's parameter validation, where its _fit_context makes it.
         validate_params(self, "partial_fit" if incremental else "fit")
         params = check_params(self)
@@ -322,6 +386,7 @@ class _BaseMLP(BaseEstimator):
         aliased = [not first_pass and getattr(self, "_best_" + name, None) is getattr(self,
                                                                                    name + "_")
                    for name in ("coefs", "intercepts")]
+        given_sample_weight = sample_weight
         X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
                                                            first_pass, classes)
         # The network trains on C-contiguous arrays of its dtype; they are made here, and the
@@ -357,6 +422,8 @@ class _BaseMLP(BaseEstimator):
         # Where scikit-learn refuses it: after the data's checks and the first fit's set-up.
         if incremental and params.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
+        validation_data = self._validation_data(*validation, X.dtype)
+        evaluate = self._evaluator(params)
 
         stochastic = params.solver in STOCHASTIC_SOLVERS
         old = getattr(self, "_network", None)
@@ -376,18 +443,31 @@ class _BaseMLP(BaseEstimator):
             resume = True
         trainer = _NetworkTrainer(network)
         trainer.set_weights(self.coefs_, self.intercepts_)
+        callbacks = _mlp_callbacks.fit_callbacks(
+            self, X, lambda: self._callback_targets(targets), given_sample_weight,
+            max_subtasks=(1 if incremental else params.max_iter) if stochastic
+            else params.max_iter + 1,
+            task_name=_mlp_callbacks.EPOCH_TASK if stochastic else _mlp_callbacks.LBFGS_TASK,
+            weights=trainer.weights)
+        epoch_callbacks = callbacks if callbacks is not None and callbacks.active else None
         try:
             if stochastic:
                 # An integer random_state seeds a RandomState that only this fit sees.
                 hooks = _mlp_solvers.EarlyStopping(
-                    self._stratify_early_stopping, self._decode_targets, self._validation_score)
+                    self._stratify_early_stopping, self._decode_targets, evaluate)
                 record = _mlp_solvers.fit_stochastic(
                     self, hooks, trainer, X, Y, sample_weight, params, incremental, random_state,
                     resume, shared_random_state=not isinstance(self.random_state,
                                                                numbers.Integral),
-                    targets=targets)
+                    targets=targets, validation=validation_data,
+                    epoch_callbacks=epoch_callbacks)
             else:
-                n_iter, loss = _mlp_solvers.fit_lbfgs(trainer, X, Y, sample_weight, params)
+                lbfgs_curves = self._lbfgs_iterations(
+                    X.dtype, validation_data, evaluate, epoch_callbacks)
+                n_iter, loss = _mlp_solvers.fit_lbfgs(trainer, X, Y, sample_weight, params,
+                                                      on_iteration=lbfgs_curves)
+                if epoch_callbacks is not None:
+                    epoch_callbacks.close_iteration()
         except TrainingDivergedError as exc:
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.") from exc
@@ -404,10 +484,96 @@ class _BaseMLP(BaseEstimator):
             record.apply_to(self)
         else:
             self.n_iter_, self.loss_ = n_iter, loss
+            if validation_data is not None:
+                self.validation_scores_ = lbfgs_curves.scores
+                self.validation_loss_curve_ = lbfgs_curves.losses
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.")
+        if callbacks is not None:
+            callbacks.finish()
         return self
+
+    def _lbfgs_iterations(self, dtype, validation_data, evaluate, callbacks):
+        """The function L-BFGS calls after each iteration (``_LbfgsIterations``), or None
+        when there is nothing to do then."""
+        if validation_data is None and callbacks is None:
+            return None
+        return _LbfgsIterations(dtype, validation_data, evaluate, callbacks)
+
+    def _validation_data(self, X_val, y_val, sample_weight_val, dtype):
+        """fit's validation data as a ``ValidationData`` (the network's dtype), or None;
+        HistGradientBoosting's checks and messages."""
+        if X_val is None and y_val is None:
+            if sample_weight_val is not None:
+                raise ValueError("sample_weight_val is provided, but X_val and y_val were not "
+                                 "provided.")
+            return None
+        if y_val is None:
+            raise ValueError("X_val is provided, but y_val was not provided.")
+        if X_val is None:
+            raise ValueError("y_val is provided, but X_val was not provided.")
+        checked = _mlp_input.prediction_array(self, X_val)
+        X = (checked if checked is not None
+             else validate_data(self, X_val, reset=False, dtype=_FLOAT_DTYPES,
+                                accept_sparse=_SPARSE_FORMATS))
+        X = as_csr(X, "X_val", dtype) if is_sparse(X) else as_matrix(X, "X_val", dtype)
+        y = _check_y(y_val, multi_output=True, y_numeric=isinstance(self, RegressorMixin),
+                     estimator=self)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        Y = self._validation_targets(y)
+        if Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y_val has {Y.shape[1]} output columns, the model "
+                             f"{self.n_outputs_} (from y)")
+        sample_weight = (None if sample_weight_val is None
+                         else _check_sample_weight(sample_weight_val, X, dtype=np.float64))
+        return _mlp_solvers.ValidationData(
+            X, Y.astype(dtype, order="C"), y, sample_weight, X_given=X_val)
+
+    def _evaluator(self, params):
+        """``evaluate((coefs, intercepts), data)``: (score, loss) of those weights on a
+        ``ValidationData``. The score is ``scoring``'s (None: accuracy or R^2); the loss is
+        the model's loss function (weighted by the data's sample weights) without the L2
+        term."""
+        loss_function = reference.LOSS_FUNCTIONS[self._loss_name()]
+        scorer = (None if params.scoring is None
+                  else get_scorer(params.scoring) if isinstance(params.scoring, str)
+                  else params.scoring)
+
+        def evaluate(weights, data):
+            outputs = _forward(*weights, data.X, self.activation, self.out_activation_)
+            finite = np.isfinite(outputs).all()
+            with np.errstate(all="ignore"):
+                loss = float(loss_function(data.Y, outputs, data.sample_weight))
+            if scorer is None:
+                # As scikit-learn: NaN for predictions (the regressor's) that are not
+                # finite; a classifier's are labels, decoded from whatever the outputs are.
+                predictions = self._predictions(outputs)
+                if predictions.dtype.kind == "f" and not finite:
+                    return np.nan, loss
+                return float(self._score_function(data.y, predictions,
+                                                  sample_weight=data.sample_weight)), loss
+            if not finite:
+                return np.nan, loss
+            return self._scorer_score(scorer, weights, data), loss
+
+        return evaluate
+
+    def _scorer_score(self, scorer, weights, data):
+        """``scorer(self, X, y)`` with the estimator answering from ``weights`` (the
+        epoch's): they are its coefs_ and intercepts_ during the call. The fit's
+        transaction puts the attributes back if the scorer raises."""
+        kept = self.coefs_, self.intercepts_
+        self.coefs_, self.intercepts_ = list(weights[0]), list(weights[1])
+        X = data.X if data.X_given is None else data.X_given
+        try:
+            if data.sample_weight is None:
+                return float(scorer(self, X, data.y))
+            return float(scorer(self, X, data.y, sample_weight=data.sample_weight))
+        finally:
+            self.coefs_, self.intercepts_ = kept
 
     def _initialize(self, Y, layer_units, dtype, params, random_state):
         """First fit: the output layer, scikit-learn's initial weights and empty records."""
@@ -424,18 +590,21 @@ class _BaseMLP(BaseEstimator):
         self._best_intercepts = [b.copy() for b in intercepts]
         self._network = None
         for name in ("loss_", "loss_curve_", "best_loss_", "validation_scores_",
-                     "best_validation_score_", "_no_improvement_count"):
+                     "validation_loss_curve_", "best_validation_score_",
+                     "_no_improvement_count"):
             self.__dict__.pop(name, None)
         if params.solver in STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
             if params.early_stopping:
                 self.validation_scores_ = []
+                self.validation_loss_curve_ = []
                 self.best_validation_score_ = -np.inf
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
+                self.validation_loss_curve_ = None
                 self.best_validation_score_ = None
 
     def _check_weights(self, layer_units):
@@ -483,17 +652,6 @@ class _BaseMLP(BaseEstimator):
         if resumed is not None:
             network.optimizer_state = resumed.optimizer_state.copy()
         return network
-
-    def _validation_score(self, trainer, X, y, sample_weight):
-        """The score (accuracy or R^2) of the network's current weights on held-out rows;
-        NaN when the predictions are not finite."""
-        outputs = _forward(*trainer.weights(), X, self.activation, self.out_activation_)
-        # As scikit-learn: NaN for predictions (the regressor's) that are not finite; a
-        # classifier's are labels, decoded from whatever the outputs are.
-        predictions = self._predictions(outputs)
-        if predictions.dtype.kind == "f" and not np.isfinite(predictions).all():
-            return np.nan
-        return float(self._score_function(y, predictions, sample_weight=sample_weight))
 
     def _check_sample_weight(self, sample_weight, X):
         """scikit-learn's check of fit's sample weights (its ``_check_sample_weight``, as its
@@ -676,7 +834,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, n_threads=None):
+                 class_weight=None, n_threads=None, scoring=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -685,7 +843,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            n_threads=n_threads)
+            n_threads=n_threads, scoring=scoring)
         self.class_weight = class_weight
 
     @available_if(_BaseMLP._can_partial_fit)
@@ -708,7 +866,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self : MLPClassifier
             The updated estimator.
         """
-        return self._transaction(self._fit, X, y, sample_weight, incremental=True,
+        return self._transaction(self._managed_fit, X, y, sample_weight, incremental=True,
                                  classes=classes)
 
     def _output_activation(self):
@@ -793,6 +951,24 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _decode_targets(self, Y):
         return self._label_binarizer.inverse_transform(Y)
+
+    def _callback_targets(self, Y):
+        # The labels: what a scorer compares predictions with.
+        return self._decode_targets(Y)
+
+    def _loss_name(self):
+        return "log_loss" if self.out_activation_ == "softmax" else "binary_log_loss"
+
+    def _validation_targets(self, y):
+        """y_val (checked) as the network's outputs, after scikit-learn's check that its
+        labels are among the classes."""
+        if y.ndim == 1:
+            unknown = np.setdiff1d(unique_labels(y), self.classes_)
+            if len(unknown):
+                raise ValueError(f"y_val has classes not in classes_: {unknown}; the classes "
+                                 f"are {self.classes_}")
+        Y = _binarize(self._label_binarizer, y)
+        return Y.reshape(len(Y), -1)
 
     def _predictions(self, outputs):
         if self.n_outputs_ == 1:
@@ -904,7 +1080,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None):
+                 n_threads=None, scoring=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -913,7 +1089,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            n_threads=n_threads)
+            n_threads=n_threads, scoring=scoring)
         self.loss = loss
 
     @available_if(_BaseMLP._can_partial_fit_regressor)
@@ -934,7 +1110,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self : MLPRegressor
             The updated estimator.
         """
-        return self._transaction(self._fit, X, y, sample_weight, incremental=True)
+        return self._transaction(self._managed_fit, X, y, sample_weight, incremental=True)
 
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"
@@ -951,6 +1127,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _decode_targets(self, Y):
         return Y
+
+    def _callback_targets(self, Y):
+        return Y.ravel() if Y.shape[1] == 1 else Y
+
+    def _loss_name(self):
+        return self.loss
+
+    def _validation_targets(self, y):
+        return y.reshape(len(y), -1)
 
     def _predictions(self, outputs):
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
