@@ -153,7 +153,8 @@ def _describe(constraint):
 @pytest.mark.parametrize("kind", PAIRS)
 def test_constraints_are_scikit_learns_plus_nnfasts_own(kind):
     ours, theirs = (E._parameter_constraints for E in PAIRS[kind])
-    own = {"classifier": {"n_threads", "class_weight"}, "regressor": {"n_threads"}}[kind]
+    own = {"classifier": {"n_threads", "class_weight", "scoring"},
+           "regressor": {"n_threads", "scoring"}}[kind]
     assert set(ours) == set(theirs) | own
     for name, constraints in theirs.items():
         assert [_describe(c) for c in ours[name]] == [_describe(c) for c in constraints], name
