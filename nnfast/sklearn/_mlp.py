@@ -333,14 +333,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
-        return self._transaction(self._managed_fit, X, y, sample_weight, incremental=False,
+        return self._transaction(self._fit, X, y, sample_weight, incremental=False,
                                  validation=(X_val, y_val, sample_weight_val))
-
-    def _managed_fit(self, *args, **kwargs):
-        # Inside the transaction: scikit-learn's teardown of the callbacks runs (and drops
-        # the fit's callback context) before a failed fit's attributes are put back.
-        with _mlp_callbacks.callback_management_context(self):
-            return self._fit(*args, **kwargs)
 
     def _can_partial_fit(self):
         if self.solver not in STOCHASTIC_SOLVERS:
@@ -362,13 +356,17 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         the estimator's attributes exactly as they were. Fits never modify an attribute's
         object in place: they build new ones and assign them. A RandomState given as
         random_state is put back in its state too (scikit-learn's draws from it stay drawn);
-        NumPy's global one (random_state=None) is left alone: other code shares it."""
+        NumPy's global one (random_state=None) is left alone: other code shares it.
+        scikit-learn's callbacks are torn down (and the fit's callback context dropped) inside
+        the transaction, before a failed fit's attributes are put back; no frame is added
+        between the caller and the fit (the warnings' stack levels count them)."""
         before = dict(self.__dict__)
         random_state = before.get("random_state")
         drawn_from = (random_state.get_state()
                       if isinstance(random_state, np.random.RandomState) else None)
         try:
-            return function(*args, **kwargs)
+            with _mlp_callbacks.callback_management_context(self):
+                return function(*args, **kwargs)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(before)
@@ -542,22 +540,26 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                   else get_scorer(params.scoring) if isinstance(params.scoring, str)
                   else params.scoring)
 
-        def evaluate(weights, data):
-            outputs = _forward(*weights, data.X, self.activation, self.out_activation_)
+        def score(weights, data, outputs):
             finite = np.isfinite(outputs).all()
-            with np.errstate(all="ignore"):
-                loss = float(loss_function(data.Y, outputs, data.sample_weight))
             if scorer is None:
                 # As scikit-learn: NaN for predictions (the regressor's) that are not
                 # finite; a classifier's are labels, decoded from whatever the outputs are.
                 predictions = self._predictions(outputs)
                 if predictions.dtype.kind == "f" and not finite:
-                    return np.nan, loss
+                    return np.nan
                 return float(self._score_function(data.y, predictions,
-                                                  sample_weight=data.sample_weight)), loss
-            if not finite:
-                return np.nan, loss
-            return self._scorer_score(scorer, weights, data), loss
+                                                  sample_weight=data.sample_weight))
+            return self._scorer_score(scorer, weights, data) if finite else np.nan
+
+        def evaluate(weights, data):
+            outputs = _forward(*weights, data.X, self.activation, self.out_activation_)
+            # The score first: for early stopping's split, scikit-learn's errors (held-out
+            # weights summing to zero) are its score's.
+            validation_score = score(weights, data, outputs)
+            with np.errstate(all="ignore"):
+                loss = float(loss_function(data.Y, outputs, data.sample_weight))
+            return validation_score, loss
 
         return evaluate
 
@@ -866,7 +868,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self : MLPClassifier
             The updated estimator.
         """
-        return self._transaction(self._managed_fit, X, y, sample_weight, incremental=True,
+        return self._transaction(self._fit, X, y, sample_weight, incremental=True,
                                  classes=classes)
 
     def _output_activation(self):
@@ -1110,7 +1112,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self : MLPRegressor
             The updated estimator.
         """
-        return self._transaction(self._managed_fit, X, y, sample_weight, incremental=True)
+        return self._transaction(self._fit, X, y, sample_weight, incremental=True)
 
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"

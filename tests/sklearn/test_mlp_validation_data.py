@@ -265,6 +265,8 @@ def test_bad_validation_data_is_refused_and_leaves_the_model_as_it_was():
         ({"X_val": X_val, "y_val": y_val[:-1]}, ValueError, "inconsistent numbers"),
         ({"X_val": X_val, "y_val": y_val, "sample_weight_val": np.ones(3)}, ValueError,
          "sample_weight"),
+        ({"X_val": X_val, "y_val": y_val, "sample_weight_val": np.zeros(len(y_val))},
+         ValueError, "non-zero"),
         ({"X_val": np.full_like(X_val, np.nan), "y_val": y_val}, ValueError, "NaN"),
     ]
     for kwargs, error, match in cases:
