@@ -16,6 +16,7 @@ scikit-learn's callbacks (``set_callbacks``, ``nnfast.sklearn._callbacks``).
 
 import contextlib
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -299,6 +300,15 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         self.n_threads = n_threads
         self.scoring = scoring
 
+    # Parameters added since nnfast 0.1.0, with their defaults: an estimator pickled before
+    # one existed loads with it at its default (get_params, clone and fit need every one).
+    _ADDED_PARAMS = {"scoring": None}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for name, default in self._ADDED_PARAMS.items():
+            self.__dict__.setdefault(name, default)
+
     # ------------------------------------------------------------------------------ fitting
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
@@ -570,10 +580,16 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         kept = self.coefs_, self.intercepts_
         self.coefs_, self.intercepts_ = list(weights[0]), list(weights[1])
         X = data.X if data.X_given is None else data.X_given
+        kwargs = {} if data.sample_weight is None else {"sample_weight": data.sample_weight}
         try:
-            if data.sample_weight is None:
-                return float(scorer(self, X, data.y))
-            return float(scorer(self, X, data.y, sample_weight=data.sample_weight))
+            if data.X_given is not None or not hasattr(self, "feature_names_in_"):
+                return float(scorer(self, X, data.y, **kwargs))
+            # The early-stopping split's rows of a DataFrame are an array: they are the
+            # fit's own features, which scikit-learn's check would warn about every epoch.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="X does not have valid feature names",
+                                        category=UserWarning)
+                return float(scorer(self, X, data.y, **kwargs))
         finally:
             self.coefs_, self.intercepts_ = kept
 

@@ -222,7 +222,7 @@ def test_lbfgs_records_each_iteration():
 # ---------------------------------------------------------------- input and its errors
 
 def test_X_val_as_a_dataframe_and_as_sparse_scores_as_the_array():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # the test extra has it: never skipped
     X, y, X_val, y_val = _classification(2)
     params = {**SMALL, "max_iter": 3}
     dense = MLPClassifier(**params).fit(X, y, X_val=X_val, y_val=y_val)
@@ -331,3 +331,15 @@ def test_scoring_is_cloned_pickled_and_the_curves_kept():
     assert copy.validation_scores_ == model.validation_scores_
     assert copy.validation_loss_curve_ == model.validation_loss_curve_
     np.testing.assert_array_equal(copy.predict_proba(X_val), model.predict_proba(X_val))
+
+
+def test_a_scorer_on_the_split_of_a_dataframe_gives_no_feature_name_warnings():
+    import pandas as pd  # the test extra has it: never skipped
+    X, y, _, _ = _classification(2)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    params = {**SMALL, "max_iter": 3, "early_stopping": True}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*feature names")
+        ours = MLPClassifier(**params, scoring="accuracy").fit(frame, y)
+    theirs = sk.MLPClassifier(**params).fit(X, y)
+    assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-12)
