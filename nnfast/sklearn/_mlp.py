@@ -770,6 +770,16 @@ _PARAMETERS = """\
         Threads for nnfast's compiled kernel; None uses every core available to the process.
 """
 
+_SCORING = """\
+    scoring : str, callable or None, default=None
+        The validation score of early stopping and of ``validation_scores_``: None is
+        accuracy (classifier) or R^2 (regressor), as in scikit-learn; a name of
+        ``sklearn.metrics.get_scorer``; or a callable ``scorer(estimator, X, y)`` (called
+        with ``sample_weight=`` when there are validation weights), greater being better.
+        During the fit the estimator answers the scorer's ``predict`` / ``predict_proba``
+        with the weights of the epoch being scored.
+"""
+
 _ATTRIBUTES = """\
     loss_ : float
         The loss after the last epoch (or at the "lbfgs" solution), L2 term included.
@@ -778,7 +788,15 @@ _ATTRIBUTES = """\
     loss_curve_ : list of float
         The loss of each epoch ("sgd", "adam"): the rows' mean batch loss while training.
     validation_scores_ : list of float or None
-        With ``early_stopping``, the held-out score after each epoch; else None.
+        With validation data (``fit``'s ``X_val``, or the ``early_stopping`` split), the
+        score (``scoring``) of the validation rows after each epoch (each iteration for
+        "lbfgs"); else None. A warm-started fit extends the list.
+    validation_loss_curve_ : list of float or None
+        With validation data, the model's loss on the validation rows after each epoch
+        (each iteration for "lbfgs"), weighted by ``sample_weight_val``; else None. The L2
+        penalty, which ``loss_`` and ``loss_curve_`` include, is left out: it depends on
+        the weights only, not on the data, and without it the curve is the held-out loss
+        that other models' losses compare with.
     best_validation_score_ : float or None
         The best of ``validation_scores_``, whose weights are kept; None without
         ``early_stopping``.
@@ -820,7 +838,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         (missing labels weigh 1), or "balanced": ``n_samples / (n_classes * count of the
         class)`` in the ``y`` given to ``fit``. Single-output targets only; ``partial_fit``
         takes a dict only (one batch says nothing about the balance of the whole data).
-
+{_SCORING}
     Attributes
     ----------
     classes_ : ndarray or list of ndarray
@@ -878,6 +896,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Weight of each row (as for ``fit``).
         classes : array-like of shape (n_classes,), default=None
             Every class of the whole data; required on the first call, optional later.
+            ``partial_fit`` takes no validation data (``X_val``): one epoch on one batch has
+            no early stopping, and ``validation_scores_`` / ``validation_loss_curve_`` are
+            set to None, as without validation data.
 
         Returns
         -------
@@ -1067,7 +1088,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     loss : {{"squared_error", "poisson"}}, default="squared_error"
         "poisson" predicts ``exp`` of the last layer; its deviance is defined for targets
         >= 0 (negative ones give a NaN loss, as in scikit-learn).
-{_PARAMETERS}
+{_PARAMETERS}{_SCORING}
     Attributes
     ----------
 {_ATTRIBUTES}
@@ -1121,7 +1142,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
-            Weight of each row (as for ``fit``).
+            Weight of each row (as for ``fit``). ``partial_fit`` takes no validation data
+            (``X_val``): one epoch on one batch has no early stopping, and
+            ``validation_scores_`` / ``validation_loss_curve_`` are set to None, as without
+            validation data.
 
         Returns
         -------

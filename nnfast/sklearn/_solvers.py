@@ -14,8 +14,10 @@ allow:
   sets the divided rate before the next chunk. Shuffled epochs run in scikit-learn's row
   orders, which the run asks for chunk by chunk (drawn from the estimator's random state and
   composed epoch after epoch, as scikit-learn composes them);
-* early stopping and verbose fits run one epoch per call: the held-out score needs the
-  weights after every epoch, and a verbose fit prints each epoch as it ends.
+* fits with validation data (early stopping's split or ``fit``'s ``X_val``), with
+  scikit-learn's callbacks, and verbose fits run one epoch per call: the held-out score and
+  loss and the callbacks need the weights after every epoch, and a verbose fit prints each
+  epoch as it ends. A fit with none of them calls nothing between chunks.
 
 ``lbfgs`` hands SciPy's L-BFGS-B the network's full-batch loss and gradient, with the
 parameters packed in scikit-learn's order (every weight matrix, then every bias vector), so
