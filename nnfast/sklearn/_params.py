@@ -31,7 +31,9 @@ from sklearn.utils.validation import _is_fitted
 
 from .._validation import MAX_THREADS, check_n_threads
 
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+# scikit-learn's four hidden activations, then nnfast's (nnfast._training.plan's names).
+SKLEARN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+ACTIVATIONS = SKLEARN_ACTIVATIONS + ("leaky_relu", "elu", "gelu", "silu", "softplus")
 SOLVERS = ("lbfgs", "sgd", "adam")
 STOCHASTIC_SOLVERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "adaptive")
@@ -50,14 +52,19 @@ REGRESSION_LOSSES = ("squared_error", "poisson")
 _N_THREADS = [Interval(Integral, 1, MAX_THREADS, closed="both"), None]
 SCORER_NAMES = frozenset(get_scorer_names())
 _SCORING = [StrOptions(set(SCORER_NAMES)), callable, None]
+# nnfast's hidden activations extend scikit-learn's, in one StrOptions listing them in this
+# order (a list, not a set literal: the message is the same on every run).
+_ACTIVATION = [StrOptions(dict.fromkeys(ACTIVATIONS).keys())]
 CLASSIFIER_CONSTRAINTS = {
     **_SkMLPClassifier._parameter_constraints,
+    "activation": _ACTIVATION,
     "n_threads": _N_THREADS,
     "class_weight": [dict, StrOptions({"balanced"}), None],
     "scoring": _SCORING,
 }
 REGRESSOR_CONSTRAINTS = {
     **_SkMLPRegressor._parameter_constraints,
+    "activation": _ACTIVATION,
     "n_threads": _N_THREADS,
     "scoring": _SCORING,
 }
