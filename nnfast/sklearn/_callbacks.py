@@ -10,8 +10,8 @@ has its ``on_fit_task_end``; each hook gets the fit's X, y and ``{"sample_weight
 at that point (built only when a callback's hook asks for it).
 
 A fit without callbacks (and outside a meta-estimator that propagates them) makes no
-context and calls nothing: ``fit_callbacks`` returns None, and the solvers then run their
-epochs in chunks as before.
+context and calls nothing (the estimator does not call ``fit_callbacks``), and the solvers
+run their epochs in chunks as before.
 """
 
 from sklearn.callback._callback_support import callback_management_context
@@ -23,19 +23,16 @@ EPOCH_TASK = "epoch"
 LBFGS_TASK = "lbfgs-iter"
 
 
-def fit_callbacks(estimator, X, y, sample_weight, max_subtasks, task_name, weights):
-    """The fit's callbacks (``FitCallbacks``), its root task begun; None when the estimator
-    has no callbacks and no meta-estimator's context to join.
+def fit_callbacks(estimator, context, X, y, sample_weight, task_name, weights, active):
+    """The fit's callbacks (``FitCallbacks``) on the estimator's root ``context`` (its
+    ``_init_callback_context``), the root task begun.
 
-    ``y()`` returns the fit's targets as the user's labels (made only when there are
-    callbacks); ``weights()`` returns (coefs, intercepts) of the weights being trained now.
+    ``weights()`` returns (coefs, intercepts) of the weights being trained now; ``active``:
+    whether the estimator has callbacks of its own (else the context only joins a
+    meta-estimator's task tree, and no iteration reports).
     """
-    if not (getattr(estimator, "_skl_callbacks", None)
-            or hasattr(estimator, "_parent_callback_ctx")):
-        return None
-    y = y()
-    context = estimator._init_callback_context(max_subtasks=max_subtasks)
-    callbacks = FitCallbacks(estimator, context, X, y, sample_weight, task_name, weights)
+    callbacks = FitCallbacks(estimator, context, X, y, sample_weight, task_name, weights,
+                             active)
     context.call_on_fit_task_begin(estimator=estimator, X=X, y=y,
                                    metadata=callbacks.metadata)
     return callbacks
@@ -44,7 +41,7 @@ def fit_callbacks(estimator, X, y, sample_weight, max_subtasks, task_name, weigh
 class FitCallbacks:
     """One fit's root callback context and the subtasks of its iterations."""
 
-    def __init__(self, estimator, context, X, y, sample_weight, task_name, weights):
+    def __init__(self, estimator, context, X, y, sample_weight, task_name, weights, active):
         self.estimator = estimator
         self.context = context
         self.X = X
@@ -53,8 +50,7 @@ class FitCallbacks:
         self.task_name = task_name
         self.weights = weights
         self._task = None
-        # Whether any hook takes fitted_estimator: per-iteration copies only then.
-        self.active = bool(getattr(estimator, "_skl_callbacks", None))
+        self.active = active
 
     def _reconstruction(self, extra=None):
         """A function giving the attributes of a fitted estimator at this point: copies of

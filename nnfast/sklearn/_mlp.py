@@ -454,8 +454,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             resume = True
         trainer = _NetworkTrainer(network)
         trainer.set_weights(self.coefs_, self.intercepts_)
-        callbacks = _mlp_callbacks.fit_callbacks(
-            self, X, lambda: self._callback_targets(targets), given_sample_weight,
+        callbacks = self._fit_callbacks(
+            X, targets, given_sample_weight,
             max_subtasks=(1 if incremental else params.max_iter) if stochastic
             else params.max_iter + 1,
             task_name=_mlp_callbacks.EPOCH_TASK if stochastic else _mlp_callbacks.LBFGS_TASK,
@@ -504,6 +504,18 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         if callbacks is not None:
             callbacks.finish()
         return self
+
+    def _fit_callbacks(self, X, targets, sample_weight, max_subtasks, task_name, weights):
+        """scikit-learn's callbacks for this fit (``_callbacks.FitCallbacks``, its root task
+        begun), or None without callbacks and outside a meta-estimator's task tree: then
+        nothing is made or called."""
+        own = bool(getattr(self, "_skl_callbacks", None))
+        if not (own or hasattr(self, "_parent_callback_ctx")):
+            return None
+        context = self._init_callback_context(max_subtasks=max_subtasks)
+        # The labels (what a scorer compares predictions with), made only with callbacks.
+        return _mlp_callbacks.fit_callbacks(self, context, X, self._callback_targets(targets),
+                                            sample_weight, task_name, weights, active=own)
 
     def _lbfgs_iterations(self, dtype, validation_data, evaluate, callbacks):
         """The function L-BFGS calls after each iteration (``_LbfgsIterations``), or None
@@ -995,7 +1007,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._label_binarizer.inverse_transform(Y)
 
     def _callback_targets(self, Y):
-        # The labels: what a scorer compares predictions with.
         return self._decode_targets(Y)
 
     def _loss_name(self):

@@ -213,3 +213,15 @@ def test_verbose_still_prints_with_callbacks(capsys):
     MLPClassifier(**SMALL, max_iter=2, verbose=True).set_callbacks(Recorder()).fit(X, Y)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(",")[0] for line in lines] == ["Iteration 1", "Iteration 2"]
+
+
+def test_inside_a_pipeline_without_callbacks_of_its_own_the_fit_joins_the_task_tree():
+    # Recorder is not auto-propagated: the MLP gets the pipeline's context but no callbacks,
+    # so it reports no epochs, and trains as it does alone.
+    recorder = Recorder()
+    model = make_pipeline(StandardScaler(), MLPClassifier(**SMALL, max_iter=3))
+    model.set_callbacks(recorder).fit(X, Y)
+    assert not [e for e in recorder.events if e[1] == "epoch"]
+    alone = MLPClassifier(**SMALL, max_iter=3).fit(StandardScaler().fit_transform(X), Y)
+    for a, b in zip(model[-1].coefs_, alone.coefs_):
+        np.testing.assert_array_equal(a, b)
