@@ -434,7 +434,10 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         if incremental and params.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         validation_data = self._validation_data(*validation, X.dtype)
-        evaluate = self._evaluator(params)
+        # Made only when something is validated: a fit without validation data looks up
+        # neither a scorer nor a validation loss.
+        evaluate = (self._evaluator(params)
+                    if validation_data is not None or params.early_stopping else None)
 
         stochastic = params.solver in STOCHASTIC_SOLVERS
         old = getattr(self, "_network", None)
