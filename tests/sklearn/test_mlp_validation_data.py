@@ -211,6 +211,11 @@ def test_lbfgs_records_each_iteration():
     model = MLPClassifier(**SMALL, solver="lbfgs", max_iter=15).fit(X, y, X_val=X_val,
                                                                    y_val=y_val)
     assert len(model.validation_scores_) == len(model.validation_loss_curve_) == model.n_iter_
+    # Iteration k's iterate is scikit-learn's L-BFGS fit stopped after k + 1 iterations.
+    for k in range(0, model.n_iter_, 4):
+        theirs = sk.MLPClassifier(**SMALL, solver="lbfgs", max_iter=k + 1).fit(X, y)
+        assert_allclose(model.validation_loss_curve_[k],
+                        log_loss(y_val, theirs.predict_proba(X_val)), rtol=1e-6)
     assert model.validation_scores_[-1] == accuracy_score(y_val, model.predict(X_val))
     assert_allclose(model.validation_loss_curve_[-1],
                     log_loss(y_val, model.predict_proba(X_val)), rtol=1e-7)
