@@ -5,7 +5,7 @@ so that ``clone`` and ``set_params`` keep them as given), from the declarative
 ``_parameter_constraints`` of each estimator; its ``InvalidParameterError`` (a ``ValueError``
 and a ``TypeError``) names the parameter, what it accepts and what it got. nnfast's estimators
 take scikit-learn's constraints and add their own parameters' (``n_threads``,
-``class_weight``), so that scikit-learn's machinery raises exactly its errors.
+``class_weight``, ``scoring``), so that scikit-learn's machinery raises exactly its errors.
 
 That machinery costs more than a small fit's whole Python overhead (``get_params`` inspects
 the signature; each constraint is built and tested), so ``validate_params`` first runs a
@@ -23,6 +23,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn import get_config
+from sklearn.metrics import get_scorer_names
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -45,8 +46,12 @@ REGRESSION_LOSSES = ("squared_error", "poisson")
 # give its messages to the letter on every run. tests/sklearn/test_mlp_params.py holds them to the
 # installed scikit-learn's estimators and the quick test below to them.
 # nnfast's own: the kernel's thread count (check_n_threads's range; None: all cores), and
-# the classifier's class weights, declared as scikit-learn's LogisticRegression declares them.
+# the classifier's class weights, declared as scikit-learn's LogisticRegression declares them;
+# the early-stopping score, a scorer name or callable as scikit-learn's searches declare one
+# (None: the estimator's own accuracy / R^2).
 _N_THREADS = [Interval(Integral, 1, MAX_THREADS, closed="both"), None]
+SCORER_NAMES = frozenset(get_scorer_names())
+_SCORING = [StrOptions(set(SCORER_NAMES)), callable, None]
 # nnfast's hidden activations extend scikit-learn's, in one StrOptions listing them in this
 # order (a list, not a set literal: the message is the same on every run).
 _ACTIVATION = [StrOptions(dict.fromkeys(ACTIVATIONS).keys())]
@@ -55,11 +60,13 @@ CLASSIFIER_CONSTRAINTS = {
     "activation": _ACTIVATION,
     "n_threads": _N_THREADS,
     "class_weight": [dict, StrOptions({"balanced"}), None],
+    "scoring": _SCORING,
 }
 REGRESSOR_CONSTRAINTS = {
     **_SkMLPRegressor._parameter_constraints,
     "activation": _ACTIVATION,
     "n_threads": _N_THREADS,
+    "scoring": _SCORING,
 }
 
 
@@ -125,6 +132,8 @@ _PLAIN_VALUE = {
     "class_weight": lambda v: v is None or type(v) is dict or (type(v) is str
                                                                and v == "balanced"),
     "loss": _choice(REGRESSION_LOSSES),
+    # Callables go to scikit-learn's check (its callable constraint accepts them).
+    "scoring": lambda v: v is None or (type(v) is str and v in SCORER_NAMES),
 }
 
 
@@ -170,6 +179,7 @@ class MLPParams:
     n_iter_no_change: float  # an int, or inf
     max_fun: int
     n_threads: object  # None or int
+    scoring: object  # None, a scorer name or a callable scorer(estimator, X, y)
 
 
 def check_hidden_layer_sizes(hidden):
@@ -226,4 +236,5 @@ def check_params(estimator):
         # The kernel's safety: checked here even where the validation above is skipped.
         n_threads=(None if e.n_threads is None
                    else check_n_threads(operator.index(e.n_threads))),
+        scoring=e.scoring,
     )

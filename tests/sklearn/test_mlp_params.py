@@ -167,7 +167,8 @@ def _describe(constraint):
 @pytest.mark.parametrize("kind", PAIRS)
 def test_constraints_are_scikit_learns_plus_nnfasts_own(kind):
     ours, theirs = (E._parameter_constraints for E in PAIRS[kind])
-    own = {"classifier": {"n_threads", "class_weight"}, "regressor": {"n_threads"}}[kind]
+    own = {"classifier": {"n_threads", "class_weight", "scoring"},
+           "regressor": {"n_threads", "scoring"}}[kind]
     assert set(ours) == set(theirs) | own
     for name, constraints in theirs.items():
         if name in WIDENED:
@@ -402,3 +403,28 @@ def test_messages_name_the_estimator_class():
         MLPRegressor(shuffle="yes").fit(X, Y_REG)
     with pytest.raises(TypeError):
         MLPRegressor(shuffle="yes").fit(X, Y_REG)
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+@pytest.mark.parametrize("value", ["accuracy_score", "Accuracy", "", 1, 0.5, True, [],
+                                   ("accuracy",), {"a": "accuracy"}, _BadType()])
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_scoring_invalid_values_as_ridge_cvs(Estimator, value, method):
+    """RidgeCV declares scoring as nnfast does (a scorer name, a callable or None): its
+    error, renamed."""
+    from sklearn.linear_model import RidgeCV
+
+    reference = _outcome(lambda: RidgeCV(scoring=value).fit(X, Y_REG))
+    model = Estimator(**BASE, scoring=value)
+    kwargs = {"classes": [0, 1]} if Estimator is MLPClassifier and method == "partial_fit" \
+        else {}
+    y = Y_CLASS if Estimator is MLPClassifier else Y_REG
+    ours = _outcome(lambda: getattr(model, method)(X, y, **kwargs))
+    assert reference[0] is InvalidParameterError
+    assert ours == (InvalidParameterError, reference[1].replace("RidgeCV", Estimator.__name__))
+    assert not hasattr(model, "coefs_")
+
+
+@pytest.mark.parametrize("value", [None, "accuracy", "neg_log_loss", lambda est, X, y: 0.0])
+def test_scoring_valid_values(value):
+    MLPClassifier(**BASE, scoring=value, early_stopping=True).fit(X, Y_CLASS)
