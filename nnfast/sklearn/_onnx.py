@@ -1,0 +1,245 @@
+"""ONNX export of ``MLPClassifier`` and ``MLPRegressor`` through skl2onnx.
+
+``register()`` tells skl2onnx how to convert the two estimators, after which
+``skl2onnx.to_onnx(model, X[:1])`` works for them as for scikit-learn's MLP: the classifier
+declares skl2onnx's classifier options (``zipmap``, ``output_class_labels``, ``nocl``), so
+skl2onnx's own classifier parser gives it a label and a probabilities output, and a ZipMap
+unless ``zipmap=False``. This module imports skl2onnx; ``nnfast.sklearn._onnx_hook`` decides
+when it is imported (never by ``import nnfast.sklearn`` alone).
+
+The graph is the estimator's forward pass: per layer ``MatMul`` and ``Add`` then the layer's
+activation, built from ``ACTIVATION_NODES`` (one entry per hidden activation name the
+estimators accept, and the output activations), in the input's float type (double for
+float64 inputs, else float). Then:
+
+* binary classification: the probabilities ``[1 - p, p]``; the label the second class where
+  ``p > 0.5``, as ``predict``;
+* multiclass: the softmax and the class of its largest column;
+* multilabel: each label's probability, and the label indicator ``p > 0.5`` as int64;
+* regression: the outputs, shape ``(n, n_outputs_)`` (one output gives ``(n, 1)``,
+  skl2onnx's shape for a regressor).
+"""
+
+import math
+
+import numpy as np
+from onnx import TensorProto
+from skl2onnx import update_registered_converter
+from skl2onnx.common.data_types import (
+    DoubleTensorType,
+    FloatTensorType,
+    Int64TensorType,
+    StringTensorType,
+    guess_proto_type,
+)
+
+# skl2onnx's classifier options, as its converter of scikit-learn's MLPClassifier declares
+# them: declaring "zipmap" is what makes skl2onnx parse the model as a classifier.
+CLASSIFIER_OPTIONS = {
+    "zipmap": [True, False, "columns"],
+    "output_class_labels": [False, True],
+    "nocl": [True, False],
+}
+CLASSIFIER_ALIAS = "NnfastMLPClassifier"
+REGRESSOR_ALIAS = "NnfastMLPRegressor"
+
+# Constants of the activations that have one; the kernel's and nnfast.reference's values.
+LEAKY_RELU_SLOPE = 0.01
+ELU_ALPHA = 1.0
+
+
+class _Graph:
+    """Adds nodes and constants to skl2onnx's container under unique names, in one float
+    type (``proto``: TensorProto.FLOAT or DOUBLE)."""
+
+    def __init__(self, scope, container, proto):
+        self.scope = scope
+        self.container = container
+        self.proto = proto
+
+    def name(self, hint):
+        return self.scope.get_unique_variable_name(hint)
+
+    def constant(self, hint, values, proto=None):
+        values = np.asarray(values)
+        name = self.name(hint)
+        proto = self.proto if proto is None else proto
+        if proto == TensorProto.STRING:
+            content = [str(v).encode("utf-8") for v in values.ravel()]
+        else:
+            dtype = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64,
+                     TensorProto.INT64: np.int64}[proto]
+            content = values.astype(dtype).ravel()
+        self.container.add_initializer(name, proto, list(values.shape), content)
+        return name
+
+    def node(self, op_type, inputs, output=None, hint=None, **attrs):
+        """Adds one node; returns its output's name (a new one unless ``output`` is given)."""
+        output = self.name(hint or op_type.lower()) if output is None else output
+        self.container.add_node(op_type, inputs, output,
+                                name=self.scope.get_unique_operator_name(op_type), **attrs)
+        return output
+
+
+def _unary(op_type, **attrs):
+    return lambda graph, x: graph.node(op_type, [x], **attrs)
+
+
+def _gelu(graph, x):
+    """0.5 * x * (1 + erf(x / sqrt(2))), the exact GELU (ONNX's Gelu op needs opset 20)."""
+    scaled = graph.node("Div", [x, graph.constant("sqrt2", math.sqrt(2.0))])
+    one_plus = graph.node("Add", [graph.node("Erf", [scaled]), graph.constant("one", 1.0)])
+    half_x = graph.node("Mul", [x, graph.constant("half", 0.5)])
+    return graph.node("Mul", [half_x, one_plus])
+
+
+def _silu(graph, x):
+    """x * sigmoid(x)."""
+    return graph.node("Mul", [x, graph.node("Sigmoid", [x])])
+
+
+def _softmax(graph, x):
+    # axis=1 is the row's classes in every opset (before opset 13 the input is coerced to 2-D
+    # from axis 1 on, which a 2-D input already is).
+    return graph.node("Softmax", [x], axis=1)
+
+
+# Activation name (the estimators' ``activation`` strings and ``out_activation_`` values) ->
+# a function adding its nodes: (graph, input name) -> output name. Every operator here is
+# in ONNX's default domain since opset 13 or earlier.
+ACTIVATION_NODES = {
+    "identity": _unary("Identity"),
+    "logistic": _unary("Sigmoid"),
+    "tanh": _unary("Tanh"),
+    "relu": _unary("Relu"),
+    "leaky_relu": _unary("LeakyRelu", alpha=LEAKY_RELU_SLOPE),
+    "elu": _unary("Elu", alpha=ELU_ALPHA),
+    "gelu": _gelu,
+    "silu": _silu,
+    # onnxruntime computes Softplus without overflow (log1p(exp(-|x|)) + max(x, 0)).
+    "softplus": _unary("Softplus"),
+    "exp": _unary("Exp"),
+    "softmax": _softmax,
+}
+
+
+def forward_pass(graph, x, coefs, intercepts, activation, out_activation):
+    """Adds the network's forward pass on input ``x``; returns the output layer's name."""
+    for name in (activation, out_activation):
+        if name not in ACTIVATION_NODES:
+            raise ValueError(f"ONNX export: no ONNX form for the activation {name!r}; known: "
+                             f"{sorted(ACTIVATION_NODES)}")
+    last = len(coefs) - 1
+    layer = x
+    for k, (w, b) in enumerate(zip(coefs, intercepts)):
+        product = graph.node("MatMul", [layer, graph.constant(f"coefficient{k}", w)])
+        z = graph.node("Add", [product, graph.constant(f"intercepts{k}",
+                                                         np.reshape(b, (1, -1)))])
+        layer = ACTIVATION_NODES[activation if k < last else out_activation](graph, z)
+    return layer
+
+
+def _float_proto(operator):
+    """The float type the graph computes in: double for a double input, else float."""
+    proto = guess_proto_type(operator.inputs[0].type)
+    return TensorProto.DOUBLE if proto == TensorProto.DOUBLE else TensorProto.FLOAT
+
+
+def _tensor_type(proto):
+    return DoubleTensorType if proto == TensorProto.DOUBLE else FloatTensorType
+
+
+def _network_output(graph, operator, model):
+    x = graph.node("Cast", [operator.inputs[0].full_name], hint="cast_input", to=graph.proto)
+    return forward_pass(graph, x, model.coefs_, model.intercepts_, model.activation,
+                        model.out_activation_)
+
+
+def _is_multilabel(model):
+    return model._label_binarizer.y_type_.startswith("multilabel")
+
+
+def _label_classes(scope, model):
+    """The classes as ONNX labels: (values, TensorProto.INT64 or STRING). Integer, bool and
+    integral float classes are int64 (skl2onnx's ZipMap keys them so); with the ``nocl``
+    option the labels are the class indices."""
+    classes = np.asarray(model.classes_)
+    if scope.get_options(model, dict(nocl=False))["nocl"]:
+        return np.arange(len(classes)), TensorProto.INT64
+    if classes.dtype.kind in "iub":
+        return classes.astype(np.int64), TensorProto.INT64
+    if classes.dtype.kind == "f":
+        if not np.array_equal(classes, np.round(classes)):
+            raise ValueError(f"ONNX export: float class labels must be integers (ONNX labels "
+                             f"are int64 or strings), got {classes}")
+        return classes.astype(np.int64), TensorProto.INT64
+    return np.array([str(c) for c in classes], dtype=object), TensorProto.STRING
+
+
+def classifier_shapes(operator):
+    """skl2onnx's shape calculator: label (n,) of the classes' type ((n, n_labels) int64 for
+    multilabel), probabilities (n, n_classes) in the input's float type."""
+    model = operator.raw_operator
+    n = operator.inputs[0].get_first_dimension()
+    classes, label_proto = _label_classes(operator.scope_inst, model)
+    if _is_multilabel(model):
+        label = Int64TensorType([n, len(classes)])
+    else:
+        label = (StringTensorType if label_proto == TensorProto.STRING
+                 else Int64TensorType)([n])
+    operator.outputs[0].type = label
+    operator.outputs[1].type = _tensor_type(_float_proto(operator))([n, len(classes)])
+
+
+def regressor_shapes(operator):
+    """skl2onnx's shape calculator: predictions (n, n_outputs_) in the input's float type."""
+    model = operator.raw_operator
+    n = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = _tensor_type(_float_proto(operator))([n, model.n_outputs_])
+
+
+def convert_classifier(scope, operator, container):
+    """skl2onnx's converter of ``nnfast.sklearn.MLPClassifier``."""
+    model = operator.raw_operator
+    graph = _Graph(scope, container, _float_proto(operator))
+    label_out, proba_out = operator.outputs[0].full_name, operator.outputs[1].full_name
+    p = _network_output(graph, operator, model)
+    if _is_multilabel(model):
+        # predict's threshold: a label is on where its probability exceeds 0.5.
+        graph.node("Identity", [p], proba_out)
+        on = graph.node("Greater", [p, graph.constant("half", 0.5)])
+        graph.node("Cast", [on], label_out, to=TensorProto.INT64)
+        return
+    classes, label_proto = _label_classes(scope, model)
+    if model.n_outputs_ == 1:
+        # One logistic unit: [1 - p, p]. ArgMax takes the first of equal columns, so p = 0.5
+        # gives the first class, as predict's p > 0.5 does.
+        negative = graph.node("Sub", [graph.constant("one", 1.0), p])
+        graph.node("Concat", [negative, p], proba_out, axis=1)
+        if len(classes) == 1:
+            # A single class seen in training: predict always gives it.
+            classes = np.repeat(classes, 2)
+    else:
+        graph.node("Identity", [p], proba_out)
+    best = graph.node("ArgMax", [proba_out], axis=1, keepdims=0)
+    graph.node("Gather", [graph.constant("classes", classes, label_proto), best], label_out,
+               axis=0)
+
+
+def convert_regressor(scope, operator, container):
+    """skl2onnx's converter of ``nnfast.sklearn.MLPRegressor``."""
+    model = operator.raw_operator
+    graph = _Graph(scope, container, _float_proto(operator))
+    graph.node("Identity", [_network_output(graph, operator, model)],
+               operator.outputs[0].full_name)
+
+
+def register():
+    """Registers the estimators' shape calculators and converters with skl2onnx (again
+    harmlessly: a second call replaces the first's)."""
+    from ._mlp import MLPClassifier, MLPRegressor
+
+    update_registered_converter(MLPClassifier, CLASSIFIER_ALIAS, classifier_shapes,
+                                convert_classifier, options=CLASSIFIER_OPTIONS)
+    update_registered_converter(MLPRegressor, REGRESSOR_ALIAS, regressor_shapes,
+                                convert_regressor)
