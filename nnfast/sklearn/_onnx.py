@@ -85,6 +85,30 @@ def _unary(op_type, **attrs):
     return lambda graph, x: graph.node(op_type, [x], **attrs)
 
 
+def _leaky_relu(graph, x):
+    """max(x, slope * x), which is x for x > 0 and slope * x below, as the slope is < 1
+    (onnxruntime has no double LeakyRelu)."""
+    return graph.node("Max", [x, graph.node("Mul", [x, graph.constant("slope",
+                                                                        LEAKY_RELU_SLOPE)])])
+
+
+def _elu(graph, x):
+    """x where x > 0, else alpha * (exp(x) - 1) (onnxruntime has no double Elu)."""
+    below = graph.node("Mul", [graph.node("Sub", [graph.node("Exp", [x]),
+                                                  graph.constant("one", 1.0)]),
+                               graph.constant("alpha", ELU_ALPHA)])
+    positive = graph.node("Greater", [x, graph.constant("zero", 0.0)])
+    return graph.node("Where", [positive, x, below])
+
+
+def _softplus(graph, x):
+    """max(x, 0) + log(1 + exp(-|x|)): log(1 + exp(x)) without overflow (onnxruntime has no
+    double Softplus)."""
+    tail = graph.node("Exp", [graph.node("Neg", [graph.node("Abs", [x])])])
+    log_term = graph.node("Log", [graph.node("Add", [tail, graph.constant("one", 1.0)])])
+    return graph.node("Add", [graph.node("Relu", [x]), log_term])
+
+
 def _gelu(graph, x):
     """0.5 * x * (1 + erf(x / sqrt(2))), the exact GELU (ONNX's Gelu op needs opset 20)."""
     scaled = graph.node("Div", [x, graph.constant("sqrt2", math.sqrt(2.0))])
@@ -112,12 +136,11 @@ ACTIVATION_NODES = {
     "logistic": _unary("Sigmoid"),
     "tanh": _unary("Tanh"),
     "relu": _unary("Relu"),
-    "leaky_relu": _unary("LeakyRelu", alpha=LEAKY_RELU_SLOPE),
-    "elu": _unary("Elu", alpha=ELU_ALPHA),
+    "leaky_relu": _leaky_relu,
+    "elu": _elu,
     "gelu": _gelu,
     "silu": _silu,
-    # onnxruntime computes Softplus without overflow (log1p(exp(-|x|)) + max(x, 0)).
-    "softplus": _unary("Softplus"),
+    "softplus": _softplus,
     "exp": _unary("Exp"),
     "softmax": _softmax,
 }
