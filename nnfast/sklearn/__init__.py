@@ -36,7 +36,7 @@ except ImportError as exc:
 from ._mlp import MLPClassifier, MLPRegressor
 from ._network_estimators import NetworkClassifier, NetworkRegressor
 from ._onnx_hook import install as _install_onnx_hook
-from ._onnx_hook import register as register_onnx
+from ._onnx_hook import register_onnx
 from ._patch import is_patched, patch_sklearn, unpatch_sklearn
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NetworkClassifier", "NetworkRegressor",

@@ -23,8 +23,18 @@ import warnings
 _MODULE = "skl2onnx"
 
 
-def register():
-    """Registers the estimators with skl2onnx now (importing it)."""
+def register_onnx():
+    """Registers ``MLPClassifier`` and ``MLPRegressor`` with skl2onnx now.
+
+    Not needed in general: importing both ``nnfast.sklearn`` and skl2onnx, in either order,
+    registers them. This call imports skl2onnx and raises what goes wrong, where the
+    automatic registration only warns.
+
+    Raises
+    ------
+    ImportError
+        If skl2onnx (or onnx) is not installed: ``pip install "nnfast[onnx]"``.
+    """
     from . import _onnx
 
     _onnx.register()
@@ -32,7 +42,7 @@ def register():
 
 def _register_or_warn():
     try:
-        register()
+        register_onnx()
     except Exception as exc:  # a broken registration must not break the user's import
         warnings.warn(f"nnfast could not register its MLP estimators with skl2onnx "
                       f"({type(exc).__name__}: {exc}); skl2onnx.to_onnx will not convert "
