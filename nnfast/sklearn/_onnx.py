@@ -109,17 +109,63 @@ def _softplus(graph, x):
     return graph.node("Add", [graph.node("Relu", [x]), log_term])
 
 
+# erf in double, which onnxruntime's Erf does not take: its Taylor series below
+# _ERF_SPLIT (_ERF_TERMS terms, absolute error ~3e-15 at the split, where the alternating
+# terms cancel most) and 1 - erfc from erfc's continued fraction above (_ERF_DEPTH levels:
+# ~1e-19), both measured against scipy.special.erf / erfc.
+_ERF_SPLIT = 2.5
+_ERF_TERMS = 40
+_ERF_DEPTH = 40
+
+
+def _erf_double(graph, t):
+    """erf(t) to ~1e-14 from operators onnxruntime runs in double."""
+    size = graph.node("Abs", [t])
+    # The series on min(|t|, split): erf(s) = 2 / sqrt(pi) * s * sum_n a_n s^(2n),
+    # a_n = (-1)^n / (n! (2n + 1)), by Horner's rule in s^2.
+    s = graph.node("Min", [size, graph.constant("erf_split", _ERF_SPLIT)])
+    s2 = graph.node("Mul", [s, s])
+    coefficients = [(-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(_ERF_TERMS)]
+    acc = graph.constant("erf_a", coefficients[-1])
+    for coefficient in reversed(coefficients[:-1]):
+        acc = graph.node("Add", [graph.node("Mul", [acc, s2]),
+                                 graph.constant("erf_a", coefficient)])
+    near = graph.node("Mul", [graph.node("Mul", [s, acc]),
+                              graph.constant("two_over_sqrt_pi", 2 / math.sqrt(math.pi))])
+    # The continued fraction on c = max(|t|, split): erfc(c) = exp(-c^2) / (sqrt(pi) K),
+    # K = c + (1/2) / (c + 1 / (c + (3/2) / (c + ...))), evaluated from its tail.
+    c = graph.node("Max", [size, graph.constant("erf_split", _ERF_SPLIT)])
+    fraction = c
+    for k in range(_ERF_DEPTH, 0, -1):
+        fraction = graph.node("Add", [c, graph.node("Div", [graph.constant("erf_k", k / 2),
+                                                            fraction])])
+    tail = graph.node("Div", [graph.node("Exp", [graph.node("Neg", [graph.node("Mul", [c, c])])]),
+                              graph.node("Mul", [fraction,
+                                                 graph.constant("sqrt_pi", math.sqrt(math.pi))])])
+    far = graph.node("Sub", [graph.constant("one", 1.0), tail])
+    inside = graph.node("Less", [size, graph.constant("erf_split", _ERF_SPLIT)])
+    magnitude = graph.node("Where", [inside, near, far])
+    negative = graph.node("Less", [t, graph.constant("zero", 0.0)])
+    return graph.node("Where", [negative, graph.node("Neg", [magnitude]), magnitude])
+
+
 def _gelu(graph, x):
-    """0.5 * x * (1 + erf(x / sqrt(2))), the exact GELU (ONNX's Gelu op needs opset 20)."""
+    """0.5 * x * (1 + erf(x / sqrt(2))), the exact GELU (ONNX's Gelu op needs opset 20;
+    onnxruntime's Erf is float only)."""
     scaled = graph.node("Div", [x, graph.constant("sqrt2", math.sqrt(2.0))])
-    one_plus = graph.node("Add", [graph.node("Erf", [scaled]), graph.constant("one", 1.0)])
+    erf = (_erf_double(graph, scaled) if graph.proto == TensorProto.DOUBLE
+           else graph.node("Erf", [scaled]))
+    one_plus = graph.node("Add", [erf, graph.constant("one", 1.0)])
     half_x = graph.node("Mul", [x, graph.constant("half", 0.5)])
     return graph.node("Mul", [half_x, one_plus])
 
 
 def _silu(graph, x):
-    """x * sigmoid(x)."""
-    return graph.node("Mul", [x, graph.node("Sigmoid", [x])])
+    """x / (1 + exp(-x)), x * sigmoid(x) (for x -> -inf, x / inf = -0). Not as x * Sigmoid(x):
+    onnxruntime 1.20 fuses that into a QuickGelu node that it cannot run in double."""
+    denominator = graph.node("Add", [graph.node("Exp", [graph.node("Neg", [x])]),
+                                     graph.constant("one", 1.0)])
+    return graph.node("Div", [x, denominator])
 
 
 def _softmax(graph, x):

@@ -173,7 +173,7 @@ def test_round_trip_keeps_everything():
 
 
 def test_feature_names_cross_over():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     X, y = _data("regression")
     frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
     converted = MLPRegressor(**BASE).fit(frame, y).to_sklearn()

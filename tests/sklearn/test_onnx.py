@@ -196,6 +196,23 @@ def test_node_table_against_numpy(dtype, activation):
                     atol=FORMULA_RTOL[dtype] * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gelu_over_a_dense_range(dtype):
+    """GELU's erf, onnxruntime's Erf in float and nnfast's series and continued fraction in
+    double (split at |x| / sqrt(2) = 2.5), at 4001 points of [-12, 12]: a one-unit network
+    whose output is its hidden unit."""
+    X = np.linspace(-12, 12, 4001).astype(dtype)[:, None]
+    model = MLPRegressor(hidden_layer_sizes=(1,), activation="identity", max_iter=2,
+                         random_state=0).fit(X, X[:, 0])
+    model.coefs_ = [np.ones((1, 1), dtype), np.ones((1, 1), dtype)]
+    model.intercepts_ = [np.zeros(1, dtype), np.zeros(1, dtype)]
+    model.activation = "gelu"
+    (prediction,) = _run(model, X)
+    expected = FORMULAS["gelu"](X.astype(np.float64))
+    assert_allclose(prediction, expected, rtol=FORMULA_RTOL[dtype],
+                    atol={np.float32: 1e-6, np.float64: 1e-14}[dtype])
+
+
 def test_unknown_activation_is_a_clear_error():
     X = _data(np.float64)
     model = MLPRegressor(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(
