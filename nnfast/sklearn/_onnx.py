@@ -43,7 +43,9 @@ CLASSIFIER_OPTIONS = {
 CLASSIFIER_ALIAS = "NnfastMLPClassifier"
 REGRESSOR_ALIAS = "NnfastMLPRegressor"
 
-# Constants of the activations that have one; the kernel's and nnfast.reference's values.
+# The constants of leaky_relu and elu as issue 18 defines the activations (negative slope
+# 0.01, alpha 1). TODO(merge): import them from nnfast.reference, where the activations are
+# being defined, so that they are written once.
 LEAKY_RELU_SLOPE = 0.01
 ELU_ALPHA = 1.0
 
@@ -257,7 +259,9 @@ def classifier_shapes(operator):
         label = (StringTensorType if label_proto == TensorProto.STRING
                  else Int64TensorType)([n])
     operator.outputs[0].type = label
-    operator.outputs[1].type = _tensor_type(_float_proto(operator))([n, len(classes)])
+    # predict_proba's columns: [1 - p, p] for one output unit, even of a single class.
+    n_columns = 2 if model.n_outputs_ == 1 else model.n_outputs_
+    operator.outputs[1].type = _tensor_type(_float_proto(operator))([n, n_columns])
 
 
 def regressor_shapes(operator):

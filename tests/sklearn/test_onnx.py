@@ -114,6 +114,16 @@ def test_binary_threshold_and_integer_labels():
     assert_allclose(proba, 0.5)
 
 
+def test_single_class():
+    """A classifier that saw one class predicts it (predict_proba's two columns, as
+    scikit-learn's; ZipMap cannot key two columns by one class: zipmap=False)."""
+    X = _data(np.float64)
+    model = MLPClassifier((3,), max_iter=5, random_state=0).fit(X, np.full(len(X), "only"))
+    label, proba = _run(model, X, zipmap=False)
+    _assert_close(proba, model.predict_proba(X), np.float64)
+    assert_array_equal(label, model.predict(X))
+
+
 def test_zipmap_gives_scikit_learn_converter_outputs():
     """The default options (ZipMap: one {class: probability} per row) and zipmap="columns",
     as skl2onnx's converter of scikit-learn's MLP gives them (float32: onnxruntime's ZipMap
