@@ -61,6 +61,8 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self.loader.exec_module(module)
+        # The module keeps its own loader, as if this one had never been there.
+        module.__loader__ = module.__spec__.loader = self.loader
         _register_or_warn()
 
     def __getattr__(self, name):
