@@ -29,7 +29,9 @@ import pytest  # noqa: E402
 DTYPES = [np.float32, np.float64]
 
 # The model families of Network / nnfast.reference (names as nnfast._training.plan defines them).
-HIDDEN_ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
+HIDDEN_ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]  # scikit-learn's
+NNFAST_ACTIVATIONS = ["leaky_relu", "elu", "gelu", "silu", "softplus"]  # beyond them
+ALL_ACTIVATIONS = HIDDEN_ACTIVATIONS + NNFAST_ACTIVATIONS
 OUTPUTS = ["original", "identity", "logistic", "softmax", "exp"]
 
 

@@ -78,6 +78,9 @@ def _activate(name, z):
         z /= z.sum(axis=1, keepdims=True)
     elif name == "exp":
         np.exp(z, out=z)
+    elif name != "identity":
+        # nnfast's activations beyond scikit-learn's: the reference's formulas.
+        reference.ACTIVATIONS[name](z)
     return z
 
 

@@ -30,7 +30,9 @@ from sklearn.utils.validation import _is_fitted
 
 from .._validation import MAX_THREADS, check_n_threads
 
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+# scikit-learn's four hidden activations, then nnfast's (nnfast._training.plan's names).
+SKLEARN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+ACTIVATIONS = SKLEARN_ACTIVATIONS + ("leaky_relu", "elu", "gelu", "silu", "softplus")
 SOLVERS = ("lbfgs", "sgd", "adam")
 STOCHASTIC_SOLVERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "adaptive")
@@ -45,13 +47,18 @@ REGRESSION_LOSSES = ("squared_error", "poisson")
 # nnfast's own: the kernel's thread count (check_n_threads's range; None: all cores), and
 # the classifier's class weights, declared as scikit-learn's LogisticRegression declares them.
 _N_THREADS = [Interval(Integral, 1, MAX_THREADS, closed="both"), None]
+# nnfast's hidden activations extend scikit-learn's, in one StrOptions listing them in this
+# order (a list, not a set literal: the message is the same on every run).
+_ACTIVATION = [StrOptions(dict.fromkeys(ACTIVATIONS).keys())]
 CLASSIFIER_CONSTRAINTS = {
     **_SkMLPClassifier._parameter_constraints,
+    "activation": _ACTIVATION,
     "n_threads": _N_THREADS,
     "class_weight": [dict, StrOptions({"balanced"}), None],
 }
 REGRESSOR_CONSTRAINTS = {
     **_SkMLPRegressor._parameter_constraints,
+    "activation": _ACTIVATION,
     "n_threads": _N_THREADS,
 }
 
