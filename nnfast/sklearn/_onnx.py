@@ -43,9 +43,10 @@ CLASSIFIER_OPTIONS = {
 CLASSIFIER_ALIAS = "NnfastMLPClassifier"
 REGRESSOR_ALIAS = "NnfastMLPRegressor"
 
-# The constants of leaky_relu and elu as issue 18 defines the activations (negative slope
-# 0.01, alpha 1). TODO(merge): import them from nnfast.reference, where the activations are
-# being defined, so that they are written once.
+# The constants of leaky_relu and elu (negative slope 0.01, alpha 1), which
+# nnfast.reference's inplace_leaky_relu / inplace_elu write as literals; should the
+# reference name them, import them from there. tests/sklearn/test_onnx.py holds the graphs
+# to predict's.
 LEAKY_RELU_SLOPE = 0.01
 ELU_ALPHA = 1.0
 

@@ -228,6 +228,15 @@ def test_class_weight_is_refused():
         model.to_sklearn()
 
 
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu", "gelu", "silu", "softplus"])
+def test_nnfast_activations_are_refused(activation):
+    X, y = _data("regression")
+    model = MLPRegressor(**BASE, activation=activation).fit(X, y)
+    with pytest.raises(ValueError, match=f"scikit-learn's MLP has no activation="
+                                         f"'{activation}'"):
+        model.to_sklearn()
+
+
 # Each option of the table with a value scikit-learn lacks; some are being added to the
 # estimators beside this work, so the table is tested on parameter dicts as get_params
 # gives them.
