@@ -39,13 +39,14 @@ from sklearn.utils.validation import (
 )
 
 from .. import reference
-from .._training.layout import param_count, param_views
+from .._training.layout import pack_params, param_count, param_views
 from .._training.plan import OptimizerState
 from .._training.sparse import as_csr, is_sparse
 from .._validation import as_matrix, check_finite_real
 from .._training.run import training_run
 from ..network import Network, TrainingDivergedError
 from . import _callbacks as _mlp_callbacks
+from . import _convert
 from . import _input as _mlp_input
 from . import _params as _mlp_params
 from . import _solvers as _mlp_solvers
@@ -722,6 +723,90 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                                 accept_sparse=_SPARSE_FORMATS))
         return _forward(self.coefs_, self.intercepts_, X, self.activation, self.out_activation_)
 
+    # ---------------------------------------------------------------------------- conversion
+
+    def to_sklearn(self):
+        """scikit-learn's own estimator holding this fitted model.
+
+        Returns
+        -------
+        model : sklearn.neural_network.MLPClassifier or MLPRegressor
+            The same parameters and fitted state: weights, classes and label binarizer,
+            records (``n_iter_``, ``t_``, ``loss_curve_``, ...) and the stochastic optimizer's
+            state, so that it predicts the same and its ``partial_fit`` or warm-start ``fit``
+            continues where this model stopped. ``n_threads`` is dropped.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the model is not fitted.
+        ValueError
+            If an option has a value scikit-learn's MLP lacks (an activation or loss it does
+            not have, ``class_weight``, ...); the message names it.
+        """
+        check_is_fitted(self, "coefs_")
+        return _convert.to_sklearn(self._KIND, self.get_params(deep=False),
+                                   self._fitted_state())
+
+    @classmethod
+    def from_sklearn(cls, fitted):
+        """An nnfast estimator holding a fitted scikit-learn MLP.
+
+        Parameters
+        ----------
+        fitted : sklearn.neural_network.MLPClassifier or MLPRegressor
+            A fitted scikit-learn estimator of the same kind (classifier or regressor).
+
+        Returns
+        -------
+        model : MLPClassifier or MLPRegressor
+            The same parameters and fitted state (see ``to_sklearn``): it predicts the same,
+            and ``partial_fit`` or a warm-start ``fit`` continue as scikit-learn's would.
+
+        Raises
+        ------
+        TypeError
+            If ``fitted`` is not scikit-learn's estimator of this kind.
+        sklearn.exceptions.NotFittedError
+            If ``fitted`` is not fitted.
+        """
+        params, state = _convert.from_sklearn(cls._KIND, fitted)
+        estimator = cls(**params)
+        estimator._load_fitted_state(state)
+        return estimator
+
+    def _fitted_state(self):
+        """This model's ``_convert.FittedState`` (its own objects, not copies)."""
+        network = getattr(self, "_network", None)
+        resumable = network is not None and network.optimizer_state is not None
+        return _convert.FittedState(
+            {name: getattr(self, name) for name in _convert.FITTED_ATTRIBUTES
+             if hasattr(self, name)},
+            self.coefs_, self.intercepts_, getattr(self, "_best_coefs", None),
+            getattr(self, "_best_intercepts", None), getattr(self, "_label_binarizer", None),
+            getattr(self, "_no_improvement_count", None),
+            network.optimizer if resumable else None,
+            network.optimizer_state if resumable else None)
+
+    def _load_fitted_state(self, state):
+        """Takes a ``_convert.FittedState`` (its objects, not copies) as this model's."""
+        self.__dict__.update(state.attributes)
+        self.coefs_, self.intercepts_ = state.coefs, state.intercepts
+        extras = {"_best_coefs": state.best_coefs, "_best_intercepts": state.best_intercepts,
+                  "_label_binarizer": state.label_binarizer,
+                  "_no_improvement_count": state.no_improvement_count}
+        self.__dict__.update({k: v for k, v in extras.items() if v is not None})
+        # The network that partial_fit resumes: it carries the optimizer and its state
+        # (its weights are set from coefs_ at every fit).
+        dtype = self.coefs_[0].dtype
+        layer_units = [self.coefs_[0].shape[0]] + [w.shape[1] for w in self.coefs_]
+        self._network = Network.from_params(
+            pack_params(self.coefs_, self.intercepts_).astype(dtype), layer_units, seed=1,
+            dtype=dtype, backend=BACKEND, bias=True, activation=self.activation,
+            output=self.out_activation_, optimizer=state.optimizer, alpha=float(self.alpha),
+            reduction="mean")
+        self._network.optimizer_state = state.optimizer_state
+
 
 _PARAMETERS = """\
     hidden_layer_sizes : array-like of int or int, default=(100,)
@@ -881,6 +966,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     # scikit-learn's constraints plus nnfast's n_threads and class_weight (_mlp_params).
     _parameter_constraints: dict = CLASSIFIER_CONSTRAINTS
+    _KIND = "classifier"  # which scikit-learn estimator it converts to and from (_convert)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -1129,6 +1215,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     # scikit-learn's constraints plus nnfast's n_threads (_mlp_params).
     _parameter_constraints: dict = REGRESSOR_CONSTRAINTS
+    _KIND = "regressor"  # which scikit-learn estimator it converts to and from (_convert)
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
                  solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
