@@ -25,7 +25,7 @@ are its side of the runner contract (``nnfast._training.plan``).
 import math
 
 import numpy as np
-from scipy.special import xlogy
+from scipy.special import expit, ndtr, xlogy
 
 from ._training.layout import optimizer_state_views, param_views
 
@@ -268,6 +268,32 @@ def inplace_relu(Z):
     np.maximum(Z, 0, out=Z)
 
 
+def inplace_leaky_relu(Z):
+    """Z = Z where Z >= 0, else 0.01 * Z."""
+    np.multiply(Z, 0.01, out=Z, where=Z < 0)
+
+
+def inplace_elu(Z):
+    """Z = Z where Z > 0, else exp(Z) - 1 (alpha = 1)."""
+    np.expm1(Z, out=Z, where=Z <= 0)
+
+
+def inplace_gelu(Z):
+    """Z = Z * Phi(Z), Phi the standard normal distribution function (the exact GELU,
+    0.5 * Z * (1 + erf(Z / sqrt(2))), with Phi from SciPy's ndtr)."""
+    Z *= ndtr(Z)
+
+
+def inplace_silu(Z):
+    """Z = Z * sigmoid(Z) (SiLU, "swish")."""
+    Z *= expit(Z)
+
+
+def inplace_softplus(Z):
+    """Z = log(1 + exp(Z)), as logaddexp(0, Z): no overflow."""
+    np.logaddexp(0, Z, out=Z)
+
+
 def inplace_softmax(Z):
     """Z = exp(Z - max_row(Z)) / sum_row(exp(Z - max_row(Z))): never overflows."""
     shifted = Z - Z.max(axis=1)[:, np.newaxis]
@@ -285,6 +311,11 @@ ACTIVATIONS = {
     "logistic": inplace_logistic,
     "tanh": inplace_tanh,
     "relu": inplace_relu,
+    "leaky_relu": inplace_leaky_relu,
+    "elu": inplace_elu,
+    "gelu": inplace_gelu,
+    "silu": inplace_silu,
+    "softplus": inplace_softplus,
     "softmax": inplace_softmax,
     "exp": inplace_exp,
 }
@@ -298,25 +329,53 @@ OUTPUT_ACTIVATIONS = {
 }
 
 
-# Derivatives from the activation's output Z, applied to the back-propagated delta in place.
-def inplace_identity_derivative(Z, delta):
+# Derivatives applied to the back-propagated delta in place: scikit-learn's four from the
+# activation's output Z (as its DERIVATIVES), the others from the pre-activation P, each by
+# its own formula (the kernel computes them otherwise: from outputs, or kept slopes).
+def inplace_identity_derivative(Z, delta, P):
     """delta *= 1."""
 
 
-def inplace_logistic_derivative(Z, delta):
+def inplace_logistic_derivative(Z, delta, P):
     """delta *= Z; delta *= 1 - Z."""
     delta *= Z
     delta *= 1 - Z
 
 
-def inplace_tanh_derivative(Z, delta):
+def inplace_tanh_derivative(Z, delta, P):
     """delta *= 1 - Z**2."""
     delta *= 1 - Z**2
 
 
-def inplace_relu_derivative(Z, delta):
+def inplace_relu_derivative(Z, delta, P):
     """delta = 0 where Z == 0."""
     delta[Z == 0] = 0
+
+
+def inplace_leaky_relu_derivative(Z, delta, P):
+    """delta *= 0.01 where P <= 0 (PyTorch's choice at 0)."""
+    np.multiply(delta, 0.01, out=delta, where=P <= 0)
+
+
+def inplace_elu_derivative(Z, delta, P):
+    """delta *= exp(P) where P <= 0."""
+    np.multiply(delta, np.exp(P), out=delta, where=P <= 0)
+
+
+def inplace_gelu_derivative(Z, delta, P):
+    """delta *= Phi(P) + P * phi(P), phi the standard normal density."""
+    delta *= ndtr(P) + P * (np.exp(-0.5 * P * P) / np.sqrt(2 * np.pi)).astype(P.dtype)
+
+
+def inplace_silu_derivative(Z, delta, P):
+    """delta *= s * (1 + P * (1 - s)), s = sigmoid(P), with 1 - s as sigmoid(-P) (no
+    cancellation where s is near 1)."""
+    delta *= expit(P) * (1 + P * expit(-P))
+
+
+def inplace_softplus_derivative(Z, delta, P):
+    """delta *= sigmoid(P)."""
+    delta *= expit(P)
 
 
 DERIVATIVES = {
@@ -324,6 +383,11 @@ DERIVATIVES = {
     "logistic": inplace_logistic_derivative,
     "tanh": inplace_tanh_derivative,
     "relu": inplace_relu_derivative,
+    "leaky_relu": inplace_leaky_relu_derivative,
+    "elu": inplace_elu_derivative,
+    "gelu": inplace_gelu_derivative,
+    "silu": inplace_silu_derivative,
+    "softplus": inplace_softplus_derivative,
 }
 
 
@@ -477,9 +541,10 @@ def init_coefs(sizes, random_state, activation="relu", dtype=np.float64):
     return weights, biases
 
 
-def forward_model(weights, biases, x, activations, output):
+def forward_model(weights, biases, x, activations, output, preactivations=None):
     """Every layer's activations [x, a_1, ..., a_L]: a_{k+1} = act_k(a_k @ W_k + b_k), the
-    hidden layers' activations by name (one per hidden layer), the last one the output's."""
+    hidden layers' activations by name (one per hidden layer), the last one the output's.
+    preactivations: a list to which each hidden layer's a_k @ W_k + b_k is appended."""
     layers = [x]
     for k, w in enumerate(weights):
         z = layers[-1].dot(w)
@@ -488,6 +553,8 @@ def forward_model(weights, biases, x, activations, output):
         if k == len(weights) - 1:
             OUTPUT_ACTIVATIONS[output](z)
         else:
+            if preactivations is not None:
+                preactivations.append(z.copy())
             ACTIVATIONS[activations[k]](z)
         layers.append(z)
     return layers
@@ -540,7 +607,8 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
     layers : list of ndarray
         The forward pass, [x, a_1, ..., a_L].
     """
-    layers = forward_model(weights, biases, x, activations, output)
+    preactivations = []
+    layers = forward_model(weights, biases, x, activations, output, preactivations)
     data_loss = (_data_loss(output, y, layers[-1], sample_weight, loss, loss_parameter)
                  if need_loss else None)
     if reduction == "mean":
@@ -558,7 +626,7 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
                         bias_grads)
         if k > 0:
             delta = delta.dot(weights[k].T)
-            DERIVATIVES[activations[k - 1]](layers[k], delta)
+            DERIVATIVES[activations[k - 1]](layers[k], delta, preactivations[k - 1])
     return data_loss, layers
 
 

@@ -129,7 +129,8 @@ def test_the_pages_have_the_doctest_groups_ci_relies_on():
     assert set(_groups()) >= {
         ("index.rst", "index"), ("user_guide/original.rst", "dropin"),
         ("user_guide/model_options.rst", "options"), ("user_guide/sklearn.rst", "migration"),
-        ("user_guide/sklearn.rst", "networkclassifier"), ("user_guide/sklearn.rst", "patching")}
+        ("user_guide/sklearn.rst", "networkclassifier"), ("user_guide/sklearn.rst", "patching"),
+        ("user_guide/sklearn.rst", "onnx"), ("user_guide/sklearn.rst", "convert")}
 
 
 def test_the_drop_in_swap_gives_the_original_loops_weights(capsys):

@@ -517,6 +517,10 @@ MODELS = {
                                     power_t=0.25), reduction="sum"),
     "plain_exp": dict(activation="logistic", output="exp", optimizer=GradientStep(0.01)),
     "original_mean": dict(output="original", reduction="mean", bias=True),
+    "gelu_silu": dict(activation=("gelu", "silu"), output="logistic", optimizer=Adam(0.01),
+                      bias=True),
+    "elu_softplus": dict(activation=("elu", "softplus"), output="identity",
+                         optimizer=SGD(0.02, momentum=0.5), alpha=1e-3),
 }
 
 

@@ -491,7 +491,7 @@ from nnfast.optimizers import SGD, Adam, GradientStep  # noqa: E402
 
 
 @pytest.mark.parametrize("sizes, activation, error, match", [
-    ([3, 4, 1], "softplus", ValueError, "unknown activation 'softplus'"),
+    ([3, 4, 1], "swish", ValueError, "unknown activation 'swish'"),
     ([3, 4, 1], "ReLU", ValueError, "unknown activation"),
     ([3, 4, 1], "softmax", ValueError, "unknown activation"),
     ([3, 4, 4, 1], ["relu"], ValueError, "1 names but the network has 2 hidden layers"),

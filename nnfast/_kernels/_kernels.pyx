@@ -55,8 +55,8 @@ BLAS capped at one thread by the caller so that the two thread pools never compe
 """
 
 from cython cimport floating
-from libc.math cimport (INFINITY, M_PI, copysign, copysignf, cos, exp, expf, fabs, isfinite,
-                        log, pow, sqrt, sqrtf)
+from libc.math cimport (INFINITY, M_PI, copysign, copysignf, cos, exp, expf, fabs, fabsf,
+                        isfinite, log, pow, sqrt, sqrtf)
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from cython.parallel cimport prange
 from libc.limits cimport INT_MAX
@@ -67,8 +67,10 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 # The general path's integer codes: defined once, in codes.pxd (compile-time constants here;
 # Python reads the same enums from nnfast._kernels.codes, which checks codes passed in).
-from nnfast._kernels.codes cimport (ACTIVATION_IDENTITY, ACTIVATION_LOGISTIC, ACTIVATION_RELU,
-                                    ACTIVATION_TANH, OPTIMIZER_ADAM, OPTIMIZER_PLAIN,
+from nnfast._kernels.codes cimport (ACTIVATION_ELU, ACTIVATION_GELU, ACTIVATION_IDENTITY,
+                                    ACTIVATION_LEAKY_RELU, ACTIVATION_LOGISTIC, ACTIVATION_RELU,
+                                    ACTIVATION_SILU, ACTIVATION_SOFTPLUS, ACTIVATION_TANH,
+                                    OPTIMIZER_ADAM, OPTIMIZER_PLAIN,
                                     OPTIMIZER_SGD, OUTPUT_EXP, OUTPUT_IDENTITY, OUTPUT_LOGISTIC,
                                     OUTPUT_ORIGINAL, OUTPUT_SOFTMAX, REDUCTION_MEAN,
                                     SCHEDULE_INVSCALING, SCHEDULE_COSINE, LOSS_OUTPUT,
@@ -412,9 +414,11 @@ cdef inline void _original_forward(const floating* inputs, const floating* weigh
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static"):
             _linear_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
-                         _block_start(m, n_threads, t + 1), n_in, n_out, ACTIVATION_LOGISTIC)
+                         _block_start(m, n_threads, t + 1), n_in, n_out, ACTIVATION_LOGISTIC,
+                         NULL)
     else:
-        _linear_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out, ACTIVATION_LOGISTIC)
+        _linear_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out, ACTIVATION_LOGISTIC,
+                     NULL)
 
 
 cdef inline double _original_output_delta(const floating* targets, const floating* outputs,
@@ -744,6 +748,7 @@ cdef struct _Workspace:
     # void*, as a struct cannot be fused; each user casts to its floating type.
     void* activations   # batch rows x sum(s1..sL)
     void* deltas        # the same
+    void* slopes        # the same, for gelu / silu layers' derivatives; NULL without them
     void* bias_sums     # max(s1..sL)
     void* gradient      # P values: a step's gradient, params layout (training only)
     void* batch_x       # batch rows x s0, shuffled fits only
@@ -829,10 +834,172 @@ cdef inline double _xlogy(double x, double y) noexcept nogil:
     return x * log(y)
 
 
+# --------------------------------------------------------------------------------------------
+# The hidden activations beyond scikit-learn's (nnfast.reference states each formula):
+#   leaky_relu  z if z >= 0 else 0.01 z          elu       z if z > 0 else exp(z) - 1
+#   gelu        z * Phi(z), Phi the standard normal distribution function (the exact form,
+#               0.5 z (1 + erf(z / sqrt 2)), not the tanh approximation)
+#   silu        z * sigmoid(z)                   softplus  log(1 + exp(z))
+# Each is branch-free (selects only), so loops over a layer vectorise as the sigmoid's do.
+# leaky_relu, elu and softplus have derivatives that are functions of their outputs, as
+# scikit-learn's activations do: the step keeps only the outputs. gelu's and silu's are not
+# (neither is monotonic), so their forward pass also writes each unit's derivative to the
+# workspace's "slopes" buffer (the activations' layout), which the backward pass reads.
+# --------------------------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    /* W. J. Cody's rational Chebyshev approximations of erf and erfc (Math. Comp. 23, 1969,  */
+    /* 631-637; the coefficients of his CALERF): erf on |x| <= 0.5, erfc(x) exp(x^2) on       */
+    /* [0.5, 4] and erfc(x) exp(x^2) x on [4, inf) in 1 / x^2. Relative error below 2e-15 on  */
+    /* each (tests/kernels/test_activations.py measures the kernel's against SciPy's).        */
+    static const double NNFAST_ERF_P[5] = {3.16112374387056560e00, 1.13864154151050156e02,
+        3.77485237685302021e02, 3.20937758913846947e03, 1.85777706184603153e-1};
+    static const double NNFAST_ERF_Q[4] = {2.36012909523441209e01, 2.44024637934444173e02,
+        1.28261652607737228e03, 2.84423683343917062e03};
+    static const double NNFAST_ERFC_P[9] = {5.64188496988670089e-1, 8.88314979438837594e00,
+        6.61191906371416295e01, 2.98635138197400131e02, 8.81952221241769090e02,
+        1.71204761263407058e03, 2.05107837782607147e03, 1.23033935479799725e03,
+        2.15311535474403846e-8};
+    static const double NNFAST_ERFC_Q[8] = {1.57449261107098347e01, 1.17693950891312499e02,
+        5.37181101862009858e02, 1.62138957456669019e03, 3.29079923573345963e03,
+        4.36261909014324716e03, 3.43936767414372164e03, 1.23033935480374942e03};
+    static const double NNFAST_ERFC_TAIL_P[6] = {3.05326634961232344e-1,
+        3.60344899949804439e-1, 1.25781726111229246e-1, 1.60837851487422766e-2,
+        6.58749161529837803e-4, 1.63153871373020978e-2};
+    static const double NNFAST_ERFC_TAIL_Q[5] = {2.56852019228982242e00,
+        1.87295284992346725e00, 5.27905102951428412e-1, 6.05183413124413191e-2,
+        2.33520497626869185e-3};
+    """
+    const double* _ERF_P "NNFAST_ERF_P"
+    const double* _ERF_Q "NNFAST_ERF_Q"
+    const double* _ERFC_P "NNFAST_ERFC_P"
+    const double* _ERFC_Q "NNFAST_ERFC_Q"
+    const double* _ERFC_TAIL_P "NNFAST_ERFC_TAIL_P"
+    const double* _ERFC_TAIL_Q "NNFAST_ERFC_TAIL_Q"
+
+# 1 / sqrt(2), 1 / sqrt(pi), 1 / sqrt(2 pi); leaky_relu's slope.
+cdef double _SQRT_HALF = 0.7071067811865476
+cdef double _INV_SQRT_PI = 0.5641895835477563
+cdef double _INV_SQRT_2PI = 0.3989422804014327
+cdef double _LEAKY_SLOPE = 0.01
+
+
+cdef inline double _normal_cdf(double z, double* pdf) noexcept nogil:
+    """Phi(z), the standard normal distribution function, and its density phi(z) in pdf.
+
+    Phi(z) = erfc(-t) / 2, t = z / sqrt 2. For |t| <= 0.5, 1/2 + erf(t) / 2; beyond,
+    erfc(|t|) = exp(-t^2) R(|t|) (Cody's R for [0.5, 4] or the tail's), so the lower tail keeps
+    its relative precision (no 1 - erf cancellation) and exp(-t^2) is shared with the density.
+    Every branch is computed and one selected, so a loop over a layer vectorises."""
+    cdef double t = z * _SQRT_HALF
+    cdef double y = fabs(t)
+    cdef double y2 = t * t
+    cdef double gauss = _exp(-y2)
+    cdef double num, den, small, middle, tail, inv2, upper_tail
+    # erf(t) for |t| <= 0.5: t P(t^2) / Q(t^2).
+    num = _ERF_P[4] * y2
+    den = y2
+    num = (num + _ERF_P[0]) * y2
+    den = (den + _ERF_Q[0]) * y2
+    num = (num + _ERF_P[1]) * y2
+    den = (den + _ERF_Q[1]) * y2
+    num = (num + _ERF_P[2]) * y2
+    den = (den + _ERF_Q[2]) * y2
+    small = 0.5 + 0.5 * (t * (num + _ERF_P[3]) / (den + _ERF_Q[3]))
+    # erfc(y) exp(y^2) for 0.5 < y <= 4.
+    num = _ERFC_P[8] * y
+    den = y
+    num = (num + _ERFC_P[0]) * y
+    den = (den + _ERFC_Q[0]) * y
+    num = (num + _ERFC_P[1]) * y
+    den = (den + _ERFC_Q[1]) * y
+    num = (num + _ERFC_P[2]) * y
+    den = (den + _ERFC_Q[2]) * y
+    num = (num + _ERFC_P[3]) * y
+    den = (den + _ERFC_Q[3]) * y
+    num = (num + _ERFC_P[4]) * y
+    den = (den + _ERFC_Q[4]) * y
+    num = (num + _ERFC_P[5]) * y
+    den = (den + _ERFC_Q[5]) * y
+    num = (num + _ERFC_P[6]) * y
+    den = (den + _ERFC_Q[6]) * y
+    middle = (num + _ERFC_P[7]) / (den + _ERFC_Q[7])
+    # erfc(y) exp(y^2) for y > 4: (1 / sqrt(pi) - P(1/y^2) / Q(1/y^2) / y^2) / y.
+    inv2 = 1.0 / y2
+    num = _ERFC_TAIL_P[5] * inv2
+    den = inv2
+    num = (num + _ERFC_TAIL_P[0]) * inv2
+    den = (den + _ERFC_TAIL_Q[0]) * inv2
+    num = (num + _ERFC_TAIL_P[1]) * inv2
+    den = (den + _ERFC_TAIL_Q[1]) * inv2
+    num = (num + _ERFC_TAIL_P[2]) * inv2
+    den = (den + _ERFC_TAIL_Q[2]) * inv2
+    num = (num + _ERFC_TAIL_P[3]) * inv2
+    den = (den + _ERFC_TAIL_Q[3]) * inv2
+    tail = (_INV_SQRT_PI - inv2 * (num + _ERFC_TAIL_P[4]) / (den + _ERFC_TAIL_Q[4])) / y
+    # Phi(-y) = erfc(y) / 2; the upper side is 1 minus it. NaN fails every comparison and
+    # reaches the tail, which passes it on.
+    upper_tail = 0.5 * gauss * (middle if y <= 4.0 else tail)
+    pdf[0] = gauss * _INV_SQRT_2PI
+    if y <= 0.5:
+        return small
+    return upper_tail if t < 0 else 1.0 - upper_tail
+
+
+cdef inline floating _expm1(floating x) noexcept nogil:
+    """exp(x) - 1 to full relative precision near 0 (where exp(x) - 1 would cancel): its
+    Taylor polynomial for |x| < 1/2 (to degree 15, float32 8: truncation below half an ulp),
+    _exp(x) - 1 beyond."""
+    cdef floating poly
+    if floating is double:
+        poly = x * (1.0 + x * (1.0 / 2 + x * (1.0 / 6 + x * (1.0 / 24 + x * (1.0 / 120 + x * (
+            1.0 / 720 + x * (1.0 / 5040 + x * (1.0 / 40320 + x * (1.0 / 362880 + x * (
+                1.0 / 3628800 + x * (1.0 / 39916800 + x * (1.0 / 479001600 + x * (
+                    1.0 / 6227020800.0 + x * (1.0 / 87178291200.0
+                                              + x * (1.0 / 1307674368000.0)))))))))))))))
+        return poly if fabs(x) < 0.5 else _exp(x) - 1.0
+    else:
+        poly = x * (<float>1 + x * (<float>(1.0 / 2) + x * (<float>(1.0 / 6) + x * (
+            <float>(1.0 / 24) + x * (<float>(1.0 / 120) + x * (<float>(1.0 / 720) + x * (
+                <float>(1.0 / 5040) + x * <float>(1.0 / 40320))))))))
+        return poly if fabsf(x) < <float>0.5 else _exp(x) - <float>1
+
+
+cdef inline floating _log1p_unit(floating u) noexcept nogil:
+    """log(1 + u) for 0 <= u <= 1: 2 atanh(s), s = u / (2 + u) <= 1/3, its odd series to
+    s^33 (float32 s^15), whose truncation is below half an ulp; no cancellation for small u."""
+    cdef floating s = u / (<floating>2 + u)
+    cdef floating w = s * s
+    cdef floating series
+    if floating is double:
+        series = 1.0 + w * (1.0 / 3 + w * (1.0 / 5 + w * (1.0 / 7 + w * (1.0 / 9 + w * (
+            1.0 / 11 + w * (1.0 / 13 + w * (1.0 / 15 + w * (1.0 / 17 + w * (1.0 / 19 + w * (
+                1.0 / 21 + w * (1.0 / 23 + w * (1.0 / 25 + w * (1.0 / 27 + w * (
+                    1.0 / 29 + w * (1.0 / 31 + w * (1.0 / 33))))))))))))))))
+    else:
+        series = <float>1 + w * (<float>(1.0 / 3) + w * (<float>(1.0 / 5) + w * (
+            <float>(1.0 / 7) + w * (<float>(1.0 / 9) + w * (<float>(1.0 / 11) + w * (
+                <float>(1.0 / 13) + w * <float>(1.0 / 15)))))))
+    return <floating>2 * s * series
+
+
+cdef inline floating _softplus(floating z) noexcept nogil:
+    """log(1 + exp(z)) = max(z, 0) + log(1 + exp(-|z|)): no overflow for any z."""
+    cdef floating positive = z if z > 0 else 0
+    if floating is double:
+        return positive + _log1p_unit(_exp(-fabs(z)))
+    else:
+        return positive + _log1p_unit(_exp(-fabsf(z)))
+
+
 cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
-                                 Py_ssize_t activation) noexcept nogil:
-    """z[start:stop] = activation(z[start:stop]) for a hidden activation code."""
+                                 Py_ssize_t activation, floating* slopes) noexcept nogil:
+    """z[start:stop] = activation(z[start:stop]) for a hidden activation code; for gelu and
+    silu also slopes[start:stop] = activation'(z) (slopes indexed as z)."""
     cdef Py_ssize_t i
+    cdef double cdf, pdf
+    cdef floating value, gate, decay, complement
     if activation == ACTIVATION_LOGISTIC:
         _sigmoid_range(z, start, stop)
     elif activation == ACTIVATION_TANH:
@@ -842,12 +1009,40 @@ cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
         # Written so that NaN passes through (as numpy.maximum(z, 0)), for divergence checks.
         for i in range(start, stop):
             z[i] = 0 if z[i] < 0 else z[i]
+    elif activation == ACTIVATION_LEAKY_RELU:
+        for i in range(start, stop):
+            z[i] = z[i] * <floating>_LEAKY_SLOPE if z[i] < 0 else z[i]
+    elif activation == ACTIVATION_ELU:
+        for i in range(start, stop):
+            z[i] = z[i] if z[i] > 0 else _expm1(z[i])
+    elif activation == ACTIVATION_SOFTPLUS:
+        for i in range(start, stop):
+            z[i] = _softplus(z[i])
+    elif activation == ACTIVATION_GELU:
+        # In double for both dtypes: one set of coefficients, and float32 results rounded once.
+        for i in range(start, stop):
+            value = z[i]
+            cdf = _normal_cdf(value, &pdf)
+            slopes[i] = <floating>(cdf + value * pdf)
+            z[i] = <floating>(value * cdf)
+    elif activation == ACTIVATION_SILU:
+        for i in range(start, stop):
+            value = z[i]
+            decay = _exp(-value)
+            gate = <floating>1 / (<floating>1 + decay)
+            # 1 - sigmoid(z) = exp(-z) sigmoid(z), without cancellation where sigmoid is near
+            # 1 (their product is inf * 0 far below 0, where 1 - sigmoid is exact instead).
+            complement = <floating>1 - gate if value < 0 else decay * gate
+            slopes[i] = gate * (<floating>1 + value * complement)
+            z[i] = value * gate
 
 
 cdef inline void _scale_by_derivative_range(floating* delta, const floating* a,
                                             Py_ssize_t start, Py_ssize_t stop,
-                                            Py_ssize_t activation) noexcept nogil:
-    """delta[start:stop] *= activation'(.) written in terms of the activation's output a."""
+                                            Py_ssize_t activation,
+                                            const floating* slopes) noexcept nogil:
+    """delta[start:stop] *= activation'(.), written in terms of the activation's output a, or
+    read from slopes (gelu, silu: written by _activate_range)."""
     cdef Py_ssize_t i
     if activation == ACTIVATION_LOGISTIC:
         # scikit-learn's order: delta *= a, then delta *= 1 - a.
@@ -859,12 +1054,42 @@ cdef inline void _scale_by_derivative_range(floating* delta, const floating* a,
     elif activation == ACTIVATION_RELU:
         for i in range(start, stop):
             delta[i] = 0 if a[i] == 0 else delta[i]
+    elif activation == ACTIVATION_LEAKY_RELU:
+        # The output's sign is the input's; at 0 the slope is the negative side's.
+        for i in range(start, stop):
+            delta[i] = delta[i] if a[i] > 0 else delta[i] * <floating>_LEAKY_SLOPE
+    elif activation == ACTIVATION_ELU:
+        # exp(z) = a + 1 below 0.
+        for i in range(start, stop):
+            delta[i] = delta[i] if a[i] > 0 else delta[i] * (a[i] + <floating>1)
+    elif activation == ACTIVATION_SOFTPLUS:
+        # sigmoid(z) = 1 - exp(-a), to full precision for small a.
+        for i in range(start, stop):
+            delta[i] = delta[i] * -_expm1(-a[i])
+    elif activation == ACTIVATION_GELU or activation == ACTIVATION_SILU:
+        for i in range(start, stop):
+            delta[i] = delta[i] * slopes[i]
+
+
+cdef inline floating* _slopes_at(floating* slopes, const floating* activations,
+                                 const floating* layer) noexcept nogil:
+    """The slopes of the units whose activations start at layer (slopes has the activations'
+    layout), or NULL without a slopes buffer."""
+    return NULL if slopes == NULL else slopes + (layer - activations)
+
+
+cdef inline bint _keeps_slopes(Py_ssize_t activation) noexcept nogil:
+    """Whether an activation's derivative is kept in the slopes buffer (not a function of its
+    output)."""
+    return activation == ACTIVATION_GELU or activation == ACTIVATION_SILU
 
 
 cdef void _linear_rows(const floating* inputs, const floating* weights, const floating* bias,
                        floating* outputs, Py_ssize_t row_start, Py_ssize_t row_stop,
-                       Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
-    """outputs[rows] = activation(inputs[rows] @ weights [+ bias]) through BLAS."""
+                       Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
+                       floating* slopes) noexcept nogil:
+    """outputs[rows] = activation(inputs[rows] @ weights [+ bias]) through BLAS (slopes: see
+    _activate_range)."""
     cdef Py_ssize_t i
     if row_stop <= row_start:
         return
@@ -874,7 +1099,7 @@ cdef void _linear_rows(const floating* inputs, const floating* weights, const fl
     _gemm(AS_IS, AS_IS, <int>(row_stop - row_start), <int>n_out, <int>n_in, <floating>1,
           &inputs[row_start * n_in], <int>n_in, weights, <int>n_out,
           <floating>(0 if bias == NULL else 1), &outputs[row_start * n_out], <int>n_out)
-    _activate_range(outputs, row_start * n_out, row_stop * n_out, activation)
+    _activate_range(outputs, row_start * n_out, row_stop * n_out, activation, slopes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1018,31 +1243,31 @@ cdef void _layer_gradient(floating* grad, const floating* inputs, const floating
 cdef void _forward(const floating* inputs, const floating* weights,
                    const floating* bias, floating* outputs, Py_ssize_t m,
                    Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
-                   floating* transposed, int n_threads) noexcept nogil:
+                   floating* slopes, floating* transposed, int n_threads) noexcept nogil:
     """outputs = activation(inputs @ weights [+ bias]); the output layer passes identity and
-    applies its own function afterwards (softmax works on whole rows). transposed: scratch
-    of n_in * n_out values."""
+    applies its own function afterwards (softmax works on whole rows). slopes: see
+    _activate_range; transposed: scratch of n_in * n_out values."""
     cdef int t
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
         _small_forward(inputs, weights, bias, outputs, m, n_in, n_out)
-        _activate_range(outputs, 0, m * n_out, activation)
+        _activate_range(outputs, 0, m * n_out, activation, slopes)
     elif _skinny(n_in, n_out):
         if n_in <= _SKINNY_DIM:
             _skinny_inner(inputs, weights, bias, outputs, m, n_in, n_out,
                           NNFAST_RELU if activation == ACTIVATION_RELU else NNFAST_LINEAR)
             if activation != ACTIVATION_RELU:
-                _activate_range(outputs, 0, m * n_out, activation)
+                _activate_range(outputs, 0, m * n_out, activation, slopes)
         else:
             _transpose(weights, transposed, n_in, n_out)
             _skinny_dots(inputs, transposed, bias, outputs, m, n_in, n_out)
-            _activate_range(outputs, 0, m * n_out, activation)
+            _activate_range(outputs, 0, m * n_out, activation, slopes)
     elif n_threads > 1:
         # Each thread's block of rows, elementwise work included (see "Threads" above).
         for t in prange(n_threads, schedule="static"):
             _linear_rows(inputs, weights, bias, outputs, _block_start(m, n_threads, t),
-                         _block_start(m, n_threads, t + 1), n_in, n_out, activation)
+                         _block_start(m, n_threads, t + 1), n_in, n_out, activation, slopes)
     else:
-        _linear_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out, activation)
+        _linear_rows(inputs, weights, bias, outputs, 0, m, n_in, n_out, activation, slopes)
 
 
 cdef void _output_activation(floating* z, Py_ssize_t m, Py_ssize_t n_out,
@@ -1235,7 +1460,8 @@ cdef double _abs_error_sum(const floating* y, const floating* a, Py_ssize_t n) n
 cdef void _hidden_rows(const floating* delta_next, const floating* weights,
                        const floating* activations, floating* delta,
                        Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_in,
-                       Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
+                       Py_ssize_t n_out, Py_ssize_t activation,
+                       const floating* slopes) noexcept nogil:
     """delta[rows] = (delta_next[rows] @ weights.T) * activation'(a[rows]) through BLAS."""
     if row_stop <= row_start:
         return
@@ -1243,19 +1469,20 @@ cdef void _hidden_rows(const floating* delta_next, const floating* weights,
           &delta_next[row_start * n_out], <int>n_out, weights, <int>n_out, <floating>0,
           &delta[row_start * n_in], <int>n_in)
     _scale_by_derivative_range(delta, activations, row_start * n_in, row_stop * n_in,
-                               activation)
+                               activation, slopes)
 
 
 cdef void _hidden_delta(const floating* delta_next, const floating* weights,
                         const floating* activations, floating* delta, Py_ssize_t m,
                         Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
-                        floating* transposed, int n_threads) noexcept nogil:
+                        const floating* slopes, floating* transposed,
+                        int n_threads) noexcept nogil:
     """delta = (delta_next @ weights.T) * activation'(activations); weights is n_in x n_out,
     transposed scratch of as many values."""
     cdef int t
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
         _small_backward(delta_next, weights, activations, delta, m, n_in, n_out, False)
-        _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
+        _scale_by_derivative_range(delta, activations, 0, m * n_in, activation, slopes)
     elif _skinny(n_in, n_out):
         if n_out <= _SKINNY_DIM:
             _transpose(weights, transposed, n_in, n_out)
@@ -1263,18 +1490,18 @@ cdef void _hidden_delta(const floating* delta_next, const floating* weights,
                           NNFAST_RELU_GATE if activation == ACTIVATION_RELU else NNFAST_LINEAR,
                           activations)
             if activation != ACTIVATION_RELU:
-                _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
+                _scale_by_derivative_range(delta, activations, 0, m * n_in, activation, slopes)
         else:
             _skinny_dots(delta_next, weights, NULL, delta, m, n_out, n_in)
-            _scale_by_derivative_range(delta, activations, 0, m * n_in, activation)
+            _scale_by_derivative_range(delta, activations, 0, m * n_in, activation, slopes)
     elif n_threads > 1:
         for t in prange(n_threads, schedule="static"):
             _hidden_rows(delta_next, weights, activations, delta,
                          _block_start(m, n_threads, t),
-                         _block_start(m, n_threads, t + 1), n_in, n_out, activation)
+                         _block_start(m, n_threads, t + 1), n_in, n_out, activation, slopes)
     else:
         _hidden_rows(delta_next, weights, activations, delta, 0, m, n_in, n_out,
-                     activation)
+                     activation, slopes)
 
 
 cdef inline void _finish_gradient(floating* grad, const floating* weights, Py_ssize_t n_weights,
@@ -1502,7 +1729,8 @@ cdef void _sparse_forward_rows(const index_t* indptr, const index_t* indices,
                                const floating* data, const _SparseRows* sparse,
                                const floating* weights, const floating* bias,
                                floating* outputs, Py_ssize_t row_start, Py_ssize_t row_stop,
-                               Py_ssize_t n_out, Py_ssize_t activation) noexcept nogil:
+                               Py_ssize_t n_out, Py_ssize_t activation,
+                               floating* slopes) noexcept nogil:
     """outputs[rows] = activation(X[batch rows] @ weights [+ bias])."""
     cdef Py_ssize_t r, row, p, j
     cdef floating value
@@ -1520,7 +1748,7 @@ cdef void _sparse_forward_rows(const index_t* indptr, const index_t* indices,
         if bias != NULL:
             for j in range(n_out):
                 out[j] = out[j] + bias[j]
-    _activate_range(outputs, row_start * n_out, row_stop * n_out, activation)
+    _activate_range(outputs, row_start * n_out, row_stop * n_out, activation, slopes)
 
 
 cdef void _sparse_gradient_columns(const index_t* indptr, const index_t* indices,
@@ -1546,16 +1774,16 @@ cdef void _sparse_gradient_columns(const index_t* indptr, const index_t* indices
 cdef void _sparse_forward_block(const _SparseRows* sparse, const floating* weights,
                                 const floating* bias, floating* outputs,
                                 Py_ssize_t row_start, Py_ssize_t row_stop, Py_ssize_t n_out,
-                                Py_ssize_t activation) noexcept nogil:
+                                Py_ssize_t activation, floating* slopes) noexcept nogil:
     """_sparse_forward_rows for the struct's index type."""
     if sparse.wide_index:
         _sparse_forward_rows(<const int64_t*>sparse.indptr, <const int64_t*>sparse.indices,
                              <const floating*>sparse.data, sparse, weights, bias, outputs,
-                             row_start, row_stop, n_out, activation)
+                             row_start, row_stop, n_out, activation, slopes)
     else:
         _sparse_forward_rows(<const int32_t*>sparse.indptr, <const int32_t*>sparse.indices,
                              <const floating*>sparse.data, sparse, weights, bias, outputs,
-                             row_start, row_stop, n_out, activation)
+                             row_start, row_stop, n_out, activation, slopes)
 
 
 cdef void _sparse_gradient_block(const _SparseRows* sparse, const floating* delta,
@@ -1574,15 +1802,17 @@ cdef void _sparse_gradient_block(const _SparseRows* sparse, const floating* delt
 
 cdef void _sparse_forward(const _SparseRows* sparse, const floating* weights,
                           const floating* bias, floating* outputs, Py_ssize_t m,
-                          Py_ssize_t n_out, Py_ssize_t activation, int n_threads) noexcept nogil:
+                          Py_ssize_t n_out, Py_ssize_t activation, floating* slopes,
+                          int n_threads) noexcept nogil:
     """outputs = activation(X[batch] @ weights [+ bias]); threads take blocks of rows."""
     cdef int t
     if n_threads > 1:
         for t in prange(n_threads, schedule="static"):
             _sparse_forward_block(sparse, weights, bias, outputs, _block_start(m, n_threads, t),
-                                  _block_start(m, n_threads, t + 1), n_out, activation)
+                                  _block_start(m, n_threads, t + 1), n_out, activation,
+                                  slopes)
     else:
-        _sparse_forward_block(sparse, weights, bias, outputs, 0, m, n_out, activation)
+        _sparse_forward_block(sparse, weights, bias, outputs, 0, m, n_out, activation, slopes)
 
 
 cdef void _sparse_gradient(floating* grad, const _SparseRows* sparse, const floating* delta,
@@ -1699,6 +1929,7 @@ cdef double _step(const _Config* config, _Counters* counters, floating* params,
     cdef Py_ssize_t n_last = config.sizes[n_layers]
     cdef floating* activations = <floating*>work.activations
     cdef floating* deltas = <floating*>work.deltas
+    cdef floating* slopes = <floating*>work.slopes
     cdef floating* bias_sums = <floating*>work.bias_sums
     cdef floating* transposed = <floating*>work.transposed
     cdef floating* grad = grad_out if grad_out != NULL else <floating*>work.gradient
@@ -1732,13 +1963,13 @@ cdef double _step(const _Config* config, _Counters* counters, floating* params,
             _sparse_forward(sparse, weights, weights + n_in * n_out if config.has_bias else NULL,
                             layer_out, m, n_out,
                             config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
-                            config.n_threads)
+                            _slopes_at(slopes, activations, layer_out), config.n_threads)
         else:
             _forward(layer_in, weights,
                      weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
                      n_in, n_out,
                      config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
-                     transposed, config.n_threads)
+                     _slopes_at(slopes, activations, layer_out), transposed, config.n_threads)
         layer_in = layer_out
         weights += _layer_params(config.sizes, k, config.has_bias)
         if k + 1 < n_layers:
@@ -1770,7 +2001,8 @@ cdef double _step(const _Config* config, _Counters* counters, floating* params,
             layer_out -= m * n_in
             delta -= m * n_in
             _hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
-                          config.activations[k - 1], transposed, config.n_threads)
+                          config.activations[k - 1], _slopes_at(slopes, activations, layer_out),
+                          transposed, config.n_threads)
             layer_in = layer_out
         else:
             layer_in = x
@@ -1838,6 +2070,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
     cdef Py_ssize_t block
     cdef floating* activations = <floating*>work.activations
     cdef floating* deltas = <floating*>work.deltas
+    cdef floating* slopes = <floating*>work.slopes
     cdef floating* transposed = <floating*>work.transposed
     cdef floating* transposed_grad = <floating*>work.transposed_gradient
     cdef floating* grad = grad_out if grad_out != NULL else <floating*>work.gradient
@@ -1886,12 +2119,14 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
                               rows, n_in, n_out,
                               NNFAST_RELU if activation == ACTIVATION_RELU else NNFAST_LINEAR)
                 if activation != ACTIVATION_RELU:
-                    _activate_range(layer_out, 0, rows * n_out, activation)
+                    _activate_range(layer_out, 0, rows * n_out, activation,
+                                    _slopes_at(slopes, activations, layer_out))
             else:
                 _skinny_dots(layer_in, transposed + (weights - params),
                              weights + n_in * n_out if config.has_bias else NULL, layer_out,
                              rows, n_in, n_out)
-                _activate_range(layer_out, 0, rows * n_out, activation)
+                _activate_range(layer_out, 0, rows * n_out, activation,
+                                _slopes_at(slopes, activations, layer_out))
             layer_in = layer_out
             weights += _layer_params(config.sizes, k, config.has_bias)
             units += n_out
@@ -1928,10 +2163,12 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
                                   layer_in)
                     if activation != ACTIVATION_RELU:
                         _scale_by_derivative_range(delta, layer_in, 0, rows * n_in,
-                                                   activation)
+                                                   activation,
+                                                   _slopes_at(slopes, activations, layer_in))
                 else:
                     _skinny_dots(delta_next, weights, NULL, delta, rows, n_out, n_in)
-                    _scale_by_derivative_range(delta, layer_in, 0, rows * n_in, activation)
+                    _scale_by_derivative_range(delta, layer_in, 0, rows * n_in, activation,
+                                               _slopes_at(slopes, activations, layer_in))
         r0 += rows
 
     weight_sum = _weight_sum(weight, m)
@@ -2121,6 +2358,33 @@ def tanh_inplace(floating[::1] values):  # INOUT
     with nogil:
         for i in range(values.shape[0]):
             values[i] = _tanh(values[i])
+
+
+def activate(floating[::1] values,  # INOUT
+             int activation,
+             floating[::1] slopes):  # OUT
+    """values = activation(values) and slopes = activation'(values before), elementwise, by
+    the general path's loops for a hidden activation code (nnfast._kernels.codes.Activation):
+    the forward loop, then the backward one scaling ones (from the outputs, or the slopes the
+    forward loop kept).
+
+    Parameters
+    ----------
+    values : float32 or float64 contiguous 1-D array, overwritten.
+    activation : int
+    slopes : array of values' dtype and length, written.
+    """
+    _check_code(_codes.Activation, activation, "activation")
+    _require_length(slopes.shape[0], values.shape[0], "slopes", at_least=False)
+    cdef Py_ssize_t i, n = values.shape[0]
+    if n == 0:
+        return
+    with nogil:
+        _activate_range(&values[0], 0, n, activation, &slopes[0])
+        if not _keeps_slopes(activation):
+            for i in range(n):
+                slopes[i] = 1
+            _scale_by_derivative_range(&slopes[0], &values[0], 0, n, activation, NULL)
 
 
 def sigmoid_derivative(const floating[::1] activations,  # IN
@@ -2615,6 +2879,12 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
     work.activations = _workspace_pointer(workspace, "activations", rows * hidden_values,
                                           params, keep)
     work.deltas = _workspace_pointer(workspace, "deltas", rows * hidden_values, params, keep)
+    work.slopes = NULL
+    for k in range(c.n_layers - 1):
+        if _keeps_slopes(c.activations[k]):
+            work.slopes = _workspace_pointer(workspace, "slopes", rows * hidden_values, params,
+                                             keep)
+            break
     work.bias_sums = _workspace_pointer(workspace, "bias_sums", widest, params, keep)
     work.gradient = work.batch_x = work.batch_y = work.batch_w = NULL
     work.transposed = work.transposed_gradient = NULL

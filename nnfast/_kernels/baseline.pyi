@@ -24,6 +24,7 @@ def set_skinny_dim(value: int) -> None: ...  # Py_ssize_t
 def cpu_runs(level: int) -> bool: ...  # int
 def sigmoid_inplace(values: _Array) -> None: ...  # floating[::1] INOUT
 def tanh_inplace(values: _Array) -> None: ...  # floating[::1] INOUT
+def activate(values: _Array, activation: int, slopes: _Array) -> None: ...  # INOUT, OUT
 def sigmoid_derivative(
     activations: _Array,  # const floating[::1]
     out: _Array,  # floating[::1] OUT

@@ -86,7 +86,8 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
     workspace = allocate_general_workspace(plan.sizes, plan.bias, batch_size, plan.dtype,
                                            shuffled=plan.shuffled,
                                            weighted=sample_weight is not None, sparse=sparse,
-                                           batch_entries=batch_entries)
+                                           batch_entries=batch_entries,
+                                           slopes=plan.keeps_slopes)
     weights = (np.empty(0, dtype=plan.dtype) if sample_weight is None else sample_weight)
     stored_order = np.empty((0, 0), dtype=np.intp)
     config = _config(plan, batch_size, n_threads, check_every)
@@ -134,7 +135,8 @@ def make_loss_gradient(plan, X, y, sample_weight, n_threads):
     n_rows = X.shape[0]
     sparse = is_sparse(X)
     workspace = allocate_general_workspace(plan.sizes, plan.bias, n_rows, plan.dtype,
-                                           training=False, sparse=sparse)
+                                           training=False, sparse=sparse,
+                                           slopes=plan.keeps_slopes)
     config = _config(plan, n_rows, n_threads, 0)
     weights = np.empty(0, dtype=plan.dtype) if sample_weight is None else sample_weight
 

@@ -104,7 +104,7 @@ class PackedLayout:
 
 
 def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, weighted=False,
-                               training=True, sparse=False, batch_entries=None):
+                               training=True, sparse=False, batch_entries=None, slopes=False):
     """Scratch buffers for ``nnfast._kernels``' ``fit`` (training) or ``loss_gradient``.
 
     For batches of up to batch_size rows: activations and deltas of layers 1..L, as for the
@@ -114,6 +114,9 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
     transposed_gradient (P values each, at each layer's params offset: its weight matrix and
     its gradient transposed, for the skinny products); and, for shuffled fits, the gathered
     rows of a batch (batch_x, batch_y, batch_w when sample weights are given).
+
+    slopes: the model has a hidden activation whose derivative the forward pass keeps
+    (``FitPlan.keeps_slopes``: gelu, silu), in ``slopes``, laid out as the activations.
 
     sparse: for a CSR X (``fit_sparse`` / ``loss_gradient_sparse``), which reads a
     batch's rows of X where they are (no batch_x) and transposes only the dense layers' weights
@@ -136,6 +139,7 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
         return buffers | {
             "activations": np.empty(activations, dtype=dtype),
             "deltas": np.empty(activations, dtype=dtype),
+            "slopes": np.empty(activations if slopes else 0, dtype=dtype),
             "bias_sums": np.empty(max(sizes[1:]), dtype=dtype),
             "gradient": np.empty((n_params - first_layer if row_update else n_params)
                                  if training else 0, dtype=dtype),
@@ -148,6 +152,7 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
     return {
         "activations": np.empty(activations, dtype=dtype),
         "deltas": np.empty(activations, dtype=dtype),
+        "slopes": np.empty(activations if slopes else 0, dtype=dtype),
         "bias_sums": np.empty(max(sizes[1:]), dtype=dtype),
         "gradient": np.empty(n_params if training else 0, dtype=dtype),
         "transposed": np.empty(n_params, dtype=dtype),

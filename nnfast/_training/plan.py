@@ -74,6 +74,9 @@ REDUCTIONS = names(Reduction)
 LOSSES = names(Loss)[1:]
 # SGD's schedules are named by nnfast.optimizers (from the same enum).
 assert SCHEDULES == names(Schedule)
+# Hidden activations whose derivative the kernel cannot compute from their output (neither is
+# monotonic): its forward pass keeps their derivative (nnfast._training.layout's "slopes").
+SLOPE_ACTIVATIONS = ("gelu", "silu")
 
 
 def is_original_model(activations, output, reduction, alpha):
@@ -154,6 +157,12 @@ class FitPlan:
     @property
     def n_params(self):
         return param_count(self.sizes, self.bias)
+
+    @property
+    def keeps_slopes(self):
+        """Whether a hidden activation's derivative is not a function of its output (gelu,
+        silu), so the kernel's forward pass keeps it in the workspace's "slopes"."""
+        return any(name in SLOPE_ACTIVATIONS for name in self.activations)
 
     @property
     def loss_parameter(self):

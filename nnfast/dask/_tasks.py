@@ -100,7 +100,8 @@ def _workspace(spec, general=False):
         if workspace is None:
             workspace = per_fit[key] = (
                 allocate_general_workspace(spec.sizes, spec.bias, spec.max_rows,
-                                           np.dtype(spec.dtype), training=False) if general
+                                           np.dtype(spec.dtype), training=False,
+                                           slopes=spec.plan.keeps_slopes) if general
                 else allocate_workspace(spec.sizes, spec.max_rows, np.dtype(spec.dtype),
                                         shuffled=False))
     return workspace

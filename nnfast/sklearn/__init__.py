@@ -10,6 +10,11 @@ changing the import.
 ``NetworkClassifier`` and ``NetworkRegressor`` (``_network_estimators``) are the original's
 sigmoid network as estimators.
 
+``skl2onnx.to_onnx`` converts ``MLPClassifier`` and ``MLPRegressor`` to ONNX (``_onnx``)
+once skl2onnx and this package are both imported (``_onnx_hook``); ``model.to_sklearn()`` and
+``MLPClassifier.from_sklearn(fitted)`` move a fitted model to and from scikit-learn's own
+estimators (``_convert``).
+
 This package needs scikit-learn (``pip install 'nnfast[sklearn]'``); ``import nnfast`` does
 not import it.
 """
@@ -30,7 +35,13 @@ except ImportError as exc:
 
 from ._mlp import MLPClassifier, MLPRegressor
 from ._network_estimators import NetworkClassifier, NetworkRegressor
+from ._onnx_hook import install as _install_onnx_hook
+from ._onnx_hook import register_onnx
 from ._patch import is_patched, patch_sklearn, unpatch_sklearn
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NetworkClassifier", "NetworkRegressor",
-           "is_patched", "patch_sklearn", "unpatch_sklearn"]
+           "is_patched", "patch_sklearn", "register_onnx", "unpatch_sklearn"]
+
+# skl2onnx converts MLPClassifier / MLPRegressor once both packages are imported, in either
+# order, without importing skl2onnx here (_onnx_hook).
+_install_onnx_hook()

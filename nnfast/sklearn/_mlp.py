@@ -8,15 +8,20 @@ steps, so a fit gives scikit-learn's ``coefs_``, ``intercepts_`` and ``loss_curv
 rounding. What differs is where the epochs run (nnfast's compiled kernel) and what a failed
 or interrupted fit leaves behind: nothing (scikit-learn keeps the weights of the epochs it
 completed before a Ctrl-C; here the estimator is left exactly as it was before ``fit``).
-Beyond scikit-learn: ``class_weight`` for the classifier and ``n_threads``.
+Beyond scikit-learn: ``class_weight`` for the classifier, ``n_threads``, validation data
+(``fit``'s ``X_val`` / ``y_val``: per-epoch ``validation_scores_`` and
+``validation_loss_curve_``, early stopping on them), ``scoring`` for early stopping, and
+scikit-learn's callbacks (``set_callbacks``, ``nnfast.sklearn._callbacks``).
 """
 
 import contextlib
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.metrics import accuracy_score, r2_score
+from sklearn.callback import CallbackSupportMixin
+from sklearn.metrics import accuracy_score, get_scorer, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
 from sklearn.utils.metaestimators import available_if
@@ -27,17 +32,21 @@ from sklearn.utils.multiclass import (
 )
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _check_y,
+    check_consistent_length,
     check_is_fitted,
     validate_data,
 )
 
 from .. import reference
-from .._training.layout import param_count, param_views
+from .._training.layout import pack_params, param_count, param_views
 from .._training.plan import OptimizerState
 from .._training.sparse import as_csr, is_sparse
 from .._validation import as_matrix, check_finite_real
 from .._training.run import training_run
 from ..network import Network, TrainingDivergedError
+from . import _callbacks as _mlp_callbacks
+from . import _convert
 from . import _input as _mlp_input
 from . import _params as _mlp_params
 from . import _solvers as _mlp_solvers
@@ -77,6 +86,9 @@ def _activate(name, z):
         z /= z.sum(axis=1, keepdims=True)
     elif name == "exp":
         np.exp(z, out=z)
+    elif name != "identity":
+        # nnfast's activations beyond scikit-learn's: the reference's formulas.
+        reference.ACTIVATIONS[name](z)
     return z
 
 
@@ -218,7 +230,44 @@ class _NetworkTrainer:
         return float(self.network.optimizer_state.learning_rate)
 
 
-class _BaseMLP(BaseEstimator):
+class _LbfgsIterations:
+    """What runs after each L-BFGS iteration: the validation data's score and loss
+    (``scores``, ``losses``) and scikit-learn's callbacks (an iteration's subtask ends, the
+    next begins, as ``LogisticRegression``'s L-BFGS bridge does). The iterates are float64
+    (SciPy's); they are evaluated in the network's dtype, as the fit's result is."""
+
+    def __init__(self, dtype, validation, evaluate, callbacks):
+        self.dtype = dtype
+        self.validation = validation
+        self.evaluate = evaluate
+        self.callbacks = callbacks
+        self.scores = []
+        self.losses = []
+        self.iteration = 0
+        if callbacks is not None:
+            # Before the first iteration, the callbacks see the initial weights (the
+            # network's); afterwards each iterate.
+            initial = callbacks.weights
+            self.current = tuple([w.copy() for w in part] for part in initial())
+            callbacks.weights = lambda: self.current
+            callbacks.begin(0)
+
+    def __call__(self, coefs, intercepts):
+        self.current = ([w.astype(self.dtype) for w in coefs],
+                        [b.astype(self.dtype) for b in intercepts])
+        if self.validation is not None:
+            score, loss = self.evaluate(self.current, self.validation)
+            self.scores.append(score)
+            self.losses.append(loss)
+        if self.callbacks is not None:
+            # scikit-learn's L-BFGS bridge does not stop on a callback's request either
+            # (SciPy honours StopIteration only from 1.11).
+            self.callbacks.end(self.iteration)
+            self.iteration += 1
+            self.callbacks.begin(self.iteration)
+
+
+class _BaseMLP(CallbackSupportMixin, BaseEstimator):
     """What the classifier and the regressor share: scikit-learn's ``_fit`` and its solvers."""
 
     # scikit-learn reads the parameters from the subclasses' __init__ signatures.
@@ -228,7 +277,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None, warmup_fraction=0.0, max_grad_norm=None):
+                 n_threads=None, scoring=None, warmup_fraction=0.0, max_grad_norm=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -253,12 +302,23 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.n_threads = n_threads
+        self.scoring = scoring
         self.warmup_fraction = warmup_fraction
         self.max_grad_norm = max_grad_norm
 
+    # Parameters added since nnfast 0.1.0, with their defaults: an estimator pickled before
+    # one existed loads with it at its default (get_params, clone and fit need every one).
+    _ADDED_PARAMS = {"scoring": None, "warmup_fraction": 0.0, "max_grad_norm": None}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for name, default in self._ADDED_PARAMS.items():
+            self.__dict__.setdefault(name, default)
+
     # ------------------------------------------------------------------------------ fitting
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
         """Trains the network on X and y from scratch (or from the current weights with
         ``warm_start=True``).
 
@@ -272,13 +332,25 @@ class _BaseMLP(BaseEstimator):
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each row in the loss and its gradient (as scikit-learn, any finite
             values, not all zero).
+        X_val : array-like of shape (n_val, n_features), default=None
+            Validation inputs, converted as X is (DataFrames, sparse matrices, dtypes), with
+            X's features. Given with y_val: with ``early_stopping=True`` the stopping rule
+            scores them instead of a ``validation_fraction`` split off X (all of X trains);
+            otherwise training runs as without them and they are only scored. Either way
+            ``validation_scores_`` and ``validation_loss_curve_`` record every epoch ("sgd",
+            "adam") or L-BFGS iteration ("lbfgs").
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Validation targets (the classifier's: classes seen in y).
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation rows in their score and loss; needs X_val.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        return self._transaction(self._fit, X, y, sample_weight, incremental=False)
+        return self._transaction(self._fit, X, y, sample_weight, incremental=False,
+                                 validation=(X_val, y_val, sample_weight_val))
 
     def _can_partial_fit(self):
         if self.solver not in STOCHASTIC_SOLVERS:
@@ -300,13 +372,17 @@ class _BaseMLP(BaseEstimator):
         the estimator's attributes exactly as they were. Fits never modify an attribute's
         object in place: they build new ones and assign them. A RandomState given as
         random_state is put back in its state too (scikit-learn's draws from it stay drawn);
-        NumPy's global one (random_state=None) is left alone: other code shares it."""
+        NumPy's global one (random_state=None) is left alone: other code shares it.
+        scikit-learn's callbacks are torn down (and the fit's callback context dropped) inside
+        the transaction, before a failed fit's attributes are put back; no frame is added
+        between the caller and the fit (the warnings' stack levels count them)."""
         before = dict(self.__dict__)
         random_state = before.get("random_state")
         drawn_from = (random_state.get_state()
                       if isinstance(random_state, np.random.RandomState) else None)
         try:
-            return function(*args, **kwargs)
+            with _mlp_callbacks.callback_management_context(self):
+                return function(*args, **kwargs)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(before)
@@ -314,7 +390,7 @@ class _BaseMLP(BaseEstimator):
                 random_state.set_state(drawn_from)
             raise
 
-    def _fit(self, X, y, sample_weight, incremental, classes=None):
+    def _fit(self, X, y, sample_weight, incremental, classes=None, validation=(None,) * 3):
         # scikit-learn's parameter validation, where its _fit_context makes it.
         validate_params(self, "partial_fit" if incremental else "fit")
         params = check_params(self)
@@ -324,6 +400,7 @@ class _BaseMLP(BaseEstimator):
         aliased = [not first_pass and getattr(self, "_best_" + name, None) is getattr(self,
                                                                                    name + "_")
                    for name in ("coefs", "intercepts")]
+        given_sample_weight = sample_weight
         X, Y, sample_weight = self._validate_training_data(X, y, sample_weight, incremental,
                                                            first_pass, classes)
         # The network trains on C-contiguous arrays of its dtype; they are made here, and the
@@ -359,6 +436,11 @@ class _BaseMLP(BaseEstimator):
         # Where scikit-learn refuses it: after the data's checks and the first fit's set-up.
         if incremental and params.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
+        validation_data = self._validation_data(*validation, X.dtype)
+        # Made only when something is validated: a fit without validation data looks up
+        # neither a scorer nor a validation loss.
+        evaluate = (self._evaluator(params)
+                    if validation_data is not None or params.early_stopping else None)
 
         stochastic = params.solver in STOCHASTIC_SOLVERS
         old = getattr(self, "_network", None)
@@ -382,18 +464,31 @@ class _BaseMLP(BaseEstimator):
             resume = True
         trainer = _NetworkTrainer(network)
         trainer.set_weights(self.coefs_, self.intercepts_)
+        callbacks = self._fit_callbacks(
+            X, targets, given_sample_weight,
+            max_subtasks=(1 if incremental else params.max_iter) if stochastic
+            else params.max_iter + 1,
+            task_name=_mlp_callbacks.EPOCH_TASK if stochastic else _mlp_callbacks.LBFGS_TASK,
+            weights=trainer.weights)
+        epoch_callbacks = callbacks if callbacks is not None and callbacks.active else None
         try:
             if stochastic:
                 # An integer random_state seeds a RandomState that only this fit sees.
                 hooks = _mlp_solvers.EarlyStopping(
-                    self._stratify_early_stopping, self._decode_targets, self._validation_score)
+                    self._stratify_early_stopping, self._decode_targets, evaluate)
                 record = _mlp_solvers.fit_stochastic(
                     self, hooks, trainer, X, Y, sample_weight, params, incremental, random_state,
                     resume, shared_random_state=not isinstance(self.random_state,
                                                                numbers.Integral),
-                    targets=targets)
+                    targets=targets, validation=validation_data,
+                    epoch_callbacks=epoch_callbacks)
             else:
-                n_iter, loss = _mlp_solvers.fit_lbfgs(trainer, X, Y, sample_weight, params)
+                lbfgs_curves = self._lbfgs_iterations(
+                    X.dtype, validation_data, evaluate, epoch_callbacks)
+                n_iter, loss = _mlp_solvers.fit_lbfgs(trainer, X, Y, sample_weight, params,
+                                                      on_iteration=lbfgs_curves)
+                if epoch_callbacks is not None:
+                    epoch_callbacks.close_iteration()
         except TrainingDivergedError as exc:
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.") from exc
@@ -410,10 +505,123 @@ class _BaseMLP(BaseEstimator):
             record.apply_to(self)
         else:
             self.n_iter_, self.loss_ = n_iter, loss
+            if validation_data is not None:
+                self.validation_scores_ = lbfgs_curves.scores
+                self.validation_loss_curve_ = lbfgs_curves.losses
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.")
+        if callbacks is not None:
+            callbacks.finish()
         return self
+
+    def _fit_callbacks(self, X, targets, sample_weight, max_subtasks, task_name, weights):
+        """scikit-learn's callbacks for this fit (``_callbacks.FitCallbacks``, its root task
+        begun), or None without callbacks and outside a meta-estimator's task tree: then
+        nothing is made or called."""
+        own = bool(getattr(self, "_skl_callbacks", None))
+        if not (own or hasattr(self, "_parent_callback_ctx")):
+            return None
+        context = self._init_callback_context(max_subtasks=max_subtasks)
+        # The labels (what a scorer compares predictions with), made only with callbacks.
+        return _mlp_callbacks.fit_callbacks(self, context, X, self._callback_targets(targets),
+                                            sample_weight, task_name, weights, active=own)
+
+    def _lbfgs_iterations(self, dtype, validation_data, evaluate, callbacks):
+        """The function L-BFGS calls after each iteration (``_LbfgsIterations``), or None
+        when there is nothing to do then."""
+        if validation_data is None and callbacks is None:
+            return None
+        return _LbfgsIterations(dtype, validation_data, evaluate, callbacks)
+
+    def _validation_data(self, X_val, y_val, sample_weight_val, dtype):
+        """fit's validation data as a ``ValidationData`` (the network's dtype), or None;
+        HistGradientBoosting's checks and messages."""
+        if X_val is None and y_val is None:
+            if sample_weight_val is not None:
+                raise ValueError("sample_weight_val is provided, but X_val and y_val were not "
+                                 "provided.")
+            return None
+        if y_val is None:
+            raise ValueError("X_val is provided, but y_val was not provided.")
+        if X_val is None:
+            raise ValueError("y_val is provided, but X_val was not provided.")
+        checked = _mlp_input.prediction_array(self, X_val)
+        X = (checked if checked is not None
+             else validate_data(self, X_val, reset=False, dtype=_FLOAT_DTYPES,
+                                accept_sparse=_SPARSE_FORMATS))
+        X = as_csr(X, "X_val", dtype) if is_sparse(X) else as_matrix(X, "X_val", dtype)
+        y = _check_y(y_val, multi_output=True, y_numeric=isinstance(self, RegressorMixin),
+                     estimator=self)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        Y = self._validation_targets(y)
+        if Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y_val has {Y.shape[1]} output columns, the model "
+                             f"{self.n_outputs_} (from y)")
+        sample_weight = (None if sample_weight_val is None
+                         else _check_sample_weight(sample_weight_val, X, dtype=np.float64))
+        return _mlp_solvers.ValidationData(
+            X, Y.astype(dtype, order="C"), y, sample_weight, X_given=X_val)
+
+    def _loss_function(self, params):
+        """loss(Y, outputs, sample_weight): the reference's loss function of this fit's
+        loss."""
+        return reference.LOSS_FUNCTIONS[self._loss_name()]
+
+    def _evaluator(self, params):
+        """``evaluate((coefs, intercepts), data)``: (score, loss) of those weights on a
+        ``ValidationData``. The score is ``scoring``'s (None: accuracy or R^2); the loss is
+        the model's loss function (weighted by the data's sample weights) without the L2
+        term."""
+        loss_function = self._loss_function(params)
+        scorer = (None if params.scoring is None
+                  else get_scorer(params.scoring) if isinstance(params.scoring, str)
+                  else params.scoring)
+
+        def score(weights, data, outputs):
+            finite = np.isfinite(outputs).all()
+            if scorer is None:
+                # As scikit-learn: NaN for predictions (the regressor's) that are not
+                # finite; a classifier's are labels, decoded from whatever the outputs are.
+                predictions = self._predictions(outputs)
+                if predictions.dtype.kind == "f" and not finite:
+                    return np.nan
+                return float(self._score_function(data.y, predictions,
+                                                  sample_weight=data.sample_weight))
+            return self._scorer_score(scorer, weights, data) if finite else np.nan
+
+        def evaluate(weights, data):
+            outputs = _forward(*weights, data.X, self.activation, self.out_activation_)
+            # The score first: for early stopping's split, scikit-learn's errors (held-out
+            # weights summing to zero) are its score's.
+            validation_score = score(weights, data, outputs)
+            with np.errstate(all="ignore"):
+                loss = float(loss_function(data.Y, outputs, data.sample_weight))
+            return validation_score, loss
+
+        return evaluate
+
+    def _scorer_score(self, scorer, weights, data):
+        """``scorer(self, X, y)`` with the estimator answering from ``weights`` (the
+        epoch's): they are its coefs_ and intercepts_ during the call. The fit's
+        transaction puts the attributes back if the scorer raises."""
+        kept = self.coefs_, self.intercepts_
+        self.coefs_, self.intercepts_ = list(weights[0]), list(weights[1])
+        X = data.X if data.X_given is None else data.X_given
+        kwargs = {} if data.sample_weight is None else {"sample_weight": data.sample_weight}
+        try:
+            if data.X_given is not None or not hasattr(self, "feature_names_in_"):
+                return float(scorer(self, X, data.y, **kwargs))
+            # The early-stopping split's rows of a DataFrame are an array: they are the
+            # fit's own features, which scikit-learn's check would warn about every epoch.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="X does not have valid feature names",
+                                        category=UserWarning)
+                return float(scorer(self, X, data.y, **kwargs))
+        finally:
+            self.coefs_, self.intercepts_ = kept
 
     def _initialize(self, Y, layer_units, dtype, params, random_state):
         """First fit: the output layer, scikit-learn's initial weights and empty records."""
@@ -430,18 +638,21 @@ class _BaseMLP(BaseEstimator):
         self._best_intercepts = [b.copy() for b in intercepts]
         self._network = None
         for name in ("loss_", "loss_curve_", "best_loss_", "validation_scores_",
-                     "best_validation_score_", "_no_improvement_count"):
+                     "validation_loss_curve_", "best_validation_score_",
+                     "_no_improvement_count"):
             self.__dict__.pop(name, None)
         if params.solver in STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
             if params.early_stopping:
                 self.validation_scores_ = []
+                self.validation_loss_curve_ = []
                 self.best_validation_score_ = -np.inf
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
+                self.validation_loss_curve_ = None
                 self.best_validation_score_ = None
 
     def _check_weights(self, layer_units):
@@ -491,17 +702,6 @@ class _BaseMLP(BaseEstimator):
             network.optimizer_state = resumed.optimizer_state.copy()
         return network
 
-    def _validation_score(self, trainer, X, y, sample_weight):
-        """The score (accuracy or R^2) of the network's current weights on held-out rows;
-        NaN when the predictions are not finite."""
-        outputs = _forward(*trainer.weights(), X, self.activation, self.out_activation_)
-        # As scikit-learn: NaN for predictions (the regressor's) that are not finite; a
-        # classifier's are labels, decoded from whatever the outputs are.
-        predictions = self._predictions(outputs)
-        if predictions.dtype.kind == "f" and not np.isfinite(predictions).all():
-            return np.nan
-        return float(self._score_function(y, predictions, sample_weight=sample_weight))
-
     def _check_sample_weight(self, sample_weight, X):
         """scikit-learn's check of fit's sample weights (its ``_check_sample_weight``, as its
         MLP calls it: any finite values, negative ones too, not all zero), as a new array of
@@ -534,6 +734,90 @@ class _BaseMLP(BaseEstimator):
              else validate_data(self, X, reset=False, dtype=_FLOAT_DTYPES,
                                 accept_sparse=_SPARSE_FORMATS))
         return _forward(self.coefs_, self.intercepts_, X, self.activation, self.out_activation_)
+
+    # ---------------------------------------------------------------------------- conversion
+
+    def to_sklearn(self):
+        """scikit-learn's own estimator holding this fitted model.
+
+        Returns
+        -------
+        model : sklearn.neural_network.MLPClassifier or MLPRegressor
+            The same parameters and fitted state: weights, classes and label binarizer,
+            records (``n_iter_``, ``t_``, ``loss_curve_``, ...) and the stochastic optimizer's
+            state, so that it predicts the same and its ``partial_fit`` or warm-start ``fit``
+            continues where this model stopped. ``n_threads`` is dropped.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the model is not fitted.
+        ValueError
+            If an option has a value scikit-learn's MLP lacks (an activation or loss it does
+            not have, ``class_weight``, ...); the message names it.
+        """
+        check_is_fitted(self, "coefs_")
+        return _convert.to_sklearn(self._KIND, self.get_params(deep=False),
+                                   self._fitted_state())
+
+    @classmethod
+    def from_sklearn(cls, fitted):
+        """An nnfast estimator holding a fitted scikit-learn MLP.
+
+        Parameters
+        ----------
+        fitted : sklearn.neural_network.MLPClassifier or MLPRegressor
+            A fitted scikit-learn estimator of the same kind (classifier or regressor).
+
+        Returns
+        -------
+        model : MLPClassifier or MLPRegressor
+            The same parameters and fitted state (see ``to_sklearn``): it predicts the same,
+            and ``partial_fit`` or a warm-start ``fit`` continue as scikit-learn's would.
+
+        Raises
+        ------
+        TypeError
+            If ``fitted`` is not scikit-learn's estimator of this kind.
+        sklearn.exceptions.NotFittedError
+            If ``fitted`` is not fitted.
+        """
+        params, state = _convert.from_sklearn(cls._KIND, fitted)
+        estimator = cls(**params)
+        estimator._load_fitted_state(state)
+        return estimator
+
+    def _fitted_state(self):
+        """This model's ``_convert.FittedState`` (its own objects, not copies)."""
+        network = getattr(self, "_network", None)
+        resumable = network is not None and network.optimizer_state is not None
+        return _convert.FittedState(
+            {name: getattr(self, name) for name in _convert.FITTED_ATTRIBUTES
+             if hasattr(self, name)},
+            self.coefs_, self.intercepts_, getattr(self, "_best_coefs", None),
+            getattr(self, "_best_intercepts", None), getattr(self, "_label_binarizer", None),
+            getattr(self, "_no_improvement_count", None),
+            network.optimizer if resumable else None,
+            network.optimizer_state if resumable else None)
+
+    def _load_fitted_state(self, state):
+        """Takes a ``_convert.FittedState`` (its objects, not copies) as this model's."""
+        self.__dict__.update(state.attributes)
+        self.coefs_, self.intercepts_ = state.coefs, state.intercepts
+        extras = {"_best_coefs": state.best_coefs, "_best_intercepts": state.best_intercepts,
+                  "_label_binarizer": state.label_binarizer,
+                  "_no_improvement_count": state.no_improvement_count}
+        self.__dict__.update({k: v for k, v in extras.items() if v is not None})
+        # The network that partial_fit resumes: it carries the optimizer and its state
+        # (its weights are set from coefs_ at every fit).
+        dtype = self.coefs_[0].dtype
+        layer_units = [self.coefs_[0].shape[0]] + [w.shape[1] for w in self.coefs_]
+        self._network = Network.from_params(
+            pack_params(self.coefs_, self.intercepts_).astype(dtype), layer_units, seed=1,
+            dtype=dtype, backend=BACKEND, bias=True, activation=self.activation,
+            output=self.out_activation_, optimizer=state.optimizer, alpha=float(self.alpha),
+            reduction="mean")
+        self._network.optimizer_state = state.optimizer_state
 
 
 _PARAMETERS = """\
@@ -615,6 +899,16 @@ _PARAMETERS = """\
         ignores it, as it ignores the schedules.
 """
 
+_SCORING = """\
+    scoring : str, callable or None, default=None
+        The validation score of early stopping and of ``validation_scores_``: None is
+        accuracy (classifier) or R^2 (regressor), as in scikit-learn; a name of
+        ``sklearn.metrics.get_scorer``; or a callable ``scorer(estimator, X, y)`` (called
+        with ``sample_weight=`` when there are validation weights), greater being better.
+        During the fit the estimator answers the scorer's ``predict`` / ``predict_proba``
+        with the weights of the epoch being scored.
+"""
+
 _ATTRIBUTES = """\
     loss_ : float
         The loss after the last epoch (or at the "lbfgs" solution), L2 term included.
@@ -623,7 +917,15 @@ _ATTRIBUTES = """\
     loss_curve_ : list of float
         The loss of each epoch ("sgd", "adam"): the rows' mean batch loss while training.
     validation_scores_ : list of float or None
-        With ``early_stopping``, the held-out score after each epoch; else None.
+        With validation data (``fit``'s ``X_val``, or the ``early_stopping`` split), the
+        score (``scoring``) of the validation rows after each epoch (each iteration for
+        "lbfgs"); else None. A warm-started fit extends the list.
+    validation_loss_curve_ : list of float or None
+        With validation data, the model's loss on the validation rows after each epoch
+        (each iteration for "lbfgs"), weighted by ``sample_weight_val``; else None. The L2
+        penalty, which ``loss_`` and ``loss_curve_`` include, is left out: it depends on
+        the weights only, not on the data, and without it the curve is the held-out loss
+        that other models' losses compare with.
     best_validation_score_ : float or None
         The best of ``validation_scores_``, whose weights are kept; None without
         ``early_stopping``.
@@ -665,7 +967,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         (missing labels weigh 1), or "balanced": ``n_samples / (n_classes * count of the
         class)`` in the ``y`` given to ``fit``. Single-output targets only; ``partial_fit``
         takes a dict only (one batch says nothing about the balance of the whole data).
-
+{_SCORING}
     Attributes
     ----------
     classes_ : ndarray or list of ndarray
@@ -690,6 +992,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     # scikit-learn's constraints plus nnfast's n_threads and class_weight (_mlp_params).
     _parameter_constraints: dict = CLASSIFIER_CONSTRAINTS
+    _KIND = "classifier"  # which scikit-learn estimator it converts to and from (_convert)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -697,7 +1000,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, n_threads=None, warmup_fraction=0.0, max_grad_norm=None):
+                 class_weight=None, n_threads=None, scoring=None, warmup_fraction=0.0,
+                 max_grad_norm=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -706,7 +1010,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            n_threads=n_threads, warmup_fraction=warmup_fraction, max_grad_norm=max_grad_norm)
+            n_threads=n_threads, scoring=scoring, warmup_fraction=warmup_fraction,
+            max_grad_norm=max_grad_norm)
         self.class_weight = class_weight
 
     @available_if(_BaseMLP._can_partial_fit)
@@ -723,6 +1028,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Weight of each row (as for ``fit``).
         classes : array-like of shape (n_classes,), default=None
             Every class of the whole data; required on the first call, optional later.
+            ``partial_fit`` takes no validation data (``X_val``): one epoch on one batch has
+            no early stopping, and ``validation_scores_`` / ``validation_loss_curve_`` are
+            set to None, as without validation data.
 
         Returns
         -------
@@ -818,6 +1126,23 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _decode_targets(self, Y):
         return self._label_binarizer.inverse_transform(Y)
 
+    def _callback_targets(self, Y):
+        return self._decode_targets(Y)
+
+    def _loss_name(self):
+        return "log_loss" if self.out_activation_ == "softmax" else "binary_log_loss"
+
+    def _validation_targets(self, y):
+        """y_val (checked) as the network's outputs, after scikit-learn's check that its
+        labels are among the classes."""
+        if y.ndim == 1:
+            unknown = np.setdiff1d(unique_labels(y), self.classes_)
+            if len(unknown):
+                raise ValueError(f"y_val has classes not in classes_: {unknown}; the classes "
+                                 f"are {self.classes_}")
+        Y = _binarize(self._label_binarizer, y)
+        return Y.reshape(len(Y), -1)
+
     def _predictions(self, outputs):
         if self.n_outputs_ == 1:
             outputs = outputs.ravel()
@@ -903,8 +1228,8 @@ default="squared_error"
         "huber" ``0.5 r ** 2`` where ``|r| <= huber_delta``, else ``huber_delta * (|r| -
         huber_delta / 2)``; "quantile" the pinball loss ``quantile * (y - prediction)``
         where y >= prediction, else ``(1 - quantile) * (prediction - y)``. Early stopping
-        scores R^2 whatever the loss.
-{_PARAMETERS}
+        scores R^2 whatever the loss (or ``scoring``).
+{_PARAMETERS}{_SCORING}
     huber_delta : float > 0, default=1.0
         Where the "huber" loss turns from quadratic to linear.
     quantile : float in (0, 1), default=0.5
@@ -933,6 +1258,8 @@ default="squared_error"
 
     # scikit-learn's constraints plus nnfast's n_threads (_mlp_params).
     _parameter_constraints: dict = REGRESSOR_CONSTRAINTS
+    _ADDED_PARAMS = {**_BaseMLP._ADDED_PARAMS, "huber_delta": 1.0, "quantile": 0.5}
+    _KIND = "regressor"  # which scikit-learn estimator it converts to and from (_convert)
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
                  solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -940,8 +1267,8 @@ default="squared_error"
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None, warmup_fraction=0.0, max_grad_norm=None, huber_delta=1.0,
-                 quantile=0.5):
+                 n_threads=None, scoring=None, warmup_fraction=0.0, max_grad_norm=None,
+                 huber_delta=1.0, quantile=0.5):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -950,7 +1277,8 @@ default="squared_error"
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            n_threads=n_threads, warmup_fraction=warmup_fraction, max_grad_norm=max_grad_norm)
+            n_threads=n_threads, scoring=scoring, warmup_fraction=warmup_fraction,
+            max_grad_norm=max_grad_norm)
         self.loss = loss
         self.huber_delta = huber_delta
         self.quantile = quantile
@@ -966,7 +1294,10 @@ default="squared_error"
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
-            Weight of each row (as for ``fit``).
+            Weight of each row (as for ``fit``). ``partial_fit`` takes no validation data
+            (``X_val``): one epoch on one batch has no early stopping, and
+            ``validation_scores_`` / ``validation_loss_curve_`` are set to None, as without
+            validation data.
 
         Returns
         -------
@@ -994,6 +1325,24 @@ default="squared_error"
 
     def _decode_targets(self, Y):
         return Y
+
+    def _callback_targets(self, Y):
+        return Y.ravel() if Y.shape[1] == 1 else Y
+
+    def _loss_name(self):
+        return self.loss
+
+    def _loss_function(self, params):
+        """loss(Y, outputs, sample_weight): the reference's loss function of this fit's loss,
+        a robust one with its parameter."""
+        if self.loss not in _mlp_params.ROBUST_LOSSES:
+            return super()._loss_function(params)
+        parameter = {"huber": params.huber_delta, "quantile": params.quantile}.get(self.loss)
+        robust = reference.REGRESSION_LOSSES[self.loss]
+        return lambda Y, outputs, sample_weight: robust(Y, outputs, sample_weight, parameter)
+
+    def _validation_targets(self, y):
+        return y.reshape(len(y), -1)
 
     def _predictions(self, outputs):
         return outputs.ravel() if outputs.shape[1] == 1 else outputs

@@ -5,10 +5,10 @@ so that ``clone`` and ``set_params`` keep them as given), from the declarative
 ``_parameter_constraints`` of each estimator; its ``InvalidParameterError`` (a ``ValueError``
 and a ``TypeError``) names the parameter, what it accepts and what it got. nnfast's estimators
 take scikit-learn's constraints and add their own parameters' (``n_threads``,
-``class_weight``, ``warmup_fraction``, ``max_grad_norm``, the regressor's ``huber_delta`` and
-``quantile``) and widen two of scikit-learn's (``learning_rate`` takes ``"cosine"``, the
-regressor's ``loss`` the robust losses), so that scikit-learn's machinery raises exactly its
-errors.
+``class_weight``, ``scoring``, ``warmup_fraction``, ``max_grad_norm``, the regressor's
+``huber_delta`` and ``quantile``) and widen some of scikit-learn's (``activation``,
+``learning_rate`` takes ``"cosine"``, the regressor's ``loss`` the robust losses), so that
+scikit-learn's machinery raises exactly its errors.
 
 That machinery costs more than a small fit's whole Python overhead (``get_params`` inspects
 the signature; each constraint is built and tested), so ``validate_params`` first runs a
@@ -26,6 +26,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn import get_config
+from sklearn.metrics import get_scorer_names
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -33,7 +34,9 @@ from sklearn.utils.validation import _is_fitted
 
 from .._validation import MAX_THREADS, check_n_threads
 
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+# scikit-learn's four hidden activations, then nnfast's (nnfast._training.plan's names).
+SKLEARN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+ACTIVATIONS = SKLEARN_ACTIVATIONS + ("leaky_relu", "elu", "gelu", "silu", "softplus")
 SOLVERS = ("lbfgs", "sgd", "adam")
 STOCHASTIC_SOLVERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
@@ -49,27 +52,38 @@ ROBUST_LOSSES = ("absolute_error", "huber", "quantile")
 # give its messages to the letter on every run. tests/sklearn/test_mlp_params.py holds them to the
 # installed scikit-learn's estimators and the quick test below to them.
 # nnfast's own: the kernel's thread count (check_n_threads's range; None: all cores), and
-# the classifier's class weights, declared as scikit-learn's LogisticRegression declares them.
-# Beyond scikit-learn: the "cosine" schedule (learning_rate, warmup_fraction) and gradient
-# clipping for both; the robust losses for the regressor. The widened options are nnfast's
-# own StrOptions, whose messages list them in this set's order.
+# the classifier's class weights, declared as scikit-learn's LogisticRegression declares them;
+# the early-stopping score, a scorer name or callable as scikit-learn's searches declare one
+# (None: the estimator's own accuracy / R^2).
 _N_THREADS = [Interval(Integral, 1, MAX_THREADS, closed="both"), None]
+SCORER_NAMES = frozenset(get_scorer_names())
+_SCORING = [StrOptions(set(SCORER_NAMES)), callable, None]
+# nnfast's hidden activations extend scikit-learn's, in one StrOptions listing them in this
+# order (a list, not a set literal: the message is the same on every run).
+_ACTIVATION = [StrOptions(dict.fromkeys(ACTIVATIONS).keys())]
+# Beyond scikit-learn: the "cosine" schedule (learning_rate, warmup_fraction) and gradient
+# clipping for both; the robust losses for the regressor. The widened options are listed in
+# order too, as the activations are.
 _OPTIMIZATION = {
-    "learning_rate": [StrOptions(set(SCHEDULES))],
+    "learning_rate": [StrOptions(dict.fromkeys(SCHEDULES).keys())],
     "warmup_fraction": [Interval(Real, 0, 1, closed="left")],
     "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
 }
 CLASSIFIER_CONSTRAINTS = {
     **_SkMLPClassifier._parameter_constraints,
+    "activation": _ACTIVATION,
     "n_threads": _N_THREADS,
     "class_weight": [dict, StrOptions({"balanced"}), None],
+    "scoring": _SCORING,
     **_OPTIMIZATION,
 }
 REGRESSOR_CONSTRAINTS = {
     **_SkMLPRegressor._parameter_constraints,
+    "activation": _ACTIVATION,
     "n_threads": _N_THREADS,
+    "scoring": _SCORING,
     **_OPTIMIZATION,
-    "loss": [StrOptions(set(REGRESSION_LOSSES))],
+    "loss": [StrOptions(dict.fromkeys(REGRESSION_LOSSES).keys())],
     "huber_delta": [Interval(Real, 0, None, closed="neither")],
     "quantile": [Interval(Real, 0, 1, closed="neither")],
 }
@@ -137,6 +151,8 @@ _PLAIN_VALUE = {
     "class_weight": lambda v: v is None or type(v) is dict or (type(v) is str
                                                                and v == "balanced"),
     "loss": _choice(REGRESSION_LOSSES),
+    # Callables go to scikit-learn's check (its callable constraint accepts them).
+    "scoring": lambda v: v is None or (type(v) is str and v in SCORER_NAMES),
     "warmup_fraction": _unit,
     "max_grad_norm": lambda v: v is None or _positive(v),
     "huber_delta": _positive,
@@ -186,6 +202,7 @@ class MLPParams:
     n_iter_no_change: float  # an int, or inf
     max_fun: int
     n_threads: object  # None or int
+    scoring: object  # None, a scorer name or a callable scorer(estimator, X, y)
     warmup_fraction: float = 0.0
     max_grad_norm: object = None  # None or float
     huber_delta: float = 1.0
@@ -252,6 +269,7 @@ def check_params(estimator):
         # The kernel's safety: checked here even where the validation above is skipped.
         n_threads=(None if e.n_threads is None
                    else check_n_threads(operator.index(e.n_threads))),
+        scoring=e.scoring,
         warmup_fraction=float(e.warmup_fraction),
         max_grad_norm=None if e.max_grad_norm is None else float(e.max_grad_norm),
         # The classifier has no regression loss.

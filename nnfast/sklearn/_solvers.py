@@ -14,8 +14,10 @@ allow:
   sets the divided rate before the next chunk. Shuffled epochs run in scikit-learn's row
   orders, which the run asks for chunk by chunk (drawn from the estimator's random state and
   composed epoch after epoch, as scikit-learn composes them);
-* early stopping and verbose fits run one epoch per call: the held-out score needs the
-  weights after every epoch, and a verbose fit prints each epoch as it ends.
+* fits with validation data (early stopping's split or ``fit``'s ``X_val``), with
+  scikit-learn's callbacks, and verbose fits run one epoch per call: the held-out score and
+  loss and the callbacks need the weights after every epoch, and a verbose fit prints each
+  epoch as it ends. A fit with none of them calls nothing between chunks.
 
 ``lbfgs`` hands SciPy's L-BFGS-B the network's full-batch loss and gradient, with the
 parameters packed in scikit-learn's order (every weight matrix, then every bias vector), so
@@ -87,7 +89,7 @@ class StochasticRecord:
     the fit succeeds, so that a failed or interrupted fit changes nothing.
     """
 
-    def __init__(self, estimator, params, early_stopping):
+    def __init__(self, estimator, params, early_stopping, validating=False):
         self.params = params
         self.early_stopping = early_stopping
         self.n_iter = 0
@@ -95,13 +97,20 @@ class StochasticRecord:
         self.loss = getattr(estimator, "loss_", None)
         self.loss_curve = list(getattr(estimator, "loss_curve_", None) or [])
         self.no_improvement = getattr(estimator, "_no_improvement_count", 0)
-        if early_stopping:
+        # Validation data (split off X or given as X_val) scores and losses every epoch; a
+        # continued fit extends the curves of the fit before it.
+        self.validating = early_stopping or validating
+        if self.validating:
             self.validation_scores = list(getattr(estimator, "validation_scores_", None) or [])
+            self.validation_losses = list(
+                getattr(estimator, "validation_loss_curve_", None) or [])
+        else:
+            self.validation_scores = self.validation_losses = None
+        if early_stopping:
             best = getattr(estimator, "best_validation_score_", None)
             self.best_validation_score = -np.inf if best is None else best
             self.best_loss = None
         else:
-            self.validation_scores = None
             self.best_validation_score = None
             best = getattr(estimator, "best_loss_", None)
             self.best_loss = np.inf if best is None else best
@@ -115,13 +124,16 @@ class StochasticRecord:
             for best, live in ((getattr(estimator, "_best_coefs", None), "coefs_"),
                                (getattr(estimator, "_best_intercepts", None), "intercepts_")))
         self.converged = False
+        # Set when a callback's on_fit_task_end asked the fit to stop.
+        self.stopped_by_callback = False
 
-    def end_epoch(self, loss, n_rows, validation_score=None, weights=None):
+    def end_epoch(self, loss, n_rows, validation=None, weights=None):
         """Records an epoch; returns "stalled" after more than ``n_iter_no_change`` epochs in
         a row without progress (the caller stops, or divides an "adaptive" rate), else "go".
 
-        ``weights``: a function returning (coefs, intercepts) copies of the epoch's weights,
-        called when the validation score is the best so far.
+        ``validation``: (score, loss) of the epoch's weights on the validation data, when
+        there is some. ``weights``: a function returning (coefs, intercepts) copies of the
+        epoch's weights, called when the validation score is the best so far.
         """
         p = self.params
         self.n_iter += 1
@@ -130,10 +142,13 @@ class StochasticRecord:
         self.loss_curve.append(self.loss)
         if p.verbose:
             print(f"Iteration {self.n_iter}, loss = {self.loss:.8f}", flush=True)
-        if self.early_stopping:
+        if self.validating:
+            validation_score, validation_loss = validation
             self.validation_scores.append(validation_score)
+            self.validation_losses.append(validation_loss)
             if p.verbose:
                 print(f"Validation score: {validation_score:f}", flush=True)
+        if self.early_stopping:
             stalled = validation_score < self.best_validation_score + p.tol
             if validation_score > self.best_validation_score:
                 self.best_validation_score = validation_score
@@ -161,34 +176,58 @@ class StochasticRecord:
         estimator._no_improvement_count = self.no_improvement
         estimator.best_loss_ = self.best_loss
         estimator.validation_scores_ = self.validation_scores
+        estimator.validation_loss_curve_ = self.validation_losses
         estimator.best_validation_score_ = self.best_validation_score
 
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStopping:
-    """What early stopping asks of the estimator: ``stratify(Y)`` (the split's strata, or
-    None), ``decode(Y)`` (targets as the user's labels) and ``score(trainer, X, y,
-    sample_weight)`` (the current weights' accuracy or R^2 on held-out rows)."""
+    """What validation asks of the estimator: ``stratify(Y)`` (the early-stopping split's
+    strata, or None), ``decode(Y)`` (targets as the user's labels) and ``evaluate(trainer,
+    data)`` ((score, loss) of the current weights on a ``ValidationData``)."""
 
     stratify: object
     decode: object
-    score: object
+    evaluate: object
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationData:
+    """Held-out rows: ``X`` and ``Y`` as the network takes them (its dtype, binarized labels),
+    ``y`` the targets as the user's labels (what a score compares predictions with),
+    ``sample_weight`` (or None), and ``X_given`` / ``y_given``: what the user passed as
+    X_val / y_val (None for the early-stopping split), which a user's scorer is handed as
+    it would be outside the fit."""
+
+    X: object
+    Y: object
+    y: object
+    sample_weight: object
+    X_given: object = None
+    y_given: object = None
 
 
 def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight, params,
-                   incremental, random_state, resume, shared_random_state=True, targets=None):
+                   incremental, random_state, resume, shared_random_state=True, targets=None,
+                   validation=None, epoch_callbacks=None):
     """scikit-learn's ``_fit_stochastic`` on a network: trains ``trainer``'s network in place
     and returns the ``StochasticRecord`` (with the best weights when early stopping).
     ``estimator``'s fitted attributes are where a continued fit starts from;
-    ``early_stopping_hooks`` (``EarlyStopping``) are its part in early stopping.
+    ``early_stopping_hooks`` (``EarlyStopping``) are its part in validation.
 
     ``shared_random_state``: whether random_state outlives the fit (NumPy's global one, or
     the caller's instance), so that it must end where scikit-learn's ends; a fit's own
     (from an integer seed) draws only what the fit uses. ``targets``: Y as validated, before
-    its conversion to the network's dtype (None: Y), which early stopping scores against."""
+    its conversion to the network's dtype (None: Y), which early stopping scores against.
+    ``validation``: the user's validation data (``ValidationData``, X_val of ``fit``) or
+    None; with early stopping it replaces the split, and all of X trains.
+    ``epoch_callbacks``: None, or an object whose ``begin(epoch)`` and ``end(epoch,
+    record)`` run around every epoch (scikit-learn's callbacks; ``end`` returns True to
+    stop the fit)."""
     early_stopping = params.early_stopping
-    record = StochasticRecord(estimator, params, early_stopping)
-    if early_stopping:
+    record = StochasticRecord(estimator, params, early_stopping,
+                              validating=validation is not None)
+    if early_stopping and validation is None:
         # Without train_test_split's own parameter validation, as scikit-learn's fit calls
         # it (its _fit_context skips nested validation): validation_fraction=0 then fails
         # with scikit-learn's error (a ValueError from the split), not with one naming
@@ -202,7 +241,7 @@ def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight
                   else (X, Y, targets, sample_weight)),
                 random_state=random_state, test_size=params.validation_fraction,
                 stratify=early_stopping_hooks.stratify(Y))
-        X_train, X_val, Y_train, _, _, targets_val = split[:6]
+        X_train, X_val, Y_train, Y_val, _, targets_val = split[:6]
         if is_sparse(X_train):
             # The split's rows of a CSR matrix, brought back to the kernel's form.
             X_train = as_csr(X_train, "X", X_train.dtype)
@@ -210,7 +249,8 @@ def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "
                              "'validation_fraction' or the size of your dataset.")
-        y_val = early_stopping_hooks.decode(targets_val)
+        validation = ValidationData(X_val, Y_val, early_stopping_hooks.decode(targets_val),
+                                    sw_val)
     else:
         X_train, Y_train, sw_train = X, Y, sample_weight
     n_rows = X_train.shape[0]
@@ -222,11 +262,12 @@ def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight
     epochs_left = 1 if incremental else params.max_iter
     orders = _EpochOrders(n_rows, random_state) if params.shuffle else None
 
-    def decide(loss, validation_score=None):
+    def decide(loss, validation_result=None):
         """After an epoch: True when training stops, or goes on at a new rate."""
         nonlocal rate, current_rate, epochs_left
         epochs_left -= 1
-        action = record.end_epoch(loss, n_rows, validation_score, weights=trainer.weights_copy)
+        action = record.end_epoch(loss, n_rows, validation_result,
+                                  weights=trainer.weights_copy)
         if action == "stalled":
             message = record.stalled_message()
             adaptive = params.solver == "sgd" and params.learning_rate == "adaptive"
@@ -257,33 +298,42 @@ def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight
 
     with trainer.training(X_train, Y_train, sw_train, batch, epochs_left, resume,
                           orders) as run:
-        validation_score = None
+        validation_result = None
         chunk_last = None
+        # The validation data and the callbacks need the weights after every epoch.
+        every_epoch = record.validating or epoch_callbacks is not None
 
         def run_chunk(start, n_epochs):
-            nonlocal rate, validation_score, chunk_last
+            nonlocal rate, validation_result, chunk_last
             if rate is not None:
                 run.state.learning_rate, rate = rate, None
+            if epoch_callbacks is not None:  # one epoch per chunk (max_epochs)
+                epoch_callbacks.begin(start)
             losses = run.run(n_epochs, through_nonfinite=True)
             check_nonfinite(losses)
-            if early_stopping:  # one epoch per chunk (max_epochs)
-                validation_score = early_stopping_hooks.score(trainer, X_val, y_val, sw_val)
+            if validation is not None:  # one epoch per chunk (max_epochs)
+                validation_result = early_stopping_hooks.evaluate(trainer.weights(),
+                                                                  validation)
             chunk_last = start + n_epochs - 1
             return losses.tolist()
 
         def max_epochs(done):
-            # The held-out score needs the weights after every epoch: one epoch per call.
-            # Otherwise as many as cannot stop the fit or change its rate, so that a
+            # Validation and callbacks need the weights after every epoch: one epoch per
+            # call. Otherwise as many as cannot stop the fit or change its rate, so that a
             # decision only ever falls on a chunk's last epoch.
-            if early_stopping:
+            if every_epoch:
                 return 1
             return min(_undecided_epochs(record, params, epochs_left), run.max_chunk)
 
         def after_epoch(epoch, loss):
-            """The stopping rule's decision on an epoch's loss; True ends the fit."""
-            if decide(loss, validation_score) and epoch != chunk_last:
+            """The stopping rule's decision on an epoch's loss (and the callbacks' on the
+            epoch); True ends the fit."""
+            if decide(loss, validation_result) and epoch != chunk_last:
                 raise AssertionError("the stopping rule fired inside a chunk of epochs that "
                                      "cannot stop it")
+            if epoch_callbacks is not None and epoch_callbacks.end(epoch, record):
+                record.stopped_by_callback = not record.converged
+                return True
             return record.converged
 
         # Every epoch is a report to after_epoch, read from its chunk's losses (not live:
@@ -301,7 +351,7 @@ def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight
             live = trainer.weights_copy()
             trainer.load(*(live[k] if best is None else best
                            for k, best in enumerate(record.best_params)))
-        if not (record.converged or incremental):
+        if not (record.converged or record.stopped_by_callback or incremental):
             # Warned here, at a fixed depth (stacklevel 5 is the caller of the estimator's
             # fit), and before the run's commit refuses weights that are not finite, as
             # scikit-learn warns before its error.
@@ -335,9 +385,12 @@ def _undecided_epochs(record, params, epochs_left):
     return min(epochs_left, max(1, params.n_iter_no_change + 1 - record.no_improvement))
 
 
-def fit_lbfgs(trainer, X, Y, sample_weight, params):
+def fit_lbfgs(trainer, X, Y, sample_weight, params, on_iteration=None):
     """scikit-learn's ``_fit_lbfgs``: L-BFGS-B over the packed parameters; trains the
-    network in place; returns (iterations, final loss)."""
+    network in place; returns (iterations, final loss).
+
+    ``on_iteration``: None, or a function called with (coefs, intercepts) after each
+    iteration (SciPy's callback; validation curves and scikit-learn's callbacks)."""
     network = trainer.network
     # Buffers and thread count once for all of the minimizer's evaluations (X and Y as the
     # estimator validated them).
@@ -354,9 +407,11 @@ def fit_lbfgs(trainer, X, Y, sample_weight, params):
     # keep their own threads (nnfast.network: large products run on the kernel's, with BLAS
     # at one thread anyway).
     with objective.thread_limits(), blas_thread_cap(1):
-        result = scipy.optimize.minimize(packed_loss_gradient(objective, packing),
-                                         packing.pack(objective.params), method="L-BFGS-B",
-                                         jac=True, options=options)
+        result = scipy.optimize.minimize(
+            packed_loss_gradient(objective, packing), packing.pack(objective.params),
+            method="L-BFGS-B", jac=True, options=options,
+            callback=None if on_iteration is None else (
+                lambda xk: on_iteration(*packing.split(xk))))
     n_iter = min(result.nit, params.max_iter)
     if result.status != 0:
         message = (f"lbfgs failed to converge after {n_iter} iteration(s) "

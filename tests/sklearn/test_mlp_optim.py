@@ -213,10 +213,26 @@ def test_new_parameters_clone_pickle_and_repr():
     model.partial_fit(X, y)
     assert_allclose(_estimator_params(restored), _estimator_params(model), rtol=0)
     assert restored._network.optimizer_state.epochs == 4
-    assert list(inspect.signature(MLPRegressor).parameters)[-5:] == [
-        "n_threads", "warmup_fraction", "max_grad_norm", "huber_delta", "quantile"]
-    assert list(inspect.signature(MLPClassifier).parameters)[-4:] == [
-        "class_weight", "n_threads", "warmup_fraction", "max_grad_norm"]
+    # Keyword-only, after scikit-learn's parameters and nnfast's earlier ones.
+    for Estimator, names in [(MLPRegressor, ["warmup_fraction", "max_grad_norm", "huber_delta",
+                                             "quantile"]),
+                             (MLPClassifier, ["warmup_fraction", "max_grad_norm"])]:
+        parameters = inspect.signature(Estimator).parameters
+        order = list(parameters)
+        assert order.index("n_threads") < min(order.index(name) for name in names)
+        assert [order[i] for i in sorted(order.index(name) for name in names)] == names
+        assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names)
+
+
+def test_validation_loss_is_the_robust_loss():
+    """Validation data's loss curve is the fit's own loss, with its parameter (without the
+    L2 term), as the reference computes it."""
+    X, y, _ = _data(np.float64)
+    model = _regressor(loss="huber", huber_delta=0.4, max_iter=2).fit(X[:40], y[:40],
+                                                                         X_val=X[40:],
+                                                                         y_val=y[40:])
+    expected = reference.REGRESSION_LOSSES["huber"](y[40:], model.predict(X[40:]), None, 0.4)
+    assert_allclose(model.validation_loss_curve_[-1], expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("params, message", [

@@ -206,9 +206,10 @@ def test_original_network_on_sparse_equals_dense(backend):
         assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu", "softplus"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("output", ["identity", "logistic", "softmax", "exp", "original"])
-def test_loss_gradient_and_predict_equal_reference(kernels, dtype, output):
+def test_loss_gradient_and_predict_equal_reference(kernels, dtype, output, activation):
     """Each kernel build's sparse loss and gradient against nnfast.reference's on the
     same sparse matrix (scipy's products), and against the dense kernel."""
     X, labels = sparse_data("multilabel", dtype=dtype)
@@ -218,8 +219,8 @@ def test_loss_gradient_and_predict_equal_reference(kernels, dtype, output):
     results = []
     with kernel_build(kernels):
         for backend, data in (("cython", X), ("numpy", X), ("cython", X.toarray())):
-            net = Network([40, 6, 3], seed=3, backend=backend, bias=True, activation="relu",
-                          output=output, alpha=0.01, dtype=dtype)
+            net = Network([40, 6, 3], seed=3, backend=backend, bias=True,
+                          activation=activation, output=output, alpha=0.01, dtype=dtype)
             loss, weight_grads, bias_grads = net.loss_gradient(X if data is X else data, y)
             results.append((loss, weight_grads + bias_grads, net.predict(data)))
     for loss, grads, outputs in results[1:]:
