@@ -1228,7 +1228,7 @@ default="squared_error"
         "huber" ``0.5 r ** 2`` where ``|r| <= huber_delta``, else ``huber_delta * (|r| -
         huber_delta / 2)``; "quantile" the pinball loss ``quantile * (y - prediction)``
         where y >= prediction, else ``(1 - quantile) * (prediction - y)``. Early stopping
-        scores R^2 whatever the loss (or ``scoring``).
+        scores R^2 (or ``scoring``) whatever the loss.
 {_PARAMETERS}{_SCORING}
     huber_delta : float > 0, default=1.0
         Where the "huber" loss turns from quadratic to linear.
