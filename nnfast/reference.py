@@ -675,7 +675,8 @@ def cosine_rate(learning_rate, epoch, epochs, warmup_epochs=0):
     end_factor=1, total_iters=W), CosineAnnealingLR(T_max=E - W)], milestones=[W])``, whose
     warm-up factors ``s + (1 - s) * e / W`` are ``(e + 1) / (W + 1)`` exactly for that start
     factor (PyTorch's factors must be > 0, so its warm-up cannot start at 0 either). Past E
-    epochs the rate stays 0 (PyTorch's cosine would climb back): the weights no longer move.
+    epochs the rate stays 0 (PyTorch's cosine would climb back): Adam's weights no longer
+    move, SGD's only by their momentum.
 
     Parameters
     ----------
