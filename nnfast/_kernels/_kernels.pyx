@@ -845,10 +845,11 @@ cdef inline double _xlogy(double x, double y) noexcept nogil:
 #               0.5 z (1 + erf(z / sqrt 2)), not the tanh approximation)
 #   silu        z * sigmoid(z)                   softplus  log(1 + exp(z))
 # Each is branch-free (selects only), so loops over a layer vectorise as the sigmoid's do.
-# leaky_relu, elu and softplus have derivatives that are functions of their outputs, as
-# scikit-learn's activations do: the step keeps only the outputs. gelu's and silu's are not
-# (neither is monotonic), so their forward pass also writes each unit's derivative to the
-# workspace's "slopes" buffer (the activations' layout), which the backward pass reads.
+# leaky_relu's and elu's derivatives are functions of their outputs, as scikit-learn's
+# activations' are: the step keeps only the outputs. gelu's and silu's are not (neither is
+# monotonic), and softplus's comes cheaper from its forward pass's exp, so for these three the
+# forward pass also writes each unit's derivative to the workspace's "slopes" buffer (the
+# activations' layout), which the backward pass reads.
 # --------------------------------------------------------------------------------------------
 
 cdef extern from *:
@@ -892,63 +893,68 @@ cdef double _LEAKY_SLOPE = 0.01
 cdef inline double _normal_cdf(double z, double* pdf) noexcept nogil:
     """Phi(z), the standard normal distribution function, and its density phi(z) in pdf.
 
-    Phi(z) = erfc(-t) / 2, t = z / sqrt 2. For |t| <= 0.5, 1/2 + erf(t) / 2; beyond,
-    erfc(|t|) = exp(-t^2) R(|t|) (Cody's R for [0.5, 4] or the tail's), so the lower tail keeps
-    its relative precision (no 1 - erf cancellation) and exp(-t^2) is shared with the density.
-    Every branch is computed and one selected, so a loop over a layer vectorises."""
+    Phi(z) = erfc(-t) / 2, t = z / sqrt 2, y = |t|. For y <= 0.5, 1/2 + t P(t^2) / 2 Q(t^2)
+    (Cody's erf); beyond, erfc(y) = exp(-t^2) R(y) with Cody's R for [0.5, 4] or for the
+    tail, written there as a ratio of polynomials in t^2 (his in 1 / t^2, both multiplied by
+    t^10), so the lower tail keeps its relative precision (no 1 - erf cancellation) and
+    exp(-t^2) is shared with the density. Each branch is a quotient; the branch's numerator
+    and denominator are selected and divided once, so a loop over a layer vectorises with one
+    division a unit. In double for both dtypes: float32's rounding of z^2 alone would cost
+    exp(-z^2 / 2) up to 1e-5 of its value in the tail (measured), and float32 results are
+    rounded once from these."""
     cdef double t = z * _SQRT_HALF
     cdef double y = fabs(t)
-    cdef double y2 = t * t
-    cdef double gauss = _exp(-y2)
-    cdef double num, den, small, middle, tail, inv2, upper_tail
-    # erf(t) for |t| <= 0.5: t P(t^2) / Q(t^2).
-    num = _ERF_P[4] * y2
-    den = y2
-    num = (num + _ERF_P[0]) * y2
-    den = (den + _ERF_Q[0]) * y2
-    num = (num + _ERF_P[1]) * y2
-    den = (den + _ERF_Q[1]) * y2
-    num = (num + _ERF_P[2]) * y2
-    den = (den + _ERF_Q[2]) * y2
-    small = 0.5 + 0.5 * (t * (num + _ERF_P[3]) / (den + _ERF_Q[3]))
-    # erfc(y) exp(y^2) for 0.5 < y <= 4.
-    num = _ERFC_P[8] * y
-    den = y
-    num = (num + _ERFC_P[0]) * y
-    den = (den + _ERFC_Q[0]) * y
-    num = (num + _ERFC_P[1]) * y
-    den = (den + _ERFC_Q[1]) * y
-    num = (num + _ERFC_P[2]) * y
-    den = (den + _ERFC_Q[2]) * y
-    num = (num + _ERFC_P[3]) * y
-    den = (den + _ERFC_Q[3]) * y
-    num = (num + _ERFC_P[4]) * y
-    den = (den + _ERFC_Q[4]) * y
-    num = (num + _ERFC_P[5]) * y
-    den = (den + _ERFC_Q[5]) * y
-    num = (num + _ERFC_P[6]) * y
-    den = (den + _ERFC_Q[6]) * y
-    middle = (num + _ERFC_P[7]) / (den + _ERFC_Q[7])
-    # erfc(y) exp(y^2) for y > 4: (1 / sqrt(pi) - P(1/y^2) / Q(1/y^2) / y^2) / y.
-    inv2 = 1.0 / y2
-    num = _ERFC_TAIL_P[5] * inv2
-    den = inv2
-    num = (num + _ERFC_TAIL_P[0]) * inv2
-    den = (den + _ERFC_TAIL_Q[0]) * inv2
-    num = (num + _ERFC_TAIL_P[1]) * inv2
-    den = (den + _ERFC_TAIL_Q[1]) * inv2
-    num = (num + _ERFC_TAIL_P[2]) * inv2
-    den = (den + _ERFC_TAIL_Q[2]) * inv2
-    num = (num + _ERFC_TAIL_P[3]) * inv2
-    den = (den + _ERFC_TAIL_Q[3]) * inv2
-    tail = (_INV_SQRT_PI - inv2 * (num + _ERFC_TAIL_P[4]) / (den + _ERFC_TAIL_Q[4])) / y
-    # Phi(-y) = erfc(y) / 2; the upper side is 1 minus it. NaN fails every comparison and
-    # reaches the tail, which passes it on.
-    upper_tail = 0.5 * gauss * (middle if y <= 4.0 else tail)
-    pdf[0] = gauss * _INV_SQRT_2PI
+    cdef double w = t * t
+    cdef double gauss = _exp(-w)
+    cdef double num_small, den_small, num_mid, den_mid, num_tail, den_tail, v
+    cdef double num, den, offset, factor
+    # erf(t) = t P(w) / Q(w) for y <= 0.5.
+    num_small = ((((_ERF_P[4] * w + _ERF_P[0]) * w + _ERF_P[1])
+                  * w + _ERF_P[2]) * w + _ERF_P[3])
+    den_small = ((((w + _ERF_Q[0]) * w + _ERF_Q[1]) * w
+                  + _ERF_Q[2]) * w + _ERF_Q[3])
+    # erfc(y) exp(y^2) = P(y) / Q(y) for 0.5 < y <= 4.
+    num_mid = _ERFC_P[8] * y
+    den_mid = y
+    num_mid = (num_mid + _ERFC_P[0]) * y
+    den_mid = (den_mid + _ERFC_Q[0]) * y
+    num_mid = (num_mid + _ERFC_P[1]) * y
+    den_mid = (den_mid + _ERFC_Q[1]) * y
+    num_mid = (num_mid + _ERFC_P[2]) * y
+    den_mid = (den_mid + _ERFC_Q[2]) * y
+    num_mid = (num_mid + _ERFC_P[3]) * y
+    den_mid = (den_mid + _ERFC_Q[3]) * y
+    num_mid = (num_mid + _ERFC_P[4]) * y
+    den_mid = (den_mid + _ERFC_Q[4]) * y
+    num_mid = (num_mid + _ERFC_P[5]) * y
+    den_mid = (den_mid + _ERFC_Q[5]) * y
+    num_mid = (num_mid + _ERFC_P[6]) * y
+    den_mid = (den_mid + _ERFC_Q[6]) * y
+    num_mid = num_mid + _ERFC_P[7]
+    den_mid = den_mid + _ERFC_Q[7]
+    # erfc(y) exp(y^2) = (1/sqrt(pi) - P(1/w) / (w Q(1/w))) / y for y > 4: the polynomials
+    # reversed in w, (w Q'(w) / sqrt(pi) - P'(w)) / (w Q'(w) y), w kept below where w^5
+    # would overflow (erfc is then 0 to the dtype: the exp factor already is).
+    v = min(w, 700.0)
+    num_tail = (((((_ERFC_TAIL_P[4] * v + _ERFC_TAIL_P[3]) * v
+                   + _ERFC_TAIL_P[2]) * v + _ERFC_TAIL_P[1]) * v
+                 + _ERFC_TAIL_P[0]) * v + _ERFC_TAIL_P[5])
+    den_tail = (((((_ERFC_TAIL_Q[4] * v + _ERFC_TAIL_Q[3]) * v
+                   + _ERFC_TAIL_Q[2]) * v + _ERFC_TAIL_Q[1]) * v
+                 + _ERFC_TAIL_Q[0]) * v + 1) * v
+    num_tail = den_tail * _INV_SQRT_PI - num_tail
+    den_tail = den_tail * y
+    # Phi = offset + factor * num / den: 1/2 + (t/2) erf-ratio near 0; erfc(y) / 2 below,
+    # 1 - erfc(y) / 2 above. NaN fails every comparison and reaches the last case, whose
+    # exp factor passes it on.
+    num = num_mid if y <= 4 else num_tail
+    den = den_mid if y <= 4 else den_tail
+    offset = 0 if t < 0 else 1
+    factor = 0.5 * gauss if t < 0 else -0.5 * gauss
     if y <= 0.5:
-        return small
-    return upper_tail if t < 0 else 1.0 - upper_tail
+        num, den, offset, factor = num_small, den_small, 0.5, 0.5 * t
+    pdf[0] = gauss * _INV_SQRT_2PI
+    return offset + factor * (num / den)
 
 
 cdef inline floating _expm1(floating x) noexcept nogil:
@@ -988,15 +994,6 @@ cdef inline floating _log1p_unit(floating u) noexcept nogil:
     return <floating>2 * s * series
 
 
-cdef inline floating _softplus(floating z) noexcept nogil:
-    """log(1 + exp(z)) = max(z, 0) + log(1 + exp(-|z|)): no overflow for any z."""
-    cdef floating positive = z if z > 0 else 0
-    if floating is double:
-        return positive + _log1p_unit(_exp(-fabs(z)))
-    else:
-        return positive + _log1p_unit(_exp(-fabsf(z)))
-
-
 cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
                                  Py_ssize_t activation, floating* slopes) noexcept nogil:
     """z[start:stop] = activation(z[start:stop]) for a hidden activation code; for gelu and
@@ -1020,10 +1017,17 @@ cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
         for i in range(start, stop):
             z[i] = z[i] if z[i] > 0 else _expm1(z[i])
     elif activation == ACTIVATION_SOFTPLUS:
+        # Its slope, sigmoid(z), from the same exp(-|z|): cheaper kept than recomputed from
+        # the output (1 - exp(-a)) in the backward pass.
         for i in range(start, stop):
-            z[i] = _softplus(z[i])
+            value = z[i]
+            if floating is double:
+                decay = _exp(-fabs(value))
+            else:
+                decay = _exp(-fabsf(value))
+            slopes[i] = (<floating>1 if value >= 0 else decay) / (<floating>1 + decay)
+            z[i] = (value if value > 0 else 0) + _log1p_unit(decay)
     elif activation == ACTIVATION_GELU:
-        # In double for both dtypes: one set of coefficients, and float32 results rounded once.
         for i in range(start, stop):
             value = z[i]
             cdf = _normal_cdf(value, &pdf)
@@ -1070,16 +1074,14 @@ cdef inline void _scale_by_derivative_range(floating* delta, const floating* a,
         # exp(z) = a + 1 below 0.
         for i in range(start, stop):
             delta[i] = delta[i] if a[i] > 0 else delta[i] * (a[i] + <floating>1)
-    elif activation == ACTIVATION_SOFTPLUS:
-        # sigmoid(z) = 1 - exp(-a), to full precision for small a.
-        for i in range(start, stop):
-            delta[i] = delta[i] * -_expm1(-a[i])
 
 
 cdef inline bint _keeps_slopes(Py_ssize_t activation) noexcept nogil:
-    """Whether an activation's derivative is kept in the slopes buffer (not a function of its
-    output)."""
-    return activation == ACTIVATION_GELU or activation == ACTIVATION_SILU
+    """Whether an activation's derivative is kept in the slopes buffer: gelu's and silu's
+    are not functions of their output; softplus's is, but costs less from the forward pass's
+    exp."""
+    return (activation == ACTIVATION_GELU or activation == ACTIVATION_SILU
+            or activation == ACTIVATION_SOFTPLUS)
 
 
 cdef inline bint _drops(const _Config* config, Py_ssize_t k, bint training) noexcept nogil:

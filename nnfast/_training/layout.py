@@ -115,8 +115,8 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
     its gradient transposed, for the skinny products); and, for shuffled fits, the gathered
     rows of a batch (batch_x, batch_y, batch_w when sample weights are given).
 
-    slopes: the model has a hidden activation whose derivative the forward pass keeps
-    (``FitPlan.keeps_slopes``: gelu, silu), in ``slopes``, laid out as the activations.
+    slopes: the forward pass keeps hidden units' derivatives (``FitPlan.keeps_slopes``: gelu,
+    silu, softplus, dropout), in ``slopes``, laid out as the activations.
 
     sparse: for a CSR X (``fit_sparse`` / ``loss_gradient_sparse``), which reads a
     batch's rows of X where they are (no batch_x) and transposes only the dense layers' weights

@@ -74,9 +74,10 @@ REDUCTIONS = names(Reduction)
 LOSSES = names(Loss)[1:]
 # SGD's schedules are named by nnfast.optimizers (from the same enum).
 assert SCHEDULES == names(Schedule)
-# Hidden activations whose derivative the kernel cannot compute from their output (neither is
-# monotonic): its forward pass keeps their derivative (nnfast._training.layout's "slopes").
-SLOPE_ACTIVATIONS = ("gelu", "silu")
+# Hidden activations whose derivative the kernel's forward pass keeps (nnfast._training.layout's
+# "slopes"): gelu's and silu's are not functions of their output (neither is monotonic);
+# softplus's is, but comes cheaper from the forward pass's exp.
+SLOPE_ACTIVATIONS = ("gelu", "silu", "softplus")
 
 
 def is_original_model(activations, output, reduction, alpha):
@@ -175,8 +176,7 @@ class FitPlan:
     @property
     def keeps_slopes(self):
         """Whether the kernel's forward pass keeps hidden units' derivatives in the
-        workspace's "slopes": for gelu and silu, whose derivative is not a function of their
-        output, and for the units dropout masks."""
+        workspace's "slopes": for ``SLOPE_ACTIVATIONS`` and for the units dropout masks."""
         return self.drops or any(name in SLOPE_ACTIVATIONS for name in self.activations)
 
     @property
