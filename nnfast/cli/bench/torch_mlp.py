@@ -13,7 +13,8 @@ so that one dictionary says what both fit:
   no 0.5) or ``HuberLoss(delta=huber_delta)``, whose mean over every element of 0.5 r**2 /
   delta * (|r| - delta / 2) is ``nnfast.reference.huber_loss`` (the mean over outputs of the
   means over rows is the mean over all elements); either plus scikit-learn's L2 term
-  ``0.5 * alpha * sum ||W||**2 / rows`` (biases not penalised);
+  ``0.5 * alpha * sum ||W||**2 / rows`` (biases not penalised). A regressor of k outputs
+  steps along the gradient of k times the data loss (``backward``), as scikit-learn's does;
 - the optimizer: ``Adam`` or ``SGD`` with Nesterov momentum at scikit-learn's defaults, the
   ``"cosine"`` schedule as ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch, and
   ``max_grad_norm`` as ``clip_grad_norm_`` over every parameter's gradient (the L2 term's
@@ -196,18 +197,28 @@ def make_optimizer(peer, model, epochs):
 
 
 def backward(peer, model, weights, loss_function, X, y):
-    """One batch's loss (data loss plus the L2 term of ``weights``, the model's ``Linear``
-    weights) and its gradient in the parameters' ``.grad``, clipped to ``max_grad_norm``;
-    returns the loss tensor."""
+    """One batch's gradient, clipped to ``max_grad_norm``, in the parameters' ``.grad``.
+
+    The gradient is nnfast's (scikit-learn's): a classifier's of its loss, a regressor's of
+    the per-output losses summed, not averaged, over its outputs (scikit-learn's output delta
+    is a - y whatever the number of outputs, while its ``loss_`` reports their mean), in both
+    cases plus the L2 term of ``weights``, the model's ``Linear`` weights.
+
+    Returns
+    -------
+    (data loss, L2 term) : scalar tensors, whose sum is the loss the estimator reports (its
+        ``loss_curve_`` averages it over an epoch's batches, weighted by their rows)
+    """
     import torch
 
     model.zero_grad()
-    loss = (loss_function(model(X), y)
-            + 0.5 * peer.alpha * sum((w * w).sum() for w in weights) / len(X))
-    loss.backward()
+    data = loss_function(model(X), y)
+    penalty = 0.5 * peer.alpha * sum((w * w).sum() for w in weights) / len(X)
+    outputs = 1 if peer.classifier else y.shape[1]
+    (data * outputs + penalty if outputs > 1 else data + penalty).backward()
     if peer.max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), peer.max_grad_norm)
-    return loss
+    return data, penalty
 
 
 def fit(peer, X, y, epochs, n_threads=None, track_loss=False):
@@ -252,10 +263,11 @@ def fit(peer, X, y, epochs, n_threads=None, track_loss=False):
         total = torch.zeros((), dtype=torch.float64) if track_loss else None
         for first in range(0, n_rows, batch):
             rows = order[first:first + batch]
-            loss = backward(peer, model, weights, loss_function, X_t[rows], y_t[rows])
+            data, penalty = backward(peer, model, weights, loss_function, X_t[rows],
+                                     y_t[rows])
             optimizer.step()
             if track_loss:
-                total += loss.detach() * len(rows)
+                total += (data.detach() + penalty.detach()) * len(rows)
         if scheduler is not None:
             scheduler.step()
     elapsed = time.perf_counter() - start
