@@ -25,6 +25,7 @@ from ..._kernels import kernels
 from ..._validation import check_n_threads
 from ...network import Network
 from . import mlp as bench_mlp
+from . import torch_mlp
 from .workloads import MLP_WORKLOADS, WORKLOADS
 
 DTYPES = ("float64", "float32")
@@ -360,7 +361,7 @@ def _main_options(args, bench_options):
               "'nnfast[sklearn]')")
         return 0
     with_torch = not args.no_torch
-    if with_torch and not bench_options.torch_available():
+    if with_torch and not torch_mlp.available():
         print("PyTorch is not installed: the table has nnfast's side only (pip install "
               "torch for the PyTorch columns)")
         with_torch = False

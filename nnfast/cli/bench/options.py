@@ -84,14 +84,6 @@ def label(case):
     return _LABELS.get(case.name, case.name)
 
 
-def torch_available():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def fit_nnfast(workload, dtype, params, regression, n_threads, max_iter):
     """nnfast's estimator with params on the workload: (seconds, last epoch's loss)."""
     from ...sklearn import MLPClassifier, MLPRegressor
@@ -141,7 +133,7 @@ def run(names, dtypes, case_names=None, repeats=3, n_threads=None, with_torch=Tr
     ``settle``: a function called before every run (``nnfast.cli.bench.settle``).
     """
     cases = [CASES[name] for name in (case_names or CASES)]
-    with_torch = with_torch and torch_available()
+    with_torch = with_torch and torch_mlp.available()
     rows = []
     groups = [(name, dtype) for name in names for dtype in dtypes]
     for index, (name, dtype) in enumerate(groups, 1):

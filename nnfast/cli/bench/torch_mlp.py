@@ -39,6 +39,15 @@ ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "softplus", "tanh", 
 _IGNORED = {"max_iter", "tol", "n_iter_no_change", "random_state", "n_threads", "verbose"}
 
 
+def available():
+    """Whether torch can be imported."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class Peer:
     """What the PyTorch peer fits: one MLP estimator's model, loss and optimizer."""
