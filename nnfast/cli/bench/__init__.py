@@ -25,6 +25,7 @@ from ..._kernels import kernels
 from ..._validation import check_n_threads
 from ...network import Network
 from . import mlp as bench_mlp
+from . import torch_mlp
 from .workloads import MLP_WORKLOADS, WORKLOADS
 
 DTYPES = ("float64", "float32")
@@ -230,12 +231,14 @@ def plot(rows, path):
 
 
 def main(argv=None):
+    from . import options as bench_options
     from . import pipeline as bench_pipeline
 
     parser = argparse.ArgumentParser(
         prog="python -m nnfast bench", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="--pipeline: " + bench_pipeline.__doc__.split("\n\n", 1)[1])
+        epilog=("--pipeline: " + bench_pipeline.__doc__.split("\n\n", 1)[1]
+                + "\n--options: " + bench_options.__doc__.split("\n\n", 1)[1]))
     parser.add_argument("--workload", action="append",
                         choices=(list(WORKLOADS) + list(MLP_WORKLOADS)
                                  + list(bench_pipeline.END_TO_END)),
@@ -261,6 +264,15 @@ def main(argv=None):
     parser.add_argument("--blas-seconds", type=float, default=None,
                         help="with --pipeline: seconds of NumPy matrix products before each "
                              f"'after BLAS' run (default {bench_pipeline.BLAS_SECONDS})")
+    parser.add_argument("--options", action="store_true",
+                        help="time nnfast's options beyond scikit-learn's MLP (the new "
+                             "activations, dropout, the cosine schedule with clipping, the "
+                             "Huber loss), each beside the fit without it and beside the same "
+                             "model in PyTorch, on the MLP workloads "
+                             f"{', '.join(bench_options.OPTIONS_WORKLOADS)}")
+    parser.add_argument("--option", action="append", choices=list(bench_options.CASES),
+                        help="with --options: the option case to run (repeatable; default: "
+                             "all)")
     parser.add_argument("--plot", metavar="FILE.png", help="write a chart of the speedups")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -276,11 +288,25 @@ def main(argv=None):
         parser.error("--blas-seconds applies only to --pipeline")
     if args.blas_seconds is not None and not 0 < args.blas_seconds <= 10:
         parser.error("--blas-seconds must be above 0 and at most 10")
+    if args.option and not args.options:
+        parser.error("--option applies only to --options")
+    if args.options:
+        if args.pipeline:
+            parser.error("--options and --pipeline are separate modes: run them one at a time")
+        if args.plot:
+            parser.error("--plot charts the steady-state table; it does not apply to --options")
+        others = [name for name in args.workload or ()
+                  if name not in bench_options.OPTIONS_WORKLOADS]
+        if others:
+            parser.error(f"--options runs on {', '.join(bench_options.OPTIONS_WORKLOADS)}, "
+                         f"not on {', '.join(others)}")
 
     print(describe_machine())
     with_torch, with_jax = not args.no_torch, not args.no_jax
-    for line in bench_pipeline.describe_environment(with_torch, with_jax):
+    for line in bench_pipeline.describe_environment(with_torch, with_jax and not args.options):
         print(line)
+    if args.options:
+        return _main_options(args, bench_options)
     chosen = args.workload or (list(WORKLOADS) + list(MLP_WORKLOADS)
                                + (list(bench_pipeline.END_TO_END) if args.pipeline else []))
     network_workloads = [name for name in chosen if name in WORKLOADS]
@@ -322,4 +348,28 @@ def main(argv=None):
                                                       progress=sys.stderr)
         print("\nEnd to end, seconds per workflow (float64)")
         print(bench_pipeline.format_end_to_end_table(end_rows))
+    return 0
+
+
+def _main_options(args, bench_options):
+    """``--options``: the option rows (nnfast.cli.bench.options) and their table."""
+    names = args.workload or list(bench_options.OPTIONS_WORKLOADS)
+    dtypes = args.dtype or list(DTYPES)
+    print(f"dtypes: {', '.join(dtypes)}; runs interleaved, {args.repeats} of each, medians")
+    if not bench_mlp.sklearn_available():
+        print("--options skipped: its estimators need scikit-learn (pip install "
+              "'nnfast[sklearn]')")
+        return 0
+    with_torch = not args.no_torch
+    if with_torch and not torch_mlp.available():
+        print("PyTorch is not installed: the table has nnfast's side only (pip install "
+              "torch for the PyTorch columns)")
+        with_torch = False
+    elif not with_torch:
+        print("PyTorch left out (--no-torch): the table has nnfast's side only")
+    rows = bench_options.run(names, dtypes, args.option, args.repeats, args.threads,
+                             with_torch=with_torch, settle=settle, progress=sys.stderr)
+    print("\nnnfast's options beyond scikit-learn, ms per fit: each beside the fit without it"
+          + (" and beside PyTorch" if with_torch else ""))
+    print(bench_options.format_table(rows))
     return 0

@@ -18,12 +18,13 @@ import numpy as np
 
 from ..._validation import check_n_threads
 from . import jax as bench_jax
+from . import torch_mlp
 from .workloads import MLP_WORKLOADS
 
 WARMUP_EPOCHS = 2
 
 
-def _quietly(fit):
+def quietly(fit):
     """Runs fit() with ConvergenceWarning silenced: the workloads stop at max_iter on
     purpose."""
     from sklearn.exceptions import ConvergenceWarning
@@ -37,7 +38,7 @@ def _fit_estimator(Estimator, workload, dtype, max_iter, **extra):
     X, y = workload.data(dtype)
     model = Estimator(**workload.params(max_iter=max_iter), **extra)
     start = time.perf_counter()
-    _quietly(lambda: model.fit(X, y))
+    quietly(lambda: model.fit(X, y))
     return time.perf_counter() - start, model.coefs_
 
 
@@ -53,42 +54,13 @@ def _nnfast(workload, dtype, n_threads, max_iter):
 
 def _torch(workload, dtype, n_threads, max_iter):
     """The same network, loss (cross-entropy plus scikit-learn's L2 term) and optimizer in
-    PyTorch, trained in a plain mini-batch loop over shuffled rows. None for "lbfgs", whose
-    PyTorch optimizer is a different algorithm."""
+    PyTorch (``nnfast.cli.bench.torch_mlp``), trained in a plain mini-batch loop over shuffled
+    rows. None for "lbfgs", whose PyTorch optimizer is a different algorithm."""
     if workload.solver == "lbfgs" or workload.sparse:
         return None
-    import torch
-
-    torch.set_num_threads(check_n_threads(n_threads))
-    torch.manual_seed(0)
     X, y = workload.data(dtype)
-    X, y = torch.from_numpy(X), torch.from_numpy(y).long()
-    params = workload.params(max_iter=max_iter)
-    model = torch.nn.Sequential(torch.nn.Linear(X.shape[1], params["hidden_layer_sizes"][0]),
-                                torch.nn.ReLU(),
-                                torch.nn.Linear(params["hidden_layer_sizes"][0],
-                                                workload.classes)).to(X.dtype)
-    if workload.solver == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999),
-                                     eps=1e-8)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, nesterov=True)
-    weights = [model[0].weight, model[2].weight]
-    alpha = 1e-4
-    batch = min(200, len(X))
-    loss_function = torch.nn.CrossEntropyLoss()
-    start = time.perf_counter()
-    for _ in range(max_iter):
-        order = torch.randperm(len(X))
-        for first in range(0, len(X), batch):
-            rows = order[first:first + batch]
-            optimizer.zero_grad()
-            loss = loss_function(model(X[rows]), y[rows])
-            loss = loss + 0.5 * alpha * sum((w * w).sum() for w in weights) / len(rows)
-            loss.backward()
-            optimizer.step()
-    elapsed = time.perf_counter() - start
-    return elapsed, [model[0].weight.detach().numpy().T, model[2].weight.detach().numpy().T]
+    peer = torch_mlp.Peer.from_params(workload.params(max_iter=max_iter), classifier=True)
+    return torch_mlp.fit(peer, X, y, max_iter, n_threads=check_n_threads(n_threads))
 
 
 def peak_memory(function, workload, dtype, n_threads, max_iter):

@@ -87,10 +87,30 @@ class MLPWorkload:
         a CSR matrix, see ``sparse``)."""
         if self.sparse:
             return self._sparse_data(dtype)
+        X, y, _ = self._dense_problem(dtype)
+        return X, y
+
+    def regression_data(self, dtype=np.float64):
+        """(X, Y): the inputs of ``data`` and ``classes`` regression targets of dtype, the
+        noisy linear scores whose largest is the label of the random problems; for the
+        datasets, scores made the same way from the standardised inputs (from
+        ``RandomState(1)``). Dense workloads only."""
+        if self.sparse:
+            raise ValueError(f"{self.name} is sparse: its workload has no regression targets")
+        X, _, scores = self._dense_problem(dtype)
+        if scores is None:
+            random_state = np.random.RandomState(1)
+            scores = (X.astype(np.float64) @ random_state.normal(size=(X.shape[1], self.classes))
+                      + random_state.normal(size=(X.shape[0], self.classes)))
+        return X, np.ascontiguousarray(scores, dtype=dtype)
+
+    def _dense_problem(self, dtype):
+        """(X standardised, labels, scores): scores are None for the datasets."""
         if self.name.startswith(("iris", "digits")):
             from sklearn.datasets import load_digits, load_iris
             load = load_iris if self.name.startswith("iris") else load_digits
             X, y = load(return_X_y=True)
+            scores = None
         else:
             random_state = np.random.RandomState(0)
             X = random_state.normal(size=(self.rows, self.features))
@@ -100,7 +120,7 @@ class MLPWorkload:
         X, y = X[:self.rows], y[:self.rows]
         std = X.std(axis=0)
         X = (X - X.mean(axis=0)) / np.where(std > 0, std, 1)
-        return np.ascontiguousarray(X, dtype=dtype), y
+        return np.ascontiguousarray(X, dtype=dtype), y, scores
 
     def _sparse_data(self, dtype):
         X, y = _sparse_problem(self.rows, self.features, self.classes, self.sparse,
