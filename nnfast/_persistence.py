@@ -77,6 +77,8 @@ file: it would train it with squared error, a constant rate and no clipping):
     value is None (``epochs``, ``max_grad_norm``) has no entry.
 ``optimizer_state_epochs`` : int64
     The ``"cosine"`` schedule's position (``OptimizerState.epochs``).
+``dropout`` : float64, one rate per hidden layer; only when a rate is above 0 (no entry:
+    no dropout).
 
 A network that version 1 can represent (the original's model options and no optimizer state)
 is written as version 1, and one that version 2 can represent (no regression loss, cosine
@@ -141,7 +143,7 @@ _OPTIMIZER_FIELDS = tuple(sorted({"optimizer_" + field.name
 _V3_OPTIMIZER_FIELDS = {"plain": (), "sgd": ("epochs", "warmup_epochs", "max_grad_norm"),
                         "adam": ("schedule", "epochs", "warmup_epochs", "max_grad_norm")}
 # Every entry a reader may look at (sizes are checked against claims before reading).
-_KNOWN = _REQUIRED + _OPTIONAL + _REQUIRED_V2 + _REQUIRED_V3 + _OPTIMIZER_FIELDS
+_KNOWN = _REQUIRED + _OPTIONAL + _REQUIRED_V2 + _REQUIRED_V3 + ("dropout",) + _OPTIMIZER_FIELDS
 
 # What reading a damaged or foreign file can raise, from zipfile, zlib (a compressed member)
 # and numpy's .npy parser. Anything else (MemoryError, KeyboardInterrupt) is not about the
@@ -224,11 +226,12 @@ def _optimizer_kind(optimizer):
 
 
 def _is_version_2(net):
-    """Whether version 2 represents net: no regression loss, cosine schedule or clipping
-    (every field version 3 added at its default)."""
+    """Whether version 2 represents net: no regression loss, cosine schedule, clipping or
+    dropout (every field version 3 added at its default)."""
     optimizer = net.optimizer
     defaults = {field.name: field.default for field in dataclasses.fields(optimizer)}
     return (net.loss is None and net.huber_delta == 1.0 and net.quantile == 0.5
+            and not any(net.dropout)
             and getattr(optimizer, "schedule", "constant") != "cosine"
             and all(getattr(optimizer, name) == defaults[name]
                     for name in _V3_OPTIMIZER_FIELDS[_optimizer_kind(optimizer)])
@@ -270,6 +273,8 @@ def _model_entries(net, version):
             "optimizer_state_epochs": np.array(0 if state is None else state.epochs,
                                                dtype=np.int64),
         })
+        if any(net.dropout):
+            entries["dropout"] = np.array(net.dropout, dtype=np.float64)
     entries.update({
         "has_optimizer_state": np.array(state is not None),
         "optimizer_state_values": (np.empty(0, dtype=net.dtype) if state is None
@@ -530,7 +535,8 @@ def _build(cls, arrays):
 
 
 def _losses(arrays):
-    """The regression loss options of a version-3 file (Network checks their values)."""
+    """The regression loss options and dropout rates of a version-3 file (Network checks
+    their values)."""
     loss = _choice(arrays, "loss", ("output",) + LOSSES)
     values = {}
     for key in ("huber_delta", "quantile"):
@@ -538,6 +544,12 @@ def _losses(arrays):
         if value.shape != () or value.dtype.kind != "f":
             raise _Refusal(f"entry {key!r} must be a float scalar, got {_describe(value)}")
         values[key] = float(value)
+    if "dropout" in arrays:
+        rates = arrays["dropout"]
+        if rates.ndim != 1 or rates.dtype.kind != "f":
+            raise _Refusal(f"entry 'dropout' must be a 1-D float array, got "
+                           f"{_describe(rates)}")
+        values["dropout"] = tuple(float(rate) for rate in rates)
     return {"loss": None if loss == "output" else loss, **values}
 
 

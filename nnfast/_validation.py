@@ -232,6 +232,31 @@ def check_activations(activation, n_hidden, names):
     return tuple(str(name) for name in activation)  # plain str, not numpy.str_
 
 
+def check_dropout(dropout, n_hidden):
+    """A tuple of one dropout rate in [0, 1) per hidden layer, from one rate or a sequence of
+    them (a network without hidden layers takes only 0)."""
+    if isinstance(dropout, (str, bytes)) or not (hasattr(dropout, "__len__")
+                                                 or isinstance(dropout, numbers.Real)):
+        raise TypeError(f"dropout must be a rate or a sequence of rates (one per hidden "
+                        f"layer), got {type(dropout).__name__} {dropout!r}")
+    rates = (dropout,) * n_hidden if isinstance(dropout, numbers.Real) else tuple(dropout)
+    if len(rates) != n_hidden:
+        raise ValueError(f"dropout has {len(rates)} rates but the network has {n_hidden} "
+                         "hidden layers; give one rate per hidden layer, or one for all")
+    checked = []
+    for k, rate in enumerate(rates):
+        where = "dropout" if isinstance(dropout, numbers.Real) else f"dropout[{k}]"
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real):
+            raise TypeError(f"{where} must be a real number, got {type(rate).__name__} "
+                            f"{rate!r}")
+        if not 0 <= rate < 1:
+            raise ValueError(f"{where} must be in [0, 1), got {rate}")
+        checked.append(float(rate))
+    if isinstance(dropout, numbers.Real) and n_hidden == 0 and dropout != 0:
+        raise ValueError(f"dropout={dropout} needs a hidden layer; this network has none")
+    return tuple(checked)
+
+
 def check_choice(value, name, choices):
     """value, a string among choices."""
     if not isinstance(value, str):

@@ -89,6 +89,14 @@ class Network:
         Where Huber's loss turns from quadratic to linear.
     quantile : float in (0, 1)
         The quantile the ``"quantile"`` loss estimates (0.5: the median).
+    dropout : float in [0, 1), or a sequence of them (one per hidden layer)
+        Inverted dropout in ``fit``: each hidden unit of each row is zeroed with this
+        probability and otherwise scaled by ``1 / (1 - rate)``; ``predict``,
+        ``loss_gradient`` and ``gradient`` use every unit. The masks depend only on a seed
+        each fit draws from ``random_state`` and on the rows' positions in the fit
+        (``nnfast.reference.dropout_masks``), so a fit is reproducible and the same on any
+        number of threads. 0 (the default) costs nothing. Stored as a tuple, one rate per
+        hidden layer.
 
     Attributes
     ----------
@@ -115,9 +123,10 @@ class Network:
 
     def __init__(self, sizes, *, seed=1, dtype=np.float64, backend="cython", bias=False,
                  n_threads=None, activation="logistic", output="original", optimizer=None,
-                 alpha=0.0, reduction=None, loss=None, huber_delta=1.0, quantile=0.5):
+                 alpha=0.0, reduction=None, loss=None, huber_delta=1.0, quantile=0.5,
+                 dropout=0.0):
         self._configure(sizes, seed, dtype, backend, bias, n_threads, activation, output,
-                        optimizer, alpha, reduction, loss, huber_delta, quantile)
+                        optimizer, alpha, reduction, loss, huber_delta, quantile, dropout)
         # The initial weights are drawn in float64 and then cast: two copies at the peak.
         check_fits_in_memory(2 * 8 * param_count(self.sizes, self.bias),
                              f"a network of sizes {list(self.sizes)}")
@@ -129,7 +138,7 @@ class Network:
     def from_params(cls, params, sizes, *, seed=1, dtype=np.float64, backend="cython",
                     bias=False, n_threads=None, activation="logistic", output="original",
                     optimizer=None, alpha=0.0, reduction=None, loss=None, huber_delta=1.0,
-                    quantile=0.5):
+                    quantile=0.5, dropout=0.0):
         """A network holding ``params`` instead of weights drawn from the seed.
 
         For callers that set every weight themselves (nnfast's scikit-learn estimators,
@@ -145,12 +154,12 @@ class Network:
             Every weight and bias, flat (``params``' layout), C-contiguous, of ``dtype``;
             kept as the network's buffer, not copied.
         sizes, seed, dtype, backend, bias, n_threads, activation, output, optimizer, alpha,
-        reduction, loss, huber_delta, quantile
+        reduction, loss, huber_delta, quantile, dropout
             As for the constructor.
         """
         network = cls.__new__(cls)
         network._configure(sizes, seed, dtype, backend, bias, n_threads, activation, output,
-                           optimizer, alpha, reduction, loss, huber_delta, quantile)
+                           optimizer, alpha, reduction, loss, huber_delta, quantile, dropout)
         if not (isinstance(params, np.ndarray) and params.dtype == network.dtype
                 and params.shape == (param_count(network.sizes, network.bias),)
                 and params.flags.c_contiguous):
@@ -161,7 +170,8 @@ class Network:
         return network
 
     def _configure(self, sizes, seed, dtype, backend, bias, n_threads, activation, output,
-                   optimizer, alpha, reduction, loss=None, huber_delta=1.0, quantile=0.5):
+                   optimizer, alpha, reduction, loss=None, huber_delta=1.0, quantile=0.5,
+                   dropout=0.0):
         """Checks and sets the constructor's options; no weights yet."""
         self.sizes = check_sizes(sizes)
         self.seed = check_int(seed, "seed", minimum=0)
@@ -177,6 +187,7 @@ class Network:
         self.loss = loss
         self.huber_delta = huber_delta
         self.quantile = quantile
+        self.dropout = dropout
         self.optimizer_state = None
         check_model_options(self)
         self.history = []
@@ -193,7 +204,7 @@ class Network:
                             ("output", "original"), ("optimizer", GradientStep()),
                             ("alpha", 0.0), ("reduction", "sum"), ("optimizer_state", None),
                             ("iterations_run", 0), ("loss", None), ("huber_delta", 1.0),
-                            ("quantile", 0.5)):
+                            ("quantile", 0.5), ("dropout", (0.0,) * (len(self.sizes) - 2))):
             self.__dict__.setdefault(name, value)
 
     @property
@@ -229,6 +240,9 @@ class Network:
             options += f", huber_delta={self.huber_delta!r}"
         if self.quantile != 0.5:
             options += f", quantile={self.quantile!r}"
+        if any(self.dropout):
+            rates = set(self.dropout)
+            options += f", dropout={self.dropout[0] if len(rates) == 1 else self.dropout!r}"
         return (f"Network({list(self.sizes)}, seed={self.seed}, dtype={self.dtype.name}, "
                 f"backend={self.backend!r}, bias={self.bias}{options})")
 

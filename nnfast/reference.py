@@ -53,6 +53,9 @@ __all__ = [
     "init_coefs",
     "forward_model",
     "predict_model",
+    "dropout_keeps",
+    "dropout_threshold",
+    "dropout_masks",
     "backprop",
     "GradientStepOptimizer",
     "SGDOptimizer",
@@ -541,10 +544,14 @@ def init_coefs(sizes, random_state, activation="relu", dtype=np.float64):
     return weights, biases
 
 
-def forward_model(weights, biases, x, activations, output, preactivations=None):
+def forward_model(weights, biases, x, activations, output, preactivations=None,
+                  masks=None, undropped=None):
     """Every layer's activations [x, a_1, ..., a_L]: a_{k+1} = act_k(a_k @ W_k + b_k), the
     hidden layers' activations by name (one per hidden layer), the last one the output's.
-    preactivations: a list to which each hidden layer's a_k @ W_k + b_k is appended."""
+    preactivations: a list to which each hidden layer's a_k @ W_k + b_k is appended.
+    masks: dropout, one array (or None) per hidden layer (``dropout_masks``) that multiplies
+    its activations; undropped: a list to which each hidden layer's activations before the
+    mask are appended."""
     layers = [x]
     for k, w in enumerate(weights):
         z = layers[-1].dot(w)
@@ -556,8 +563,64 @@ def forward_model(weights, biases, x, activations, output, preactivations=None):
             if preactivations is not None:
                 preactivations.append(z.copy())
             ACTIVATIONS[activations[k]](z)
+            if undropped is not None:
+                undropped.append(z.copy())
+            if masks is not None and masks[k] is not None:
+                z *= masks[k]
         layers.append(z)
     return layers
+
+
+# ------------------------------------------------------------------------------ dropout
+# Inverted dropout: in training, each hidden unit of each row is kept with probability 1 - p
+# and then scaled by 1 / (1 - p), else zeroed; prediction uses every unit unscaled. Whether a
+# unit is kept is a function of the fit's seed and the unit's place in the stream of rows the
+# fit trains on, so that the kernel and this reference draw the same masks, whatever the
+# threads or batches: counter = position * H + offset_k + j, where position counts the rows
+# trained before this one (the optimizer state's samples_seen at the epoch's start, plus the
+# row's place in the epoch), H is the number of hidden units of the network, offset_k those of
+# the hidden layers before layer k, and j the unit. The counter is mixed with the seed by
+# SplitMix64's finaliser; the unit is kept when the top 53 bits of the result are at least
+# floor(p * 2**53).
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+def dropout_keeps(seed, counters):
+    """Whether each unit of a uint64 array of counters is kept, as 53-bit integers
+    (compare with ``dropout_threshold``)."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + counters * _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX_1
+        z = (z ^ (z >> np.uint64(27))) * _MIX_2
+        z ^= z >> np.uint64(31)
+    return z >> np.uint64(11)
+
+
+def dropout_threshold(rate):
+    """floor(rate * 2**53): a unit whose ``dropout_keeps`` value is below it is dropped."""
+    return np.uint64(math.floor(rate * 2.0**53))
+
+
+def dropout_masks(sizes, rates, seed, first_position, n_rows, dtype):
+    """One (n_rows, width) mask per hidden layer: 1 / (1 - p) where a unit is kept, 0 where it
+    is dropped (None for a layer with rate 0), for rows at positions first_position, ...,
+    first_position + n_rows - 1 of the fit's stream."""
+    hidden = sizes[1:-1]
+    total = sum(hidden)
+    positions = np.arange(first_position, first_position + n_rows, dtype=np.uint64)
+    masks, offset = [], 0
+    for width, rate in zip(hidden, rates):
+        if rate > 0:
+            counters = (positions[:, np.newaxis] * np.uint64(total) + np.uint64(offset)
+                        + np.arange(width, dtype=np.uint64))
+            kept = dropout_keeps(seed, counters) >= dropout_threshold(rate)
+            masks.append(np.where(kept, 1.0 / (1.0 - rate), 0.0).astype(dtype))
+        else:
+            masks.append(None)
+        offset += width
+    return masks
 
 
 def predict_model(weights, biases, x, activations, output):
@@ -579,7 +642,8 @@ def _output_delta(output, y, a, loss=None, loss_parameter=None):
 
 
 def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, reduction,
-             weight_grads, bias_grads, need_loss=True, loss=None, loss_parameter=None):
+             weight_grads, bias_grads, need_loss=True, loss=None, loss_parameter=None,
+             masks=None):
     """One batch's loss and gradients, as scikit-learn's ``_backprop``.
 
     Parameters
@@ -599,6 +663,8 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
         A key of ``REGRESSION_LOSSES`` (identity output), or None for the output's own loss.
     loss_parameter : float or None
         Its parameter: Huber's delta, or the quantile.
+    masks : list or None
+        Dropout's masks of the batch (``dropout_masks``), or None.
 
     Returns
     -------
@@ -607,8 +673,9 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
     layers : list of ndarray
         The forward pass, [x, a_1, ..., a_L].
     """
-    preactivations = []
-    layers = forward_model(weights, biases, x, activations, output, preactivations)
+    preactivations, undropped = [], []
+    layers = forward_model(weights, biases, x, activations, output, preactivations, masks,
+                           undropped)
     data_loss = (_data_loss(output, y, layers[-1], sample_weight, loss, loss_parameter)
                  if need_loss else None)
     if reduction == "mean":
@@ -626,7 +693,9 @@ def backprop(weights, biases, x, y, sample_weight, activations, output, alpha, r
                         bias_grads)
         if k > 0:
             delta = delta.dot(weights[k].T)
-            DERIVATIVES[activations[k - 1]](layers[k], delta, preactivations[k - 1])
+            DERIVATIVES[activations[k - 1]](undropped[k - 1], delta, preactivations[k - 1])
+            if masks is not None and masks[k - 1] is not None:
+                delta *= masks[k - 1]
     return data_loss, layers
 
 
@@ -834,11 +903,15 @@ def make_runner(plan, X, y, sample_weight, n_threads=1, check_every=0):
                     rows = (slice(start, start + batch_size) if orders is None
                             else orders[epoch, start:start + batch_size])
                     weight_batch = None if sample_weight is None else sample_weight[rows]
+                    n_batch = min(batch_size, n_rows - start)
+                    masks = (dropout_masks(plan.sizes, plan.dropout, plan.dropout_seed,
+                                           state.samples_seen + start, n_batch, plan.dtype)
+                             if plan.drops else None)
                     batch_loss, layers = backprop(
                         weights, biases, X[rows], y[rows], weight_batch, plan.activations,
                         plan.output, plan.alpha, plan.reduction, weight_grads, bias_grads,
                         need_loss=not original, loss=plan.loss,
-                        loss_parameter=plan.loss_parameter)
+                        loss_parameter=plan.loss_parameter, masks=masks)
                     if original:
                         accumulated += float(np.abs(y[rows] - layers[-1]).sum())
                     else:

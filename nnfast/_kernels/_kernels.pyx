@@ -730,6 +730,8 @@ cdef struct _Config:
     double max_grad_norm           # clip a step's gradient to this global L2 norm; 0: never
     Py_ssize_t schedule_epochs     # "cosine": epochs from the initial rate to 0, warm-up too
     Py_ssize_t warmup_epochs       # "cosine": the linear warm-up's epochs
+    const double* dropout          # n_layers - 1 hidden layers' dropout rates; NULL: none
+    uint64_t dropout_seed          # the fit's seed of its dropout masks
 
 
 cdef struct _Counters:
@@ -741,6 +743,8 @@ cdef struct _Counters:
     double learning_rate   # SGD's current rate (after its schedule), the plain step's;
                            # with "cosine", the epoch's rate for Adam too
     int64_t epochs         # "cosine": the schedule's position, the epochs trained under it
+    int64_t batch_position  # rows trained before this batch (dropout's masks; the fit loop
+                            # sets it, nothing keeps it)
 
 
 cdef struct _Workspace:
@@ -1041,10 +1045,14 @@ cdef inline void _scale_by_derivative_range(floating* delta, const floating* a,
                                             Py_ssize_t start, Py_ssize_t stop,
                                             Py_ssize_t activation,
                                             const floating* slopes) noexcept nogil:
-    """delta[start:stop] *= activation'(.), written in terms of the activation's output a, or
-    read from slopes (gelu, silu: written by _activate_range)."""
+    """delta[start:stop] *= activation'(.), written in terms of the activation's output a, or,
+    given slopes, read from them (gelu, silu, or a layer dropout masked: the forward pass kept
+    them)."""
     cdef Py_ssize_t i
-    if activation == ACTIVATION_LOGISTIC:
+    if slopes != NULL:
+        for i in range(start, stop):
+            delta[i] = delta[i] * slopes[i]
+    elif activation == ACTIVATION_LOGISTIC:
         # scikit-learn's order: delta *= a, then delta *= 1 - a.
         for i in range(start, stop):
             delta[i] = (delta[i] * a[i]) * (<floating>1 - a[i])
@@ -1066,22 +1074,88 @@ cdef inline void _scale_by_derivative_range(floating* delta, const floating* a,
         # sigmoid(z) = 1 - exp(-a), to full precision for small a.
         for i in range(start, stop):
             delta[i] = delta[i] * -_expm1(-a[i])
-    elif activation == ACTIVATION_GELU or activation == ACTIVATION_SILU:
-        for i in range(start, stop):
-            delta[i] = delta[i] * slopes[i]
-
-
-cdef inline floating* _slopes_at(floating* slopes, const floating* activations,
-                                 const floating* layer) noexcept nogil:
-    """The slopes of the units whose activations start at layer (slopes has the activations'
-    layout), or NULL without a slopes buffer."""
-    return NULL if slopes == NULL else slopes + (layer - activations)
 
 
 cdef inline bint _keeps_slopes(Py_ssize_t activation) noexcept nogil:
     """Whether an activation's derivative is kept in the slopes buffer (not a function of its
     output)."""
     return activation == ACTIVATION_GELU or activation == ACTIVATION_SILU
+
+
+cdef inline bint _drops(const _Config* config, Py_ssize_t k, bint training) noexcept nogil:
+    """Whether dropout masks hidden layer k in this step."""
+    return training and config.dropout != NULL and config.dropout[k] > 0
+
+
+cdef inline floating* _layer_slopes(const _Config* config, Py_ssize_t k, bint training,
+                                    floating* slopes, const floating* activations,
+                                    const floating* layer) noexcept nogil:
+    """The slopes of hidden layer k, whose activations start at layer (slopes has the
+    activations' layout), or NULL when the layer's derivative is computed from its output;
+    NULL for the output layer."""
+    if k + 1 >= config.n_layers or not (_keeps_slopes(config.activations[k])
+                                        or _drops(config, k, training)):
+        return NULL
+    return slopes + (layer - activations)
+
+
+# --------------------------------------------------------------------------------------------
+# Dropout (inverted, in training): nnfast.reference states the masks ("dropout"); each unit's
+# is a function of the fit's seed and of its counter (its row's position in the fit's stream
+# of rows, its layer, its place in the layer), so they do not depend on batches, row blocks or
+# threads. SplitMix64's finaliser mixes the counter.
+# --------------------------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    static const unsigned long long NNFAST_GOLDEN = 0x9E3779B97F4A7C15ULL;
+    static const unsigned long long NNFAST_MIX_1 = 0xBF58476D1CE4E5B9ULL;
+    static const unsigned long long NNFAST_MIX_2 = 0x94D049BB133111EBULL;
+    """
+    const uint64_t _GOLDEN "NNFAST_GOLDEN"
+    const uint64_t _MIX_1 "NNFAST_MIX_1"
+    const uint64_t _MIX_2 "NNFAST_MIX_2"
+
+
+cdef inline uint64_t _dropout_draw(uint64_t seed, uint64_t counter) noexcept nogil:
+    """The top 53 bits of the mixed counter: the unit is kept when they reach the layer's
+    threshold, floor(rate * 2**53)."""
+    cdef uint64_t z = seed + counter * _GOLDEN
+    z = (z ^ (z >> 30)) * _MIX_1
+    z = (z ^ (z >> 27)) * _MIX_2
+    return (z ^ (z >> 31)) >> 11
+
+
+cdef void _drop_units(const _Config* config, Py_ssize_t k, int64_t first_position,
+                      floating* a, floating* slopes, Py_ssize_t rows,
+                      Py_ssize_t n_out) noexcept nogil:
+    """Masks hidden layer k's activations a (rows x n_out, the batch's rows from
+    first_position on): a kept unit is scaled by 1 / (1 - rate), a dropped one zeroed, and
+    slopes (the layer's, its layout) become the derivative times the same factor, so that the
+    backward pass needs only them. gelu and silu wrote their derivative already; the others'
+    is computed here from the unmasked output."""
+    cdef Py_ssize_t r, j, i, offset = 0, total = 0
+    cdef double rate = config.dropout[k]
+    cdef uint64_t threshold = <uint64_t>(rate * 9007199254740992.0)  # floor(rate * 2**53)
+    cdef floating scale = <floating>(1.0 / (1.0 - rate))
+    cdef floating factor
+    cdef uint64_t base
+    for j in range(1, config.n_layers):
+        total += config.sizes[j]
+        if j <= k:
+            offset += config.sizes[j]
+    if not _keeps_slopes(config.activations[k]):
+        for i in range(rows * n_out):
+            slopes[i] = 1
+        _scale_by_derivative_range(slopes, a, 0, rows * n_out, config.activations[k], NULL)
+    for r in range(rows):
+        base = <uint64_t>(first_position + r) * <uint64_t>total + <uint64_t>offset
+        for j in range(n_out):
+            i = r * n_out + j
+            factor = (scale if _dropout_draw(config.dropout_seed, base + <uint64_t>j) >= threshold
+                      else 0)
+            slopes[i] = slopes[i] * factor
+            a[i] = a[i] * factor
 
 
 cdef void _linear_rows(const floating* inputs, const floating* weights, const floating* bias,
@@ -1477,19 +1551,22 @@ cdef void _hidden_delta(const floating* delta_next, const floating* weights,
                         Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t activation,
                         const floating* slopes, floating* transposed,
                         int n_threads) noexcept nogil:
-    """delta = (delta_next @ weights.T) * activation'(activations); weights is n_in x n_out,
-    transposed scratch of as many values."""
+    """delta = (delta_next @ weights.T) * activation'(activations), or * slopes when given
+    (_scale_by_derivative_range); weights is n_in x n_out, transposed scratch of as many
+    values."""
     cdef int t
+    cdef bint gated
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
         _small_backward(delta_next, weights, activations, delta, m, n_in, n_out, False)
         _scale_by_derivative_range(delta, activations, 0, m * n_in, activation, slopes)
     elif _skinny(n_in, n_out):
         if n_out <= _SKINNY_DIM:
             _transpose(weights, transposed, n_in, n_out)
+            # ReLU's derivative fused as a gate on its output, unless slopes are kept.
+            gated = activation == ACTIVATION_RELU and slopes == NULL
             _skinny_inner(delta_next, transposed, NULL, delta, m, n_out, n_in,
-                          NNFAST_RELU_GATE if activation == ACTIVATION_RELU else NNFAST_LINEAR,
-                          activations)
-            if activation != ACTIVATION_RELU:
+                          NNFAST_RELU_GATE if gated else NNFAST_LINEAR, activations)
+            if not gated:
                 _scale_by_derivative_range(delta, activations, 0, m * n_in, activation, slopes)
         else:
             _skinny_dots(delta_next, weights, NULL, delta, m, n_out, n_in)
@@ -1941,6 +2018,8 @@ cdef double _step(const _Config* config, _Counters* counters, floating* params,
     cdef double weight_sum, penalty_denominator, loss, step_rate = 0.0
     cdef floating denominator, alpha = <floating>config.alpha
     cdef floating* layer_grad
+    cdef floating* layer_slopes
+    cdef bint training = grad_out == NULL
     # Sparse rows in training, serial, with the transposed-batch buffers: the first layer's
     # update row by row (_sparse_layer_update), and a gradient buffer for layers 1.. only.
     cdef bint clipping = grad_out == NULL and config.max_grad_norm > 0
@@ -1959,17 +2038,20 @@ cdef double _step(const _Config* config, _Counters* counters, floating* params,
     for k in range(n_layers):
         n_in = config.sizes[k]
         n_out = config.sizes[k + 1]
+        layer_slopes = _layer_slopes(config, k, training, slopes, activations, layer_out)
         if k == 0 and sparse != NULL:
             _sparse_forward(sparse, weights, weights + n_in * n_out if config.has_bias else NULL,
                             layer_out, m, n_out,
                             config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
-                            _slopes_at(slopes, activations, layer_out), config.n_threads)
+                            layer_slopes, config.n_threads)
         else:
             _forward(layer_in, weights,
                      weights + n_in * n_out if config.has_bias else NULL, layer_out, m,
                      n_in, n_out,
                      config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
-                     _slopes_at(slopes, activations, layer_out), transposed, config.n_threads)
+                     layer_slopes, transposed, config.n_threads)
+        if k + 1 < n_layers and _drops(config, k, training):
+            _drop_units(config, k, counters.batch_position, layer_out, layer_slopes, m, n_out)
         layer_in = layer_out
         weights += _layer_params(config.sizes, k, config.has_bias)
         if k + 1 < n_layers:
@@ -2001,7 +2083,9 @@ cdef double _step(const _Config* config, _Counters* counters, floating* params,
             layer_out -= m * n_in
             delta -= m * n_in
             _hidden_delta(delta_next, weights, layer_out, delta, m, n_in, n_out,
-                          config.activations[k - 1], _slopes_at(slopes, activations, layer_out),
+                          config.activations[k - 1],
+                          _layer_slopes(config, k - 1, training, slopes, activations,
+                                        layer_out),
                           transposed, config.n_threads)
             layer_in = layer_out
         else:
@@ -2071,6 +2155,9 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
     cdef floating* activations = <floating*>work.activations
     cdef floating* deltas = <floating*>work.deltas
     cdef floating* slopes = <floating*>work.slopes
+    cdef floating* layer_slopes
+    cdef bint training = grad_out == NULL
+    cdef bint gated
     cdef floating* transposed = <floating*>work.transposed
     cdef floating* transposed_grad = <floating*>work.transposed_gradient
     cdef floating* grad = grad_out if grad_out != NULL else <floating*>work.gradient
@@ -2113,20 +2200,22 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
             n_out = config.sizes[k + 1]
             layer_out = activations + m * units + r0 * n_out
             activation = config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY
+            layer_slopes = _layer_slopes(config, k, training, slopes, activations, layer_out)
             if n_in <= _SKINNY_DIM:
                 _skinny_inner(layer_in, weights,
                               weights + n_in * n_out if config.has_bias else NULL, layer_out,
                               rows, n_in, n_out,
                               NNFAST_RELU if activation == ACTIVATION_RELU else NNFAST_LINEAR)
                 if activation != ACTIVATION_RELU:
-                    _activate_range(layer_out, 0, rows * n_out, activation,
-                                    _slopes_at(slopes, activations, layer_out))
+                    _activate_range(layer_out, 0, rows * n_out, activation, layer_slopes)
             else:
                 _skinny_dots(layer_in, transposed + (weights - params),
                              weights + n_in * n_out if config.has_bias else NULL, layer_out,
                              rows, n_in, n_out)
-                _activate_range(layer_out, 0, rows * n_out, activation,
-                                _slopes_at(slopes, activations, layer_out))
+                _activate_range(layer_out, 0, rows * n_out, activation, layer_slopes)
+            if k + 1 < n_layers and _drops(config, k, training):
+                _drop_units(config, k, counters.batch_position + r0, layer_out, layer_slopes,
+                            rows, n_out)
             layer_in = layer_out
             weights += _layer_params(config.sizes, k, config.has_bias)
             units += n_out
@@ -2156,19 +2245,20 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
             if k > 0:
                 delta = deltas + m * (units - n_in) + r0 * n_in
                 activation = config.activations[k - 1]
+                layer_slopes = _layer_slopes(config, k - 1, training, slopes, activations,
+                                             layer_in)
+                # ReLU's derivative fused as a gate on its output, unless slopes are kept.
+                gated = activation == ACTIVATION_RELU and layer_slopes == NULL
                 if n_out <= _SKINNY_DIM:
                     _skinny_inner(delta_next, transposed + offset, NULL, delta, rows, n_out,
-                                  n_in,
-                                  NNFAST_RELU_GATE if activation == ACTIVATION_RELU else NNFAST_LINEAR,
-                                  layer_in)
-                    if activation != ACTIVATION_RELU:
+                                  n_in, NNFAST_RELU_GATE if gated else NNFAST_LINEAR, layer_in)
+                    if not gated:
                         _scale_by_derivative_range(delta, layer_in, 0, rows * n_in,
-                                                   activation,
-                                                   _slopes_at(slopes, activations, layer_in))
+                                                   activation, layer_slopes)
                 else:
                     _skinny_dots(delta_next, weights, NULL, delta, rows, n_out, n_in)
                     _scale_by_derivative_range(delta, layer_in, 0, rows * n_in, activation,
-                                               _slopes_at(slopes, activations, layer_in))
+                                               layer_slopes)
         r0 += rows
 
     weight_sum = _weight_sum(weight, m)
@@ -2224,6 +2314,7 @@ cdef int _fit_loop(const _Config* config, _Counters* counters, floating* params,
             if sparse != NULL:
                 batch.rows = rows
                 batch.start = start
+            counters.batch_position = counters.samples_seen + start
             # A CSR x (x NULL) is read where it is; unit weights are no weights (NULL).
             batch_loss = _step(config, counters, params, state,
                                _batch_rows(x, n_in, rows, start, m, <floating*>work.batch_x)
@@ -2666,6 +2757,10 @@ cdef class TrainConfig:
         Clip each step's gradient to this global L2 norm; 0 never clips.
     schedule_epochs, warmup_epochs : int
         The "cosine" schedule's length (>= 1) and its warm-up (0 <= warmup < length).
+    dropout : sequence of float, default ()
+        Each hidden layer's dropout rate in [0, 1), or empty for none.
+    dropout_seed : int in [0, 2**64), default 0
+        The seed of the fit's dropout masks (nnfast.reference.dropout_masks).
     The optimizer's counters (step, samples_seen, learning_rate, epochs) are not settings:
     they change as a fit trains, and :func:`fit` reads and updates them on the optimizer
     state it is given (nnfast._training.plan.OptimizerState), so a TrainConfig is fixed once
@@ -2675,14 +2770,17 @@ cdef class TrainConfig:
     cdef _Config c
     cdef Py_ssize_t* _sizes
     cdef Py_ssize_t* _activations
+    cdef double* _dropout
 
     def __cinit__(self):
         self._sizes = NULL
         self._activations = NULL
+        self._dropout = NULL
 
     def __dealloc__(self):
         PyMem_Free(self._sizes)
         PyMem_Free(self._activations)
+        PyMem_Free(self._dropout)
 
     def __init__(self, *, sizes, bint bias, activations, int output, int reduction,
                  double alpha, int optimizer, int schedule, double learning_rate_init,
@@ -2690,7 +2788,7 @@ cdef class TrainConfig:
                  double epsilon, Py_ssize_t batch_size, Py_ssize_t check_every,
                  int n_threads, int loss=LOSS_OUTPUT, double loss_parameter=0.0,
                  double max_grad_norm=0.0, Py_ssize_t schedule_epochs=0,
-                 Py_ssize_t warmup_epochs=0):
+                 Py_ssize_t warmup_epochs=0, dropout=(), uint64_t dropout_seed=0):
         cdef Py_ssize_t k
         if self._sizes != NULL:
             # fit may be reading the sizes without the GIL in another thread.
@@ -2737,11 +2835,24 @@ cdef class TrainConfig:
             raise ValueError(f"schedule_epochs = {schedule_epochs}, warmup_epochs = "
                              f"{warmup_epochs}: the cosine schedule needs 0 <= warmup_epochs "
                              "< schedule_epochs")
+        dropout = [float(rate) for rate in dropout]
+        if dropout and len(dropout) != len(sizes) - 2:
+            raise ValueError(f"{len(dropout)} dropout rates for {len(sizes) - 2} hidden "
+                             "layers")
+        for k, rate in enumerate(dropout):
+            if not (0 <= rate < 1):
+                raise ValueError(f"dropout[{k}] = {rate}; a rate in [0, 1) is needed")
 
         PyMem_Free(self._sizes)
         PyMem_Free(self._activations)
         self._sizes = <Py_ssize_t*>PyMem_Malloc(len(sizes) * sizeof(Py_ssize_t))
         self._activations = <Py_ssize_t*>PyMem_Malloc(len(sizes) * sizeof(Py_ssize_t))
+        if any(rate > 0 for rate in dropout):
+            self._dropout = <double*>PyMem_Malloc(len(dropout) * sizeof(double))
+            if self._dropout == NULL:
+                raise MemoryError()
+            for k in range(len(dropout)):
+                self._dropout[k] = dropout[k]
         if self._sizes == NULL or self._activations == NULL:
             raise MemoryError()
         for k in range(len(sizes)):
@@ -2772,6 +2883,8 @@ cdef class TrainConfig:
         self.c.max_grad_norm = max_grad_norm
         self.c.schedule_epochs = schedule_epochs
         self.c.warmup_epochs = warmup_epochs
+        self.c.dropout = self._dropout
+        self.c.dropout_seed = dropout_seed
 
     @property
     def sizes(self):
@@ -2881,7 +2994,7 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
     work.deltas = _workspace_pointer(workspace, "deltas", rows * hidden_values, params, keep)
     work.slopes = NULL
     for k in range(c.n_layers - 1):
-        if _keeps_slopes(c.activations[k]):
+        if _keeps_slopes(c.activations[k]) or _drops(c, k, training):
             work.slopes = _workspace_pointer(workspace, "slopes", rows * hidden_values, params,
                                              keep)
             break

@@ -48,6 +48,8 @@ def _config(plan, batch_size, n_threads, check_every):
         max_grad_norm=plan.max_grad_norm or 0.0,
         schedule_epochs=getattr(optimizer, "epochs", None) or 0,
         warmup_epochs=getattr(optimizer, "warmup_epochs", 0),
+        dropout=plan.dropout,
+        dropout_seed=plan.dropout_seed or 0,
     )
 
 

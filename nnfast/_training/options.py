@@ -10,7 +10,8 @@ point checks them again before it uses them.
 import dataclasses
 
 
-from .._validation import (check_activations, check_alpha, check_bool, check_choice, check_int,
+from .._validation import (check_activations, check_alpha, check_bool, check_choice,
+                           check_dropout, check_int,
                            check_learning_rate, check_loss_options)
 from ..optimizers import SGD, GradientStep
 from .plan import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUTS, REDUCTIONS, FitPlan, OptimizerState,
@@ -38,10 +39,12 @@ def check_model_options(network):
                         f"{type(state).__name__}")
     loss, huber_delta, quantile = check_loss_options(network.loss, network.huber_delta,
                                                      network.quantile, output, LOSSES)
+    dropout = check_dropout(network.dropout, len(network.sizes) - 2)
     with locks_of(network)[1]:
         network.activations, network.output = activations, output
         network.alpha, network.reduction = alpha, reduction
         network.loss, network.huber_delta, network.quantile = loss, huber_delta, quantile
+        network.dropout = dropout
 
 
 def fit_plan(network, learning_rate, resume, batch_size, shuffled, weighted):
@@ -59,7 +62,7 @@ def fit_plan(network, learning_rate, resume, batch_size, shuffled, weighted):
                    optimizer=network.optimizer, learning_rate=initial_rate,
                    batch_size=batch_size, shuffled=shuffled, weighted=weighted,
                    loss=network.loss, huber_delta=network.huber_delta,
-                   quantile=network.quantile)
+                   quantile=network.quantile, dropout=network.dropout)
 
 
 @dataclasses.dataclass(frozen=True)

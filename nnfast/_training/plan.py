@@ -130,6 +130,12 @@ class FitPlan:
         One of ``LOSSES`` (identity output), or None for the output's own loss.
     huber_delta, quantile : float
         The parameters of the losses "huber" and "quantile".
+    dropout : tuple of float
+        Each hidden layer's dropout rate in [0, 1) (empty: none).
+    dropout_seed : int or None
+        The seed of this fit's dropout masks (``nnfast.reference.dropout_masks``), in
+        [0, 2**63): the caller's, or drawn by the fit's transaction from the network's random
+        state when a rate is above 0.
     """
 
     sizes: tuple
@@ -147,22 +153,31 @@ class FitPlan:
     loss: object = None
     huber_delta: float = 1.0
     quantile: float = 0.5
+    dropout: tuple = ()
+    dropout_seed: object = None  # an int once the fit's transaction has drawn it
 
     @property
     def is_original(self):
         """Whether this fit is the original's arithmetic, so the fused fast kernel applies."""
         return (is_original_model(self.activations, self.output, self.reduction, self.alpha)
-                and not self.weighted and isinstance(self.optimizer, GradientStep))
+                and not self.weighted and not self.drops
+                and isinstance(self.optimizer, GradientStep))
 
     @property
     def n_params(self):
         return param_count(self.sizes, self.bias)
 
     @property
+    def drops(self):
+        """Whether the fit applies dropout to some hidden layer."""
+        return any(rate > 0 for rate in self.dropout)
+
+    @property
     def keeps_slopes(self):
-        """Whether a hidden activation's derivative is not a function of its output (gelu,
-        silu), so the kernel's forward pass keeps it in the workspace's "slopes"."""
-        return any(name in SLOPE_ACTIVATIONS for name in self.activations)
+        """Whether the kernel's forward pass keeps hidden units' derivatives in the
+        workspace's "slopes": for gelu and silu, whose derivative is not a function of their
+        output, and for the units dropout masks."""
+        return self.drops or any(name in SLOPE_ACTIVATIONS for name in self.activations)
 
     @property
     def loss_parameter(self):

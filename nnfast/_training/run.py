@@ -10,6 +10,7 @@ between their stopping decisions. Nothing reaches the network before the transac
 """
 
 import contextlib
+import dataclasses
 
 import numpy as np
 
@@ -127,7 +128,8 @@ class TrainingRun:
 
 
 @contextlib.contextmanager
-def training_run(network, X, y, sample_weight, *, batch_size, max_epochs, resume, orders):
+def training_run(network, X, y, sample_weight, *, batch_size, max_epochs, resume, orders,
+                 dropout_seed=None):
     """A ``TrainingRun`` of the network for nnfast's scikit-learn estimators, which validate
     their input themselves (``nnfast.sklearn._mlp``): ``Network.fit``'s general path
     without its checks and reports.
@@ -145,6 +147,9 @@ def training_run(network, X, y, sample_weight, *, batch_size, max_epochs, resume
     orders : callable or None
         As for ``fit``: shuffled epochs take their orders from it (when batch_size is below
         n_rows); None is stored order.
+    dropout_seed : int or None
+        The seed of the fit's dropout masks, when the network has dropout (the estimators
+        draw it from their ``random_state``); None draws it from the network's random state.
 
     Yields the run inside its fit transaction; the network keeps what it trained only when
     the block ends without an exception, as after ``fit`` (a fit without reports: its
@@ -153,6 +158,8 @@ def training_run(network, X, y, sample_weight, *, batch_size, max_epochs, resume
     check_model_options(network)
     shuffled = orders is not None and batch_size < X.shape[0]
     plan = fit_plan(network, None, resume, batch_size, shuffled, sample_weight is not None)
+    if plan.drops and dropout_seed is not None:
+        plan = dataclasses.replace(plan, dropout_seed=int(dropout_seed))
     with FitTransaction(network, plan, resume=resume, orders=orders) as transaction:
         run = TrainingRun(transaction, backend_named(network.backend), X, y, sample_weight,
                           max_epochs)

@@ -15,6 +15,7 @@ train through one.
 """
 
 import copy
+import dataclasses
 import functools
 import threading
 import weakref
@@ -95,6 +96,9 @@ class FitTransaction:
                 self.params = self.network.params.copy()
             self._optimizer_state = None
             self._random_state, self.fill_orders = self._order_source()
+            if self.plan.drops and self.plan.dropout_seed is None:
+                self.plan = dataclasses.replace(self.plan,
+                                                dropout_seed=self._draw_dropout_seed())
         except BaseException:
             self._fit_lock.release()
             raise
@@ -136,6 +140,13 @@ class FitTransaction:
             return random_state, functools.partial(_callers_orders, self._orders)
         random_state = copy.deepcopy(random_state)
         return random_state, functools.partial(_draw_epoch_orders, random_state)
+
+    def _draw_dropout_seed(self):
+        """The fit's dropout seed, the first draw of the fit's copy of the random state
+        (copied here when the row orders did not need one), before any row order."""
+        if self._random_state is self.network.random_state:
+            self._random_state = copy.deepcopy(self._random_state)
+        return int(self._random_state.randint(0, 2**63, dtype=np.int64))
 
     def commit(self, history, iterations_run, params=None, hint=""):
         """Writes the trained parameters (``params``, by default the transaction's copy),

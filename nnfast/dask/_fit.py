@@ -218,6 +218,10 @@ def fit(network, X, y, iterations=10000, learning_rate=None, *, client=None, syn
         raise ValueError("nnfast.dask.fit does not support the 'cosine' schedule or "
                          "max_grad_norm; train with Network.fit, or use an optimizer without "
                          "them")
+    if plan.drops:
+        # Each round evaluates the full-batch gradient, which uses every unit.
+        raise ValueError(f"nnfast.dask.fit does not support dropout (dropout="
+                         f"{network.dropout}); train with Network.fit, or set dropout=0")
     if not plan.is_original:
         # The compiled model must exist here as on the workers.
         backend_named(network.backend).require_general()

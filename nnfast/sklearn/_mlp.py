@@ -212,13 +212,15 @@ class _NetworkTrainer:
         return [w.copy() for w in weights], [b.copy() for b in biases]
 
     @contextlib.contextmanager
-    def training(self, X, Y, sample_weight, batch_size, max_epochs, resume, orders):
+    def training(self, X, Y, sample_weight, batch_size, max_epochs, resume, orders,
+                 dropout_seed=None):
         """A run of the network's training (``nnfast._training.run.training_run``: X, Y and
         sample_weight as the estimator validated them) that trains chunks of epochs, in the
         row orders ``orders`` gives or stored order when it is None; the network keeps what it
         trained when the block ends without an exception."""
         with training_run(self.network, X, Y, sample_weight, batch_size=batch_size,
-                          max_epochs=max_epochs, resume=resume, orders=orders) as run:
+                          max_epochs=max_epochs, resume=resume, orders=orders,
+                          dropout_seed=dropout_seed) as run:
             self.params = run.params
             try:
                 yield run
@@ -277,7 +279,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None, scoring=None, warmup_fraction=0.0, max_grad_norm=None):
+                 n_threads=None, scoring=None, warmup_fraction=0.0, max_grad_norm=None,
+                 dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -305,10 +308,12 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         self.scoring = scoring
         self.warmup_fraction = warmup_fraction
         self.max_grad_norm = max_grad_norm
+        self.dropout = dropout
 
     # Parameters added since nnfast 0.1.0, with their defaults: an estimator pickled before
     # one existed loads with it at its default (get_params, clone and fit need every one).
-    _ADDED_PARAMS = {"scoring": None, "warmup_fraction": 0.0, "max_grad_norm": None}
+    _ADDED_PARAMS = {"scoring": None, "warmup_fraction": 0.0, "max_grad_norm": None,
+                     "dropout": 0.0}
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -697,7 +702,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             dtype=dtype, backend=BACKEND, bias=True, n_threads=params.n_threads,
             activation=params.activation, output=self.out_activation_, optimizer=optimizer,
             alpha=params.alpha, reduction="mean", loss=self._network_loss(),
-            huber_delta=params.huber_delta, quantile=params.quantile)
+            huber_delta=params.huber_delta, quantile=params.quantile, dropout=params.dropout)
         if resumed is not None:
             network.optimizer_state = resumed.optimizer_state.copy()
         return network
@@ -897,6 +902,15 @@ _PARAMETERS = """\
         (the L2 penalty's term included), as ``torch.nn.utils.clip_grad_norm_``: scaled by
         ``max_grad_norm / (norm + 1e-6)`` when that is below 1. None never clips; "lbfgs"
         ignores it, as it ignores the schedules.
+    dropout : float in [0, 1) or sequence of them, default=0.0
+        Inverted dropout on the hidden layers while training with "sgd" or "adam" (one rate
+        for all, or one per hidden layer): each hidden unit of each row is zeroed with that
+        probability and otherwise scaled by ``1 / (1 - rate)``; predictions and scores use
+        every unit. The masks come from ``random_state`` (a seed drawn once per ``fit`` or
+        ``partial_fit`` call) and the rows' positions in the fit, so the same
+        ``random_state`` gives the same fit, on any number of threads. 0 trains exactly as
+        without it; "lbfgs" refuses a rate above 0 (its line search needs a deterministic
+        loss).
 """
 
 _SCORING = """\
@@ -1001,7 +1015,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  class_weight=None, n_threads=None, scoring=None, warmup_fraction=0.0,
-                 max_grad_norm=None):
+                 max_grad_norm=None, dropout=0.0):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1011,7 +1025,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             n_threads=n_threads, scoring=scoring, warmup_fraction=warmup_fraction,
-            max_grad_norm=max_grad_norm)
+            max_grad_norm=max_grad_norm, dropout=dropout)
         self.class_weight = class_weight
 
     @available_if(_BaseMLP._can_partial_fit)
@@ -1268,7 +1282,7 @@ default="squared_error"
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  n_threads=None, scoring=None, warmup_fraction=0.0, max_grad_norm=None,
-                 huber_delta=1.0, quantile=0.5):
+                 dropout=0.0, huber_delta=1.0, quantile=0.5):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1278,7 +1292,7 @@ default="squared_error"
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             n_threads=n_threads, scoring=scoring, warmup_fraction=warmup_fraction,
-            max_grad_norm=max_grad_norm)
+            max_grad_norm=max_grad_norm, dropout=dropout)
         self.loss = loss
         self.huber_delta = huber_delta
         self.quantile = quantile

@@ -32,7 +32,7 @@ from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _is_fitted
 
-from .._validation import MAX_THREADS, check_n_threads
+from .._validation import MAX_THREADS, check_dropout, check_n_threads
 
 # scikit-learn's four hidden activations, then nnfast's (nnfast._training.plan's names).
 SKLEARN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
@@ -68,6 +68,7 @@ _OPTIMIZATION = {
     "learning_rate": [StrOptions(dict.fromkeys(SCHEDULES).keys())],
     "warmup_fraction": [Interval(Real, 0, 1, closed="left")],
     "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+    "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
 }
 CLASSIFIER_CONSTRAINTS = {
     **_SkMLPClassifier._parameter_constraints,
@@ -155,6 +156,8 @@ _PLAIN_VALUE = {
     "scoring": lambda v: v is None or (type(v) is str and v in SCORER_NAMES),
     "warmup_fraction": _unit,
     "max_grad_norm": lambda v: v is None or _positive(v),
+    "dropout": lambda v: _unit(v) or ((type(v) is tuple or type(v) is list)
+                                      and all(_unit(rate) for rate in v)),
     "huber_delta": _positive,
     "quantile": lambda v: type(v) in _REAL_TYPES and 0 < v < 1,
 }
@@ -205,6 +208,7 @@ class MLPParams:
     scoring: object  # None, a scorer name or a callable scorer(estimator, X, y)
     warmup_fraction: float = 0.0
     max_grad_norm: object = None  # None or float
+    dropout: tuple = ()  # one rate per hidden layer
     huber_delta: float = 1.0
     quantile: float = 0.5
 
@@ -241,8 +245,9 @@ def check_params(estimator):
     n_iter_no_change = e.n_iter_no_change
     n_iter_no_change = (math.inf if isinstance(n_iter_no_change, Real)
                         and n_iter_no_change == math.inf else operator.index(n_iter_no_change))
+    hidden_layer_sizes = check_hidden_layer_sizes(e.hidden_layer_sizes)
     params = MLPParams(
-        hidden_layer_sizes=check_hidden_layer_sizes(e.hidden_layer_sizes),
+        hidden_layer_sizes=hidden_layer_sizes,
         activation=e.activation,
         solver=e.solver,
         alpha=float(e.alpha),
@@ -272,6 +277,9 @@ def check_params(estimator):
         scoring=e.scoring,
         warmup_fraction=float(e.warmup_fraction),
         max_grad_norm=None if e.max_grad_norm is None else float(e.max_grad_norm),
+        dropout=check_dropout(e.dropout if isinstance(e.dropout, Real)
+                              else tuple(np.asarray(e.dropout).tolist()),
+                              len(hidden_layer_sizes)),
         # The classifier has no regression loss.
         huber_delta=float(getattr(e, "huber_delta", 1.0)),
         quantile=float(getattr(e, "quantile", 0.5)),
@@ -281,4 +289,7 @@ def check_params(estimator):
         raise ValueError(f"warmup_fraction={e.warmup_fraction} warms up for all "
                          f"{params.max_iter} epochs of max_iter (round(warmup_fraction * "
                          "max_iter) epochs): the cosine schedule needs at least one more")
+    if params.solver == "lbfgs" and any(params.dropout):
+        raise ValueError(f"dropout={e.dropout!r} needs a stochastic solver ('sgd' or 'adam'): "
+                         "L-BFGS's line search needs a deterministic loss")
     return params

@@ -260,6 +260,10 @@ def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight
     current_rate = trainer.learning_rate() if resume else params.learning_rate_init
     rate = None
     epochs_left = 1 if incremental else params.max_iter
+    # Dropout's seed first, then the row orders: both from random_state, so the fit is
+    # reproducible from it (without dropout nothing is drawn, as in scikit-learn).
+    dropout_seed = (int(random_state.randint(0, 2**63, dtype=np.int64))
+                    if any(params.dropout) else None)
     orders = _EpochOrders(n_rows, random_state) if params.shuffle else None
 
     def decide(loss, validation_result=None):
@@ -297,7 +301,7 @@ def fit_stochastic(estimator, early_stopping_hooks, trainer, X, Y, sample_weight
             _check_batch_weights(sw_train, order, batch)
 
     with trainer.training(X_train, Y_train, sw_train, batch, epochs_left, resume,
-                          orders) as run:
+                          orders, dropout_seed) as run:
         validation_result = None
         chunk_last = None
         # The validation data and the callbacks need the weights after every epoch.
