@@ -2,22 +2,26 @@
 Validation curves: GELU and ReLU, with and without dropout
 ==========================================================
 
-Four networks of one hidden layer of 256 units learn scikit-learn's digits for 60 epochs of
-Adam: ReLU or GELU units, each without dropout and with ``dropout=0.2``. Each fit is given
-the same validation rows (``fit(..., X_val=..., y_val=...)``) and, with
-``scoring="neg_log_loss"``, records after every epoch the validation set's log-loss
-(``validation_loss_curve_``) and its score (``validation_scores_``, here minus the same
-log-loss, so that greater is better). Without ``early_stopping`` the validation data are
-only scored: every fit trains for all 60 epochs, as it would without them.
+Four networks with two hidden layers of 128 units learn scikit-learn's digits from 30% of
+its rows, for 30 epochs of Adam without an L2 penalty: ReLU or GELU units, each without
+dropout and with ``dropout=0.3``. Each fit is given the same validation rows, the other
+70% (``fit(..., X_val=..., y_val=...)``), and with ``scoring="neg_log_loss"`` records
+after every epoch the validation rows' log-loss (``validation_loss_curve_``) and their
+score (``validation_scores_``: here minus that log-loss, so that greater is better).
+Without ``early_stopping`` the validation data are only scored: every fit trains for all
+30 epochs, exactly as it would without them.
 
-Without dropout, the validation loss reaches its lowest point within the first epochs and
-then rises while the training loss keeps falling: the network overfits. Dropout holds the
-validation loss lower for longer.
+On these few training rows, dropout gives both activations a lower validation loss. Each
+printed line also gives the epoch of the fit's lowest validation loss, the epoch whose
+weights ``early_stopping=True`` on the same validation rows looks for.
 """
+
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
@@ -25,16 +29,19 @@ from nnfast.sklearn import MLPClassifier
 
 X, y = load_digits(return_X_y=True)
 X = StandardScaler().fit_transform(X)
-X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.3, random_state=0,
+X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.7, random_state=0,
                                                   stratify=y)
 
 figure, (loss_axes, score_axes) = plt.subplots(1, 2, figsize=(9, 3.8))
 for activation, color in (("relu", "tab:blue"), ("gelu", "tab:orange")):
-    for dropout, style in ((0.0, "--"), (0.2, "-")):
-        model = MLPClassifier(hidden_layer_sizes=(256,), activation=activation,
-                              dropout=dropout, learning_rate_init=3e-3, max_iter=60,
-                              scoring="neg_log_loss", random_state=0)
-        model.fit(X_train, y_train, X_val=X_val, y_val=y_val)
+    for dropout, style in ((0.0, "--"), (0.3, "-")):
+        model = MLPClassifier(hidden_layer_sizes=(128, 128), activation=activation,
+                              dropout=dropout, alpha=0.0, learning_rate_init=3e-3,
+                              max_iter=30, scoring="neg_log_loss", random_state=0)
+        with warnings.catch_warnings():
+            # 30 epochs stop short of convergence on purpose.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X_train, y_train, X_val=X_val, y_val=y_val)
         losses = np.array(model.validation_loss_curve_)
         epochs = np.arange(1, len(losses) + 1)
         label = f"{activation}, dropout={dropout}"
@@ -50,6 +57,6 @@ loss_axes.set_yscale("log")
 loss_axes.legend()
 score_axes.set_xlabel("epoch")
 score_axes.set_ylabel("validation_scores_ (neg_log_loss)")
-score_axes.set_ylim(-0.3, 0)
+score_axes.set_ylim(-0.5, 0)
 figure.tight_layout()
 plt.show()
