@@ -52,7 +52,7 @@ NOT_IN_SKLEARN = {
     "loss": (*_one_of(_sklearn_options("loss")), "squared_error"),
     "learning_rate": (*_one_of(_sklearn_options("learning_rate")), "constant"),
     "class_weight": (lambda v: v is None, "None", None),
-    "dropout": (lambda v: v == 0, "0", 0.0),
+    "dropout": (lambda v: not np.any(v), "0", 0.0),  # one rate, or one per hidden layer
     "max_grad_norm": (lambda v: v is None, "None", None),
     "scoring": (lambda v: v is None, "None", None),
 }

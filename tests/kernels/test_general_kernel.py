@@ -747,3 +747,96 @@ def test_train_config_checks_the_new_settings(kernels):
                              "cosine schedule needs")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             kernels.TrainConfig(**{**base, **change})
+
+
+# --------------------------------------------------------------------------------------------
+# Dropout: the kernel draws the masks nnfast.reference.dropout_masks states, from the plan's
+# seed and each row's position in the fit (the optimizer state's samples_seen), and keeps the
+# masked layers' derivatives as slopes.
+# --------------------------------------------------------------------------------------------
+
+def _dropout_plan(sizes, activations, optimizer, batch_size, dtype, rates, seed=12345,
+                  output="softmax", weighted=True):
+    plan = _extended_plan(sizes, optimizer, batch_size, True, weighted, dtype,
+                          activations=activations, output=output, alpha=1e-3)
+    return FitPlan(**{**plan.__dict__, "dropout": rates, "dropout_seed": seed})
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_dropout_matches_reference(dtype, optimizer):
+    """Every activation under a mask (from outputs and from kept slopes), one and two masked
+    layers, uneven shuffled batches over two kernel calls (the positions go on from the
+    state's samples_seen), sample weights, every build; and the masks act (the fit differs
+    from the unmasked one)."""
+    Optimizer = {"sgd": lambda: SGD(learning_rate=0.05, momentum=0.9),
+                 "adam": lambda: Adam(learning_rate=0.01)}[optimizer]
+    for activations, rates in [(pair, (0.3, 0.5)) for pair in ACTIVATION_PAIRS] + [
+            (("relu", "gelu"), (0.0, 0.4)), (("silu", "tanh"), (0.2, 0.0))]:
+        X, y, weights, params = _problem(SIZES, N_ROWS, "softmax", dtype, True)
+        plan = _dropout_plan(SIZES, activations, Optimizer(), 7, dtype, rates)
+        orders = _orders(True, N_EPOCHS, N_ROWS)
+        expected = _fit_reference(plan, X, y, weights, params, N_EPOCHS, orders)
+        unmasked = _fit_reference(FitPlan(**{**plan.__dict__, "dropout": ()}), X, y, weights,
+                                  params, N_EPOCHS, orders)
+        assert np.abs(expected[0] - unmasked[0]).max() > 1e-4, activations
+        for kernels, build in zip(BUILDS, BUILD_IDS):
+            _assert_same_fit(expected,
+                             _fit_kernel(kernels, plan, X, y, weights, params, N_EPOCHS,
+                                         orders),
+                             dtype, dict(activations=activations, rates=rates, build=build))
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_dropout_paths_match_reference(kernels, dtype, n_threads):
+    """Dropout through the row-blocked step (every layer skinny), the skinny loops beside
+    BLAS, BLAS-sized layers with kernel threads, and sparse X: the masks do not depend on the
+    row blocks or threads."""
+    cases = [((4, 100, 3), ("relu",), (0.25,)),
+             ((6, 40, 12, 40, 1), ("gelu", "relu", "elu"), (0.1, 0.3, 0.2)),
+             ((30, 9, 40, 3), ("relu", "silu"), (0.3, 0.3)),
+             ((20, 33, 17, 4), ("relu", "softplus"), (0.2, 0.4))]
+    for sizes, activations, rates in cases:
+        output = "logistic" if sizes[-1] == 1 else "softmax"
+        for sparse in (False, True):
+            X, y, weights, params = _problem(sizes, 61, output, dtype, True)
+            if sparse:
+                X[np.random.RandomState(2).uniform(size=X.shape) < 0.6] = 0
+                X = as_csr(scipy.sparse.csr_matrix(X), "X", dtype)
+            plan = _dropout_plan(sizes, activations, Adam(learning_rate=0.01), 25, dtype,
+                                 rates, output=output)
+            orders = _orders(True, N_EPOCHS, 61)
+            _assert_same_fit(_fit_reference(plan, X, y, weights, params, N_EPOCHS, orders),
+                             _fit_kernel(kernels, plan, X, y, weights, params, N_EPOCHS,
+                                         orders, n_threads),
+                             dtype, dict(sizes=sizes, sparse=sparse))
+
+
+def test_dropout_leaves_the_loss_gradient_alone(dtype):
+    """loss_gradient (L-BFGS, Network.loss_gradient) evaluates the model with every unit:
+    with dropout in the plan it is the plan's without."""
+    X, y, weights, params = _problem(SIZES, N_ROWS, "softmax", dtype, True)
+    plan = _dropout_plan(SIZES, ("relu", "gelu"), Adam(), N_ROWS, dtype, (0.5, 0.5))
+    plain = FitPlan(**{**plan.__dict__, "dropout": ()})
+    expected = reference.loss_gradient(plain, params, X, y, weights)
+    for kernels in BUILDS:
+        with kernel_build(kernels):
+            loss, grad = _compiled.loss_gradient(plan, params, X, y, weights, 1)
+        assert_allclose(loss, expected[0], rtol=GENERAL_RTOL[dtype])
+        assert_allclose(grad, expected[1], rtol=GENERAL_RTOL[dtype], atol=GENERAL_ATOL[dtype])
+
+
+@pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
+def test_train_config_checks_dropout(kernels):
+    base = dict(sizes=SIZES, bias=True, activations=[2, 3], output=1, reduction=1, alpha=0.0,
+                optimizer=2, schedule=0, learning_rate_init=0.01, momentum=0.9,
+                nesterov=True, power_t=0.5, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                batch_size=7, check_every=0, n_threads=1)
+    kernels.TrainConfig(**base, dropout=(0.0, 0.5), dropout_seed=2**64 - 1)
+    for change, message in [(dict(dropout=(0.5,)), "1 dropout rates for 2 hidden layers"),
+                            (dict(dropout=(0.5, 1.0)), "dropout[1] = 1.0"),
+                            (dict(dropout=(-0.1, 0.0)), "dropout[0] = -0.1")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            kernels.TrainConfig(**{**base, **change})
+    with pytest.raises(OverflowError):
+        kernels.TrainConfig(**base, dropout=(0.1, 0.1), dropout_seed=-1)

@@ -114,9 +114,9 @@ CASES = [(kind, name) for kind in PAIRS for name in SHARED
          if name != "loss" or kind == "regressor"]
 # nnfast's own parameters, beside scikit-learn's.
 OWN = {"classifier": {"n_threads", "class_weight", "scoring", "warmup_fraction",
-                      "max_grad_norm"},
-       "regressor": {"n_threads", "scoring", "warmup_fraction", "max_grad_norm", "huber_delta",
-                     "quantile"}}
+                      "max_grad_norm", "dropout"},
+       "regressor": {"n_threads", "scoring", "warmup_fraction", "max_grad_norm", "dropout",
+                     "huber_delta", "quantile"}}
 
 
 # Parameters whose options nnfast widens (string options beyond scikit-learn's): its

@@ -90,7 +90,7 @@ def test_classifier_matches_predict_proba(dtype, activation, task):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("task", ["single", "multi"])
-@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+@pytest.mark.parametrize("loss", ["squared_error", "poisson", "huber"])
 def test_regressor_matches_predict(dtype, activation, task, loss):
     X = _data(dtype)
     y = _targets(task, X)
@@ -330,3 +330,16 @@ def test_registration_does_not_warn():
         print("ok")
     """)
     assert out.strip() == "ok"
+
+
+@pytest.mark.parametrize("loss", ["absolute_error", "quantile"])
+def test_training_only_options_export_the_same_model(loss):
+    """Options that change training only (robust losses, dropout, the cosine schedule,
+    clipping) export the plain forward pass: predictions equal predict's."""
+    X = _data(np.float64)
+    y = _targets("multi", X)
+    model = MLPRegressor(loss=loss, hidden_layer_sizes=(6, 5), activation="gelu", dropout=0.2,
+                         learning_rate="cosine", max_grad_norm=1.0, max_iter=20,
+                         random_state=0).fit(X, y)
+    (prediction,) = _run(model, X)
+    _assert_close(prediction, model.predict(X), np.float64)
