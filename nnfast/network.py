@@ -62,8 +62,9 @@ class Network:
         Threads for the kernel; None uses every core available to the process.
     activation : str or sequence of str
         Hidden-layer activation, scikit-learn's names: ``"logistic"`` (the original's
-        sigmoid), ``"tanh"``, ``"relu"``, ``"identity"``; one name for every hidden layer, or
-        one per hidden layer.
+        sigmoid), ``"tanh"``, ``"relu"``, ``"identity"``, or nnfast's ``"leaky_relu"``
+        (slope 0.01), ``"elu"`` (alpha 1), ``"gelu"`` (exact erf form), ``"silu"``,
+        ``"softplus"``; one name for every hidden layer, or one per hidden layer.
     output : {"original", "identity", "logistic", "softmax", "exp"}
         Output activation and its loss: ``"original"`` is the 2015 program's sigmoid with
         squared error and the error ``mean |y - output|``; the others are scikit-learn's

@@ -769,9 +769,10 @@ def cosine_rate(learning_rate, epoch, epochs, warmup_epochs=0):
 
 
 def clip_grad_norm(grads, max_norm):
-    """torch.nn.utils.clip_grad_norm_ on a step's flat gradient, in place: with
-    norm = ||grads||_2 (every weight's and bias's gradient, the L2 term included; summed in
-    float64), grads *= max_norm / (norm + 1e-6) when that factor is below 1. Returns norm."""
+    """``torch.nn.utils.clip_grad_norm_`` on a step's flat gradient, in place: with
+    ``norm = ||grads||_2`` (every weight's and bias's gradient, the L2 term included; summed
+    in float64), ``grads *= max_norm / (norm + 1e-6)`` when that factor is below 1. Returns
+    norm."""
     flat = grads.astype(np.float64)
     norm = math.sqrt(float(np.dot(flat, flat)))
     scale = max_norm / (norm + 1e-6)

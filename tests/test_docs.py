@@ -130,7 +130,32 @@ def test_the_pages_have_the_doctest_groups_ci_relies_on():
         ("index.rst", "index"), ("user_guide/original.rst", "dropin"),
         ("user_guide/model_options.rst", "options"), ("user_guide/sklearn.rst", "migration"),
         ("user_guide/sklearn.rst", "networkclassifier"), ("user_guide/sklearn.rst", "patching"),
-        ("user_guide/sklearn.rst", "onnx"), ("user_guide/sklearn.rst", "convert")}
+        ("user_guide/sklearn.rst", "onnx"), ("user_guide/sklearn.rst", "convert"),
+        ("user_guide/beyond_sklearn.rst", "beyond"),
+        ("user_guide/from_deep_learning.rst", "fromdl")}
+
+
+def test_the_skorch_and_keras_schedule_is_nnfasts_cosine_schedule():
+    """The migration page's ``cosine_factor``, which its skorch and Keras models step once
+    per epoch, against nnfast.reference.cosine_rate for the nnfast model's max_iter and
+    warmup_fraction, through the warm-up, the cosine and past the end."""
+    from nnfast.reference import cosine_rate
+
+    page = "user_guide/from_deep_learning.rst"
+    namespace = {}
+    exec(_named_code(page, "cosine-factor"), namespace)
+    (nnfast_model,) = [body for body in _testcode(page, "fromdl") if "MLPClassifier(" in body]
+    max_iter = int(re.search(r"max_iter=(\d+)", nnfast_model).group(1))
+    warmup_fraction = float(re.search(r"warmup_fraction=([\d.]+)", nnfast_model).group(1))
+    assert (namespace["EPOCHS"], namespace["WARMUP"]) == (max_iter, round(warmup_fraction
+                                                                           * max_iter))
+    rates = [namespace["cosine_factor"](epoch) for epoch in range(max_iter + 5)]
+    expected = [cosine_rate(1.0, epoch, max_iter, round(warmup_fraction * max_iter))
+                for epoch in range(max_iter + 5)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-15, atol=0)
+    for framework in ("skorch-model", "keras-model"):
+        assert "cosine_factor(epoch)" in _named_code(page, framework) or (
+            "lr_lambda=cosine_factor" in _named_code(page, framework))
 
 
 def test_the_drop_in_swap_gives_the_original_loops_weights(capsys):

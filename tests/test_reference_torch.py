@@ -308,3 +308,66 @@ def test_a_network_trains_as_torch_does():
             assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-12)
     assert 0 < clipped < epochs  # steps with and without clipping
     assert net.optimizer_state.epochs == epochs
+
+
+# ------------------------------------------ the migration page's mapping of PyTorch's Adam
+# docs/user_guide/from_deep_learning.rst says how skorch / PyTorch arguments map to nnfast's,
+# whose Adam is scikit-learn's. Its two claims about PyTorch's Adam, against scikit-learn's
+# AdamOptimizer and torch.optim.Adam themselves.
+
+def _sklearn_adam_steps(weights, gradients, alpha_over_n=0.0, epsilon=1e-8):
+    """The weights after scikit-learn's AdamOptimizer takes each gradient in turn, the L2
+    term ``alpha / n * W`` (scikit-learn's _backprop) added to each."""
+    from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
+
+    params = [weights.copy()]
+    adam = AdamOptimizer(params, learning_rate_init=3e-3, epsilon=epsilon)
+    for gradient in gradients:
+        adam.update_params(params, [gradient + alpha_over_n * params[0]])
+    return params[0]
+
+
+def _torch_adam_steps(weights, gradients, eps_of_step, weight_decay=0.0):
+    """The weights after torch.optim.Adam takes each gradient in turn, with ``eps`` set
+    before step t (1, 2, ...) to ``eps_of_step(t)``."""
+    parameter = torch.tensor(weights.copy(), requires_grad=True)
+    adam = torch.optim.Adam([parameter], lr=3e-3, eps=eps_of_step(1),
+                            weight_decay=weight_decay)
+    for t, gradient in enumerate(gradients, start=1):
+        adam.param_groups[0]["eps"] = eps_of_step(t)
+        parameter.grad = torch.tensor(gradient)
+        adam.step()
+    return parameter.detach().numpy()
+
+
+def test_torch_adam_eps_is_sklearn_epsilon_over_sqrt_of_the_bias_correction():
+    """scikit-learn (so nnfast) adds epsilon to sqrt(v) before the bias correction, PyTorch
+    after it: PyTorch's eps at step t must be ``epsilon / sqrt(1 - beta_2 ** t)`` to take
+    scikit-learn's steps, and its default eps, the same 1e-8, takes other steps where the
+    gradients are small."""
+    rng = np.random.RandomState(0)
+    weights = rng.normal(size=(5, 3))
+    # Gradients of the order of epsilon, where the two placements differ the most.
+    gradients = [1e-8 * rng.normal(size=weights.shape) for _ in range(20)]
+    ours = _sklearn_adam_steps(weights, gradients)
+    matched = _torch_adam_steps(weights, gradients,
+                                lambda t: 1e-8 / np.sqrt(1 - 0.999 ** t))
+    assert_allclose(matched, ours, rtol=1e-13, atol=1e-16)
+    constant = _torch_adam_steps(weights, gradients, lambda t: 1e-8)
+    assert np.abs((constant - weights) - (ours - weights)).max() > 0.1 * np.abs(
+        ours - weights).max()
+
+
+def test_torch_weight_decay_alpha_over_batch_rows_is_sklearn_alpha():
+    """PyTorch's coupled ``weight_decay`` of ``alpha / n`` (n the rows of the batch) adds the
+    gradient of scikit-learn's penalty ``0.5 * alpha * sum(W ** 2) / n``: the same steps."""
+    rng = np.random.RandomState(1)
+    weights = rng.normal(size=(4, 6))
+    gradients = [rng.normal(size=weights.shape) for _ in range(10)]
+    alpha, n = 1e-1, 64
+    eps_of_step = lambda t: 1e-8 / np.sqrt(1 - 0.999 ** t)  # noqa: E731 (the claim above)
+    ours = _sklearn_adam_steps(weights, gradients, alpha_over_n=alpha / n)
+    theirs = _torch_adam_steps(weights, gradients, eps_of_step, weight_decay=alpha / n)
+    assert_allclose(theirs, ours, rtol=1e-13, atol=1e-15)
+    undecayed = _sklearn_adam_steps(weights, gradients)
+    assert np.abs(undecayed - ours).max() > 1e-6

@@ -828,9 +828,13 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
 _PARAMETERS = """\
     hidden_layer_sizes : array-like of int or int, default=(100,)
         Widths of the hidden layers, input side first.
-    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+    activation : {"identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", \
+"silu", "softplus"}, default="relu"
         Activation of every hidden unit: ``x``, ``1 / (1 + exp(-x))``, ``tanh(x)`` or
-        ``max(0, x)``.
+        ``max(0, x)``, as in scikit-learn; or nnfast's ``leaky_relu`` (``x``, ``0.01 * x``
+        below 0), ``elu`` (``x``, ``exp(x) - 1`` below 0), ``gelu`` (``x * Phi(x)``, the
+        exact erf form), ``silu`` (``x * sigmoid(x)``) and ``softplus`` (``log(1 +
+        exp(x))``).
     solver : {"lbfgs", "sgd", "adam"}, default="adam"
         "adam": Adam on mini-batches; "sgd": mini-batch gradient descent with (Nesterov)
         momentum; "lbfgs": SciPy's L-BFGS-B on the full batch, often the best choice for a
