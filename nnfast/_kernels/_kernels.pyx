@@ -276,13 +276,16 @@ cdef extern from *:
     #if defined(__FMA__)
     #define nnfast_madd64(a, b, c) __builtin_fma((a), (b), (c))
     #define nnfast_madd32(a, b, c) __builtin_fmaf((a), (b), (c))
+    #define NNFAST_HAS_FMA 1
     #else
     #define nnfast_madd64(a, b, c) ((a) * (b) + (c))
     #define nnfast_madd32(a, b, c) ((a) * (b) + (c))
+    #define NNFAST_HAS_FMA 0
     #endif
     """
     double _madd64 "nnfast_madd64"(double a, double b, double c) noexcept nogil
     float _madd32 "nnfast_madd32"(float a, float b, float c) noexcept nogil
+    const bint _HAS_FMA "NNFAST_HAS_FMA"
 
 
 cdef inline floating _madd(floating a, floating b, floating c) noexcept nogil:
@@ -890,7 +893,20 @@ cdef double _INV_SQRT_2PI = 0.3989422804014327
 cdef double _LEAKY_SLOPE = 0.01
 
 
-cdef inline double _normal_cdf(double z, double* pdf) noexcept nogil:
+cdef inline floating _square_error(floating a, floating square) noexcept nogil:
+    """a * a - square exactly, square being a * a rounded: one fused multiply-add, or,
+    without FMA (the baseline build), Dekker's product of a split in halves (whose products
+    are exact; no FMA instruction exists there to contract them)."""
+    cdef floating split, high, low
+    if _HAS_FMA:
+        return _madd(a, a, -square)
+    split = a * <floating>(134217729.0 if floating is double else 4097.0)
+    high = split - (split - a)
+    low = a - high
+    return ((high * high - square) + <floating>2 * high * low) + low * low
+
+
+cdef inline floating _normal_cdf(floating z, floating* pdf) noexcept nogil:
     """Phi(z), the standard normal distribution function, and its density phi(z) in pdf.
 
     Phi(z) = erfc(-t) / 2, t = z / sqrt 2, y = |t|. For y <= 0.5, 1/2 + t P(t^2) / 2 Q(t^2)
@@ -899,50 +915,58 @@ cdef inline double _normal_cdf(double z, double* pdf) noexcept nogil:
     t^10), so the lower tail keeps its relative precision (no 1 - erf cancellation) and
     exp(-t^2) is shared with the density. Each branch is a quotient; the branch's numerator
     and denominator are selected and divided once, so a loop over a layer vectorises with one
-    division a unit. In double for both dtypes: float32's rounding of z^2 alone would cost
-    exp(-z^2 / 2) up to 1e-5 of its value in the tail (measured), and float32 results are
-    rounded once from these."""
-    cdef double t = z * _SQRT_HALF
-    cdef double y = fabs(t)
-    cdef double w = t * t
-    cdef double gauss = _exp(-w)
-    cdef double num_small, den_small, num_mid, den_mid, num_tail, den_tail, v
-    cdef double num, den, offset, factor
+    division a unit. exp(-z^2 / 2) is taken of z^2 / 2 and its rounding error
+    (_square_error): the rounding of z^2 alone would cost up to 1e-5 of the tail's value in
+    float32 and 2e-13 in float64 (measured; SciPy's ndtr has the latter)."""
+    cdef floating t = z * <floating>_SQRT_HALF
+    cdef floating y = fabs(t) if floating is double else fabsf(t)
+    cdef floating square = z * z
+    cdef floating w = <floating>0.5 * square  # t^2 as it enters exp, exactly halved
+    # exp(-(w + e)) = exp(-w) (1 - e), e = z^2 / 2 - w: its rounding error, exact (none for
+    # infinite z, whose residual is inf - inf; NaN z stays NaN through exp(-w)).
+    cdef floating residual = <floating>0.5 * _square_error(z, square)
+    cdef floating gauss
+    if floating is double:
+        gauss = _exp(-w) * (1.0 - (residual if fabs(residual) < 1.0 else 0.0))
+    else:
+        gauss = _exp(-w) * (<float>1 - (residual if fabsf(residual) < <float>1 else 0))
+    cdef floating num_small, den_small, num_mid, den_mid, num_tail, den_tail, v
+    cdef floating num, den, offset, factor
     # erf(t) = t P(w) / Q(w) for y <= 0.5.
-    num_small = ((((_ERF_P[4] * w + _ERF_P[0]) * w + _ERF_P[1])
-                  * w + _ERF_P[2]) * w + _ERF_P[3])
-    den_small = ((((w + _ERF_Q[0]) * w + _ERF_Q[1]) * w
-                  + _ERF_Q[2]) * w + _ERF_Q[3])
+    num_small = ((((<floating>_ERF_P[4] * w + <floating>_ERF_P[0]) * w + <floating>_ERF_P[1])
+                  * w + <floating>_ERF_P[2]) * w + <floating>_ERF_P[3])
+    den_small = ((((w + <floating>_ERF_Q[0]) * w + <floating>_ERF_Q[1]) * w
+                  + <floating>_ERF_Q[2]) * w + <floating>_ERF_Q[3])
     # erfc(y) exp(y^2) = P(y) / Q(y) for 0.5 < y <= 4.
-    num_mid = _ERFC_P[8] * y
+    num_mid = <floating>_ERFC_P[8] * y
     den_mid = y
-    num_mid = (num_mid + _ERFC_P[0]) * y
-    den_mid = (den_mid + _ERFC_Q[0]) * y
-    num_mid = (num_mid + _ERFC_P[1]) * y
-    den_mid = (den_mid + _ERFC_Q[1]) * y
-    num_mid = (num_mid + _ERFC_P[2]) * y
-    den_mid = (den_mid + _ERFC_Q[2]) * y
-    num_mid = (num_mid + _ERFC_P[3]) * y
-    den_mid = (den_mid + _ERFC_Q[3]) * y
-    num_mid = (num_mid + _ERFC_P[4]) * y
-    den_mid = (den_mid + _ERFC_Q[4]) * y
-    num_mid = (num_mid + _ERFC_P[5]) * y
-    den_mid = (den_mid + _ERFC_Q[5]) * y
-    num_mid = (num_mid + _ERFC_P[6]) * y
-    den_mid = (den_mid + _ERFC_Q[6]) * y
-    num_mid = num_mid + _ERFC_P[7]
-    den_mid = den_mid + _ERFC_Q[7]
+    num_mid = (num_mid + <floating>_ERFC_P[0]) * y
+    den_mid = (den_mid + <floating>_ERFC_Q[0]) * y
+    num_mid = (num_mid + <floating>_ERFC_P[1]) * y
+    den_mid = (den_mid + <floating>_ERFC_Q[1]) * y
+    num_mid = (num_mid + <floating>_ERFC_P[2]) * y
+    den_mid = (den_mid + <floating>_ERFC_Q[2]) * y
+    num_mid = (num_mid + <floating>_ERFC_P[3]) * y
+    den_mid = (den_mid + <floating>_ERFC_Q[3]) * y
+    num_mid = (num_mid + <floating>_ERFC_P[4]) * y
+    den_mid = (den_mid + <floating>_ERFC_Q[4]) * y
+    num_mid = (num_mid + <floating>_ERFC_P[5]) * y
+    den_mid = (den_mid + <floating>_ERFC_Q[5]) * y
+    num_mid = (num_mid + <floating>_ERFC_P[6]) * y
+    den_mid = (den_mid + <floating>_ERFC_Q[6]) * y
+    num_mid = num_mid + <floating>_ERFC_P[7]
+    den_mid = den_mid + <floating>_ERFC_Q[7]
     # erfc(y) exp(y^2) = (1/sqrt(pi) - P(1/w) / (w Q(1/w))) / y for y > 4: the polynomials
     # reversed in w, (w Q'(w) / sqrt(pi) - P'(w)) / (w Q'(w) y), w kept below where w^5
     # would overflow (erfc is then 0 to the dtype: the exp factor already is).
-    v = min(w, 700.0)
-    num_tail = (((((_ERFC_TAIL_P[4] * v + _ERFC_TAIL_P[3]) * v
-                   + _ERFC_TAIL_P[2]) * v + _ERFC_TAIL_P[1]) * v
-                 + _ERFC_TAIL_P[0]) * v + _ERFC_TAIL_P[5])
-    den_tail = (((((_ERFC_TAIL_Q[4] * v + _ERFC_TAIL_Q[3]) * v
-                   + _ERFC_TAIL_Q[2]) * v + _ERFC_TAIL_Q[1]) * v
-                 + _ERFC_TAIL_Q[0]) * v + 1) * v
-    num_tail = den_tail * _INV_SQRT_PI - num_tail
+    v = min(w, <floating>(700.0 if floating is double else 85.0))
+    num_tail = (((((<floating>_ERFC_TAIL_P[4] * v + <floating>_ERFC_TAIL_P[3]) * v
+                   + <floating>_ERFC_TAIL_P[2]) * v + <floating>_ERFC_TAIL_P[1]) * v
+                 + <floating>_ERFC_TAIL_P[0]) * v + <floating>_ERFC_TAIL_P[5])
+    den_tail = (((((<floating>_ERFC_TAIL_Q[4] * v + <floating>_ERFC_TAIL_Q[3]) * v
+                   + <floating>_ERFC_TAIL_Q[2]) * v + <floating>_ERFC_TAIL_Q[1]) * v
+                 + <floating>_ERFC_TAIL_Q[0]) * v + 1) * v
+    num_tail = den_tail * <floating>_INV_SQRT_PI - num_tail
     den_tail = den_tail * y
     # Phi = offset + factor * num / den: 1/2 + (t/2) erf-ratio near 0; erfc(y) / 2 below,
     # 1 - erfc(y) / 2 above. NaN fails every comparison and reaches the last case, whose
@@ -950,10 +974,10 @@ cdef inline double _normal_cdf(double z, double* pdf) noexcept nogil:
     num = num_mid if y <= 4 else num_tail
     den = den_mid if y <= 4 else den_tail
     offset = 0 if t < 0 else 1
-    factor = 0.5 * gauss if t < 0 else -0.5 * gauss
-    if y <= 0.5:
-        num, den, offset, factor = num_small, den_small, 0.5, 0.5 * t
-    pdf[0] = gauss * _INV_SQRT_2PI
+    factor = <floating>0.5 * gauss if t < 0 else <floating>-0.5 * gauss
+    if y <= <floating>0.5:
+        num, den, offset, factor = num_small, den_small, <floating>0.5, <floating>0.5 * t
+    pdf[0] = gauss * <floating>_INV_SQRT_2PI
     return offset + factor * (num / den)
 
 
@@ -999,8 +1023,7 @@ cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
     """z[start:stop] = activation(z[start:stop]) for a hidden activation code; for gelu and
     silu also slopes[start:stop] = activation'(z) (slopes indexed as z)."""
     cdef Py_ssize_t i
-    cdef double cdf, pdf
-    cdef floating value, gate, decay, complement
+    cdef floating value, gate, decay, complement, phi, density
     if activation == ACTIVATION_LOGISTIC:
         _sigmoid_range(z, start, stop)
     elif activation == ACTIVATION_TANH:
@@ -1030,9 +1053,9 @@ cdef inline void _activate_range(floating* z, Py_ssize_t start, Py_ssize_t stop,
     elif activation == ACTIVATION_GELU:
         for i in range(start, stop):
             value = z[i]
-            cdf = _normal_cdf(value, &pdf)
-            slopes[i] = <floating>(cdf + value * pdf)
-            z[i] = <floating>(value * cdf)
+            phi = _normal_cdf(value, &density)
+            slopes[i] = phi + value * density
+            z[i] = value * phi
     elif activation == ACTIVATION_SILU:
         for i in range(start, stop):
             value = z[i]
