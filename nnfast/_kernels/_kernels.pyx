@@ -58,10 +58,14 @@ from cython cimport floating
 from libc.math cimport (INFINITY, M_PI, copysign, copysignf, cos, exp, expf, fabs, fabsf,
                         isfinite, log, pow, sqrt, sqrtf)
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memset
 from cpython.exc cimport PyErr_CheckSignals
+cdef extern from "Python.h":
+    # The same call, for a team's thread 0, which reports a pending signal by its status
+    # (the exception stays set) instead of raising inside the parallel region.
+    int _signals_status "PyErr_CheckSignals"() noexcept
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -84,10 +88,18 @@ cdef extern from *:
     #define NNFAST_OPENMP 1
     static int nnfast_team_threads(void) { return omp_get_max_threads(); }
     static void nnfast_set_team_threads(int n) { omp_set_num_threads(n); }
+    static int nnfast_thread_id(void) { return omp_get_thread_num(); }
+    static int nnfast_thread_count(void) { return omp_get_num_threads(); }
+    static void nnfast_team_barrier(void) {
+        #pragma omp barrier
+    }
     #else
     #define NNFAST_OPENMP 0
     static int nnfast_team_threads(void) { return 1; }
     static void nnfast_set_team_threads(int n) { (void)n; }
+    static int nnfast_thread_id(void) { return 0; }
+    static int nnfast_thread_count(void) { return 1; }
+    static void nnfast_team_barrier(void) {}
     #endif
     #ifndef NNFAST_DEBUG_BUILD
     #define NNFAST_DEBUG_BUILD 0
@@ -117,6 +129,9 @@ cdef extern from *:
     const int NNFAST_OPENMP
     int nnfast_team_threads() noexcept nogil
     void nnfast_set_team_threads(int n) noexcept nogil
+    int nnfast_thread_id() noexcept nogil
+    int nnfast_thread_count() noexcept nogil
+    void nnfast_team_barrier() noexcept nogil
     const int NNFAST_DEBUG_BUILD
     const char* NNFAST_ISA
     int nnfast_cpu_runs(int level) noexcept nogil
@@ -1704,6 +1719,30 @@ cdef double _squared_weights(const _Config* config, const floating* params) noex
     return (total0 + total1) + (total2 + total3)
 
 
+cdef double _squared_weight_range(const _Config* config, const floating* params,
+                                  Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    """||W||^2 over params[start:stop]'s weights (biases skipped), in float64 (four partial
+    sums, as _squared_weights)."""
+    cdef Py_ssize_t k, i, low, high, offset = 0, n_weights
+    cdef double total0 = 0.0, total1 = 0.0, total2 = 0.0, total3 = 0.0
+    for k in range(config.n_layers):
+        n_weights = config.sizes[k] * config.sizes[k + 1]
+        low = max(start, offset)
+        high = min(stop, offset + n_weights)
+        i = low
+        while i + 3 < high:
+            total0 += <double>params[i] * params[i]
+            total1 += <double>params[i + 1] * params[i + 1]
+            total2 += <double>params[i + 2] * params[i + 2]
+            total3 += <double>params[i + 3] * params[i + 3]
+            i += 4
+        while i < high:
+            total0 += <double>params[i] * params[i]
+            i += 1
+        offset += _layer_params(config.sizes, k, config.has_bias)
+    return (total0 + total1) + (total2 + total3)
+
+
 cdef inline double _weight_sum(const floating* weight, Py_ssize_t m) noexcept nogil:
     """The batch's sum of sample weights (m for unit weights: weight NULL)."""
     cdef Py_ssize_t i
@@ -1720,7 +1759,14 @@ cdef inline double _penalised_loss(const _Config* config, const floating* params
     """The loss with the L2 penalty of the weights before the step's update."""
     if config.alpha == 0:
         return data_loss
-    return data_loss + 0.5 * config.alpha * _squared_weights(config, params) / penalty_denominator
+    return _add_penalty(config, data_loss, _squared_weights(config, params),
+                        penalty_denominator)
+
+
+cdef inline double _add_penalty(const _Config* config, double data_loss,
+                                double squared_weights, double penalty_denominator) noexcept nogil:
+    """data_loss + alpha / 2 * ||W||^2 / penalty_denominator (squared_weights: the sum)."""
+    return data_loss + 0.5 * config.alpha * squared_weights / penalty_denominator
 
 
 cdef inline double _step_rate(const _Config* config, _Counters* counters) noexcept nogil:
@@ -2370,6 +2416,278 @@ cdef int _fit_loop(const _Config* config, _Counters* counters, floating* params,
 
 
 # --------------------------------------------------------------------------------------------
+# The team step. A threaded dense fit (n_threads blocks, no clipping) runs each kernel call in
+# one parallel region: every batch's rows are cut into n_threads row blocks, each block goes
+# forward and back through every layer on one thread (single-threaded BLAS and skinny loops,
+# as the serial step) and writes its own gradient (workspace "gradient" holds n_threads of
+# them); after a barrier each thread sums the blocks' gradients, in block order, over its
+# range of every layer's parameters and applies the optimizer there; a second barrier ends
+# the batch. Two barriers a batch instead of a fork and a join per product, nothing serial
+# but the batch's bookkeeping (thread 0: the counters, the loss, the Ctrl-C poll), and the
+# output layer, the loss and the deltas shared too: at digits' size (1.3M multiply-adds a
+# batch) that is what makes a second thread pay.
+#
+# The blocks fix the arithmetic, as elsewhere: the team takes blocks t, t + T, ... for T
+# threads, so one thread running every block computes what n_threads threads would, bit for
+# bit. The gradient is the batch's up to the rounding of its row sums (as _blocked_step's).
+# --------------------------------------------------------------------------------------------
+
+cdef struct _Team:
+    # What a team's threads share; thread 0 alone writes it, between barriers.
+    int n_blocks
+    int64_t first_position    # samples_seen when the call began (dropout's row positions)
+    double step_rate          # this batch's (_step_rate)
+    double* block_losses      # n_blocks: each block's summed data loss
+    double* block_errors      # n_blocks: each block's sum |y - a| ("original")
+    double* block_squares     # n_blocks: ||W||^2 of each block's share of the weights
+                              # (alpha > 0), before the batch's update
+    int stop                  # 0 go on; 1 an epoch's loss was not finite; -1 a signal's
+                              # exception is set
+
+
+cdef int _team_poll(Py_ssize_t* until_check, Py_ssize_t check_every,
+                    double* next_poll) noexcept nogil:
+    """_count_batch for a team's thread 0: -1 with the signal handler's exception set, else 0
+    (an exception may not unwind through the parallel region's barriers)."""
+    cdef double now
+    cdef int status = 0
+    until_check[0] -= 1
+    if until_check[0] != 0:
+        return 0
+    until_check[0] = check_every
+    now = _monotonic_seconds()
+    if now < next_poll[0]:
+        return 0
+    next_poll[0] = now + _POLL_SECONDS
+    with gil:
+        status = _signals_status()
+    return status
+
+
+cdef double _block_pass(const _Config* config, int64_t position, const floating* params,
+                        const floating* x, const floating* y, const floating* weight,
+                        Py_ssize_t m, Py_ssize_t r0, Py_ssize_t rows, const _Workspace* work,
+                        floating* grad, floating* transposed, floating* bias_sums,
+                        double* abs_error) noexcept nogil:
+    """Rows r0 .. r0 + rows of a training batch of m rows forward and back: returns their
+    summed data loss and writes their gradient to grad (params layout, not yet divided or
+    penalised). x, y, weight: the block's own rows (weight NULL: unit weights); position:
+    the batch's first row in the fit's stream of rows (dropout); transposed, bias_sums:
+    this block's scratch (P and max(s1..sL) values)."""
+    cdef Py_ssize_t k, n_in, n_out, units = 0, offset
+    cdef Py_ssize_t n_layers = config.n_layers
+    cdef Py_ssize_t n_last = config.sizes[n_layers]
+    cdef floating* activations = <floating*>work.activations
+    cdef floating* deltas = <floating*>work.deltas
+    cdef floating* slopes = <floating*>work.slopes
+    cdef const floating* layer_in = x
+    cdef const floating* weights = params
+    cdef floating* layer_out = NULL
+    cdef floating* layer_slopes
+    cdef floating* delta
+    cdef floating* delta_next
+    cdef double loss
+
+    for k in range(n_layers):
+        n_in = config.sizes[k]
+        n_out = config.sizes[k + 1]
+        # Layer k's outputs for the batch start at activations + m * units; this block's
+        # rows r0 * n_out further on (deltas and slopes alike).
+        layer_out = activations + m * units + r0 * n_out
+        layer_slopes = _layer_slopes(config, k, True, slopes, activations, layer_out)
+        _forward(layer_in, weights, weights + n_in * n_out if config.has_bias else NULL,
+                 layer_out, rows, n_in, n_out,
+                 config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY,
+                 layer_slopes, transposed, 1)
+        if k + 1 < n_layers and _drops(config, k, True):
+            _drop_units(config, k, position + r0, layer_out, layer_slopes, rows, n_out)
+        layer_in = layer_out
+        weights += _layer_params(config.sizes, k, config.has_bias)
+        units += n_out
+    _output_activation(layer_out, rows, n_last, config.output)
+    delta = deltas + (layer_out - activations)
+    abs_error[0] = (_abs_error_sum(y, layer_out, rows * n_last)
+                    if config.output == OUTPUT_ORIGINAL else 0.0)
+    loss = _loss_and_delta(config, y, layer_out, delta, weight, rows, n_last)
+
+    for k in range(n_layers - 1, -1, -1):
+        n_in = config.sizes[k]
+        n_out = config.sizes[k + 1]
+        weights -= _layer_params(config.sizes, k, config.has_bias)
+        offset = weights - params
+        units -= n_out
+        delta_next = delta
+        if k > 0:
+            layer_out = activations + m * (units - n_in) + r0 * n_in
+            delta = deltas + (layer_out - activations)
+            _hidden_delta(delta_next, weights, layer_out, delta, rows, n_in, n_out,
+                          config.activations[k - 1],
+                          _layer_slopes(config, k - 1, True, slopes, activations, layer_out),
+                          transposed, 1)
+            layer_in = layer_out
+        else:
+            layer_in = x
+        _layer_gradient(grad + offset, layer_in, delta_next, config.has_bias, bias_sums,
+                        transposed, rows, n_in, n_out, 1)
+    return loss
+
+
+cdef void _team_update(const _Config* config, floating* params, floating* state,
+                       floating* grads, Py_ssize_t n_params, int n_blocks, int thread,
+                       int n_team, floating alpha, floating denominator,
+                       double step_rate) noexcept nogil:
+    """A thread's share of a team step's update: each layer's weights, then its biases, cut
+    into n_team ranges; on its range the blocks' gradients summed in block order (into block
+    0's), then the optimizer (_update_range). A parameter's arithmetic is the same whichever
+    thread takes it."""
+    cdef Py_ssize_t k, i, offset = 0, n_weights, n_layer, begin, length, low, high
+    cdef int b, part
+    cdef floating* first = state if config.optimizer != OPTIMIZER_PLAIN else NULL
+    cdef floating* second = state + n_params if config.optimizer == OPTIMIZER_ADAM else NULL
+    cdef const floating* block
+    for k in range(config.n_layers):
+        n_layer = _layer_params(config.sizes, k, config.has_bias)
+        n_weights = config.sizes[k] * config.sizes[k + 1]
+        for part in range(2):
+            begin = offset if part == 0 else offset + n_weights
+            length = n_weights if part == 0 else n_layer - n_weights
+            low = begin + _block_start(length, n_team, thread)
+            high = begin + _block_start(length, n_team, thread + 1)
+            for b in range(1, n_blocks):
+                block = grads + b * n_params
+                for i in range(low, high):
+                    grads[i] += block[i]
+            _update_range(config, params, grads, first, second, low, high, part == 0, alpha,
+                          denominator, step_rate)
+        offset += n_layer
+
+
+cdef void _team_worker(const _Config* config, _Counters* counters, floating* params,
+                       floating* state, const floating* x, const floating* y,
+                       const floating* weight, Py_ssize_t n_rows, const Py_ssize_t* order,
+                       Py_ssize_t n_epochs, const _Workspace* work, double* epoch_losses,
+                       Py_ssize_t* epochs_done, _Team* team) noexcept nogil:
+    """One thread of _team_fit_loop: _fit_loop's epochs and batches, the step cut into
+    row blocks (see "The team step")."""
+    cdef int thread = nnfast_thread_id()
+    cdef int n_team = nnfast_thread_count()
+    cdef int b, n_blocks = team.n_blocks
+    cdef Py_ssize_t k, epoch, start, m, r0, rows, n_params = 0, widest = 0
+    cdef Py_ssize_t n_in = config.sizes[0]
+    cdef Py_ssize_t n_out = config.sizes[config.n_layers]
+    cdef Py_ssize_t until_check = config.check_every  # batches
+    cdef double next_poll = 0.0, epoch_loss = 0.0, total, errors, squares, loss
+    cdef double weight_sum, penalty_denominator
+    cdef int64_t position
+    cdef const Py_ssize_t* order_rows
+    cdef const floating* batch_w
+    cdef floating* grads = <floating*>work.gradient
+    for k in range(config.n_layers):
+        n_params += _layer_params(config.sizes, k, config.has_bias)
+        widest = max(widest, config.sizes[k + 1])
+
+    for epoch in range(n_epochs):
+        start = 0
+        while start < n_rows:
+            m = min(config.batch_size, n_rows - start)
+            order_rows = &order[epoch * n_rows + start] if order != NULL else NULL
+            position = team.first_position + epoch * n_rows + start
+            if thread == 0:
+                if start == 0 and config.schedule == SCHEDULE_COSINE:
+                    counters.learning_rate = _cosine_rate(config, counters.epochs)
+                team.step_rate = _step_rate(config, counters)
+            b = thread
+            while b < n_blocks:
+                if config.alpha != 0:
+                    # The penalty's ||W||^2, a share per block (block order when summed).
+                    team.block_squares[b] = _squared_weight_range(
+                        config, params, _block_start(n_params, n_blocks, b),
+                        _block_start(n_params, n_blocks, b + 1))
+                r0 = _block_start(m, n_blocks, b)
+                rows = _block_start(m, n_blocks, b + 1) - r0
+                # Each block gathers its own rows of a shuffled batch.
+                team.block_losses[b] = _block_pass(
+                    config, position, params,
+                    _batch_rows(x, n_in, order_rows + r0 if order_rows != NULL else NULL,
+                                start + r0, rows, <floating*>work.batch_x + r0 * n_in),
+                    _batch_rows(y, n_out, order_rows + r0 if order_rows != NULL else NULL,
+                                start + r0, rows, <floating*>work.batch_y + r0 * n_out),
+                    _batch_rows(weight, 1, order_rows + r0 if order_rows != NULL else NULL,
+                                start + r0, rows, <floating*>work.batch_w + r0)
+                    if weight != NULL else NULL,
+                    m, r0, rows, work, grads + b * n_params,
+                    <floating*>work.transposed + b * n_params,
+                    <floating*>work.bias_sums + b * widest, &team.block_errors[b])
+                b += n_team
+            nnfast_team_barrier()
+
+            batch_w = NULL
+            if weight != NULL:
+                batch_w = weight + start if order_rows == NULL else <floating*>work.batch_w
+            weight_sum = _weight_sum(batch_w, m)
+            penalty_denominator = weight_sum if config.reduction == REDUCTION_MEAN else 1.0
+            _team_update(config, params, state, grads, n_params, n_blocks, thread, n_team,
+                         <floating>config.alpha, <floating>penalty_denominator, team.step_rate)
+            start += m
+            if thread == 0:
+                total = 0.0
+                errors = 0.0
+                squares = 0.0
+                for b in range(n_blocks):
+                    total += team.block_losses[b]
+                    errors += team.block_errors[b]
+                    squares += team.block_squares[b]
+                if config.output == OUTPUT_ORIGINAL:
+                    epoch_loss += errors
+                else:
+                    loss = _batch_loss(config, total, weight_sum, n_out)
+                    if config.alpha != 0:
+                        loss = _add_penalty(config, loss, squares, penalty_denominator)
+                    epoch_loss += loss * m
+                if _team_poll(&until_check, config.check_every, &next_poll) < 0:
+                    team.stop = -1
+                elif start >= n_rows:
+                    # The epoch's end, as _fit_loop's.
+                    epoch_losses[epoch] = epoch_loss / (n_rows * n_out
+                                                        if config.output == OUTPUT_ORIGINAL
+                                                        else n_rows)
+                    epoch_loss = 0.0
+                    counters.samples_seen += n_rows
+                    if (config.optimizer == OPTIMIZER_SGD
+                            and config.schedule == SCHEDULE_INVSCALING):
+                        counters.learning_rate = (config.learning_rate_init
+                                                  / pow(counters.samples_seen + 1.0,
+                                                        config.power_t))
+                    elif config.schedule == SCHEDULE_COSINE:
+                        counters.epochs += 1
+                    if not isfinite(epoch_losses[epoch]):
+                        epochs_done[0] = epoch
+                        team.stop = 1
+                    else:
+                        epochs_done[0] = epoch + 1
+            nnfast_team_barrier()
+            if team.stop != 0:
+                return
+
+
+cdef int _team_fit_loop(const _Config* config, _Counters* counters, floating* params,
+                        floating* state, const floating* x, const floating* y,
+                        const floating* weight, Py_ssize_t n_rows, const Py_ssize_t* order,
+                        Py_ssize_t n_epochs, const _Workspace* work, double* epoch_losses,
+                        Py_ssize_t* epochs_done, _Team* team) except -1 nogil:
+    """_fit_loop for a threaded dense fit, in one parallel region (see "The team step");
+    the same returns, and raises what a signal's handler raises."""
+    team.first_position = counters.samples_seen
+    team.stop = 0
+    with parallel():
+        _team_worker(config, counters, params, state, x, y, weight, n_rows, order, n_epochs,
+                     work, epoch_losses, epochs_done, team)
+    if team.stop == -1:
+        return -1  # the exception is set (_team_poll)
+    return 1 if team.stop == 1 else 0
+
+
+# --------------------------------------------------------------------------------------------
 # Size checks of the Python entry points: O(layers) (the order check is O(entries), cheaper
 # than the epochs it orders), before nogil, so a wrong call is a ValueError naming the buffer,
 # never an out-of-bounds access.
@@ -3000,11 +3318,12 @@ cdef void* _workspace_pointer(dict workspace, str name, Py_ssize_t needed,
 cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, bint training,
                           bint gathered, bint weighted, const floating[::1] params,
                           _Workspace* work, bint sparse_input=False,
-                          Py_ssize_t gradient_skipped=0):
+                          Py_ssize_t gradient_skipped=0, Py_ssize_t blocks=1):
     """Checks the workspace buffers for batches of `rows` rows and points work at them;
     returns the arrays, for the caller to hold while the kernel runs. sparse_input: x is
     CSR (no gathered rows of x; the transposes serve the dense layers 1.. only, through the
-    step's whole-batch path, which uses one layer's at a time)."""
+    step's whole-batch path, which uses one layer's at a time). blocks: the team step's row
+    blocks (dense training), each with its own gradient, transposes and bias sums."""
     cdef Py_ssize_t k, hidden_values = 0, widest = 0, dense_layer = 0
     cdef Py_ssize_t n_params = config.n_params
     cdef const _Config* c = &config.c
@@ -3023,7 +3342,7 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
             work.slopes = _workspace_pointer(workspace, "slopes", rows * hidden_values, params,
                                              keep)
             break
-    work.bias_sums = _workspace_pointer(workspace, "bias_sums", widest, params, keep)
+    work.bias_sums = _workspace_pointer(workspace, "bias_sums", widest * blocks, params, keep)
     work.gradient = work.batch_x = work.batch_y = work.batch_w = NULL
     work.transposed = work.transposed_gradient = NULL
     work.column_starts = work.column_rows = NULL
@@ -3031,7 +3350,8 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
     work.column_capacity = 0
     work.gradient_skipped = 0
     if not sparse_input:
-        work.transposed = _workspace_pointer(workspace, "transposed", n_params, params, keep)
+        work.transposed = _workspace_pointer(workspace, "transposed", n_params * blocks,
+                                             params, keep)
         work.transposed_gradient = _workspace_pointer(workspace, "transposed_gradient",
                                                       n_params, params, keep)
     elif dense_layer > 0:
@@ -3039,8 +3359,8 @@ cdef list _fill_workspace(TrainConfig config, dict workspace, Py_ssize_t rows, b
                                              keep)
     work.gradient_skipped = gradient_skipped
     if training and n_params > gradient_skipped:
-        work.gradient = _workspace_pointer(workspace, "gradient", n_params - gradient_skipped,
-                                           params, keep)
+        work.gradient = _workspace_pointer(workspace, "gradient",
+                                           (n_params - gradient_skipped) * blocks, params, keep)
     if gathered and not sparse_input:
         work.batch_x = _workspace_pointer(workspace, "batch_x", rows * c.sizes[0], params,
                                           keep)
@@ -3063,22 +3383,47 @@ cdef tuple _train(TrainConfig config, floating[::1] params, object state,
     cdef Py_ssize_t n_epochs = epoch_losses.shape[0]
     cdef Py_ssize_t epochs_done = 0
     cdef _Counters counters
+    cdef _Team team
     cdef int status
     if n_epochs == 0:
         return 0, False
+    team.n_blocks = config.c.n_threads if _team_steps(&config.c, sparse != NULL) else 0
+    team.block_losses = NULL
+    if team.n_blocks > 0:
+        # Once per call, before the loop: the blocks' sums (_Team).
+        team.block_losses = <double*>PyMem_Malloc(3 * team.n_blocks * sizeof(double))
+        if team.block_losses == NULL:
+            raise MemoryError()
+        team.block_errors = team.block_losses + team.n_blocks
+        team.block_squares = team.block_errors + team.n_blocks
     _read_counters(state, &counters)
     try:
         with nogil:
             # order is (0, 0) or has n_epochs rows and more (_check_order).
-            status = _fit_loop(&config.c, &counters, &params[0],
-                               &values[0] if values.shape[0] > 0 else NULL, x, sparse,
-                               &y[0, 0],
-                               &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
-                               y.shape[0], &order[0, 0] if order.shape[0] > 0 else NULL,
-                               n_epochs, work, &epoch_losses[0], &epochs_done)
+            if team.n_blocks > 0:
+                status = _team_fit_loop(
+                    &config.c, &counters, &params[0],
+                    &values[0] if values.shape[0] > 0 else NULL, x, &y[0, 0],
+                    &sample_weight[0] if sample_weight.shape[0] > 0 else NULL, y.shape[0],
+                    &order[0, 0] if order.shape[0] > 0 else NULL, n_epochs, work,
+                    &epoch_losses[0], &epochs_done, &team)
+            else:
+                status = _fit_loop(&config.c, &counters, &params[0],
+                                   &values[0] if values.shape[0] > 0 else NULL, x, sparse,
+                                   &y[0, 0],
+                                   &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
+                                   y.shape[0], &order[0, 0] if order.shape[0] > 0 else NULL,
+                                   n_epochs, work, &epoch_losses[0], &epochs_done)
     finally:
+        PyMem_Free(team.block_losses)
         _write_counters(&counters, state)
     return epochs_done, status == 1
+
+
+cdef inline bint _team_steps(const _Config* config, bint sparse_input) noexcept nogil:
+    """Whether a fit trains by the team step: threaded (n_threads blocks), dense, unclipped
+    (a clipped step needs the whole gradient's norm before any update)."""
+    return config.n_threads > 1 and not sparse_input and config.max_grad_norm <= 0
 
 
 def fit(TrainConfig config,
@@ -3129,7 +3474,8 @@ def fit(TrainConfig config,
     _require_length(values.shape[0], config.state_size, "state.values", at_least=False)
     _check_order(order, epoch_losses.shape[0], n_rows)
     keep = _fill_workspace(config, workspace, min(config.c.batch_size, n_rows), True,
-                           gathered, sample_weight.shape[0] > 0, params, &work)
+                           gathered, sample_weight.shape[0] > 0, params, &work, False, 0,
+                           config.c.n_threads if _team_steps(&config.c, False) else 1)
     return _train(config, params, state, values, &x[0, 0], NULL, y, sample_weight, order,
                   &work, epoch_losses)
 

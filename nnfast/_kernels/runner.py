@@ -89,7 +89,9 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
                                            shuffled=plan.shuffled,
                                            weighted=sample_weight is not None, sparse=sparse,
                                            batch_entries=batch_entries,
-                                           slopes=plan.keeps_slopes)
+                                           slopes=plan.keeps_slopes,
+                                           blocks=(n_threads if n_threads > 1 and not sparse
+                                                   and plan.max_grad_norm is None else 1))
     weights = (np.empty(0, dtype=plan.dtype) if sample_weight is None else sample_weight)
     stored_order = np.empty((0, 0), dtype=np.intp)
     config = _config(plan, batch_size, n_threads, check_every)

@@ -104,7 +104,8 @@ class PackedLayout:
 
 
 def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, weighted=False,
-                               training=True, sparse=False, batch_entries=None, slopes=False):
+                               training=True, sparse=False, batch_entries=None, slopes=False,
+                               blocks=1):
     """Scratch buffers for ``nnfast._kernels``' ``fit`` (training) or ``loss_gradient``.
 
     For batches of up to batch_size rows: activations and deltas of layers 1..L, as for the
@@ -114,6 +115,10 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
     transposed_gradient (P values each, at each layer's params offset: its weight matrix and
     its gradient transposed, for the skinny products); and, for shuffled fits, the gathered
     rows of a batch (batch_x, batch_y, batch_w when sample weights are given).
+
+    blocks: a threaded dense fit's row blocks (the kernel's team step, for n_threads > 1
+    without clipping): each block has its own gradient, transposes and bias sums, side by
+    side in those buffers.
 
     slopes: the forward pass keeps hidden units' derivatives (``FitPlan.keeps_slopes``: gelu,
     silu, softplus, dropout), in ``slopes``, laid out as the activations.
@@ -153,9 +158,9 @@ def allocate_general_workspace(sizes, bias, batch_size, dtype, shuffled=False, w
         "activations": np.empty(activations, dtype=dtype),
         "deltas": np.empty(activations, dtype=dtype),
         "slopes": np.empty(activations if slopes else 0, dtype=dtype),
-        "bias_sums": np.empty(max(sizes[1:]), dtype=dtype),
-        "gradient": np.empty(n_params if training else 0, dtype=dtype),
-        "transposed": np.empty(n_params, dtype=dtype),
+        "bias_sums": np.empty(max(sizes[1:]) * blocks, dtype=dtype),
+        "gradient": np.empty(n_params * blocks if training else 0, dtype=dtype),
+        "transposed": np.empty(n_params * blocks, dtype=dtype),
         "transposed_gradient": np.empty(n_params, dtype=dtype),
         "batch_x": np.empty(batch_size * sizes[0] if shuffled else 0, dtype=dtype),
         "batch_y": np.empty(batch_size * sizes[-1] if shuffled else 0, dtype=dtype),
