@@ -32,13 +32,19 @@ import time
 from .._validation import available_cores, check_n_threads
 
 # A layer product of at least this many multiply-adds per batch makes the kernel cut its
-# products into blocks for threads. Measured on 2 cores (AMD EPYC, AVX-512; MLPClassifier,
-# adam, (100,) or (256,) units, batches of 200 and 1,000): in a quiet process two threads
-# gained 6-15% at 1.3M multiply-adds (digits), 16-47% from 2.6M to 65M, in float32 and
-# float64; two blocks on one thread (another pool holding the other core) lost 9% to one
-# block at 1.3M, 3-8% from 2.6M on. Digits' size stays on one block: the loss there is the
-# gain's size, and a user's process is seldom quiet.
+# products into blocks for threads, each product in its own parallel region (the original's
+# fused step, loss_gradient, sparse and clipped fits). Measured on 2 cores (AMD EPYC,
+# AVX-512; MLPClassifier, adam, (100,) or (256,) units, batches of 200 and 1,000): in a
+# quiet process two threads gained 6-15% at 1.3M multiply-adds (digits), 16-47% from 2.6M to
+# 65M, in float32 and float64; two blocks on one thread lost 9% to one block at 1.3M.
 PARALLEL_MIN_FLOPS = 1 << 21
+# The same for dense stochastic fits, which the kernel's team step threads in one parallel
+# region per call, each batch cut into row blocks. Measured the same way (batches of 200,
+# two threads against one block): 1.44-1.50x at 0.41M multiply-adds (32 -> 64 units),
+# 1.3-1.6x at digits' 1.28M in float64, 1.1-1.4x in float32, 1.2-1.7x at 20000x40's 0.8M;
+# below 0.25M (16 -> 64) they lost 7-10%. Two blocks on one thread (another pool holding
+# the other core) cost 0-6% against one block at these sizes.
+TEAM_MIN_FLOPS = 1 << 19
 # Without kernel threads, an explicit n_threads caps BLAS only from this product size on;
 # below it BLAS runs single-threaded anyway and the cap would cost more than the fit.
 BLAS_THREADED_FLOPS = 1 << 16
@@ -274,7 +280,7 @@ def largest_product(sizes, batch_rows, row_inputs=None):
     return batch_rows * max(a * b for a, b in zip(widths, widths[1:]))
 
 
-def kernel_blocks(network, backend, batch_rows, row_inputs=None):
+def kernel_blocks(network, backend, batch_rows, row_inputs=None, team_step=False):
     """The blocks the kernel cuts each large product into for batches of batch_rows rows
     (its n_threads argument), which fix its arithmetic: the threads that share them are
     decided as the fit runs (``KernelTeam``).
@@ -284,6 +290,8 @@ def kernel_blocks(network, backend, batch_rows, row_inputs=None):
     which is faster. By default one per core, at most the calling thread's OpenMP setting
     (OMP_NUM_THREADS, a threadpoolctl limit); an explicit n_threads is taken as given (up to
     the cores). row_inputs: the first layer's inputs a row really multiplies (sparse X).
+    team_step: the fit trains by the kernel's team step (dense, stochastic, unclipped),
+    which repays threads from smaller products (TEAM_MIN_FLOPS).
     """
     requested = min(check_n_threads(network.n_threads), available_cores())
     if not backend.threaded:
@@ -292,8 +300,9 @@ def kernel_blocks(network, backend, batch_rows, row_inputs=None):
         requested = min(requested, max(1, backend.team_threads()))
     if requested == 1:
         return 1
+    threshold = TEAM_MIN_FLOPS if team_step else PARALLEL_MIN_FLOPS
     return (requested
-            if largest_product(network.sizes, batch_rows, row_inputs) >= PARALLEL_MIN_FLOPS
+            if largest_product(network.sizes, batch_rows, row_inputs) >= threshold
             else 1)
 
 

@@ -366,6 +366,31 @@ def test_lbfgs_at_a_threaded_size_matches_scikit_learn(mlp_backend):
     assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_stochastic_fit_at_a_team_step_size_matches_scikit_learn(mlp_backend, solver):
+    # Digits' batches of 200 rows x 64 inputs x 100 units are above the size from which a
+    # dense stochastic fit trains by the kernel's team step, the batch cut into row blocks
+    # (nnfast._training.threads.TEAM_MIN_FLOPS); with sample weights and L2.
+    from nnfast._training import threads
+    from nnfast._training.backends import backend_named
+
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    weights = np.random.RandomState(0).uniform(0.5, 2.0, len(y))
+    params = dict(solver=solver, max_iter=5, random_state=0, alpha=1e-3)
+    ours = MLPClassifier(n_threads=2, **params)
+    theirs = neural_network.MLPClassifier(**params)
+    backend = backend_named(mlp_backend)
+    blocks = threads.kernel_blocks(types.SimpleNamespace(n_threads=2, sizes=[64, 100, 10]),
+                                   backend, 200, team_step=True)
+    assert blocks == (min(2, threads.available_cores()) if backend.threaded else 1)
+    for model in (ours, theirs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, y, sample_weight=weights)
+    assert_same_mlp(ours, theirs, MLP_RTOL[np.float64])
+
+
 # ------------------------------------------------------ scikit-learn's packed vector (L-BFGS)
 
 @pytest.mark.parametrize("bias", [True, False])
