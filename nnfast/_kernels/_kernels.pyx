@@ -49,9 +49,11 @@ sums over the rows of a batch, as the original does.
 
 Threads
 -------
-The caller passes n_threads > 1 only for networks whose products are large; each layer
-operation then runs in one OpenMP parallel region over blocks (see "Threads" below), with
-BLAS capped at one thread by the caller so that the two thread pools never compete.
+The caller passes n_threads > 1 only for networks whose products are large, with BLAS
+capped at one thread so that the two thread pools never compete. A dense unclipped fit then
+runs each call in one OpenMP parallel region, its batches cut into row blocks ("The team
+step"); elsewhere each layer operation runs in its own parallel region over blocks (see
+"Threads" below).
 """
 
 from cython cimport floating

@@ -4,9 +4,10 @@ BLAS's thread count is one setting for the whole process, so concurrent fits sha
 the first fit to ask saves BLAS's setting and applies its limit, later ones may lower it, and
 the last one to finish restores the saved setting, whatever order the fits end in.
 
-The kernel cuts each large product into a fixed number of blocks (``Network._kernel_threads``),
-which fixes its arithmetic; ``KernelTeam`` decides, between kernel calls, how many threads
-share those blocks. In a user's process other thread pools keep cores busy after their own
+The kernel cuts each batch (the team step of dense stochastic fits) or each large product
+into a fixed number of blocks (``kernel_blocks``), which fixes its arithmetic;
+``KernelTeam`` decides, between kernel calls, how many threads share those blocks. In a
+user's process other thread pools keep cores busy after their own
 work: NumPy's and SciPy's OpenBLAS workers spin for about 0.1 s after each threaded call,
 scikit-learn's OpenMP workers briefly, a joblib worker's fit all the time. A kernel thread
 that shares a core with one of them holds up every barrier of the fit (measured: a digits

@@ -189,8 +189,9 @@ def test_fit_matches_reference(dtype, output, optimizer):
 @pytest.mark.parametrize("activation", ALL_ACTIVATIONS)
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
 def test_fit_matches_reference_blas_and_threads(kernels, dtype, activation, n_threads):
-    """Shapes whose products all go to BLAS, with and without kernel threads (row blocks of
-    the forward pass and the deltas, weight blocks of the gradient)."""
+    """Shapes whose products all go to BLAS, with and without kernel threads (n_threads=3:
+    the team step, each batch in three row blocks whatever the team's size, partial batches
+    included)."""
     sizes, n_rows = (20, 33, 17, 4), 61
     for output, optimizer, bias in [("softmax", "adam", True), ("identity", "sgd_nesterov", True),
                                     ("original", "plain", False), ("exp", "sgd", True)]:
