@@ -2534,6 +2534,18 @@ cdef double _block_pass(const _Config* config, int64_t position, const floating*
     return loss
 
 
+cdef inline const floating* _block_rows(const floating* values, Py_ssize_t width,
+                                        const Py_ssize_t* order_rows, Py_ssize_t start,
+                                        Py_ssize_t r0, Py_ssize_t rows,
+                                        floating* gathered) noexcept nogil:
+    """_batch_rows for the rows r0 .. r0 + rows of a batch (gathered: the batch's buffer,
+    which this block fills from its row r0 on)."""
+    if order_rows == NULL:
+        return &values[(start + r0) * width]
+    return _batch_rows(values, width, order_rows + r0, start + r0, rows,
+                       gathered + r0 * width)
+
+
 cdef void _team_update(const _Config* config, floating* params, floating* state,
                        floating* grads, Py_ssize_t n_params, int n_blocks, int thread,
                        int n_team, floating alpha, floating denominator,
@@ -2610,13 +2622,12 @@ cdef void _team_worker(const _Config* config, _Counters* counters, floating* par
                 # Each block gathers its own rows of a shuffled batch.
                 team.block_losses[b] = _block_pass(
                     config, position, params,
-                    _batch_rows(x, n_in, order_rows + r0 if order_rows != NULL else NULL,
-                                start + r0, rows, <floating*>work.batch_x + r0 * n_in),
-                    _batch_rows(y, n_out, order_rows + r0 if order_rows != NULL else NULL,
-                                start + r0, rows, <floating*>work.batch_y + r0 * n_out),
-                    _batch_rows(weight, 1, order_rows + r0 if order_rows != NULL else NULL,
-                                start + r0, rows, <floating*>work.batch_w + r0)
-                    if weight != NULL else NULL,
+                    _block_rows(x, n_in, order_rows, start, r0, rows,
+                                <floating*>work.batch_x),
+                    _block_rows(y, n_out, order_rows, start, r0, rows,
+                                <floating*>work.batch_y),
+                    _block_rows(weight, 1, order_rows, start, r0, rows,
+                                <floating*>work.batch_w) if weight != NULL else NULL,
                     m, r0, rows, work, grads + b * n_params,
                     <floating*>work.transposed + b * n_params,
                     <floating*>work.bias_sums + b * widest, &team.block_errors[b])
