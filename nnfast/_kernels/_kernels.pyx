@@ -103,6 +103,13 @@ cdef extern from *:
     static int nnfast_thread_count(void) { return 1; }
     static void nnfast_team_barrier(void) {}
     #endif
+    #if defined(__linux__)
+    #include <unistd.h>
+    #include <sys/syscall.h>
+    static long nnfast_kernel_thread_id(void) { return (long)syscall(SYS_gettid); }
+    #else
+    static long nnfast_kernel_thread_id(void) { return -1; }
+    #endif
     #ifndef NNFAST_DEBUG_BUILD
     #define NNFAST_DEBUG_BUILD 0
     #endif
@@ -134,6 +141,7 @@ cdef extern from *:
     int nnfast_thread_id() noexcept nogil
     int nnfast_thread_count() noexcept nogil
     void nnfast_team_barrier() noexcept nogil
+    long nnfast_kernel_thread_id() noexcept nogil
     const int NNFAST_DEBUG_BUILD
     const char* NNFAST_ISA
     int nnfast_cpu_runs(int level) noexcept nogil
@@ -176,6 +184,22 @@ def set_team_threads(int n):
     if n < 1:
         raise ValueError(f"team threads = {n}; at least 1 is needed")
     nnfast_set_team_threads(n)
+
+
+def team_worker_ids(int n):
+    """The Linux thread ids of the OpenMP workers that join this thread's parallel regions
+    of n threads, besides the calling thread (empty where there are none or ids are not
+    available): the caller tells its own idle-spinning workers from other libraries'
+    threads when it counts free cores (nnfast._training.threads.KernelTeam)."""
+    cdef long ids[256]
+    cdef int count = 0
+    cdef int* shared_count = &count  # written through: a variable assigned in the region
+    n = max(1, min(n, 256))          # would be the thread's own
+    with nogil, parallel(num_threads=n):
+        ids[nnfast_thread_id()] = nnfast_kernel_thread_id()
+        if nnfast_thread_id() == 0:
+            shared_count[0] = nnfast_thread_count()
+    return [ids[i] for i in range(1, count) if ids[i] > 0]
 
 
 def cpu_runs(int level):

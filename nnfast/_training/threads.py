@@ -65,6 +65,9 @@ UPDATE_WORK = 10
 # How often a fit looks again at how many cores are free (a read of /proc/loadavg costs
 # about 10 us; an OpenBLAS pool spins for about 0.1 s).
 REFRESH_SECONDS = 0.002
+# A team of up to this many workers (besides the calling thread) tells its own running
+# workers from other threads by reading each one's state (about 10 us a read).
+MAX_WORKERS_READ = 8
 _LOADAVG = "/proc/loadavg"
 _TASKS = "/proc/self/task"
 
@@ -174,6 +177,21 @@ def runnable_threads_of_this_process():
     return running
 
 
+def running_among(thread_ids):
+    """How many of this process's threads with these Linux thread ids are running or ready
+    to run (state R); a thread that ended meanwhile does not count."""
+    running = 0
+    for thread_id in thread_ids:
+        try:
+            with open(f"{_TASKS}/{thread_id}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        if stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"R":
+            running += 1
+    return running
+
+
 def free_cores(own_workers=0):
     """Cores no other thread is running on, the caller's counted as free. own_workers: the
     caller's kernel threads besides itself that may still be spinning from its last call
@@ -201,6 +219,14 @@ class KernelTeam:
     every ``REFRESH_SECONDS``) the team becomes min(blocks, free cores); on exit the calling
     thread's OpenMP setting is restored. OpenMP's thread count is a per-thread setting, so
     fits in other Python threads keep theirs. With one block there is no team to decide.
+
+    The team's own OpenMP workers keep spinning for a while after each kernel call (and
+    after the previous fit's), and the run queue counts them as running: up to
+    ``MAX_WORKERS_READ`` workers, the team reads which of them run (their thread ids, from
+    the kernel) and counts only the rest as other threads, so that its own idle workers never
+    shrink it (they did: a 20000x40 fit ran 40% of its epochs on one thread, its second
+    thread spinning idle beside it). With more workers it assumes those of its last
+    team run, which a read per worker every 2 ms would cost more than.
     """
 
     def __init__(self, kernels, blocks):
@@ -209,10 +235,13 @@ class KernelTeam:
         self.threads = 1 if blocks <= 1 else None
         self._saved = None
         self._decided_at = 0.0
+        self._worker_ids = ()
 
     def __enter__(self):
         if self.blocks > 1:
             self._saved = self._kernels.team_threads()
+            if self.blocks - 1 <= MAX_WORKERS_READ:
+                self._worker_ids = self._kernels.team_worker_ids(self.blocks)
             self.threads = None
             self.refresh()
         return self
@@ -224,7 +253,10 @@ class KernelTeam:
         now = time.monotonic()
         if self.threads is not None and now - self._decided_at < REFRESH_SECONDS:
             return
-        own_workers = 0 if self.threads is None else self.threads - 1
+        if self._worker_ids:
+            own_workers = running_among(self._worker_ids)
+        else:
+            own_workers = 0 if self.threads is None else self.threads - 1
         threads = min(self.blocks, free_cores(own_workers))
         if threads != self.threads:
             self._kernels.set_team_threads(threads)

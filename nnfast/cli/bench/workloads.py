@@ -98,14 +98,17 @@ class MLPWorkload:
         if self.sparse:
             raise ValueError(f"{self.name} is sparse: its workload has no regression targets")
         X, _, scores = self._dense_problem(dtype)
-        if scores is None:
-            random_state = np.random.RandomState(1)
-            scores = (X.astype(np.float64) @ random_state.normal(size=(X.shape[1], self.classes))
-                      + random_state.normal(size=(X.shape[0], self.classes)))
-        return X, np.ascontiguousarray(scores, dtype=dtype)
+        return X, scores
 
     def _dense_problem(self, dtype):
-        """(X standardised, labels, scores): scores are None for the datasets."""
+        """(X standardised, labels, regression targets of dtype). Made once per process and
+        dtype (the same arrays for every fit, which only read them): the scores are a
+        threaded NumPy product, whose OpenBLAS workers would still be spinning when a fit
+        timed right after its data was made starts."""
+        return _dense_problem(self.name, self.rows, self.features, self.classes,
+                              np.dtype(dtype).name)
+
+    def _make_dense_problem(self, dtype):
         if self.name.startswith(("iris", "digits")):
             from sklearn.datasets import load_digits, load_iris
             load = load_iris if self.name.startswith("iris") else load_digits
@@ -119,8 +122,12 @@ class MLPWorkload:
             y = scores.argmax(axis=1)
         X, y = X[:self.rows], y[:self.rows]
         std = X.std(axis=0)
-        X = (X - X.mean(axis=0)) / np.where(std > 0, std, 1)
-        return np.ascontiguousarray(X, dtype=dtype), y, scores
+        X = np.ascontiguousarray((X - X.mean(axis=0)) / np.where(std > 0, std, 1), dtype=dtype)
+        if scores is None:
+            random_state = np.random.RandomState(1)
+            scores = (X.astype(np.float64) @ random_state.normal(size=(X.shape[1], self.classes))
+                      + random_state.normal(size=(X.shape[0], self.classes)))
+        return X, y, np.ascontiguousarray(scores, dtype=dtype)
 
     def _sparse_data(self, dtype):
         X, y = _sparse_problem(self.rows, self.features, self.classes, self.sparse,
@@ -132,6 +139,13 @@ class MLPWorkload:
         return {"hidden_layer_sizes": (100,), "solver": self.solver, "max_iter": self.max_iter,
                 "tol": 0.0, "n_iter_no_change": self.max_iter + 1, "random_state": 0,
                 **overrides}
+
+
+@functools.lru_cache(maxsize=16)
+def _dense_problem(name, rows, features, classes, dtype):
+    """MLPWorkload._dense_problem, made once per process."""
+    workload = MLPWorkload(name, rows, features, classes, "adam")
+    return workload._make_dense_problem(dtype)
 
 
 @functools.lru_cache(maxsize=4)
