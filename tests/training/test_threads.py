@@ -536,6 +536,7 @@ def test_team_follows_free_cores_and_restores_the_callers_setting(tmp_path, monk
     kernels = nnfast._kernels.kernels
     before = kernels.team_threads()
     _fake_loadavg(tmp_path, monkeypatch, 2)  # one other thread running
+    monkeypatch.setattr(_threads, "running_among", lambda thread_ids: 0)  # not the team's
     with _threads.KernelTeam(kernels, 2) as team:
         assert team.threads == kernels.team_threads() == 1
         _fake_loadavg(tmp_path, monkeypatch, 1)
@@ -547,6 +548,30 @@ def test_team_follows_free_cores_and_restores_the_callers_setting(tmp_path, monk
     assert kernels.team_threads() == before
     with _threads.KernelTeam(kernels, 1) as team:  # one block: nothing to decide
         assert team.threads == 1 and kernels.team_threads() == before
+
+
+@needs_openmp
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux thread ids")
+def test_a_team_counts_its_own_workers_apart(tmp_path, monkeypatch):
+    """The team's OpenMP workers are threads of this process other than the caller, and a
+    running one is seen running; a team whose worker runs takes both cores where the run
+    queue counts only it and the caller."""
+    from nnfast._training import threads as _threads
+
+    kernels = nnfast._kernels.kernels
+    workers = kernels.team_worker_ids(2)
+    tasks = {int(task) for task in os.listdir("/proc/self/task")}
+    assert len(workers) == 1 and set(workers) <= tasks
+    assert threading.get_native_id() not in workers
+    assert _threads.running_among([threading.get_native_id()]) == 1  # the caller runs
+    assert _threads.running_among([0]) == 0  # no such thread
+    _fake_loadavg(tmp_path, monkeypatch, 2)
+    monkeypatch.setattr(_threads, "running_among", lambda thread_ids: len(thread_ids))
+    with _threads.KernelTeam(kernels, 2) as team:
+        assert team.threads == 2
+    monkeypatch.setattr(_threads, "running_among", lambda thread_ids: 0)
+    with _threads.KernelTeam(kernels, 2) as team:
+        assert team.threads == 1
 
 
 def _fits_with_team(monkeypatch, team, fits):
