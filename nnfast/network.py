@@ -505,7 +505,9 @@ class Network:
             # Sparse X: scipy's sparse x dense product for the first layer, then NumPy's.
             # The kernel's forward_layer is the sigmoid layer only; the other activations are
             # elementwise passes after NumPy's (BLAS) products, as scikit-learn predicts.
-            return reference.predict_model(weights, biases, X, self.activations, self.output)
+            with thread_policy.prediction_threads(self.sizes, X.shape[0]):
+                return reference.predict_model(weights, biases, X, self.activations,
+                                               self.output)
         return backend_named(self.backend).predict_sigmoid(weights, biases, X)
 
     def _is_original_model(self):

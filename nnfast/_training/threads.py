@@ -372,6 +372,22 @@ def fit_threads(network, backend, blocks, batch_rows, row_inputs=None):
     return FitThreads(cap, KernelTeam(backend.kernels, blocks))
 
 
+# A forward pass through NumPy (the estimators' predictions and validation scores,
+# Network.predict) whose largest product is below this many multiply-adds runs BLAS on one
+# thread. A threaded NumPy product leaves OpenBLAS's workers spinning for about 0.1 s on
+# the cores the next fit needs: a cross-validation's scoring of one fold slowed the next
+# fold's fit (measured: cross_val_score of scaler + MLPClassifier on digits, cv=5, 0.64 s
+# with threaded predictions, 0.41-0.42 s with one thread; the cap costs about 20 us a call).
+PREDICTION_THREADED_FLOPS = 1 << 24
+
+
+def prediction_threads(sizes, rows):
+    """The BLAS cap for a forward pass of rows rows through layers of these widths:
+    one thread below PREDICTION_THREADED_FLOPS, BLAS's own setting from there on."""
+    small = largest_product(sizes, rows) < PREDICTION_THREADED_FLOPS
+    return blas_thread_cap(1 if small else None)
+
+
 def check_every(sizes, batch_size):
     """Batches between the kernel's looks at the clock for a Ctrl-C poll (0: never, off the
     main thread, where a poll would only take the GIL: only the main thread handles

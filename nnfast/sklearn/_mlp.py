@@ -44,6 +44,7 @@ from .._training.plan import OptimizerState
 from .._training.sparse import as_csr, is_sparse
 from .._validation import as_matrix, check_finite_real
 from .._training.run import training_run
+from .._training.threads import prediction_threads
 from ..network import Network, TrainingDivergedError
 from . import _callbacks as _mlp_callbacks
 from . import _convert
@@ -93,13 +94,16 @@ def _activate(name, z):
 
 
 def _forward(coefs, intercepts, X, activation, out_activation):
-    """The output layer's activations for X (scikit-learn's ``_forward_pass_fast``)."""
+    """The output layer's activations for X (scikit-learn's ``_forward_pass_fast``), with
+    BLAS on one thread for small products (``prediction_threads``)."""
     layer = X
     last = len(coefs) - 1
-    for k, (w, b) in enumerate(zip(coefs, intercepts)):
-        layer = layer @ w
-        layer += b
-        _activate(activation if k < last else out_activation, layer)
+    sizes = [coefs[0].shape[0], *(w.shape[1] for w in coefs)]
+    with prediction_threads(sizes, X.shape[0]):
+        for k, (w, b) in enumerate(zip(coefs, intercepts)):
+            layer = layer @ w
+            layer += b
+            _activate(activation if k < last else out_activation, layer)
     return layer
 
 

@@ -17,6 +17,8 @@ alone; fits of one network are serialised; reads see whole states only.
 (f) The kernel's team (nnfast._training.threads.KernelTeam): how many threads share a fit's blocks
     follows the free cores and never changes a result; the caller's OpenMP setting caps the
     default blocks and is restored after every fit.
+(g) Predictions through NumPy run small products on one BLAS thread, and restore the
+    caller's setting.
 """
 
 import copy
@@ -646,3 +648,36 @@ def test_openmp_limit_caps_the_default_blocks_and_survives_fits():
         explicit.fit(X, y, iterations=2)
         default.fit(X, y, iterations=2)
         assert kernels.team_threads() == 1
+
+
+# --------------------------------------------------------------------------------------------
+# (g) predictions through NumPy
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("hidden, rows, one_thread", [(20, 50, True), (400, 1000, False)])
+def test_predictions_run_small_products_on_one_blas_thread(monkeypatch, hidden, rows,
+                                                           one_thread):
+    """An estimator's forward pass below PREDICTION_THREADED_FLOPS multiply-adds a layer runs
+    NumPy's products on one BLAS thread (no pool left spinning for the next fit), larger ones
+    at the caller's setting, which holds before and after either."""
+    from threadpoolctl import threadpool_limits
+
+    from nnfast._training import threads as _threads
+    from nnfast.sklearn import MLPClassifier, _mlp
+
+    rs = np.random.RandomState(0)
+    X, y = rs.normal(size=(rows, 50)), rs.randint(0, 3, rows)
+    model = MLPClassifier((hidden,), max_iter=2, random_state=0).fit(X, y)
+    assert (_threads.largest_product([50, hidden, 3], rows)
+            < _threads.PREDICTION_THREADED_FLOPS) == one_thread
+    seen = []
+    activate = _mlp._activate
+    monkeypatch.setattr(_mlp, "_activate",
+                        lambda name, z: (seen.append(_blas_threads()), activate(name, z)))
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        model.predict_proba(X)
+        assert _blas_threads() == before
+    assert seen and all(set(s.values()) == ({1} if one_thread else set(before.values()))
+                        for s in seen)
