@@ -14,6 +14,7 @@ run without the GIL. ``nnfast.reference`` is the NumPy backend with the same con
 import numpy as np
 
 from .._training.layout import allocate_general_workspace
+from .._training.threads import takes_team_step
 from .._training.sparse import is_sparse
 from . import kernels as _kernels
 
@@ -90,8 +91,8 @@ def make_runner(plan, X, y, sample_weight, n_threads, check_every):
                                            weighted=sample_weight is not None, sparse=sparse,
                                            batch_entries=batch_entries,
                                            slopes=plan.keeps_slopes,
-                                           blocks=(n_threads if n_threads > 1 and not sparse
-                                                   and plan.max_grad_norm is None else 1))
+                                           blocks=(n_threads if n_threads > 1
+                                                   and takes_team_step(plan, sparse) else 1))
     weights = (np.empty(0, dtype=plan.dtype) if sample_weight is None else sample_weight)
     stored_order = np.empty((0, 0), dtype=np.intp)
     config = _config(plan, batch_size, n_threads, check_every)

@@ -81,10 +81,9 @@ class TrainingRun:
                                    + 4 * self.params.size + plan.state_size),
             f"training on batches of {plan.batch_size} rows")
         inputs = row_inputs(X)
-        # Dense unclipped fits train by the kernel's team step (nnfast._kernels).
         self.kernel_threads = thread_policy.kernel_blocks(
             network, backend, plan.batch_size, inputs,
-            team_step=inputs is None and plan.max_grad_norm is None)
+            team_step=thread_policy.takes_team_step(plan, inputs is not None))
         self.threads = thread_policy.fit_threads(network, backend, self.kernel_threads,
                                                  plan.batch_size, inputs)
         self._run = backend.make_runner(plan, X, y, sample_weight, self.kernel_threads,

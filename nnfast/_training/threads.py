@@ -164,10 +164,17 @@ def runnable_threads_of_this_process():
         tasks = os.listdir(_TASKS)
     except OSError:
         return None
+    return running_among(tasks)
+
+
+def running_among(thread_ids):
+    """How many of this process's threads with these Linux thread ids are running or ready
+    to run (state R in /proc/self/task/<id>/stat); a thread that ended meanwhile does not
+    count."""
     running = 0
-    for task in tasks:
+    for thread_id in thread_ids:
         try:
-            with open(os.path.join(_TASKS, task, "stat"), "rb") as handle:
+            with open(f"{_TASKS}/{thread_id}/stat", "rb") as handle:
                 stat = handle.read()
         except OSError:
             continue  # the thread ended meanwhile
@@ -177,19 +184,11 @@ def runnable_threads_of_this_process():
     return running
 
 
-def running_among(thread_ids):
-    """How many of this process's threads with these Linux thread ids are running or ready
-    to run (state R); a thread that ended meanwhile does not count."""
-    running = 0
-    for thread_id in thread_ids:
-        try:
-            with open(f"{_TASKS}/{thread_id}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        if stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"R":
-            running += 1
-    return running
+def takes_team_step(plan, sparse):
+    """Whether a threaded fit of this plan trains by the kernel's team step (each batch in
+    row blocks, one parallel region per call): dense X, no clipping. The kernel decides the
+    same way (its _team_steps) and checks that the workspace has the blocks' buffers."""
+    return not sparse and plan.max_grad_norm is None
 
 
 def free_cores(own_workers=0):
