@@ -74,16 +74,18 @@ class TrainingRun:
         self.state = transaction.optimizer_state
         self._fill_orders = transaction.fill_orders
         n_rows = X.shape[0]
-        # Activations, deltas and gathered rows per batch; the params copy, the workspace's
-        # gradient and two transposes (nnfast._training.layout), and the optimizer state.
+        inputs = row_inputs(X)
+        team_step = thread_policy.takes_team_step(plan, inputs is not None)
+        self.kernel_threads = thread_policy.kernel_blocks(network, backend, plan.batch_size,
+                                                          inputs, team_step=team_step)
+        # Activations, deltas and gathered rows per batch; the params copy and a transposed
+        # gradient, a gradient and a transpose per row block of the team step
+        # (nnfast._training.layout), and the optimizer state.
+        blocks = self.kernel_threads if team_step else 1
         check_fits_in_memory(
             plan.dtype.itemsize * (3 * plan.batch_size * sum(plan.sizes[1:])
-                                   + 4 * self.params.size + plan.state_size),
+                                   + (2 + 2 * blocks) * self.params.size + plan.state_size),
             f"training on batches of {plan.batch_size} rows")
-        inputs = row_inputs(X)
-        self.kernel_threads = thread_policy.kernel_blocks(
-            network, backend, plan.batch_size, inputs,
-            team_step=thread_policy.takes_team_step(plan, inputs is not None))
         self.threads = thread_policy.fit_threads(network, backend, self.kernel_threads,
                                                  plan.batch_size, inputs)
         self._run = backend.make_runner(plan, X, y, sample_weight, self.kernel_threads,

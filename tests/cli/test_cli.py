@@ -317,3 +317,29 @@ def test_cpu_flags_name_what_proc_cpuinfo_lists():
         return
     assert ("AVX2" in flags) == (" avx2 " in text.replace("\n", " "))
     assert ("AVX-512F" in flags) == (" avx512f " in text.replace("\n", " "))
+
+
+def _pool(api, architecture, path="/site-packages/scipy.libs/libscipy_openblas-x.so"):
+    return {"user_api": "blas", "internal_api": api, "num_threads": 2, "filepath": path,
+            "version": "0.3.30", "architecture": architecture}
+
+
+@pytest.mark.parametrize("pools, runs_avx512, named", [
+    ([_pool("openblas", "Haswell")], True, ["libscipy_openblas-x.so (Haswell)"]),
+    ([_pool("openblas", "SkylakeX"), _pool("openblas", "Zen", "/n/libscipy_openblas64_-y.so")],
+     True, ["libscipy_openblas64_-y.so (Zen)"]),
+    ([_pool("openblas", "Haswell")], False, None),
+    ([_pool("openblas", "SkylakeX"), _pool("openblas", "cooperlake")], True, None),
+    ([_pool("mkl", "Haswell"), _pool("openmp", None)], True, None),
+])
+def test_the_header_says_when_openblas_runs_no_avx512_kernels_on_an_avx512_cpu(
+        pools, runs_avx512, named):
+    from nnfast.cli.bench import pipeline as bench_pipeline
+
+    advice = bench_pipeline.blas_core_advice(pools, runs_avx512)
+    if named is None:
+        assert advice is None
+    else:
+        assert "OPENBLAS_CORETYPE=SkylakeX" in advice
+        assert all(library in advice for library in named)
+        assert "SkylakeX)" not in advice  # a library on AVX-512 kernels is not named

@@ -101,3 +101,42 @@ def test_general_kernel_allocates_nothing_per_epoch(kernels, optimizer, shuffled
                  min(_peak_and_total_allocated(lambda: fit(n_epochs)) for _ in range(3)))
     assert many <= one + 256, (one, many)
     assert np.isfinite(losses).all()
+
+
+def test_the_memory_check_counts_every_buffer_of_a_team_step_fit(monkeypatch):
+    """The up-front MemoryError check (check_fits_in_memory) asks for at least what the fit
+    then allocates: the kernel's workspace, with a gradient and a transpose per row block of
+    the team step, the parameters' copy and the optimizer state. Weights dominate here
+    (batches of 32 rows, 38k parameters), where one block's count falls short."""
+    from nnfast._kernels import kernels, runner
+    from nnfast._training import run
+    from nnfast.sklearn import MLPRegressor
+
+    asked, workspaces = [], []
+    check = run.check_fits_in_memory
+    allocate = runner.allocate_general_workspace
+
+    def counted_check(n_bytes, what):
+        asked.append(n_bytes)
+        check(n_bytes, what)
+
+    def kept_workspace(*args, **kwargs):
+        workspace = allocate(*args, **kwargs)
+        workspaces.append((kwargs.get("blocks", 1), workspace))
+        return workspace
+
+    monkeypatch.setattr(run, "check_fits_in_memory", counted_check)
+    monkeypatch.setattr(runner, "allocate_general_workspace", kept_workspace)
+    X, y = _data(256, 64, 10)
+    model = MLPRegressor(hidden_layer_sizes=(512,), batch_size=32, max_iter=1, n_threads=2,
+                         random_state=0)
+    with pytest.warns(Warning):  # one epoch does not converge
+        model.fit(X, y)
+    (blocks, workspace), = workspaces
+    if kernels.OPENMP:
+        assert blocks == 2  # the team step's blocks
+    n_params = sum(c.size + b.size for c, b in zip(model.coefs_, model.intercepts_))
+    adam_state = 2 * n_params
+    fit_bytes = (sum(buffer.nbytes for buffer in workspace.values())
+                 + X.itemsize * (n_params + adam_state))
+    assert asked and asked[-1] >= fit_bytes, (asked, fit_bytes)

@@ -32,6 +32,7 @@ import warnings
 
 import numpy as np
 
+from ..._kernels import kernels
 from ..._validation import check_n_threads
 from .. import bench
 from . import jax as bench_jax
@@ -420,6 +421,31 @@ def cpu_flags():
     return ", ".join(present) if present else "no AVX2 / AVX-512"
 
 
+# OpenBLAS's core types (threadpoolctl's "architecture") whose kernels use AVX-512.
+AVX512_BLAS_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+
+
+def blas_core_advice(pools, runs_avx512):
+    """A header line when an OpenBLAS in the process runs kernels without AVX-512 on a CPU
+    that has it, else None. pools: threadpoolctl's threadpool_info(); runs_avx512: whether
+    the CPU runs nnfast's AVX-512 build.
+
+    OpenBLAS picks its kernels from the CPU's family and model, and takes a model it does not
+    know for the newest one it does: these machines' AMD EPYC (family 26, Zen 5) ran its
+    Haswell (AVX2) kernels, through which nnfast's products go (SciPy's OpenBLAS) as well as
+    NumPy's and scikit-learn's. OPENBLAS_CORETYPE, read when OpenBLAS loads, overrides it."""
+    if not runs_avx512:
+        return None
+    slower = [f"{p['filepath'].rsplit('/', 1)[-1]} ({p.get('architecture')})" for p in pools
+              if p.get("internal_api") == "openblas" and p.get("architecture")
+              and p["architecture"].lower() not in AVX512_BLAS_CORES]
+    if not slower:
+        return None
+    return ("BLAS kernels: OpenBLAS runs kernels without AVX-512 on this AVX-512 CPU in "
+            + ", ".join(slower) + "; OPENBLAS_CORETYPE=SkylakeX set before Python starts "
+            "lets it use AVX-512 (see the README's Performance section)")
+
+
 def _version(module):
     try:
         return __import__(module).__version__
@@ -438,10 +464,15 @@ def describe_environment(with_torch=True, with_jax=True):
     lines = [f"CPU flags: {cpu_flags()}", "Versions: " + (", ".join(versions) or "-")]
     try:
         from threadpoolctl import threadpool_info
-        pools = [" ".join(filter(None, (p["internal_api"], p.get("version"))))
-                 + f" ({p['num_threads']} threads, {p['filepath'].rsplit('/', 1)[-1]})"
-                 for p in threadpool_info()]
-        lines.append("Thread pools: " + "; ".join(pools))
+        pools = threadpool_info()
+        lines.append("Thread pools: " + "; ".join(
+            " ".join(filter(None, (p["internal_api"], p.get("version"))))
+            + f" ({p['num_threads']} threads, "
+            + (f"{p['architecture']} kernels, " if p.get("architecture") else "")
+            + f"{p['filepath'].rsplit('/', 1)[-1]})" for p in pools))
+        advice = blas_core_advice(pools, kernels.cpu_runs(4))
+        if advice:
+            lines.append(advice)
     except ImportError:
         pass
     lines.append(f"Threads: nnfast default (n_threads=None, {check_n_threads(None)}) and "
