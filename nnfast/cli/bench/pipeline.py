@@ -443,7 +443,7 @@ def blas_core_advice(pools, runs_avx512):
         return None
     return ("BLAS kernels: OpenBLAS runs kernels without AVX-512 on this AVX-512 CPU in "
             + ", ".join(slower) + "; OPENBLAS_CORETYPE=SkylakeX set before Python starts "
-            "lets it use AVX-512 (see the README's Performance section)")
+            "lets it use AVX-512 (docs/user_guide/performance.rst)")
 
 
 def _version(module):
