@@ -13,6 +13,7 @@ import importlib
 import os
 
 from . import baseline as _baseline
+from . import blas_kernels as _blas_kernels
 
 # Best first: (NNFAST_KERNEL name, module, x86-64 level the CPU must run).
 _VARIANTS = (("avx512", "avx512", 4), ("avx2", "avx2", 3))
@@ -57,3 +58,4 @@ def available():
 
 
 kernels = _select()
+_blas_kernels.configure(kernels)

@@ -70,6 +70,11 @@ cdef extern from "Python.h":
     int _signals_status "PyErr_CheckSignals"() noexcept
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+cdef extern from "<dlfcn.h>":
+    # Which shared library holds an address (glibc, musl, macOS).
+    ctypedef struct _DlInfo "Dl_info":
+        const char* dli_fname
+    int _blas_address_info "dladdr"(const void* address, _DlInfo* info) noexcept nogil
 
 # The general path's integer codes: defined once, in codes.pxd (compile-time constants here;
 # Python reads the same enums from nnfast._kernels.codes, which checks codes passed in).
@@ -1268,6 +1273,13 @@ cdef void _linear_rows(const floating* inputs, const floating* weights, const fl
 
 # The short side of a product (in units) at or below which the skinny loops replace BLAS.
 cdef Py_ssize_t _SKINNY_DIM = 16
+# Layers whose both sides are at most this many units run as the loops too, when a product is
+# not cut into blocks for threads (0: never). nnfast._kernels.blas_kernels sets it where
+# the loops outrun the BLAS in the process: an AVX-512 build beside a BLAS on kernels without
+# AVX-512 (OpenBLAS on a CPU it does not know). Such a layer runs as a short input's would:
+# forward and gradient with vectors along its outputs, its hidden delta along its inputs
+# (_along_outputs, _along_inputs).
+cdef Py_ssize_t _LOOP_UNITS = 0
 
 cdef extern from "_skinny.h":
     enum:
@@ -1311,6 +1323,28 @@ def set_skinny_dim(Py_ssize_t value):
     _SKINNY_DIM = value
 
 
+def get_loop_units():
+    """Layers whose both sides are at most this many units skip BLAS too (0: none)."""
+    return _LOOP_UNITS
+
+
+def set_loop_units(Py_ssize_t value):
+    """Sets get_loop_units() (nnfast._kernels.blas_kernels decides it once, at import)."""
+    global _LOOP_UNITS
+    if value < 0:
+        raise ValueError(f"loop units must be at least 0, got {value}")
+    _LOOP_UNITS = value
+
+
+def blas_library_path():
+    """The file of the shared library that holds the dgemm the kernels call (SciPy's
+    cython_blas module, which links its BLAS), or None where the platform cannot tell."""
+    cdef _DlInfo info
+    if not _blas_address_info(<void*>dgemm, &info) or info.dli_fname == NULL:
+        return None
+    return (<bytes>info.dli_fname).decode(errors="surrogateescape")
+
+
 cdef void _transpose(const floating* source, floating* target, Py_ssize_t rows,
                      Py_ssize_t columns) noexcept nogil:
     """target (columns x rows) = source (rows x columns).T"""
@@ -1351,11 +1385,34 @@ cdef inline void _skinny_dots(const floating* a, const floating* bt, const float
         _skinny_dots_f(a, bt, bias, c, m, k, n)
 
 
-cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+cdef inline bint _loop_layer(Py_ssize_t n_in, Py_ssize_t n_out,
+                             int n_threads) noexcept nogil:
+    """Whether a layer with no short side still runs as loops (_LOOP_UNITS): only when its
+    products are not cut into blocks for threads."""
+    return n_threads <= 1 and n_in <= _LOOP_UNITS and n_out <= _LOOP_UNITS
+
+
+cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
     """Whether a layer's products run as skinny loops. In a fit cut into blocks too: its
     skinny layers (digits' 100 -> 10 output, say) run on the calling thread, faster than
     blocks of a BLAS call would, while its wide layers are shared by the team."""
-    return n_in <= _SKINNY_DIM or n_out <= _SKINNY_DIM
+    return (n_in <= _SKINNY_DIM or n_out <= _SKINNY_DIM
+            or _loop_layer(n_in, n_out, n_threads))
+
+
+cdef inline bint _along_outputs(Py_ssize_t n_in, Py_ssize_t n_out,
+                                int n_threads) noexcept nogil:
+    """A skinny layer's forward product and weight gradient run with vectors along its
+    outputs (_skinny_inner; _skinny_outer in place), not along its inputs (dot products; the
+    gradient transposed), which a short output takes."""
+    return n_in <= _SKINNY_DIM or (n_out > _SKINNY_DIM and _loop_layer(n_in, n_out, n_threads))
+
+
+cdef inline bint _along_inputs(Py_ssize_t n_in, Py_ssize_t n_out,
+                               int n_threads) noexcept nogil:
+    """A skinny layer's hidden delta runs with vectors along its inputs (_skinny_inner on
+    the transposed weights), not as dot products, which a short input takes."""
+    return n_out <= _SKINNY_DIM or (n_in > _SKINNY_DIM and _loop_layer(n_in, n_out, n_threads))
 
 
 cdef void _layer_gradient(floating* grad, const floating* inputs, const floating* delta,
@@ -1363,11 +1420,11 @@ cdef void _layer_gradient(floating* grad, const floating* inputs, const floating
                           Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
                           int n_threads) noexcept nogil:
     """grad[:n_in * n_out] = inputs.T @ delta; grad's bias part (has_bias) = delta.sum(0)."""
-    if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out):
+    if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out, n_threads):
         _apply_gradient(grad, grad + n_in * n_out if has_bias else NULL, inputs, delta, 1,
                         False, bias_sums, m, n_in, n_out, n_threads)
         return
-    if n_in <= _SKINNY_DIM:
+    if _along_outputs(n_in, n_out, n_threads):
         memset(grad, 0, n_in * n_out * sizeof(floating))
         _skinny_outer(inputs, delta, grad, m, n_in, n_out)
     else:
@@ -1391,8 +1448,8 @@ cdef void _forward(const floating* inputs, const floating* weights,
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
         _small_forward(inputs, weights, bias, outputs, m, n_in, n_out)
         _activate_range(outputs, 0, m * n_out, activation, slopes)
-    elif _skinny(n_in, n_out):
-        if n_in <= _SKINNY_DIM:
+    elif _skinny(n_in, n_out, n_threads):
+        if _along_outputs(n_in, n_out, n_threads):
             _skinny_inner(inputs, weights, bias, outputs, m, n_in, n_out,
                           NNFAST_RELU if activation == ACTIVATION_RELU else NNFAST_LINEAR)
             if activation != ACTIVATION_RELU:
@@ -1625,8 +1682,8 @@ cdef void _hidden_delta(const floating* delta_next, const floating* weights,
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
         _small_backward(delta_next, weights, activations, delta, m, n_in, n_out, False)
         _scale_by_derivative_range(delta, activations, 0, m * n_in, activation, slopes)
-    elif _skinny(n_in, n_out):
-        if n_out <= _SKINNY_DIM:
+    elif _skinny(n_in, n_out, n_threads):
+        if _along_inputs(n_in, n_out, n_threads):
             _transpose(weights, transposed, n_in, n_out)
             # ReLU's derivative fused as a gate on its output, unless slopes are kept.
             gated = activation == ACTIVATION_RELU and slopes == NULL
@@ -2220,7 +2277,7 @@ cdef inline bint _all_skinny(const _Config* config) noexcept nogil:
     if config.n_threads > 1:
         return False  # a fit cut into blocks has a wide layer for its team
     for k in range(config.n_layers):
-        if not _skinny(config.sizes[k], config.sizes[k + 1]):
+        if not _skinny(config.sizes[k], config.sizes[k + 1], 1):
             return False
     return True
 
@@ -2275,10 +2332,10 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
         n_in = config.sizes[k]
         n_out = config.sizes[k + 1]
         n_layer = _layer_params(config.sizes, k, config.has_bias)
-        if n_in > _SKINNY_DIM or (k > 0 and n_out <= _SKINNY_DIM):
+        if not _along_outputs(n_in, n_out, 1) or (k > 0 and _along_inputs(n_in, n_out, 1)):
             _transpose(params + n_params, transposed + n_params, n_in, n_out)
         memset(grad + n_params, 0, n_layer * sizeof(floating))
-        if n_in > _SKINNY_DIM:
+        if not _along_outputs(n_in, n_out, 1):
             memset(transposed_grad + n_params, 0, n_in * n_out * sizeof(floating))
         n_params += n_layer
         units_per_row += n_out
@@ -2298,7 +2355,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
             layer_out = activations + m * units + r0 * n_out
             activation = config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY
             layer_slopes = _layer_slopes(config, k, training, slopes, activations, layer_out)
-            if n_in <= _SKINNY_DIM:
+            if _along_outputs(n_in, n_out, 1):
                 _skinny_inner(layer_in, weights,
                               weights + n_in * n_out if config.has_bias else NULL, layer_out,
                               rows, n_in, n_out,
@@ -2332,7 +2389,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
             delta_next = delta
             layer_in = (activations + m * (units - n_in) + r0 * n_in if k > 0
                         else x + r0 * n_in)
-            if n_in <= _SKINNY_DIM:
+            if _along_outputs(n_in, n_out, 1):
                 _skinny_outer(layer_in, delta_next, grad + offset, rows, n_in, n_out)
             else:
                 _skinny_outer(delta_next, layer_in, transposed_grad + offset, rows, n_out,
@@ -2346,7 +2403,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
                                              layer_in)
                 # ReLU's derivative fused as a gate on its output, unless slopes are kept.
                 gated = activation == ACTIVATION_RELU and layer_slopes == NULL
-                if n_out <= _SKINNY_DIM:
+                if _along_inputs(n_in, n_out, 1):
                     _skinny_inner(delta_next, transposed + offset, NULL, delta, rows, n_out,
                                   n_in, NNFAST_RELU_GATE if gated else NNFAST_LINEAR, layer_in)
                     if not gated:
@@ -2370,7 +2427,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
     for k in range(n_layers):
         n_in = config.sizes[k]
         n_out = config.sizes[k + 1]
-        if n_in > _SKINNY_DIM:
+        if not _along_outputs(n_in, n_out, 1):
             _transpose(transposed_grad + offset, grad + offset, n_out, n_in)
         _finish_layer(config, params, state, grad + offset, offset, k, n_params, alpha,
                       denominator, step_rate, grad_out == NULL and not clipping)

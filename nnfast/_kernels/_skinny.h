@@ -142,6 +142,14 @@ typedef int nnfast_mf __attribute__((vector_size(NNFAST_VECTOR_BYTES)));
 #define NNFAST_OUTER_VECTORS 2
 #endif
 
+/* Rows of C per block of the inner product: they share each load of B's block of 4 vectors
+ * (4 * rows accumulators and B's 4 vectors in registers). */
+#if NNFAST_VECTOR_BYTES == 64
+#define NNFAST_INNER_ROWS 4
+#else
+#define NNFAST_INNER_ROWS 2
+#endif
+
 /* A vector block of columns [s, s + NV * L) of the output, or with count > 0 one partial
  * vector of count columns; the loops over g < G and v < NV have constant bounds at every
  * call site, so the compiler unrolls them and keeps the accumulators in registers. */
@@ -167,7 +175,7 @@ NNFAST_INLINE void nnfast_inner_block_##S(const T* a, const T* b, const T* bias,
     /* C[i:i+R, s:s+NV*L] (or a partial vector of count columns): R rows share each     \
        load of B, R * NV independent chains of multiply-adds. */                        \
     const Py_ssize_t L = sizeof(V) / sizeof(T);                                         \
-    V acc[2][4], w, start;                                                              \
+    V acc[NNFAST_INNER_ROWS][4], w, start;                                              \
     const V zero = {0};                                                                 \
     Py_ssize_t p;                                                                       \
     int r, v;                                                                           \
@@ -216,7 +224,9 @@ static void nnfast_skinny_inner_##S(const T* a, const T* b, const T* bias, T* c,
                                     Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,            \
                                     int epilogue, const T* gate) {                       \
     Py_ssize_t i;                                                                       \
-    for (i = 0; i + 2 <= m; i += 2)                                                     \
+    for (i = 0; i + NNFAST_INNER_ROWS <= m; i += NNFAST_INNER_ROWS)                     \
+        nnfast_inner_rows_##S(a, b, bias, c, i, k, n, NNFAST_INNER_ROWS, epilogue, gate); \
+    for (; i + 2 <= m; i += 2)                                                          \
         nnfast_inner_rows_##S(a, b, bias, c, i, k, n, 2, epilogue, gate);               \
     if (i < m) nnfast_inner_rows_##S(a, b, bias, c, i, k, n, 1, epilogue, gate);        \
 }                                                                                       \

@@ -214,14 +214,23 @@ def test_fit_matches_reference_blas_and_threads(kernels, dtype, activation, n_th
 SKINNY_SIZES = [(30, 9, 40, 3), (4, 37, 70, 2)]
 
 
-@pytest.mark.parametrize("skinny", [True, False], ids=["skinny", "blas"])
+# How the products of SKINNY_SIZES' layers run: "skinny", a short side as loops and the rest
+# through BLAS; "blas", every product through BLAS; "loops", every layer as loops (the loop
+# units nnfast._kernels.blas_kernels sets beside a BLAS without AVX-512 kernels).
+PRODUCT_ROUTES = {"skinny": (None, 0), "blas": (0, 0), "loops": (None, 128)}
+
+
+@pytest.mark.parametrize("route", list(PRODUCT_ROUTES))
 @pytest.mark.parametrize("sizes", SKINNY_SIZES, ids=str)
 @pytest.mark.parametrize("kernels", BUILDS, ids=BUILD_IDS)
-def test_fit_matches_reference_skinny_layers(kernels, dtype, sizes, skinny):
-    """Layers with a short side, through the skinny loops and (skinny_dim 0) through BLAS."""
+def test_fit_matches_reference_skinny_layers(kernels, dtype, sizes, route):
+    """Layers with a short side, through the skinny loops, through BLAS (skinny_dim 0), and
+    every layer as loops (loop units above every width)."""
     n_rows = 45
-    saved = kernels.get_skinny_dim()
-    kernels.set_skinny_dim(saved if skinny else 0)
+    saved = kernels.get_skinny_dim(), kernels.get_loop_units()
+    skinny_dim, loop_units = PRODUCT_ROUTES[route]
+    kernels.set_skinny_dim(saved[0] if skinny_dim is None else skinny_dim)
+    kernels.set_loop_units(loop_units)
     try:
         for activations, output, optimizer in [(("relu", "tanh"), "softmax", "adam"),
                                                (("logistic", "identity"), "identity", "sgd"),
@@ -237,7 +246,8 @@ def test_fit_matches_reference_skinny_layers(kernels, dtype, sizes, skinny):
                                          orders),
                              dtype, (activations, output, optimizer))
     finally:
-        kernels.set_skinny_dim(saved)
+        kernels.set_skinny_dim(saved[0])
+        kernels.set_loop_units(saved[1])
 
 
 @pytest.mark.parametrize("output", OUTPUTS)

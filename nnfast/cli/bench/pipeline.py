@@ -33,6 +33,7 @@ import warnings
 import numpy as np
 
 from ..._kernels import kernels
+from ..._kernels.blas_kernels import AVX512_BLAS_CORES
 from ..._validation import check_n_threads
 from .. import bench
 from . import jax as bench_jax
@@ -419,10 +420,6 @@ def cpu_flags():
              "avx512dq": "AVX-512DQ", "avx512vl": "AVX-512VL"}
     present = [label for flag, label in names.items() if flag in flags]
     return ", ".join(present) if present else "no AVX2 / AVX-512"
-
-
-# OpenBLAS's core types (threadpoolctl's "architecture") whose kernels use AVX-512.
-AVX512_BLAS_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 
 
 def blas_core_advice(pools, runs_avx512):
