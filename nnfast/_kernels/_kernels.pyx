@@ -1273,8 +1273,8 @@ cdef void _linear_rows(const floating* inputs, const floating* weights, const fl
 
 # The short side of a product (in units) at or below which the skinny loops replace BLAS.
 cdef Py_ssize_t _SKINNY_DIM = 16
-# Layers whose both sides are at most this many units run as the loops too, when a product is
-# not cut into blocks for threads (0: never). nnfast._kernels.blas_kernels sets it where
+# Layers whose both sides are at most this many units run as the loops too (0: none), on the
+# calling thread as skinny layers do. nnfast._kernels.blas_kernels sets it where
 # the loops outrun the BLAS in the process: an AVX-512 build beside a BLAS on kernels without
 # AVX-512 (OpenBLAS on a CPU it does not know). Such a layer runs as a short input's would:
 # forward and gradient with vectors along its outputs, its hidden delta along its inputs
@@ -1336,6 +1336,12 @@ def set_loop_units(Py_ssize_t value):
     _LOOP_UNITS = value
 
 
+def runs_as_loops(Py_ssize_t n_in, Py_ssize_t n_out):
+    """Whether a layer of n_in -> n_out units runs its products as the kernels' own loops,
+    on the calling thread, rather than through BLAS (see "Skinny products")."""
+    return _skinny(n_in, n_out)
+
+
 def blas_library_path():
     """The file of the shared library that holds the dgemm the kernels call (SciPy's
     cython_blas module, which links its BLAS), or None where the platform cannot tell."""
@@ -1385,34 +1391,29 @@ cdef inline void _skinny_dots(const floating* a, const floating* bt, const float
         _skinny_dots_f(a, bt, bias, c, m, k, n)
 
 
-cdef inline bint _loop_layer(Py_ssize_t n_in, Py_ssize_t n_out,
-                             int n_threads) noexcept nogil:
-    """Whether a layer with no short side still runs as loops (_LOOP_UNITS): only when its
-    products are not cut into blocks for threads."""
-    return n_threads <= 1 and n_in <= _LOOP_UNITS and n_out <= _LOOP_UNITS
+cdef inline bint _loop_layer(Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """Whether a layer with no short side still runs as loops (_LOOP_UNITS)."""
+    return n_in <= _LOOP_UNITS and n_out <= _LOOP_UNITS
 
 
-cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out, int n_threads) noexcept nogil:
-    """Whether a layer's products run as skinny loops. In a fit cut into blocks too: its
-    skinny layers (digits' 100 -> 10 output, say) run on the calling thread, faster than
-    blocks of a BLAS call would, while its wide layers are shared by the team."""
-    return (n_in <= _SKINNY_DIM or n_out <= _SKINNY_DIM
-            or _loop_layer(n_in, n_out, n_threads))
+cdef inline bint _skinny(Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """Whether a layer's products run as loops. In a fit cut into blocks too: its skinny
+    layers (digits' 100 -> 10 output, say) run on the calling thread, faster than blocks of a
+    BLAS call would, while its wide layers are shared by the team."""
+    return n_in <= _SKINNY_DIM or n_out <= _SKINNY_DIM or _loop_layer(n_in, n_out)
 
 
-cdef inline bint _along_outputs(Py_ssize_t n_in, Py_ssize_t n_out,
-                                int n_threads) noexcept nogil:
+cdef inline bint _along_outputs(Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
     """A skinny layer's forward product and weight gradient run with vectors along its
     outputs (_skinny_inner; _skinny_outer in place), not along its inputs (dot products; the
     gradient transposed), which a short output takes."""
-    return n_in <= _SKINNY_DIM or (n_out > _SKINNY_DIM and _loop_layer(n_in, n_out, n_threads))
+    return n_in <= _SKINNY_DIM or (n_out > _SKINNY_DIM and _loop_layer(n_in, n_out))
 
 
-cdef inline bint _along_inputs(Py_ssize_t n_in, Py_ssize_t n_out,
-                               int n_threads) noexcept nogil:
+cdef inline bint _along_inputs(Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
     """A skinny layer's hidden delta runs with vectors along its inputs (_skinny_inner on
     the transposed weights), not as dot products, which a short input takes."""
-    return n_out <= _SKINNY_DIM or (n_in > _SKINNY_DIM and _loop_layer(n_in, n_out, n_threads))
+    return n_out <= _SKINNY_DIM or (n_in > _SKINNY_DIM and _loop_layer(n_in, n_out))
 
 
 cdef void _layer_gradient(floating* grad, const floating* inputs, const floating* delta,
@@ -1420,11 +1421,11 @@ cdef void _layer_gradient(floating* grad, const floating* inputs, const floating
                           Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
                           int n_threads) noexcept nogil:
     """grad[:n_in * n_out] = inputs.T @ delta; grad's bias part (has_bias) = delta.sum(0)."""
-    if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out, n_threads):
+    if m * n_in * n_out < _BLAS_MIN_FLOPS or not _skinny(n_in, n_out):
         _apply_gradient(grad, grad + n_in * n_out if has_bias else NULL, inputs, delta, 1,
                         False, bias_sums, m, n_in, n_out, n_threads)
         return
-    if _along_outputs(n_in, n_out, n_threads):
+    if _along_outputs(n_in, n_out):
         memset(grad, 0, n_in * n_out * sizeof(floating))
         _skinny_outer(inputs, delta, grad, m, n_in, n_out)
     else:
@@ -1448,8 +1449,8 @@ cdef void _forward(const floating* inputs, const floating* weights,
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
         _small_forward(inputs, weights, bias, outputs, m, n_in, n_out)
         _activate_range(outputs, 0, m * n_out, activation, slopes)
-    elif _skinny(n_in, n_out, n_threads):
-        if _along_outputs(n_in, n_out, n_threads):
+    elif _skinny(n_in, n_out):
+        if _along_outputs(n_in, n_out):
             _skinny_inner(inputs, weights, bias, outputs, m, n_in, n_out,
                           NNFAST_RELU if activation == ACTIVATION_RELU else NNFAST_LINEAR)
             if activation != ACTIVATION_RELU:
@@ -1682,8 +1683,8 @@ cdef void _hidden_delta(const floating* delta_next, const floating* weights,
     if m * n_in * n_out < _BLAS_MIN_FLOPS:
         _small_backward(delta_next, weights, activations, delta, m, n_in, n_out, False)
         _scale_by_derivative_range(delta, activations, 0, m * n_in, activation, slopes)
-    elif _skinny(n_in, n_out, n_threads):
-        if _along_inputs(n_in, n_out, n_threads):
+    elif _skinny(n_in, n_out):
+        if _along_inputs(n_in, n_out):
             _transpose(weights, transposed, n_in, n_out)
             # ReLU's derivative fused as a gate on its output, unless slopes are kept.
             gated = activation == ACTIVATION_RELU and slopes == NULL
@@ -2277,7 +2278,7 @@ cdef inline bint _all_skinny(const _Config* config) noexcept nogil:
     if config.n_threads > 1:
         return False  # a fit cut into blocks has a wide layer for its team
     for k in range(config.n_layers):
-        if not _skinny(config.sizes[k], config.sizes[k + 1], 1):
+        if not _skinny(config.sizes[k], config.sizes[k + 1]):
             return False
     return True
 
@@ -2332,10 +2333,10 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
         n_in = config.sizes[k]
         n_out = config.sizes[k + 1]
         n_layer = _layer_params(config.sizes, k, config.has_bias)
-        if not _along_outputs(n_in, n_out, 1) or (k > 0 and _along_inputs(n_in, n_out, 1)):
+        if not _along_outputs(n_in, n_out) or (k > 0 and _along_inputs(n_in, n_out)):
             _transpose(params + n_params, transposed + n_params, n_in, n_out)
         memset(grad + n_params, 0, n_layer * sizeof(floating))
-        if not _along_outputs(n_in, n_out, 1):
+        if not _along_outputs(n_in, n_out):
             memset(transposed_grad + n_params, 0, n_in * n_out * sizeof(floating))
         n_params += n_layer
         units_per_row += n_out
@@ -2355,7 +2356,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
             layer_out = activations + m * units + r0 * n_out
             activation = config.activations[k] if k + 1 < n_layers else ACTIVATION_IDENTITY
             layer_slopes = _layer_slopes(config, k, training, slopes, activations, layer_out)
-            if _along_outputs(n_in, n_out, 1):
+            if _along_outputs(n_in, n_out):
                 _skinny_inner(layer_in, weights,
                               weights + n_in * n_out if config.has_bias else NULL, layer_out,
                               rows, n_in, n_out,
@@ -2389,7 +2390,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
             delta_next = delta
             layer_in = (activations + m * (units - n_in) + r0 * n_in if k > 0
                         else x + r0 * n_in)
-            if _along_outputs(n_in, n_out, 1):
+            if _along_outputs(n_in, n_out):
                 _skinny_outer(layer_in, delta_next, grad + offset, rows, n_in, n_out)
             else:
                 _skinny_outer(delta_next, layer_in, transposed_grad + offset, rows, n_out,
@@ -2403,7 +2404,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
                                              layer_in)
                 # ReLU's derivative fused as a gate on its output, unless slopes are kept.
                 gated = activation == ACTIVATION_RELU and layer_slopes == NULL
-                if _along_inputs(n_in, n_out, 1):
+                if _along_inputs(n_in, n_out):
                     _skinny_inner(delta_next, transposed + offset, NULL, delta, rows, n_out,
                                   n_in, NNFAST_RELU_GATE if gated else NNFAST_LINEAR, layer_in)
                     if not gated:
@@ -2427,7 +2428,7 @@ cdef double _blocked_step(const _Config* config, _Counters* counters, floating* 
     for k in range(n_layers):
         n_in = config.sizes[k]
         n_out = config.sizes[k + 1]
-        if not _along_outputs(n_in, n_out, 1):
+        if not _along_outputs(n_in, n_out):
             _transpose(transposed_grad + offset, grad + offset, n_out, n_in)
         _finish_layer(config, params, state, grad + offset, offset, k, n_params, alpha,
                       denominator, step_rate, grad_out == NULL and not clipping)

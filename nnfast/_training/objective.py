@@ -48,7 +48,7 @@ def full_batch_objective(network, X, y, sample_weight=None, weights_checked=Fals
     plan = fit_plan(network, None, False, n_rows, False, sample_weight is not None)
     backend = backend_named(network.backend)
     inputs = row_inputs(X)
-    blocks = thread_policy.kernel_blocks(network, backend, n_rows, inputs)
+    blocks = thread_policy.kernel_blocks(network, backend, n_rows, inputs, general_path=True)
     evaluate = backend.make_loss_gradient(plan, X, y, sample_weight, blocks)
     return FullBatchObjective(evaluate, snapshot(network),
                               thread_policy.fit_threads(network, backend, blocks, n_rows, inputs))

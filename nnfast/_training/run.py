@@ -77,7 +77,8 @@ class TrainingRun:
         inputs = row_inputs(X)
         team_step = thread_policy.takes_team_step(plan, inputs is not None)
         self.kernel_threads = thread_policy.kernel_blocks(network, backend, plan.batch_size,
-                                                          inputs, team_step=team_step)
+                                                          inputs, team_step=team_step,
+                                                          general_path=True)
         # Activations, deltas and gathered rows per batch; the params copy and a transposed
         # gradient, a gradient and a transpose per row block of the team step
         # (nnfast._training.layout), and the optimizer state.

@@ -312,7 +312,8 @@ def largest_product(sizes, batch_rows, row_inputs=None):
     return batch_rows * max(a * b for a, b in zip(widths, widths[1:]))
 
 
-def kernel_blocks(network, backend, batch_rows, row_inputs=None, team_step=False):
+def kernel_blocks(network, backend, batch_rows, row_inputs=None, team_step=False,
+                  general_path=False):
     """The blocks the kernel cuts each large product into for batches of batch_rows rows
     (its n_threads argument), which fix its arithmetic: the threads that share them are
     decided as the fit runs (``KernelTeam``).
@@ -323,7 +324,9 @@ def kernel_blocks(network, backend, batch_rows, row_inputs=None, team_step=False
     (OMP_NUM_THREADS, a threadpoolctl limit); an explicit n_threads is taken as given (up to
     the cores). row_inputs: the first layer's inputs a row really multiplies (sparse X).
     team_step: the fit trains by the kernel's team step (dense, stochastic, unclipped),
-    which repays threads from smaller products (TEAM_MIN_FLOPS).
+    which repays threads from smaller products (TEAM_MIN_FLOPS). general_path: the products
+    are the general path's (not the original's fused step), some of which run as the
+    kernel's own loops on the calling thread (``runs_as_loops``).
     """
     requested = min(check_n_threads(network.n_threads), available_cores())
     if not backend.threaded:
@@ -333,9 +336,16 @@ def kernel_blocks(network, backend, batch_rows, row_inputs=None, team_step=False
     if requested == 1:
         return 1
     threshold = TEAM_MIN_FLOPS if team_step else PARALLEL_MIN_FLOPS
-    return (requested
-            if largest_product(network.sizes, batch_rows, row_inputs) >= threshold
-            else 1)
+    if largest_product(network.sizes, batch_rows, row_inputs) < threshold:
+        return 1
+    if general_path and not team_step and row_inputs is None and all(
+            backend.kernels.runs_as_loops(a, b)
+            for a, b in zip(network.sizes, network.sizes[1:])):
+        # Every product runs as the kernels' loops on the calling thread (an L-BFGS fit of
+        # digits beside a BLAS without AVX-512 kernels): blocks would share only the
+        # elementwise work, which measured 10-12% slower than one thread.
+        return 1
+    return requested
 
 
 def epochs_between_team_checks(sizes, blocks, n_rows, row_inputs=None):

@@ -633,6 +633,35 @@ def test_the_teams_size_never_changes_a_result(monkeypatch, dtype):
 
 
 @needs_openmp
+@pytest.mark.parametrize("loop_units, general_path, team_step, blocks", [
+    (128, True, False, 1),   # every product a loop on the calling thread: no blocks
+    (128, True, True, 2),    # the team step's blocks run the loops on their own threads
+    (128, False, False, 2),  # the original's fused step keeps its BLAS blocks
+    (0, True, False, 2),     # every product through BLAS, cut into blocks
+])
+def test_a_fit_whose_every_product_is_a_loop_takes_no_per_product_blocks(
+        loop_units, general_path, team_step, blocks):
+    """A general-path fit without the team step (L-BFGS, clipping) whose every layer runs as
+    the kernel's own loops (runs_as_loops: here 64 -> 100 -> 10 with loop units above 100)
+    would share only its elementwise work among threads: it takes one block."""
+    from nnfast._training import threads
+    from nnfast._training.backends import backend_named
+
+    kernels = nnfast._kernels.kernels
+    saved = kernels.get_loop_units()
+    kernels.set_loop_units(loop_units)
+    try:
+        assert kernels.runs_as_loops(64, 100) == (loop_units >= 100)
+        network = nnfast.Network([64, 100, 10], n_threads=2, activation="relu",
+                                 output="softmax")
+        got = threads.kernel_blocks(network, backend_named("cython"), 1797,
+                                    team_step=team_step, general_path=general_path)
+    finally:
+        kernels.set_loop_units(saved)
+    assert got == min(blocks, nnfast._validation.available_cores())
+
+
+@needs_openmp
 def test_openmp_limit_caps_the_default_blocks_and_survives_fits():
     """A threadpoolctl OpenMP limit (or OMP_NUM_THREADS) caps nnfast's default threads, an
     explicit n_threads is taken as given, and a fit leaves the limit as it found it."""
