@@ -70,11 +70,6 @@ cdef extern from "Python.h":
     int _signals_status "PyErr_CheckSignals"() noexcept
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
-cdef extern from "<dlfcn.h>":
-    # Which shared library holds an address (glibc, musl, macOS).
-    ctypedef struct _DlInfo "Dl_info":
-        const char* dli_fname
-    int _blas_address_info "dladdr"(const void* address, _DlInfo* info) noexcept nogil
 
 # The general path's integer codes: defined once, in codes.pxd (compile-time constants here;
 # Python reads the same enums from nnfast._kernels.codes, which checks codes passed in).
@@ -1340,15 +1335,6 @@ def runs_as_loops(Py_ssize_t n_in, Py_ssize_t n_out):
     """Whether a layer of n_in -> n_out units runs its products as the kernels' own loops,
     on the calling thread, rather than through BLAS (see "Skinny products")."""
     return _skinny(n_in, n_out)
-
-
-def blas_library_path():
-    """The file of the shared library that holds the dgemm the kernels call (SciPy's
-    cython_blas module, which links its BLAS), or None where the platform cannot tell."""
-    cdef _DlInfo info
-    if not _blas_address_info(<void*>dgemm, &info) or info.dli_fname == NULL:
-        return None
-    return (<bytes>info.dli_fname).decode(errors="surrogateescape")
 
 
 cdef void _transpose(const floating* source, floating* target, Py_ssize_t rows,

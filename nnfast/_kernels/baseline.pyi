@@ -25,7 +25,6 @@ def set_skinny_dim(value: int) -> None: ...  # Py_ssize_t
 def get_loop_units() -> int: ...
 def set_loop_units(value: int) -> None: ...  # Py_ssize_t
 def runs_as_loops(n_in: int, n_out: int) -> bool: ...  # Py_ssize_t
-def blas_library_path() -> str | None: ...
 def cpu_runs(level: int) -> bool: ...  # int
 def sigmoid_inplace(values: _Array) -> None: ...  # floating[::1] INOUT
 def tanh_inplace(values: _Array) -> None: ...  # floating[::1] INOUT

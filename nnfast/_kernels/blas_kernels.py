@@ -50,6 +50,14 @@ def loop_units(isa, core_name):
     return 0 if core_name.lower() in AVX512_BLAS_CORES else LOOP_UNITS
 
 
+def kernels_blas_path():
+    """The file of the module whose dgemm and sgemm the kernels call (they cimport them from
+    scipy.linalg.cython_blas, which links SciPy's BLAS)."""
+    from scipy.linalg import cython_blas
+
+    return cython_blas.__file__
+
+
 def configure(kernels):
-    """Applies loop_units to a kernel build, for the BLAS its dgemm comes from."""
-    kernels.set_loop_units(loop_units(kernels.ISA, blas_core_name(kernels.blas_library_path())))
+    """Applies loop_units to a kernel build, for the BLAS its products call."""
+    kernels.set_loop_units(loop_units(kernels.ISA, blas_core_name(kernels_blas_path())))
