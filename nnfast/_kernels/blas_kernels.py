@@ -6,8 +6,8 @@ CPU's family and model, and runs a model it does not know on the kernels of an o
 on the AMD EPYC (family 26, Zen 5) VMs nnfast is measured on, NumPy's and SciPy's OpenBLAS
 ran their Haswell (AVX2) kernels on a CPU with AVX-512. There the AVX-512 build's loops
 outran that BLAS on whole layers of up to ``LOOP_UNITS`` units a side (measured, one
-thread: digits' 64 -> 100 -> 10 fit 1.3x faster, 20000x40's 40 -> 100 -> 4 1.2-1.25x;
-against OpenBLAS's AVX-512 kernels they were level on digits and 1.4x slower on 20000x40),
+thread: digits' 64 -> 100 -> 10 fits 1.4-1.5x faster, 20000x40's 40 -> 100 -> 4 1.4-1.5x;
+against OpenBLAS's own AVX-512 kernels, in separate runs, from 15% faster to 20% slower),
 so the kernels take such layers themselves (``set_loop_units``). Decided once, at import,
 before any kernel call, so that every fit in the process has the same arithmetic.
 """
