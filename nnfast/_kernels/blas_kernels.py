@@ -26,8 +26,6 @@ def blas_core_name(library_path):
     """OpenBLAS's name for the kernels it runs (e.g. "Haswell", "SkylakeX"), asked of the
     library at library_path or the ones it links (SciPy's cython_blas links its OpenBLAS);
     None when there is no OpenBLAS there or it cannot be asked."""
-    if library_path is None:
-        return None
     try:
         library = ctypes.CDLL(library_path)
     except OSError:
@@ -41,13 +39,18 @@ def blas_core_name(library_path):
     return None
 
 
+def runs_avx512(core_name):
+    """Whether OpenBLAS's kernels of this core name use AVX-512."""
+    return core_name.lower() in AVX512_BLAS_CORES
+
+
 def loop_units(isa, core_name):
     """The layer size up to which the kernels of this build (its ISA) run whole layers as
     their own loops beside a BLAS on core_name's kernels: LOOP_UNITS for the AVX-512 build
     beside kernels without AVX-512, else 0 (BLAS as before; an unknown BLAS included)."""
     if isa != "x86-64-v4" or core_name is None:
         return 0
-    return 0 if core_name.lower() in AVX512_BLAS_CORES else LOOP_UNITS
+    return 0 if runs_avx512(core_name) else LOOP_UNITS
 
 
 def kernels_blas_path():

@@ -33,7 +33,7 @@ import warnings
 import numpy as np
 
 from ..._kernels import kernels
-from ..._kernels.blas_kernels import AVX512_BLAS_CORES
+from ..._kernels.blas_kernels import runs_avx512
 from ..._validation import check_n_threads
 from .. import bench
 from . import jax as bench_jax
@@ -422,20 +422,21 @@ def cpu_flags():
     return ", ".join(present) if present else "no AVX2 / AVX-512"
 
 
-def blas_core_advice(pools, runs_avx512):
+def blas_core_advice(pools, cpu_has_avx512):
     """A header line when an OpenBLAS in the process runs kernels without AVX-512 on a CPU
-    that has it, else None. pools: threadpoolctl's threadpool_info(); runs_avx512: whether
-    the CPU runs nnfast's AVX-512 build.
+    that has it, else None. pools: threadpoolctl's threadpool_info(); cpu_has_avx512:
+    whether the CPU runs nnfast's AVX-512 build.
 
     OpenBLAS picks its kernels from the CPU's family and model, and takes a model it does not
     know for the newest one it does: these machines' AMD EPYC (family 26, Zen 5) ran its
-    Haswell (AVX2) kernels, through which nnfast's products go (SciPy's OpenBLAS) as well as
-    NumPy's and scikit-learn's. OPENBLAS_CORETYPE, read when OpenBLAS loads, overrides it."""
-    if not runs_avx512:
+    Haswell (AVX2) kernels for NumPy's and scikit-learn's products and nnfast's layers wider
+    than its own loops take (nnfast._kernels.blas_kernels). OPENBLAS_CORETYPE, read when
+    OpenBLAS loads, overrides it."""
+    if not cpu_has_avx512:
         return None
     slower = [f"{p['filepath'].rsplit('/', 1)[-1]} ({p.get('architecture')})" for p in pools
               if p.get("internal_api") == "openblas" and p.get("architecture")
-              and p["architecture"].lower() not in AVX512_BLAS_CORES]
+              and not runs_avx512(p["architecture"])]
     if not slower:
         return None
     return ("BLAS kernels: OpenBLAS runs kernels without AVX-512 on this AVX-512 CPU in "
